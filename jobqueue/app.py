@@ -1,0 +1,254 @@
+"""The application object: settings, the task registry and enqueueing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Concatenate, Literal, overload
+
+from .config import Settings
+from .db import Database
+from .exceptions import ConfigurationError
+from .ids import check_id, new_id
+from .result import AsyncResult, ResultWaiter
+from .serialization import dump_arguments
+from .tasks import TASK_OPTIONS, P, R, Task
+
+log = logging.getLogger(__name__)
+
+_current: JobQueue | None = None
+
+
+def current_app() -> JobQueue:
+    if _current is None:
+        raise ConfigurationError("no JobQueue app exists yet; pass app= explicitly")
+    return _current
+
+
+class JobQueue:
+    """A jobqueue application.
+
+    ``JobQueue(dsn=None, *, schema="jobqueue")``: the DSN comes from the
+    argument, else ``$JOBQUEUE_DSN``, else an embedded PostgreSQL started under
+    ``data_dir`` (default ``./.jobqueue``, or ``$JOBQUEUE_DATA_DIR``).
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = "jobqueue",
+        data_dir: str | Path | None = None,
+        auto_migrate: bool | None = None,
+        **settings: Any,
+    ) -> None:
+        global _current
+        self.conf = Settings(dsn=dsn, schema=schema, auto_migrate=auto_migrate)
+        if data_dir is not None:
+            self.conf.data_dir = Path(data_dir)
+        for key, value in settings.items():
+            if not hasattr(self.conf, key):
+                raise TypeError(f"JobQueue() got an unknown setting {key!r}")
+            setattr(self.conf, key, value)
+        self.conf.validate()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.db = Database(self.conf)
+        self.results = ResultWaiter(self)
+        _current = self
+
+    def __repr__(self) -> str:
+        return f"<JobQueue schema={self.conf.schema!r} tasks={len(self.tasks)}>"
+
+    # -- tasks -----------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        bind: Literal[True],
+        name: str | None = ...,
+        queue: str | None = ...,
+        priority: int = ...,
+        ignore_result: bool = ...,
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = ...,
+        queue: str | None = ...,
+        priority: int = ...,
+        bind: Literal[False] = ...,
+        ignore_result: bool = ...,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:  # type: ignore[misc]
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``."""
+        unknown = set(options) - TASK_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"@app.task got unknown option(s) {sorted(unknown)}; "
+                f"known options: {sorted(TASK_OPTIONS)}"
+            )
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            name = options.get("name") or f"{func.__module__}.{func.__qualname__}"
+            task: Task[Any, Any] = Task(
+                self,
+                func,
+                name=name,
+                queue=options.get("queue"),
+                priority=_check_priority(options.get("priority", 0)),
+                bind=bool(options.get("bind", False)),
+                ignore_result=bool(options.get("ignore_result", False)),
+            )
+            self.tasks[name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    # -- enqueueing -----------------------------------------------------------
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        task_id: str | None = None,
+        connection: Any = None,
+    ) -> AsyncResult:
+        """Enqueue task ``name`` (it need not be registered in this process)."""
+        args_json, kwargs_json = dump_arguments(name, args or (), kwargs or {})
+        job_id = check_id(task_id) if task_id is not None else new_id()
+        params = {
+            "id": job_id,
+            "task": name,
+            "args": args_json,
+            "kwargs": kwargs_json,
+            "queue": queue or self.conf.default_queue,
+            "priority": _check_priority(priority or 0),
+            "options": "{}",
+            "root_id": None,
+            "parent_id": None,
+            **_timing(countdown, eta, expires),
+        }
+        self.db.execute("job_insert", params, connection)
+        return AsyncResult(job_id, app=self)
+
+    def enqueue_many(
+        self,
+        task: Task[Any, Any] | str,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        connection: Any = None,
+    ) -> list[AsyncResult]:
+        """Enqueue one job per item in a single statement. An item is the tuple
+        of positional arguments, or a mapping of keyword arguments."""
+        name = task if isinstance(task, str) else task.name
+        registered = self.tasks.get(name) if isinstance(task, str) else task
+        ids: list[str] = []
+        args_list: list[str] = []
+        kwargs_list: list[str] = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, Mapping):
+                    a, k = dump_arguments(name, (), item)
+                else:
+                    a, k = dump_arguments(name, item, {})
+            except TypeError as exc:
+                raise TypeError(f"item {index}: {exc}") from exc.__cause__
+            ids.append(new_id())
+            args_list.append(a)
+            kwargs_list.append(k)
+        if not ids:
+            return []
+        default_queue = registered.queue if registered is not None else None
+        default_priority = registered.priority if registered is not None else 0
+        params = {
+            "task": name,
+            "ids": ids,
+            "args": args_list,
+            "kwargs": kwargs_list,
+            "queue": queue or default_queue or self.conf.default_queue,
+            "priority": _check_priority(priority if priority is not None else default_priority),
+            "options": "{}",
+            **_timing(countdown, eta, expires),
+        }
+        self.db.execute("job_insert_many", params, connection)
+        return [AsyncResult(job_id, app=self) for job_id in ids]
+
+    def AsyncResult(self, id: str) -> AsyncResult:
+        return AsyncResult(id, app=self)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (``jobqueue db upgrade``)."""
+        from .migrate import upgrade
+
+        upgrade(self.db.dsn(), self.conf.schema)
+
+    def close(self) -> None:
+        self.results.stop()
+        self.db.close()
+
+
+def _check_priority(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -32768 <= value <= 32767:
+        raise ValueError(f"priority must be an integer in [-32768, 32767], got {value!r}")
+    return value
+
+
+def _timing(
+    countdown: float | None, eta: datetime | None, expires: float | datetime | None
+) -> dict[str, Any]:
+    """When a job becomes due and when it stops being worth running; the
+    database clock decides relative times, so producers' clocks don't matter."""
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    if countdown is not None and (
+        isinstance(countdown, bool) or not isinstance(countdown, (int, float))
+    ):
+        raise TypeError(f"countdown must be a number of seconds, got {countdown!r}")
+    if eta is not None and not isinstance(eta, datetime):
+        raise TypeError(f"eta must be a datetime, got {eta!r}")
+    timing: dict[str, Any] = {
+        "countdown": float(countdown or 0),
+        "eta": _aware(eta),
+        "expires_at": None,
+        "expires_in": None,
+    }
+    if isinstance(expires, datetime):
+        timing["expires_at"] = _aware(expires)
+    elif expires is not None:
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+            raise TypeError(f"expires must be seconds or a datetime, got {expires!r}")
+        timing["expires_in"] = float(expires)
+    return timing
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as local time, as ``datetime.now()`` makes them."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.astimezone()
+
+
+__all__ = ["JobQueue", "current_app"]

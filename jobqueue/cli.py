@@ -1,0 +1,242 @@
+"""``jobqueue`` command line: worker, db (migrations), stats, embedded, demo."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from . import __version__
+from .app import JobQueue
+from .db import redact
+from .exceptions import JobQueueError
+
+APP_ENV = "JOBQUEUE_APP"
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
+
+
+def load_app(spec: str) -> JobQueue:
+    """Import ``package.module:attribute`` (or ``package.module``, finding its app)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name:
+        raise click.BadParameter(f"{spec!r} is not of the form package.module:app", param_hint="-A")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`, find modules where we stand
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="-A") from exc
+    if attribute:
+        app = getattr(module, attribute, None)
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, JobQueue)]
+        app = found[0] if len(found) == 1 else None
+    if not isinstance(app, JobQueue):
+        what = f"attribute {attribute!r}" if attribute else "exactly one JobQueue instance"
+        raise click.BadParameter(f"module {module_name!r} has no {what}", param_hint="-A")
+    return app
+
+
+class Context:
+    def __init__(self, app_spec: str | None, dsn: str | None, schema: str | None) -> None:
+        self.app_spec = app_spec
+        self.dsn = dsn
+        self.schema = schema
+        self._app: JobQueue | None = None
+
+    def app(self, required: bool = False) -> JobQueue:
+        if self._app is None:
+            if self.app_spec:
+                self._app = load_app(self.app_spec)
+            elif required:
+                raise click.UsageError(
+                    f"this command needs an app: pass -A module:app or set ${APP_ENV}"
+                )
+            else:
+                self._app = JobQueue(schema=self.schema or "jobqueue")
+            if self.dsn:
+                self._app.conf.dsn = self.dsn
+            if self.schema:
+                self._app.conf.schema = self.schema
+        return self._app
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    envvar=APP_ENV,
+    metavar="MODULE:APP",
+    help=f"The application, e.g. proj.tasks:app (or ${APP_ENV}).",
+)
+@click.option(
+    "--dsn",
+    envvar="JOBQUEUE_DSN",
+    metavar="DSN",
+    help="PostgreSQL DSN (default: $JOBQUEUE_DSN, the app's, else embedded).",
+)
+@click.option("--schema", default=None, help="Override the app's PostgreSQL schema.")
+@click.version_option(__version__, prog_name="jobqueue")
+@click.pass_context
+def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str | None) -> None:
+    """jobqueue: a transactional job queue on PostgreSQL."""
+    ctx.obj = Context(app_spec, dsn, schema)
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs run at once (default: 4 x CPUs, at most 32).",
+)
+@click.option(
+    "-Q",
+    "--queues",
+    default=None,
+    metavar="A,B",
+    help="Comma-separated queues to consume (default: the app's default queue).",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    metavar="SECONDS",
+    help="Poll this often when no NOTIFY arrives (default 5).",
+)
+@click.option("-n", "--hostname", default=None, help="Name shown in logs and the workers table.")
+@click.option(
+    "-l",
+    "--loglevel",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+)
+@click.pass_obj
+def worker(
+    obj: Context,
+    concurrency: int | None,
+    queues: str | None,
+    poll_interval: float | None,
+    hostname: str | None,
+    loglevel: str,
+) -> None:
+    """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
+    from .worker import Worker
+
+    _setup_logging(loglevel)
+    app = obj.app(required=True)
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    if queues is not None and not names:
+        raise click.BadParameter("give at least one queue name", param_hint="--queues")
+    try:
+        Worker(
+            app,
+            queues=names,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            hostname=hostname,
+        ).run()
+    except JobQueueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def db() -> None:
+    """Schema migrations (alembic)."""
+
+
+def _dsn(obj: Context) -> tuple[str, str]:
+    app = obj.app()
+    try:
+        return app.db.dsn(), app.conf.schema
+    except JobQueueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_obj
+def db_upgrade(obj: Context, revision: str) -> None:
+    """Migrate the schema up to REVISION (default: head)."""
+    from .migrate import current_revision, upgrade
+
+    dsn, schema = _dsn(obj)
+    upgrade(dsn, schema, revision)
+    click.echo(f"schema {schema!r} at {redact(dsn)} is at revision {current_revision(dsn, schema)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_obj
+def db_downgrade(obj: Context, revision: str) -> None:
+    """Migrate the schema down to REVISION ('base' removes every table)."""
+    from .migrate import current_revision, downgrade
+
+    dsn, schema = _dsn(obj)
+    downgrade(dsn, schema, revision)
+    click.echo(f"schema {schema!r} is at revision {current_revision(dsn, schema) or 'base'}")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(obj: Context) -> None:
+    """Show the schema's revision and the newest one this version knows."""
+    from .migrate import current_revision, head_revision
+
+    dsn, schema = _dsn(obj)
+    current = current_revision(dsn, schema)
+    head = head_revision()
+    note = "up to date" if current == head else f"run `jobqueue db upgrade` to reach {head}"
+    click.echo(f"{current or 'none'} ({note})")
+
+
+@main.command()
+@click.pass_obj
+def stats(obj: Context) -> None:
+    """Print the queue_stats view: jobs per queue and state."""
+    app = obj.app()
+    try:
+        rows = app.db.execute("queue_stats", {})
+    except JobQueueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    header = ("queue", "pending", "started", "retry", "success", "failure", "revoked", "oldest")
+    click.echo("  ".join(f"{h:>10}" for h in header))
+    for row in rows:
+        click.echo("  ".join(f"{v!s:>10}" for v in row))
+
+
+@main.group()
+def embedded() -> None:
+    """The embedded PostgreSQL used when no DSN is configured."""
+
+
+@embedded.command("stop")
+@click.option("--data-dir", default=None, help="Data directory (default ./.jobqueue).")
+def embedded_stop(data_dir: str | None) -> None:
+    """Stop the embedded server."""
+    from pathlib import Path
+
+    from . import embedded as emb
+    from .config import Settings
+
+    directory = Path(data_dir) if data_dir else Settings().data_dir
+    click.echo("stopped" if emb.stop(directory) else "not running")
+
+
+@main.command()
+def demo() -> None:
+    """Run the demo: a committed job runs, a rolled-back one never exists."""
+    from .demo import run
+
+    sys.exit(run())

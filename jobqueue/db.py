@@ -1,0 +1,164 @@
+"""Connections: DSN resolution, the producer pool, and running our statements
+on a connection the caller owns (psycopg, SQLAlchemy Core or ORM Session).
+
+Every statement is sent with bound parameters; only our own named SQL text is
+ever executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from . import embedded
+from .config import Settings
+from .exceptions import ConfigurationError, SchemaNotReadyError
+from .sql import queries
+
+log = logging.getLogger(__name__)
+
+Params = Mapping[str, Any]
+Row = tuple[Any, ...]
+
+
+def redact(dsn: str) -> str:
+    """A DSN fit for logs: the password is never shown."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    if "password" in parts:
+        parts["password"] = "***"
+    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
+
+
+class Database:
+    """Owns the DSN, the producer pool and schema readiness for one app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._dsn: str | None = None
+        self._pool: ConnectionPool | None = None
+        self._ready = False
+
+    @property
+    def schema(self) -> str:
+        return self.settings.schema
+
+    @property
+    def sql(self) -> dict[str, str]:
+        return queries(self.settings.schema)
+
+    def dsn(self) -> str:
+        """The DSN to use, starting the embedded server if none is configured."""
+        if self._dsn is None:
+            with self._lock:
+                if self._dsn is None:
+                    self.settings.validate()
+                    configured = self.settings.resolved_dsn()
+                    if configured:
+                        self._dsn = configured
+                    else:
+                        self._dsn = embedded.start(self.settings.data_dir)
+                        if self.settings.auto_migrate is None:
+                            self.settings.auto_migrate = True
+        return self._dsn
+
+    def connect(self, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Row]:
+        """A new dedicated connection (workers, listeners)."""
+        self.ensure_schema()
+        return self._raw_connect(autocommit=autocommit, **kwargs)
+
+    def _raw_connect(self, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Row]:
+        return psycopg.connect(self.dsn(), autocommit=autocommit, **kwargs)
+
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            self.ensure_schema()
+            with self._lock:
+                if self._pool is None:
+                    pool = ConnectionPool(
+                        self.dsn(),
+                        min_size=1,
+                        max_size=self.settings.pool_max_size,
+                        kwargs={"autocommit": True},
+                        open=False,
+                        name="jobqueue",
+                    )
+                    pool.open(wait=True, timeout=30)
+                    self._pool = pool
+        return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def ensure_schema(self) -> None:
+        """Check (or, when auto_migrate is on, bring) the schema up to date, once."""
+        if self._ready:
+            return
+        dsn = self.dsn()
+        from .migrate import current_revision, head_revision, upgrade
+
+        try:
+            if self.settings.auto_migrate:
+                upgrade(dsn, self.schema)
+                current = head = None
+            else:
+                current, head = current_revision(dsn, self.schema), head_revision()
+        except psycopg.OperationalError as exc:
+            raise ConfigurationError(
+                f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}"
+            ) from exc
+        if current != head:
+            state = "has no jobqueue schema" if current is None else f"is at revision {current}"
+            raise SchemaNotReadyError(
+                f"database {redact(dsn)} {state} (schema {self.schema!r}); this jobqueue "
+                f"needs revision {head}: run `jobqueue db upgrade`"
+            )
+        self._ready = True
+
+    # -- running our statements ------------------------------------------------
+
+    def execute(self, name: str, params: Params, connection: Any = None) -> list[Row]:
+        """Run named statement ``name``: on the caller's connection (inside their
+        transaction) if given, else on a pooled autocommit connection."""
+        statement = self.sql[name]
+        if connection is None:
+            with self.pool().connection() as conn:
+                return _fetch(conn.execute(statement, params))
+        return run_on(connection, statement, params)
+
+
+def _fetch(cursor: Any) -> list[Row]:
+    return list(cursor.fetchall()) if cursor.description is not None else []
+
+
+def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
+    """Execute on a caller-owned connection without committing anything.
+
+    Accepts a psycopg ``Connection``, a SQLAlchemy ``Connection`` or an ORM
+    ``Session``; SQLAlchemy objects are recognised without importing it.
+    """
+    if isinstance(connection, psycopg.Connection):
+        return _fetch(connection.execute(statement, params))
+    module = type(connection).__module__
+    if module.startswith("sqlalchemy."):
+        if hasattr(connection, "exec_driver_sql"):  # Core Connection
+            return _fetch(connection.exec_driver_sql(statement, dict(params)))
+        if hasattr(connection, "connection") and hasattr(connection, "commit"):  # ORM Session
+            core = connection.connection()
+            return _fetch(core.exec_driver_sql(statement, dict(params)))
+    raise TypeError(
+        "connection= must be a psycopg Connection, a SQLAlchemy Connection or a "
+        f"SQLAlchemy ORM Session, got {type(connection).__module__}.{type(connection).__name__}"
+    )

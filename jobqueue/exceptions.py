@@ -1,0 +1,51 @@
+"""The error hierarchy: everything jobqueue raises derives from JobQueueError."""
+
+from __future__ import annotations
+
+import builtins
+
+
+class JobQueueError(Exception):
+    """Root of every error raised by jobqueue itself."""
+
+
+class ConfigurationError(JobQueueError):
+    """A setting is missing or invalid; the message says what to change."""
+
+
+class SchemaNotReadyError(ConfigurationError):
+    """The database has no (or an outdated) jobqueue schema."""
+
+
+class TimeoutError(JobQueueError, builtins.TimeoutError):
+    """``AsyncResult.get()`` gave up waiting. Also a builtin ``TimeoutError``."""
+
+
+class TaskNotRegistered(JobQueueError):
+    """A job names a task that the worker does not know."""
+
+
+class TaskRevokedError(JobQueueError):
+    """The job was revoked or expired before it ran."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of a failure that happened in a worker.
+
+    Set as ``__cause__`` of re-raised task errors so the remote traceback is
+    printed along with the local one.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class TaskError(JobQueueError):
+    """Stands in for a task exception whose class cannot be rebuilt locally."""
+
+    exc_type: str = "Exception"
+    exc_module: str | None = None

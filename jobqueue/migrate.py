@@ -1,0 +1,92 @@
+"""Schema migrations: alembic, run programmatically against one schema.
+
+The scripts live in the repository's top-level ``migrations/`` and ship in the
+wheel as ``jobqueue/migrations``. Runs are serialised by an advisory lock so
+several processes starting at once (say, against the embedded server) migrate
+exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.pool import NullPool
+
+from .sql import queries, validate_schema
+
+# Arbitrary constant: "jq" in ASCII, then "migrate".
+_LOCK_KEY = 0x6A71_6D69_6772
+
+
+def script_location() -> Path:
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "migrations", package.parent / "migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise FileNotFoundError("jobqueue migrations not found (expected jobqueue/migrations)")
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def engine(dsn: str) -> sa.Engine:
+    """A SQLAlchemy engine over psycopg for any libpq DSN (URI or key=value)."""
+    return sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
+
+
+@contextmanager
+def _locked(dsn: str, schema: str) -> Iterator[tuple[Config, sa.Connection]]:
+    validate_schema(schema)
+    with engine(dsn).connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+        conn.commit()
+        try:
+            config = _config()
+            config.attributes["connection"] = conn
+            config.attributes["schema"] = schema
+            yield config, conn
+            conn.commit()
+        finally:
+            conn.rollback()
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+            conn.commit()
+
+
+def upgrade(dsn: str, schema: str, revision: str = "head") -> None:
+    with _locked(dsn, schema) as (config, _):
+        command.upgrade(config, revision)
+
+
+def downgrade(dsn: str, schema: str, revision: str) -> None:
+    with _locked(dsn, schema) as (config, _):
+        command.downgrade(config, revision)
+
+
+def current_revision(dsn: str, schema: str) -> str | None:
+    validate_schema(schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".alembic_version',)
+        ).fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute(queries(schema)["schema_version"]).fetchone()
+        return None if row is None else str(row[0])

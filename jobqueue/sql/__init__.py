@@ -1,0 +1,55 @@
+"""Loads the named statements of ``queries.sql`` for one schema.
+
+Python never assembles SQL: it picks a statement by name and binds parameters.
+The only substitution is the schema name (validated, then quoted) and the
+NOTIFY channel names derived from it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+from ..exceptions import ConfigurationError
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def validate_schema(schema: str) -> str:
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise ConfigurationError(
+            f"invalid schema name {schema!r}: use lowercase letters, digits and underscores "
+            "(at most 41 characters, not starting with a digit)"
+        )
+    return schema
+
+
+def channels(schema: str) -> dict[str, str]:
+    """NOTIFY channels: new due jobs (payload: queue) and finished jobs (payload: ids)."""
+    return {"jobs": f"{schema}_jobs", "done": f"{schema}_done", "control": f"{schema}_control"}
+
+
+@cache
+def queries(schema: str) -> dict[str, str]:
+    validate_schema(schema)
+    text = resources.files(__package__).joinpath("queries.sql").read_text()
+    names = _NAME_LINE.findall(text)
+    bodies = _NAME_LINE.split(text)[2::2]
+    chans = channels(schema)
+    out: dict[str, str] = {}
+    for name, body in zip(names, bodies, strict=True):
+        statement = (
+            "\n".join(
+                line for line in body.strip().splitlines() if not line.lstrip().startswith("--")
+            )
+            .rstrip()
+            .rstrip(";")
+        )
+        out[name] = (
+            statement.replace("{schema}", f'"{schema}"')
+            .replace("{channel_jobs}", chans["jobs"])
+            .replace("{channel_done}", chans["done"])
+        )
+    return out

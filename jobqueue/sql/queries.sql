@@ -1,0 +1,178 @@
+-- Every statement jobqueue runs at run time lives here, named noun-first.
+-- `{schema}` is replaced by the validated, quoted schema name and `{channel_*}`
+-- by the NOTIFY channel names when the file is loaded; everything else is a
+-- bound parameter. Blocks start with a line `-- name: <query_name>`.
+
+-- name: job_insert
+-- One job, one round trip: the record, its place in the waiting table and a
+-- wake-up hint, which PostgreSQL delivers only when the transaction commits.
+WITH job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id, parent_id)
+    VALUES (%(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+            %(kwargs)s::jsonb, %(options)s::jsonb,
+            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+            COALESCE(%(root_id)s::uuid, %(id)s::uuid), %(parent_id)s::uuid)
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+    SELECT id, queue, priority, run_at, task FROM job
+    RETURNING queue, run_at
+)
+SELECT pg_notify('{channel_jobs}', queue) FROM waiting WHERE run_at <= now();
+
+-- name: job_insert_many
+-- Bulk enqueue of one task: per-job ids, args and kwargs as arrays, shared
+-- options as scalars; one NOTIFY per queue (PostgreSQL folds duplicates).
+WITH job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id)
+    SELECT i.id, %(task)s, %(queue)s, %(priority)s, i.args::jsonb, i.kwargs::jsonb,
+           %(options)s::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+           i.id
+    FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[]) AS i(id, args, kwargs)
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+    SELECT id, queue, priority, run_at, task FROM job
+    RETURNING queue, run_at
+)
+SELECT pg_notify('{channel_jobs}', queue)
+FROM (SELECT DISTINCT queue FROM waiting WHERE run_at <= now()) AS due;
+
+-- name: job_claim
+-- Claim up to %(limit)s due jobs across the worker's queues in one statement.
+-- Each queue is read in claim order through its own index range (LATERAL), and
+-- the claimed rows leave `job_queue`, so the table the claim scans only ever
+-- holds waiting jobs. The CTEs also fence the planner so the LIMIT holds.
+WITH candidate AS (
+    SELECT c.job_id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT w.job_id, w.priority, w.run_at
+        FROM {schema}.job_queue AS w
+        WHERE w.queue = q.name AND w.run_at <= now()
+        ORDER BY w.priority DESC, w.run_at, w.job_id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.run_at, c.job_id
+    LIMIT %(limit)s
+), taken AS (
+    DELETE FROM {schema}.job_queue AS w
+    USING candidate AS c
+    WHERE w.job_id = c.job_id
+    RETURNING w.job_id
+), expired AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'REVOKED', finished_at = now(),
+        error = jsonb_build_object('type', 'TaskRevokedError', 'module', 'jobqueue.exceptions',
+                                   'message', 'expired before it started', 'traceback', NULL)
+    FROM taken AS t
+    WHERE j.id = t.job_id AND j.expires_at <= now()
+    RETURNING j.id
+), started AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'STARTED', attempts = j.attempts + 1, worker_id = %(worker_id)s,
+        started_at = now()
+    FROM taken AS t
+    WHERE j.id = t.job_id AND j.state IN ('PENDING', 'RETRY')
+      AND (j.expires_at IS NULL OR j.expires_at > now())
+    RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.options, j.attempts,
+              j.run_at, j.root_id, j.parent_id
+), leased AS (
+    INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue)
+    SELECT id, %(worker_id)s, attempts, task, queue FROM started
+)
+SELECT id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id
+FROM started
+UNION ALL
+-- Waiters of expired jobs are woken like those of finished ones.
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT pg_notify('{channel_done}', string_agg(id::text, ',')) FROM expired
+      HAVING count(*) > 0) AS woken;
+
+-- name: job_complete_many
+-- Record a batch of outcomes. A row changes only if this worker still holds
+-- the lease for that very attempt and the job is still STARTED, so a late or
+-- duplicate completion (say from a worker presumed dead) changes nothing.
+-- Result waiters get one NOTIFY per 200 finished ids (payload limit 8000 bytes).
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(states)s::text[],
+                %(results)s::text[], %(errors)s::text[])
+         AS o(job_id, attempt, state, result, error)
+), released AS (
+    DELETE FROM {schema}.job_lease AS l
+    USING outcome AS o
+    WHERE l.job_id = o.job_id AND l.attempt = o.attempt AND l.worker_id = %(worker_id)s
+    RETURNING l.job_id
+), finished AS (
+    UPDATE {schema}.jobs AS j
+    SET state = o.state, result = o.result::jsonb, error = o.error::jsonb,
+        finished_at = now()
+    FROM outcome AS o
+    JOIN released AS r ON r.job_id = o.job_id
+    WHERE j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
+    RETURNING j.id
+)
+SELECT count(*) AS finished,
+       (SELECT count(pg_notify('{channel_done}', ids))
+        FROM (SELECT string_agg(id::text, ',') AS ids
+              FROM (SELECT id, (row_number() OVER ()) / 200 AS chunk FROM finished) AS f
+              GROUP BY chunk) AS chunks) AS notified
+FROM finished;
+
+-- name: job_release_many
+-- Put jobs this worker claimed but will not run back in the queue, as if they
+-- had never been claimed (shutdown). Guarded by the lease like completion.
+WITH released AS (
+    DELETE FROM {schema}.job_lease AS l
+    WHERE l.job_id = ANY(%(ids)s::uuid[]) AND l.worker_id = %(worker_id)s
+    RETURNING l.job_id, l.attempt
+), reset AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'PENDING', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
+    FROM released AS r
+    WHERE j.id = r.job_id AND j.state = 'STARTED' AND j.attempts = r.attempt
+    RETURNING j.id, j.queue, j.priority, j.run_at, j.task
+), requeued AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+    SELECT id, queue, priority, run_at, task FROM reset
+    RETURNING queue
+)
+SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM requeued) AS q;
+
+-- name: job_next_run_at
+-- When the earliest scheduled job of these queues becomes due, so an idle
+-- worker can sleep exactly until then instead of polling.
+SELECT min(run_at) AS next_run_at, now() AS db_now
+FROM {schema}.job_queue
+WHERE queue = ANY(%(queues)s::text[]) AND run_at > now();
+
+-- name: job_get
+SELECT id, task, queue, state, result, error, attempts, created_at, started_at,
+       finished_at, worker_id, root_id, parent_id
+FROM {schema}.jobs
+WHERE id = %(id)s::uuid;
+
+-- name: worker_register
+INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s);
+
+-- name: worker_heartbeat
+UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s
+RETURNING id;
+
+-- name: worker_unregister
+DELETE FROM {schema}.workers WHERE id = %(id)s;
+
+-- name: schema_version
+SELECT version_num FROM {schema}.alembic_version;
+
+-- name: queue_stats
+SELECT queue, pending, started, retry, success, failure, revoked, oldest_waiting
+FROM {schema}.queue_stats ORDER BY queue;
