@@ -143,6 +143,10 @@ def _fetch(cursor: Any) -> list[Row]:
     return list(cursor.fetchall()) if cursor.description is not None else []
 
 
+def _fetch_sqlalchemy(result: Any) -> list[Row]:
+    return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+
 def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
     """Execute on a caller-owned connection without committing anything.
 
@@ -154,10 +158,10 @@ def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
     module = type(connection).__module__
     if module.startswith("sqlalchemy."):
         if hasattr(connection, "exec_driver_sql"):  # Core Connection
-            return _fetch(connection.exec_driver_sql(statement, dict(params)))
+            return _fetch_sqlalchemy(connection.exec_driver_sql(statement, dict(params)))
         if hasattr(connection, "connection") and hasattr(connection, "commit"):  # ORM Session
             core = connection.connection()
-            return _fetch(core.exec_driver_sql(statement, dict(params)))
+            return _fetch_sqlalchemy(core.exec_driver_sql(statement, dict(params)))
     raise TypeError(
         "connection= must be a psycopg Connection, a SQLAlchemy Connection or a "
         f"SQLAlchemy ORM Session, got {type(connection).__module__}.{type(connection).__name__}"

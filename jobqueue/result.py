@@ -227,6 +227,8 @@ class ResultWaiter:
                             self._wake(notice.payload)
             except (psycopg.Error, OSError) as exc:
                 self._listening.set()
+                if self._stopped.is_set():
+                    return
                 log.warning("result listener lost its connection (%s); reconnecting", exc)
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

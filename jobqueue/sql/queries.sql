@@ -6,6 +6,7 @@
 -- name: job_insert
 -- One job, one round trip: the record, its place in the waiting table and a
 -- wake-up hint, which PostgreSQL delivers only when the transaction commits.
+-- Scheduled jobs send it too: the woken worker then sleeps until they are due.
 WITH job AS (
     INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
                                run_at, expires_at, root_id, parent_id)
@@ -18,9 +19,9 @@ WITH job AS (
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
     SELECT id, queue, priority, run_at, task FROM job
-    RETURNING queue, run_at
+    RETURNING queue
 )
-SELECT pg_notify('{channel_jobs}', queue) FROM waiting WHERE run_at <= now();
+SELECT pg_notify('{channel_jobs}', queue) FROM waiting;
 
 -- name: job_insert_many
 -- Bulk enqueue of one task: per-job ids, args and kwargs as arrays, shared
@@ -38,10 +39,9 @@ WITH job AS (
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
     SELECT id, queue, priority, run_at, task FROM job
-    RETURNING queue, run_at
+    RETURNING queue
 )
-SELECT pg_notify('{channel_jobs}', queue)
-FROM (SELECT DISTINCT queue FROM waiting WHERE run_at <= now()) AS due;
+SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiting) AS q;
 
 -- name: job_claim
 -- Claim up to %(limit)s due jobs across the worker's queues in one statement.

@@ -114,9 +114,7 @@ BEGIN
             enqueue.kwargs, due, enqueue.expires_at, new_id);
     INSERT INTO {s}.job_queue (job_id, queue, priority, run_at, task)
     VALUES (new_id, enqueue.queue, enqueue.priority, due, enqueue.task);
-    IF due <= now() THEN
-        PERFORM pg_notify('{notify}', enqueue.queue);
-    END IF;
+    PERFORM pg_notify('{notify}', enqueue.queue);
     RETURN new_id;
 END
 $$;
