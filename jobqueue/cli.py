@@ -8,11 +8,13 @@ import os
 import sys
 
 import click
+import psycopg
 
 from . import __version__
 from .app import JobQueue
-from .db import redact
 from .exceptions import JobQueueError
+from .redact import redact
+from .sql import validate_schema
 
 APP_ENV = "JOBQUEUE_APP"
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
@@ -69,7 +71,28 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns jobqueue's own errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except JobQueueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except psycopg.OperationalError as exc:
+            raise click.ClickException(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
+def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_schema(value)
+    except JobQueueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-A",
     "--app",
@@ -84,7 +107,9 @@ def _setup_logging(level: str) -> None:
     metavar="DSN",
     help="PostgreSQL DSN (default: $JOBQUEUE_DSN, the app's, else embedded).",
 )
-@click.option("--schema", default=None, help="Override the app's PostgreSQL schema.")
+@click.option(
+    "--schema", default=None, callback=_check_schema, help="Override the app's PostgreSQL schema."
+)
 @click.version_option(__version__, prog_name="jobqueue")
 @click.pass_context
 def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str | None) -> None:
@@ -158,10 +183,7 @@ def db() -> None:
 
 def _dsn(obj: Context) -> tuple[str, str]:
     app = obj.app()
-    try:
-        return app.db.dsn(), app.conf.schema
-    except JobQueueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return app.db.dsn(), app.conf.schema
 
 
 @db.command("upgrade")
@@ -205,11 +227,7 @@ def db_current(obj: Context) -> None:
 @click.pass_obj
 def stats(obj: Context) -> None:
     """Print the queue_stats view: jobs per queue and state."""
-    app = obj.app()
-    try:
-        rows = app.db.execute("queue_stats", {})
-    except JobQueueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    rows = obj.app().db.execute("queue_stats", {})
     header = ("queue", "pending", "started", "retry", "success", "failure", "revoked", "oldest")
     click.echo("  ".join(f"{h:>10}" for h in header))
     for row in rows:

@@ -13,29 +13,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from . import embedded
 from .config import Settings
 from .exceptions import ConfigurationError, SchemaNotReadyError
+from .redact import redact
 from .sql import queries
 
 log = logging.getLogger(__name__)
 
 Params = Mapping[str, Any]
 Row = tuple[Any, ...]
-
-
-def redact(dsn: str) -> str:
-    """A DSN fit for logs: the password is never shown."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparseable DSN>"
-    if "password" in parts:
-        parts["password"] = "***"
-    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
 
 
 class Database:

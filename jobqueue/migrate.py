@@ -19,6 +19,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
+from .exceptions import ConfigurationError
+from .redact import redact
 from .sql import queries, validate_schema
 
 # Arbitrary constant: "jq" in ASCII, then "migrate".
@@ -55,7 +57,13 @@ def engine(dsn: str) -> sa.Engine:
 @contextmanager
 def _locked(dsn: str, schema: str) -> Iterator[tuple[Config, sa.Connection]]:
     validate_schema(schema)
-    with engine(dsn).connect() as conn:
+    try:
+        connection = engine(dsn).connect()
+    except sa.exc.OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot connect to PostgreSQL at {redact(dsn)}: {exc.orig}"
+        ) from exc.orig
+    with connection as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
         conn.commit()
         try:

@@ -1,0 +1,118 @@
+"""Pure parts, no database: SQL loading, ids, serialization, settings, app loading."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+import pytest
+
+from jobqueue import ConfigurationError, JobQueue, TaskError
+from jobqueue.cli import load_app
+from jobqueue.exceptions import RemoteTraceback
+from jobqueue.ids import check_id, uuid7
+from jobqueue.redact import redact
+from jobqueue.serialization import dump_arguments, dump_error, loads, rebuild_error
+from jobqueue.sql import queries, validate_schema
+
+
+def test_every_statement_is_loaded_with_the_schema_quoted() -> None:
+    sql = queries("my_schema")
+    assert {
+        "job_insert",
+        "job_insert_many",
+        "job_claim",
+        "job_complete_many",
+        "job_release_many",
+        "job_get",
+        "worker_register",
+    } <= set(sql)
+    for name, text in sql.items():
+        assert "{schema}" not in text and "{channel" not in text, name
+    assert '"my_schema".job_queue' in sql["job_claim"]
+    assert "FOR UPDATE SKIP LOCKED" in sql["job_claim"]
+
+
+@pytest.mark.parametrize("bad", ["", "Upper", "1abc", "a-b", 'x"; drop table', "a" * 60])
+def test_invalid_schema_names_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid schema name"):
+        validate_schema(bad)
+
+
+def test_uuid7_is_a_time_ordered_uuid() -> None:
+    ids = [uuid7() for _ in range(1000)]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == 1000
+    assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
+    assert check_id(str(ids[0]).upper()) == str(ids[0])
+
+
+def test_arguments_encode_as_compact_json() -> None:
+    assert dump_arguments("t", (1, "é", [None]), {"k": 1.5}) == ('[1,"é",[null]]', '{"k":1.5}')
+
+
+def test_error_round_trip_rebuilds_known_types() -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        stored = loads(dump_error(exc))
+    rebuilt = rebuild_error(stored)
+    assert type(rebuilt) is KeyError and rebuilt.args == ("missing",)
+    assert isinstance(rebuilt.__cause__, RemoteTraceback)
+    assert "KeyError: 'missing'" in rebuilt.__cause__.tb
+
+
+def test_unknown_error_types_become_named_task_errors() -> None:
+    rebuilt = rebuild_error(
+        {
+            "type": "PaymentDeclined",
+            "module": "billing.not_imported",
+            "message": "card expired",
+            "traceback": None,
+        }
+    )
+    assert isinstance(rebuilt, TaskError)
+    assert type(rebuilt).__name__ == "PaymentDeclined" and str(rebuilt) == "card expired"
+
+
+def test_rebuild_never_instantiates_non_exceptions() -> None:
+    rebuilt = rebuild_error({"type": "system", "module": "os", "message": "rm -rf /"})
+    assert isinstance(rebuilt, TaskError)
+
+
+def test_redact_hides_passwords() -> None:
+    assert "s3cret" not in redact("postgresql://u:s3cret@h:5432/db")
+    assert "s3cret" not in redact("host=h user=u password=s3cret")
+
+
+def test_settings_are_validated_with_actionable_messages() -> None:
+    with pytest.raises(ConfigurationError, match="poll_interval must be a positive number"):
+        JobQueue("postgresql://x", poll_interval=0)
+    with pytest.raises(ConfigurationError, match="lease_ttl must be longer"):
+        JobQueue("postgresql://x", lease_ttl=1, heartbeat_interval=2)
+    with pytest.raises(TypeError, match="unknown setting 'polling'"):
+        JobQueue("postgresql://x", polling=3)
+
+
+def test_load_app_finds_the_app_or_says_why_not() -> None:
+    assert isinstance(load_app("tests.apps:app"), JobQueue)
+    assert isinstance(load_app("tests.apps"), JobQueue)
+    with pytest.raises(click.BadParameter, match="no attribute 'tasks_app'"):
+        load_app("tests.apps:tasks_app")
+
+
+def test_calling_a_task_runs_it_locally() -> None:
+    app = JobQueue("postgresql://unused")
+
+    @app.task
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    @app.task(bind=True, name="who")
+    def who(self: object) -> bool:
+        return mul.request.called_directly
+
+    assert mul(6, 7) == 42
+    assert who() is True
+    assert mul.name.endswith("test_calling_a_task_runs_it_locally.<locals>.mul")
+    assert app.tasks["who"] is who
