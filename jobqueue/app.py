@@ -132,6 +132,10 @@ class JobQueue:
         """Enqueue task ``name`` (it need not be registered in this process)."""
         args_json, kwargs_json = dump_arguments(name, args or (), kwargs or {})
         job_id = check_id(task_id) if task_id is not None else new_id()
+        registered = self.tasks.get(name)
+        if registered is not None:
+            queue = queue if queue is not None else registered.queue
+            priority = priority if priority is not None else registered.priority
         params = {
             "id": job_id,
             "task": name,
@@ -167,6 +171,11 @@ class JobQueue:
         args_list: list[str] = []
         kwargs_list: list[str] = []
         for index, item in enumerate(items):
+            if isinstance(item, (str, bytes)):
+                raise TypeError(
+                    f"item {index} of enqueue_many must be a tuple of arguments "
+                    f"or a mapping of keyword arguments, got {item!r}"
+                )
             try:
                 if isinstance(item, Mapping):
                     a, k = dump_arguments(name, (), item)

@@ -103,9 +103,8 @@ def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None)
 )
 @click.option(
     "--dsn",
-    envvar="JOBQUEUE_DSN",
     metavar="DSN",
-    help="PostgreSQL DSN (default: $JOBQUEUE_DSN, the app's, else embedded).",
+    help="PostgreSQL DSN (default: the app's, else $JOBQUEUE_DSN, else embedded).",
 )
 @click.option(
     "--schema", default=None, callback=_check_schema, help="Override the app's PostgreSQL schema."

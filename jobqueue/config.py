@@ -1,7 +1,8 @@
 """Every tunable in one place, with its default and what it does.
 
 ``app.conf`` is a ``Settings``; change fields before starting workers. Values
-are validated once by ``Settings.validate()`` when the app first connects.
+are validated by ``Settings.validate()`` when the app is created and again
+when it first connects.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
     if isinstance(connection, psycopg.Connection):
         return _fetch(connection.execute(statement, params))
     module = type(connection).__module__
-    if module.startswith("sqlalchemy."):
+    if module.startswith("sqlalchemy.") and not module.startswith("sqlalchemy.ext.asyncio"):
         if hasattr(connection, "exec_driver_sql"):  # Core Connection
             return _fetch_sqlalchemy(connection.exec_driver_sql(statement, dict(params)))
         if hasattr(connection, "connection") and hasattr(connection, "commit"):  # ORM Session

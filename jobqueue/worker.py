@@ -153,11 +153,22 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.hostname, self.processed)
 
     def _cold_exit(self) -> None:
-        """Release what is still running to the queue, then leave immediately."""
-        with self._lock:
-            ids = list(self._in_flight)
+        """Record what already finished, release what is still running to the
+        queue, then leave immediately."""
+        finished: list[Outcome] = []
+        while True:
+            try:
+                item = self._outcomes.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                finished.append(item)
         try:
             with self.app.db.connect() as conn:
+                if finished:
+                    self._write_outcomes(conn, finished)
+                with self._lock:
+                    ids = list(self._in_flight)
                 self._execute(conn, "job_release_many", {"ids": ids, "worker_id": self.id})
                 self._execute(conn, "worker_unregister", {"id": self.id})
             log.warning("released %d unfinished job(s) back to their queues", len(ids))
@@ -174,8 +185,8 @@ class Worker:
             free = self.concurrency - len(self._in_flight)
             if free > 0:
                 try:
-                    jobs = self._claim(conn, free)
-                    if len(jobs) == free:
+                    taken = self._claim(conn, free)
+                    if taken == free:
                         continue  # there may be more: claim again as slots free up
                     due_in = self._next_due_in(conn)
                 except psycopg.OperationalError as exc:
@@ -186,18 +197,19 @@ class Worker:
             self._wakeup.wait(timeout)
         return conn
 
-    def _claim(self, conn: psycopg.Connection[Any], limit: int) -> list[Job]:
+    def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
+        """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
         rows = self._execute(
             conn, "job_claim", {"queues": self.queues, "limit": limit, "worker_id": self.id}
         )
-        jobs = [Job.from_row(row) for row in rows if row[0] is not None]
+        jobs = [Job.from_row(row) for row in rows if row[1] is not None]
         if jobs:
             with self._lock:
                 for job in jobs:
                     self._in_flight[job.id] = job.attempt
             for job in jobs:
                 self._pool.submit(self._run, job)
-        return jobs
+        return len(rows)
 
     def _next_due_in(self, conn: psycopg.Connection[Any]) -> float | None:
         rows = self._execute(conn, "job_next_run_at", {"queues": self.queues})

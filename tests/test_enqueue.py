@@ -136,3 +136,34 @@ def test_queues_route_jobs_to_their_workers(jq: Any, start_worker: Any) -> None:
     with pytest.raises(TimeoutError):
         other.get(timeout=0.5)
     assert other.state == states.PENDING
+
+
+def test_expired_jobs_do_not_stall_the_next_claim(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    start_worker("--concurrency", "1", "--poll-interval", "30")
+    with psycopg.connect(jq.app.conf.dsn) as tx:  # one transaction, one wake-up
+        past = datetime.now(timezone.utc) - timedelta(seconds=1)
+        expired = [jq.add.apply_async((i, 0), expires=past, connection=tx) for i in range(3)]
+        good = jq.add.apply_async((1, 1), priority=-1, connection=tx)
+    # Each claim round takes one expired row; the worker must claim again at once
+    # rather than wait for its 30 s poll.
+    assert good.get(timeout=10) == 2
+    assert [r.state for r in expired] == [states.REVOKED] * 3
+
+
+def test_send_task_by_name_uses_the_registered_defaults(jq: Any, schema: str, conn: Any) -> None:
+    @jq.app.task(name="routed", queue="reports", priority=4)
+    def routed() -> None:
+        return None
+
+    jq.app.send_task("routed")
+    jq.app.send_task("routed", queue="other", priority=1)
+    rows = conn.execute(f'SELECT queue, priority FROM "{schema}".jobs ORDER BY id').fetchall()
+    assert rows == [("reports", 4), ("other", 1)]
+
+
+def test_enqueue_many_refuses_string_items(jq: Any, schema: str, conn: Any) -> None:
+    with pytest.raises(TypeError, match="item 1 of enqueue_many must be a tuple"):
+        jq.app.enqueue_many(jq.add, [(1, 2), "12"])
+    assert _count(conn, schema) == 0

@@ -90,10 +90,12 @@ WITH candidate AS (
 SELECT id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id
 FROM started
 UNION ALL
--- Waiters of expired jobs are woken like those of finished ones.
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM (SELECT pg_notify('{channel_done}', string_agg(id::text, ',')) FROM expired
-      HAVING count(*) > 0) AS woken;
+-- Expired jobs come back with task NULL (they used a slot of this claim), and
+-- their waiters are woken like those of finished jobs, once per claim.
+SELECT e.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM expired AS e
+CROSS JOIN (SELECT pg_notify('{channel_done}', string_agg(id::text, ',')) FROM expired
+            HAVING count(*) > 0) AS woken;
 
 -- name: job_complete_many
 -- Record a batch of outcomes. A row changes only if this worker still holds

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-21
 
-Layout (see docs/state-model.md):
+Layout (see docs/states.md):
 - ``jobs`` is the record of every job: arguments, state, result, error. It
   carries only its primary key index, so state changes are HOT updates.
 - ``job_queue`` holds exactly the jobs waiting to run. The claim deletes from
