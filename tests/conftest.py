@@ -29,6 +29,12 @@ from jobqueue import JobQueue, migrate
 from tests.apps import build
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVER_VERSIONS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SERVER_VERSIONS:
+        terminalreporter.write_line(f"PostgreSQL server under test: {SERVER_VERSIONS[0]}")
 
 
 def _docker_answers() -> bool:
@@ -67,7 +73,7 @@ def database_dsn(server_dsn: str) -> Iterator[str]:
     name = f"jobqueue_test_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         version = conn.execute("SHOW server_version").fetchone()
-        print(f"\ntesting against PostgreSQL {version[0] if version else '?'}")
+        SERVER_VERSIONS.append(str(version[0]) if version else "?")
         conn.execute(f'CREATE DATABASE "{name}"')
     params = conninfo_to_dict(server_dsn)
     params["dbname"] = name

@@ -1,0 +1,65 @@
+"""The claim and completion statements themselves, driven directly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobqueue import states
+from jobqueue.ids import new_id
+from jobqueue.sql import queries
+
+
+def _claim(conn: Any, schema: str, worker: str, limit: int = 10) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        queries(schema)["job_claim"], {"queues": ["default"], "limit": limit, "worker_id": worker}
+    ).fetchall()
+    return [r for r in rows if r[1] is not None]
+
+
+def _complete(conn: Any, schema: str, worker: str, job_id: str, attempt: int, value: Any) -> int:
+    row = conn.execute(
+        queries(schema)["job_complete_many"],
+        {
+            "ids": [job_id],
+            "attempts": [attempt],
+            "states": [states.SUCCESS],
+            "results": [json.dumps(value)],
+            "errors": [None],
+            "worker_id": worker,
+        },
+    ).fetchone()
+    return int(row[0])
+
+
+def test_a_stale_completion_changes_nothing(jq: Any, schema: str, conn: Any) -> None:
+    result = jq.add.delay(1, 2)
+    first, second = new_id(), new_id()
+    [(job_id, *_rest)] = _claim(conn, schema, first)
+    # The first worker is presumed gone: its job goes back and a second worker takes it.
+    conn.execute(queries(schema)["job_release_many"], {"ids": [job_id], "worker_id": first})
+    [(again, *_)] = _claim(conn, schema, second)
+    assert again == job_id
+    assert _complete(conn, schema, first, str(job_id), 1, "late") == 0
+    assert result.state == states.STARTED
+    assert _complete(conn, schema, second, str(job_id), 1, 3) == 1
+    assert _complete(conn, schema, second, str(job_id), 1, "duplicate") == 0
+    assert result.get(timeout=1) == 3
+
+
+def test_claim_takes_at_most_the_limit_and_skips_locked_rows(
+    jq: Any, schema: str, dsn: str, conn: Any
+) -> None:
+    import psycopg
+
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(10)])
+    with psycopg.connect(dsn) as holder:  # another worker's claim, still uncommitted
+        held = _claim(holder, schema, new_id(), limit=4)
+        assert len(held) == 4
+        mine = _claim(conn, schema, new_id(), limit=4)
+        assert len(mine) == 4 and not {r[0] for r in mine} & {r[0] for r in held}
+        holder.rollback()
+    rest = _claim(conn, schema, new_id(), limit=100)
+    assert len(rest) == 6  # the 4 held rows came back when that claim rolled back
+    leases = conn.execute(f'SELECT count(*) FROM "{schema}".job_lease').fetchone()
+    assert leases == (10,)
