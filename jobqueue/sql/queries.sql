@@ -72,7 +72,7 @@ WITH candidate AS (
         error = jsonb_build_object('type', 'TaskRevokedError', 'module', 'jobqueue.exceptions',
                                    'message', 'expired before it started', 'traceback', NULL)
     FROM taken AS t
-    WHERE j.id = t.job_id AND j.expires_at <= now()
+    WHERE j.id = t.job_id AND j.state IN ('PENDING', 'RETRY') AND j.expires_at <= now()
     RETURNING j.id
 ), started AS (
     UPDATE {schema}.jobs AS j
