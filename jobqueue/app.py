@@ -13,8 +13,8 @@ from .db import Database
 from .exceptions import ConfigurationError
 from .ids import check_id, new_id
 from .result import AsyncResult, ResultWaiter
-from .serialization import dump_arguments
-from .tasks import TASK_OPTIONS, P, R, Task
+from .serialization import dump_arguments, dumps
+from .tasks import TASK_OPTIONS, P, R, Task, check_time_limits
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class JobQueue:
             setattr(self.conf, key, value)
         self.conf.validate()
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: How a worker's child processes find this app (set by ``-A``).
+        self.main_spec: str | None = None
         self.db = Database(self.conf)
         self.results = ResultWaiter(self)
         _current = self
@@ -75,6 +77,7 @@ class JobQueue:
         queue: str | None = ...,
         priority: int = ...,
         ignore_result: bool = ...,
+        **options: Any,
     ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
 
     @overload
@@ -86,6 +89,7 @@ class JobQueue:
         priority: int = ...,
         bind: Literal[False] = ...,
         ignore_result: bool = ...,
+        **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -98,16 +102,10 @@ class JobQueue:
             )
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            name = options.get("name") or f"{func.__module__}.{func.__qualname__}"
-            task: Task[Any, Any] = Task(
-                self,
-                func,
-                name=name,
-                queue=options.get("queue"),
-                priority=_check_priority(options.get("priority", 0)),
-                bind=bool(options.get("bind", False)),
-                ignore_result=bool(options.get("ignore_result", False)),
-            )
+            settings = dict(options)
+            name = settings.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
+            settings["priority"] = _check_priority(settings.get("priority", 0))
+            task: Task[Any, Any] = Task(self, func, name=name, **settings)
             self.tasks[name] = task
             return task
 
@@ -127,6 +125,8 @@ class JobQueue:
         eta: datetime | None = None,
         expires: float | datetime | None = None,
         task_id: str | None = None,
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
         connection: Any = None,
     ) -> AsyncResult:
         """Enqueue task ``name`` (it need not be registered in this process)."""
@@ -136,6 +136,9 @@ class JobQueue:
         if registered is not None:
             queue = queue if queue is not None else registered.queue
             priority = priority if priority is not None else registered.priority
+            options = registered.job_options(soft_time_limit, time_limit)
+        else:
+            options = _unregistered_options(soft_time_limit, time_limit)
         params = {
             "id": job_id,
             "task": name,
@@ -143,7 +146,7 @@ class JobQueue:
             "kwargs": kwargs_json,
             "queue": queue or self.conf.default_queue,
             "priority": _check_priority(priority or 0),
-            "options": "{}",
+            "options": dumps(options),
             "root_id": None,
             "parent_id": None,
             **_timing(countdown, eta, expires),
@@ -197,7 +200,7 @@ class JobQueue:
             "kwargs": kwargs_list,
             "queue": queue or default_queue or self.conf.default_queue,
             "priority": _check_priority(priority if priority is not None else default_priority),
-            "options": "{}",
+            "options": dumps(registered.job_options() if registered else {}),
             **_timing(countdown, eta, expires),
         }
         self.db.execute("job_insert_many", params, connection)
@@ -217,6 +220,11 @@ class JobQueue:
     def close(self) -> None:
         self.results.stop()
         self.db.close()
+
+
+def _unregistered_options(soft: float | None, hard: float | None) -> dict[str, Any]:
+    soft, hard = check_time_limits(soft, hard)
+    return {k: v for k, v in (("soft_time_limit", soft), ("time_limit", hard)) if v is not None}
 
 
 def _check_priority(value: Any) -> int:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import sys
 
 import click
 import psycopg
 
-from . import __version__
+from . import __version__, loader
 from .app import JobQueue
-from .exceptions import JobQueueError
+from .exceptions import ConfigurationError, JobQueueError
+from .pools import POOLS
 from .redact import redact
 from .sql import validate_schema
 
@@ -21,25 +20,11 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s
 
 
 def load_app(spec: str) -> JobQueue:
-    """Import ``package.module:attribute`` (or ``package.module``, finding its app)."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name:
-        raise click.BadParameter(f"{spec!r} is not of the form package.module:app", param_hint="-A")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`, find modules where we stand
+    """The app named by ``-A``; a bad spec is a usage error."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="-A") from exc
-    if attribute:
-        app = getattr(module, attribute, None)
-    else:
-        found = [v for v in vars(module).values() if isinstance(v, JobQueue)]
-        app = found[0] if len(found) == 1 else None
-    if not isinstance(app, JobQueue):
-        what = f"attribute {attribute!r}" if attribute else "exactly one JobQueue instance"
-        raise click.BadParameter(f"module {module_name!r} has no {what}", param_hint="-A")
-    return app
+        return loader.load_app(spec)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="-A") from exc
 
 
 class Context:
@@ -140,6 +125,42 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
 )
 @click.option("-n", "--hostname", default=None, help="Name shown in logs and the workers table.")
 @click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(POOLS),
+    default="threads",
+    show_default=True,
+    help="Where tasks run: threads, or child processes (real hard limits).",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Process pool: replace a child after this many jobs.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Warm shutdown: how long running jobs may take before going back to the queue.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between heartbeats (default 5).",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Silent this long, this worker is presumed dead and its jobs are rescued (default 30).",
+)
+@click.option(
     "-l",
     "--loglevel",
     default="info",
@@ -153,6 +174,11 @@ def worker(
     queues: str | None,
     poll_interval: float | None,
     hostname: str | None,
+    pool: str,
+    max_tasks_per_child: int | None,
+    shutdown_timeout: float,
+    heartbeat_interval: float | None,
+    lease_ttl: float | None,
     loglevel: str,
 ) -> None:
     """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
@@ -163,16 +189,24 @@ def worker(
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
         raise click.BadParameter("give at least one queue name", param_hint="--queues")
+    if heartbeat_interval is not None:
+        app.conf.heartbeat_interval = heartbeat_interval
+    if lease_ttl is not None:
+        app.conf.lease_ttl = lease_ttl
     try:
-        Worker(
-            app,
-            queues=names,
-            concurrency=concurrency,
-            poll_interval=poll_interval,
-            hostname=hostname,
-        ).run()
-    except JobQueueError as exc:
-        raise click.ClickException(str(exc)) from exc
+        app.conf.validate()
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    Worker(
+        app,
+        queues=names,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        hostname=hostname,
+        pool=pool,
+        max_tasks_per_child=max_tasks_per_child,
+        shutdown_timeout=shutdown_timeout,
+    ).run()
 
 
 @main.group()

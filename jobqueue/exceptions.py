@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 
 class JobQueueError(Exception):
@@ -49,3 +50,39 @@ class TaskError(JobQueueError):
 
     exc_type: str = "Exception"
     exc_module: str | None = None
+
+
+class Retry(JobQueueError):
+    """Raised by ``self.retry()``: this attempt ends and another is scheduled."""
+
+    def __init__(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: Any = None,
+        message: str | None = None,
+    ) -> None:
+        self.exc = exc
+        self.countdown = countdown
+        self.eta = eta
+        super().__init__(message or f"retry in {countdown}s" + (f": {exc!r}" if exc else ""))
+
+
+class MaxRetriesExceededError(JobQueueError):
+    """``self.retry()`` was called with no retries left and no exception to re-raise."""
+
+
+class SoftTimeLimitExceeded(JobQueueError):
+    """Raised inside a task when its ``soft_time_limit`` passes; it may clean up."""
+
+
+class TimeLimitExceeded(JobQueueError):
+    """The task ran past its hard ``time_limit`` and was stopped."""
+
+
+class WorkerLostError(JobQueueError):
+    """The process running the job died (killed, crashed, or lost its lease)."""
+
+
+class Terminated(JobQueueError):
+    """Raised inside a running task revoked with ``terminate=True``."""

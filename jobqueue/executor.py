@@ -1,26 +1,33 @@
 """Running one claimed job: resolve the task, call it, normalise the outcome.
 
-This step is pure with respect to the database: it returns an ``Outcome`` and
-the completer records it. A straight pipeline: resolve → run → encode.
+This step never touches the database: it returns an ``Outcome`` that the
+completer records. A straight pipeline: resolve → run → decide (success,
+retry, failure) → encode. Pools call ``execute`` and, when they stop a job
+themselves (time limit, crashed child, revocation), build the outcome with
+``failed`` / ``lost`` / ``revoked`` so one policy applies everywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .exceptions import TaskNotRegistered
+from .exceptions import Retry, TaskNotRegistered, WorkerLostError
 from .serialization import dump_error, dumps
-from .tasks import Request
+from .tasks import Request, Task
 
 if TYPE_CHECKING:
     from .app import JobQueue
 
 log = logging.getLogger("jobqueue.task")
+
+AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 
 
 @dataclass(slots=True)
@@ -54,6 +61,19 @@ class Job:
             None if parent_id is None else str(parent_id),
         )
 
+    @property
+    def retries(self) -> int:
+        return self.attempt - 1
+
+    def limits(self, task: Task[Any, Any] | None) -> tuple[float | None, float | None]:
+        """(soft, hard) time limits: the call's, else the task's."""
+        soft = self.options.get("soft_time_limit")
+        hard = self.options.get("time_limit")
+        if task is not None:
+            soft = soft if soft is not None else task.soft_time_limit
+            hard = hard if hard is not None else task.time_limit
+        return soft, hard
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -62,11 +82,14 @@ class Outcome:
     job_id: str
     attempt: int
     state: str
-    result: str | None  # JSON text
-    error: str | None  # JSON text
+    result: str | None = None  # JSON text
+    error: str | None = None  # JSON text
+    delay: float | None = None  # seconds until the next attempt (state RETRY)
 
 
-def execute(app: JobQueue, job: Job, hostname: str) -> Outcome:
+def execute(
+    app: JobQueue, job: Job, hostname: str, run_async: AsyncRunner = asyncio.run
+) -> Outcome:
     task = app.tasks.get(job.task)
     if task is None:
         exc = TaskNotRegistered(
@@ -74,19 +97,22 @@ def execute(app: JobQueue, job: Job, hostname: str) -> Outcome:
             "is the module that defines it imported by the app given to -A?"
         )
         log.error("Received unregistered task %s[%s]", job.task, job.id)
-        return Outcome(job.id, job.attempt, states.FAILURE, None, dump_error(exc))
+        return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
 
+    soft, hard = job.limits(task)
     request = Request(
         id=job.id,
         task=job.task,
         args=job.args,
         kwargs=job.kwargs,
-        retries=job.attempt - 1,
+        retries=job.retries,
         eta=job.run_at,
         hostname=hostname,
         queue=job.queue,
         root_id=job.root_id,
         parent_id=job.parent_id,
+        soft_time_limit=soft,
+        time_limit=hard,
     )
     started = time.perf_counter()
     task._push_request(request)
@@ -96,18 +122,25 @@ def execute(app: JobQueue, job: Job, hostname: str) -> Outcome:
             if task.bind
             else task.fn(*job.args, **job.kwargs)
         )
-    except Exception as exc:
-        elapsed = time.perf_counter() - started
-        log.error(
-            "Task %s[%s] raised %s: %s (after %.3fs)",
+        if task.is_async:
+            value = run_async(value)
+    except Retry as retry:
+        log.info(
+            "Task %s[%s] retry in %.1fs: %s",
             job.task,
             job.id,
-            type(exc).__name__,
-            exc,
-            elapsed,
-            exc_info=log.isEnabledFor(logging.DEBUG),
+            retry.countdown or 0,
+            retry.exc or "requested",
         )
-        return Outcome(job.id, job.attempt, states.FAILURE, None, dump_error(exc))
+        return Outcome(
+            job.id,
+            job.attempt,
+            states.RETRY,
+            error=dump_error(retry.exc or retry),
+            delay=retry.countdown or 0.0,
+        )
+    except Exception as exc:
+        return failed(task, job, exc, time.perf_counter() - started)
     finally:
         task._push_request(None)
 
@@ -122,7 +155,56 @@ def execute(app: JobQueue, job: Job, hostname: str) -> Outcome:
                 f"{type(value).__name__} ({exc})"
             )
             log.error("Task %s[%s] %s", job.task, job.id, error)
-            return Outcome(job.id, job.attempt, states.FAILURE, None, dump_error(error))
+            return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error))
     if log.isEnabledFor(logging.INFO):
         log.info("Task %s[%s] succeeded in %.4fs", job.task, job.id, time.perf_counter() - started)
-    return Outcome(job.id, job.attempt, states.SUCCESS, encoded, None)
+    return Outcome(job.id, job.attempt, states.SUCCESS, result=encoded)
+
+
+def failed(
+    task: Task[Any, Any] | None, job: Job, exc: BaseException, elapsed: float | None = None
+) -> Outcome:
+    """The attempt raised ``exc``: retry if the task auto-retries it and has
+    retries left, else the job fails with it."""
+    after = "" if elapsed is None else f" (after {elapsed:.3f}s)"
+    if task is not None and task.policy.autoretries(exc) and not task.policy.exhausted(job.retries):
+        delay = task.policy.countdown(job.retries)
+        log.warning(
+            "Task %s[%s] raised %s: %s%s; retry %d in %.1fs",
+            job.task,
+            job.id,
+            type(exc).__name__,
+            exc,
+            after,
+            job.attempt,
+            delay,
+        )
+        return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=delay)
+    log.error(
+        "Task %s[%s] raised %s: %s%s",
+        job.task,
+        job.id,
+        type(exc).__name__,
+        exc,
+        after,
+        exc_info=log.isEnabledFor(logging.DEBUG),
+    )
+    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+
+
+def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
+    """The process running the attempt died: back to the queue (the attempt
+    counts) unless the task says ``reject_on_worker_lost=False`` or has no
+    retries left. The same rule as the SQL lease rescue."""
+    exc = WorkerLostError(reason)
+    requeue = task is None or task.reject_on_worker_lost
+    if requeue and not (task is not None and task.policy.exhausted(job.retries)):
+        log.warning("Task %s[%s] lost (%s); back to the queue", job.task, job.id, reason)
+        return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=0.0)
+    log.error("Task %s[%s] lost (%s)", job.task, job.id, reason)
+    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+
+
+def revoked(job: Job, exc: BaseException) -> Outcome:
+    log.warning("Task %s[%s] terminated: %s", job.task, job.id, exc)
+    return Outcome(job.id, job.attempt, states.REVOKED, error=dump_error(exc))

@@ -40,6 +40,8 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("error", JSONB),
         sa.Column("root_id", UUID),
         sa.Column("parent_id", UUID),
+        sa.Column("revoked_at", TZ),
+        sa.Column("revoke_terminate", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.CheckConstraint(
             "state IN ('PENDING', 'STARTED', 'SUCCESS', 'FAILURE', 'RETRY', 'REVOKED')",
             name="jobs_state_check",
@@ -84,5 +86,23 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("version", sa.Text, nullable=False),
         sa.Column("started_at", TZ, nullable=False, server_default=sa.func.now()),
         sa.Column("heartbeat_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "lease_expires_at",
+            TZ,
+            nullable=False,
+            server_default=sa.text("(now() + '00:00:30'::interval)"),
+        ),
+        sa.Index("workers_lease_idx", "lease_expires_at"),
+    )
+    sa.Table(
+        "job_attempts",
+        md,
+        sa.Column("job_id", UUID, primary_key=True),
+        sa.Column("attempt", sa.Integer, primary_key=True),
+        sa.Column("worker_id", UUID),
+        sa.Column("started_at", TZ),
+        sa.Column("finished_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("error", JSONB),
     )
     return md

@@ -7,11 +7,21 @@ parameters.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
+
+from .exceptions import MaxRetriesExceededError, Retry
+from .retry import (
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    RetryPolicy,
+    exception_types,
+)
 
 if TYPE_CHECKING:
     from .app import JobQueue
@@ -21,7 +31,27 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Options accepted by ``@app.task(...)``; anything else is a clear TypeError.
-TASK_OPTIONS = frozenset({"name", "queue", "priority", "bind", "ignore_result"})
+TASK_OPTIONS = frozenset(
+    {
+        "name",
+        "queue",
+        "priority",
+        "bind",
+        "ignore_result",
+        "max_retries",
+        "default_retry_delay",
+        "autoretry_for",
+        "dont_autoretry_for",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "soft_time_limit",
+        "time_limit",
+        "reject_on_worker_lost",
+    }
+)
+
+_UNSET: Any = object()
 
 
 @dataclass
@@ -38,31 +68,59 @@ class Request:
     queue: str | None = None
     root_id: str | None = None
     parent_id: str | None = None
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
     called_directly: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_time_limits(soft: Any, hard: Any) -> tuple[float | None, float | None]:
+    for name, value in (("soft_time_limit", soft), ("time_limit", hard)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+        ):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if soft is not None and hard is not None and soft > hard:
+        raise ValueError(f"soft_time_limit ({soft}s) must not exceed time_limit ({hard}s)")
+    return (None if soft is None else float(soft)), (None if hard is None else float(hard))
 
 
 class Task(Generic[P, R]):
     """A registered task. Call it to run it here and now; ``delay`` to enqueue."""
 
-    def __init__(
-        self,
-        app: JobQueue,
-        fn: Callable[..., R],
-        *,
-        name: str,
-        queue: str | None = None,
-        priority: int = 0,
-        bind: bool = False,
-        ignore_result: bool = False,
-    ) -> None:
+    def __init__(self, app: JobQueue, fn: Callable[..., R], *, name: str, **options: Any) -> None:
         self.app = app
         self.fn = fn
         self.name = name
-        self.queue = queue
-        self.priority = priority
-        self.bind = bind
-        self.ignore_result = ignore_result
+        self.queue: str | None = options.get("queue")
+        self.priority: int = options.get("priority", 0)
+        self.bind = bool(options.get("bind", False))
+        self.ignore_result = bool(options.get("ignore_result", False))
+        self.is_async = asyncio.iscoroutinefunction(fn)
+        self.max_retries: int | None = options.get("max_retries", DEFAULT_MAX_RETRIES)
+        if self.max_retries is not None and (
+            not isinstance(self.max_retries, int) or self.max_retries < 0
+        ):
+            raise ValueError(
+                f"max_retries must be None or an integer >= 0, got {self.max_retries!r}"
+            )
+        self.policy = RetryPolicy(
+            max_retries=self.max_retries,
+            default_retry_delay=float(options.get("default_retry_delay", DEFAULT_RETRY_DELAY)),
+            autoretry_for=exception_types(options.get("autoretry_for"), "autoretry_for"),
+            dont_autoretry_for=exception_types(
+                options.get("dont_autoretry_for"), "dont_autoretry_for"
+            ),
+            retry_backoff=options.get("retry_backoff", False),
+            retry_backoff_max=float(options.get("retry_backoff_max", DEFAULT_BACKOFF_MAX)),
+            retry_jitter=bool(options.get("retry_jitter", True)),
+        )
+        self.soft_time_limit, self.time_limit = check_time_limits(
+            options.get("soft_time_limit"), options.get("time_limit")
+        )
+        # Celery's meaning (True: a job whose worker died goes back to the queue),
+        # but on by default: jobqueue never loses a job unless told to.
+        self.reject_on_worker_lost = bool(options.get("reject_on_worker_lost", True))
         self._local = threading.local()
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
@@ -90,6 +148,47 @@ class Task(Generic[P, R]):
     def _push_request(self, request: Request | None) -> None:
         self._local.request = request
 
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = _UNSET,
+        **options: Any,
+    ) -> NoReturn:
+        """End this attempt and schedule another (``bind=True`` tasks): ``raise self.retry(...)``.
+
+        With no retries left, re-raises ``exc`` (or ``MaxRetriesExceededError``),
+        so the job fails with it. ``args``/``kwargs`` are accepted for Celery
+        compatibility; the retry runs with the job's original arguments.
+        """
+        request = self.request
+        if request.called_directly:
+            raise (
+                exc
+                if exc is not None
+                else RuntimeError(f"{self.name}.retry() called outside a worker")
+            )
+        override = max_retries is not _UNSET
+        if self.policy.exhausted(
+            request.retries, max_retries if override else None, override=override
+        ):
+            if exc is not None:
+                raise exc
+            limit = max_retries if override else self.max_retries
+            raise MaxRetriesExceededError(
+                f"can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded"
+            )
+        if eta is not None:
+            moment = eta if eta.tzinfo else eta.astimezone()
+            countdown = max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        if countdown is None:
+            countdown = self.policy.countdown(request.retries)
+        raise Retry(exc=exc, countdown=countdown, eta=eta)
+
     # -- enqueueing --------------------------------------------------------
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -107,6 +206,8 @@ class Task(Generic[P, R]):
         eta: datetime | None = None,
         expires: float | datetime | None = None,
         task_id: str | None = None,
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
         connection: Any = None,
     ) -> AsyncResult:
         """Enqueue with options. With ``connection=`` the job is written inside
@@ -115,11 +216,30 @@ class Task(Generic[P, R]):
             self.name,
             args,
             kwargs,
-            queue=queue if queue is not None else self.queue,
-            priority=priority if priority is not None else self.priority,
+            queue=queue,
+            priority=priority,
             countdown=countdown,
             eta=eta,
             expires=expires,
             task_id=task_id,
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
             connection=connection,
         )
+
+    def job_options(
+        self, soft_time_limit: float | None = None, time_limit: float | None = None
+    ) -> dict[str, Any]:
+        """What a job of this task carries for the worker and for SQL-side rescue."""
+        soft, hard = check_time_limits(
+            soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
+            time_limit if time_limit is not None else self.time_limit,
+        )
+        options: dict[str, Any] = {"max_retries": self.max_retries}
+        if soft is not None:
+            options["soft_time_limit"] = soft
+        if hard is not None:
+            options["time_limit"] = hard
+        if not self.reject_on_worker_lost:
+            options["reject_on_worker_lost"] = False
+        return options

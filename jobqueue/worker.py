@@ -1,21 +1,25 @@
-"""The worker: claim → execute → complete, with a heartbeat and a LISTEN hint.
+"""The worker: claim → execute (in a pool) → complete, kept alive by a heartbeat.
 
 Threads, each with its own connection:
 - the claim loop (the caller's thread) claims up to the number of free slots
   in one statement and hands jobs to the pool; it never runs a task itself;
-- a listener turns NOTIFYs for our queues into a wake-up; a poll every
-  ``poll_interval`` seconds covers lost notifications, and an idle worker
-  sleeps exactly until the next scheduled job is due;
-- a completer writes finished outcomes in batches (one statement per batch,
-  guarded by lease and attempt) and frees their slots;
-- a heartbeat keeps this worker's row (and so its leases) alive.
+- a listener turns NOTIFYs for our queues into a wake-up (a poll every
+  ``poll_interval`` seconds covers lost ones; an idle worker sleeps exactly
+  until the next scheduled job is due) and carries revocations to the pool;
+- a completer writes outcomes in batches (one statement per batch, guarded by
+  lease and attempt) and frees their slots; it keeps a batch until the
+  database takes it, so nothing computed during an outage is lost;
+- a heartbeat renews this worker's lease (and so its jobs'), rescues the jobs
+  of workers whose lease expired, and re-checks revocations.
 
-SIGTERM/SIGINT: stop claiming, finish running jobs, exit 0. A second signal
-releases the unfinished jobs back to their queue and exits at once.
+SIGTERM/SIGINT: warm shutdown (stop claiming; running jobs get
+``shutdown_timeout`` seconds to finish; the rest go back to the queue). A
+second signal: cold shutdown (record what finished, release the rest, exit).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -24,7 +28,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -32,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import __version__, states
-from .executor import Job, Outcome, execute
-from .serialization import dump_error
+from . import __version__
+from .executor import Job, Outcome
+from .ids import uuid7
+from .pools import make_pool
 from .sql import channels
 
 if TYPE_CHECKING:
@@ -54,6 +58,9 @@ class Worker:
         concurrency: int | None = None,
         poll_interval: float | None = None,
         hostname: str | None = None,
+        pool: str = "threads",
+        max_tasks_per_child: int | None = None,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self.app = app
         self.queues = list(dict.fromkeys(queues or [app.conf.default_queue]))
@@ -63,10 +70,10 @@ class Worker:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
-        from .ids import uuid7
-
+        self.shutdown_timeout = shutdown_timeout
         self.id = str(uuid7())
         self.hostname = hostname or f"jobqueue@{socket.gethostname()}"
+        self.pool_kind = pool
         self._sql = app.db.sql
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
@@ -75,8 +82,14 @@ class Worker:
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jobqueue-task")
-        self._threads: list[threading.Thread] = []
+        self._pool = make_pool(
+            pool,
+            app,
+            size=self.concurrency,
+            hostname=self.hostname,
+            report=self._outcomes.put,
+            max_tasks_per_child=max_tasks_per_child,
+        )
         self._signals = 0
         self.processed = 0
 
@@ -88,32 +101,21 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         claim_conn = self._connect()
-        self._execute(
-            claim_conn,
-            "worker_register",
-            {
-                "id": self.id,
-                "hostname": self.hostname,
-                "pid": os.getpid(),
-                "queues": self.queues,
-                "concurrency": self.concurrency,
-                "version": __version__,
-            },
-        )
+        self._execute(claim_conn, "worker_register", self._registration())
+        self._pool.start()
         for target, name in (
             (self._listen, "listener"),
             (self._complete_loop, "completer"),
             (self._heartbeat_loop, "heartbeat"),
         ):
-            thread = threading.Thread(target=target, name=f"jobqueue-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=target, name=f"jobqueue-{name}", daemon=True).start()
         log.info(
-            "worker %s ready: id=%s queues=%s concurrency=%d pool=threads poll=%.1fs",
+            "worker %s ready: id=%s queues=%s concurrency=%d pool=%s poll=%.1fs",
             self.hostname,
             self.id,
             ",".join(self.queues),
             self.concurrency,
+            self.pool_kind,
             self.poll_interval,
         )
         try:
@@ -128,24 +130,38 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
+        name = signal.Signals(signum).name
         if self._signals == 1:
             log.info(
-                "%s received: warm shutdown (finishing %d running job(s)); "
+                "%s received: warm shutdown (finishing %d running job(s) within %.0fs); "
                 "send again to release them and exit now",
-                signal.Signals(signum).name,
+                name,
                 len(self._in_flight),
+                self.shutdown_timeout,
             )
             self.stop()
         else:
-            log.warning("%s received again: cold shutdown", signal.Signals(signum).name)
+            log.warning("%s received again: cold shutdown", name)
             self._cold_exit()
 
     def _shutdown(self, claim_conn: psycopg.Connection[Any]) -> None:
         self._stopping.set()
-        self._pool.shutdown(wait=True)
-        self._outcomes.put(None)  # completer drains everything, then stops
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self._in_flight and time.monotonic() < deadline:
+            self._wakeup.wait(0.05)  # the completer sets it after every batch
+            self._wakeup.clear()
+        if self._in_flight:
+            log.warning(
+                "grace period over: %d job(s) still running go back to the queue",
+                len(self._in_flight),
+            )
+            self._pool.kill()
+        else:
+            self._pool.close()
+        self._outcomes.put(None)  # the completer writes everything, then stops
         self._done.wait()
         try:
+            self._release(claim_conn)
             self._execute(claim_conn, "worker_unregister", {"id": self.id})
         except psycopg.Error as exc:
             log.warning("could not unregister worker %s: %s", self.id, exc)
@@ -153,8 +169,8 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.hostname, self.processed)
 
     def _cold_exit(self) -> None:
-        """Record what already finished, release what is still running to the
-        queue, then leave immediately."""
+        """Record what already finished, release what is still running, leave now."""
+        self._pool.kill()
         finished: list[Outcome] = []
         while True:
             try:
@@ -167,14 +183,20 @@ class Worker:
             with self.app.db.connect() as conn:
                 if finished:
                     self._write_outcomes(conn, finished)
-                with self._lock:
-                    ids = list(self._in_flight)
-                self._execute(conn, "job_release_many", {"ids": ids, "worker_id": self.id})
+                released = self._release(conn)
                 self._execute(conn, "worker_unregister", {"id": self.id})
-            log.warning("released %d unfinished job(s) back to their queues", len(ids))
+            log.warning("released %d unfinished job(s) back to their queues", released)
         finally:
             logging.shutdown()
             os._exit(1)
+
+    def _release(self, conn: psycopg.Connection[Any]) -> int:
+        with self._lock:
+            ids = list(self._in_flight)
+            self._in_flight.clear()
+        if ids:
+            self._execute(conn, "job_release_many", {"ids": ids, "worker_id": self.id})
+        return len(ids)
 
     # -- claiming -------------------------------------------------------------------
 
@@ -208,7 +230,7 @@ class Worker:
                 for job in jobs:
                     self._in_flight[job.id] = job.attempt
             for job in jobs:
-                self._pool.submit(self._run, job)
+                self._pool.submit(job)
         return len(rows)
 
     def _next_due_in(self, conn: psycopg.Connection[Any]) -> float | None:
@@ -217,14 +239,6 @@ class Worker:
         if next_run_at is None:
             return None
         return float((next_run_at - rows[0][1]).total_seconds())
-
-    def _run(self, job: Job) -> None:
-        try:
-            outcome = execute(self.app, job, self.hostname)
-        except BaseException as exc:  # a bug of ours, or a task raising SystemExit & co.
-            log.exception("job %s[%s] could not be executed", job.task, job.id)
-            outcome = Outcome(job.id, job.attempt, states.FAILURE, None, dump_error(exc))
-        self._outcomes.put(outcome)
 
     # -- completing --------------------------------------------------------------------
 
@@ -267,6 +281,7 @@ class Worker:
             "states": [o.state for o in batch],
             "results": [o.result for o in batch],
             "errors": [o.error for o in batch],
+            "delays": [o.delay for o in batch],
             "worker_id": self.id,
         }
         delay = 0.1
@@ -292,39 +307,65 @@ class Worker:
         self._wakeup.set()
         return conn
 
-    # -- listening and heartbeat ----------------------------------------------------------
+    # -- listening, heartbeat, rescue ---------------------------------------------------
 
     def _listen(self) -> None:
-        wanted = set(self.queues)
-        self._with_connection("listener", lambda conn: self._listen_on(conn, wanted))
+        self._with_connection("listener", self._listen_on)
 
-    def _listen_on(self, conn: psycopg.Connection[Any], wanted: set[str]) -> None:
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channels["jobs"])))
+    def _listen_on(self, conn: psycopg.Connection[Any]) -> None:
+        wanted = set(self.queues)
+        for channel in (self._channels["jobs"], self._channels["control"]):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._wakeup.set()  # jobs may have arrived while we were not listening
         while not self._stopping.is_set():
             for notice in conn.notifies(timeout=1.0):
-                if notice.payload in wanted:
-                    self._wakeup.set()
+                if notice.channel == self._channels["jobs"]:
+                    if notice.payload in wanted:
+                        self._wakeup.set()
+                else:
+                    self._on_control(notice.payload)
+
+    def _on_control(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring malformed control message %r", payload[:200])
+            return
+        job_id = message.get("revoke") if isinstance(message, dict) else None
+        if isinstance(job_id, str) and job_id in self._in_flight:
+            log.info("revoking running job %s (terminate)", job_id)
+            self._pool.terminate(job_id)
 
     def _heartbeat_loop(self) -> None:
         def beat(conn: psycopg.Connection[Any]) -> None:
             while not self._stopping.wait(self.app.conf.heartbeat_interval):
-                if not self._execute(conn, "worker_heartbeat", {"id": self.id}):
-                    log.warning("worker row %s vanished; registering again", self.id)
-                    self._execute(
-                        conn,
-                        "worker_register",
-                        {
-                            "id": self.id,
-                            "hostname": self.hostname,
-                            "pid": os.getpid(),
-                            "queues": self.queues,
-                            "concurrency": self.concurrency,
-                            "version": __version__,
-                        },
-                    )
+                self._heartbeat(conn)
 
         self._with_connection("heartbeat", beat)
+
+    def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
+        ttl = {"id": self.id, "lease_ttl": self.app.conf.lease_ttl}
+        if not self._execute(conn, "worker_heartbeat", ttl):
+            log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
+            self._execute(conn, "worker_register", self._registration())
+        workers, jobs, _, _ = self._execute(conn, "job_rescue", {})[0]
+        if workers or jobs:
+            log.warning("rescued %d job(s) from %d worker(s) whose lease expired", jobs, workers)
+        running = list(self._in_flight)
+        if running:
+            for (job_id,) in self._execute(conn, "job_revoked_among", {"ids": running}):
+                self._pool.terminate(str(job_id))
+
+    def _registration(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "version": __version__,
+            "lease_ttl": self.app.conf.lease_ttl,
+        }
 
     def _with_connection(self, what: str, body: Callable[[psycopg.Connection[Any]], None]) -> None:
         """Run ``body`` on a fresh connection, reconnecting with backoff until stopped."""
@@ -352,7 +393,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 return self._connect()
-            except Exception as error:
+            except psycopg.OperationalError as error:
                 log.warning("reconnect failed (%s); retrying in %.1fs", error, delay)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)

@@ -71,10 +71,15 @@ def test_the_comparison_notices_drift(dsn: str, schema: str) -> None:
 def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> None:
     before = _objects(conn, schema)
     assert before == {
-        "tables": ["alembic_version", "job_lease", "job_queue", "jobs", "workers"],
-        "views": ["queue_stats", "task_stats"],
+        "tables": ["alembic_version", "job_attempts", "job_lease", "job_queue", "jobs", "workers"],
+        "views": ["job_history", "queue_stats", "task_stats"],
         "functions": ["enqueue"],
     }
+    migrate.downgrade(dsn, schema, "0001")  # one step at a time first
+    assert migrate.current_revision(dsn, schema) == "0001"
+    assert "job_attempts" not in _objects(conn, schema)["tables"]
+    migrate.upgrade(dsn, schema)
+    assert _objects(conn, schema) == before
     migrate.downgrade(dsn, schema, "base")
     assert migrate.current_revision(dsn, schema) is None
     assert _objects(conn, schema) == {"tables": ["alembic_version"], "views": [], "functions": []}

@@ -26,6 +26,7 @@ def _complete(conn: Any, schema: str, worker: str, job_id: str, attempt: int, va
             "states": [states.SUCCESS],
             "results": [json.dumps(value)],
             "errors": [None],
+            "delays": [None],
             "worker_id": worker,
         },
     ).fetchone()

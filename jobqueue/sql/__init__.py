@@ -51,5 +51,6 @@ def queries(schema: str) -> dict[str, str]:
             statement.replace("{schema}", f'"{schema}"')
             .replace("{channel_jobs}", chans["jobs"])
             .replace("{channel_done}", chans["done"])
+            .replace("{channel_control}", chans["control"])
         )
     return out

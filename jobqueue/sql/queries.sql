@@ -101,12 +101,15 @@ CROSS JOIN (SELECT pg_notify('{channel_done}', string_agg(id::text, ',')) FROM e
 -- Record a batch of outcomes. A row changes only if this worker still holds
 -- the lease for that very attempt and the job is still STARTED, so a late or
 -- duplicate completion (say from a worker presumed dead) changes nothing.
--- Result waiters get one NOTIFY per 200 finished ids (payload limit 8000 bytes).
+-- RETRY puts the job back in the queue after its delay (REVOKED instead if a
+-- revocation arrived meanwhile); every attempt that did not succeed is kept in
+-- job_attempts. Waiters of finished jobs get one NOTIFY per 200 ids (payload
+-- limit 8000 bytes); workers get one per queue that has a retry.
 WITH outcome AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(states)s::text[],
-                %(results)s::text[], %(errors)s::text[])
-         AS o(job_id, attempt, state, result, error)
+                %(results)s::text[], %(errors)s::text[], %(delays)s::float8[])
+         AS o(job_id, attempt, state, result, error, delay)
 ), released AS (
     DELETE FROM {schema}.job_lease AS l
     USING outcome AS o
@@ -114,19 +117,130 @@ WITH outcome AS (
     RETURNING l.job_id
 ), finished AS (
     UPDATE {schema}.jobs AS j
-    SET state = o.state, result = o.result::jsonb, error = o.error::jsonb,
-        finished_at = now()
+    SET state = CASE WHEN o.state = 'RETRY' AND j.revoked_at IS NOT NULL THEN 'REVOKED'
+                     ELSE o.state END,
+        result = o.result::jsonb,
+        error = o.error::jsonb,
+        run_at = CASE WHEN o.state = 'RETRY'
+                      THEN now() + make_interval(secs => COALESCE(o.delay, 0))
+                      ELSE j.run_at END,
+        finished_at = CASE WHEN o.state = 'RETRY' AND j.revoked_at IS NULL THEN NULL
+                           ELSE now() END
     FROM outcome AS o
     JOIN released AS r ON r.job_id = o.job_id
     WHERE j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
-    RETURNING j.id
+    RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
+              j.worker_id, j.started_at, j.error
+), retried AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+    SELECT id, queue, priority, run_at, task FROM finished WHERE state = 'RETRY'
+    RETURNING queue
+), history AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
+    SELECT id, attempts, worker_id, started_at, state, error
+    FROM finished WHERE state <> 'SUCCESS'
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
         FROM (SELECT string_agg(id::text, ',') AS ids
-              FROM (SELECT id, (row_number() OVER ()) / 200 AS chunk FROM finished) AS f
-              GROUP BY chunk) AS chunks) AS notified
+              FROM (SELECT id, (row_number() OVER ()) / 200 AS chunk
+                    FROM finished WHERE state <> 'RETRY') AS f
+              GROUP BY chunk) AS chunks) AS notified,
+       (SELECT count(pg_notify('{channel_jobs}', queue))
+        FROM (SELECT DISTINCT queue FROM retried) AS q) AS woken
 FROM finished;
+
+-- name: job_rescue
+-- Any live worker runs this now and then: workers whose lease expired (no
+-- heartbeat for their TTL) are removed, and the jobs they held go back to the
+-- queue as RETRY with a WorkerLostError (the attempt counts). They fail instead
+-- when the task says reject_on_worker_lost=False or has no retries left, and
+-- end REVOKED if a revocation is pending. SKIP LOCKED: rescuers never wait on
+-- each other, and each lease is taken by exactly one of them.
+WITH dead AS (
+    SELECT id FROM {schema}.workers
+    WHERE lease_expires_at < now()
+    FOR UPDATE SKIP LOCKED
+), buried AS (
+    DELETE FROM {schema}.workers AS w USING dead AS d WHERE w.id = d.id
+), lost AS (
+    DELETE FROM {schema}.job_lease AS l
+    WHERE l.worker_id IN (SELECT id FROM dead)
+       OR NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = l.worker_id)
+    RETURNING l.job_id, l.attempt, l.worker_id
+), decided AS (
+    SELECT l.job_id, l.attempt, l.worker_id,
+           CASE WHEN j.revoked_at IS NOT NULL THEN 'REVOKED'
+                WHEN (j.options ->> 'reject_on_worker_lost')::boolean IS FALSE THEN 'FAILURE'
+                WHEN j.attempts > CASE WHEN j.options ? 'max_retries'
+                                       THEN (j.options ->> 'max_retries')::int ELSE 3 END
+                    THEN 'FAILURE'
+                ELSE 'RETRY' END AS next_state
+    FROM lost AS l
+    JOIN {schema}.jobs AS j ON j.id = l.job_id
+), rescued AS (
+    UPDATE {schema}.jobs AS j
+    SET state = d.next_state,
+        error = jsonb_build_object(
+            'type', 'WorkerLostError', 'module', 'jobqueue.exceptions', 'traceback', NULL,
+            'message', 'worker ' || d.worker_id || ' stopped heartbeating during attempt '
+                       || d.attempt),
+        run_at = now(),
+        finished_at = CASE WHEN d.next_state = 'RETRY' THEN NULL ELSE now() END
+    FROM decided AS d
+    WHERE j.id = d.job_id AND j.state = 'STARTED' AND j.attempts = d.attempt
+    RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
+              j.worker_id, j.started_at, j.error
+), requeued AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+    SELECT id, queue, priority, run_at, task FROM rescued WHERE state = 'RETRY'
+    RETURNING queue
+), history AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
+    SELECT id, attempts, worker_id, started_at, state, error FROM rescued
+)
+SELECT (SELECT count(*) FROM dead) AS workers,
+       (SELECT count(*) FROM rescued) AS jobs,
+       (SELECT count(pg_notify('{channel_jobs}', queue))
+        FROM (SELECT DISTINCT queue FROM requeued) AS q) AS woken,
+       (SELECT count(pg_notify('{channel_done}', id::text))
+        FROM rescued WHERE state <> 'RETRY') AS notified;
+
+-- name: job_revoke
+-- Revocations live in the job row. A waiting job leaves the queue and is
+-- REVOKED now; a running one is marked (and, with terminate, its worker is
+-- told over NOTIFY; workers also re-check their running jobs on heartbeat).
+WITH unqueued AS (
+    DELETE FROM {schema}.job_queue AS q
+    WHERE q.job_id = ANY(%(ids)s::uuid[])
+    RETURNING q.job_id
+), target AS (
+    UPDATE {schema}.jobs AS j
+    SET revoked_at = COALESCE(j.revoked_at, now()),
+        revoke_terminate = j.revoke_terminate OR %(terminate)s,
+        state = CASE WHEN u.job_id IS NOT NULL THEN 'REVOKED' ELSE j.state END,
+        finished_at = CASE WHEN u.job_id IS NOT NULL THEN now() ELSE j.finished_at END,
+        error = CASE WHEN u.job_id IS NOT NULL
+                     THEN jsonb_build_object('type', 'TaskRevokedError',
+                                             'module', 'jobqueue.exceptions',
+                                             'message', 'revoked', 'traceback', NULL)
+                     ELSE j.error END
+    FROM unnest(%(ids)s::uuid[]) AS x(id)
+    LEFT JOIN unqueued AS u ON u.job_id = x.id
+    WHERE j.id = x.id AND j.state IN ('PENDING', 'STARTED', 'RETRY')
+    RETURNING j.id, j.state, j.worker_id
+)
+SELECT (SELECT count(*) FROM target) AS revoked,
+       (SELECT count(pg_notify('{channel_done}', id::text))
+        FROM target WHERE state = 'REVOKED') AS notified,
+       (SELECT count(pg_notify('{channel_control}',
+                               json_build_object('revoke', id, 'worker', worker_id)::text))
+        FROM target WHERE state = 'STARTED' AND %(terminate)s) AS signalled;
+
+-- name: job_revoked_among
+-- Which of a worker's running jobs were revoked with terminate (NOTIFY cover).
+SELECT id FROM {schema}.jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND revoke_terminate AND state = 'STARTED';
 
 -- name: job_release_many
 -- Put jobs this worker claimed but will not run back in the queue, as if they
@@ -162,11 +276,16 @@ FROM {schema}.jobs
 WHERE id = %(id)s::uuid;
 
 -- name: worker_register
-INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s);
+INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version,
+                              lease_expires_at)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
+        now() + make_interval(secs => %(lease_ttl)s));
 
 -- name: worker_heartbeat
-UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s
+-- Renews every lease this worker holds at once: they hang off its row.
+UPDATE {schema}.workers
+SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_ttl)s)
+WHERE id = %(id)s
 RETURNING id;
 
 -- name: worker_unregister

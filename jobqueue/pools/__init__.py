@@ -1,0 +1,71 @@
+"""Execution pools: where a worker's claimed jobs run.
+
+The contract (``Pool``) is small: ``submit`` never blocks the claim loop;
+every submitted job is reported exactly once through ``report`` unless the
+pool is ``kill``-ed first, in which case the worker releases what is left.
+
+- ``threads`` (default): a thread per slot; ``async def`` tasks share one event
+  loop thread. Soft limits and termination are delivered as exceptions at the
+  task's next Python bytecode (or ``await``); a hard limit records the failure
+  at once and abandons the thread, whose slot is refilled.
+- ``processes``: a child process per slot (``spawn``), so hard limits and
+  termination really stop the task; children are replaced after a crash and
+  after ``max_tasks_per_child`` jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from ..executor import Job, Outcome
+
+if TYPE_CHECKING:
+    from ..app import JobQueue
+
+Report = Callable[[Outcome], None]
+POOLS = ("threads", "processes")
+
+
+class Pool(Protocol):
+    def start(self) -> None: ...
+
+    def submit(self, job: Job) -> None: ...
+
+    def terminate(self, job_id: str) -> bool:
+        """Stop a running job (revoke with terminate); True if it was running here."""
+        ...
+
+    def close(self) -> None:
+        """No more jobs: idle slots exit; running jobs finish and are reported."""
+        ...
+
+    def kill(self) -> None:
+        """Stop everything now without reporting: the worker releases those jobs."""
+        ...
+
+
+def make_pool(
+    kind: str,
+    app: JobQueue,
+    *,
+    size: int,
+    hostname: str,
+    report: Report,
+    max_tasks_per_child: int | None = None,
+) -> Pool:
+    if kind == "threads":
+        from .threads import ThreadPool
+
+        return ThreadPool(app, size=size, hostname=hostname, report=report)
+    if kind == "processes":
+        from .processes import ProcessPool
+
+        return ProcessPool(
+            app,
+            size=size,
+            hostname=hostname,
+            report=report,
+            max_tasks_per_child=max_tasks_per_child,
+        )
+    raise ValueError(f"unknown pool {kind!r}; choose one of {', '.join(POOLS)}")

@@ -1,0 +1,252 @@
+"""The process pool: a child process per slot, so limits and revocations are real.
+
+Each slot is a thread in the worker that owns one child (``spawn`` start
+method: safe next to the worker's own threads). The thread hands the child a
+job over a pipe and waits for its outcome; it kills the child at the hard
+time limit or on ``terminate``, and starts a fresh one after a crash or after
+``max_tasks_per_child`` jobs. The claim loop never waits on any of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
+from ..executor import Job, Outcome, execute, failed, lost, revoked
+from . import Report
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from ..app import JobQueue
+
+log = logging.getLogger(__name__)
+
+_CHECK_EVERY = 0.2  # seconds between checks of a running job's deadline and revocation
+
+
+class ProcessPool:
+    def __init__(
+        self,
+        app: JobQueue,
+        *,
+        size: int,
+        hostname: str,
+        report: Report,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        if app.main_spec is None:
+            raise ConfigurationError(
+                "the process pool needs to re-import the app in its children: start the "
+                "worker with -A module:app (or set app.main_spec)"
+            )
+        self.app, self.size, self.hostname, self.report = app, size, hostname, report
+        self.max_tasks_per_child = max_tasks_per_child
+        self._context = multiprocessing.get_context("spawn")
+        self._jobs: list[Job | None] = []
+        self._cond = threading.Condition()
+        self._slots = [_Slot(self, i) for i in range(size)]
+        self._killed = False
+
+    def start(self) -> None:
+        for slot in self._slots:
+            slot.start()
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def next_job(self) -> Job | None:
+        with self._cond:
+            while not self._jobs:
+                self._cond.wait()
+            return self._jobs.pop(0)
+
+    def terminate(self, job_id: str) -> bool:
+        return any(slot.interrupt(job_id, "terminate") for slot in self._slots)
+
+    def close(self) -> None:
+        with self._cond:
+            self._jobs.extend([None] * self.size)
+            self._cond.notify_all()
+
+    def kill(self) -> None:
+        self._killed = True
+        for slot in self._slots:
+            slot.kill_child()
+        self.close()
+
+    def deliver(self, outcome: Outcome) -> None:
+        if not self._killed:
+            self.report(outcome)
+
+    def child_settings(self) -> dict[str, Any]:
+        conf = self.app.conf
+        return {
+            "spec": self.app.main_spec,
+            "dsn": self.app.db.dsn(),
+            "schema": conf.schema,
+            "hostname": self.hostname,
+            "max_tasks": self.max_tasks_per_child,
+            "log_level": logging.getLogger().level,
+        }
+
+
+class _Slot:
+    def __init__(self, pool: ProcessPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.child: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.job: Job | None = None
+        self.reason: str | None = None  # why the parent is stopping the current job
+        self.lock = threading.Lock()
+        self.done = 0
+
+    def start(self) -> None:
+        self._ensure_child()
+        threading.Thread(target=self._loop, name=f"jobqueue-slot-{self.index}", daemon=True).start()
+
+    def _ensure_child(self) -> None:
+        if self.child is not None and self.child.is_alive():
+            return
+        parent, child = self.pool._context.Pipe()
+        process = self.pool._context.Process(
+            target=child_main,
+            args=(child, self.pool.child_settings()),
+            name=f"jobqueue-child-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self.child, self.conn, self.done = process, parent, 0
+
+    def _loop(self) -> None:
+        while True:
+            job = self.pool.next_job()
+            if job is None:
+                self._stop_child()
+                return
+            try:
+                self._ensure_child()
+                outcome = self._run(job)
+            except Exception as exc:  # spawning failed, pipe broke before sending...
+                log.exception("process pool slot %d could not run %s", self.index, job.id)
+                outcome = lost(self.pool.app.tasks.get(job.task), job, f"pool error: {exc}")
+            self.pool.deliver(outcome)
+
+    def _run(self, job: Job) -> Outcome:
+        assert self.conn is not None and self.child is not None
+        task = self.pool.app.tasks.get(job.task)
+        _, hard = job.limits(task)
+        deadline = None if hard is None else time.monotonic() + hard
+        with self.lock:
+            self.job, self.reason = job, None
+        try:
+            self.conn.send(job)
+            while True:
+                if self.conn.poll(_CHECK_EVERY):
+                    try:
+                        outcome: Outcome = self.conn.recv()
+                    except EOFError:
+                        return self._child_gone(job)
+                    self.done += 1
+                    limit = self.pool.max_tasks_per_child
+                    if limit and self.done >= limit:
+                        self._stop_child()  # it exits by itself; reap it, start anew
+                    return outcome
+                if self.reason is not None or not self.child.is_alive():
+                    return self._child_gone(job)
+                if deadline is not None and time.monotonic() > deadline:
+                    self.interrupt(job.id, "time_limit")
+                    return failed(
+                        task,
+                        job,
+                        TimeLimitExceeded(
+                            f"task {job.task}[{job.id}] exceeded its {hard}s time limit; "
+                            "its process was killed"
+                        ),
+                    )
+        finally:
+            with self.lock:
+                self.job = None
+
+    def _child_gone(self, job: Job) -> Outcome:
+        assert self.child is not None
+        self.child.join(5)
+        if self.reason == "terminate":
+            return revoked(job, Terminated(f"job {job.id} revoked with terminate=True"))
+        code = self.child.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return lost(self.pool.app.tasks.get(job.task), job, f"child process died ({how})")
+
+    def interrupt(self, job_id: str, reason: str) -> bool:
+        with self.lock:
+            if self.job is None or self.job.id != job_id:
+                return False
+            self.reason = reason
+        self.kill_child()
+        return True
+
+    def kill_child(self) -> None:
+        child = self.child
+        if child is not None and child.is_alive():
+            child.kill()
+            child.join(5)
+
+    def _stop_child(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+        if self.child is not None:
+            self.child.join(5)
+            if self.child.is_alive():
+                self.child.kill()
+        self.child = None
+
+
+def child_main(conn: Connection, settings: dict[str, Any]) -> None:
+    """A pool child: load the app, then run jobs from the pipe until told to stop."""
+    # Signals are the parent's business; it stops children itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(
+        level=settings["log_level"] or logging.WARNING,
+        format="[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s",
+    )
+    from ..loader import load_app
+
+    app = load_app(settings["spec"])
+    app.conf.dsn, app.conf.schema = settings["dsn"], settings["schema"]
+
+    def soft_limit(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    signal.signal(signal.SIGALRM, soft_limit)
+    done = 0
+    while True:
+        try:
+            job: Job | None = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        soft, _ = job.limits(app.tasks.get(job.task))
+        if soft is not None:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            outcome = execute(app, job, settings["hostname"])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        conn.send(outcome)
+        done += 1
+        if settings["max_tasks"] and done >= settings["max_tasks"]:
+            return

@@ -1,0 +1,174 @@
+"""The thread pool: a thread per slot, one event loop thread for async tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import logging
+import queue
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
+from ..executor import Job, execute, failed, revoked
+from . import Report
+from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from ..app import JobQueue
+
+log = logging.getLogger(__name__)
+
+_INTERRUPTS = (SoftTimeLimitExceeded, TimeLimitExceeded, Terminated)
+
+
+@dataclass
+class _Running:
+    job: Job
+    thread: int
+    future: concurrent.futures.Future[Any] | None = None
+    interrupt: BaseException | None = None
+    timers: list[int] = field(default_factory=list)
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    """Deliver ``exc_type`` in another thread at its next bytecode (CPython)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
+    )
+
+
+class ThreadPool:
+    def __init__(self, app: JobQueue, *, size: int, hostname: str, report: Report) -> None:
+        self.app, self.size, self.hostname, self.report = app, size, hostname, report
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._retiring: set[int] = set()  # abandoned threads: exit when their task returns
+        self._killed = False
+        self._watchdog: Watchdog | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        for _ in range(self.size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        threading.Thread(target=self._slot, name="jobqueue-task", daemon=True).start()
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        for _ in range(self.size):
+            self._jobs.put(None)
+
+    def kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            self._running.clear()
+        self.close()
+
+    def terminate(self, job_id: str) -> bool:
+        return self._stop(job_id, Terminated(f"job {job_id} revoked with terminate=True"))
+
+    # -- running ----------------------------------------------------------------
+
+    def _slot(self) -> None:
+        me = threading.get_ident()
+        while True:
+            try:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                self._run(job)
+            except _INTERRUPTS:
+                pass  # a late interrupt for a job already given up on
+            with self._lock:
+                if me in self._retiring:
+                    self._retiring.discard(me)
+                    return
+
+    def _run(self, job: Job) -> None:
+        task = self.app.tasks.get(job.task)
+        soft, hard = job.limits(task)
+        entry = _Running(job, threading.get_ident())
+        with self._lock:
+            self._running[job.id] = entry
+        if soft is not None:
+            entry.timers.append(self._dog().schedule(soft, lambda: self._soft(job.id)))
+        if hard is not None:
+            exc = TimeLimitExceeded(f"task {job.task}[{job.id}] exceeded its {hard}s time limit")
+            entry.timers.append(self._dog().schedule(hard, lambda: self._stop(job.id, exc)))
+        try:
+            outcome = execute(
+                self.app, job, self.hostname, run_async=lambda coro: self._await(entry, coro)
+            )
+        finally:
+            for key in entry.timers:
+                self._dog().cancel(key)
+        with self._lock:
+            mine = self._running.pop(job.id, None) is entry and not self._killed
+        if mine:
+            self.report(outcome)
+
+    def _soft(self, job_id: str) -> None:
+        with self._lock:
+            entry = self._running.get(job_id)
+            if entry is None:
+                return
+            entry.interrupt = SoftTimeLimitExceeded(f"job {job_id} exceeded its soft time limit")
+            if entry.future is not None:
+                entry.future.cancel()
+            else:
+                _raise_in_thread(entry.thread, SoftTimeLimitExceeded)
+
+    def _stop(self, job_id: str, exc: BaseException) -> bool:
+        """Hard limit or termination: report now, interrupt the thread, refill its slot."""
+        with self._lock:
+            entry = self._running.pop(job_id, None)
+            if entry is None or self._killed:
+                return False
+            entry.interrupt = exc
+            self._retiring.add(entry.thread)
+            if entry.future is not None:
+                entry.future.cancel()
+            else:
+                _raise_in_thread(entry.thread, type(exc))
+        task = self.app.tasks.get(entry.job.task)
+        self.report(
+            revoked(entry.job, exc) if isinstance(exc, Terminated) else failed(task, entry.job, exc)
+        )
+        self._spawn()
+        return True
+
+    # -- async tasks --------------------------------------------------------------
+
+    def _await(self, entry: _Running, coro: Coroutine[Any, Any, Any]) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._event_loop())
+        with self._lock:
+            entry.future = future
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise entry.interrupt or Terminated("cancelled") from None
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="jobqueue-asyncio", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+    def _dog(self) -> Watchdog:
+        if self._watchdog is None:
+            with self._lock:
+                if self._watchdog is None:
+                    self._watchdog = Watchdog("jobqueue-limits")
+        return self._watchdog
