@@ -206,6 +206,19 @@ class JobQueue:
         self.db.execute("job_insert_many", params, connection)
         return [AsyncResult(job_id, app=self) for job_id in ids]
 
+    def revoke(
+        self, ids: str | Iterable[str], terminate: bool = False, connection: Any = None
+    ) -> int:
+        """Revoke jobs by id (see ``AsyncResult.revoke``); returns how many were
+        still unfinished."""
+        if isinstance(ids, str):
+            id_list = [check_id(ids, "id")]
+        else:
+            id_list = [check_id(i, "id") for i in ids]
+        params = {"ids": id_list, "terminate": bool(terminate)}
+        rows = self.db.execute("job_revoke", params, connection)
+        return int(rows[0][0]) if rows else 0
+
     def AsyncResult(self, id: str) -> AsyncResult:
         return AsyncResult(id, app=self)
 

@@ -40,6 +40,9 @@ class Settings:
     lease_ttl: float = 30.0
     #: Worker: most outcomes written by one completion statement.
     complete_batch_size: int = 500
+    #: Producer side: keep retrying a statement that failed transiently (connection
+    #: lost, serialization failure, deadlock) for this many seconds.
+    db_retry_seconds: float = 10.0
     #: AsyncResult.get(): seconds between state re-checks if no NOTIFY arrives.
     result_recheck_interval: float = 1.0
     #: Periodic tasks (scheduling issue).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from . import embedded
 from .config import Settings
-from .exceptions import ConfigurationError, SchemaNotReadyError
+from .exceptions import ConfigurationError, DuplicateJobError, SchemaNotReadyError
 from .redact import redact
 from .sql import queries
 
@@ -120,12 +121,47 @@ class Database:
 
     def execute(self, name: str, params: Params, connection: Any = None) -> list[Row]:
         """Run named statement ``name``: on the caller's connection (inside their
-        transaction) if given, else on a pooled autocommit connection."""
+        transaction, which is theirs to retry) if given, else on a pooled
+        autocommit connection, retrying transient failures for a while."""
         statement = self.sql[name]
-        if connection is None:
-            with self.pool().connection() as conn:
-                return _fetch(conn.execute(statement, params))
-        return run_on(connection, statement, params)
+        if connection is not None:
+            return run_on(connection, statement, params)
+        deadline = time.monotonic() + self.settings.db_retry_seconds
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.pool().connection() as conn:
+                    return _fetch(conn.execute(statement, params))
+            except psycopg.errors.UniqueViolation as exc:
+                if attempt > 1 and name in _IDEMPOTENT_INSERTS:
+                    return []  # the earlier try committed before its connection dropped
+                if name in _IDEMPOTENT_INSERTS:
+                    raise DuplicateJobError(
+                        f"a job with this id already exists ({exc.diag.message_detail})"
+                    ) from exc
+                raise
+            except psycopg.OperationalError as exc:
+                # Connection loss, serialization failure, deadlock, lock not available.
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "%s failed (%s: %s); retrying in %.2fs",
+                    name,
+                    type(exc).__name__,
+                    str(exc).strip(),
+                    delay,
+                )
+                if self._pool is not None:
+                    self._pool.check()  # drop every broken idle connection at once
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+# Job ids are chosen before the first try, so retrying these is safe: a
+# duplicate key on a retry means the first try committed.
+_IDEMPOTENT_INSERTS = frozenset({"job_insert", "job_insert_many"})
 
 
 def _fetch(cursor: Any) -> list[Row]:

@@ -22,6 +22,10 @@ class TimeoutError(JobQueueError, builtins.TimeoutError):
     """``AsyncResult.get()`` gave up waiting. Also a builtin ``TimeoutError``."""
 
 
+class DuplicateJobError(JobQueueError):
+    """A job with the given ``task_id`` already exists."""
+
+
 class TaskNotRegistered(JobQueueError):
     """A job names a task that the worker does not know."""
 

@@ -96,11 +96,12 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value, the exception for a failure, else None."""
+        """The return value; the exception for FAILURE, REVOKED and RETRY (the
+        error that caused the retry); else None."""
         row = self._fetch()
         if row is None:
             return None
-        if row["state"] in (states.FAILURE, states.REVOKED) and row["error"]:
+        if row["state"] in states.EXCEPTION_STATES and row["error"]:
             return self._exception(row)
         return row["result"]
 
@@ -155,6 +156,13 @@ class AsyncResult:
         return self._exception(row)
 
     wait = get
+
+    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
+        """Cancel the job: a waiting one never runs (REVOKED); a running one is
+        stopped if ``terminate`` (its worker is told over NOTIFY), else left to
+        finish but never retried. Recorded in SQL: no worker needs to be online."""
+        self.app.revoke([self.id], terminate=terminate)
+        self._row = None
 
 
 class ResultWaiter:

@@ -7,11 +7,13 @@ The worker loads ``tests.apps:app`` and gets its DSN and schema from the CLI
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from types import SimpleNamespace
 from typing import Any
 
-from jobqueue import JobQueue
+from jobqueue import JobQueue, SoftTimeLimitExceeded
 
 
 class CustomError(Exception):
@@ -55,16 +57,73 @@ def build(app: JobQueue) -> SimpleNamespace:
     def quiet() -> int:
         return 42
 
-    return SimpleNamespace(
-        app=app,
-        add=add,
-        boom=boom,
-        sleep=sleep,
-        echo=echo,
-        whoami=whoami,
-        unserializable=unserializable,
-        quiet=quiet,
+    # -- reliability ---------------------------------------------------------
+
+    @app.task(
+        name="flaky",
+        bind=True,
+        autoretry_for=(OSError,),
+        max_retries=5,
+        retry_backoff=0.5,
+        retry_jitter=False,
     )
+    def flaky(self: Any, failures: int) -> str:
+        if self.request.retries < failures:
+            raise OSError(f"transient failure {self.request.retries + 1}")
+        return f"ok after {self.request.retries} retries"
+
+    @app.task(
+        name="hopeless",
+        autoretry_for=(ValueError,),
+        max_retries=2,
+        retry_backoff=0.2,
+        retry_jitter=False,
+    )
+    def hopeless() -> None:
+        raise ValueError("never works")
+
+    @app.task(name="explicit_retry", bind=True, max_retries=1)
+    def explicit_retry(self: Any) -> None:
+        raise self.retry(countdown=0.1)
+
+    @app.task(name="pid")
+    def pid() -> int:
+        return os.getpid()
+
+    @app.task(name="runaway", time_limit=1)
+    def runaway() -> None:
+        while True:
+            time.sleep(0.05)
+
+    @app.task(name="tidy", soft_time_limit=0.5)
+    def tidy() -> str:
+        try:
+            time.sleep(10)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "slept"
+
+    @app.task(name="ticking")
+    def ticking(seconds: float) -> float:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # checkpoints the thread pool can interrupt
+            time.sleep(0.02)
+        return seconds
+
+    @app.task(name="crash", max_retries=1)
+    def crash() -> None:
+        os._exit(3)
+
+    @app.task(name="async_add")
+    async def async_add(x: int, y: int) -> int:
+        await asyncio.sleep(0.01)
+        return x + y
+
+    @app.task(name="async_slow", soft_time_limit=0.5)
+    async def async_slow() -> None:
+        await asyncio.sleep(10)
+
+    return SimpleNamespace(app=app, **app.tasks)
 
 
 app = JobQueue()
