@@ -2,7 +2,9 @@
 
 from . import states
 from .app import JobQueue
+from .canvas import Signature, chain, chord, group, signature
 from .exceptions import (
+    ChordError,
     ConfigurationError,
     DuplicateJobError,
     JobQueueError,
@@ -18,21 +20,24 @@ from .exceptions import (
     TimeoutError,
     WorkerLostError,
 )
-from .result import AsyncResult
+from .result import AsyncResult, GroupResult
 from .tasks import Request, Task
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "ChordError",
     "ConfigurationError",
     "DuplicateJobError",
+    "GroupResult",
     "JobQueue",
     "JobQueueError",
     "MaxRetriesExceededError",
     "Request",
     "Retry",
     "SchemaNotReadyError",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskError",
@@ -43,5 +48,9 @@ __all__ = [
     "TimeoutError",
     "WorkerLostError",
     "__version__",
+    "chain",
+    "chord",
+    "group",
+    "signature",
     "states",
 ]

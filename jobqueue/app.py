@@ -12,7 +12,7 @@ from .config import Settings
 from .db import Database
 from .exceptions import ConfigurationError
 from .ids import check_id, new_id
-from .result import AsyncResult, ResultWaiter
+from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
 from .tasks import TASK_OPTIONS, P, R, Task, check_time_limits
 
@@ -58,10 +58,14 @@ class JobQueue:
         self.main_spec: str | None = None
         self.db = Database(self.conf)
         self.results = ResultWaiter(self)
+        self._register_builtins()
         _current = self
 
     def __repr__(self) -> str:
         return f"<JobQueue schema={self.conf.schema!r} tasks={len(self.tasks)}>"
+
+    def GroupResult(self, id: str) -> GroupResult | None:
+        return GroupResult.restore(id, app=self)
 
     # -- tasks -----------------------------------------------------------------
 
@@ -110,6 +114,19 @@ class JobQueue:
             return task
 
         return register(fn) if fn is not None else register
+
+    def _register_builtins(self) -> None:
+        """``task.map`` / ``task.starmap`` run as one job of these."""
+
+        @self.task(name="jobqueue.map", max_retries=0)
+        def map_(task: str, items: list[Any]) -> list[Any]:
+            fn = self.tasks[task]
+            return [fn(item) for item in items]
+
+        @self.task(name="jobqueue.starmap", max_retries=0)
+        def starmap(task: str, items: list[list[Any]]) -> list[Any]:
+            fn = self.tasks[task]
+            return [fn(*item) for item in items]
 
     # -- enqueueing -----------------------------------------------------------
 
@@ -216,8 +233,11 @@ class JobQueue:
         else:
             id_list = [check_id(i, "id") for i in ids]
         params = {"ids": id_list, "terminate": bool(terminate)}
-        rows = self.db.execute("job_revoke", params, connection)
-        return int(rows[0][0]) if rows else 0
+        with self.db.transaction(connection) as conn:
+            revoked, _, _, finished = self.db.run(conn, "job_revoke", params)[0]
+            if finished:  # their callbacks and chords learn of it in the same transaction
+                self.db.run(conn, "job_advance", {"ids": finished})
+        return int(revoked)
 
     def AsyncResult(self, id: str) -> AsyncResult:
         return AsyncResult(id, app=self)

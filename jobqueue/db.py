@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -157,6 +158,20 @@ class Database:
                     self._pool.check()  # drop every broken idle connection at once
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    @contextmanager
+    def transaction(self, connection: Any = None) -> Iterator[Any]:
+        """Several statements as one: in the caller's transaction when given a
+        connection, else in a transaction on a pooled connection."""
+        if connection is not None:
+            yield connection
+            return
+        with self.pool().connection() as conn, conn.transaction():
+            yield conn
+
+    def run(self, connection: Any, name: str, params: Params) -> list[Row]:
+        """Run named statement ``name`` on a connection from ``transaction()``."""
+        return run_on(connection, self.sql[name], params)
 
 
 # Job ids are chosen before the first try, so retrying these is safe: a

@@ -30,6 +30,10 @@ class TaskNotRegistered(JobQueueError):
     """A job names a task that the worker does not know."""
 
 
+class ChordError(JobQueueError):
+    """A chord's body could not run because a header job failed."""
+
+
 class TaskRevokedError(JobQueueError):
     """The job was revoked or expired before it ran."""
 

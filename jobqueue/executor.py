@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .exceptions import Retry, TaskNotRegistered, WorkerLostError
+from .exceptions import Retry, TaskNotRegistered, TaskRevokedError, WorkerLostError
 from .serialization import dump_error, dumps
 from .tasks import Request, Task
 
@@ -44,10 +44,23 @@ class Job:
     run_at: datetime | None
     root_id: str | None
     parent_id: str | None
+    expired: bool = False
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Job:
-        job_id, task, queue, args, kwargs, options, attempt, run_at, root_id, parent_id = row
+        (
+            job_id,
+            task,
+            queue,
+            args,
+            kwargs,
+            options,
+            attempt,
+            run_at,
+            root_id,
+            parent_id,
+            expired,
+        ) = row
         return cls(
             str(job_id),
             task,
@@ -59,7 +72,14 @@ class Job:
             run_at,
             None if root_id is None else str(root_id),
             None if parent_id is None else str(parent_id),
+            bool(expired),
         )
+
+    @property
+    def in_canvas(self) -> bool:
+        """Finishing it creates or counts other jobs (see ``advance`` in SQL)."""
+        options = self.options
+        return "link" in options or "link_error" in options or "chord" in options
 
     @property
     def retries(self) -> int:
@@ -139,7 +159,7 @@ def execute(
             error=dump_error(retry.exc or retry),
             delay=retry.countdown or 0.0,
         )
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started)
     finally:
         task._push_request(None)
@@ -203,6 +223,13 @@ def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
         return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=0.0)
     log.error("Task %s[%s] lost (%s)", job.task, job.id, reason)
     return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+
+
+def expired(job: Job) -> Outcome:
+    """Claimed past its ``expires``: recorded REVOKED without running."""
+    log.info("Task %s[%s] expired before it started", job.task, job.id)
+    error = dump_error(TaskRevokedError("expired before it started"))
+    return Outcome(job.id, job.attempt, states.REVOKED, error=error)
 
 
 def revoked(job: Job, exc: BaseException) -> Outcome:

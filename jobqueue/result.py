@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,15 +74,24 @@ class AsyncResult:
             "worker_id",
             "root_id",
             "parent_id",
+            "group_id",
+            "group_index",
+            "progress_state",
+            "progress",
         )
         self._row = dict(zip(keys, rows[0], strict=True))
         return self._row
 
     @property
     def state(self) -> str:
-        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED (PENDING if unknown)."""
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED (PENDING if unknown),
+        or the custom state a running task set with ``update_state``."""
         row = self._fetch()
-        return states.PENDING if row is None else str(row["state"])
+        if row is None:
+            return states.PENDING
+        if row["state"] == states.STARTED and row["progress_state"]:
+            return str(row["progress_state"])
+        return str(row["state"])
 
     status = state
 
@@ -105,7 +115,19 @@ class AsyncResult:
             return self._exception(row)
         return row["result"]
 
-    info = result
+    @property
+    def info(self) -> Any:
+        """Like ``result``, but while running: the ``meta`` of ``update_state``."""
+        row = self._fetch()
+        if row is not None and row["state"] == states.STARTED and row["progress_state"]:
+            return row["progress"]
+        return self.result
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        """Jobs this one spawned when it finished (link callbacks, next chain steps)."""
+        rows = self.app.db.execute("job_children", {"id": self.id})
+        return [AsyncResult(str(r[0]), app=self.app) for r in rows]
 
     @property
     def traceback(self) -> str | None:
@@ -133,10 +155,7 @@ class AsyncResult:
         return 0 if row is None else max(int(row["attempts"]) - 1, 0)
 
     def _exception(self, row: dict[str, Any]) -> BaseException:
-        if row["state"] == states.REVOKED:
-            message = (row["error"] or {}).get("message") or "revoked"
-            return TaskRevokedError(f"task {row['task']}[{self.id}] {message}")
-        return rebuild_error(row["error"])
+        return _exception(self.id, row)
 
     # -- waiting -------------------------------------------------------------
 
@@ -163,6 +182,114 @@ class AsyncResult:
         finish but never retried. Recorded in SQL: no worker needs to be online."""
         self.app.revoke([self.id], terminate=terminate)
         self._row = None
+
+
+def _exception(job_id: str, row: dict[str, Any]) -> BaseException:
+    if row["state"] == states.REVOKED:
+        message = (row["error"] or {}).get("message") or "revoked"
+        return TaskRevokedError(f"task {row.get('task') or ''}[{job_id}] {message}")
+    return rebuild_error(row["error"] or {"type": "TaskError", "message": row["state"]})
+
+
+def _value(job_id: str, row: dict[str, Any], propagate: bool) -> Any:
+    if row["state"] == states.SUCCESS:
+        return row["result"]
+    exc = _exception(job_id, row)
+    if propagate:
+        raise exc
+    return exc
+
+
+class GroupResult:
+    """The results of a group, in the group's order (Celery's GroupResult)."""
+
+    def __init__(
+        self, id: str, results: list[AsyncResult | GroupResult], app: JobQueue | None = None
+    ) -> None:
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        self.id = check_id(id, "id")
+        self.results = list(results)
+        self.app = app
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult | GroupResult:
+        return self.results[index]
+
+    @property
+    def children(self) -> list[AsyncResult | GroupResult]:
+        return self.results
+
+    def leaves(self) -> list[AsyncResult]:
+        out: list[AsyncResult] = []
+        for r in self.results:
+            out.extend(r.leaves() if isinstance(r, GroupResult) else [r])
+        return out
+
+    @classmethod
+    def restore(cls, id: str, app: JobQueue | None = None) -> GroupResult | None:
+        """The group saved under ``id`` when its canvas was enqueued, or None."""
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        rows = app.db.execute("group_get", {"id": check_id(id, "id")})
+        if not rows:
+            return None
+        return cls(id, [AsyncResult(str(m), app=app) for m in rows[0][0]], app=app)
+
+    def save(self) -> GroupResult:
+        return self  # groups are saved when their canvas is enqueued
+
+    def _states(self) -> list[str]:
+        ids = [r.id for r in self.leaves()]
+        found = {str(r[0]): r[1] for r in self.app.db.execute("job_get_many", {"ids": ids})}
+        return [found.get(i, states.PENDING) for i in ids]
+
+    def completed_count(self) -> int:
+        return sum(s == states.SUCCESS for s in self._states())
+
+    def ready(self) -> bool:
+        return all(s in states.READY_STATES for s in self._states())
+
+    def successful(self) -> bool:
+        return all(s == states.SUCCESS for s in self._states())
+
+    def failed(self) -> bool:
+        return any(s == states.FAILURE for s in self._states())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def revoke(self, terminate: bool = False) -> None:
+        self.app.revoke([r.id for r in self.leaves()], terminate=terminate)
+
+    def get(
+        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+    ) -> list[Any]:
+        """Wait for every member; their results in order (nested groups nest)."""
+        rows = self.app.results.wait_many([r.id for r in self.leaves()], timeout, interval)
+        return self._values(rows, propagate)
+
+    join = get
+
+    def _values(self, rows: dict[str, dict[str, Any]], propagate: bool) -> list[Any]:
+        return [
+            r._values(rows, propagate)
+            if isinstance(r, GroupResult)
+            else _value(r.id, rows[r.id], propagate)
+            for r in self.results
+        ]
 
 
 class ResultWaiter:
@@ -208,6 +335,48 @@ class ResultWaiter:
                     waiting.discard(event)
                     if not waiting:
                         del self._waiters[result.id]
+
+    def wait_many(
+        self, ids: list[str], timeout: float | None, interval: float | None
+    ) -> dict[str, dict[str, Any]]:
+        """Wait until every job in ``ids`` is finished; their rows by id. One
+        query per wake-up for all the jobs still unfinished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        recheck = interval or self.app.conf.result_recheck_interval
+        event = threading.Event()
+        self._start()
+        with self._lock:
+            for job_id in ids:
+                self._waiters[job_id].add(event)
+        done: dict[str, dict[str, Any]] = {}
+        try:
+            while True:
+                pending = [i for i in ids if i not in done]
+                for row in self.app.db.execute("job_get_many", {"ids": pending}):
+                    job_id, state, result, error = row
+                    if state in states.READY_STATES:
+                        done[str(job_id)] = {"state": state, "result": result, "error": error}
+                if len(done) == len(set(ids)):
+                    return done
+                pause = recheck
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"{len(set(ids)) - len(done)} of {len(set(ids))} "
+                            f"jobs not ready after {timeout}s"
+                        )
+                    pause = min(pause, remaining)
+                event.wait(pause)
+                event.clear()
+        finally:
+            with self._lock:
+                for job_id in ids:
+                    waiting = self._waiters.get(job_id)
+                    if waiting is not None:
+                        waiting.discard(event)
+                        if not waiting:
+                            del self._waiters[job_id]
 
     def _start(self) -> None:
         if self._thread is None:

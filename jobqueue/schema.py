@@ -42,10 +42,23 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("parent_id", UUID),
         sa.Column("revoked_at", TZ),
         sa.Column("revoke_terminate", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("group_id", UUID),
+        sa.Column("group_index", sa.Integer),
+        sa.Column("progress_state", sa.Text),
+        sa.Column("progress", JSONB),
         sa.CheckConstraint(
             "state IN ('PENDING', 'STARTED', 'SUCCESS', 'FAILURE', 'RETRY', 'REVOKED')",
             name="jobs_state_check",
         ),
+    )
+    jobs = md.tables[f"{schema}.jobs"]
+    sa.Index("jobs_root_idx", jobs.c.root_id, postgresql_where=jobs.c.root_id != jobs.c.id)
+    sa.Index("jobs_parent_idx", jobs.c.parent_id, postgresql_where=jobs.c.parent_id.isnot(None))
+    sa.Index(
+        "jobs_group_idx",
+        jobs.c.group_id,
+        jobs.c.group_index,
+        postgresql_where=jobs.c.group_id.isnot(None),
     )
     job_queue = sa.Table(
         "job_queue",
@@ -104,5 +117,31 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("finished_at", TZ, nullable=False, server_default=sa.func.now()),
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("error", JSONB),
+    )
+    sa.Table(
+        "groups",
+        md,
+        sa.Column("id", UUID, primary_key=True),
+        sa.Column("members", ARRAY(UUID), nullable=False),
+        sa.Column("root_id", UUID),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    )
+    sa.Table(
+        "chords",
+        md,
+        sa.Column("id", UUID, primary_key=True),
+        sa.Column("state", sa.Text, nullable=False, server_default="PENDING"),
+        sa.Column("remaining", sa.Integer, nullable=False),
+        sa.Column("body", JSONB, nullable=False),
+        sa.Column("root_id", UUID),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("finished_at", TZ),
+        sa.CheckConstraint("state IN ('PENDING', 'DONE', 'FAILED')", name="chords_state_check"),
+    )
+    sa.Table(
+        "chord_members",
+        md,
+        sa.Column("job_id", UUID, primary_key=True),
+        sa.Column("chord_id", UUID, nullable=False),
     )
     return md

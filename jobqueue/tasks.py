@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
@@ -25,6 +25,7 @@ from .retry import (
 
 if TYPE_CHECKING:
     from .app import JobQueue
+    from .canvas import Chunks, Signature
     from .result import AsyncResult
 
 P = ParamSpec("P")
@@ -189,6 +190,70 @@ class Task(Generic[P, R]):
             countdown = self.policy.countdown(request.retries)
         raise Retry(exc=exc, countdown=countdown, eta=eta)
 
+    def update_state(
+        self, task_id: str | None = None, state: str = "PROGRESS", meta: Any = None
+    ) -> None:
+        """Publish progress while running: ``AsyncResult.state`` shows ``state``
+        and ``.info`` shows ``meta`` until the job finishes."""
+        from .serialization import dumps
+        from .states import ALL_STATES
+
+        request = self.request
+        if request.called_directly:
+            return
+        if state in ALL_STATES:
+            raise ValueError(f"update_state() takes a custom state, not {state!r}")
+        self.app.db.execute(
+            "job_progress",
+            {
+                "id": task_id or request.id,
+                "state": state,
+                "meta": dumps(meta),
+                "attempt": request.retries + 1,
+            },
+        )
+
+    # -- canvas ------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task (partial: later args are prepended)."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: callbacks do not receive the parent's result."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, **options)
+
+    subtask = signature
+
+    def map(self, items: Iterable[Any]) -> Signature:
+        """One job calling this task on each item; its result is the list."""
+        from .canvas import map_signature
+
+        return map_signature(self, items)
+
+    def starmap(self, items: Iterable[Sequence[Any]]) -> Signature:
+        """One job calling this task with each item unpacked as arguments."""
+        from .canvas import starmap_signature
+
+        return starmap_signature(self, items)
+
+    def chunks(self, items: Iterable[Sequence[Any]], size: int) -> Chunks:
+        """``items`` split into jobs of ``size`` calls each (``.group()`` for the group)."""
+        from .canvas import Chunks
+
+        return Chunks(self, items, size)
+
     # -- enqueueing --------------------------------------------------------
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -208,10 +273,37 @@ class Task(Generic[P, R]):
         task_id: str | None = None,
         soft_time_limit: float | None = None,
         time_limit: float | None = None,
+        link: Signature | list[Signature] | None = None,
+        link_error: Signature | list[Signature] | None = None,
         connection: Any = None,
     ) -> AsyncResult:
         """Enqueue with options. With ``connection=`` the job is written inside
-        the caller's open transaction and exists only if it commits."""
+        the caller's open transaction and exists only if it commits. ``link`` /
+        ``link_error``: signatures enqueued with this job's result (or id) when
+        it succeeds (or fails)."""
+        if link is not None or link_error is not None:
+            from .canvas import Signature
+
+            options: dict[str, Any] = {
+                k: v
+                for k, v in {
+                    "queue": queue,
+                    "priority": priority,
+                    "countdown": countdown,
+                    "eta": eta,
+                    "expires": expires,
+                    "task_id": task_id,
+                    "soft_time_limit": soft_time_limit,
+                    "time_limit": time_limit,
+                    "link": link,
+                    "link_error": link_error,
+                }.items()
+                if v is not None
+            }
+            result: AsyncResult = Signature(self, args or (), kwargs, **options).apply_async(
+                connection=connection
+            )
+            return result
         return self.app.send_task(
             self.name,
             args,

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import __version__
-from .executor import Job, Outcome
+from . import __version__, states
+from .executor import Job, Outcome, expired
 from .ids import uuid7
 from .pools import make_pool
 from .sql import channels
@@ -77,10 +77,12 @@ class Worker:
         self._sql = app.db.sql
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no more claims
+        self._exiting = threading.Event()  # running jobs are settled: heartbeat may stop
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
+        self._canvas: set[str] = set()  # in-flight jobs whose completion must run advance()
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._pool = make_pool(
             pool,
@@ -165,6 +167,8 @@ class Worker:
             self._execute(claim_conn, "worker_unregister", {"id": self.id})
         except psycopg.Error as exc:
             log.warning("could not unregister worker %s: %s", self.id, exc)
+        finally:
+            self._exiting.set()
         claim_conn.close()
         log.info("worker %s stopped after %d job(s)", self.hostname, self.processed)
 
@@ -224,13 +228,18 @@ class Worker:
         rows = self._execute(
             conn, "job_claim", {"queues": self.queues, "limit": limit, "worker_id": self.id}
         )
-        jobs = [Job.from_row(row) for row in rows if row[1] is not None]
+        jobs = [Job.from_row(row) for row in rows]
         if jobs:
             with self._lock:
                 for job in jobs:
                     self._in_flight[job.id] = job.attempt
+                    if job.in_canvas:
+                        self._canvas.add(job.id)
             for job in jobs:
-                self._pool.submit(job)
+                if job.expired:
+                    self._outcomes.put(expired(job))
+                else:
+                    self._pool.submit(job)
         return len(rows)
 
     def _next_due_in(self, conn: psycopg.Connection[Any]) -> float | None:
@@ -284,12 +293,23 @@ class Worker:
             "delays": [o.delay for o in batch],
             "worker_id": self.id,
         }
+        with self._lock:
+            advance = [
+                o.job_id
+                for o in batch
+                if o.job_id in self._canvas and o.state in states.READY_STATES
+            ]
         delay = 0.1
         while True:  # an outcome computed while the database is away is kept until it returns
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
-                self._execute(conn, "job_complete_many", params)
+                if advance:  # what the finished jobs start, in the same transaction
+                    with conn.transaction():
+                        self._execute(conn, "job_complete_many", params)
+                        self._execute(conn, "job_advance", {"ids": advance})
+                else:
+                    self._execute(conn, "job_complete_many", params)
                 break
             except psycopg.OperationalError as exc:
                 log.warning(
@@ -303,6 +323,7 @@ class Worker:
         with self._lock:
             for outcome in batch:
                 self._in_flight.pop(outcome.job_id, None)
+                self._canvas.discard(outcome.job_id)
             self.processed += len(batch)
         self._wakeup.set()
         return conn
@@ -317,7 +338,7 @@ class Worker:
         for channel in (self._channels["jobs"], self._channels["control"]):
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._wakeup.set()  # jobs may have arrived while we were not listening
-        while not self._stopping.is_set():
+        while not self._exiting.is_set():  # revocations matter until the last job is settled
             for notice in conn.notifies(timeout=1.0):
                 if notice.channel == self._channels["jobs"]:
                     if notice.payload in wanted:
@@ -338,7 +359,8 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         def beat(conn: psycopg.Connection[Any]) -> None:
-            while not self._stopping.wait(self.app.conf.heartbeat_interval):
+            # Until the last running job is settled, or other workers would rescue it.
+            while not self._exiting.wait(self.app.conf.heartbeat_interval):
                 self._heartbeat(conn)
 
         self._with_connection("heartbeat", beat)
@@ -348,13 +370,25 @@ class Worker:
         if not self._execute(conn, "worker_heartbeat", ttl):
             log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
             self._execute(conn, "worker_register", self._registration())
-        workers, jobs, _, _ = self._execute(conn, "job_rescue", {})[0]
+        with conn.transaction():
+            workers, jobs, _, _, finished = self._execute(conn, "job_rescue", {})[0]
+            if finished:
+                self._execute(conn, "job_advance", {"ids": finished})
         if workers or jobs:
             log.warning("rescued %d job(s) from %d worker(s) whose lease expired", jobs, workers)
         running = list(self._in_flight)
         if running:
             for (job_id,) in self._execute(conn, "job_revoked_among", {"ids": running}):
                 self._pool.terminate(str(job_id))
+        if not self._stopping.is_set():
+            orphans = self._execute(conn, "lease_orphans", {"id": self.id, "running": running})
+            if orphans:
+                log.warning(
+                    "releasing %d job(s) claimed by a reply that never arrived", len(orphans)
+                )
+                self._execute(
+                    conn, "job_release_many", {"ids": [r[0] for r in orphans], "worker_id": self.id}
+                )
 
     def _registration(self) -> dict[str, Any]:
         return {
@@ -370,7 +404,7 @@ class Worker:
     def _with_connection(self, what: str, body: Callable[[psycopg.Connection[Any]], None]) -> None:
         """Run ``body`` on a fresh connection, reconnecting with backoff until stopped."""
         delay = 0.1
-        while not self._stopping.is_set():
+        while not self._exiting.is_set():
             try:
                 with self._connect() as conn:
                     delay = 0.1
@@ -378,7 +412,7 @@ class Worker:
                     return
             except psycopg.OperationalError as exc:
                 log.warning("%s connection lost (%s); reconnecting in %.1fs", what, exc, delay)
-                self._stopping.wait(delay)
+                self._exiting.wait(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
 
     # -- plumbing -------------------------------------------------------------------------------

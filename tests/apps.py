@@ -124,6 +124,37 @@ def build(app: JobQueue) -> SimpleNamespace:
     async def async_slow() -> None:
         await asyncio.sleep(10)
 
+    # -- canvas ----------------------------------------------------------------
+
+    @app.task(name="tsum")
+    def tsum(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    @app.task(name="mul")
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    @app.task(name="identity")
+    def identity(value: Any) -> Any:
+        return value
+
+    @app.task(name="fail_if", max_retries=0)
+    def fail_if(value: int, bad: int) -> int:
+        if value == bad:
+            raise ValueError(f"{value} is bad")
+        return value
+
+    @app.task(name="record_error")
+    def record_error(failed_job_id: str, tag: str) -> str:
+        return f"{tag}: {failed_job_id}"
+
+    @app.task(name="progress", bind=True)
+    def progress(self: Any, steps: int) -> int:
+        for step in range(steps):
+            self.update_state(state="PROGRESS", meta={"done": step, "total": steps})
+            time.sleep(0.2)
+        return steps
+
     return SimpleNamespace(app=app, **app.tasks)
 
 

@@ -120,13 +120,15 @@ def test_expired_job_is_revoked_and_never_runs(
     jq: Any, schema: str, conn: Any, start_worker: Any
 ) -> None:
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
-    result = jq.add.apply_async((1, 2), expires=past)
-    start_worker()
+    result = jq.echo.apply_async(("never",), expires=past)
+    worker = start_worker()
     with pytest.raises(TaskRevokedError, match="expired"):
         result.get(timeout=10)
     assert result.state == states.REVOKED
-    row = conn.execute(f'SELECT attempts, started_at FROM "{schema}".jobs').fetchone()
-    assert row == (0, None)
+    row = conn.execute(f'SELECT result, attempts FROM "{schema}".jobs').fetchone()
+    assert row == (None, 1)  # claimed once, recorded unrun
+    assert f"Task echo[{result.id}] expired before it started" in worker.log
+    assert "succeeded" not in worker.log
 
 
 def test_queues_route_jobs_to_their_workers(jq: Any, start_worker: Any) -> None:

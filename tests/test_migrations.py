@@ -71,12 +71,23 @@ def test_the_comparison_notices_drift(dsn: str, schema: str) -> None:
 def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> None:
     before = _objects(conn, schema)
     assert before == {
-        "tables": ["alembic_version", "job_attempts", "job_lease", "job_queue", "jobs", "workers"],
-        "views": ["job_history", "queue_stats", "task_stats"],
-        "functions": ["enqueue"],
+        "tables": [
+            "alembic_version",
+            "chord_members",
+            "chords",
+            "groups",
+            "job_attempts",
+            "job_lease",
+            "job_queue",
+            "jobs",
+            "workers",
+        ],
+        "views": ["job_history", "queue_stats", "task_stats", "workflow_jobs"],
+        "functions": ["advance", "enqueue", "fail_tree", "spawn"],
     }
-    migrate.downgrade(dsn, schema, "0001")  # one step at a time first
-    assert migrate.current_revision(dsn, schema) == "0001"
+    for step in ("0002", "0001"):  # one revision at a time first
+        migrate.downgrade(dsn, schema, step)
+        assert migrate.current_revision(dsn, schema) == step
     assert "job_attempts" not in _objects(conn, schema)["tables"]
     migrate.upgrade(dsn, schema)
     assert _objects(conn, schema) == before

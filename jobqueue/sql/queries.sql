@@ -48,6 +48,7 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- Each queue is read in claim order through its own index range (LATERAL), and
 -- the claimed rows leave `job_queue`, so the table the claim scans only ever
 -- holds waiting jobs. The CTEs also fence the planner so the LIMIT holds.
+-- Expired jobs come back flagged: the worker records them REVOKED unrun.
 WITH candidate AS (
     SELECT c.job_id
     FROM unnest(%(queues)s::text[]) AS q(name)
@@ -66,36 +67,21 @@ WITH candidate AS (
     USING candidate AS c
     WHERE w.job_id = c.job_id
     RETURNING w.job_id
-), expired AS (
-    UPDATE {schema}.jobs AS j
-    SET state = 'REVOKED', finished_at = now(),
-        error = jsonb_build_object('type', 'TaskRevokedError', 'module', 'jobqueue.exceptions',
-                                   'message', 'expired before it started', 'traceback', NULL)
-    FROM taken AS t
-    WHERE j.id = t.job_id AND j.state IN ('PENDING', 'RETRY') AND j.expires_at <= now()
-    RETURNING j.id
 ), started AS (
     UPDATE {schema}.jobs AS j
     SET state = 'STARTED', attempts = j.attempts + 1, worker_id = %(worker_id)s,
-        started_at = now()
+        started_at = now(), progress_state = NULL, progress = NULL
     FROM taken AS t
     WHERE j.id = t.job_id AND j.state IN ('PENDING', 'RETRY')
-      AND (j.expires_at IS NULL OR j.expires_at > now())
     RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.options, j.attempts,
-              j.run_at, j.root_id, j.parent_id
+              j.run_at, j.root_id, j.parent_id, j.expires_at <= now() AS expired
 ), leased AS (
     INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue)
     SELECT id, %(worker_id)s, attempts, task, queue FROM started
 )
-SELECT id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id
-FROM started
-UNION ALL
--- Expired jobs come back with task NULL (they used a slot of this claim), and
--- their waiters are woken like those of finished jobs, once per claim.
-SELECT e.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM expired AS e
-CROSS JOIN (SELECT pg_notify('{channel_done}', string_agg(id::text, ',')) FROM expired
-            HAVING count(*) > 0) AS woken;
+SELECT id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id,
+       COALESCE(expired, false)
+FROM started;
 
 -- name: job_complete_many
 -- Record a batch of outcomes. A row changes only if this worker still holds
@@ -156,7 +142,8 @@ FROM finished;
 -- queue as RETRY with a WorkerLostError (the attempt counts). They fail instead
 -- when the task says reject_on_worker_lost=False or has no retries left, and
 -- end REVOKED if a revocation is pending. SKIP LOCKED: rescuers never wait on
--- each other, and each lease is taken by exactly one of them.
+-- each other, and each lease is taken by exactly one of them. The caller runs
+-- job_advance on `finished` in the same transaction.
 WITH dead AS (
     SELECT id FROM {schema}.workers
     WHERE lease_expires_at < now()
@@ -204,12 +191,14 @@ SELECT (SELECT count(*) FROM dead) AS workers,
        (SELECT count(pg_notify('{channel_jobs}', queue))
         FROM (SELECT DISTINCT queue FROM requeued) AS q) AS woken,
        (SELECT count(pg_notify('{channel_done}', id::text))
-        FROM rescued WHERE state <> 'RETRY') AS notified;
+        FROM rescued WHERE state <> 'RETRY') AS notified,
+       ARRAY(SELECT id FROM rescued WHERE state <> 'RETRY') AS finished;
 
 -- name: job_revoke
 -- Revocations live in the job row. A waiting job leaves the queue and is
 -- REVOKED now; a running one is marked (and, with terminate, its worker is
 -- told over NOTIFY; workers also re-check their running jobs on heartbeat).
+-- The caller runs job_advance on `finished` in the same transaction.
 WITH unqueued AS (
     DELETE FROM {schema}.job_queue AS q
     WHERE q.job_id = ANY(%(ids)s::uuid[])
@@ -235,7 +224,16 @@ SELECT (SELECT count(*) FROM target) AS revoked,
         FROM target WHERE state = 'REVOKED') AS notified,
        (SELECT count(pg_notify('{channel_control}',
                                json_build_object('revoke', id, 'worker', worker_id)::text))
-        FROM target WHERE state = 'STARTED' AND %(terminate)s) AS signalled;
+        FROM target WHERE state = 'STARTED' AND %(terminate)s) AS signalled,
+       ARRAY(SELECT id FROM target WHERE state = 'REVOKED') AS finished;
+
+-- name: lease_orphans
+-- Leases this worker holds but does not know about: a claim that committed
+-- while its reply was lost with the connection. Old enough to rule out a
+-- claim whose reply is still on its way.
+SELECT job_id FROM {schema}.job_lease
+WHERE worker_id = %(id)s AND NOT (job_id = ANY(%(running)s::uuid[]))
+  AND claimed_at < now() - interval '10 seconds';
 
 -- name: job_revoked_among
 -- Which of a worker's running jobs were revoked with terminate (NOTIFY cover).
@@ -271,7 +269,8 @@ WHERE queue = ANY(%(queues)s::text[]) AND run_at > now();
 
 -- name: job_get
 SELECT id, task, queue, state, result, error, attempts, created_at, started_at,
-       finished_at, worker_id, root_id, parent_id
+       finished_at, worker_id, root_id, parent_id, group_id, group_index,
+       progress_state, progress
 FROM {schema}.jobs
 WHERE id = %(id)s::uuid;
 
@@ -297,3 +296,35 @@ SELECT version_num FROM {schema}.alembic_version;
 -- name: queue_stats
 SELECT queue, pending, started, retry, success, failure, revoked, oldest_waiting
 FROM {schema}.queue_stats ORDER BY queue;
+
+-- name: canvas_insert
+-- A whole canvas in one statement: its groups' member ids, then spawn()
+-- writes the jobs that can start now (the rest are JSON in their options).
+WITH registered AS (
+    INSERT INTO {schema}.groups (id, members, root_id)
+    SELECT (g ->> 'id')::uuid,
+           ARRAY(SELECT jsonb_array_elements_text(g -> 'members'))::uuid[],
+           %(root)s::uuid
+    FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+)
+SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, NULL, %(root)s::uuid);
+
+-- name: job_advance
+-- Create what follows finished jobs (callbacks, error callbacks, chord
+-- bodies); called in the transaction that finished them.
+SELECT {schema}.advance(%(ids)s::uuid[]);
+
+-- name: job_progress
+-- update_state() from a running task: only its current attempt may write.
+UPDATE {schema}.jobs SET progress_state = %(state)s, progress = %(meta)s::jsonb
+WHERE id = %(id)s::uuid AND state = 'STARTED' AND attempts = %(attempt)s
+RETURNING id;
+
+-- name: job_children
+SELECT id FROM {schema}.jobs WHERE parent_id = %(id)s::uuid ORDER BY created_at, id;
+
+-- name: job_get_many
+SELECT id, state, result, error FROM {schema}.jobs WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: group_get
+SELECT members FROM {schema}.groups WHERE id = %(id)s::uuid;

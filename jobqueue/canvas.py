@@ -1,0 +1,520 @@
+"""Canvas: signatures and the workflows built from them (Celery's names).
+
+``Signature`` is a task call not yet made; ``chain``, ``group`` and ``chord``
+combine them. Enqueueing a canvas *freezes* it: every job gets its id up
+front, links become JSON in their parent's options, and the whole canvas is
+written by one SQL call (``spawn``) in one transaction. From then on the
+database drives it: the transaction that finishes a job also creates what
+comes next (see migration 0003), so nothing polls and nothing can stall.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .ids import new_id
+from .serialization import dump_arguments, dumps, loads
+
+if TYPE_CHECKING:
+    from .app import JobQueue
+    from .tasks import Task
+
+# Options a signature may carry (apply_async's, minus connection).
+SIGNATURE_OPTIONS = frozenset(
+    {
+        "queue",
+        "priority",
+        "countdown",
+        "eta",
+        "expires",
+        "task_id",
+        "soft_time_limit",
+        "time_limit",
+        "link",
+        "link_error",
+    }
+)
+
+
+class Signature:
+    """A task call with its arguments and options, to be enqueued later."""
+
+    def __init__(
+        self,
+        task: Task[Any, Any] | str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        app: JobQueue | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ) -> None:
+        from .tasks import Task
+
+        self.app: JobQueue | None
+        if isinstance(task, Task):
+            self.task_name, self.app = task.name, app or task.app
+        else:
+            self.task_name, self.app = str(task), app
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.immutable = immutable
+        self.options: dict[str, Any] = {}
+        self.set(**options)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.task_name}{'.si' if self.immutable else '.s'}({', '.join(parts)})"
+
+    # -- building ------------------------------------------------------------
+
+    def set(self, **options: Any) -> Signature:
+        unknown = set(options) - SIGNATURE_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown signature option(s) {sorted(unknown)}")
+        for key in ("link", "link_error"):
+            if key in options:
+                value = options.pop(key)
+                for sig in value if isinstance(value, (list, tuple)) else [value]:
+                    self._add_callback(key, sig)
+        self.options.update(options)
+        return self
+
+    def clone(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        """A copy; unless immutable, ``args`` are prepended and ``kwargs`` merged."""
+        copy = self._copy()
+        if not self.immutable:
+            copy.args = tuple(args) + self.args
+            copy.kwargs = {**self.kwargs, **(kwargs or {})}
+        copy.set(**options)
+        return copy
+
+    def _copy(self) -> Signature:
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.options = {k: (list(v) if isinstance(v, list) else v) for k, v in self.options.items()}
+        return copy
+
+    def link(self, callback: Signature) -> Signature:
+        """Enqueue ``callback`` with this job's result when it succeeds."""
+        self._add_callback("link", callback)
+        return callback
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Enqueue ``errback`` with this job's id if it fails (after its retries)."""
+        self._add_callback("link_error", errback)
+        return errback
+
+    def on_error(self, errback: Signature) -> Signature:
+        self.link_error(errback)
+        return self
+
+    def _add_callback(self, key: str, sig: Signature) -> None:
+        if not isinstance(sig, Signature):
+            raise TypeError(f"{key} must be a signature, got {sig!r}")
+        self.options.setdefault(key, []).append(sig)
+
+    def __or__(self, other: Signature) -> Signature:
+        if isinstance(other, Signature):
+            return chain(self, other)
+        return NotImplemented
+
+    # -- enqueueing ------------------------------------------------------------
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Enqueue the whole canvas in one transaction (``connection=`` to join yours);
+        returns an ``AsyncResult`` or, for a group, a ``GroupResult``."""
+        sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
+        sig, root = _with_root(sig)
+        app = sig._resolve_app()
+        freezer = Freezer(app, root)
+        tree, result = freezer.freeze(sig, member=None)
+        app.db.execute(
+            "canvas_insert",
+            {
+                "canvas": dumps(tree),
+                "groups": dumps(freezer.groups),
+                "root": root,
+            },
+            connection,
+        )
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A task signature runs the task here and now, as in Celery; chains,
+        groups and chords are enqueued."""
+        app = self._resolve_app()
+        task = app.tasks[self.task_name]
+        call_args = self.args if self.immutable else tuple(args) + self.args
+        return task(*call_args, **{**self.kwargs, **kwargs})
+
+    def _resolve_app(self) -> JobQueue:
+        if self.app is not None:
+            return self.app
+        from .app import current_app
+
+        return current_app()
+
+    # What the freezer needs to know about each kind of signature.
+    def _children(self) -> list[Signature]:
+        return []
+
+
+class chain(Signature):
+    """Run signatures one after another, each result becoming the next one's
+    first argument. ``a | b | c`` builds one too."""
+
+    def __init__(
+        self, *tasks: Signature | Iterable[Signature], app: JobQueue | None = None, **options: Any
+    ) -> None:
+        flat: list[Signature] = []
+        for item in _flatten_args(tasks):
+            nested: list[Signature] = item.tasks if isinstance(item, chain) else []
+            flat.extend(nested if nested and not item.options else [item])
+        if not flat:
+            raise ValueError("a chain needs at least one signature")
+        self.tasks: list[Signature] = flat
+        Signature.__init__(self, "jobqueue.chain", app=app or _first_app(flat))
+        self.set(**options)
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(t) for t in self.tasks)
+
+    def clone(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        copy = self._copy()
+        assert isinstance(copy, chain)
+        copy.tasks = [self.tasks[0].clone(args, kwargs), *self.tasks[1:]]
+        copy.set(**options)
+        return copy
+
+    def __or__(self, other: Signature) -> Signature:
+        if isinstance(other, Signature):
+            return chain(*self.tasks, other) if not self.options else chain(self, other)
+        return NotImplemented
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+
+class group(Signature):
+    """Run signatures in parallel; the result lists theirs in the same order."""
+
+    def __init__(
+        self, *tasks: Signature | Iterable[Signature], app: JobQueue | None = None, **options: Any
+    ) -> None:
+        flat: list[Signature] = []
+        for item in _flatten_args(tasks):
+            # A group inside a group adds its members (as Celery does).
+            nested: list[Signature] = item.tasks if isinstance(item, group) else []
+            flat.extend(nested if nested and not item.options else [item])
+        self.tasks: list[Signature] = flat
+        Signature.__init__(self, "jobqueue.group", app=app or _first_app(flat))
+        self.set(**options)
+
+    def __repr__(self) -> str:
+        return f"group({self.tasks!r})"
+
+    def clone(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        copy = self._copy()
+        assert isinstance(copy, group)
+        copy.tasks = [t.clone(args, kwargs) for t in self.tasks]
+        copy.set(**options)
+        return copy
+
+    def __or__(self, other: Signature) -> Signature:
+        if isinstance(other, Signature):
+            return chord(self, other)  # a group followed by anything is a chord
+        return NotImplemented
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+
+class chord(Signature):
+    """A group (the header) whose ordered results are passed to ``body``."""
+
+    def __init__(
+        self,
+        header: Signature | Iterable[Signature],
+        body: Signature | None = None,
+        app: JobQueue | None = None,
+        **options: Any,
+    ) -> None:
+        self.header = header if isinstance(header, group) else group(header, app=app)
+        self.body = body
+        Signature.__init__(
+            self, "jobqueue.chord", app=app or self.header.app or (body.app if body else None)
+        )
+        self.set(**options)
+
+    def __repr__(self) -> str:
+        return f"chord({self.header.tasks!r}, {self.body!r})"
+
+    def clone(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        copy = self._copy()
+        assert isinstance(copy, chord)
+        header = self.header.clone(args, kwargs)
+        assert isinstance(header, group)
+        copy.header = header
+        copy.set(**options)
+        return copy
+
+    def __call__(self, body: Signature | None = None, **options: Any) -> Any:
+        """``chord(header)(body)`` enqueues the chord and returns the body's result."""
+        sig: Signature = self
+        if body is not None:
+            copy = self._copy()
+            assert isinstance(copy, chord)
+            copy.body = body
+            sig = copy
+        return sig.apply_async(**options)
+
+
+def signature(
+    task: Task[Any, Any] | str | Signature,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Signature:
+    if isinstance(task, Signature):
+        return task.clone(args, kwargs, **options)
+    return Signature(task, args, kwargs, **options)
+
+
+def chunks(task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> Chunks:
+    return Chunks(task, items, size)
+
+
+class Chunks:
+    """``task.chunks(items, n)``: the items split into jobs of ``n`` calls each."""
+
+    def __init__(self, task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"chunk size must be a positive integer, got {size!r}")
+        self.task, self.items, self.size = task, [tuple(i) for i in items], size
+
+    def group(self) -> group:
+        it = iter(self.items)
+        parts = iter(lambda: list(itertools.islice(it, self.size)), [])
+        return group([starmap_signature(self.task, part) for part in parts], app=self.task.app)
+
+    def apply_async(self, connection: Any = None, **options: Any) -> Any:
+        return self.group().apply_async(connection=connection, **options)
+
+    def delay(self) -> Any:
+        return self.apply_async()
+
+    __call__ = delay
+
+
+def map_signature(task: Task[Any, Any], items: Iterable[Any]) -> Signature:
+    return Signature("jobqueue.map", (task.name, list(items)), app=task.app)
+
+
+def starmap_signature(task: Task[Any, Any], items: Iterable[Sequence[Any]]) -> Signature:
+    return Signature("jobqueue.starmap", (task.name, [list(i) for i in items]), app=task.app)
+
+
+def _flatten_args(items: tuple[Any, ...]) -> list[Signature]:
+    if len(items) == 1 and not isinstance(items[0], Signature):
+        items = tuple(items[0])
+    for item in items:
+        if not isinstance(item, Signature):
+            raise TypeError(f"expected a signature, got {item!r}")
+    return list(items)
+
+
+def _first_app(sigs: list[Signature]) -> JobQueue | None:
+    return next((s.app for s in sigs if s.app is not None), None)
+
+
+def _with_root(sig: Signature) -> tuple[Signature, str]:
+    """The workflow's root id: its first job's id when it starts with a task
+    (as in Celery), else a fresh id naming the workflow."""
+    if type(sig) is Signature:
+        task_id = sig.options.get("task_id")
+        return (sig, task_id) if task_id else (sig.clone(task_id=(task_id := new_id())), task_id)
+    if isinstance(sig, chain):
+        first, root = _with_root(sig.tasks[0])
+        copy = sig._copy()
+        assert isinstance(copy, chain)
+        copy.tasks = [first, *sig.tasks[1:]]
+        return copy, root
+    return sig, new_id()
+
+
+class Freezer:
+    """Turns a signature tree into the JSON ``spawn`` understands, choosing
+    every id, and builds the matching result objects."""
+
+    def __init__(self, app: JobQueue, root: str) -> None:
+        self.app = app
+        self.root = root
+        self.groups: list[dict[str, Any]] = []
+
+    def freeze(
+        self,
+        sig: Signature,
+        member: dict[str, Any] | None,
+        extra_links: Sequence[dict[str, Any]] = (),
+        errbacks: Sequence[dict[str, Any]] = (),
+    ) -> tuple[dict[str, Any], Any]:
+        """``member``: group/chord membership for the job that ends ``sig``;
+        ``extra_links``: what runs after it; ``errbacks``: inherited error callbacks."""
+        errbacks = [*errbacks, *self.callbacks(sig, "link_error")]
+        if isinstance(sig, chain):
+            return self._chain(sig, member, extra_links, errbacks)
+        if isinstance(sig, chord):
+            return self._chord(sig, member, extra_links, errbacks)
+        if isinstance(sig, group):
+            return self._group(sig, extra_links, errbacks)
+        return self._task(sig, member, extra_links, errbacks)
+
+    def callbacks(self, sig: Signature, key: str) -> list[dict[str, Any]]:
+        return [self.freeze(s, None)[0] for s in sig.options.get(key, [])]
+
+    def _task(
+        self,
+        sig: Signature,
+        member: dict[str, Any] | None,
+        extra_links: Sequence[dict[str, Any]],
+        errbacks: Sequence[dict[str, Any]],
+    ) -> tuple[dict[str, Any], Any]:
+        from .result import AsyncResult
+
+        job_id = sig.options.get("task_id") or new_id()
+        args_json, kwargs_json = dump_arguments(sig.task_name, sig.args, sig.kwargs)
+        registered = self.app.tasks.get(sig.task_name)
+        options: dict[str, Any] = (
+            registered.job_options(
+                sig.options.get("soft_time_limit"),
+                sig.options.get("time_limit"),
+            )
+            if registered
+            else {}
+        )
+        links = [*self.callbacks(sig, "link"), *extra_links]
+        if links:
+            options["link"] = links
+        if errbacks:
+            options["link_error"] = list(errbacks)
+        if member and member.get("chord"):
+            options["chord"] = member["chord"]
+        queue = sig.options.get("queue") or (registered.queue if registered else None)
+        priority = sig.options.get("priority")
+        tree = {
+            "type": "task",
+            "id": job_id,
+            "task": sig.task_name,
+            "args": loads(args_json),
+            "kwargs": loads(kwargs_json),
+            "immutable": sig.immutable,
+            "options": options,
+            "queue": queue or self.app.conf.default_queue,
+            "priority": priority
+            if priority is not None
+            else (registered.priority if registered else 0),
+            **_relative_timing(sig.options),
+        }
+        if member:
+            tree["group_id"], tree["group_index"] = member["group_id"], member["group_index"]
+        return tree, AsyncResult(job_id, app=self.app)
+
+    def _chain(
+        self,
+        sig: chain,
+        member: dict[str, Any] | None,
+        extra_links: Sequence[dict[str, Any]],
+        errbacks: Sequence[dict[str, Any]],
+    ) -> tuple[dict[str, Any], Any]:
+        # Fold from the end: each step links to the rest, a group followed by
+        # more steps becomes a chord, and the last step carries the membership.
+        tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks)
+        for step in reversed(sig.tasks[:-1]):
+            if isinstance(step, group):
+                tail = self._chord_tree(step, tail, errbacks)
+            else:
+                tail, _ = self.freeze(step, None, [tail], errbacks)
+        return tail, result
+
+    def _group(
+        self,
+        sig: group,
+        extra_links: Sequence[dict[str, Any]],
+        errbacks: Sequence[dict[str, Any]],
+        chord_id: str | None = None,
+    ) -> tuple[dict[str, Any], Any]:
+        from .result import GroupResult
+
+        group_id = chord_id or new_id()
+        members, results = [], []
+        for index, item in enumerate(sig.tasks):
+            membership = {"group_id": group_id, "group_index": index, "chord": chord_id}
+            # A group's own links run after each member (fresh ids per member).
+            links = [*self.callbacks(sig, "link"), *extra_links]
+            tree, result = self.freeze(item, membership, links, errbacks)
+            members.append(tree)
+            results.append(result)
+        self.groups.append({"id": group_id, "members": [str(r.id) for r in results]})
+        return {"type": "group", "id": group_id, "tasks": members}, GroupResult(
+            group_id, results, app=self.app
+        )
+
+    def _chord(
+        self,
+        sig: chord,
+        member: dict[str, Any] | None,
+        extra_links: Sequence[dict[str, Any]],
+        errbacks: Sequence[dict[str, Any]],
+    ) -> tuple[dict[str, Any], Any]:
+        if sig.body is None:
+            raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
+        body, result = self.freeze(sig.body, member, extra_links, errbacks)
+        return self._chord_tree(sig.header, body, errbacks), result
+
+    def _chord_tree(
+        self, header: group, body: dict[str, Any], errbacks: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        chord_id = new_id()
+        tree, _ = self._group(header, (), errbacks, chord_id=chord_id)
+        return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}
+
+
+def _relative_timing(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Canvas jobs are created later, so times are kept relative to creation."""
+    countdown = options.get("countdown")
+    eta = options.get("eta")
+    if eta is not None:
+        countdown = max(_seconds_until(eta), 0.0)
+    expires = options.get("expires")
+    if isinstance(expires, datetime):
+        expires = _seconds_until(expires)
+    return {
+        "countdown": float(countdown or 0),
+        "expires_in": None if expires is None else float(expires),
+    }
+
+
+def _seconds_until(moment: datetime) -> float:
+    aware = moment if moment.tzinfo else moment.astimezone()
+    return (aware - datetime.now(timezone.utc)).total_seconds()
