@@ -189,6 +189,11 @@ def worker(
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
         raise click.BadParameter("give at least one queue name", param_hint="--queues")
+    if max_tasks_per_child is not None and pool != "processes":
+        raise click.BadParameter(
+            "only the process pool replaces children; add --pool processes",
+            param_hint="--max-tasks-per-child",
+        )
     if heartbeat_interval is not None:
         app.conf.heartbeat_interval = heartbeat_interval
     if lease_ttl is not None:

@@ -133,7 +133,8 @@ class Database:
         while True:
             attempt += 1
             try:
-                with self.pool().connection() as conn:
+                wait = max(deadline - time.monotonic(), 0.1)
+                with self.pool().connection(timeout=wait) as conn:
                     return _fetch(conn.execute(statement, params))
             except psycopg.errors.UniqueViolation as exc:
                 if attempt > 1 and name in _IDEMPOTENT_INSERTS:

@@ -124,6 +124,10 @@ def build(app: JobQueue) -> SimpleNamespace:
     async def async_slow() -> None:
         await asyncio.sleep(10)
 
+    @app.task(name="exits", max_retries=0)
+    def exits() -> None:
+        raise SystemExit(3)
+
     # -- canvas ----------------------------------------------------------------
 
     @app.task(name="tsum")

@@ -42,6 +42,7 @@ def jobqueue(
         (["worker"], "needs an app"),
         (["--schema", "Bad-Name", "db", "current"], "invalid schema name"),
         (["frobnicate"], "No such command"),
+        (["-A", "tests.apps:app", "worker", "--max-tasks-per-child", "5"], "--pool processes"),
     ],
 )
 def test_bad_arguments_get_a_usage_error_not_a_traceback(args: list[str], message: str) -> None:

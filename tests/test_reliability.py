@@ -225,3 +225,31 @@ def test_warm_shutdown_grace_period_releases_slow_jobs_to_another_worker(
     assert slow.get(timeout=30) == 4
     row = conn.execute(f'SELECT attempts FROM "{schema}".jobs WHERE id = %s', (slow.id,)).fetchone()
     assert row == (1,)
+
+
+def test_a_task_raising_system_exit_fails_its_job_not_the_worker(
+    jq: Any, start_worker: Any
+) -> None:
+    worker = start_worker("--concurrency", "1")
+    with pytest.raises(SystemExit):
+        jq.exits.delay().get(timeout=20)
+    assert jq.add.delay(1, 2).get(timeout=20) == 3  # the only slot still serves
+    assert worker.proc.poll() is None
+
+
+def test_children_die_with_a_killed_worker(jq: Any, start_worker: Any) -> None:
+    import os
+
+    worker = start_worker("--pool", "processes", "--concurrency", "1")
+    child = jq.pid.delay().get(timeout=30)
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait(10)
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 10, "the orphaned child to exit")

@@ -10,9 +10,11 @@ time limit or on ``terminate``, and starts a fresh one after a crash or after
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -213,11 +215,24 @@ class _Slot:
         self.child = None
 
 
+def _die_with_parent() -> None:
+    """If the worker is killed (kill -9), its children must not finish jobs that
+    are about to be rescued and run elsewhere. Linux only (prctl)."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        log.debug("prctl unavailable: children outlive a killed worker")
+
+
 def child_main(conn: Connection, settings: dict[str, Any]) -> None:
     """A pool child: load the app, then run jobs from the pipe until told to stop."""
     # Signals are the parent's business; it stops children itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
     logging.basicConfig(
         level=settings["log_level"] or logging.WARNING,
         format="[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s",

@@ -34,11 +34,11 @@ class _Running:
     timers: list[int] = field(default_factory=list)
 
 
-def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
-    """Deliver ``exc_type`` in another thread at its next bytecode (CPython)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
-    )
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Deliver ``exc_type`` in a thread at its next bytecode (CPython); None
+    withdraws one not yet delivered."""
+    exc = None if exc_type is None else ctypes.py_object(exc_type)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)
 
 
 class ThreadPool:
@@ -110,8 +110,16 @@ class ThreadPool:
         finally:
             for key in entry.timers:
                 self._dog().cancel(key)
-        with self._lock:
-            mine = self._running.pop(job.id, None) is entry and not self._killed
+        while True:
+            try:
+                with self._lock:
+                    # Drop an interrupt aimed at the finished task; none can be
+                    # added while we hold the lock, and after it the entry is gone.
+                    _raise_in_thread(entry.thread, None)
+                    mine = self._running.pop(job.id, None) is entry and not self._killed
+                break
+            except _INTERRUPTS:
+                continue  # it landed before we could drop it: the outcome still stands
         if mine:
             self.report(outcome)
 
