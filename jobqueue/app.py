@@ -12,6 +12,7 @@ from .config import Settings
 from .db import Database
 from .exceptions import ConfigurationError
 from .ids import check_id, new_id
+from .limits import route
 from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
 from .tasks import TASK_OPTIONS, P, R, Task, check_time_limits
@@ -146,14 +147,19 @@ class JobQueue:
         time_limit: float | None = None,
         connection: Any = None,
     ) -> AsyncResult:
-        """Enqueue task ``name`` (it need not be registered in this process)."""
-        args_json, kwargs_json = dump_arguments(name, args or (), kwargs or {})
+        """Enqueue task ``name`` (it need not be registered in this process).
+
+        Queue: the call's, else ``app.conf.task_routes``, else the task's, else
+        the default queue. A task with ``unique`` returns the job already holding
+        its key (and writes nothing) when there is one.
+        """
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        args_json, kwargs_json = dump_arguments(name, args, kwargs)
         job_id = check_id(task_id) if task_id is not None else new_id()
         registered = self.tasks.get(name)
         if registered is not None:
-            queue = queue if queue is not None else registered.queue
+            options = registered.job_options(soft_time_limit, time_limit, args, kwargs)
             priority = priority if priority is not None else registered.priority
-            options = registered.job_options(soft_time_limit, time_limit)
         else:
             options = _unregistered_options(soft_time_limit, time_limit)
         params = {
@@ -161,15 +167,46 @@ class JobQueue:
             "task": name,
             "args": args_json,
             "kwargs": kwargs_json,
-            "queue": queue or self.conf.default_queue,
+            "queue": self.queue_for(name, queue, args, kwargs),
             "priority": _check_priority(priority or 0),
             "options": dumps(options),
             "root_id": None,
             "parent_id": None,
+            "rate_key": options.get("rate_key"),
+            "concurrency_key": options.get("concurrency_key"),
             **_timing(countdown, eta, expires),
         }
-        self.db.execute("job_insert", params, connection)
-        return AsyncResult(job_id, app=self)
+        unique = registered.flow if registered is not None else None
+        key = unique.unique_for(name, args, kwargs) if unique is not None else None
+        if unique is None or key is None:
+            self.db.execute("job_insert", params, connection)
+            return AsyncResult(job_id, app=self)
+        params.update(
+            unique_key=key,
+            unique_states=list(unique.unique_states),
+            unique_window=unique.unique_window,
+        )
+        with self.db.transaction(connection) as conn:
+            self.db.run(conn, "unique_lock", {"unique_keys": [key]})
+            rows = self.db.run(conn, "job_insert_unique", params)
+        holder = rows[0][0] if rows else None
+        return AsyncResult(str(holder) if holder is not None else job_id, app=self)
+
+    def queue_for(
+        self,
+        name: str,
+        queue: str | None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
+        if queue:
+            return queue
+        if self.conf.task_routes:
+            routed = route(self.conf.task_routes, name, args, kwargs or {})
+            if routed:
+                return routed
+        registered = self.tasks.get(name)
+        return (registered.queue if registered else None) or self.conf.default_queue
 
     def enqueue_many(
         self,
@@ -184,44 +221,93 @@ class JobQueue:
         connection: Any = None,
     ) -> list[AsyncResult]:
         """Enqueue one job per item in a single statement. An item is the tuple
-        of positional arguments, or a mapping of keyword arguments."""
+        of positional arguments, or a mapping of keyword arguments. For a
+        ``unique`` task, items whose key is taken (or repeated) get the holder's
+        result and write nothing."""
         name = task if isinstance(task, str) else task.name
         registered = self.tasks.get(name) if isinstance(task, str) else task
         ids: list[str] = []
-        args_list: list[str] = []
-        kwargs_list: list[str] = []
+        rows: dict[str, list[Any]] = {
+            "args": [],
+            "kwargs": [],
+            "options": [],
+            "rate_keys": [],
+            "concurrency_keys": [],
+            "unique_keys": [],
+        }
         for index, item in enumerate(items):
             if isinstance(item, (str, bytes)):
                 raise TypeError(
                     f"item {index} of enqueue_many must be a tuple of arguments "
                     f"or a mapping of keyword arguments, got {item!r}"
                 )
+            args, kwargs = ((), dict(item)) if isinstance(item, Mapping) else (tuple(item), {})
             try:
-                if isinstance(item, Mapping):
-                    a, k = dump_arguments(name, (), item)
-                else:
-                    a, k = dump_arguments(name, item, {})
+                a, k = dump_arguments(name, args, kwargs)
             except TypeError as exc:
                 raise TypeError(f"item {index}: {exc}") from exc.__cause__
+            options = registered.job_options(args=args, kwargs=kwargs) if registered else {}
             ids.append(new_id())
-            args_list.append(a)
-            kwargs_list.append(k)
+            rows["args"].append(a)
+            rows["kwargs"].append(k)
+            rows["options"].append(dumps(options))
+            rows["rate_keys"].append(options.get("rate_key"))
+            rows["concurrency_keys"].append(options.get("concurrency_key"))
+            rows["unique_keys"].append(
+                registered.flow.unique_for(name, args, kwargs) if registered else None
+            )
         if not ids:
             return []
-        default_queue = registered.queue if registered is not None else None
         default_priority = registered.priority if registered is not None else 0
         params = {
             "task": name,
             "ids": ids,
-            "args": args_list,
-            "kwargs": kwargs_list,
-            "queue": queue or default_queue or self.conf.default_queue,
+            **rows,
+            "queue": self.queue_for(name, queue),
             "priority": _check_priority(priority if priority is not None else default_priority),
-            "options": dumps(registered.job_options() if registered else {}),
             **_timing(countdown, eta, expires),
         }
-        self.db.execute("job_insert_many", params, connection)
-        return [AsyncResult(job_id, app=self) for job_id in ids]
+        if registered is None or not registered.flow.unique:
+            del params["unique_keys"]
+            self.db.execute("job_insert_many", params, connection)
+            return [AsyncResult(job_id, app=self) for job_id in ids]
+        return self._enqueue_many_unique(registered, ids, params, connection)
+
+    def _enqueue_many_unique(
+        self, task: Task[Any, Any], ids: list[str], params: dict[str, Any], connection: Any
+    ) -> list[AsyncResult]:
+        # A key repeated within the batch goes to its first item.
+        first: dict[str, str] = {}
+        holder_of = []
+        for job_id, key in zip(ids, params["unique_keys"], strict=True):
+            holder_of.append(first.setdefault(key, job_id))
+        keep = [
+            i
+            for i, (job_id, holder) in enumerate(zip(ids, holder_of, strict=True))
+            if job_id == holder
+        ]
+        for column in (
+            "ids",
+            "args",
+            "kwargs",
+            "options",
+            "rate_keys",
+            "concurrency_keys",
+            "unique_keys",
+        ):
+            params[column] = [params[column][i] for i in keep]
+        params.update(
+            unique_states=list(task.flow.unique_states), unique_window=task.flow.unique_window
+        )
+        with self.db.transaction(connection) as conn:
+            self.db.run(conn, "unique_lock", {"unique_keys": params["unique_keys"]})
+            rows = self.db.run(conn, "job_insert_many_unique", params)
+        holders = {str(key): str(job) for key, job in rows}
+        by_id = {
+            job_id: holders.get(key, job_id)
+            for job_id, key in zip(params["ids"], params["unique_keys"], strict=True)
+        }
+        return [AsyncResult(by_id[h], app=self) for h in holder_of]
 
     def revoke(
         self, ids: str | Iterable[str], terminate: bool = False, connection: Any = None

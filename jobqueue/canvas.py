@@ -409,6 +409,8 @@ class Freezer:
             registered.job_options(
                 sig.options.get("soft_time_limit"),
                 sig.options.get("time_limit"),
+                sig.args,
+                sig.kwargs,
             )
             if registered
             else {}
@@ -420,7 +422,7 @@ class Freezer:
             options["link_error"] = list(errbacks)
         if member and member.get("chord"):
             options["chord"] = member["chord"]
-        queue = sig.options.get("queue") or (registered.queue if registered else None)
+        queue = self.app.queue_for(sig.task_name, sig.options.get("queue"), sig.args, sig.kwargs)
         priority = sig.options.get("priority")
         tree = {
             "type": "task",
@@ -430,7 +432,7 @@ class Freezer:
             "kwargs": loads(kwargs_json),
             "immutable": sig.immutable,
             "options": options,
-            "queue": queue or self.app.conf.default_queue,
+            "queue": queue,
             "priority": priority
             if priority is not None
             else (registered.priority if registered else 0),

@@ -45,8 +45,17 @@ class Settings:
     db_retry_seconds: float = 10.0
     #: AsyncResult.get(): seconds between state re-checks if no NOTIFY arrives.
     result_recheck_interval: float = 1.0
-    #: Periodic tasks (scheduling issue).
+    #: Where tasks go when a call names no queue: a mapping of task names or
+    #: globs to queue names, a callable ``(task, args, kwargs) -> queue``, or a list.
+    task_routes: Any = None
+    #: Periodic tasks: ``{name: {"task", "schedule", "args", "kwargs", "options"}}``.
     beat_schedule: dict[str, Any] = field(default_factory=dict)
+    #: Finished jobs are deleted this many seconds after they finish (None: keep).
+    result_expires: float | None = 86400.0
+    #: ... and failed ones after this many (None: keep).
+    failed_result_expires: float | None = 7 * 86400.0
+    #: Rows deleted per retention statement (small, so locks stay short).
+    retention_batch_size: int = 1000
 
     def resolved_dsn(self) -> str | None:
         return self.dsn or os.environ.get(DSN_ENV) or None

@@ -68,6 +68,15 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("priority", sa.Integer, nullable=False),
         sa.Column("run_at", TZ, nullable=False),
         sa.Column("task", sa.Text, nullable=False),
+        sa.Column("rate_key", sa.Text),
+        sa.Column("concurrency_key", sa.Text),
+    )
+    sa.Index(
+        "job_queue_concurrency_idx",
+        job_queue.c.concurrency_key,
+        job_queue.c.priority.desc(),
+        job_queue.c.run_at,
+        postgresql_where=job_queue.c.concurrency_key.isnot(None),
     )
     sa.Index(
         "job_queue_claim_idx",
@@ -86,8 +95,14 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("task", sa.Text, nullable=False),
         sa.Column("queue", sa.Text, nullable=False),
         sa.Column("claimed_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("concurrency_key", sa.Text),
     )
     sa.Index("job_lease_worker_idx", job_lease.c.worker_id)
+    sa.Index(
+        "job_lease_concurrency_idx",
+        job_lease.c.concurrency_key,
+        postgresql_where=job_lease.c.concurrency_key.isnot(None),
+    )
     sa.Table(
         "workers",
         md,
@@ -143,5 +158,74 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         md,
         sa.Column("job_id", UUID, primary_key=True),
         sa.Column("chord_id", UUID, nullable=False),
+    )
+    sa.Table(
+        "task_limits",
+        md,
+        sa.Column("task", sa.Text, primary_key=True),
+        sa.Column("rate_per_second", sa.Float(53)),
+        sa.Column("burst", sa.Float(53), nullable=False, server_default="1"),
+        sa.Column("concurrency_limit", sa.Integer),
+        sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(
+            "rate_per_second IS NULL OR rate_per_second > 0", name="task_limits_rate_check"
+        ),
+        sa.CheckConstraint("burst >= 1", name="task_limits_burst_check"),
+        sa.CheckConstraint(
+            "concurrency_limit IS NULL OR concurrency_limit > 0",
+            name="task_limits_concurrency_check",
+        ),
+    )
+    sa.Table(
+        "limit_state",
+        md,
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("tokens", sa.Float(53), nullable=False),
+        sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    )
+    sa.Table(
+        "unique_keys",
+        md,
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("job_id", UUID, nullable=False),
+        sa.Column("states", ARRAY(sa.Text), nullable=False),
+        sa.Column("expires_at", TZ),
+    )
+    schedules = sa.Table(
+        "schedules",
+        md,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("task", sa.Text, nullable=False),
+        sa.Column("args", JSONB, nullable=False, server_default="[]"),
+        sa.Column("kwargs", JSONB, nullable=False, server_default="{}"),
+        sa.Column("options", JSONB, nullable=False, server_default="{}"),
+        sa.Column("cron", sa.Text),
+        sa.Column("interval_secs", sa.Float(53)),
+        sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+        sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("catch_up", sa.Text, nullable=False, server_default="once"),
+        sa.Column("catch_up_limit", sa.Integer, nullable=False, server_default="100"),
+        sa.Column("source", sa.Text, nullable=False, server_default="sql"),
+        sa.Column("code_hash", sa.Text),
+        sa.Column("next_run_at", TZ),
+        sa.Column("last_run_at", TZ),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(
+            "(cron IS NULL) <> (interval_secs IS NULL)", name="schedules_kind_check"
+        ),
+        sa.CheckConstraint(
+            "interval_secs IS NULL OR interval_secs > 0", name="schedules_interval_check"
+        ),
+        sa.CheckConstraint("catch_up IN ('once', 'skip', 'all')", name="schedules_catch_up_check"),
+    )
+    sa.Index("schedules_due_idx", schedules.c.next_run_at, postgresql_where=schedules.c.enabled)
+    sa.Table(
+        "schedule_ticks",
+        md,
+        sa.Column("schedule", sa.Text, primary_key=True),
+        sa.Column("fire_at", TZ, primary_key=True),
+        sa.Column("job_id", UUID, nullable=False),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
     )
     return md

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
+from .limits import FlowControl
 from .retry import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRIES,
@@ -49,6 +50,15 @@ TASK_OPTIONS = frozenset(
         "soft_time_limit",
         "time_limit",
         "reject_on_worker_lost",
+        "rate_limit",
+        "rate_limit_burst",
+        "rate_limit_key",
+        "concurrency_limit",
+        "concurrency_key",
+        "unique",
+        "unique_key",
+        "unique_window",
+        "unique_states",
     }
 )
 
@@ -122,6 +132,7 @@ class Task(Generic[P, R]):
         # Celery's meaning (True: a job whose worker died goes back to the queue),
         # but on by default: jobqueue never loses a job unless told to.
         self.reject_on_worker_lost = bool(options.get("reject_on_worker_lost", True))
+        self.flow = FlowControl.from_options(options)
         self._local = threading.local()
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
@@ -320,9 +331,14 @@ class Task(Generic[P, R]):
         )
 
     def job_options(
-        self, soft_time_limit: float | None = None, time_limit: float | None = None
+        self,
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """What a job of this task carries for the worker and for SQL-side rescue."""
+        """What a job of this task carries for the worker and for SQL: retry and
+        rescue settings, time limits, limit keys."""
         soft, hard = check_time_limits(
             soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
             time_limit if time_limit is not None else self.time_limit,
@@ -334,4 +350,5 @@ class Task(Generic[P, R]):
             options["time_limit"] = hard
         if not self.reject_on_worker_lost:
             options["reject_on_worker_lost"] = False
+        options.update(self.flow.keys(self.name, args, kwargs or {}))
         return options

@@ -80,12 +80,26 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "job_lease",
             "job_queue",
             "jobs",
+            "limit_state",
+            "schedule_ticks",
+            "schedules",
+            "task_limits",
+            "unique_keys",
             "workers",
         ],
         "views": ["job_history", "queue_stats", "task_stats", "workflow_jobs"],
-        "functions": ["advance", "enqueue", "fail_tree", "spawn"],
+        "functions": [
+            "admit",
+            "advance",
+            "enqueue",
+            "fail_tree",
+            "schedules_changed",
+            "spawn",
+            "uuid7",
+            "uuid7_floor",
+        ],
     }
-    for step in ("0002", "0001"):  # one revision at a time first
+    for step in ("0003", "0002", "0001"):  # one revision at a time first
         migrate.downgrade(dsn, schema, step)
         assert migrate.current_revision(dsn, schema) == step
     assert "job_attempts" not in _objects(conn, schema)["tables"]

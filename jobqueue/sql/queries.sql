@@ -17,8 +17,9 @@ WITH job AS (
             COALESCE(%(root_id)s::uuid, %(id)s::uuid), %(parent_id)s::uuid)
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
-    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
-    SELECT id, queue, priority, run_at, task FROM job
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
     RETURNING queue
 )
 SELECT pg_notify('{channel_jobs}', queue) FROM waiting;
@@ -30,15 +31,20 @@ WITH job AS (
     INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
                                run_at, expires_at, root_id)
     SELECT i.id, %(task)s, %(queue)s, %(priority)s, i.args::jsonb, i.kwargs::jsonb,
-           %(options)s::jsonb,
+           i.options::jsonb,
            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
            i.id
-    FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[]) AS i(id, args, kwargs)
+    FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[], %(options)s::text[])
+         AS i(id, args, kwargs, options)
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
-    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
-    SELECT id, queue, priority, run_at, task FROM job
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT j.id, j.queue, j.priority, j.run_at, j.task, k.rate_key, k.concurrency_key
+    FROM job AS j
+    JOIN unnest(%(ids)s::uuid[], %(rate_keys)s::text[], %(concurrency_keys)s::text[])
+         AS k(id, rate_key, concurrency_key) ON k.id = j.id
     RETURNING queue
 )
 SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiting) AS q;
@@ -50,10 +56,11 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- holds waiting jobs. The CTEs also fence the planner so the LIMIT holds.
 -- Expired jobs come back flagged: the worker records them REVOKED unrun.
 WITH candidate AS (
-    SELECT c.job_id
+    SELECT c.job_id, c.limited
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT w.job_id, w.priority, w.run_at
+        SELECT w.job_id, w.priority, w.run_at,
+               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL AS limited
         FROM {schema}.job_queue AS w
         WHERE w.queue = q.name AND w.run_at <= now()
         ORDER BY w.priority DESC, w.run_at, w.job_id
@@ -62,11 +69,17 @@ WITH candidate AS (
     ) AS c
     ORDER BY c.priority DESC, c.run_at, c.job_id
     LIMIT %(limit)s
+), admitted AS (
+    -- Unlimited jobs go straight through; limited ones only as their limits allow.
+    SELECT job_id FROM candidate WHERE NOT limited
+    UNION ALL
+    SELECT {schema}.admit(ARRAY(SELECT job_id FROM candidate WHERE limited))
+    WHERE EXISTS (SELECT 1 FROM candidate WHERE limited)
 ), taken AS (
     DELETE FROM {schema}.job_queue AS w
-    USING candidate AS c
-    WHERE w.job_id = c.job_id
-    RETURNING w.job_id
+    USING admitted AS a
+    WHERE w.job_id = a.job_id
+    RETURNING w.job_id, w.concurrency_key
 ), started AS (
     UPDATE {schema}.jobs AS j
     SET state = 'STARTED', attempts = j.attempts + 1, worker_id = %(worker_id)s,
@@ -76,8 +89,9 @@ WITH candidate AS (
     RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.options, j.attempts,
               j.run_at, j.root_id, j.parent_id, j.expires_at <= now() AS expired
 ), leased AS (
-    INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue)
-    SELECT id, %(worker_id)s, attempts, task, queue FROM started
+    INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue, concurrency_key)
+    SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
+    FROM started
 )
 SELECT id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id,
        COALESCE(expired, false)
@@ -100,7 +114,17 @@ WITH outcome AS (
     DELETE FROM {schema}.job_lease AS l
     USING outcome AS o
     WHERE l.job_id = o.job_id AND l.attempt = o.attempt AND l.worker_id = %(worker_id)s
-    RETURNING l.job_id
+    RETURNING l.job_id, l.concurrency_key
+), unblocked AS (
+    -- A concurrency-limited job finished: the next one waiting on its key may go.
+    UPDATE {schema}.job_queue AS q SET run_at = now()
+    WHERE q.job_id IN (
+        SELECT (SELECT w.job_id FROM {schema}.job_queue AS w
+                WHERE w.concurrency_key = r.concurrency_key AND w.run_at > now()
+                ORDER BY w.priority DESC, w.run_at LIMIT 1)
+        FROM (SELECT DISTINCT concurrency_key FROM released
+              WHERE concurrency_key IS NOT NULL) AS r)
+    RETURNING q.queue
 ), finished AS (
     UPDATE {schema}.jobs AS j
     SET state = CASE WHEN o.state = 'RETRY' AND j.revoked_at IS NOT NULL THEN 'REVOKED'
@@ -116,10 +140,13 @@ WITH outcome AS (
     JOIN released AS r ON r.job_id = o.job_id
     WHERE j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
     RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
-              j.worker_id, j.started_at, j.error
+              j.worker_id, j.started_at, j.error, j.options
 ), retried AS (
-    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
-    SELECT id, queue, priority, run_at, task FROM finished WHERE state = 'RETRY'
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
+           options ->> 'concurrency_key'
+    FROM finished WHERE state = 'RETRY'
     RETURNING queue
 ), history AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
@@ -133,7 +160,7 @@ SELECT count(*) AS finished,
                     FROM finished WHERE state <> 'RETRY') AS f
               GROUP BY chunk) AS chunks) AS notified,
        (SELECT count(pg_notify('{channel_jobs}', queue))
-        FROM (SELECT DISTINCT queue FROM retried) AS q) AS woken
+        FROM (SELECT queue FROM retried UNION SELECT queue FROM unblocked) AS q) AS woken
 FROM finished;
 
 -- name: job_rescue
@@ -177,10 +204,13 @@ WITH dead AS (
     FROM decided AS d
     WHERE j.id = d.job_id AND j.state = 'STARTED' AND j.attempts = d.attempt
     RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
-              j.worker_id, j.started_at, j.error
+              j.worker_id, j.started_at, j.error, j.options
 ), requeued AS (
-    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
-    SELECT id, queue, priority, run_at, task FROM rescued WHERE state = 'RETRY'
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
+           options ->> 'concurrency_key'
+    FROM rescued WHERE state = 'RETRY'
     RETURNING queue
 ), history AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
@@ -252,10 +282,13 @@ WITH released AS (
     SET state = 'PENDING', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
     FROM released AS r
     WHERE j.id = r.job_id AND j.state = 'STARTED' AND j.attempts = r.attempt
-    RETURNING j.id, j.queue, j.priority, j.run_at, j.task
+    RETURNING j.id, j.queue, j.priority, j.run_at, j.task, j.options
 ), requeued AS (
-    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
-    SELECT id, queue, priority, run_at, task FROM reset
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
+           options ->> 'concurrency_key'
+    FROM reset
     RETURNING queue
 )
 SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM requeued) AS q;
@@ -328,3 +361,88 @@ SELECT id, state, result, error FROM {schema}.jobs WHERE id = ANY(%(ids)s::uuid[
 
 -- name: group_get
 SELECT members FROM {schema}.groups WHERE id = %(id)s::uuid;
+
+-- name: unique_lock
+-- Serialise enqueuers of the same unique keys (in one order, so never a
+-- deadlock) for the rest of the transaction; the insert that follows then
+-- sees every holder committed before it.
+SELECT count(pg_advisory_xact_lock(h))
+FROM (SELECT DISTINCT hashtextextended(k, 0) AS h
+      FROM unnest(%(unique_keys)s::text[]) AS k ORDER BY 1) AS locks;
+
+-- name: job_insert_unique
+-- Like job_insert, unless the unique key is held: by a job still in one of
+-- the key's counting states, within its window. Returns the holder's id.
+WITH holder AS (
+    INSERT INTO {schema}.unique_keys AS u (key, job_id, states, expires_at)
+    VALUES (%(unique_key)s, %(id)s::uuid, %(unique_states)s::text[],
+            now() + make_interval(secs => %(unique_window)s))
+    ON CONFLICT (key) DO UPDATE
+    SET job_id = EXCLUDED.job_id, states = EXCLUDED.states, expires_at = EXCLUDED.expires_at
+    WHERE u.expires_at <= now()
+       OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j
+                      WHERE j.id = u.job_id AND j.state = ANY(u.states))
+    RETURNING job_id
+), job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id, parent_id)
+    SELECT %(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+           %(kwargs)s::jsonb, %(options)s::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+           %(id)s::uuid, NULL
+    FROM holder
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+    RETURNING queue
+)
+SELECT COALESCE((SELECT job_id FROM holder),
+                (SELECT job_id FROM {schema}.unique_keys WHERE key = %(unique_key)s)),
+       (SELECT count(pg_notify('{channel_jobs}', queue)) FROM waiting);
+
+-- name: job_insert_many_unique
+-- Bulk job_insert_unique (keys distinct within the batch). Returns each key
+-- whose holder is another job, with that job's id.
+WITH item AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
+                         %(options)s::text[], %(rate_keys)s::text[],
+                         %(concurrency_keys)s::text[], %(unique_keys)s::text[])
+         AS i(id, args, kwargs, options, rate_key, concurrency_key, unique_key)
+), holder AS (
+    INSERT INTO {schema}.unique_keys AS u (key, job_id, states, expires_at)
+    SELECT unique_key, id, %(unique_states)s::text[],
+           now() + make_interval(secs => %(unique_window)s)
+    FROM item
+    ON CONFLICT (key) DO UPDATE
+    SET job_id = EXCLUDED.job_id, states = EXCLUDED.states, expires_at = EXCLUDED.expires_at
+    WHERE u.expires_at <= now()
+       OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j
+                      WHERE j.id = u.job_id AND j.state = ANY(u.states))
+    RETURNING job_id
+), job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id)
+    SELECT i.id, %(task)s, %(queue)s, %(priority)s, i.args::jsonb, i.kwargs::jsonb,
+           i.options::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+           i.id
+    FROM item AS i JOIN holder AS h ON h.job_id = i.id
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT j.id, j.queue, j.priority, j.run_at, j.task, i.rate_key, i.concurrency_key
+    FROM job AS j JOIN item AS i ON i.id = j.id
+    RETURNING queue
+), woken AS (
+    SELECT count(pg_notify('{channel_jobs}', queue)) FROM (SELECT DISTINCT queue FROM waiting) AS q
+)
+SELECT u.key, u.job_id
+FROM {schema}.unique_keys AS u
+JOIN item AS i ON i.unique_key = u.key
+WHERE NOT EXISTS (SELECT 1 FROM holder AS h WHERE h.job_id = i.id)
+  AND (SELECT count(*) FROM woken) >= 0;

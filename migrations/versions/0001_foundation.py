@@ -22,6 +22,15 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = """
+-- Time-ordered ids (UUIDv7: 48-bit Unix ms, then random), like the Python side,
+-- so new rows land at the right edge of the primary key and retention can walk
+-- it oldest first. Setting bits 52-53 turns gen_random_uuid()'s v4 into v7.
+CREATE FUNCTION {s}.uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+    SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
+        substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                  FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+$$;
+
 CREATE TABLE {s}.jobs (
     id          uuid PRIMARY KEY,
     task        text NOT NULL,
@@ -54,13 +63,18 @@ CREATE TABLE {s}.job_queue (
     queue    text NOT NULL,
     priority integer NOT NULL,
     run_at   timestamptz NOT NULL,
-    task     text NOT NULL
+    task     text NOT NULL,
+    -- Limit keys (see 0004); NULL for unlimited jobs, the fast path.
+    rate_key        text,
+    concurrency_key text
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
         autovacuum_vacuum_insert_scale_factor = 0,
         autovacuum_vacuum_insert_threshold = 20000,
         autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX job_queue_claim_idx ON {s}.job_queue (queue, priority DESC, run_at, job_id);
 CREATE INDEX job_queue_run_at_idx ON {s}.job_queue (run_at);
+CREATE INDEX job_queue_concurrency_idx ON {s}.job_queue (concurrency_key, priority DESC, run_at)
+    WHERE concurrency_key IS NOT NULL;
 
 -- Running jobs only: who holds each one and for which attempt.
 CREATE TABLE {s}.job_lease (
@@ -69,10 +83,13 @@ CREATE TABLE {s}.job_lease (
     attempt    integer NOT NULL,
     task       text NOT NULL,
     queue      text NOT NULL,
-    claimed_at timestamptz NOT NULL DEFAULT now()
+    claimed_at timestamptz NOT NULL DEFAULT now(),
+    concurrency_key text
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
         autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX job_lease_worker_idx ON {s}.job_lease (worker_id);
+CREATE INDEX job_lease_concurrency_idx ON {s}.job_lease (concurrency_key)
+    WHERE concurrency_key IS NOT NULL;
 
 CREATE TABLE {s}.workers (
     id           uuid PRIMARY KEY,
@@ -98,7 +115,7 @@ CREATE FUNCTION {s}.enqueue(
 ) RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
-    new_id uuid := COALESCE(enqueue.id, gen_random_uuid());
+    new_id uuid := COALESCE(enqueue.id, {s}.uuid7());
     due    timestamptz := COALESCE(enqueue.run_at, now());
 BEGIN
     IF jsonb_typeof(enqueue.args) <> 'array' THEN
@@ -189,6 +206,7 @@ DROP TABLE {s}.workers;
 DROP TABLE {s}.job_lease;
 DROP TABLE {s}.job_queue;
 DROP TABLE {s}.jobs;
+DROP FUNCTION {s}.uuid7();
 """
 
 

@@ -109,8 +109,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;  -- spawned before: spawning is idempotent
     END IF;
-    INSERT INTO {s}.job_queue (job_id, queue, priority, run_at, task)
-    VALUES (new_id, q, COALESCE((sig ->> 'priority')::int, 0), due, sig ->> 'task');
+    INSERT INTO {s}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                               concurrency_key)
+    VALUES (new_id, q, COALESCE((sig ->> 'priority')::int, 0), due, sig ->> 'task',
+            sig -> 'options' ->> 'rate_key', sig -> 'options' ->> 'concurrency_key');
     IF chord_id IS NOT NULL THEN
         INSERT INTO {s}.chord_members (job_id, chord_id) VALUES (new_id, chord_id);
     END IF;

@@ -1,0 +1,137 @@
+"""Flow-control options of a task: global rate and concurrency limits, unique jobs.
+
+Pure parsing and key computation; the enforcement is SQL (``admit()`` in the
+claim for limits, the ``unique_keys`` table at enqueue for uniqueness).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import states
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PERIOD = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+DEFAULT_UNIQUE_STATES = (states.PENDING, states.STARTED, states.RETRY)
+
+KeyFunction = Callable[..., Any]
+
+
+def parse_rate(value: str | float | int) -> float:
+    """``"100/m"`` (also ``/s``, ``/h``) or a number per second → tokens per second."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE.match(str(value))
+        if not match:
+            raise ValueError(
+                f"rate_limit must look like '10/s', '100/m' or '1000/h', got {value!r}"
+            )
+        rate = float(match.group(1)) / _PERIOD[match.group(2)]
+    if rate <= 0:
+        raise ValueError(f"rate_limit must be positive, got {value!r}")
+    return rate
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    rate_per_second: float | None = None
+    burst: float = 1.0
+    rate_limit_key: KeyFunction | None = None
+    concurrency_limit: int | None = None
+    concurrency_key: KeyFunction | None = None
+    unique: bool = False
+    unique_key: KeyFunction | str | None = None
+    unique_window: float | None = None
+    unique_states: tuple[str, ...] = DEFAULT_UNIQUE_STATES
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> FlowControl:
+        rate = options.get("rate_limit")
+        burst = float(options.get("rate_limit_burst", 1))
+        if burst < 1:
+            raise ValueError(f"rate_limit_burst must be at least 1, got {burst!r}")
+        limit = options.get("concurrency_limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"concurrency_limit must be a positive integer, got {limit!r}")
+        unique_states = tuple(options.get("unique_states", DEFAULT_UNIQUE_STATES))
+        unknown = set(unique_states) - states.ALL_STATES
+        if unknown:
+            raise ValueError(f"unique_states has unknown states {sorted(unknown)}")
+        window = options.get("unique_window")
+        if window is not None and (isinstance(window, bool) or window <= 0):
+            raise ValueError(f"unique_window must be a positive number of seconds, got {window!r}")
+        for name in ("rate_limit_key", "concurrency_key"):
+            if options.get(name) is not None and not callable(options[name]):
+                raise TypeError(f"{name} must be a function of the task's arguments")
+        unique_key = options.get("unique_key")
+        return cls(
+            rate_per_second=None if rate is None else parse_rate(rate),
+            burst=burst,
+            rate_limit_key=options.get("rate_limit_key"),
+            concurrency_limit=limit,
+            concurrency_key=options.get("concurrency_key"),
+            unique=bool(options.get("unique") or unique_key is not None),
+            unique_key=unique_key,
+            unique_window=None if window is None else float(window),
+            unique_states=unique_states,
+        )
+
+    def keys(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, str]:
+        """The limit keys a job of ``task`` with these arguments carries."""
+        keys: dict[str, str] = {}
+        if self.rate_per_second is not None:
+            keys["rate_key"] = _scoped(task, self.rate_limit_key, args, kwargs)
+        if self.concurrency_limit is not None:
+            keys["concurrency_key"] = _scoped(task, self.concurrency_key, args, kwargs)
+        return keys
+
+    def unique_for(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        if not self.unique:
+            return None
+        if isinstance(self.unique_key, str):
+            return f"{task}:{self.unique_key}"
+        if self.unique_key is None:  # same task and arguments
+            from .serialization import dumps
+
+            return f"{task}:{dumps([list(args), dict(sorted(kwargs.items()))])}"
+        return _scoped(task, self.unique_key, args, kwargs)
+
+
+def _scoped(
+    task: str, key: KeyFunction | None, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> str:
+    if key is None:
+        return task
+    return f"{task}:{key(*args, **kwargs)}"
+
+
+def route(routes: Any, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """The queue ``app.conf.task_routes`` gives ``task``: a mapping of exact names or
+    globs to a queue name (or ``{"queue": name}``), a callable, or a list of them."""
+    import fnmatch
+
+    for entry in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if callable(entry):
+            found = entry(task, args, kwargs)
+        elif isinstance(entry, Mapping):
+            found = entry.get(task)
+            if found is None:
+                found = next(
+                    (
+                        v
+                        for pattern, v in entry.items()
+                        if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(task, pattern)
+                    ),
+                    None,
+                )
+        else:
+            raise TypeError(f"task_routes entries must be mappings or callables, got {entry!r}")
+        if isinstance(found, Mapping):
+            found = found.get("queue")
+        if found:
+            return str(found)
+    return None
