@@ -124,6 +124,10 @@ class JobQueue:
             fn = self.tasks[task]
             return [fn(item) for item in items]
 
+        @self.task(name="jobqueue.identity", max_retries=0)
+        def identity(value: Any) -> Any:
+            return value
+
         @self.task(name="jobqueue.starmap", max_retries=0)
         def starmap(task: str, items: list[list[Any]]) -> list[Any]:
             fn = self.tasks[task]

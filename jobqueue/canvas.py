@@ -363,6 +363,10 @@ def _with_root(sig: Signature) -> tuple[Signature, str]:
     return sig, new_id()
 
 
+# Options a chain, group or chord passes down to its steps as defaults.
+INHERITED = ("queue", "priority", "countdown", "eta", "expires", "soft_time_limit", "time_limit")
+
+
 class Freezer:
     """Turns a signature tree into the JSON ``spawn`` understands, choosing
     every id, and builds the matching result objects."""
@@ -378,17 +382,28 @@ class Freezer:
         member: dict[str, Any] | None,
         extra_links: Sequence[dict[str, Any]] = (),
         errbacks: Sequence[dict[str, Any]] = (),
+        inherit: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], Any]:
         """``member``: group/chord membership for the job that ends ``sig``;
-        ``extra_links``: what runs after it; ``errbacks``: inherited error callbacks."""
+        ``extra_links``: what runs after it; ``errbacks``: inherited error
+        callbacks; ``inherit``: option defaults from enclosing signatures."""
         errbacks = [*errbacks, *self.callbacks(sig, "link_error")]
+        if type(sig) is Signature:
+            return self._task(sig, member, extra_links, errbacks, inherit or {})
+        inherit = {**(inherit or {}), **{k: v for k, v in sig.options.items() if k in INHERITED}}
+        if isinstance(sig, group) and not isinstance(sig, chord):
+            if member is not None or extra_links:
+                # One result standing for a list: collect the group with a chord
+                # whose body (an identity) carries the membership and what follows.
+                collect = Signature("jobqueue.identity", app=self.app)
+                return self._chord(chord(sig, collect), member, extra_links, errbacks, inherit)
+            return self._group(sig, errbacks, inherit)
+        links = [*self.callbacks(sig, "link"), *extra_links]  # after the last step
         if isinstance(sig, chain):
-            return self._chain(sig, member, extra_links, errbacks)
+            return self._chain(sig, member, links, errbacks, inherit)
         if isinstance(sig, chord):
-            return self._chord(sig, member, extra_links, errbacks)
-        if isinstance(sig, group):
-            return self._group(sig, extra_links, errbacks)
-        return self._task(sig, member, extra_links, errbacks)
+            return self._chord(sig, member, links, errbacks, inherit)
+        raise TypeError(f"cannot enqueue {sig!r}")
 
     def callbacks(self, sig: Signature, key: str) -> list[dict[str, Any]]:
         return [self.freeze(s, None)[0] for s in sig.options.get(key, [])]
@@ -399,21 +414,21 @@ class Freezer:
         member: dict[str, Any] | None,
         extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
+        inherit: Mapping[str, Any],
     ) -> tuple[dict[str, Any], Any]:
+        from .app import _check_priority, _unregistered_options
+        from .ids import check_id
         from .result import AsyncResult
 
-        job_id = sig.options.get("task_id") or new_id()
+        opts = {**inherit, **sig.options}
+        job_id = check_id(opts["task_id"]) if opts.get("task_id") else new_id()
         args_json, kwargs_json = dump_arguments(sig.task_name, sig.args, sig.kwargs)
         registered = self.app.tasks.get(sig.task_name)
+        soft, hard = opts.get("soft_time_limit"), opts.get("time_limit")
         options: dict[str, Any] = (
-            registered.job_options(
-                sig.options.get("soft_time_limit"),
-                sig.options.get("time_limit"),
-                sig.args,
-                sig.kwargs,
-            )
+            registered.job_options(soft, hard, sig.args, sig.kwargs)
             if registered
-            else {}
+            else _unregistered_options(soft, hard)
         )
         links = [*self.callbacks(sig, "link"), *extra_links]
         if links:
@@ -422,8 +437,9 @@ class Freezer:
             options["link_error"] = list(errbacks)
         if member and member.get("chord"):
             options["chord"] = member["chord"]
-        queue = self.app.queue_for(sig.task_name, sig.options.get("queue"), sig.args, sig.kwargs)
-        priority = sig.options.get("priority")
+        priority = opts.get("priority")
+        if priority is None:
+            priority = registered.priority if registered else 0
         tree = {
             "type": "task",
             "id": job_id,
@@ -432,11 +448,9 @@ class Freezer:
             "kwargs": loads(kwargs_json),
             "immutable": sig.immutable,
             "options": options,
-            "queue": queue,
-            "priority": priority
-            if priority is not None
-            else (registered.priority if registered else 0),
-            **_relative_timing(sig.options),
+            "queue": self.app.queue_for(sig.task_name, opts.get("queue"), sig.args, sig.kwargs),
+            "priority": _check_priority(priority),
+            **_relative_timing(opts),
         }
         if member:
             tree["group_id"], tree["group_index"] = member["group_id"], member["group_index"]
@@ -448,22 +462,23 @@ class Freezer:
         member: dict[str, Any] | None,
         extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
+        inherit: Mapping[str, Any],
     ) -> tuple[dict[str, Any], Any]:
         # Fold from the end: each step links to the rest, a group followed by
         # more steps becomes a chord, and the last step carries the membership.
-        tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks)
+        tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks, inherit)
         for step in reversed(sig.tasks[:-1]):
             if isinstance(step, group):
-                tail = self._chord_tree(step, tail, errbacks)
+                tail = self._chord_tree(step, tail, errbacks, inherit)
             else:
-                tail, _ = self.freeze(step, None, [tail], errbacks)
+                tail, _ = self.freeze(step, None, [tail], errbacks, inherit)
         return tail, result
 
     def _group(
         self,
         sig: group,
-        extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
+        inherit: Mapping[str, Any],
         chord_id: str | None = None,
     ) -> tuple[dict[str, Any], Any]:
         from .result import GroupResult
@@ -472,9 +487,9 @@ class Freezer:
         members, results = [], []
         for index, item in enumerate(sig.tasks):
             membership = {"group_id": group_id, "group_index": index, "chord": chord_id}
-            # A group's own links run after each member (fresh ids per member).
-            links = [*self.callbacks(sig, "link"), *extra_links]
-            tree, result = self.freeze(item, membership, links, errbacks)
+            # A group's own links run after each member, as in Celery (fresh ids each).
+            links = self.callbacks(sig, "link")
+            tree, result = self.freeze(item, membership, links, errbacks, inherit)
             members.append(tree)
             results.append(result)
         self.groups.append({"id": group_id, "members": [str(r.id) for r in results]})
@@ -488,17 +503,24 @@ class Freezer:
         member: dict[str, Any] | None,
         extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
+        inherit: Mapping[str, Any],
     ) -> tuple[dict[str, Any], Any]:
         if sig.body is None:
             raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
-        body, result = self.freeze(sig.body, member, extra_links, errbacks)
-        return self._chord_tree(sig.header, body, errbacks), result
+        body, result = self.freeze(sig.body, member, extra_links, errbacks, inherit)
+        return self._chord_tree(sig.header, body, errbacks, inherit), result
 
     def _chord_tree(
-        self, header: group, body: dict[str, Any], errbacks: Sequence[dict[str, Any]]
+        self,
+        header: group,
+        body: dict[str, Any],
+        errbacks: Sequence[dict[str, Any]],
+        inherit: Mapping[str, Any],
     ) -> dict[str, Any]:
         chord_id = new_id()
-        tree, _ = self._group(header, (), errbacks, chord_id=chord_id)
+        errbacks = [*errbacks, *self.callbacks(header, "link_error")]
+        inherit = {**inherit, **{k: v for k, v in header.options.items() if k in INHERITED}}
+        tree, _ = self._group(header, errbacks, inherit, chord_id=chord_id)
         return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}
 
 
@@ -506,6 +528,8 @@ def _relative_timing(options: Mapping[str, Any]) -> dict[str, Any]:
     """Canvas jobs are created later, so times are kept relative to creation."""
     countdown = options.get("countdown")
     eta = options.get("eta")
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
     if eta is not None:
         countdown = max(_seconds_until(eta), 0.0)
     expires = options.get("expires")

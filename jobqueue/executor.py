@@ -129,7 +129,7 @@ def execute(
         eta=job.run_at,
         hostname=hostname,
         queue=job.queue,
-        root_id=job.root_id,
+        root_id=job.root_id or job.id,
         parent_id=job.parent_id,
         soft_time_limit=soft,
         time_limit=hard,

@@ -52,7 +52,7 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         ),
     )
     jobs = md.tables[f"{schema}.jobs"]
-    sa.Index("jobs_root_idx", jobs.c.root_id, postgresql_where=jobs.c.root_id != jobs.c.id)
+    sa.Index("jobs_root_idx", jobs.c.root_id, postgresql_where=jobs.c.root_id.isnot(None))
     sa.Index("jobs_parent_idx", jobs.c.parent_id, postgresql_where=jobs.c.parent_id.isnot(None))
     sa.Index(
         "jobs_group_idx",

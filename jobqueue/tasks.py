@@ -220,7 +220,8 @@ class Task(Generic[P, R]):
                 "id": task_id or request.id,
                 "state": state,
                 "meta": dumps(meta),
-                "attempt": request.retries + 1,
+                # Only our own attempt may write our row; another job's, any.
+                "attempt": request.retries + 1 if task_id in (None, request.id) else None,
             },
         )
 

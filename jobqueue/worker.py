@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import __version__, states
+from . import __version__
 from .executor import Job, Outcome, expired
 from .ids import uuid7
 from .pools import make_pool
@@ -294,20 +294,30 @@ class Worker:
             "worker_id": self.id,
         }
         with self._lock:
-            advance = [
-                o.job_id
-                for o in batch
-                if o.job_id in self._canvas and o.state in states.READY_STATES
-            ]
+            # All of them: the recorded state may differ from the outcome (a
+            # revocation turns a retry into REVOKED); advance() skips unfinished jobs.
+            advance = [o.job_id for o in batch if o.job_id in self._canvas]
         delay = 0.1
         while True:  # an outcome computed while the database is away is kept until it returns
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
                 if advance:  # what the finished jobs start, in the same transaction
-                    with conn.transaction():
-                        self._execute(conn, "job_complete_many", params)
-                        self._execute(conn, "job_advance", {"ids": advance})
+                    try:
+                        with conn.transaction():
+                            self._execute(conn, "job_complete_many", params)
+                            self._execute(conn, "job_advance", {"ids": advance})
+                    except psycopg.OperationalError:
+                        raise
+                    except psycopg.Error:
+                        # A canvas step the database refuses (bad JSON, say): record the
+                        # outcomes anyway rather than lose them with the thread.
+                        log.exception(
+                            "could not start what follows %d job(s); recording their outcomes only",
+                            len(advance),
+                        )
+                        advance = []
+                        continue
                 else:
                     self._execute(conn, "job_complete_many", params)
                 break

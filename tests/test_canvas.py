@@ -26,7 +26,7 @@ def test_chains(jq: Any, worker: Any) -> None:
     assert chain(add.s(1, 1), add.si(10, 10), add.s(1)).apply_async().get(timeout=30) == 21
 
 
-def test_chain_into_group_is_an_implicit_chord(jq: Any, worker: Any) -> None:
+def test_chain_ending_in_a_group_returns_a_group_result(jq: Any, worker: Any) -> None:
     add = jq.add
     result = (add.s(5, 6) | group(add.s(1) | add.s(2), add.s(3)))()
     assert isinstance(result, GroupResult)
@@ -224,3 +224,45 @@ def test_big_chord_runs_its_body_exactly_once_even_when_a_worker_is_killed(
         f"body runs {bodies[1]}, header jobs re-run after the kill {reruns[0]}"
     )
     assert bodies == (1, 1) and chord_row == ("DONE", 0)
+
+
+def test_groups_in_member_positions_report_one_result(jq: Any, worker: Any) -> None:
+    add, identity = jq.add, jq.identity
+    kept = group(add.s(1, 1), add.s(2, 2), priority=1)  # options: not flattened
+    assert chord([kept, add.s(3, 3)], identity.s())().get(timeout=30) == [[2, 4], 6]
+    ending = add.s(1, 1) | group(add.s(1), add.s(2))
+    assert chord([ending], identity.s())().get(timeout=30) == [[3, 4]]
+
+
+def test_chain_errback_receives_the_failed_steps_id(
+    jq: Any, schema: str, conn: Any, worker: Any
+) -> None:
+    c = chain(jq.add.s(1, 1), jq.fail_if.s(2), jq.add.s(1)).on_error(jq.record_error.s("chain"))
+    result = c()
+    with pytest.raises(ValueError):
+        result.get(timeout=30)
+    failed = conn.execute(f"SELECT id FROM \"{schema}\".jobs WHERE task = 'fail_if'").fetchone()
+    wait_for(
+        lambda: conn.execute(
+            f"SELECT result FROM \"{schema}\".jobs WHERE task = 'record_error' "
+            "AND state = 'SUCCESS'"
+        ).fetchone(),
+        30,
+        "the chain's error callback",
+    )
+    row = conn.execute(f"SELECT result FROM \"{schema}\".jobs WHERE task = 'record_error'")
+    assert row.fetchall() == [(f"chain: {failed[0]}",)]
+
+
+def test_canvas_options_apply_to_every_step(jq: Any, schema: str, conn: Any) -> None:
+    group(jq.add.s(1, 1), jq.add.s(2, 2)).apply_async(countdown=60, queue="later")
+    rows = conn.execute(
+        f"SELECT queue, run_at > now() + interval '50 seconds' FROM \"{schema}\".jobs"
+    ).fetchall()
+    assert rows == [("later", True), ("later", True)]
+    with pytest.raises(ValueError, match="countdown or eta"):
+        from datetime import datetime
+
+        jq.add.s(1, 1).apply_async(countdown=1, eta=datetime.now())
+    with pytest.raises(ValueError, match="priority"):
+        chain(jq.add.s(1, 1), jq.add.s(1).set(priority="high")).apply_async()

@@ -14,7 +14,7 @@ WITH job AS (
             %(kwargs)s::jsonb, %(options)s::jsonb,
             COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
             COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
-            COALESCE(%(root_id)s::uuid, %(id)s::uuid), %(parent_id)s::uuid)
+            %(root_id)s::uuid, %(parent_id)s::uuid)
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
@@ -34,7 +34,7 @@ WITH job AS (
            i.options::jsonb,
            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
-           i.id
+           NULL
     FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[], %(options)s::text[])
          AS i(id, args, kwargs, options)
     RETURNING id, task, queue, priority, run_at
@@ -339,6 +339,7 @@ WITH registered AS (
            ARRAY(SELECT jsonb_array_elements_text(g -> 'members'))::uuid[],
            %(root)s::uuid
     FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+    ON CONFLICT (id) DO NOTHING  -- a retry after a lost commit reply
 )
 SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, NULL, %(root)s::uuid);
 
@@ -350,7 +351,8 @@ SELECT {schema}.advance(%(ids)s::uuid[]);
 -- name: job_progress
 -- update_state() from a running task: only its current attempt may write.
 UPDATE {schema}.jobs SET progress_state = %(state)s, progress = %(meta)s::jsonb
-WHERE id = %(id)s::uuid AND state = 'STARTED' AND attempts = %(attempt)s
+WHERE id = %(id)s::uuid AND state = 'STARTED'
+  AND attempts = COALESCE(%(attempt)s::int, attempts)
 RETURNING id;
 
 -- name: job_children
@@ -390,7 +392,7 @@ WITH holder AS (
            %(kwargs)s::jsonb, %(options)s::jsonb,
            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
-           %(id)s::uuid, NULL
+           NULL, NULL
     FROM holder
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
@@ -429,7 +431,7 @@ WITH item AS (
            i.options::jsonb,
            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
-           i.id
+           NULL
     FROM item AS i JOIN holder AS h ON h.job_id = i.id
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (

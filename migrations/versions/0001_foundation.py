@@ -126,9 +126,9 @@ BEGIN
         RAISE EXCEPTION 'jobqueue.enqueue: kwargs must be a JSON object, got %',
             jsonb_typeof(enqueue.kwargs) USING ERRCODE = '22023';
     END IF;
-    INSERT INTO {s}.jobs (id, task, queue, priority, args, kwargs, run_at, expires_at, root_id)
+    INSERT INTO {s}.jobs (id, task, queue, priority, args, kwargs, run_at, expires_at)
     VALUES (new_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.args,
-            enqueue.kwargs, due, enqueue.expires_at, new_id);
+            enqueue.kwargs, due, enqueue.expires_at);
     INSERT INTO {s}.job_queue (job_id, queue, priority, run_at, task)
     VALUES (new_id, enqueue.queue, enqueue.priority, due, enqueue.task);
     PERFORM pg_notify('{notify}', enqueue.queue);

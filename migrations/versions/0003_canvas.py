@@ -28,7 +28,7 @@ ALTER TABLE {s}.jobs
     ADD COLUMN progress_state text,
     ADD COLUMN progress jsonb;
 -- Never-updated columns only, so job updates stay HOT.
-CREATE INDEX jobs_root_idx ON {s}.jobs (root_id) WHERE root_id <> id;
+CREATE INDEX jobs_root_idx ON {s}.jobs (root_id) WHERE root_id IS NOT NULL;
 CREATE INDEX jobs_parent_idx ON {s}.jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX jobs_group_idx ON {s}.jobs (group_id, group_index) WHERE group_id IS NOT NULL;
 
@@ -156,6 +156,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    PERFORM pg_notify('{done}', new_id::text);
     FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'options' -> 'link_error') LOOP
         PERFORM {s}.spawn(member, jsonb_build_array(new_id::text), new_id, root);
     END LOOP;
@@ -189,11 +190,12 @@ BEGIN
             END LOOP;
         ELSE
             err := COALESCE(j.error, '{{}}') || jsonb_build_object('failed_job', j.id);
-            FOR sig IN SELECT value FROM jsonb_array_elements(j.options -> 'link') LOOP
-                PERFORM {s}.fail_tree(sig, err, j.id, j.root_id);
-            END LOOP;
+            -- Error callbacks first: one shared by later steps fires with this id.
             FOR sig IN SELECT value FROM jsonb_array_elements(j.options -> 'link_error') LOOP
                 PERFORM {s}.spawn(sig, jsonb_build_array(j.id::text), j.id, j.root_id);
+            END LOOP;
+            FOR sig IN SELECT value FROM jsonb_array_elements(j.options -> 'link') LOOP
+                PERFORM {s}.fail_tree(sig, err, j.id, j.root_id);
             END LOOP;
         END IF;
         CONTINUE WHEN NOT (j.options ? 'chord');
@@ -253,7 +255,7 @@ ALTER TABLE {s}.jobs DROP COLUMN progress, DROP COLUMN progress_state,
 
 def _render(ddl: str) -> str:
     schema = context.config.attributes["schema"]
-    return ddl.format(s=f'"{schema}"', notify=f"{schema}_jobs")
+    return ddl.format(s=f'"{schema}"', notify=f"{schema}_jobs", done=f"{schema}_done")
 
 
 def upgrade() -> None:
