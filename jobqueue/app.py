@@ -158,28 +158,21 @@ class JobQueue:
         its key (and writes nothing) when there is one.
         """
         args, kwargs = tuple(args or ()), dict(kwargs or {})
-        args_json, kwargs_json = dump_arguments(name, args, kwargs)
-        job_id = check_id(task_id) if task_id is not None else new_id()
+        params = self.job_params(
+            name,
+            args,
+            kwargs,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
+        )
+        job_id = params["id"]
         registered = self.tasks.get(name)
-        if registered is not None:
-            options = registered.job_options(soft_time_limit, time_limit, args, kwargs)
-            priority = priority if priority is not None else registered.priority
-        else:
-            options = _unregistered_options(soft_time_limit, time_limit)
-        params = {
-            "id": job_id,
-            "task": name,
-            "args": args_json,
-            "kwargs": kwargs_json,
-            "queue": self.queue_for(name, queue, args, kwargs),
-            "priority": _check_priority(priority or 0),
-            "options": dumps(options),
-            "root_id": None,
-            "parent_id": None,
-            "rate_key": options.get("rate_key"),
-            "concurrency_key": options.get("concurrency_key"),
-            **_timing(countdown, eta, expires),
-        }
         unique = registered.flow if registered is not None else None
         key = unique.unique_for(name, args, kwargs) if unique is not None else None
         if unique is None or key is None:
@@ -195,6 +188,71 @@ class JobQueue:
             rows = self.db.run(conn, "job_insert_unique", params)
         holder = rows[0][0] if rows else None
         return AsyncResult(str(holder) if holder is not None else job_id, app=self)
+
+    def job_params(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        task_id: str | None = None,
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
+    ) -> dict[str, Any]:
+        """The validated parameters of one job row (job_insert and relatives)."""
+        args_json, kwargs_json = dump_arguments(name, args, kwargs)
+        registered = self.tasks.get(name)
+        if registered is not None:
+            options = registered.job_options(soft_time_limit, time_limit, args, kwargs)
+            priority = priority if priority is not None else registered.priority
+        else:
+            options = _unregistered_options(soft_time_limit, time_limit)
+        return {
+            "id": check_id(task_id) if task_id is not None else new_id(),
+            "task": name,
+            "args": args_json,
+            "kwargs": kwargs_json,
+            "queue": self.queue_for(name, queue, args, kwargs),
+            "priority": _check_priority(priority or 0),
+            "options": dumps(options),
+            "root_id": None,
+            "parent_id": None,
+            "rate_key": options.get("rate_key"),
+            "concurrency_key": options.get("concurrency_key"),
+            **_timing(countdown, eta, expires),
+        }
+
+    def add_periodic_task(
+        self, schedule: Any, sig: Any, name: str | None = None, **entry: Any
+    ) -> None:
+        """Celery's ``add_periodic_task``: run ``sig`` (a signature or a task) on
+        ``schedule`` (crontab, cron string, timedelta or seconds)."""
+        from .canvas import Signature
+
+        if isinstance(sig, Signature):
+            entry.setdefault("args", list(sig.args))
+            entry.setdefault("kwargs", dict(sig.kwargs))
+            task_name = sig.task_name
+        else:
+            task_name = getattr(sig, "name", sig)
+        key = name or f"{task_name}:{schedule!r}"
+        self.conf.beat_schedule[key] = {"task": task_name, "schedule": schedule, **entry}
+
+    def periodic(
+        self, schedule: Any, name: str | None = None, **entry: Any
+    ) -> Callable[[Task[P, R]], Task[P, R]]:
+        """Decorate a task to run it on ``schedule``: ``@app.periodic(crontab(minute=0))``."""
+
+        def register(task: Task[P, R]) -> Task[P, R]:
+            self.add_periodic_task(schedule, task, name=name or task.name, **entry)
+            return task
+
+        return register
 
     def queue_for(
         self,

@@ -161,6 +161,13 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
     help="Silent this long, this worker is presumed dead and its jobs are rescued (default 30).",
 )
 @click.option(
+    "-B",
+    "--beat",
+    "with_beat",
+    is_flag=True,
+    help="Also run a beat here (any number of beats may run at once).",
+)
+@click.option(
     "-l",
     "--loglevel",
     default="info",
@@ -179,6 +186,7 @@ def worker(
     shutdown_timeout: float,
     heartbeat_interval: float | None,
     lease_ttl: float | None,
+    with_beat: bool,
     loglevel: str,
 ) -> None:
     """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
@@ -202,16 +210,174 @@ def worker(
         app.conf.validate()
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
-    Worker(
-        app,
-        queues=names,
-        concurrency=concurrency,
-        poll_interval=poll_interval,
-        hostname=hostname,
-        pool=pool,
-        max_tasks_per_child=max_tasks_per_child,
-        shutdown_timeout=shutdown_timeout,
-    ).run()
+    beat = None
+    if with_beat:
+        import threading
+
+        from .beat import Beat
+
+        beat = Beat(app)
+        threading.Thread(target=beat.run, name="jobqueue-beat", daemon=True).start()
+    try:
+        Worker(
+            app,
+            queues=names,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            hostname=hostname,
+            pool=pool,
+            max_tasks_per_child=max_tasks_per_child,
+            shutdown_timeout=shutdown_timeout,
+        ).run()
+    finally:
+        if beat is not None:
+            beat.stop()
+
+
+@main.command()
+@click.option(
+    "-l",
+    "--loglevel",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+)
+@click.pass_obj
+def beat(obj: Context, loglevel: str) -> None:
+    """Enqueue periodic tasks until SIGTERM/SIGINT. Run as many as you like:
+    each tick is enqueued exactly once."""
+    from .beat import Beat
+
+    _setup_logging(loglevel)
+    try:
+        runner = Beat(obj.app())
+        runner.schedules()  # validate app.conf.beat_schedule before starting
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    runner.run()
+
+
+@main.group()
+def schedule() -> None:
+    """List and change periodic schedules at run time (no restart needed)."""
+
+
+@schedule.command("list")
+@click.pass_obj
+def schedule_list(obj: Context) -> None:
+    """Show every schedule with its next and last run."""
+    rows = obj.app().db.execute("schedule_list", {})
+    header = ("name", "task", "schedule", "tz", "enabled", "catch_up", "source", "next", "last")
+    click.echo("\t".join(header))
+    for row in rows:
+        click.echo("\t".join("" if v is None else str(v) for v in row))
+
+
+def _set_enabled(obj: Context, name: str, enabled: bool) -> None:
+    if not obj.app().db.execute("schedule_set_enabled", {"name": name, "enabled": enabled}):
+        raise click.ClickException(f"no schedule named {name!r}")
+    click.echo(f"{name}: {'resumed' if enabled else 'paused'}")
+
+
+@schedule.command("pause")
+@click.argument("name")
+@click.pass_obj
+def schedule_pause(obj: Context, name: str) -> None:
+    """Stop enqueueing NAME until resumed."""
+    _set_enabled(obj, name, False)
+
+
+@schedule.command("resume")
+@click.argument("name")
+@click.pass_obj
+def schedule_resume(obj: Context, name: str) -> None:
+    """Resume NAME from its next fire time."""
+    _set_enabled(obj, name, True)
+
+
+@schedule.command("remove")
+@click.argument("name")
+@click.pass_obj
+def schedule_remove(obj: Context, name: str) -> None:
+    """Delete NAME (a schedule declared in code comes back when a beat restarts)."""
+    if not obj.app().db.execute("schedule_delete", {"name": name}):
+        raise click.ClickException(f"no schedule named {name!r}")
+    click.echo(f"{name}: removed")
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.option("--task", required=True, help="Task name to enqueue.")
+@click.option("--cron", default=None, help='Cron expression, e.g. "*/5 * * * *".')
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.001, min_open=False),
+    default=None,
+    metavar="SECONDS",
+    help="Interval in seconds.",
+)
+@click.option("--args", "args_json", default="[]", help="JSON array of arguments.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--queue", default=None)
+@click.option("--timezone", default="UTC", show_default=True)
+@click.option(
+    "--catch-up", type=click.Choice(["once", "skip", "all"]), default="once", show_default=True
+)
+@click.pass_obj
+def schedule_add(
+    obj: Context,
+    name: str,
+    task: str,
+    cron: str | None,
+    every: float | None,
+    args_json: str,
+    kwargs_json: str,
+    queue: str | None,
+    timezone: str,
+    catch_up: str,
+) -> None:
+    """Create (or replace) schedule NAME."""
+    import json
+
+    from .schedules import Schedule
+    from .serialization import dumps
+
+    try:
+        args = json.loads(args_json)
+        kwargs = json.loads(kwargs_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise click.BadParameter("--args must be a JSON array and --kwargs a JSON object")
+    try:
+        sched = Schedule(
+            name=name,
+            task=task,
+            cron=cron,
+            interval=every,
+            args=args,
+            kwargs=kwargs,
+            options={"queue": queue} if queue else {},
+            timezone=timezone,
+            catch_up=catch_up,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    obj.app().db.execute(
+        "schedule_add",
+        {
+            "name": name,
+            "task": task,
+            "args": dumps(args),
+            "kwargs": dumps(kwargs),
+            "options": dumps(sched.options),
+            "cron": cron,
+            "interval": every,
+            "timezone": timezone,
+            "catch_up": catch_up,
+        },
+    )
+    click.echo(f"{name}: {cron or f'every {every}s'} → {task}")
 
 
 @main.group()

@@ -8,8 +8,9 @@ import time
 import uuid
 
 
-def uuid7() -> uuid.UUID:
-    ms = time.time_ns() // 1_000_000
+def uuid7(at: float | None = None) -> uuid.UUID:
+    """A new UUIDv7; ``at`` (Unix seconds) backdates it, for tests and imports."""
+    ms = time.time_ns() // 1_000_000 if at is None else int(at * 1000)
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version 7

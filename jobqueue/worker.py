@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
+_CLAIM_ERROR_PAUSE = 1.0
 
 
 class Worker:
@@ -104,6 +105,7 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         claim_conn = self._connect()
         self._execute(claim_conn, "worker_register", self._registration())
+        self._execute(claim_conn, "task_limits_sync", self._limits())
         self._pool.start()
         for target, name in (
             (self._listen, "listener"),
@@ -218,8 +220,14 @@ class Worker:
                 except psycopg.OperationalError as exc:
                     conn = self._reconnect(conn, exc)
                     continue
+                except psycopg.Error:
+                    # Not the connection (a schema mismatch, a bad limit row...): keep
+                    # the worker alive and try again after a pause, loudly.
+                    log.exception("claim failed; retrying in %.1fs", _CLAIM_ERROR_PAUSE)
+                    self._stopping.wait(_CLAIM_ERROR_PAUSE)
+                    continue
                 if due_in is not None:
-                    timeout = min(timeout, max(due_in, 0.001))
+                    timeout = min(timeout, max(due_in, 0.005))
             self._wakeup.wait(timeout)
         return conn
 
@@ -390,6 +398,7 @@ class Worker:
         if running:
             for (job_id,) in self._execute(conn, "job_revoked_among", {"ids": running}):
                 self._pool.terminate(str(job_id))
+        self._prune(conn)
         if not self._stopping.is_set():
             orphans = self._execute(conn, "lease_orphans", {"id": self.id, "running": running})
             if orphans:
@@ -399,6 +408,39 @@ class Worker:
                 self._execute(
                     conn, "job_release_many", {"ids": [r[0] for r in orphans], "worker_id": self.id}
                 )
+
+    def _limits(self) -> dict[str, Any]:
+        tasks = list(self.app.tasks.values())
+        return {
+            "tasks": [t.name for t in tasks],
+            "rates": [t.flow.rate_per_second for t in tasks],
+            "bursts": [t.flow.burst for t in tasks],
+            "limits": [t.flow.concurrency_limit for t in tasks],
+        }
+
+    def _prune(self, conn: psycopg.Connection[Any]) -> int:
+        """Retention: delete expired finished jobs in small batches, for at most
+        about a second per heartbeat (many workers share the work)."""
+        conf = self.app.conf
+        ages = [a for a in (conf.result_expires, conf.failed_result_expires) if a is not None]
+        if not ages:
+            return 0
+        params = {
+            "oldest": min(ages),
+            "success_age": conf.result_expires,
+            "failure_age": conf.failed_result_expires,
+            "batch": conf.retention_batch_size,
+        }
+        deleted, started = 0, time.monotonic()
+        while time.monotonic() - started < 1.0:
+            (count,) = self._execute(conn, "job_prune", params)[0]
+            deleted += count
+            if count < conf.retention_batch_size:
+                break
+        self._execute(conn, "meta_prune", {"age": max(ages), "batch": conf.retention_batch_size})
+        if deleted:
+            log.info("retention: deleted %d finished job(s)", deleted)
+        return deleted
 
     def _registration(self) -> dict[str, Any]:
         return {

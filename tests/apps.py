@@ -159,8 +159,32 @@ def build(app: JobQueue) -> SimpleNamespace:
             time.sleep(0.2)
         return steps
 
+    # -- flow control -----------------------------------------------------------
+
+    @app.task(name="rate_limited", rate_limit="10/s")
+    def rate_limited(n: int) -> int:
+        return n
+
+    @app.task(name="two_at_a_time", concurrency_limit=2)
+    def two_at_a_time(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @app.task(
+        name="per_account", concurrency_limit=1, concurrency_key=lambda account, seconds: account
+    )
+    def per_account(account: str, seconds: float) -> str:
+        time.sleep(seconds)
+        return account
+
+    @app.task(name="once_at_a_time", unique=True)
+    def once_at_a_time(key: str) -> str:
+        return key
+
     return SimpleNamespace(app=app, **app.tasks)
 
 
 app = JobQueue()
 tasks = build(app)
+# Only `jobqueue beat` (and `worker --beat`) read this.
+app.conf.beat_schedule = {"every-second": {"task": "add", "schedule": 1.0, "args": [1, 1]}}

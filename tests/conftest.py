@@ -131,7 +131,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 class WorkerProcess:
     """``jobqueue worker`` in a subprocess, as a user would run it."""
 
-    def __init__(self, dsn: str, schema: str, args: list[str], log_path: Path) -> None:
+    def __init__(
+        self, dsn: str, schema: str, args: list[str], log_path: Path, command: str = "worker"
+    ) -> None:
         self.dsn, self.schema, self.log_path = dsn, schema, log_path
         self.log_file = log_path.open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -147,7 +149,7 @@ class WorkerProcess:
                 dsn,
                 "--schema",
                 schema,
-                "worker",
+                command,
                 "--loglevel",
                 "info",
                 *args,
@@ -195,10 +197,11 @@ def start_worker(
     """Start workers on this test's schema; all are stopped at teardown."""
     workers: list[WorkerProcess] = []
 
-    def start(*args: str, ready: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(dsn, schema, list(args), tmp_path / f"worker{len(workers)}.log")
+    def start(*args: str, ready: bool = True, command: str = "worker") -> WorkerProcess:
+        log_path = tmp_path / f"{command}{len(workers)}.log"
+        worker = WorkerProcess(dsn, schema, list(args), log_path, command)
         workers.append(worker)
-        if ready:
+        if ready and command == "worker":
             worker.wait_ready(conn)
         return worker
 

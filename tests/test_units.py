@@ -116,3 +116,49 @@ def test_calling_a_task_runs_it_locally() -> None:
     assert who() is True
     assert mul.name.endswith("test_calling_a_task_runs_it_locally.<locals>.mul")
     assert app.tasks["who"] is who
+
+
+def test_rates_parse_to_tokens_per_second() -> None:
+    from jobqueue.limits import parse_rate
+
+    assert parse_rate("10/s") == 10 and parse_rate("120/m") == 2 and parse_rate("36/h") == 0.01
+    assert parse_rate(5) == 5
+    for bad in ("10", "10/d", "-1/s", "0/s", "fast"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)
+
+
+def test_schedule_fire_times_and_catch_up_policies() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from jobqueue.schedules import Schedule, Timing, crontab, fires_due
+
+    utc = timezone.utc
+    every = Timing(None, 60.0)
+    now = datetime(2026, 1, 1, 12, 0, 30, tzinfo=utc)
+    planned = datetime(2026, 1, 1, 12, 0, tzinfo=utc)
+    assert fires_due(every, planned, now, "once", 10) == [planned]  # on time
+    down = datetime(2026, 1, 1, 11, 50, tzinfo=utc)  # ten minutes of downtime
+    assert fires_due(every, down, now, "once", 10) == [planned]
+    assert fires_due(every, down, now, "skip", 10) == []  # the newest is 30 s late
+    assert len(fires_due(every, down, now, "all", 100)) == 11
+    assert fires_due(every, down, now, "all", 3)[-1] == planned
+    assert fires_due(every, now + timedelta(seconds=5), now, "once", 10) == []
+    paris = Timing(crontab(minute=0, hour=9).expression, None, "Europe/Paris")
+    assert paris.next_after(now) == datetime(2026, 1, 2, 8, 0, tzinfo=utc)  # 09:00 CET
+    entry = Schedule.from_entry("x", {"task": "add", "schedule": timedelta(minutes=5)})
+    assert entry.interval == 300 and entry.cron is None
+    with pytest.raises(ValueError, match="invalid cron"):
+        Schedule.from_entry("y", {"task": "add", "schedule": "every tuesday"})
+    with pytest.raises(ValueError, match="unknown time zone"):
+        Schedule(name="z", task="add", interval=1, timezone="Mars/Olympus")
+
+
+def test_routes_match_names_globs_and_callables() -> None:
+    from jobqueue.limits import route
+
+    routes = [{"a.exact": "q1", "b.*": {"queue": "q2"}}, lambda n, a, k: "q3" if a else None]
+    assert route(routes, "a.exact", (), {}) == "q1"
+    assert route(routes, "b.thing", (), {}) == "q2"
+    assert route(routes, "c", (1,), {}) == "q3"
+    assert route(routes, "c", (), {}) is None

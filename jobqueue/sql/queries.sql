@@ -448,3 +448,145 @@ FROM {schema}.unique_keys AS u
 JOIN item AS i ON i.unique_key = u.key
 WHERE NOT EXISTS (SELECT 1 FROM holder AS h WHERE h.job_id = i.id)
   AND (SELECT count(*) FROM woken) >= 0;
+
+-- name: task_limits_sync
+-- A starting worker writes the limits its tasks declare (and clears those
+-- they no longer declare). Limits can also be changed here at run time.
+WITH given AS (
+    SELECT * FROM unnest(%(tasks)s::text[], %(rates)s::float8[], %(bursts)s::float8[],
+                         %(limits)s::int[]) AS g(task, rate, burst, max_running)
+), cleared AS (
+    DELETE FROM {schema}.task_limits AS t USING given AS g
+    WHERE t.task = g.task AND g.rate IS NULL AND g.max_running IS NULL
+)
+INSERT INTO {schema}.task_limits (task, rate_per_second, burst, concurrency_limit)
+SELECT task, rate, burst, max_running FROM given
+WHERE rate IS NOT NULL OR max_running IS NOT NULL
+ON CONFLICT (task) DO UPDATE
+SET rate_per_second = EXCLUDED.rate_per_second, burst = EXCLUDED.burst,
+    concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now();
+
+-- name: job_prune
+-- Retention, a small batch at a time (any worker, SKIP LOCKED): finished jobs
+-- past their age, found by walking the time-ordered primary key from the
+-- oldest id, so no index on state or finish time is needed.
+WITH doomed AS (
+    SELECT id FROM {schema}.jobs
+    WHERE id < {schema}.uuid7_floor(now() - make_interval(secs => %(oldest)s))
+      AND ((state IN ('SUCCESS', 'REVOKED')
+            AND finished_at < now() - make_interval(secs => %(success_age)s))
+        OR (state = 'FAILURE'
+            AND finished_at < now() - make_interval(secs => %(failure_age)s)))
+    ORDER BY id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM {schema}.jobs AS j USING doomed AS d WHERE j.id = d.id RETURNING j.id
+), attempts AS (
+    DELETE FROM {schema}.job_attempts AS a USING gone AS g WHERE a.job_id = g.id
+)
+SELECT count(*) FROM gone;
+
+-- name: meta_prune
+-- The bookkeeping of canvases, schedules and unique keys past the same age.
+WITH old_groups AS (
+    DELETE FROM {schema}.groups WHERE id IN (
+        SELECT id FROM {schema}.groups
+        WHERE created_at < now() - make_interval(secs => %(age)s) LIMIT %(batch)s)
+), old_chords AS (
+    DELETE FROM {schema}.chords WHERE id IN (
+        SELECT id FROM {schema}.chords
+        WHERE state <> 'PENDING' AND finished_at < now() - make_interval(secs => %(age)s)
+        LIMIT %(batch)s)
+), old_ticks AS (
+    DELETE FROM {schema}.schedule_ticks WHERE (schedule, fire_at) IN (
+        SELECT schedule, fire_at FROM {schema}.schedule_ticks
+        WHERE created_at < now() - make_interval(secs => %(age)s) LIMIT %(batch)s)
+), old_keys AS (
+    DELETE FROM {schema}.unique_keys WHERE key IN (
+        SELECT u.key FROM {schema}.unique_keys AS u
+        WHERE (u.expires_at < now())
+           OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = u.job_id)
+        LIMIT %(batch)s)
+)
+SELECT 1;
+
+-- name: schedule_sync_code
+-- Schedules declared in code: created if new; replaced only when their code
+-- changed, so edits made in SQL or the CLI survive restarts. Pausing survives.
+INSERT INTO {schema}.schedules AS s (name, task, args, kwargs, options, cron, interval_secs,
+                                     timezone, catch_up, catch_up_limit, source, code_hash)
+VALUES (%(name)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(options)s::jsonb,
+        %(cron)s, %(interval)s, %(timezone)s, %(catch_up)s, %(catch_up_limit)s, 'code',
+        %(code_hash)s)
+ON CONFLICT (name) DO UPDATE
+SET task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+    options = EXCLUDED.options, cron = EXCLUDED.cron, interval_secs = EXCLUDED.interval_secs,
+    timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up,
+    catch_up_limit = EXCLUDED.catch_up_limit, source = 'code', code_hash = EXCLUDED.code_hash
+WHERE s.code_hash IS DISTINCT FROM EXCLUDED.code_hash;
+
+-- name: schedules_due
+-- Due (or never planned) schedules, each taken by one beat at a time.
+SELECT name, task, args, kwargs, options, cron, interval_secs, timezone, catch_up,
+       catch_up_limit, next_run_at, now() AS db_now
+FROM {schema}.schedules
+WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now())
+ORDER BY next_run_at NULLS FIRST
+LIMIT 100
+FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_plan
+UPDATE {schema}.schedules
+SET next_run_at = %(next_run_at)s,
+    last_run_at = COALESCE(%(last_run_at)s, last_run_at)
+WHERE name = %(name)s;
+
+-- name: schedule_fire
+-- One tick: enqueued only if this (schedule, fire time) is new.
+WITH tick AS (
+    INSERT INTO {schema}.schedule_ticks (schedule, fire_at, job_id)
+    VALUES (%(schedule)s, %(fire_at)s, %(id)s::uuid)
+    ON CONFLICT (schedule, fire_at) DO NOTHING
+    RETURNING job_id
+), job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at)
+    SELECT %(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+           %(kwargs)s::jsonb, %(options)s::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s))
+    FROM tick
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+    RETURNING queue
+)
+SELECT (SELECT count(*) FROM tick), (SELECT count(pg_notify('{channel_jobs}', queue))
+                                     FROM waiting);
+
+-- name: schedules_next
+SELECT min(next_run_at) - now() FROM {schema}.schedules WHERE enabled;
+
+-- name: schedule_list
+SELECT name, task, COALESCE(cron, interval_secs::text || 's'), timezone, enabled, catch_up,
+       source, next_run_at, last_run_at
+FROM {schema}.schedules ORDER BY name;
+
+-- name: schedule_set_enabled
+UPDATE {schema}.schedules SET enabled = %(enabled)s WHERE name = %(name)s RETURNING name;
+
+-- name: schedule_delete
+DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
+
+-- name: schedule_add
+INSERT INTO {schema}.schedules (name, task, args, kwargs, options, cron, interval_secs,
+                                timezone, catch_up)
+VALUES (%(name)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(options)s::jsonb,
+        %(cron)s, %(interval)s, %(timezone)s, %(catch_up)s)
+ON CONFLICT (name) DO UPDATE
+SET task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+    options = EXCLUDED.options, cron = EXCLUDED.cron, interval_secs = EXCLUDED.interval_secs,
+    timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up, source = 'sql';

@@ -116,7 +116,7 @@ DECLARE
     st       record;
     running  integer;
     allowed  integer;
-    tokens   float8;
+    spare    float8;
     deferred uuid[];
     rejected uuid[] := '{{}}';
 BEGIN
@@ -155,18 +155,18 @@ BEGIN
         INSERT INTO {s}.limit_state (key, tokens) VALUES ('r:' || k.key, lim.burst)
         ON CONFLICT (key) DO NOTHING;
         SELECT * INTO st FROM {s}.limit_state WHERE key = 'r:' || k.key FOR UPDATE;
-        tokens := least(lim.burst, st.tokens + lim.rate_per_second
-                        * extract(epoch FROM clock_timestamp() - st.updated_at));
-        allowed := least(floor(tokens)::integer, cardinality(k.jobs));
-        tokens := tokens - allowed;
-        UPDATE {s}.limit_state SET tokens = admit.tokens, updated_at = clock_timestamp()
+        spare := least(lim.burst, st.tokens + lim.rate_per_second
+                       * extract(epoch FROM clock_timestamp() - st.updated_at));
+        allowed := least(floor(spare)::integer, cardinality(k.jobs));
+        spare := spare - allowed;
+        UPDATE {s}.limit_state SET tokens = spare, updated_at = clock_timestamp()
         WHERE key = 'r:' || k.key;
         deferred := k.jobs[allowed + 1:];
         rejected := rejected || deferred;
         -- The i-th deferred job is due when the i-th next token is.
         UPDATE {s}.job_queue AS q
         SET run_at = clock_timestamp()
-                     + make_interval(secs => (d.n - tokens) / lim.rate_per_second)
+                     + make_interval(secs => (d.n - spare) / lim.rate_per_second)
         FROM unnest(deferred) WITH ORDINALITY AS d(job_id, n)
         WHERE q.job_id = d.job_id;
     END LOOP;

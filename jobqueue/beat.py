@@ -1,0 +1,152 @@
+"""The beat: enqueues periodic tasks. Run as many as you like.
+
+Each beat, in a loop: take the due schedules (``FOR UPDATE SKIP LOCKED``, so
+two beats never plan the same schedule at once), insert a tick row per fire
+time together with its job in one transaction (the (schedule, fire time) key
+makes a second insert a no-op), and plan the next fire time. Killing a beat
+loses nothing: its transaction rolls back and another beat does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from .schedules import Schedule, Timing, fires_due
+from .serialization import dumps
+
+if TYPE_CHECKING:
+    from .app import JobQueue
+
+log = logging.getLogger(__name__)
+
+_MAX_SLEEP = 1.0  # re-read schedules at least this often (changes made in SQL)
+
+
+class Beat:
+    def __init__(self, app: JobQueue, max_sleep: float = _MAX_SLEEP) -> None:
+        self.app = app
+        self.max_sleep = max_sleep
+        self._stop = threading.Event()
+        self._sql = app.db.sql
+        self.fired = 0
+
+    def schedules(self) -> list[Schedule]:
+        return [
+            Schedule.from_entry(name, entry) for name, entry in self.app.conf.beat_schedule.items()
+        ]
+
+    def run(self) -> None:
+        """Run until ``stop()`` or SIGTERM/SIGINT (when started in the main thread)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        declared = self.schedules()
+        log.info("beat ready: %d schedule(s) declared in code", len(declared))
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                with self.app.db.connect(application_name="jobqueue-beat") as conn:
+                    self.sync(conn, declared)
+                    delay = 0.1
+                    while not self._stop.is_set():
+                        self.tick(conn)
+                        self._stop.wait(self._sleep_for(conn))
+            except psycopg.OperationalError as exc:
+                log.warning("beat lost its connection (%s); reconnecting in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        log.info("beat stopped after enqueueing %d job(s)", self.fired)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: beat stopping", signal.Signals(signum).name)
+        self.stop()
+
+    def sync(self, conn: psycopg.Connection[Any], declared: list[Schedule]) -> None:
+        for s in declared:
+            conn.execute(
+                self._sql["schedule_sync_code"],
+                {
+                    "name": s.name,
+                    "task": s.task,
+                    "args": dumps(s.args),
+                    "kwargs": dumps(s.kwargs),
+                    "options": dumps(s.options),
+                    "cron": s.cron,
+                    "interval": s.interval,
+                    "timezone": s.timezone,
+                    "catch_up": s.catch_up,
+                    "catch_up_limit": s.catch_up_limit,
+                    "code_hash": s.code_hash,
+                },
+            )
+
+    def tick(self, conn: psycopg.Connection[Any]) -> int:
+        """Enqueue every due tick; returns how many jobs this beat enqueued."""
+        fired = 0
+        with conn.transaction():
+            for row in conn.execute(self._sql["schedules_due"]).fetchall():
+                fired += self._fire(conn, *row)
+        self.fired += fired
+        return fired
+
+    def _fire(
+        self,
+        conn: psycopg.Connection[Any],
+        name: str,
+        task: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        cron: str | None,
+        interval: float | None,
+        tz: str,
+        catch_up: str,
+        limit: int,
+        next_run_at: datetime | None,
+        now: datetime,
+    ) -> int:
+        timing = Timing(cron, interval, tz)
+        fired, last = 0, None
+        if next_run_at is not None:
+            for fire_at in fires_due(timing, next_run_at, now, catch_up, limit):
+                params = self.app.job_params(task, args, kwargs, **_call_options(options))
+                params.update(schedule=name, fire_at=fire_at)
+                ((inserted, _),) = conn.execute(self._sql["schedule_fire"], params).fetchall()
+                fired += inserted
+                last = fire_at
+        conn.execute(
+            self._sql["schedule_plan"],
+            {
+                "name": name,
+                "next_run_at": timing.next_after(max(now, last or now)),
+                "last_run_at": last,
+            },
+        )
+        if fired:
+            log.debug("schedule %s: enqueued %d job(s)", name, fired)
+        return fired
+
+    def _sleep_for(self, conn: psycopg.Connection[Any]) -> float:
+        row = conn.execute(self._sql["schedules_next"]).fetchone()
+        due_in: timedelta | None = row[0] if row else None
+        if due_in is None:
+            return self.max_sleep
+        return min(max(due_in.total_seconds(), 0.005), self.max_sleep)
+
+
+def _call_options(options: dict[str, Any]) -> dict[str, Any]:
+    known = ("queue", "priority", "expires", "soft_time_limit", "time_limit", "countdown")
+    unknown = set(options) - set(known)
+    if unknown:
+        log.warning("ignoring unknown schedule option(s) %s", sorted(unknown))
+    return {k: options[k] for k in known if k in options}

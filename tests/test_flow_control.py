@@ -1,0 +1,188 @@
+"""Global rate and concurrency limits, unique jobs, routing and retention."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobqueue import JobQueue, states
+from jobqueue.ids import uuid7
+from tests.apps import build
+from tests.conftest import wait_for
+
+
+def _intervals(conn: Any, schema: str, task: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        f'SELECT started_at, finished_at, args FROM "{schema}".jobs '
+        "WHERE task = %s AND started_at IS NOT NULL ORDER BY started_at",
+        (task,),
+    ).fetchall()
+
+
+def test_rate_limit_is_global_and_other_tasks_keep_flowing(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    for _ in range(3):
+        start_worker("--concurrency", "4")
+    jq.app.enqueue_many(jq.rate_limited, [(i,) for i in range(300)])
+    others = [jq.add.delay(i, i) for i in range(30)]
+    assert [r.get(timeout=15) for r in others] == [2 * i for i in range(30)]
+    wait_for(lambda: len(_intervals(conn, schema, "rate_limited")) >= 100, 30, "100 ran")
+    starts = [row[0] for row in _intervals(conn, schema, "rate_limited")]
+    busiest = max(sum(1 for t in starts if s <= t < s + _second()) for s in starts)
+    print(f"\nrate_limit 10/s, 3 workers: {len(starts)} ran; busiest second held {busiest}")
+    assert busiest <= 10 + 1  # the limit plus the documented burst of 1
+    jq.app.revoke([r.id for r in others])
+
+
+def _second() -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=1)
+
+
+def test_concurrency_limit_holds_across_workers(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    for _ in range(4):
+        start_worker("--concurrency", "4")
+    results = [jq.two_at_a_time.delay(0.3) for _ in range(12)]
+    most = 0
+    while not all(r.ready() for r in results):
+        row = conn.execute(
+            f'SELECT count(*) FROM "{schema}".jobs WHERE task = '
+            "'two_at_a_time' AND state = 'STARTED'"
+        ).fetchone()
+        most = max(most, row[0])
+        time.sleep(0.01)
+    print(f"\nconcurrency_limit=2 on 4 workers x 4 slots: at most {most} running at once")
+    assert most == 2
+    assert all(r.successful() for r in results)
+
+
+def test_per_key_limit_serialises_one_key_while_others_run(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    for _ in range(2):
+        start_worker("--concurrency", "4")
+    results = [jq.per_account.delay(account, 0.3) for account in "AABBCC" for _ in range(2)]
+    assert sorted(r.get(timeout=60) for r in results) == sorted("AABBCC" * 2)
+    runs = _intervals(conn, schema, "per_account")
+    for account in "ABC":
+        mine = [(s, f) for s, f, args in runs if args[0] == account]
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(mine)), account
+    overlaps = sum(
+        1 for a in runs for b in runs if a[2][0] != b[2][0] and a[0] < b[1] and b[0] < a[1]
+    )
+    assert overlaps > 0  # different keys did run at the same time
+
+
+def test_fifty_concurrent_enqueuers_of_one_unique_key_make_one_job(
+    jq: Any, dsn: str, schema: str, conn: Any
+) -> None:
+    barrier = threading.Barrier(50)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def enqueue() -> None:
+        try:
+            with psycopg.connect(dsn) as own:
+                barrier.wait()
+                ids.append(jq.once_at_a_time.apply_async(("k",), connection=own).id)
+                own.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enqueue) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(ids)) == 1 and len(ids) == 50  # everyone got the one job's result
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone() == (1,)
+
+
+def test_unique_key_is_free_again_once_the_job_finished(jq: Any, start_worker: Any) -> None:
+    first = jq.once_at_a_time.delay("x")
+    assert jq.once_at_a_time.delay("x").id == first.id  # still pending: same job
+    bulk = jq.app.enqueue_many(jq.once_at_a_time, [("x",), ("y",), ("y",)])
+    assert bulk[0].id == first.id and bulk[1].id == bulk[2].id != first.id
+    start_worker()
+    assert first.get(timeout=20) == "x"
+    again = jq.once_at_a_time.delay("x")
+    assert again.id != first.id  # SUCCESS does not count by default
+    assert again.get(timeout=20) == "x"
+
+
+def test_task_routes(dsn: str, schema: str, conn: Any) -> None:
+    app = JobQueue(
+        dsn,
+        schema=schema,
+        auto_migrate=False,
+        task_routes=[
+            {"add": "math", "ech*": {"queue": "glob"}},
+            lambda name, args, kwargs: "by-callable" if name == "sleep" else None,
+        ],
+    )
+    tasks = build(app)
+    tasks.add.delay(1, 2)
+    tasks.echo.delay()
+    tasks.sleep.delay(1)
+    tasks.add.apply_async((1, 2), queue="explicit")
+    rows = conn.execute(f'SELECT task, queue FROM "{schema}".jobs ORDER BY id').fetchall()
+    assert rows == [
+        ("add", "math"),
+        ("echo", "glob"),
+        ("sleep", "by-callable"),
+        ("add", "explicit"),
+    ]
+    app.close()
+
+
+def test_retention_prunes_expired_jobs_in_batches_while_workers_process(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    two_days_ago = time.time() - 2 * 86400
+    old = [
+        (str(uuid7(two_days_ago + i / 1000)), "SUCCESS" if i % 5 else "FAILURE")
+        for i in range(5000)
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            f'INSERT INTO "{schema}".jobs (id, task, state, created_at, finished_at) '
+            "VALUES (%s, 'add', %s, now() - interval '2 days', now() - interval '2 days')",
+            old,
+        )
+    new = jq.app.enqueue_many(jq.add, [(i, i) for i in range(500)])
+    start_worker("--heartbeat-interval", "0.2")
+    assert [r.get(timeout=60) for r in new] == [2 * i for i in range(500)]
+
+    def remaining() -> int:
+        row = conn.execute(
+            f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'SUCCESS' "
+            "AND created_at < now() - interval '1 day'"
+        ).fetchone()
+        return int(row[0])
+
+    wait_for(lambda: remaining() == 0, 30, "the expired jobs to be pruned")
+    kept = conn.execute(f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'FAILURE'")
+    assert kept.fetchone() == (1000,)  # failures are kept for a week
+    assert conn.execute(
+        f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'SUCCESS'"
+    ).fetchone() == (500,)  # fresh results stay
+    assert [r.state for r in new[:3]] == [states.SUCCESS] * 3
+
+
+def test_bad_limit_options_are_refused(jq: Any) -> None:
+    with pytest.raises(ValueError, match="rate_limit must look like"):
+        jq.app.task(rate_limit="fast")(lambda: None)
+    with pytest.raises(ValueError, match="concurrency_limit"):
+        jq.app.task(concurrency_limit=0)(lambda: None)
+    with pytest.raises(ValueError, match="unique_states"):
+        jq.app.task(unique=True, unique_states=("DONE",))(lambda: None)
