@@ -240,7 +240,7 @@ class JobQueue:
             task_name = sig.task_name
         else:
             task_name = getattr(sig, "name", sig)
-        key = name or f"{task_name}:{schedule!r}"
+        key = name or task_name  # one schedule per task unless named
         self.conf.beat_schedule[key] = {"task": task_name, "schedule": schedule, **entry}
 
     def periodic(

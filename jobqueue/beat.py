@@ -72,6 +72,13 @@ class Beat:
         self.stop()
 
     def sync(self, conn: psycopg.Connection[Any], declared: list[Schedule]) -> None:
+        removed = conn.execute(
+            self._sql["schedule_prune_code"], {"names": [s.name for s in declared]}
+        ).fetchall()
+        if removed:
+            log.info(
+                "removed schedules no longer declared in code: %s", ", ".join(r[0] for r in removed)
+            )
         for s in declared:
             conn.execute(
                 self._sql["schedule_sync_code"],
@@ -95,7 +102,12 @@ class Beat:
         fired = 0
         with conn.transaction():
             for row in conn.execute(self._sql["schedules_due"]).fetchall():
-                fired += self._fire(conn, *row)
+                try:
+                    with conn.transaction():  # a savepoint: one bad schedule spoils nothing
+                        fired += self._fire(conn, *row)
+                except (ValueError, KeyError, psycopg.DataError, psycopg.ProgrammingError):
+                    log.exception("schedule %r cannot be planned; retrying in a minute", row[0])
+                    conn.execute(self._sql["schedule_postpone"], {"name": row[0]})
         self.fired += fired
         return fired
 

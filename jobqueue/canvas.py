@@ -387,16 +387,17 @@ class Freezer:
         """``member``: group/chord membership for the job that ends ``sig``;
         ``extra_links``: what runs after it; ``errbacks``: inherited error
         callbacks; ``inherit``: option defaults from enclosing signatures."""
+        inherit = {**(inherit or {}), **{k: v for k, v in sig.options.items() if k in INHERITED}}
+        if isinstance(sig, group) and (member is not None or extra_links):
+            # One result standing for a list: collect the group with a chord whose
+            # body (an identity) carries the membership and what follows. The
+            # group's own error callbacks are added once, as the chord's header.
+            collect = Signature("jobqueue.identity", app=self.app)
+            return self._chord(chord(sig, collect), member, extra_links, errbacks, inherit)
         errbacks = [*errbacks, *self.callbacks(sig, "link_error")]
         if type(sig) is Signature:
-            return self._task(sig, member, extra_links, errbacks, inherit or {})
-        inherit = {**(inherit or {}), **{k: v for k, v in sig.options.items() if k in INHERITED}}
-        if isinstance(sig, group) and not isinstance(sig, chord):
-            if member is not None or extra_links:
-                # One result standing for a list: collect the group with a chord
-                # whose body (an identity) carries the membership and what follows.
-                collect = Signature("jobqueue.identity", app=self.app)
-                return self._chord(chord(sig, collect), member, extra_links, errbacks, inherit)
+            return self._task(sig, member, extra_links, errbacks, inherit)
+        if isinstance(sig, group):
             return self._group(sig, errbacks, inherit)
         links = [*self.callbacks(sig, "link"), *extra_links]  # after the last step
         if isinstance(sig, chain):

@@ -161,6 +161,14 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
     help="Silent this long, this worker is presumed dead and its jobs are rescued (default 30).",
 )
 @click.option(
+    "--prefetch-multiplier",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Hold up to this many x concurrency jobs while they are short (<10 ms); "
+    "1 disables prefetching.",
+)
+@click.option(
     "-B",
     "--beat",
     "with_beat",
@@ -186,6 +194,7 @@ def worker(
     shutdown_timeout: float,
     heartbeat_interval: float | None,
     lease_ttl: float | None,
+    prefetch_multiplier: int,
     with_beat: bool,
     loglevel: str,
 ) -> None:
@@ -217,6 +226,10 @@ def worker(
         from .beat import Beat
 
         beat = Beat(app)
+        try:
+            beat.schedules()  # a bad beat_schedule is a usage error, not a dead thread
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
         threading.Thread(target=beat.run, name="jobqueue-beat", daemon=True).start()
     try:
         Worker(
@@ -228,6 +241,7 @@ def worker(
             pool=pool,
             max_tasks_per_child=max_tasks_per_child,
             shutdown_timeout=shutdown_timeout,
+            prefetch_multiplier=prefetch_multiplier,
         ).run()
     finally:
         if beat is not None:

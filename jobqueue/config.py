@@ -73,7 +73,13 @@ class Settings:
                 "app.conf.lease_ttl must be longer than app.conf.heartbeat_interval "
                 f"({self.lease_ttl} <= {self.heartbeat_interval})"
             )
-        for name in ("pool_max_size", "complete_batch_size"):
+        for name in ("result_expires", "failed_result_expires"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigurationError(
+                    f"app.conf.{name} must be a positive number of seconds or None, got {value!r}"
+                )
+        for name in ("pool_max_size", "complete_batch_size", "retention_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigurationError(

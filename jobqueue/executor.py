@@ -105,6 +105,7 @@ class Outcome:
     result: str | None = None  # JSON text
     error: str | None = None  # JSON text
     delay: float | None = None  # seconds until the next attempt (state RETRY)
+    runtime: float = 0.0  # seconds the task ran (the worker sizes its prefetch on it)
 
 
 def execute(
@@ -176,9 +177,10 @@ def execute(
             )
             log.error("Task %s[%s] %s", job.task, job.id, error)
             return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error))
+    runtime = time.perf_counter() - started
     if log.isEnabledFor(logging.INFO):
-        log.info("Task %s[%s] succeeded in %.4fs", job.task, job.id, time.perf_counter() - started)
-    return Outcome(job.id, job.attempt, states.SUCCESS, result=encoded)
+        log.info("Task %s[%s] succeeded in %.4fs", job.task, job.id, runtime)
+    return Outcome(job.id, job.attempt, states.SUCCESS, result=encoded, runtime=runtime)
 
 
 def failed(

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
+_PREFETCH_BELOW = 0.01  # seconds: jobs shorter than this on average are prefetched
 _CLAIM_ERROR_PAUSE = 1.0
 
 
@@ -62,6 +63,7 @@ class Worker:
         pool: str = "threads",
         max_tasks_per_child: int | None = None,
         shutdown_timeout: float = 30.0,
+        prefetch_multiplier: int = 4,
     ) -> None:
         self.app = app
         self.queues = list(dict.fromkeys(queues or [app.conf.default_queue]))
@@ -72,6 +74,10 @@ class Worker:
         if self.poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
         self.shutdown_timeout = shutdown_timeout
+        if prefetch_multiplier < 1:
+            raise ValueError(f"prefetch_multiplier must be at least 1, got {prefetch_multiplier}")
+        self.prefetch_multiplier = prefetch_multiplier
+        self._avg_runtime = 1.0  # seconds, moving average; start cautious (no prefetch)
         self.id = str(uuid7())
         self.hostname = hostname or f"jobqueue@{socket.gethostname()}"
         self.pool_kind = pool
@@ -150,6 +156,18 @@ class Worker:
 
     def _shutdown(self, claim_conn: psycopg.Connection[Any]) -> None:
         self._stopping.set()
+        prefetched = [job.id for job in self._pool.drain()]
+        if prefetched:  # claimed ahead but not started: back to the queue right away
+            with self._lock:
+                for job_id in prefetched:
+                    self._in_flight.pop(job_id, None)
+                    self._canvas.discard(job_id)
+            try:
+                self._execute(
+                    claim_conn, "job_release_many", {"ids": prefetched, "worker_id": self.id}
+                )
+            except psycopg.Error as exc:
+                log.warning("could not release %d prefetched job(s): %s", len(prefetched), exc)
         deadline = time.monotonic() + self.shutdown_timeout
         while self._in_flight and time.monotonic() < deadline:
             self._wakeup.wait(0.05)  # the completer sets it after every batch
@@ -210,7 +228,7 @@ class Worker:
         while not self._stopping.is_set():
             self._wakeup.clear()  # before reading free slots: a later wake-up is never lost
             timeout = self.poll_interval
-            free = self.concurrency - len(self._in_flight)
+            free = self._capacity() - len(self._in_flight)
             if free > 0:
                 try:
                     taken = self._claim(conn, free)
@@ -230,6 +248,15 @@ class Worker:
                     timeout = min(timeout, max(due_in, 0.005))
             self._wakeup.wait(timeout)
         return conn
+
+    def _capacity(self) -> int:
+        """How many jobs to hold at once. Short jobs are prefetched (up to
+        ``prefetch_multiplier`` x concurrency) so claims and completions carry
+        big batches; long jobs are claimed only for free slots, so one worker
+        never hoards work others could start."""
+        if self._avg_runtime < _PREFETCH_BELOW:
+            return self.concurrency * self.prefetch_multiplier
+        return self.concurrency
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
@@ -343,6 +370,8 @@ class Worker:
                 self._in_flight.pop(outcome.job_id, None)
                 self._canvas.discard(outcome.job_id)
             self.processed += len(batch)
+            runtime = sum(o.runtime for o in batch) / len(batch)
+            self._avg_runtime += (runtime - self._avg_runtime) * min(len(batch) / 50, 1.0)
         self._wakeup.set()
         return conn
 
@@ -388,17 +417,32 @@ class Worker:
         if not self._execute(conn, "worker_heartbeat", ttl):
             log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
             self._execute(conn, "worker_register", self._registration())
+        # Maintenance: each step on its own, so one failing never stops the
+        # heartbeat (that would get this live worker's jobs rescued).
+        for step in (self._rescue, self._check_revocations, self._prune, self._release_orphans):
+            try:
+                step(conn)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error:
+                log.exception("maintenance step %s failed; the heartbeat goes on", step.__name__)
+
+    def _rescue(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             workers, jobs, _, _, finished = self._execute(conn, "job_rescue", {})[0]
             if finished:
                 self._execute(conn, "job_advance", {"ids": finished})
         if workers or jobs:
             log.warning("rescued %d job(s) from %d worker(s) whose lease expired", jobs, workers)
+
+    def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:
         running = list(self._in_flight)
         if running:
             for (job_id,) in self._execute(conn, "job_revoked_among", {"ids": running}):
                 self._pool.terminate(str(job_id))
-        self._prune(conn)
+
+    def _release_orphans(self, conn: psycopg.Connection[Any]) -> None:
+        running = list(self._in_flight)
         if not self._stopping.is_set():
             orphans = self._execute(conn, "lease_orphans", {"id": self.id, "running": running})
             if orphans:

@@ -266,3 +266,25 @@ def test_canvas_options_apply_to_every_step(jq: Any, schema: str, conn: Any) -> 
         jq.add.s(1, 1).apply_async(countdown=1, eta=datetime.now())
     with pytest.raises(ValueError, match="priority"):
         chain(jq.add.s(1, 1), jq.add.s(1).set(priority="high")).apply_async()
+
+
+def test_a_group_errback_inside_a_chord_header_fires_once(
+    jq: Any, schema: str, conn: Any, worker: Any
+) -> None:
+    inner = group(jq.fail_if.s(1, 1), jq.add.s(1, 1)).on_error(jq.record_error.s("group"))
+    result = chord([inner, jq.add.s(2, 2)], jq.identity.s())()
+    with pytest.raises(ChordError):
+        result.get(timeout=30)
+    wait_for(
+        lambda: (
+            conn.execute(
+                f"SELECT count(*) FROM \"{schema}\".jobs WHERE task = 'record_error' "
+                "AND state = 'SUCCESS'"
+            ).fetchone()[0]
+            >= 1
+        ),
+        30,
+        "the error callback",
+    )
+    count = conn.execute(f"SELECT count(*) FROM \"{schema}\".jobs WHERE task = 'record_error'")
+    assert count.fetchone() == (1,)

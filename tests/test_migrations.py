@@ -92,6 +92,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "admit",
             "advance",
             "enqueue",
+            "fail_chord",
             "fail_tree",
             "schedules_changed",
             "spawn",

@@ -97,3 +97,16 @@ def test_schedule_cli(jq: Any, dsn: str, schema: str, conn: Any) -> None:
     assert bad.returncode == 2 and "invalid cron expression" in bad.stderr
     assert jobqueue(*base, "remove", "nightly").returncode == 0
     assert jobqueue(*base, "remove", "nightly").returncode == 1
+
+
+def test_a_broken_schedule_row_does_not_stop_the_beat(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    conn.execute(f"""INSERT INTO "{schema}".schedules (name, task, cron, timezone)
+                     VALUES ('broken', 'add', '* * * * *', 'Mars/Olympus')""")
+    conn.execute(f"""INSERT INTO "{schema}".schedules (name, task, args, interval_secs)
+                     VALUES ('fine', 'add', '[1, 2]', 1)""")
+    beat = start_worker(command="beat")
+    wait_for(lambda: len(_ticks(conn, schema, "fine")) >= 2, 30, "the good schedule to tick")
+    assert beat.proc.poll() is None
+    assert "schedule 'broken' cannot be planned" in beat.log

@@ -32,6 +32,10 @@ class Pool(Protocol):
 
     def submit(self, job: Job) -> None: ...
 
+    def drain(self) -> list[Job]:
+        """Take back the submitted jobs not started yet (prefetched ones)."""
+        ...
+
     def terminate(self, job_id: str) -> bool:
         """Stop a running job (revoke with terminate); True if it was running here."""
         ...

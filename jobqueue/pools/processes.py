@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 from ..executor import Job, Outcome, execute, failed, lost, revoked
 from . import Report
+from .local import LocalQueue
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -52,8 +53,7 @@ class ProcessPool:
         self.app, self.size, self.hostname, self.report = app, size, hostname, report
         self.max_tasks_per_child = max_tasks_per_child
         self._context = multiprocessing.get_context("spawn")
-        self._jobs: list[Job | None] = []
-        self._cond = threading.Condition()
+        self._jobs = LocalQueue()
         self._slots = [_Slot(self, i) for i in range(size)]
         self._killed = False
 
@@ -62,23 +62,19 @@ class ProcessPool:
             slot.start()
 
     def submit(self, job: Job) -> None:
-        with self._cond:
-            self._jobs.append(job)
-            self._cond.notify()
+        self._jobs.put(job)
+
+    def drain(self) -> list[Job]:
+        return self._jobs.drain()
 
     def next_job(self) -> Job | None:
-        with self._cond:
-            while not self._jobs:
-                self._cond.wait()
-            return self._jobs.pop(0)
+        return self._jobs.get()
 
     def terminate(self, job_id: str) -> bool:
         return any(slot.interrupt(job_id, "terminate") for slot in self._slots)
 
     def close(self) -> None:
-        with self._cond:
-            self._jobs.extend([None] * self.size)
-            self._cond.notify_all()
+        self._jobs.close(self.size)
 
     def kill(self) -> None:
         self._killed = True

@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import ctypes
 import logging
-import queue
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 from ..executor import Job, execute, failed, revoked
 from . import Report
+from .local import LocalQueue
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> No
 class ThreadPool:
     def __init__(self, app: JobQueue, *, size: int, hostname: str, report: Report) -> None:
         self.app, self.size, self.hostname, self.report = app, size, hostname, report
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs = LocalQueue()
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._retiring: set[int] = set()  # abandoned threads: exit when their task returns
@@ -62,9 +62,11 @@ class ThreadPool:
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
 
+    def drain(self) -> list[Job]:
+        return self._jobs.drain()
+
     def close(self) -> None:
-        for _ in range(self.size):
-            self._jobs.put(None)
+        self._jobs.close(self.size)
 
     def kill(self) -> None:
         with self._lock:

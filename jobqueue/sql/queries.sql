@@ -121,6 +121,8 @@ WITH outcome AS (
     WHERE q.job_id IN (
         SELECT (SELECT w.job_id FROM {schema}.job_queue AS w
                 WHERE w.concurrency_key = r.concurrency_key AND w.run_at > now()
+                  -- deferred by admit() (by a second), not delayed on purpose
+                  AND w.run_at <= now() + interval '1 second'
                 ORDER BY w.priority DESC, w.run_at LIMIT 1)
         FROM (SELECT DISTINCT concurrency_key FROM released
               WHERE concurrency_key IS NOT NULL) AS r)
@@ -590,3 +592,14 @@ ON CONFLICT (name) DO UPDATE
 SET task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
     options = EXCLUDED.options, cron = EXCLUDED.cron, interval_secs = EXCLUDED.interval_secs,
     timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up, source = 'sql';
+
+-- name: schedule_prune_code
+-- Schedules once declared in code but no longer: removed when a beat starts.
+DELETE FROM {schema}.schedules
+WHERE source = 'code' AND NOT (name = ANY(%(names)s::text[]))
+RETURNING name;
+
+-- name: schedule_postpone
+-- A schedule that cannot be planned (bad cron or time zone written in SQL) is
+-- tried again a minute later instead of stopping the beat.
+UPDATE {schema}.schedules SET next_run_at = now() + interval '1 minute' WHERE name = %(name)s;

@@ -120,6 +120,28 @@ BEGIN
 END
 $$;
 
+-- A chord that can no longer complete: marked FAILED once, its body (and what
+-- follows it) written FAILURE with a ChordError naming the failed member.
+CREATE FUNCTION {s}.fail_chord(chord_id uuid, failed uuid, err jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+BEGIN
+    UPDATE {s}.chords SET state = 'FAILED', finished_at = now()
+    WHERE id = chord_id AND state = 'PENDING'
+    RETURNING * INTO c;
+    IF FOUND THEN
+        PERFORM {s}.fail_tree(c.body, jsonb_build_object(
+            'type', 'ChordError', 'module', 'jobqueue.exceptions', 'traceback', NULL,
+            'failed_job', failed,
+            'message', format('Dependency %s raised %s: %s', failed,
+                              COALESCE(err ->> 'type', 'an error'),
+                              COALESCE(err ->> 'message', ''))),
+            failed, c.root_id);
+    END IF;
+END
+$$;
+
 -- Work that can no longer run: its rows are written FAILURE with ``err``, and
 -- the error callbacks it carries fire (once: their ids are fixed).
 CREATE FUNCTION {s}.fail_tree(sig jsonb, err jsonb, parent uuid, root uuid)
@@ -157,6 +179,9 @@ BEGIN
         RETURN;
     END IF;
     PERFORM pg_notify('{done}', new_id::text);
+    IF sig -> 'options' ? 'chord' THEN  -- a member of a chord: that chord fails too
+        PERFORM {s}.fail_chord((sig -> 'options' ->> 'chord')::uuid, new_id, err);
+    END IF;
     FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'options' -> 'link_error') LOOP
         PERFORM {s}.spawn(member, jsonb_build_array(new_id::text), new_id, root);
     END LOOP;
@@ -212,18 +237,8 @@ BEGIN
                 PERFORM {s}.spawn(c.body, jsonb_build_array(results), j.id, c.root_id);
             END IF;
         ELSE
-            UPDATE {s}.chords SET state = 'FAILED', finished_at = now()
-            WHERE id = (j.options ->> 'chord')::uuid AND state = 'PENDING'
-            RETURNING * INTO c;
-            IF FOUND THEN
-                PERFORM {s}.fail_tree(c.body, jsonb_build_object(
-                    'type', 'ChordError', 'module', 'jobqueue.exceptions', 'traceback', NULL,
-                    'failed_job', j.id,
-                    'message', format('Dependency %s raised %s: %s', j.id,
-                                      COALESCE(j.error ->> 'type', j.state),
-                                      COALESCE(j.error ->> 'message', ''))),
-                    j.id, c.root_id);
-            END IF;
+            PERFORM {s}.fail_chord((j.options ->> 'chord')::uuid, j.id,
+                                   COALESCE(j.error, jsonb_build_object('type', j.state)));
         END IF;
     END LOOP;
     RETURN n;
@@ -241,6 +256,7 @@ DOWNGRADE = """
 DROP VIEW {s}.workflow_jobs;
 DROP FUNCTION {s}.advance(uuid[]);
 DROP FUNCTION {s}.fail_tree(jsonb, jsonb, uuid, uuid);
+DROP FUNCTION {s}.fail_chord(uuid, uuid, jsonb);
 DROP FUNCTION {s}.spawn(jsonb, jsonb, uuid, uuid);
 DROP TABLE {s}.chord_members;
 DROP TABLE {s}.chords;

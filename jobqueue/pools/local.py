@@ -1,0 +1,44 @@
+"""The pool's local queue: claimed jobs waiting for a free slot.
+
+Unlike ``queue.SimpleQueue`` it can hand back the jobs not yet started
+(``drain``), so a warm shutdown releases prefetched jobs at once instead of
+running them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from ..executor import Job
+
+
+class LocalQueue:
+    def __init__(self) -> None:
+        self._items: deque[Job | None] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: Job | None) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self) -> Job | None:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            return self._items.popleft()
+
+    def close(self, slots: int) -> None:
+        """Each slot gets a ``None`` after the jobs already queued."""
+        with self._cond:
+            self._items.extend([None] * slots)
+            self._cond.notify_all()
+
+    def drain(self) -> list[Job]:
+        """Take back every job not yet started."""
+        with self._cond:
+            jobs = [item for item in self._items if item is not None]
+            kept = [item for item in self._items if item is None]
+            self._items = deque(kept)
+            return jobs
