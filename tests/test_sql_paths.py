@@ -64,3 +64,24 @@ def test_claim_takes_at_most_the_limit_and_skips_locked_rows(
     assert len(rest) == 6  # the 4 held rows came back when that claim rolled back
     leases = conn.execute(f'SELECT count(*) FROM "{schema}".job_lease').fetchone()
     assert leases == (10,)
+
+
+def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, conn: Any) -> None:
+    """A guard on the plan's shape, not on timings: with thousands of waiting
+    jobs the claim must reach rows through indexes. (A set-returning function
+    estimated at 1,000 rows once turned it into sequential scans, 16x slower.)"""
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(5000)])
+    conn.execute(f'ANALYZE "{schema}".job_queue')
+    conn.execute(f'ANALYZE "{schema}".jobs')
+    worker = new_id()
+    claim = queries(schema)["job_claim"]
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN "
+            + claim.replace("%(queues)s", "'{default}'")
+            .replace("%(limit)s", "32")
+            .replace("%(worker_id)s", f"'{worker}'::uuid")
+        )
+    )
+    assert "Seq Scan" not in plan, plan

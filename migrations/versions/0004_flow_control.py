@@ -109,7 +109,9 @@ CREATE TABLE {s}.schedule_ticks (
 -- deadlock) lock its state row, then admit what the concurrency limit (running
 -- leases) and the token bucket allow. The others get a later run_at: they
 -- wait without a worker slot and without blocking the head of the queue.
-CREATE FUNCTION {s}.admit(ids uuid[]) RETURNS SETOF uuid LANGUAGE plpgsql AS $$
+-- ROWS 1: without it the planner expects 1000 rows from every claim and
+-- switches the claim to sequential scans of job_queue and jobs.
+CREATE FUNCTION {s}.admit(ids uuid[]) RETURNS SETOF uuid LANGUAGE plpgsql ROWS 1 AS $$
 DECLARE
     k        record;
     lim      record;
