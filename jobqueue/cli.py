@@ -163,10 +163,10 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
 @click.option(
     "--prefetch-multiplier",
     type=click.IntRange(min=1),
-    default=4,
+    default=16,
     show_default=True,
-    help="Hold up to this many x concurrency jobs while they are short (<10 ms); "
-    "1 disables prefetching.",
+    help="Hold at most this many x concurrency jobs: running ones plus about 0.1 s of "
+    "work claimed ahead. 1 disables prefetching.",
 )
 @click.option(
     "-B",

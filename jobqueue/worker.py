@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
-_PREFETCH_BELOW = 0.01  # seconds: jobs shorter than this on average are prefetched
+_PREFETCH_SECONDS = 0.1  # of estimated work claimed ahead of free slots
 _CLAIM_ERROR_PAUSE = 1.0
 
 
@@ -63,7 +63,7 @@ class Worker:
         pool: str = "threads",
         max_tasks_per_child: int | None = None,
         shutdown_timeout: float = 30.0,
-        prefetch_multiplier: int = 4,
+        prefetch_multiplier: int = 16,
     ) -> None:
         self.app = app
         self.queues = list(dict.fromkeys(queues or [app.conf.default_queue]))
@@ -250,13 +250,14 @@ class Worker:
         return conn
 
     def _capacity(self) -> int:
-        """How many jobs to hold at once. Short jobs are prefetched (up to
-        ``prefetch_multiplier`` x concurrency) so claims and completions carry
-        big batches; long jobs are claimed only for free slots, so one worker
-        never hoards work others could start."""
-        if self._avg_runtime < _PREFETCH_BELOW:
-            return self.concurrency * self.prefetch_multiplier
-        return self.concurrency
+        """How many jobs to hold at once: the running ones plus a prefetch of
+        about ``_PREFETCH_SECONDS`` of work at the recent average run time, at
+        most ``prefetch_multiplier`` x concurrency in all. Short jobs then come
+        in big batches (few claims and completions per job); long jobs are
+        claimed only for free slots, so a worker never hoards work."""
+        work = _PREFETCH_SECONDS * self.concurrency / max(self._avg_runtime, 1e-5)
+        extra = min(int(work), self.concurrency * (self.prefetch_multiplier - 1))
+        return self.concurrency + extra
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
