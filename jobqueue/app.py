@@ -297,6 +297,14 @@ class JobQueue:
             "concurrency_keys": [],
             "unique_keys": [],
         }
+        # Options depend on the arguments only through key functions: else once.
+        flow = registered.flow if registered is not None else None
+        unique = flow is not None and flow.unique
+        per_item_options = flow is not None and (
+            flow.rate_limit_key is not None or flow.concurrency_key is not None
+        )
+        options: dict[str, Any] = registered.job_options() if registered else {}
+        options_json = dumps(options)
         for index, item in enumerate(items):
             if isinstance(item, (str, bytes)):
                 raise TypeError(
@@ -308,15 +316,17 @@ class JobQueue:
                 a, k = dump_arguments(name, args, kwargs)
             except TypeError as exc:
                 raise TypeError(f"item {index}: {exc}") from exc.__cause__
-            options = registered.job_options(args=args, kwargs=kwargs) if registered else {}
+            if per_item_options:
+                options = registered.job_options(args=args, kwargs=kwargs) if registered else {}
+                options_json = dumps(options)
             ids.append(new_id())
             rows["args"].append(a)
             rows["kwargs"].append(k)
-            rows["options"].append(dumps(options))
+            rows["options"].append(options_json)
             rows["rate_keys"].append(options.get("rate_key"))
             rows["concurrency_keys"].append(options.get("concurrency_key"))
             rows["unique_keys"].append(
-                registered.flow.unique_for(name, args, kwargs) if registered else None
+                flow.unique_for(name, args, kwargs) if unique and flow else None
             )
         if not ids:
             return []
@@ -331,8 +341,9 @@ class JobQueue:
         }
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
-            self.db.execute("job_insert_many", params, connection)
-            return [AsyncResult(job_id, app=self) for job_id in ids]
+            if not self.db.copy_jobs(params, connection):
+                self.db.execute("job_insert_many", params, connection)
+            return [AsyncResult.trusted(job_id, self) for job_id in ids]
         return self._enqueue_many_unique(registered, ids, params, connection)
 
     def _enqueue_many_unique(

@@ -174,6 +174,93 @@ class Database:
         """Run named statement ``name`` on a connection from ``transaction()``."""
         return run_on(connection, self.sql[name], params)
 
+    def copy_jobs(self, params: Params, connection: Any = None) -> bool:
+        """Bulk enqueue with COPY (much faster than one INSERT for many rows):
+        both tables and one NOTIFY in one transaction, or in the caller's. Only
+        for psycopg 3 connections (direct or under SQLAlchemy); returns False
+        when the caller's connection is something else."""
+        if connection is None:
+            with self.pool().connection() as conn:
+                self._copy(conn, params)
+            return True
+        raw = psycopg_connection(connection)
+        if raw is None:
+            return False
+        self._copy(raw, params)
+        return True
+
+    def _copy(self, conn: psycopg.Connection[Any], params: Params) -> None:
+        sql = self.sql
+        with conn.transaction(), conn.cursor() as cur:
+            run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
+            task, queue, priority = params["task"], params["queue"], params["priority"]
+            # COPY's text format, built in bulk: far cheaper than a row at a time.
+            shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
+            due, until = _copy_text(run_at), _copy_text(expires_at)
+            rows = list(
+                zip(
+                    params["ids"],
+                    params["args"],
+                    params["kwargs"],
+                    params["options"],
+                    params["rate_keys"],
+                    params["concurrency_keys"],
+                    strict=True,
+                )
+            )
+            with cur.copy(sql["job_copy"]) as copy:
+                for start in range(0, len(rows), _COPY_CHUNK):  # the server parses as we build
+                    copy.write(
+                        "".join(
+                            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t"
+                            f"{due}\t{until}\n"
+                            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
+                        )
+                    )
+            head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
+            with cur.copy(sql["job_queue_copy"]) as copy:
+                for start in range(0, len(rows), _COPY_CHUNK):
+                    copy.write(
+                        "".join(
+                            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
+                            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
+                        )
+                    )
+            cur.execute(sql["queue_notify"], {"queue": queue})
+
+
+_COPY_CHUNK = 5000
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """A value in COPY's text format (NULL is \\N)."""
+    if value is None:
+        return "\\N"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_json(text: str) -> str:
+    # json.dumps never emits raw tabs or newlines; only backslashes need doubling.
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:
+    """The psycopg 3 connection behind a caller's connection, if there is one."""
+    if isinstance(connection, psycopg.Connection):
+        return connection
+    module = type(connection).__module__
+    if module.startswith("sqlalchemy.") and not module.startswith("sqlalchemy.ext.asyncio"):
+        core = (
+            connection.connection()
+            if hasattr(connection, "commit") and not hasattr(connection, "exec_driver_sql")
+            else connection
+        )
+        driver = getattr(core.connection, "driver_connection", None)
+        if isinstance(driver, psycopg.Connection):
+            return driver
+    return None
+
 
 # Job ids are chosen before the first try, so retrying these is safe: a
 # duplicate key on a retry means the first try committed.

@@ -43,6 +43,13 @@ class AsyncResult:
         self.app = app
         self._row: dict[str, Any] | None = None
 
+    @classmethod
+    def trusted(cls, id: str, app: JobQueue) -> AsyncResult:
+        """For ids jobqueue made itself: skips re-validating (bulk enqueue)."""
+        result = cls.__new__(cls)
+        result.id, result.app, result._row = id, app, None
+        return result
+
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
 

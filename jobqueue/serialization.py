@@ -32,7 +32,7 @@ def dump_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs of task {task!r} must be a mapping, got {type(kwargs).__name__}")
     try:
-        return dumps(list(args)), dumps(dict(kwargs))
+        return (dumps(list(args)) if args else "[]"), (dumps(dict(kwargs)) if kwargs else "{}")
     except (TypeError, ValueError):
         pass
     for index, value in enumerate(args):

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
 _PREFETCH_SECONDS = 0.1  # of estimated work claimed ahead of free slots
+_LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
 _CLAIM_ERROR_PAUSE = 1.0
 
 
@@ -299,9 +300,18 @@ class Worker:
                     stopping = True
                 else:
                     batch.append(first)
-                while len(batch) < limit:
+                # One commit per batch: while other jobs are still running, linger
+                # a moment so their outcomes share it (costs at most _LINGER).
+                deadline = time.monotonic() + _LINGER
+                while len(batch) < limit and not stopping:
+                    wait = deadline - time.monotonic()
+                    more_coming = len(self._in_flight) > len(batch)
                     try:
-                        item = self._outcomes.get_nowait()
+                        item = (
+                            self._outcomes.get(timeout=wait)
+                            if more_coming and wait > 0
+                            else self._outcomes.get_nowait()
+                        )
                     except queue.Empty:
                         break
                     if item is None:

@@ -169,3 +169,12 @@ def test_enqueue_many_refuses_string_items(jq: Any, schema: str, conn: Any) -> N
     with pytest.raises(TypeError, match="item 1 of enqueue_many must be a tuple"):
         jq.app.enqueue_many(jq.add, [(1, 2), "12"])
     assert _count(conn, schema) == 0
+
+
+def test_bulk_enqueue_keeps_awkward_text_intact(jq: Any, start_worker: Any) -> None:
+    awkward = ["back\\slash", "tab\there", "new\nline", "cr\rhere", "\\N", "é 漢字 🎉", '"q"']
+    results = jq.app.enqueue_many(jq.echo, [(s,) for s in awkward] + [{"k": "\\t\t"}])
+    start_worker()
+    values = [r.get(timeout=20) for r in results]
+    assert [v["args"][0] for v in values[:-1]] == awkward
+    assert values[-1] == {"args": [], "kwargs": {"k": "\\t\t"}}

@@ -603,3 +603,19 @@ RETURNING name;
 -- A schedule that cannot be planned (bad cron or time zone written in SQL) is
 -- tried again a minute later instead of stopping the beat.
 UPDATE {schema}.schedules SET next_run_at = now() + interval '1 minute' WHERE name = %(name)s;
+
+-- name: db_times
+-- Bulk enqueue computes run_at/expires_at once, from the database clock.
+SELECT COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+       COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s));
+
+-- name: job_copy
+COPY {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at, expires_at)
+FROM STDIN;
+
+-- name: job_queue_copy
+COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key)
+FROM STDIN;
+
+-- name: queue_notify
+SELECT pg_notify('{channel_jobs}', %(queue)s);
