@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
 _PREFETCH_SECONDS = 0.1  # of estimated work claimed ahead of free slots
+_VACUUM_MIN_DEAD = {"job_queue": 20_000, "job_lease": 20_000, "jobs": 200_000}
+_ANALYZE_MIN_CHANGED = 50_000
 _LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
 _CLAIM_ERROR_PAUSE = 1.0
 
@@ -430,13 +432,44 @@ class Worker:
             self._execute(conn, "worker_register", self._registration())
         # Maintenance: each step on its own, so one failing never stops the
         # heartbeat (that would get this live worker's jobs rescued).
-        for step in (self._rescue, self._check_revocations, self._prune, self._release_orphans):
+        for step in (
+            self._rescue,
+            self._check_revocations,
+            self._prune,
+            self._vacuum,
+            self._release_orphans,
+        ):
             try:
                 step(conn)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:
                 log.exception("maintenance step %s failed; the heartbeat goes on", step.__name__)
+
+    def _vacuum(self, conn: psycopg.Connection[Any]) -> None:
+        """Keep dead rows off the claim path even where autovacuum is off or
+        slow: every claim deletes from job_queue and every completion from
+        job_lease, and their dead index entries would pile up in front of the
+        claim. Both tables hold only live work, so vacuuming them is cheap.
+        Statistics are refreshed when much has changed: ANALYZE also makes
+        every session re-plan its prepared claims and completions, which
+        would otherwise keep plans made when the tables were small."""
+        schema = {"schema": self.app.conf.schema}
+        due = []
+        for name, dead, live, changed in self._execute(conn, "hot_tables_dead", schema):
+            if dead > max(_VACUUM_MIN_DEAD[name], live):
+                due.append(f"vacuum_{name}")
+            elif changed > max(_ANALYZE_MIN_CHANGED, live // 5):
+                due.append(f"analyze_{name}")
+        if not due or not self._execute(conn, "vacuum_lock", schema)[0][0]:
+            return
+        try:
+            for statement in due:
+                started = time.monotonic()
+                self._execute(conn, statement, {})
+                log.info("%s (%.2fs)", statement.replace("_", " ", 1), time.monotonic() - started)
+        finally:
+            self._execute(conn, "vacuum_unlock", schema)
 
     def _rescue(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():

@@ -619,3 +619,34 @@ FROM STDIN;
 
 -- name: queue_notify
 SELECT pg_notify('{channel_jobs}', %(queue)s);
+
+-- name: hot_tables_dead
+-- Dead rows in the tables on the claim path (fed by claims and completions),
+-- and rows changed since their statistics were taken.
+SELECT relname, n_dead_tup, n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables
+WHERE schemaname = %(schema)s AND relname IN ('job_queue', 'job_lease', 'jobs');
+
+-- name: vacuum_lock
+-- One worker vacuums at a time (a session lock, released right after).
+SELECT pg_try_advisory_lock(hashtextextended(%(schema)s || '.vacuum', 0));
+
+-- name: vacuum_unlock
+SELECT pg_advisory_unlock(hashtextextended(%(schema)s || '.vacuum', 0));
+
+-- name: vacuum_job_queue
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.job_queue;
+
+-- name: vacuum_job_lease
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.job_lease;
+
+-- name: vacuum_jobs
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.jobs;
+
+-- name: analyze_job_queue
+ANALYZE (SKIP_LOCKED) {schema}.job_queue;
+
+-- name: analyze_job_lease
+ANALYZE (SKIP_LOCKED) {schema}.job_lease;
+
+-- name: analyze_jobs
+ANALYZE (SKIP_LOCKED) {schema}.jobs;
