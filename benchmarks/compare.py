@@ -1,0 +1,259 @@
+"""jobqueue against Procrastinate, PgQueuer and Celery, plus the raw pgbench limit.
+
+    .venv/bin/python -m benchmarks.compare [--quick] [--reps N] [--only a,b] [--workloads x,y]
+
+Each peer is installed from PyPI into its own virtualenv under
+``benchmarks/.peers/<name>`` (once) and runs ``benchmarks/peers/<name>.py`` there
+as a subprocess that prints one JSON line. Within a repetition every workload
+runs for every system back to back, the order rotating between repetitions.
+The bloat/memory workload runs once (it takes long). Medians and the ratios
+jobqueue/peer go to stdout, ``docs/performance.md`` and ``docs/performance.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = ROOT / "benchmarks" / ".peers"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SYSTEMS = ("jobqueue", "procrastinate", "pgqueuer", "celery")
+REQUIREMENTS: dict[str, list[str]] = {
+    "procrastinate": ["procrastinate[psycopg]==3.10.0", "psycopg[binary]>=3.2"],
+    "pgqueuer": ["pgqueuer==1.6.0", "asyncpg>=0.30"],
+    "celery": ["celery[redis]==5.7.0"],
+    "plot": ["matplotlib>=3.8"],
+}
+REPEATED = ("bulk", "single", "drain", "drain2", "latency", "pgbench")
+ONCE = ("bloat",)
+
+
+@dataclass
+class Mode:
+    reps: int
+    args: dict[str, list[str]]
+    pgbench_seconds: float
+    timeout: float = 1800.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FULL = Mode(
+    reps=3,
+    args={
+        "bulk": ["--jobs", "100000"],
+        "single": ["--seconds", "10", "--threads", "4"],
+        "drain": ["--jobs", "50000"],
+        "drain2": ["--jobs", "50000"],
+        "latency": ["--latency-jobs", "300", "--interval", "0.02"],
+        "bloat": [
+            *("--history", "1000000", "--probe-jobs", "20000"),
+            *("--latency-jobs", "200", "--memory-at", "10000,200000"),
+        ],
+    },
+    pgbench_seconds=10,
+)
+QUICK = Mode(
+    reps=1,
+    args={
+        "bulk": ["--jobs", "10000"],
+        "single": ["--seconds", "2", "--threads", "4"],
+        "drain": ["--jobs", "5000"],
+        "drain2": ["--jobs", "5000"],
+        "latency": ["--latency-jobs", "50", "--interval", "0.02"],
+        "bloat": [
+            *("--history", "30000", "--probe-jobs", "2000"),
+            *("--latency-jobs", "30", "--memory-at", "1000,5000"),
+        ],
+    },
+    pgbench_seconds=3,
+)
+
+
+# -- environments ---------------------------------------------------------------------
+
+
+def python_for(name: str) -> Path:
+    if name in ("jobqueue", "pgbench"):
+        return ROOT / ".venv" / "bin" / "python"
+    return PEERS_DIR / name / "bin" / "python"
+
+
+def ensure_venv(name: str) -> Path:
+    """Create ``benchmarks/.peers/<name>`` with its pinned packages, unless it is there."""
+    home = PEERS_DIR / name
+    marker = home / "bench-requirements.txt"
+    wanted = "\n".join(REQUIREMENTS[name]) + "\n"
+    if marker.exists() and marker.read_text() == wanted:
+        return home / "bin" / "python"
+    print(f"installing {name} into {home} ...", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(home)], check=True)
+    pip = [
+        str(home / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
+    subprocess.run([*pip, *REQUIREMENTS[name]], check=True)
+    marker.write_text(wanted)
+    return home / "bin" / "python"
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def run_one(system: str, workload: str, mode: Mode, dsn: str) -> dict[str, Any] | None:
+    if system == "pgbench":
+        module, args = "benchmarks.pgbench.run", ["--seconds", str(mode.pgbench_seconds)]
+    else:
+        module, args = f"benchmarks.peers.{system}", ["--workload", workload]
+        args += mode.args[workload]
+    command = [str(python_for(system)), "-m", module, "--dsn", dsn, *args]
+    timeout = mode.timeout * (3 if workload == "bloat" else 1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("JOBQUEUE_DSN", None)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        print(f"  {system:<13} {workload:<8} TIMEOUT after {timeout:.0f}s", flush=True)
+        return None
+    elapsed = time.perf_counter() - started
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-1500:]
+        print(f"  {system:<13} {workload:<8} FAILED ({proc.returncode}):\n{tail}", flush=True)
+        return None
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result["seconds"] = elapsed
+    shown = ", ".join(f"{k}={v:,.1f}" for k, v in result["metrics"].items() if _number(v))
+    print(f"  {system:<13} {workload:<8} {elapsed:6.1f}s  {shown}", flush=True)
+    return result
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def rotate(items: list[str], by: int) -> list[str]:
+    by %= max(1, len(items))
+    return items[by:] + items[:by]
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{workload: {system: {metric: median}}}, plus ``_values`` with every run's figure."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault((run["workload"], run["system"]), []).append(run)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (workload, system), group in grouped.items():
+        metrics: dict[str, Any] = {}
+        for key in group[0]["metrics"]:
+            values = [g["metrics"][key] for g in group if _number(g["metrics"].get(key))]
+            if values:
+                metrics[key] = statistics.median(values)
+                metrics[f"_values_{key}"] = values
+            elif key == "tables":
+                metrics[key] = group[0]["metrics"][key]
+        out.setdefault(workload, {})[system] = metrics
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
+    parser.add_argument("--dsn", default=os.environ.get("JOBQUEUE_BENCH_DSN") or DEFAULT_DSN)
+    parser.add_argument("--quick", action="store_true", help="small job counts, 1 repetition")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--only", default=",".join(SYSTEMS), help="systems to run")
+    parser.add_argument("--workloads", default=",".join(REPEATED + ONCE))
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/performance.*")
+    parser.add_argument(
+        "--report", metavar="JSON", help="only re-render the docs from a results file"
+    )
+    options = parser.parse_args(argv)
+    if options.report:
+        return rerender(Path(options.report), options.dsn)
+    mode = QUICK if options.quick else FULL
+    reps = options.reps or mode.reps
+    systems = [s for s in options.only.split(",") if s]
+    workloads = [w for w in options.workloads.split(",") if w]
+    unknown = (set(systems) - set(SYSTEMS)) | (set(workloads) - set(REPEATED + ONCE))
+    if unknown:
+        parser.error(f"unknown system or workload: {sorted(unknown)}")
+
+    started = time.time()
+    for name in systems:
+        if name != "jobqueue":
+            ensure_venv(name)
+    runs: list[dict[str, Any]] = []
+    for rep in range(reps):
+        print(f"repetition {rep + 1}/{reps}", flush=True)
+        for workload in (w for w in REPEATED if w in workloads):
+            order = ["pgbench"] if workload == "pgbench" else rotate(systems, rep)
+            for system in order:
+                result = run_one(system, workload, mode, options.dsn)
+                if result is not None:
+                    runs.append(result)
+    if "bloat" in workloads:
+        print("bloat and memory (once per system)", flush=True)
+        for system in systems:
+            result = run_one(system, "bloat", mode, options.dsn)
+            if result is not None:
+                runs.append(result)
+    elapsed = time.time() - started
+
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    summary = medians(runs)
+    context = report.context(options.dsn, systems, runs, mode.args, reps, elapsed, options.quick)
+    raw = {"context": context, "runs": runs, "medians": summary}
+    path = RESULTS_DIR / f"compare-{stamp}.json"
+    path.write_text(json.dumps(raw, indent=1, default=str))
+    table = report.markdown(summary, context)
+    print("\n" + table)
+    print(f"raw results: {path.relative_to(ROOT)}; took {elapsed / 60:.1f} min")
+    if not options.no_docs:
+        (ROOT / "docs" / "performance.md").write_text(table)
+        plot(path, ROOT / "docs" / "performance.png")
+    return 0
+
+
+def rerender(path: Path, dsn: str) -> int:
+    """docs/performance.* again from a saved run (PostgreSQL settings as of now)."""
+    raw = json.loads(path.read_text())
+    context = raw["context"]
+    context["settings"] = report.pg_settings(dsn)
+    (ROOT / "docs" / "performance.md").write_text(report.markdown(raw["medians"], context))
+    plot(path, ROOT / "docs" / "performance.png")
+    return 0
+
+
+def plot(results: Path, png: Path) -> None:
+    python = ensure_venv("plot")
+    script = ROOT / "benchmarks" / "plot.py"
+    subprocess.run([str(python), str(script), str(results), str(png)], check=True)
+    print(f"wrote {png.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

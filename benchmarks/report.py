@@ -1,0 +1,289 @@
+"""The Markdown report of ``benchmarks.compare``: machine, settings, medians, ratios."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.peers._common import psql
+
+PEERS = ("procrastinate", "pgqueuer", "celery")
+NA = "n/a"
+PG_SETTINGS = (
+    "synchronous_commit",
+    "fsync",
+    "wal_sync_method",
+    "full_page_writes",
+    "shared_buffers",
+    "work_mem",
+    "max_connections",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "autovacuum",
+    "autovacuum_naptime",
+    "commit_delay",
+    "wal_level",
+    "jit",
+)
+Summary = dict[str, dict[str, dict[str, Any]]]
+
+
+def _arg(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def context(
+    dsn: str,
+    systems: list[str],
+    runs: list[dict[str, Any]],
+    args: dict[str, list[str]],
+    reps: int,
+    elapsed: float,
+    quick: bool,
+) -> dict[str, Any]:
+    versions = {r["system"]: (r["version"], r["config"]) for r in runs}
+    settings = pg_settings(dsn)
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    memory = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line),
+        platform.processor(),
+    )
+    redis = "n/a"
+    if shutil.which("redis-cli"):
+        info = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "INFO", "server"], capture_output=True, text=True
+        ).stdout
+        redis = next(
+            (x.split(":")[1].strip() for x in info.splitlines() if "redis_version" in x), "n/a"
+        )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "systems": systems,
+        "versions": versions,
+        "postgres": psql(dsn, "SHOW server_version")[0][0],
+        "settings": settings,
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "ram_gib": memory / 2**20,
+        "kernel": platform.platform(),
+        "python": platform.python_version(),
+        "redis": redis,
+        "args": args,
+        "reps": reps,
+        "elapsed_min": elapsed / 60,
+        "quick": quick,
+    }
+
+
+def pg_settings(dsn: str) -> dict[str, str]:
+    return {name: psql(dsn, f"SHOW {name}")[0][0] for name in PG_SETTINGS}
+
+
+def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
+    bulk, drain = int(_arg(args["bulk"], "--jobs")), int(_arg(args["drain"], "--jobs"))
+    seconds = _arg(args["single"], "--seconds")
+    history = int(_arg(args["bloat"], "--history"))
+    probe = int(_arg(args["bloat"], "--probe-jobs"))
+    marks = [int(m) for m in _arg(args["bloat"], "--memory-at").split(",")]
+    return [
+        (f"(1) bulk enqueue, {bulk:,} jobs in one call", "jobs/s", "bulk", "jobs_s"),
+        (f"(2) single enqueue, 4 threads, {seconds} s", "jobs/s", "single", "jobs_s"),
+        (f"(3) drain {drain:,} no-op jobs, 1 worker process", "jobs/s", "drain", "jobs_s"),
+        (f"(3) drain {drain:,} no-op jobs, 2 worker processes", "jobs/s", "drain2", "jobs_s"),
+        ("(4) latency enqueue call → task start, p50", "ms", "latency", "p50_ms"),
+        ("(4) latency enqueue call → task start, p99", "ms", "latency", "p99_ms"),
+        ("(4) latency in the database (enqueued → claimed), p50", "ms", "latency", "db_p50_ms"),
+        ("(4) latency in the database (enqueued → claimed), p99", "ms", "latency", "db_p99_ms"),
+        (f"(5) drain {probe:,}, empty table", "jobs/s", "bloat", "empty_jobs_s"),
+        (
+            f"(5) drain {probe:,}, {history:,} finished jobs in history",
+            "jobs/s",
+            "bloat",
+            "hist_jobs_s",
+        ),
+        ("(5) latency p50, empty table", "ms", "bloat", "empty_p50_ms"),
+        ("(5) latency p50, with history", "ms", "bloat", "hist_p50_ms"),
+        ("(5) latency p99, empty table", "ms", "bloat", "empty_p99_ms"),
+        ("(5) latency p99, with history", "ms", "bloat", "hist_p99_ms"),
+        (f"(5) tables (heap + TOAST) after {history:,} jobs", "MB", "bloat", "table_mb"),
+        (f"(5) indexes after {history:,} jobs", "MB", "bloat", "index_mb"),
+        (f"(6) worker RSS after {marks[0]:,} jobs", "MB", "bloat", f"rss_mb_{marks[0]}"),
+        (f"(6) worker RSS after {marks[-1]:,} jobs", "MB", "bloat", f"rss_mb_{marks[-1]}"),
+        (f"(6) rate of those {marks[-1]:,} jobs (fed in chunks)", "jobs/s", "bloat", "pass_jobs_s"),
+    ]
+
+
+def fmt(value: Any, unit: str) -> str:
+    if not isinstance(value, (int, float)):
+        return NA
+    if unit == "jobs/s":
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if unit == "ms" else f"{value:,.1f}"
+
+
+def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
+    systems: list[str] = ctx["systems"]
+    peers = [p for p in PEERS if p in systems]
+    args: dict[str, list[str]] = ctx["args"]
+    mode = "quick mode" if ctx["quick"] else "full mode"
+    out = [
+        "# Performance: jobqueue and its peers",
+        "",
+        f"Measured by `python -m benchmarks.compare` on {ctx['date']} ({mode}, "
+        f"{ctx['reps']} repetition(s), {ctx['elapsed_min']:.0f} min in all), every system on "
+        "the same PostgreSQL, one at a time, the order rotating between repetitions. Figures "
+        "are medians over the repetitions (the bloat and memory workload runs once). "
+        "**Ratios are jobqueue ÷ peer**: for jobs/s above 1 means jobqueue is faster; for ms "
+        "and MB below 1 means jobqueue is lower.",
+        "",
+        "## Machine and settings",
+        "",
+        f"- CPU: {ctx['cpu']}; RAM {ctx['ram_gib']:.1f} GiB; {ctx['kernel']}; "
+        f"Python {ctx['python']}",
+        f"- PostgreSQL {ctx['postgres']} on 127.0.0.1, as `SHOW` reports: "
+        + ", ".join(f"`{k}={v}`" for k, v in ctx["settings"].items()),
+        f"- Redis {ctx['redis']} on 127.0.0.1 (Celery's broker and result backend, database 9)",
+        "",
+        "| system | version | worker configuration |",
+        "|---|---|---|",
+    ]
+    for system in [*systems, "pgbench"]:
+        if system in ctx["versions"]:
+            version, config = ctx["versions"][system]
+            out.append(f"| {system} | {version} | {config} |")
+    header = "| workload | unit | " + " | ".join(systems)
+    header += "".join(f" | jobqueue/{p}" for p in peers) + " |"
+    out += [
+        "",
+        "## Results (medians)",
+        "",
+        header,
+        "|---|---|" + "---:|" * (len(systems) + len(peers)),
+    ]
+    for label, unit, workload, metric in rows(args):
+        values = {s: summary.get(workload, {}).get(s, {}).get(metric) for s in systems}
+        if all(v is None for v in values.values()):
+            continue
+        cells = [fmt(values[s], unit) for s in systems]
+        mine = values.get("jobqueue")
+        for peer in peers:
+            theirs = values.get(peer)
+            ok = isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and theirs
+            cells.append(f"{mine / theirs:.2f}" if ok else NA)  # type: ignore[operator]
+        out.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
+    out += pgbench_section(summary)
+    out += workloads_section(args)
+    out += repetitions_section(summary, args, systems)
+    out += [
+        "",
+        "## How to reproduce",
+        "",
+        "```sh",
+        ".venv/bin/python -m benchmarks.compare          # full: this page and the chart",
+        ".venv/bin/python -m benchmarks.compare --quick  # a few minutes, 1 repetition",
+        ".venv/bin/python -m benchmarks.compare --only jobqueue,pgqueuer --workloads drain,latency",
+        "```",
+        "",
+        "It needs PostgreSQL on 127.0.0.1:5432 (user postgres, `--dsn` otherwise), Redis on "
+        "127.0.0.1:6379 for Celery, `pgbench` and `psql`. Peers are installed from PyPI into "
+        "`benchmarks/.peers/<name>/` on first use; each run creates and drops its own "
+        "database `bench_<system>_<pid>`; Celery's runs flush Redis database 9 only. "
+        "Raw per-run figures are kept in `benchmarks/results/`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def pgbench_section(summary: Summary) -> list[str]:
+    limits = summary.get("pgbench", {}).get("pgbench")
+    if not limits:
+        return []
+    mine = summary.get("drain", {}).get("jobqueue", {}).get("jobs_s")
+    mine2 = summary.get("drain2", {}).get("jobqueue", {}).get("jobs_s")
+    out = [
+        "",
+        "## Raw PostgreSQL limit of the same life cycle (pgbench)",
+        "",
+        "Custom scripts in `benchmarks/pgbench/`: insert; claim with "
+        "`FOR UPDATE SKIP LOCKED` (mark running); complete (mark done, or delete). "
+        "Jobs/s counts jobs that reached completion.",
+        "",
+        "| life cycle | jobs/s | jobqueue drain ÷ limit (1 worker) | (2 workers) |",
+        "|---|---:|---:|---:|",
+    ]
+    labels = {
+        "single_update": "one job per transaction, history kept (update)",
+        "single_delete": "one job per transaction, row deleted on completion",
+        "batch_update": "100 jobs per transaction, history kept (update)",
+        "batch_delete": "100 jobs per transaction, rows deleted on completion",
+    }
+    for key, label in labels.items():
+        limit = limits.get(key)
+        if not isinstance(limit, (int, float)) or not limit:
+            continue
+        r1 = f"{mine / limit:.2f}" if mine else NA
+        r2 = f"{mine2 / limit:.2f}" if mine2 else NA
+        out.append(f"| {label} | {limit:,.0f} | {r1} | {r2} |")
+    return out
+
+
+def workloads_section(args: dict[str, list[str]]) -> list[str]:
+    drain = int(_arg(args["drain"], "--jobs"))
+    latency = _arg(args["latency"], "--latency-jobs")
+    interval = float(_arg(args["latency"], "--interval")) * 1000
+    history = int(_arg(args["bloat"], "--history"))
+    marks = [int(m) for m in _arg(args["bloat"], "--memory-at").split(",")]
+    return [
+        "",
+        "## Workloads",
+        "",
+        "Every system runs the same scripts (`benchmarks/peers/_common.py`) through its own "
+        "API and its own worker processes; figures come from the system's records "
+        "(jobqueue `jobs`, Procrastinate `procrastinate_events`, PgQueuer `pgqueuer_log`, "
+        "Celery's Redis results), not from the client's guess.",
+        "",
+        "1. **Bulk enqueue**: the system's one-call bulk API (`enqueue_many`, `batch_defer`, "
+        "`Queries.enqueue` with lists, a Celery `group`), timed on the client.",
+        "2. **Single enqueue**: 4 threads each call the one-job API in a loop, each job its own "
+        "transaction (Celery: its own broker message).",
+        f"3. **Drain**: {drain:,} no-op jobs enqueued in one call while the workers sit idle "
+        "(Celery's stop consuming meanwhile), timed from the first job's start to the last "
+        "job's completion as recorded by the system.",
+        f"4. **Latency**: an idle worker; {latency} jobs sent one at a time every "
+        f"{interval:.0f} ms after 5 warm-up jobs. The task writes `time.time()` minus the "
+        "client's clock just before the enqueue call; the database figure is enqueue row "
+        "time to claim time (jobqueue `started_at - created_at`, Procrastinate "
+        "`started - deferred` events, PgQueuer `picked - queued` log rows).",
+        "5. **Bloat**: the drain and latency probes on an empty database, then again with "
+        f"{history:,} finished jobs in history. Of those, {marks[-1]:,} really pass through "
+        "one worker (fed 10,000 at a time); the rest are copies of those finished rows "
+        "made by SQL in the system's own tables (Procrastinate: jobs and events; PgQueuer: "
+        "its log rows), so the history has the real rows' shape without an hour-long run. "
+        "Sizes are `pg_table_size` and `pg_indexes_size` summed over the database's tables. "
+        "Celery keeps no history in PostgreSQL and only runs the memory part.",
+        f"6. **Memory**: RSS of the worker process and its children (Celery's prefork "
+        f"pool) after {marks[0]:,} and {marks[-1]:,} jobs, during the pass-through above.",
+    ]
+
+
+def repetitions_section(
+    summary: Summary, args: dict[str, list[str]], systems: list[str]
+) -> list[str]:
+    out = ["", "## Every repetition", "", "| workload | " + " | ".join(systems) + " |"]
+    out.append("|---|" + "---|" * len(systems))
+    for label, unit, workload, metric in rows(args):
+        if workload == "bloat":
+            continue
+        cells = []
+        for system in systems:
+            values = summary.get(workload, {}).get(system, {}).get(f"_values_{metric}", [])
+            cells.append(", ".join(fmt(v, unit) for v in values) or NA)
+        if any(c != NA for c in cells):
+            out.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
+    return out
