@@ -67,10 +67,10 @@ def test_claim_takes_at_most_the_limit_and_skips_locked_rows(
 
 
 def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, conn: Any) -> None:
-    """A guard on the plan's shape, not on timings: with thousands of waiting
+    """A guard on the plan's shape, not on timings: with a real backlog of waiting
     jobs the claim must reach rows through indexes. (A set-returning function
     estimated at 1,000 rows once turned it into sequential scans, 16x slower.)"""
-    jq.app.enqueue_many(jq.add, [(i, i) for i in range(5000)])
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(30_000)])
     conn.execute(f'ANALYZE "{schema}".job_queue')
     conn.execute(f'ANALYZE "{schema}".jobs')
     worker = new_id()
