@@ -201,25 +201,33 @@ def main(argv: list[str] | None = None) -> int:
     for name in systems:
         if name != "jobqueue":
             ensure_venv(name)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    # Every result is journaled as it arrives: an interrupted run can still be
+    # rendered with --report benchmarks/results/compare-<stamp>.jsonl.
+    journal = RESULTS_DIR / f"compare-{stamp}.jsonl"
+    header = {"systems": systems, "args": mode.args, "reps": reps, "quick": options.quick}
+    header["started"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    journal.write_text(json.dumps(header) + "\n")
     runs: list[dict[str, Any]] = []
+
+    def keep(result: dict[str, Any] | None) -> None:
+        if result is not None:
+            runs.append(result)
+            with journal.open("a") as out:
+                out.write(json.dumps(result) + "\n")
+
     for rep in range(reps):
         print(f"repetition {rep + 1}/{reps}", flush=True)
         for workload in (w for w in REPEATED if w in workloads):
             order = ["pgbench"] if workload == "pgbench" else rotate(systems, rep)
             for system in order:
-                result = run_one(system, workload, mode, options.dsn)
-                if result is not None:
-                    runs.append(result)
+                keep(run_one(system, workload, mode, options.dsn))
     if "bloat" in workloads:
         print("bloat and memory (once per system)", flush=True)
         for system in systems:
-            result = run_one(system, "bloat", mode, options.dsn)
-            if result is not None:
-                runs.append(result)
+            keep(run_one(system, "bloat", mode, options.dsn))
     elapsed = time.time() - started
-
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     summary = medians(runs)
     context = report.context(options.dsn, systems, runs, mode.args, reps, elapsed, options.quick)
     raw = {"context": context, "runs": runs, "medians": summary}
@@ -235,9 +243,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rerender(path: Path, dsn: str) -> int:
-    """docs/performance.* again from a saved run (PostgreSQL settings as of now)."""
-    raw = json.loads(path.read_text())
-    context = raw["context"]
+    """docs/performance.* again from a saved run (PostgreSQL settings as of now), or
+    from the journal of a run that was interrupted."""
+    if path.suffix == ".jsonl":
+        header, *runs = (json.loads(line) for line in path.read_text().splitlines())
+        elapsed = sum(r["seconds"] for r in runs)
+        context = report.context(
+            dsn, header["systems"], runs, header["args"], header["reps"], elapsed, header["quick"]
+        )
+        context["interrupted"] = True
+        context["date"] = header.get("started", context["date"])
+        raw: dict[str, Any] = {"context": context, "runs": runs, "medians": medians(runs)}
+        path = path.with_suffix(".json")
+        path.write_text(json.dumps(raw, indent=1, default=str))
+    else:
+        raw = json.loads(path.read_text())
+        context = raw["context"]
     context["settings"] = report.pg_settings(dsn)
     (ROOT / "docs" / "performance.md").write_text(report.markdown(raw["medians"], context))
     plot(path, ROOT / "docs" / "performance.png")
@@ -248,7 +269,7 @@ def plot(results: Path, png: Path) -> None:
     python = ensure_venv("plot")
     script = ROOT / "benchmarks" / "plot.py"
     subprocess.run([str(python), str(script), str(results), str(png)], check=True)
-    print(f"wrote {png.relative_to(ROOT)}")
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

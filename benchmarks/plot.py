@@ -72,9 +72,18 @@ def main(source: str, target: str) -> None:
     with open(source) as handle:
         data = json.load(handle)
     medians, systems = data["medians"], data["context"]["systems"]
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(18, 5.2), width_ratios=[5, 4, 2, 2])
+    panels = []  # only the bars some system has a figure for (a partial run has gaps)
+    for title, unit, wanted in PANELS:
+        bars = [b for b in wanted if any(value(medians, b[0], s, b[1]) for s in systems)]
+        if bars:
+            panels.append((title, unit, bars))
+    ratios = [len(bars) + 1 for _, _, bars in panels]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.2 * len(panels) + sum(ratios), 5.2), width_ratios=ratios
+    )
+    axes = list(axes) if len(panels) > 1 else [axes]
     width = 0.8 / len(systems)
-    for ax, (title, unit, bars) in zip(axes, PANELS, strict=True):
+    for ax, (title, unit, bars) in zip(axes, panels, strict=True):
         for index, system in enumerate(systems):
             xs = [i + (index - (len(systems) - 1) / 2) * width for i in range(len(bars))]
             ys = [value(medians, w, system, m) for w, m, _ in bars]
@@ -104,7 +113,8 @@ def main(source: str, target: str) -> None:
         f"jobqueue vs peers: PostgreSQL {context['postgres']}, {context['cpu']}, "
         f"medians of {context['reps']} repetition(s)",
         fontsize=11,
-        x=0.3,
+        x=0.01,
+        ha="left",
     )
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(target, dpi=110)

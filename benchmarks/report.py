@@ -140,7 +140,12 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         "the same PostgreSQL, one at a time, the order rotating between repetitions. Figures "
         "are medians over the repetitions (the bloat and memory workload runs once). "
         "**Ratios are jobqueue ÷ peer**: for jobs/s above 1 means jobqueue is faster; for ms "
-        "and MB below 1 means jobqueue is lower.",
+        "and MB below 1 means jobqueue is lower."
+        + (
+            " **This run was interrupted**: what it did not reach is missing."
+            if ctx.get("interrupted")
+            else ""
+        ),
         "",
         "## Machine and settings",
         "",
