@@ -37,7 +37,7 @@ REQUIREMENTS: dict[str, list[str]] = {
     "plot": ["matplotlib>=3.8"],
 }
 REPEATED = ("bulk", "single", "drain", "drain2", "latency", "pgbench")
-ONCE = ("bloat",)
+ONCE = ("bloat", "sustained")
 
 
 @dataclass
@@ -61,6 +61,7 @@ FULL = Mode(
             *("--history", "1000000", "--probe-jobs", "20000"),
             *("--latency-jobs", "200", "--memory-at", "10000,200000"),
         ],
+        "sustained": ["--seconds", "180"],
     },
     pgbench_seconds=10,
 )
@@ -76,6 +77,7 @@ QUICK = Mode(
             *("--history", "30000", "--probe-jobs", "2000"),
             *("--latency-jobs", "30", "--memory-at", "1000,5000"),
         ],
+        "sustained": ["--seconds", "20"],
     },
     pgbench_seconds=3,
 )
@@ -223,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             order = ["pgbench"] if workload == "pgbench" else rotate(systems, rep)
             for system in order:
                 keep(run_one(system, workload, mode, options.dsn))
-    if "bloat" in workloads:
-        print("bloat and memory (once per system)", flush=True)
+    for workload in (w for w in ONCE if w in workloads):
+        print(f"{workload} (once per system)", flush=True)
         for system in systems:
-            keep(run_one(system, "bloat", mode, options.dsn))
+            keep(run_one(system, workload, mode, options.dsn))
     elapsed = time.time() - started
     summary = medians(runs)
     context = report.context(options.dsn, systems, runs, mode.args, reps, elapsed, options.quick)

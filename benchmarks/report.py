@@ -88,6 +88,7 @@ def pg_settings(dsn: str) -> dict[str, str]:
 def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
     bulk, drain = int(_arg(args["bulk"], "--jobs")), int(_arg(args["drain"], "--jobs"))
     seconds = _arg(args["single"], "--seconds")
+    sustained = _arg(args["sustained"], "--seconds") if "sustained" in args else "?"
     history = int(_arg(args["bloat"], "--history"))
     probe = int(_arg(args["bloat"], "--probe-jobs"))
     marks = [int(m) for m in _arg(args["bloat"], "--memory-at").split(",")]
@@ -96,6 +97,17 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
         (f"(2) single enqueue, 4 threads, {seconds} s", "jobs/s", "single", "jobs_s"),
         (f"(3) drain {drain:,} no-op jobs, 1 worker process", "jobs/s", "drain", "jobs_s"),
         (f"(3) drain {drain:,} no-op jobs, 2 worker processes", "jobs/s", "drain2", "jobs_s"),
+        ("(3) dead rows left by the 1-worker drain", "rows", "drain", "dead_rows"),
+        ("(3) WAL written per job, 1-worker drain", "bytes", "drain", "wal_bytes_per_job"),
+        (
+            f"(3) sustained {sustained} s, enqueue and drain together",
+            "jobs/s",
+            "sustained",
+            "jobs_s",
+        ),
+        ("(3) sustained: first 30 s", "jobs/s", "sustained", "first_jobs_s"),
+        ("(3) sustained: last 30 s", "jobs/s", "sustained", "last_jobs_s"),
+        ("(3) sustained: dead rows at the end", "rows", "sustained", "dead_rows"),
         ("(4) latency enqueue call → task start, p50", "ms", "latency", "p50_ms"),
         ("(4) latency enqueue call → task start, p99", "ms", "latency", "p99_ms"),
         ("(4) latency in the database (enqueued → claimed), p50", "ms", "latency", "db_p50_ms"),
@@ -111,6 +123,12 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
         ("(5) latency p50, with history", "ms", "bloat", "hist_p50_ms"),
         ("(5) latency p99, empty table", "ms", "bloat", "empty_p99_ms"),
         ("(5) latency p99, with history", "ms", "bloat", "hist_p99_ms"),
+        ("(5) latency in the database p50, empty table", "ms", "bloat", "empty_db_p50_ms"),
+        ("(5) latency in the database p50, with history", "ms", "bloat", "hist_db_p50_ms"),
+        ("(5) latency in the database p99, empty table", "ms", "bloat", "empty_db_p99_ms"),
+        ("(5) latency in the database p99, with history", "ms", "bloat", "hist_db_p99_ms"),
+        ("(5) WAL per job drained, empty table", "bytes", "bloat", "empty_wal_bytes_per_job"),
+        ("(5) WAL per job drained, with history", "bytes", "bloat", "hist_wal_bytes_per_job"),
         (f"(5) tables (heap + TOAST) after {history:,} jobs", "MB", "bloat", "table_mb"),
         (f"(5) indexes after {history:,} jobs", "MB", "bloat", "index_mb"),
         (f"(6) worker RSS after {marks[0]:,} jobs", "MB", "bloat", f"rss_mb_{marks[0]}"),
@@ -122,7 +140,7 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
 def fmt(value: Any, unit: str) -> str:
     if not isinstance(value, (int, float)):
         return NA
-    if unit == "jobs/s":
+    if unit in ("jobs/s", "rows", "bytes"):
         return f"{value:,.0f}"
     return f"{value:,.2f}" if unit == "ms" else f"{value:,.1f}"
 
@@ -182,6 +200,7 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
             ok = isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and theirs
             cells.append(f"{mine / theirs:.2f}" if ok else NA)  # type: ignore[operator]
         out.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
+    out += targets_section(summary)
     out += pgbench_section(summary)
     out += workloads_section(args)
     out += repetitions_section(summary, args, systems)
@@ -223,6 +242,7 @@ def pgbench_section(summary: Summary) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     labels = {
+        "single_insert": "enqueue only, one job per transaction, 4 clients",
         "single_update": "one job per transaction, history kept (update)",
         "single_delete": "one job per transaction, row deleted on completion",
         "batch_update": "100 jobs per transaction, history kept (update)",
@@ -236,6 +256,149 @@ def pgbench_section(summary: Summary) -> list[str]:
         r2 = f"{mine2 / limit:.2f}" if mine2 else NA
         out.append(f"| {label} | {limit:,.0f} | {r1} | {r2} |")
     return out
+
+
+def _metric(summary: Summary, workload: str, system: str, metric: str) -> float | None:
+    value = summary.get(workload, {}).get(system, {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _best(summary: Summary, workload: str, metric: str, low: bool = False) -> float | None:
+    """The best peer's figure (highest, or lowest with ``low``)."""
+    values = [_metric(summary, workload, p, metric) for p in PEERS]
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return min(present) if low else max(present)
+
+
+def targets_section(summary: Summary) -> list[str]:
+    """Each target of the performance issue, judged from this run's medians."""
+
+    def mine(workload: str, metric: str) -> float | None:
+        return _metric(summary, workload, "jobqueue", metric)
+
+    raw = summary.get("pgbench", {}).get("pgbench", {})
+    batched = max(
+        (v for k, v in raw.items() if k.startswith("batch_") and isinstance(v, (int, float))),
+        default=None,
+    )
+    checks: list[tuple[str, float | None, float | None, str]] = [
+        # (target, measured, bound, comparison) -- measured must be >= or <= bound
+        (
+            "drain, 1 worker ≥ 2x the best peer",
+            mine("drain", "jobs_s"),
+            _scaled(_best(summary, "drain", "jobs_s"), 2),
+            ">=",
+        ),
+        (
+            "drain, 2 workers ≥ 2x the best peer (2 workers)",
+            mine("drain2", "jobs_s"),
+            _scaled(_best(summary, "drain2", "jobs_s"), 2),
+            ">=",
+        ),
+        (
+            "drain, 1 worker ≥ ½ raw batched limit",
+            mine("drain", "jobs_s"),
+            _scaled(batched, 0.5),
+            ">=",
+        ),
+        (
+            "drain, 2 workers ≥ ½ raw batched limit",
+            mine("drain2", "jobs_s"),
+            _scaled(batched, 0.5),
+            ">=",
+        ),
+        (
+            "sustained: last 30 s ≥ 90 % of first 30 s",
+            mine("sustained", "last_jobs_s"),
+            _scaled(mine("sustained", "first_jobs_s"), 0.9),
+            ">=",
+        ),
+        (
+            "latency p50 ≤ best peer",
+            mine("latency", "p50_ms"),
+            _best(summary, "latency", "p50_ms", low=True),
+            "<=",
+        ),
+        (
+            "latency p99 ≤ best peer",
+            mine("latency", "p99_ms"),
+            _best(summary, "latency", "p99_ms", low=True),
+            "<=",
+        ),
+        ("latency p99 < 10 ms", mine("latency", "p99_ms"), 10.0, "<="),
+        (
+            "bulk enqueue ≥ 1.5x the best peer",
+            mine("bulk", "jobs_s"),
+            _scaled(_best(summary, "bulk", "jobs_s"), 1.5),
+            ">=",
+        ),
+        (
+            "single enqueue ≥ 90 % of raw single-insert commits",
+            mine("single", "jobs_s"),
+            _scaled(raw.get("single_insert"), 0.9),
+            ">=",
+        ),
+        (
+            "bloat: drain with history ≥ 90 % of empty",
+            mine("bloat", "hist_jobs_s"),
+            _scaled(mine("bloat", "empty_jobs_s"), 0.9),
+            ">=",
+        ),
+        (
+            "bloat: claim latency p50 with history ≤ 110 % of empty",
+            mine("bloat", "hist_db_p50_ms"),
+            _scaled(mine("bloat", "empty_db_p50_ms"), 1.1),
+            "<=",
+        ),
+        (
+            "bloat: claim latency p99 with history ≤ 110 % of empty",
+            mine("bloat", "hist_db_p99_ms"),
+            _scaled(mine("bloat", "empty_db_p99_ms"), 1.1),
+            "<=",
+        ),
+    ]
+    marks = sorted(
+        int(k.rsplit("_", 1)[1])
+        for k in summary.get("bloat", {}).get("jobqueue", {})
+        if k.startswith("rss_mb_") and k.rsplit("_", 1)[1].isdigit()
+    )
+    if marks:
+        checks.append(
+            (
+                f"memory: RSS after {marks[-1]:,} jobs ≤ 110 % of after {marks[0]:,}",
+                mine("bloat", f"rss_mb_{marks[-1]}"),
+                _scaled(mine("bloat", f"rss_mb_{marks[0]}"), 1.1),
+                "<=",
+            )
+        )
+    out = [
+        "",
+        "## Targets, judged from this run",
+        "",
+        "| target | jobqueue | bound | met |",
+        "|---|---:|---:|---|",
+    ]
+    for target, measured, bound, comparison in checks:
+        if measured is None or bound is None:
+            out.append(f"| {target} | {_num(measured)} | {_num(bound)} | not measured |")
+            continue
+        met = measured >= bound if comparison == ">=" else measured <= bound
+        out.append(
+            f"| {target} | {_num(measured)} | {_num(bound)} | {'yes' if met else '**no**'} |"
+        )
+    return out
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return NA
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
 def workloads_section(args: dict[str, list[str]]) -> list[str]:
@@ -271,7 +434,15 @@ def workloads_section(args: dict[str, list[str]]) -> list[str]:
         "made by SQL in the system's own tables (Procrastinate: jobs and events; PgQueuer: "
         "its log rows), so the history has the real rows' shape without an hour-long run. "
         "Sizes are `pg_table_size` and `pg_indexes_size` summed over the database's tables. "
-        "Celery keeps no history in PostgreSQL and only runs the memory part.",
+        "Celery keeps no history in PostgreSQL and only runs the memory part. Each probe "
+        "starts after a `CHECKPOINT`, so it does not pay for the bulk copy's full-page "
+        "images.",
+        "3b. **Sustained**: one default worker while the client tops the backlog up with "
+        "bulk enqueues of 1,000 whenever fewer than 5,000 wait, for the whole run; the rate "
+        "of completions over the run and over its first and last 30 s (dead rows piling up "
+        "in front of the claim would show as a drop). Dead rows are `n_dead_tup` summed over "
+        "the database's tables; WAL per job is the server's WAL position moved during the "
+        "drain, divided by the jobs drained.",
         f"6. **Memory**: RSS of the worker process and its children (Celery's prefork "
         f"pool) after {marks[0]:,} and {marks[-1]:,} jobs, during the pass-through above.",
     ]

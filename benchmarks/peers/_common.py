@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 LATENCY_ENV = "BENCH_LATENCY_FILE"
-WORKLOADS = ("bulk", "single", "drain", "drain2", "latency", "bloat")
+WORKLOADS = ("bulk", "single", "drain", "drain2", "latency", "bloat", "sustained")
 Metrics = dict[str, Any]
 
 
@@ -228,12 +228,77 @@ def drain(system: System, workers: Workers, n: int, count: int) -> Metrics:
     ids = system.enqueue_bulk(n)
     system.release()
     committed = time.perf_counter()
+    wal_before = wal_bytes()
     wait_until("the drain", lambda: system.pending() == 0, workers, max(120.0, n / 100))
     wall = time.perf_counter() - committed
+    wal_after = wal_bytes()
     first, last = system.span(ids)
     workers.stop()
-    # wall: the client's view (enqueue committed -> nothing pending), a cross-check
-    return {"jobs_s": n / (last - first), "wall_jobs_s": n / wall}
+    # wall: the client's view (enqueue committed -> nothing pending), a cross-check;
+    # dead rows: what the drain left behind for the next claim to step over;
+    # WAL per job: what claiming and completing one job writes (server-wide).
+    result = {"jobs_s": n / (last - first), "wall_jobs_s": n / wall, "dead_rows": dead_rows()}
+    if wal_before is not None and wal_after is not None:
+        result["wal_bytes_per_job"] = (wal_after - wal_before) / n
+    return result
+
+
+def wal_bytes() -> int | None:
+    """The server's WAL position in bytes (None for systems outside PostgreSQL)."""
+    dsn = os.environ.get("BENCH_SCRATCH_DSN")
+    if not dsn:
+        return None
+    return int(psql(dsn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0].split(".")[0])
+
+
+def checkpoint() -> None:
+    """Start a probe from a steady state: a bulk load just before it would make
+    the probe pay for the load's checkpoint (every page's first change after a
+    checkpoint writes a full page image to the WAL)."""
+    dsn = os.environ.get("BENCH_SCRATCH_DSN")
+    if dsn:
+        psql(dsn, "CHECKPOINT")
+
+
+def dead_rows() -> int | None:
+    """Dead tuples in the scratch database's tables, as the statistics count them."""
+    dsn = os.environ.get("BENCH_SCRATCH_DSN")
+    if not dsn:
+        return None
+    time.sleep(1.0)  # backends publish their table statistics within a second
+    return int(psql(dsn, "SELECT COALESCE(sum(n_dead_tup), 0) FROM pg_stat_user_tables")[0][0])
+
+
+def sustained(system: System, workers: Workers, seconds: float, window: float = 30.0) -> Metrics:
+    """Enqueue and drain at the same time for ``seconds``: one default worker, and a
+    producer that tops the backlog up with bulk enqueues of 1,000 whenever fewer
+    than 5,000 wait. Reports the completion rate over the whole run and over its
+    first and last ``window`` seconds (dead rows piling up would show as a drop)."""
+    system.start_worker()
+    enqueued, samples = 0, []  # (seconds since start, jobs done)
+    start = time.perf_counter()
+    while (now := time.perf_counter() - start) < seconds:
+        workers.check()
+        pending = system.pending()
+        samples.append((now, enqueued - pending))
+        if pending < 5_000:
+            system.enqueue_bulk(1_000)
+            enqueued += 1_000
+        else:
+            time.sleep(0.05)
+    workers.stop()
+
+    def done_at(t: float) -> float:
+        return min(samples, key=lambda s: abs(s[0] - t))[1]
+
+    end, total = samples[-1]
+    window = min(window, end / 3)
+    return {
+        "jobs_s": total / end,
+        "first_jobs_s": done_at(window) / window,
+        "last_jobs_s": (total - done_at(end - window)) / window,
+        "dead_rows": dead_rows(),
+    }
 
 
 def latency(system: System, workers: Workers, count: int, interval: float) -> Metrics:
@@ -306,6 +371,7 @@ def bloat(system: System, workers: Workers, options: argparse.Namespace, dsn: st
     result: Metrics = {}
     total = max(options.history, *marks) if system.has_history else max(marks)
     if system.has_history:
+        checkpoint()
         result |= prefixed("empty_", drain(system, workers, options.probe_jobs, 1))
         result |= prefixed("empty_", latency(system, workers, options.latency_jobs, 0.02))
     passed = max(marks)
@@ -318,6 +384,7 @@ def bloat(system: System, workers: Workers, options: argparse.Namespace, dsn: st
             psql(dsn, "ANALYZE")
             result["clone_s"] = time.perf_counter() - start
         result |= sizes_mb(dsn)
+        checkpoint()
         result |= prefixed("hist_", drain(system, workers, options.probe_jobs, 1))
         result |= prefixed("hist_", latency(system, workers, options.latency_jobs, 0.02))
     return result
@@ -336,7 +403,7 @@ def parse_args(system: str, argv: Sequence[str] | None = None) -> argparse.Names
     add("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres", help="server DSN")
     add("--workload", required=True, choices=WORKLOADS)
     add("--jobs", type=int, default=10_000, help="bulk and drain size")
-    add("--seconds", type=float, default=3.0, help="single: how long to enqueue")
+    add("--seconds", type=float, default=3.0, help="single/sustained: how long to enqueue")
     add("--threads", type=int, default=4, help="single: enqueuing threads")
     add("--latency-jobs", type=int, default=200, help="latency: jobs in the trickle")
     add("--interval", type=float, default=0.02, help="latency: seconds between jobs")
@@ -356,6 +423,8 @@ def run(system: System, options: argparse.Namespace, dsn: str, workers: Workers)
         return drain(system, workers, options.jobs, 2 if workload == "drain2" else 1)
     if workload == "latency":
         return latency(system, workers, options.latency_jobs, options.interval)
+    if workload == "sustained":
+        return sustained(system, workers, options.seconds)
     return bloat(system, workers, options, dsn)
 
 
@@ -370,6 +439,8 @@ def main(system: System, workers: Workers, needs_database: bool = True) -> int:
     )
     try:
         with database as dsn:
+            if needs_database:  # Celery keeps its jobs in Redis
+                os.environ["BENCH_SCRATCH_DSN"] = dsn
             system.setup(dsn)
             try:
                 metrics = run(system, options, dsn, workers)
