@@ -163,7 +163,7 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
 @click.option(
     "--prefetch-multiplier",
     type=click.IntRange(min=1),
-    default=16,
+    default=128,
     show_default=True,
     help="Hold at most this many x concurrency jobs: running ones plus about 0.1 s of "
     "work claimed ahead. 1 disables prefetching.",

@@ -66,7 +66,7 @@ class Worker:
         pool: str = "threads",
         max_tasks_per_child: int | None = None,
         shutdown_timeout: float = 30.0,
-        prefetch_multiplier: int = 16,
+        prefetch_multiplier: int = 128,
     ) -> None:
         self.app = app
         self.queues = list(dict.fromkeys(queues or [app.conf.default_queue]))

@@ -162,3 +162,17 @@ def test_routes_match_names_globs_and_callables() -> None:
     assert route(routes, "b.thing", (), {}) == "q2"
     assert route(routes, "c", (1,), {}) == "q3"
     assert route(routes, "c", (), {}) is None
+
+
+def test_prefetch_is_bounded_by_time_and_by_the_multiplier() -> None:
+    from jobqueue.worker import Worker
+
+    app = JobQueue("postgresql://unused")
+    worker = Worker(app, concurrency=8)
+    worker._avg_runtime = 1.0  # slow jobs: nothing claimed ahead
+    assert worker._capacity() == 8
+    worker._avg_runtime = 0.01  # 10 ms jobs: about 0.1 s of work ahead on 8 slots
+    assert worker._capacity() == 8 + 80
+    worker._avg_runtime = 1e-6  # no-op jobs: the multiplier caps it
+    assert worker._capacity() == 8 * 128
+    assert Worker(app, concurrency=8, prefetch_multiplier=1)._capacity() == 8
