@@ -186,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(REPEATED + ONCE))
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/performance.*")
     parser.add_argument(
-        "--report", metavar="JSON", help="only re-render the docs from a results file"
+        "--report",
+        metavar="FILE",
+        nargs="+",
+        help="only re-render the docs from a results file, or from the journals "
+        "(.jsonl) of several runs taken together (say, the one-off workloads run apart)",
     )
     options = parser.parse_args(argv)
     if options.report:
-        return rerender(Path(options.report), options.dsn)
+        return rerender([Path(p) for p in options.report], options.dsn)
     mode = QUICK if options.quick else FULL
     reps = options.reps or mode.reps
     systems = [s for s in options.only.split(",") if s]
@@ -244,19 +248,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rerender(path: Path, dsn: str) -> int:
+def rerender(paths: list[Path], dsn: str) -> int:
     """docs/performance.* again from a saved run (PostgreSQL settings as of now), or
-    from the journal of a run that was interrupted."""
+    from the journals of one or more runs (interrupted, or run in parts)."""
+    path = paths[0]
     if path.suffix == ".jsonl":
-        header, *runs = (json.loads(line) for line in path.read_text().splitlines())
+        headers, runs = [], []
+        for journal in paths:
+            header, *rest = (json.loads(line) for line in journal.read_text().splitlines())
+            headers.append(header)
+            runs.extend(rest)
+        systems = [s for s in SYSTEMS if any(s in h["systems"] for h in headers)]
+        args = {k: v for h in reversed(headers) for k, v in h["args"].items()}
         elapsed = sum(r["seconds"] for r in runs)
-        context = report.context(
-            dsn, header["systems"], runs, header["args"], header["reps"], elapsed, header["quick"]
+        reps = max(h["reps"] for h in headers)
+        context = report.context(dsn, systems, runs, args, reps, elapsed, headers[0]["quick"])
+        context["interrupted"] = len(paths) == 1
+        context["parts"] = (
+            [f"{h.get('started', '?')}: {', '.join(h['systems'])}" for h in headers]
+            if len(paths) > 1
+            else []
         )
-        context["interrupted"] = True
-        context["date"] = header.get("started", context["date"])
+        context["date"] = headers[0].get("started", context["date"])
         raw: dict[str, Any] = {"context": context, "runs": runs, "medians": medians(runs)}
-        path = path.with_suffix(".json")
+        path = (
+            RESULTS_DIR / f"{path.stem}-merged.json"
+            if len(paths) > 1
+            else path.with_suffix(".json")
+        )
         path.write_text(json.dumps(raw, indent=1, default=str))
     else:
         raw = json.loads(path.read_text())

@@ -23,6 +23,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str, str]]]] = [
             ("single", "jobs_s", "single\nenqueue"),
             ("drain", "jobs_s", "drain\n1 worker"),
             ("drain2", "jobs_s", "drain\n2 workers"),
+            ("sustained", "jobs_s", "sustained\n3 min"),
             ("bloat", "hist_jobs_s", "drain with\nhistory"),
         ],
     ),

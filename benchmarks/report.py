@@ -163,6 +163,13 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
             " **This run was interrupted**: what it did not reach is missing."
             if ctx.get("interrupted")
             else ""
+        )
+        + (
+            " This page joins the journals of runs started at "
+            + "; ".join(ctx["parts"])
+            + " (same machine, same server and settings)."
+            if ctx.get("parts")
+            else ""
         ),
         "",
         "## Machine and settings",
@@ -201,6 +208,9 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
             cells.append(f"{mine / theirs:.2f}" if ok else NA)  # type: ignore[operator]
         out.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
     out += targets_section(summary)
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.exists():  # the hand-written reading of the figures, kept beside the code
+        out += ["", analysis.read_text().rstrip()]
     out += pgbench_section(summary)
     out += workloads_section(args)
     out += repetitions_section(summary, args, systems)
