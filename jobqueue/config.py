@@ -38,10 +38,6 @@ class Settings:
     #: Worker: seconds between heartbeats; a worker silent for `lease_ttl` is presumed dead.
     heartbeat_interval: float = 5.0
     lease_ttl: float = 30.0
-    #: Worker: False lets claims commit without waiting for the WAL flush (enqueues
-    #: and outcomes always wait). Safe: a claim lost in a server crash only sends
-    #: the job back to the queue, to run again as after any crash. See docs/reliability.md.
-    claim_synchronous_commit: bool = False
     #: Worker: most outcomes written by one completion statement.
     complete_batch_size: int = 500
     #: Producer side: keep retrying a statement that failed transiently (connection

@@ -112,7 +112,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        claim_conn = self._connect_claim()
+        claim_conn = self._connect()
         self._execute(claim_conn, "worker_register", self._registration())
         self._execute(claim_conn, "task_limits_sync", self._limits())
         self._pool.start()
@@ -560,24 +560,13 @@ class Worker:
     def _connect(self) -> psycopg.Connection[Any]:
         return self.app.db.connect(application_name=f"jobqueue-worker {self.id[-12:]}")
 
-    def _connect_claim(self) -> psycopg.Connection[Any]:
-        """The claim loop's connection. Its commits need not wait for the WAL
-        flush (unless ``claim_synchronous_commit``): a claim lost with a server
-        crash only puts the job back in the queue, the lease guard then drops
-        the late outcome, and the job runs again, as after any crash. That
-        saves a disk flush between a job's enqueue and its start."""
-        conn = self._connect()
-        if not self.app.conf.claim_synchronous_commit:
-            self._execute(conn, "session_async_commit", {})
-        return conn
-
     def _reconnect(self, conn: psycopg.Connection[Any], exc: Exception) -> psycopg.Connection[Any]:
         log.warning("claim connection lost (%s); reconnecting", exc)
         conn.close()
         delay = 0.1
         while not self._stopping.is_set():
             try:
-                return self._connect_claim()
+                return self._connect()
             except psycopg.OperationalError as error:
                 log.warning("reconnect failed (%s); retrying in %.1fs", error, delay)
                 self._stopping.wait(delay)

@@ -52,9 +52,7 @@ def test_postgres_restart_under_load_loses_nothing(
     own_server: tuple[str, Path], tmp_path: Path, mode: str
 ) -> None:
     """``fast``: a clean restart. ``immediate``: a crash (no shutdown checkpoint,
-    crash recovery on start), which undoes claims whose commit had not reached
-    the disk yet (claims do not wait for the WAL flush): those jobs must simply
-    run again."""
+    crash recovery on start) while jobs are claimed, running and completing."""
     dsn, data_dir = own_server
     migrate.upgrade(dsn, "faults")
     app = JobQueue(dsn, schema="faults")

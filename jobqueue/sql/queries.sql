@@ -617,10 +617,6 @@ FROM STDIN;
 COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key)
 FROM STDIN;
 
--- name: session_async_commit
--- The claim connection only: see Worker._connect_claim.
-SET synchronous_commit TO off;
-
 -- name: queue_notify
 SELECT pg_notify('{channel_jobs}', %(queue)s);
 
