@@ -85,7 +85,6 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         job_queue.c.run_at,
         job_queue.c.job_id,
     )
-    sa.Index("job_queue_run_at_idx", job_queue.c.run_at)
     job_lease = sa.Table(
         "job_lease",
         md,
@@ -97,7 +96,6 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("claimed_at", TZ, nullable=False, server_default=sa.func.now()),
         sa.Column("concurrency_key", sa.Text),
     )
-    sa.Index("job_lease_worker_idx", job_lease.c.worker_id)
     sa.Index(
         "job_lease_concurrency_idx",
         job_lease.c.concurrency_key,

@@ -112,7 +112,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        claim_conn = self._connect()
+        claim_conn = self._connect_hot()
         self._execute(claim_conn, "worker_register", self._registration())
         self._execute(claim_conn, "task_limits_sync", self._limits())
         self._pool.start()
@@ -349,7 +349,7 @@ class Worker:
         while True:  # an outcome computed while the database is away is kept until it returns
             try:
                 if conn is None or conn.closed:
-                    conn = self._connect()
+                    conn = self._connect_hot()
                 if advance:  # what the finished jobs start, in the same transaction
                     try:
                         with conn.transaction():
@@ -560,13 +560,19 @@ class Worker:
     def _connect(self) -> psycopg.Connection[Any]:
         return self.app.db.connect(application_name=f"jobqueue-worker {self.id[-12:]}")
 
+    def _connect_hot(self) -> psycopg.Connection[Any]:
+        """A connection for the claim loop or the completer (see session_hot_path)."""
+        conn = self._connect()
+        self._execute(conn, "session_hot_path", {})
+        return conn
+
     def _reconnect(self, conn: psycopg.Connection[Any], exc: Exception) -> psycopg.Connection[Any]:
         log.warning("claim connection lost (%s); reconnecting", exc)
         conn.close()
         delay = 0.1
         while not self._stopping.is_set():
             try:
-                return self._connect()
+                return self._connect_hot()
             except psycopg.OperationalError as error:
                 log.warning("reconnect failed (%s); retrying in %.1fs", error, delay)
                 self._stopping.wait(delay)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
+
 from jobqueue import states
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
@@ -51,8 +53,6 @@ def test_a_stale_completion_changes_nothing(jq: Any, schema: str, conn: Any) -> 
 def test_claim_takes_at_most_the_limit_and_skips_locked_rows(
     jq: Any, schema: str, dsn: str, conn: Any
 ) -> None:
-    import psycopg
-
     jq.app.enqueue_many(jq.add, [(i, i) for i in range(10)])
     with psycopg.connect(dsn) as holder:  # another worker's claim, still uncommitted
         held = _claim(holder, schema, new_id(), limit=4)
@@ -85,3 +85,56 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
         )
     )
     assert "Seq Scan" not in plan, plan
+
+
+def test_hot_path_plans_stay_linear_when_statistics_are_stale(
+    jq: Any, schema: str, conn: Any, dsn: str
+) -> None:
+    """job_queue and job_lease swing between empty and a backlog, so whatever
+    ANALYZE (or autovacuum) saw is soon wrong. Here both were analyzed empty
+    after 3,000 jobs had passed through, then a backlog of 20,000 arrived: the
+    worker's sessions must still claim through the claim index and complete
+    through keys. (A plan costed for "1 row" once scanned the whole backlog per
+    claim and joined every lease with every outcome: 8x slower with history.)"""
+    sql = queries(schema)
+    worker = new_id()
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(3_000)])
+    for job_id, attempt in [(r[0], r[6]) for r in _claim(conn, schema, worker, 3_000)]:
+        _complete(conn, schema, worker, job_id, attempt, 0)
+    conn.execute(f'ANALYZE "{schema}".job_queue, "{schema}".job_lease')
+    stats = conn.execute(
+        f"SELECT relname, relpages, reltuples FROM pg_class WHERE oid IN "
+        f"('\"{schema}\".job_queue'::regclass, '\"{schema}\".job_lease'::regclass)"
+    ).fetchall()
+    assert all(pages > 0 and tuples == 0 for _, pages, tuples in stats), stats
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(20_000)])
+
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as hot:
+        hot.execute(sql["session_hot_path"])
+        params = {"queues": ["default"], "limit": 500, "worker_id": worker}
+        with hot.transaction(force_rollback=True):
+            claim_plan = "\n".join(r[0] for r in hot.execute("EXPLAIN " + sql["job_claim"], params))
+        assert "job_queue_claim_idx" in claim_plan, claim_plan
+        assert "Seq Scan" not in claim_plan and "Bitmap" not in claim_plan, claim_plan
+        claimed = hot.execute(sql["job_claim"], params).fetchall()
+        assert len(claimed) == 500
+        outcome = {
+            "ids": [r[0] for r in claimed],
+            "attempts": [r[6] for r in claimed],
+            "states": [states.SUCCESS] * 500,
+            "results": ["0"] * 500,
+            "errors": [None] * 500,
+            "delays": [None] * 500,
+            "worker_id": worker,
+        }
+        complete_plan = "\n".join(
+            r[0] for r in hot.execute("EXPLAIN " + sql["job_complete_many"], outcome)
+        )
+        assert "Seq Scan" not in complete_plan and "Bitmap" not in complete_plan, complete_plan
+        assert hot.execute(sql["job_complete_many"], outcome).fetchone()[0] == 500
+        next_plan = "\n".join(
+            r[0] for r in hot.execute("EXPLAIN " + sql["job_next_run_at"], params)
+        )
+        assert "Seq Scan" not in next_plan and "Sort" not in next_plan, next_plan

@@ -56,10 +56,10 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- holds waiting jobs. The CTEs also fence the planner so the LIMIT holds.
 -- Expired jobs come back flagged: the worker records them REVOKED unrun.
 WITH candidate AS (
-    SELECT c.job_id, c.limited
+    SELECT c.job_id, c.row_id, c.limited
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT w.job_id, w.priority, w.run_at,
+        SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at,
                w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL AS limited
         FROM {schema}.job_queue AS w
         WHERE w.queue = q.name AND w.run_at <= now()
@@ -70,15 +70,17 @@ WITH candidate AS (
     ORDER BY c.priority DESC, c.run_at, c.job_id
     LIMIT %(limit)s
 ), admitted AS (
-    -- Unlimited jobs go straight through; limited ones only as their limits allow.
-    SELECT job_id FROM candidate WHERE NOT limited
-    UNION ALL
-    SELECT {schema}.admit(ARRAY(SELECT job_id FROM candidate WHERE limited))
+    -- Limited jobs go only as their limits allow; unlimited ones need no check.
+    SELECT {schema}.admit(ARRAY(SELECT job_id FROM candidate WHERE limited)) AS job_id
     WHERE EXISTS (SELECT 1 FROM candidate WHERE limited)
 ), taken AS (
+    -- By the locked rows' addresses, not a join: job_queue's statistics are
+    -- always stale (it swings between empty and a backlog), and a join planned
+    -- for "1 row" can rescan one side for every row of the other.
     DELETE FROM {schema}.job_queue AS w
-    USING admitted AS a
-    WHERE w.job_id = a.job_id
+    WHERE w.ctid = ANY(ARRAY(
+        SELECT row_id FROM candidate
+        WHERE NOT limited OR job_id = ANY(ARRAY(SELECT job_id FROM admitted))))
     RETURNING w.job_id, w.concurrency_key
 ), started AS (
     UPDATE {schema}.jobs AS j
@@ -111,9 +113,11 @@ WITH outcome AS (
                 %(results)s::text[], %(errors)s::text[], %(delays)s::float8[])
          AS o(job_id, attempt, state, result, error, delay)
 ), released AS (
+    -- No join with `outcome` (see job_claim: job_lease's statistics are always
+    -- stale); the attempt is looked up by position, so every plan stays linear.
     DELETE FROM {schema}.job_lease AS l
-    USING outcome AS o
-    WHERE l.job_id = o.job_id AND l.attempt = o.attempt AND l.worker_id = %(worker_id)s
+    WHERE l.job_id = ANY(%(ids)s::uuid[]) AND l.worker_id = %(worker_id)s
+      AND l.attempt = (%(attempts)s::int[])[array_position(%(ids)s::uuid[], l.job_id)]
     RETURNING l.job_id, l.concurrency_key
 ), unblocked AS (
     -- A concurrency-limited job finished: the next one waiting on its key may go.
@@ -298,9 +302,28 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM reque
 -- name: job_next_run_at
 -- When the earliest scheduled job of these queues becomes due, so an idle
 -- worker can sleep exactly until then instead of polling.
-SELECT min(run_at) AS next_run_at, now() AS db_now
-FROM {schema}.job_queue
-WHERE queue = ANY(%(queues)s::text[]) AND run_at > now();
+-- The claim index orders run_at within a priority, so walk each queue's
+-- priorities (a few index probes each) and take the earliest future run_at.
+WITH RECURSIVE level AS (
+    SELECT q.name AS queue,
+           (SELECT max(w.priority) FROM {schema}.job_queue AS w WHERE w.queue = q.name)
+               AS priority
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    UNION ALL
+    SELECT l.queue,
+           (SELECT max(w.priority) FROM {schema}.job_queue AS w
+            WHERE w.queue = l.queue AND w.priority < l.priority)
+    FROM level AS l
+    WHERE l.priority IS NOT NULL
+)
+SELECT min(n.run_at) AS next_run_at, now() AS db_now
+FROM level AS l
+CROSS JOIN LATERAL (
+    SELECT w.run_at FROM {schema}.job_queue AS w
+    WHERE w.queue = l.queue AND w.priority = l.priority AND w.run_at > now()
+    ORDER BY w.run_at
+    LIMIT 1
+) AS n;
 
 -- name: job_get
 SELECT id, task, queue, state, result, error, attempts, created_at, started_at,
@@ -616,6 +639,15 @@ FROM STDIN;
 -- name: job_queue_copy
 COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key)
 FROM STDIN;
+
+-- name: session_hot_path
+-- The claim and completion sessions: job_queue and job_lease swing between
+-- empty and a backlog, so their statistics are always out of date, and a plan
+-- costed for "1 row" may scan a whole backlog per claim. These sessions only
+-- run statements that find rows by key or in index order: make the planner
+-- take an index whenever one exists.
+SELECT set_config('enable_seqscan', 'off', false),
+       set_config('enable_bitmapscan', 'off', false);
 
 -- name: queue_notify
 SELECT pg_notify('{channel_jobs}', %(queue)s);
