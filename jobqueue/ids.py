@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import uuid
 
@@ -13,10 +14,25 @@ import uuid
 # cheaper than os.urandom per id, which matters for bulk enqueue.
 _random = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
+# Ids made by one process only ever increase, even within one millisecond, so
+# ORDER BY id is the order this process enqueued in.
+_last = 0
+_lock = threading.Lock()
 
 
 def _uuid7_int(at: float | None = None) -> int:
-    ms = time.time_ns() // 1_000_000 if at is None else int(at * 1000)
+    global _last
+    if at is not None:
+        return _compose(int(at * 1000))
+    with _lock:
+        value = _compose(time.time_ns() // 1_000_000)
+        if value <= _last:  # same millisecond (or the clock stepped back)
+            value = _last + 1  # the low random bits count up
+        _last = value
+        return value
+
+
+def _compose(ms: int) -> int:
     rand = _random.getrandbits(80)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version 7

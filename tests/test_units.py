@@ -176,3 +176,11 @@ def test_prefetch_is_bounded_by_time_and_by_the_multiplier() -> None:
     worker._avg_runtime = 1e-6  # no-op jobs: the multiplier caps it
     assert worker._capacity() == 8 * 128
     assert Worker(app, concurrency=8, prefetch_multiplier=1)._capacity() == 8
+
+
+def test_ids_from_one_process_always_increase() -> None:
+    from jobqueue.ids import new_id
+
+    ids = [new_id() for _ in range(20_000)]  # many share a millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[:100])
