@@ -97,7 +97,8 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
         (f"(2) single enqueue, 4 threads, {seconds} s", "jobs/s", "single", "jobs_s"),
         (f"(3) drain {drain:,} no-op jobs, 1 worker process", "jobs/s", "drain", "jobs_s"),
         (f"(3) drain {drain:,} no-op jobs, 2 worker processes", "jobs/s", "drain2", "jobs_s"),
-        ("(3) dead rows left by the 1-worker drain", "rows", "drain", "dead_rows"),
+        ("(3) dead rows left in the table(s) the claim reads", "rows", "drain", "dead_rows_claim"),
+        ("(3) dead rows left in all tables", "rows", "drain", "dead_rows"),
         ("(3) WAL written per job, 1-worker drain", "bytes", "drain", "wal_bytes_per_job"),
         (
             f"(3) sustained {sustained} s, enqueue and drain together",
@@ -107,7 +108,12 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
         ),
         ("(3) sustained: first 30 s", "jobs/s", "sustained", "first_jobs_s"),
         ("(3) sustained: last 30 s", "jobs/s", "sustained", "last_jobs_s"),
-        ("(3) sustained: dead rows at the end", "rows", "sustained", "dead_rows"),
+        (
+            "(3) sustained: dead rows in the claim's table(s) at the end",
+            "rows",
+            "sustained",
+            "dead_rows_claim",
+        ),
         ("(4) latency enqueue call → task start, p50", "ms", "latency", "p50_ms"),
         ("(4) latency enqueue call → task start, p99", "ms", "latency", "p99_ms"),
         ("(4) latency in the database (enqueued → claimed), p50", "ms", "latency", "db_p50_ms"),

@@ -33,6 +33,7 @@ class System(Protocol):
     version: str
     config: str  # the worker configuration, as shown in the report
     has_history: bool  # finished jobs stay in PostgreSQL (bloat applies)
+    claim_tables: tuple[str, ...]  # the tables its claim reads
 
     def setup(self, dsn: str) -> None: ...
     def close(self) -> None: ...
@@ -237,7 +238,8 @@ def drain(system: System, workers: Workers, n: int, count: int) -> Metrics:
     # wall: the client's view (enqueue committed -> nothing pending), a cross-check;
     # dead rows: what the drain left behind for the next claim to step over;
     # WAL per job: what claiming and completing one job writes (server-wide).
-    result = {"jobs_s": n / (last - first), "wall_jobs_s": n / wall, "dead_rows": dead_rows()}
+    result = {"jobs_s": n / (last - first), "wall_jobs_s": n / wall}
+    result |= dead_rows(system.claim_tables)
     if wal_before is not None and wal_after is not None:
         result["wal_bytes_per_job"] = (wal_after - wal_before) / n
     return result
@@ -260,13 +262,20 @@ def checkpoint() -> None:
         psql(dsn, "CHECKPOINT")
 
 
-def dead_rows() -> int | None:
-    """Dead tuples in the scratch database's tables, as the statistics count them."""
+def dead_rows(claim_tables: Sequence[str]) -> Metrics:
+    """Dead tuples, as the statistics count them: in the tables the claim reads
+    (what the next claim must step over) and in the whole scratch database."""
     dsn = os.environ.get("BENCH_SCRATCH_DSN")
     if not dsn:
-        return None
+        return {}
     time.sleep(1.0)  # backends publish their table statistics within a second
-    return int(psql(dsn, "SELECT COALESCE(sum(n_dead_tup), 0) FROM pg_stat_user_tables")[0][0])
+    names = ",".join("'" + t.replace("'", "") + "'" for t in claim_tables) or "NULL"
+    claim, total = psql(
+        dsn,
+        "SELECT COALESCE(sum(n_dead_tup) FILTER (WHERE relname IN (" + names + ")), 0), "
+        "COALESCE(sum(n_dead_tup), 0) FROM pg_stat_user_tables",
+    )[0]
+    return {"dead_rows_claim": int(claim), "dead_rows": int(total)}
 
 
 def sustained(system: System, workers: Workers, seconds: float, window: float = 30.0) -> Metrics:
@@ -297,8 +306,7 @@ def sustained(system: System, workers: Workers, seconds: float, window: float = 
         "jobs_s": total / end,
         "first_jobs_s": done_at(window) / window,
         "last_jobs_s": (total - done_at(end - window)) / window,
-        "dead_rows": dead_rows(),
-    }
+    } | dead_rows(system.claim_tables)
 
 
 def latency(system: System, workers: Workers, count: int, interval: float) -> Metrics:

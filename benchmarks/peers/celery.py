@@ -32,6 +32,7 @@ class CelerySystem:
         f"Redis {REDIS.rsplit('/', 1)[-1]} as broker and result backend"
     )
     has_history = False
+    claim_tables: tuple[str, ...] = ()
 
     def __init__(self, workers: _common.Workers) -> None:
         self.workers = workers

@@ -24,6 +24,7 @@ class JobQueueSystem:
     concurrency = min(32, (os.cpu_count() or 1) * 4)
     config = f"1 worker process, thread pool, default concurrency ({concurrency})"
     has_history = True
+    claim_tables: tuple[str, ...] = ("job_queue",)  # what the claim reads: only waiting jobs
 
     def __init__(self, workers: _common.Workers) -> None:
         self.workers = workers

@@ -30,6 +30,7 @@ class PgQueuerSystem:
     version = version("pgqueuer")
     config = f"1 process (`pgq run` equivalent), async entrypoints, batch size {BATCH} (default)"
     has_history = True
+    claim_tables: tuple[str, ...] = ("pgqueuer",)
 
     def __init__(self, workers: _common.Workers) -> None:
         self.workers = workers

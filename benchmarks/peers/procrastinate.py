@@ -24,6 +24,7 @@ class ProcrastinateSystem:
     version = version("procrastinate")
     config = f"1 `procrastinate worker` process, async tasks, --concurrency {CONCURRENCY}"
     has_history = True
+    claim_tables: tuple[str, ...] = ("procrastinate_jobs",)
 
     def __init__(self, workers: _common.Workers) -> None:
         self.workers = workers
