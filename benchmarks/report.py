@@ -162,7 +162,8 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         f"Measured by `python -m benchmarks.compare` on {ctx['date']} ({mode}, "
         f"{ctx['reps']} repetition(s), {ctx['elapsed_min']:.0f} min in all), every system on "
         "the same PostgreSQL, one at a time, the order rotating between repetitions. Figures "
-        "are medians over the repetitions (the bloat and memory workload runs once). "
+        "are medians over the repetitions (the bloat and memory workload and the sustained "
+        "run are run once). "
         "**Ratios are jobqueue ÷ peer**: for jobs/s above 1 means jobqueue is faster; for ms "
         "and MB below 1 means jobqueue is lower."
         + (
