@@ -109,8 +109,6 @@ def test_hot_path_plans_stay_linear_when_statistics_are_stale(
     assert all(pages > 0 and tuples == 0 for _, pages, tuples in stats), stats
     jq.app.enqueue_many(jq.add, [(i, i) for i in range(20_000)])
 
-    import psycopg
-
     with psycopg.connect(dsn, autocommit=True) as hot:
         hot.execute(sql["session_hot_path"])
         params = {"queues": ["default"], "limit": 500, "worker_id": worker}

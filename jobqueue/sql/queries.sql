@@ -114,7 +114,8 @@ WITH outcome AS (
          AS o(job_id, attempt, state, result, error, delay)
 ), released AS (
     -- No join with `outcome` (see job_claim: job_lease's statistics are always
-    -- stale); the attempt is looked up by position, so every plan stays linear.
+    -- stale): leases are found by primary key and the attempt is looked up by
+    -- position in the array, so the plan does not depend on statistics.
     DELETE FROM {schema}.job_lease AS l
     WHERE l.job_id = ANY(%(ids)s::uuid[]) AND l.worker_id = %(worker_id)s
       AND l.attempt = (%(attempts)s::int[])[array_position(%(ids)s::uuid[], l.job_id)]
