@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from jobqueue.ids import new_id
+from jobqueue.sql import channels, lock_classes, queries
+from tests.conftest import wait_for
 
 
 def _start_delay(conn: Any, schema: str, job_id: str) -> float:
@@ -63,3 +68,83 @@ def test_countdown_job_waits_until_due(jq: Any, schema: str, conn: Any, start_wo
     print(f"countdown 1.5 s: started after {row[0]:.3f} s, {row[1] * 1000:.1f} ms past due")
     assert row[0] >= 1.5  # never early
     assert row[1] < 5  # the idle worker slept until due, not for its 30 s poll
+
+
+def _notified_queue(listener: Any, timeout: float = 10.0) -> str:
+    for notice in listener.notifies(timeout=timeout, stop_after=1):
+        return str(notice.payload)
+    raise AssertionError(f"no NOTIFY within {timeout}s")
+
+
+def test_enqueue_notifies_only_while_a_worker_waits(jq: Any, dsn: str, schema: str) -> None:
+    """A NOTIFY serialises commits cluster-wide, so an enqueue sends one only
+    while some worker waits for its queue. Notices arrive in commit order, so
+    the first one received tells which enqueue sent it."""
+    statements = queries(schema)
+    with (
+        psycopg.connect(dsn, autocommit=True) as listener,
+        psycopg.connect(dsn, autocommit=True) as waiter,
+    ):
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channels(schema)["jobs"])))
+        jq.add.apply_async((1, 1), queue="nobody_waits")
+        flagged = waiter.execute(statements["worker_wait_flag"], {"queues": ["waited"]})
+        assert [row[0] for row in flagged] == ["waited"]
+        jq.add.apply_async((1, 2), queue="waited")
+        assert _notified_queue(listener) == "waited"
+
+        waiter.execute(statements["worker_wait_unflag"], {"queues": ["waited"]})
+        jq.add.apply_async((1, 3), queue="waited")  # nobody waits any more: silent
+        waiter.execute(statements["worker_wait_flag"], {"queues": ["nobody_waits"]})
+        jq.add.apply_async((1, 4), queue="nobody_waits")
+        assert _notified_queue(listener) == "nobody_waits"
+
+
+def test_a_worker_starting_to_wait_sees_enqueues_in_flight(jq: Any, dsn: str, schema: str) -> None:
+    """An enqueue that looked before the worker flagged itself sends no NOTIFY:
+    the worker must not count itself settled (and sleep) until it commits."""
+    statements = queries(schema)
+    with (
+        psycopg.connect(dsn) as producer,
+        psycopg.connect(dsn, autocommit=True) as waiter,
+    ):
+        result = jq.add.apply_async((20, 22), connection=producer)  # not committed yet
+        waiter.execute(statements["worker_wait_flag"], {"queues": ["default"]})
+        settled = statements["worker_wait_settled"]
+        assert waiter.execute(settled, {"queues": ["default"]}).fetchone() == (False,)
+        producer.commit()
+        assert waiter.execute(settled, {"queues": ["default"]}).fetchone() == (True,)
+        # Once settled, one more claim sees the job the worker was never told of.
+        waiting = waiter.execute(
+            f'SELECT job_id::text FROM "{schema}".job_queue WHERE queue = %s', ("default",)
+        ).fetchall()
+        assert (result.id,) in waiting
+
+
+def test_a_worker_busy_with_a_backlog_is_woken_when_idle_again(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """Full claims make the worker stop asking for NOTIFYs; once the backlog is
+    gone it asks again, so the next job still wakes it (its poll is 30 s)."""
+    worker = start_worker("--concurrency", "1", "--poll-interval", "30")
+    results = jq.app.enqueue_many(jq.add, [(i, i) for i in range(500)])
+    assert results[-1].get(timeout=60) == 998
+    done = f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'SUCCESS'"
+    wait_for(lambda: conn.execute(done).fetchone()[0] == 500, what="the backlog to drain")
+    waiting_class = lock_classes(schema)["waiting"] & 0xFFFFFFFF
+
+    def holds_waiting_lock() -> bool:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.mode = 'ShareLock' AND l.granted "
+            "AND l.classid = %s::bigint::oid AND a.application_name LIKE 'jobqueue-worker%%'",
+            (waiting_class,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    wait_for(holds_waiting_lock, what="the drained worker to wait for NOTIFYs again")
+    result = jq.add.delay(2, 3)
+    assert result.get(timeout=10) == 5
+    delay = _start_delay(conn, schema, result.id)
+    print(f"enqueue-to-start after a backlog of 500, 30 s poll interval: {delay * 1000:.1f} ms")
+    assert delay < 5, "the worker waited for its poll, so it was not woken"
+    assert worker.proc.poll() is None

@@ -1,13 +1,15 @@
 """Loads the named statements of ``queries.sql`` for one schema.
 
 Python never assembles SQL: it picks a statement by name and binds parameters.
-The only substitution is the schema name (validated, then quoted) and the
-NOTIFY channel names derived from it.
+The only substitutions are the schema name (validated, then quoted), the
+NOTIFY channel names and advisory lock classes derived from it, and the
+``wake_wanted`` expression, written once and used by every single enqueue.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from functools import cache
 from importlib import resources
 
@@ -31,6 +33,16 @@ def channels(schema: str) -> dict[str, str]:
     return {"jobs": f"{schema}_jobs", "done": f"{schema}_done", "control": f"{schema}_control"}
 
 
+def lock_classes(schema: str) -> dict[str, int]:
+    """First keys of the advisory locks behind conditional wake-ups (see
+    ``wake_wanted`` in queries.sql): signed 32-bit, distinct per schema."""
+    out = {}
+    for role in ("waiting", "enqueuing"):
+        key = zlib.crc32(f"jobqueue:{schema}:{role}".encode())
+        out[role] = key - 2**32 if key >= 2**31 else key
+    return out
+
+
 @cache
 def queries(schema: str) -> dict[str, str]:
     validate_schema(schema)
@@ -38,6 +50,7 @@ def queries(schema: str) -> dict[str, str]:
     names = _NAME_LINE.findall(text)
     bodies = _NAME_LINE.split(text)[2::2]
     chans = channels(schema)
+    locks = lock_classes(schema)
     out: dict[str, str] = {}
     for name, body in zip(names, bodies, strict=True):
         statement = (
@@ -52,5 +65,8 @@ def queries(schema: str) -> dict[str, str]:
             .replace("{channel_jobs}", chans["jobs"])
             .replace("{channel_done}", chans["done"])
             .replace("{channel_control}", chans["control"])
+            .replace("{lock_waiting}", str(locks["waiting"]))
+            .replace("{lock_enqueuing}", str(locks["enqueuing"]))
         )
-    return out
+    wake_wanted = out.pop("wake_wanted")
+    return {name: text.replace("{wake_wanted}", wake_wanted) for name, text in out.items()}

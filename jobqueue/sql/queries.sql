@@ -4,9 +4,10 @@
 -- bound parameter. Blocks start with a line `-- name: <query_name>`.
 
 -- name: job_insert
--- One job, one round trip: the record, its place in the waiting table and a
--- wake-up hint, which PostgreSQL delivers only when the transaction commits.
--- Scheduled jobs send it too: the woken worker then sleeps until they are due.
+-- One job, one round trip: the record, its place in the waiting table and,
+-- when a worker waits for its queue (wake_wanted), a wake-up hint, which
+-- PostgreSQL delivers only when the transaction commits. Scheduled jobs send
+-- it too: the woken worker then sleeps until they are due.
 WITH job AS (
     INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
                                run_at, expires_at, root_id, parent_id)
@@ -22,7 +23,45 @@ WITH job AS (
     SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
     RETURNING queue
 )
-SELECT pg_notify('{channel_jobs}', queue) FROM waiting;
+SELECT pg_notify('{channel_jobs}', queue) FROM waiting WHERE {wake_wanted};
+
+-- name: wake_wanted
+-- Whether an enqueue into `queue` must NOTIFY: an expression, not a statement,
+-- put in place of {wake_wanted}. A NOTIFY takes a lock held until commit that
+-- serialises every notifying commit in the cluster (it halves concurrent
+-- single enqueues), so send it only when a worker waits for the queue.
+-- Waiting workers hold a shared session lock on (lock_waiting, queue); the
+-- enqueue tries that lock exclusively for a moment and fails while anyone
+-- holds it. Before looking, the enqueue takes (lock_enqueuing, queue) shared
+-- until it commits: a worker that starts waiting after the look (and so is
+-- not woken) sees that lock taken, and looks at the queue again only once the
+-- enqueue has committed (worker_wait_settled). Any failed try means "notify".
+CASE
+    WHEN NOT pg_try_advisory_xact_lock_shared({lock_enqueuing}, hashtext(queue)) THEN true
+    WHEN pg_try_advisory_lock({lock_waiting}, hashtext(queue))
+        THEN NOT pg_advisory_unlock({lock_waiting}, hashtext(queue))
+    ELSE true
+END;
+
+-- name: worker_wait_flag
+-- The claim connection is about to wait for new jobs: from now on enqueues
+-- into these queues NOTIFY (see wake_wanted). Returns the queues flagged; a
+-- try fails only while an enqueue holds the lock for a moment.
+SELECT q FROM unnest(%(queues)s::text[]) AS q
+WHERE pg_try_advisory_lock_shared({lock_waiting}, hashtext(q));
+
+-- name: worker_wait_unflag
+-- The worker is busy (its last claim was full): enqueues need not wake it.
+SELECT count(pg_advisory_unlock_shared({lock_waiting}, hashtext(q)))
+FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: worker_wait_settled
+-- True once no enqueue that may have looked before this worker flagged itself
+-- is still uncommitted; a claim after this sees every job it did not hear of.
+SELECT coalesce(bool_and(CASE WHEN pg_try_advisory_lock({lock_enqueuing}, hashtext(q))
+                              THEN pg_advisory_unlock({lock_enqueuing}, hashtext(q))
+                              ELSE false END), true)
+FROM unnest(%(queues)s::text[]) AS q;
 
 -- name: job_insert_many
 -- Bulk enqueue of one task: per-job ids, args and kwargs as arrays, shared
@@ -429,7 +468,7 @@ WITH holder AS (
 )
 SELECT COALESCE((SELECT job_id FROM holder),
                 (SELECT job_id FROM {schema}.unique_keys WHERE key = %(unique_key)s)),
-       (SELECT count(pg_notify('{channel_jobs}', queue)) FROM waiting);
+       (SELECT count(pg_notify('{channel_jobs}', queue)) FROM waiting WHERE {wake_wanted});
 
 -- name: job_insert_many_unique
 -- Bulk job_insert_unique (keys distinct within the batch). Returns each key
