@@ -53,7 +53,7 @@ FULL = Mode(
     reps=3,
     args={
         "bulk": ["--jobs", "100000"],
-        "single": ["--seconds", "10", "--threads", "4"],
+        "single": ["--seconds", "10", "--threads", "4", "--warmup", "3"],
         "drain": ["--jobs", "50000"],
         "drain2": ["--jobs", "50000"],
         "latency": ["--latency-jobs", "300", "--interval", "0.02"],
@@ -69,7 +69,7 @@ QUICK = Mode(
     reps=1,
     args={
         "bulk": ["--jobs", "10000"],
-        "single": ["--seconds", "2", "--threads", "4"],
+        "single": ["--seconds", "2", "--threads", "4", "--warmup", "1"],
         "drain": ["--jobs", "5000"],
         "drain2": ["--jobs", "5000"],
         "latency": ["--latency-jobs", "50", "--interval", "0.02"],
