@@ -457,7 +457,9 @@ def workloads_section(args: dict[str, list[str]]) -> list[str]:
         "(Celery's stop consuming meanwhile), timed from the first job's start to the last "
         "job's completion as recorded by the system.",
         f"4. **Latency**: an idle worker; {latency} jobs sent one at a time every "
-        f"{interval:.0f} ms after 5 warm-up jobs. The task writes `time.time()` minus the "
+        f"{interval:.0f} ms after 5 warm-up jobs and a `CHECKPOINT` (so a checkpoint forced "
+        "by the WAL of the workloads before does not land in it). The task writes "
+        "`time.time()` minus the "
         "client's clock just before the enqueue call; the database figure is enqueue row "
         "time to claim time (jobqueue `started_at - created_at`, Procrastinate "
         "`started - deferred` events, PgQueuer `picked - queued` log rows).",

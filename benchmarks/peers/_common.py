@@ -332,6 +332,7 @@ def latency(system: System, workers: Workers, count: int, interval: float) -> Me
         system.enqueue_stamp(time.time())
         time.sleep(interval)
     wait_until("the warm-up", lambda: system.pending() == 0, workers, 60)
+    checkpoint()  # not one forced by the WAL of the workloads before, halfway through
     path.write_text("")
     ids, tick = [], time.perf_counter()
     for _ in range(count):
