@@ -254,22 +254,20 @@ def rerender(paths: list[Path], dsn: str) -> int:
     from the journals of one or more runs (interrupted, or run in parts)."""
     path = paths[0]
     if path.suffix == ".jsonl":
-        headers, runs = [], []
+        headers, runs, parts = [], [], []
         for journal in paths:
             header, *rest = (json.loads(line) for line in journal.read_text().splitlines())
             headers.append(header)
             runs.extend(rest)
+            workloads = ", ".join(dict.fromkeys(r["workload"] for r in rest))
+            parts.append(f"{header.get('started', '?')} ({workloads})")
         systems = [s for s in SYSTEMS if any(s in h["systems"] for h in headers)]
         args = {k: v for h in reversed(headers) for k, v in h["args"].items()}
         elapsed = sum(r["seconds"] for r in runs)
         reps = max(h["reps"] for h in headers)
         context = report.context(dsn, systems, runs, args, reps, elapsed, headers[0]["quick"])
         context["interrupted"] = len(paths) == 1
-        context["parts"] = (
-            [f"{h.get('started', '?')}: {', '.join(h['systems'])}" for h in headers]
-            if len(paths) > 1
-            else []
-        )
+        context["parts"] = parts if len(paths) > 1 else []
         context["date"] = headers[0].get("started", context["date"])
         raw: dict[str, Any] = {"context": context, "runs": runs, "medians": medians(runs)}
         path = (
