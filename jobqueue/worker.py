@@ -8,7 +8,7 @@ Threads, each with its own connection:
   until the next scheduled job is due) and carries revocations to the pool.
   Enqueues only NOTIFY while some worker waits for the queue: the claim
   connection says so with an advisory lock when a claim comes back short,
-  and drops it when claims come back full (see ``wake_wanted`` in the SQL);
+  and drops it when claims come back full (``waiting.WaitFlag``);
 - a completer writes outcomes in batches (one statement per batch, guarded by
   lease and attempt) and frees their slots; it keeps a batch until the
   database takes it, so nothing computed during an outage is lost;
@@ -43,6 +43,7 @@ from .executor import Job, Outcome, expired
 from .ids import uuid7
 from .pools import make_pool
 from .sql import channels
+from .waiting import WaitFlag
 
 if TYPE_CHECKING:
     from .app import JobQueue
@@ -55,7 +56,6 @@ _VACUUM_MIN_DEAD = {"job_queue": 20_000, "job_lease": 20_000, "jobs": 200_000}
 _ANALYZE_MIN_CHANGED = 50_000
 _LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
 _CLAIM_ERROR_PAUSE = 1.0
-_SETTLE_FIRST, _SETTLE_MAX = 0.005, 0.5  # re-look while an enqueue may be unheard of
 
 
 class Worker:
@@ -96,11 +96,7 @@ class Worker:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
-        # Claim connection only: queues whose enqueues now NOTIFY us, and whether
-        # every enqueue that might not have has committed since (wait_for_jobs).
-        self._flagged: set[str] = set()
-        self._settled = False
-        self._settle_delay = _SETTLE_FIRST
+        self._waiting = WaitFlag(self.queues, self._execute)  # claim connection only
         self._canvas: set[str] = set()  # in-flight jobs whose completion must run advance()
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._pool = make_pool(
@@ -245,14 +241,12 @@ class Worker:
                 try:
                     taken = self._claim(conn, free)
                     if taken == free:
-                        if self._flagged:
-                            self._stop_waiting(conn)
+                        self._waiting.stop(conn)
                         continue  # there may be more: claim again as slots free up
-                    if not self._settled:
-                        if self._wait_for_jobs(conn):
+                    if not self._waiting.settled:
+                        if self._waiting.settle(conn):
                             continue  # look once more: we now hear of every later job
-                        timeout = self._settle_delay
-                        self._settle_delay = min(self._settle_delay * 2, _SETTLE_MAX)
+                        timeout = self._waiting.retry_in()
                     due_in = self._next_due_in(conn)
                 except psycopg.OperationalError as exc:
                     conn = self._reconnect(conn, exc)
@@ -267,31 +261,6 @@ class Worker:
                     timeout = min(timeout, max(due_in, 0.005))
             self._wakeup.wait(timeout)
         return conn
-
-    def _wait_for_jobs(self, conn: psycopg.Connection[Any]) -> bool:
-        """Ask enqueues into our queues to NOTIFY us; True once no enqueue that
-        looked before we asked is still uncommitted (so one more claim sees all
-        the jobs we will not hear of). False: look again shortly."""
-        rest = [q for q in self.queues if q not in self._flagged]
-        if rest:
-            rows = self._execute(conn, "worker_wait_flag", {"queues": rest})
-            self._flagged.update(row[0] for row in rows)
-        if len(self._flagged) < len(self.queues):
-            return False
-        rows = self._execute(conn, "worker_wait_settled", {"queues": self.queues})
-        self._settled = bool(rows[0][0])
-        if self._settled:
-            self._settle_delay = _SETTLE_FIRST
-        return self._settled
-
-    def _stop_waiting(self, conn: psycopg.Connection[Any]) -> None:
-        self._execute(conn, "worker_wait_unflag", {"queues": sorted(self._flagged)})
-        self._forget_waiting()
-
-    def _forget_waiting(self) -> None:
-        self._flagged.clear()
-        self._settled = False
-        self._settle_delay = _SETTLE_FIRST
 
     def _capacity(self) -> int:
         """How many jobs to hold at once: the running ones plus a prefetch of
@@ -610,7 +579,7 @@ class Worker:
     def _reconnect(self, conn: psycopg.Connection[Any], exc: Exception) -> psycopg.Connection[Any]:
         log.warning("claim connection lost (%s); reconnecting", exc)
         conn.close()
-        self._forget_waiting()  # its session locks went with it
+        self._waiting.forget()
         delay = 0.1
         while not self._stopping.is_set():
             try:

@@ -1,0 +1,60 @@
+"""A worker's side of conditional wake-ups (``wake_wanted`` in queries.sql).
+
+Enqueues NOTIFY only while some worker waits for the queue. The claim loop
+flags itself when a claim comes back short and unflags when one comes back
+full; after flagging it looks at the queue once more, but only when no
+enqueue that may have looked before the flag is still uncommitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+Execute = Callable[[psycopg.Connection[Any], str, dict[str, Any]], list[tuple[Any, ...]]]
+
+_RETRY_FIRST, _RETRY_MAX = 0.005, 0.5  # re-look while an enqueue may be unheard of
+
+
+class WaitFlag:
+    """The advisory locks one claim connection holds for its queues."""
+
+    def __init__(self, queues: list[str], execute: Execute) -> None:
+        self.queues = queues
+        self._execute = execute
+        self._flagged: set[str] = set()
+        self.settled = False  # flagged, and every enqueue that did not see it has committed
+        self._retry = _RETRY_FIRST
+
+    def settle(self, conn: psycopg.Connection[Any]) -> bool:
+        """Flag our queues; True once no enqueue that looked before is still
+        uncommitted (so one more claim sees every job we will not hear of)."""
+        rest = [q for q in self.queues if q not in self._flagged]
+        if rest:
+            rows = self._execute(conn, "worker_wait_flag", {"queues": rest})
+            self._flagged.update(row[0] for row in rows)
+        if len(self._flagged) == len(self.queues):
+            rows = self._execute(conn, "worker_wait_settled", {"queues": self.queues})
+            self.settled = bool(rows[0][0])
+        if self.settled:
+            self._retry = _RETRY_FIRST
+        return self.settled
+
+    def retry_in(self) -> float:
+        """Seconds until the next look while not settled (doubling, bounded)."""
+        delay, self._retry = self._retry, min(self._retry * 2, _RETRY_MAX)
+        return delay
+
+    def stop(self, conn: psycopg.Connection[Any]) -> None:
+        """Busy (a full claim): enqueues need not wake us."""
+        if self._flagged:
+            self._execute(conn, "worker_wait_unflag", {"queues": sorted(self._flagged)})
+            self.forget()
+
+    def forget(self) -> None:
+        """The connection is gone, and its session locks with it."""
+        self._flagged.clear()
+        self.settled = False
+        self._retry = _RETRY_FIRST
