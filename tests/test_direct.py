@@ -1,0 +1,110 @@
+"""Single enqueues through libpq (jobqueue.direct): the same rows and the same
+errors as through psycopg, and recovery when the session forgets its statement."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobqueue import DuplicateJobError
+from jobqueue.direct import compile_statement
+
+_COLUMNS = (
+    "task, queue, priority, state, args, kwargs, options, "
+    "run_at - created_at > interval '50 seconds', expires_at, root_id, parent_id"
+)
+_WAITING = "queue, priority, task, rate_key, concurrency_key"
+
+
+def _job(conn: Any, schema: str, job_id: str) -> tuple[Any, ...]:
+    record = conn.execute(
+        f'SELECT {_COLUMNS} FROM "{schema}".jobs WHERE id = %s', (job_id,)
+    ).fetchone()
+    waiting = conn.execute(
+        f'SELECT {_WAITING} FROM "{schema}".job_queue WHERE job_id = %s', (job_id,)
+    ).fetchone()
+    return record, waiting
+
+
+def _prepared_here(pooled: psycopg.Connection[Any]) -> list[str]:
+    rows = pooled.execute(
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'jobqueue\\_%'"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_compiled_statement_numbers_each_name_once() -> None:
+    statement = compile_statement("SELECT %(a)s::int, %(b)s, %(a)s + 1, 'x' LIKE '%%y', %(c)s")
+    assert statement.text == b"SELECT $1::int, $2, $1 + 1, 'x' LIKE '%y', $3"
+    assert statement.params == ("a", "b", "c")
+    assert statement.name.startswith(b"jobqueue_")
+    # Named after the text the server sees: the same statement, the same name.
+    assert compile_statement("SELECT %(a)s").name == compile_statement("SELECT %(b)s").name
+    assert compile_statement("SELECT %(a)s").name != compile_statement("SELECT -%(a)s").name
+
+
+def test_libpq_enqueue_writes_what_psycopg_writes(jq: Any, schema: str, conn: Any) -> None:
+    expires = datetime(2031, 1, 2, 3, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2)))
+    options: dict[str, Any] = {"countdown": 60.5, "expires": expires, "priority": 7}
+    cases = [
+        (jq.echo, (1, "two", None), {"k": [1.5, True]}, {"queue": "other", **options}),
+        (jq.per_account, ("acct-1", 0.1), {}, options),
+        (jq.rate_limited, (3,), {}, {}),
+    ]
+    pooled = jq.app.db.pool()
+    with pooled.connection() as c:
+        c.execute("DEALLOCATE ALL")
+    for task, args, kwargs, extra in cases:
+        direct = task.apply_async(args, kwargs, **extra)
+        with conn.transaction():
+            through_psycopg = task.apply_async(args, kwargs, connection=conn, **extra)
+        assert _job(conn, schema, direct.id) == _job(conn, schema, through_psycopg.id)
+    with pooled.connection() as c:  # one pooled connection: the one delay() used
+        assert len(_prepared_here(c)) == 1
+
+
+def test_a_session_that_forgot_the_statement_prepares_it_again(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    first = jq.add.delay(1, 2)
+    pooled = jq.app.db.pool()
+    with pooled.connection() as c:
+        [name] = _prepared_here(c)
+        c.execute("DISCARD ALL")
+        assert _prepared_here(c) == []
+    second = jq.add.delay(3, 4)
+    with pooled.connection() as c:
+        assert _prepared_here(c) == [name]
+    count = conn.execute(
+        f'SELECT count(*) FROM "{schema}".job_queue WHERE job_id IN (%s, %s)',
+        (first.id, second.id),
+    ).fetchone()
+    assert count == (2,)
+
+
+def test_errors_keep_psycopg_diagnostics_and_the_pooled_connection(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    first = jq.add.delay(1, 2)
+    with pytest.raises(DuplicateJobError, match="already exists"):
+        jq.add.apply_async((5, 6), task_id=first.id)
+    assert jq.add.delay(7, 8).id != first.id
+    rows = conn.execute(f'SELECT args FROM "{schema}".jobs ORDER BY id').fetchall()
+    assert rows == [([1, 2],), ([7, 8],)]  # the duplicate wrote nothing
+    with jq.app.db.pool().connection() as c:
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_killed_pooled_connection_is_replaced(jq: Any, schema: str, conn: Any) -> None:
+    jq.add.delay(1, 2)
+    with jq.app.db.pool().connection() as c:
+        pid = c.info.backend_pid
+    assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    jq.add.delay(3, 4)  # the dead session fails in libpq; the retry takes a new one
+    rows = conn.execute(f'SELECT args FROM "{schema}".jobs ORDER BY id').fetchall()
+    assert rows == [([1, 2],), ([3, 4],)]
+    with jq.app.db.pool().connection() as c:
+        assert c.info.backend_pid != pid
