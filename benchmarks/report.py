@@ -450,7 +450,7 @@ def workloads_section(args: dict[str, list[str]]) -> list[str]:
         "2. **Single enqueue**: 4 threads each call the one-job API in a loop, each job its own "
         "transaction (Celery: its own broker message). A warm-up with the same load comes "
         "first in the same process and is reported apart; the measurement then starts 4 new "
-        "threads. On this 2-core machine the first seconds of threads blocking in psycopg "
+        "threads. On this 2-core machine the first seconds of threads blocking in the driver "
         "(jobqueue) can run at half the later rate, depending on where the scheduler first "
         "puts them next to the server's processes.",
         f"3. **Drain**: {drain:,} no-op jobs enqueued in one call while the workers sit idle "

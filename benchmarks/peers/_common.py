@@ -202,7 +202,7 @@ def bulk(system: System, n: int) -> Metrics:
 
 def single(system: System, seconds: float, threads: int, warmup: float = 0.0) -> Metrics:
     """Threads enqueueing one job at a time: a warm-up, then the measurement
-    (with new threads). Both are reported: with psycopg's blocking calls from
+    (with new threads). Both are reported: with the driver's blocking calls from
     threads, the first seconds of a fresh process can run at about half the
     later rate on this 2-core machine (how the scheduler first places the
     threads next to the server's processes), which a long-lived producer does
