@@ -241,6 +241,7 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         ".venv/bin/python -m benchmarks.compare          # full: this page and the chart",
         ".venv/bin/python -m benchmarks.compare --quick  # a few minutes, 1 repetition",
         ".venv/bin/python -m benchmarks.compare --only jobqueue,pgqueuer --workloads drain,latency",
+        ".venv/bin/python -m benchmarks.enqueue_ceiling  # single enqueue: server and client share",
         "```",
         "",
         "It needs PostgreSQL on 127.0.0.1:5432 (user postgres, `--dsn` otherwise), Redis on "
