@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{workload} (once per system)", flush=True)
         for system in systems:
             keep(run_one(system, workload, mode, options.dsn))
+    with journal.open("a") as out:  # the run reached its end: not an interrupted one
+        out.write(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M %Z")}) + "\n")
     elapsed = time.time() - started
     summary = medians(runs)
     context = report.context(options.dsn, systems, runs, mode.args, reps, elapsed, options.quick)
@@ -255,8 +257,11 @@ def rerender(paths: list[Path], dsn: str) -> int:
     path = paths[0]
     if path.suffix == ".jsonl":
         headers, runs, parts = [], [], []
+        finished = True
         for journal in paths:
-            header, *rest = (json.loads(line) for line in journal.read_text().splitlines())
+            header, *lines = (json.loads(line) for line in journal.read_text().splitlines())
+            rest = [line for line in lines if "workload" in line]
+            finished = finished and any("finished" in line for line in lines)
             headers.append(header)
             runs.extend(rest)
             workloads = ", ".join(dict.fromkeys(r["workload"] for r in rest))
@@ -266,15 +271,13 @@ def rerender(paths: list[Path], dsn: str) -> int:
         elapsed = sum(r["seconds"] for r in runs)
         reps = max(h["reps"] for h in headers)
         context = report.context(dsn, systems, runs, args, reps, elapsed, headers[0]["quick"])
-        context["interrupted"] = len(paths) == 1
+        context["interrupted"] = len(paths) == 1 and not finished
         context["parts"] = parts if len(paths) > 1 else []
         context["date"] = headers[0].get("started", context["date"])
         raw: dict[str, Any] = {"context": context, "runs": runs, "medians": medians(runs)}
-        path = (
-            RESULTS_DIR / f"{path.stem}-merged.json"
-            if len(paths) > 1
-            else path.with_suffix(".json")
-        )
+        # Never over the run's own compare-<stamp>.json, which has its full context.
+        suffix = "merged" if len(paths) > 1 else "journal"
+        path = RESULTS_DIR / f"{path.stem}-{suffix}.json"
         path.write_text(json.dumps(raw, indent=1, default=str))
     else:
         raw = json.loads(path.read_text())
