@@ -22,14 +22,12 @@ import re
 import statistics
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
-from benchmarks.peers._common import psql, scratch_database
+from benchmarks.peers._common import in_threads, psql, scratch_database
 from benchmarks.tasks import register
 from jobqueue import JobQueue, migrate
 from jobqueue.sql import queries
@@ -70,22 +68,7 @@ def pgbench(dsn: str, sql: str, seconds: float, prepared: bool) -> float:
 
 
 def threads(seconds: float, call: Callable[[int], object]) -> float:
-    """``call(thread_index)`` in a loop from CLIENTS threads; calls per second."""
-    counts = [0] * CLIENTS
-    deadline = time.perf_counter() + seconds
-
-    def loop(index: int) -> None:
-        while time.perf_counter() < deadline:
-            call(index)
-            counts[index] += 1
-
-    pool = [threading.Thread(target=loop, args=(i,)) for i in range(CLIENTS)]
-    start = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return in_threads(seconds, CLIENTS, call)
 
 
 def python_insert(dsn: str, seconds: float, through_libpq: bool) -> float:

@@ -5,8 +5,9 @@ CPU each call costs while 4 producer threads share the GIL and 2 cores with
 the server. psycopg's cursor layer (parameter adaptation, its non-blocking
 wait loop, result objects) costs ~50 µs of CPU per statement; libpq's own
 blocking calls cost ~10 µs and release the GIL while they wait. Measured from
-4 threads on this project's 2-core machine, a bare INSERT runs at about 55 %
-of pgbench through psycopg and about 88 % through libpq.
+4 threads on this project's 2-core machine (benchmarks/enqueue_ceiling.py), a
+bare INSERT runs at about 60 % of pgbench through psycopg and about 90 % through
+libpq.
 
 Only row-less statements whose parameters are plain text, numbers or
 datetimes come here, on our own pooled autocommit connections. Anything else

@@ -217,17 +217,23 @@ def single(system: System, seconds: float, threads: int, warmup: float = 0.0) ->
 
 def enqueue_for(system: System, seconds: float, threads: int) -> float:
     """One-job enqueues from ``threads`` threads for ``seconds``; jobs/s."""
+    return in_threads(seconds, threads, lambda index: system.enqueue_one())
+
+
+def in_threads(seconds: float, threads: int, call: Callable[[int], object]) -> float:
+    """``call(thread_index)`` in a loop from ``threads`` threads for ``seconds``;
+    calls per second."""
     import threading
 
     counts = [0] * threads
     deadline = time.perf_counter() + seconds
 
-    def produce(index: int) -> None:
+    def loop(index: int) -> None:
         while time.perf_counter() < deadline:
-            system.enqueue_one()
+            call(index)
             counts[index] += 1
 
-    pool = [threading.Thread(target=produce, args=(i,)) for i in range(threads)]
+    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
     start = time.perf_counter()
     for thread in pool:
         thread.start()
