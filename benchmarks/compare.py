@@ -59,7 +59,7 @@ FULL = Mode(
         # 1,000 samples: a p99 is then the 10th-worst one, not the 3rd.
         "latency": ["--latency-jobs", "1000", "--interval", "0.02"],
         "bloat": [
-            *("--history", "1000000", "--probe-jobs", "20000"),
+            *("--history", "1000000", "--probe-jobs", "20000", "--probe-reps", "3"),
             *("--latency-jobs", "1000", "--memory-at", "10000,200000"),
         ],
         "sustained": ["--seconds", "180"],
@@ -75,7 +75,7 @@ QUICK = Mode(
         "drain2": ["--jobs", "5000"],
         "latency": ["--latency-jobs", "50", "--interval", "0.02"],
         "bloat": [
-            *("--history", "30000", "--probe-jobs", "2000"),
+            *("--history", "30000", "--probe-jobs", "2000", "--probe-reps", "2"),
             *("--latency-jobs", "30", "--memory-at", "1000,5000"),
         ],
         "sustained": ["--seconds", "20"],
@@ -172,7 +172,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
             if values:
                 metrics[key] = statistics.median(values)
                 metrics[f"_values_{key}"] = values
-            elif key == "tables":
+            elif key == "tables" or key.endswith("each_jobs_s"):  # once-run details
                 metrics[key] = group[0]["metrics"][key]
         out.setdefault(workload, {})[system] = metrics
     return out
