@@ -176,7 +176,9 @@ class JobQueue:
         unique = registered.flow if registered is not None else None
         key = unique.unique_for(name, args, kwargs) if unique is not None else None
         if unique is None or key is None:
-            self.db.execute("job_insert", params, connection)
+            # A caller's task_id may collide with an uncommitted insert and wait
+            # for it; a generated one never waits.
+            self.db.execute("job_insert", params, connection, may_wait=task_id is not None)
             return AsyncResult(job_id, app=self)
         params.update(
             unique_key=key,

@@ -120,10 +120,16 @@ class Database:
 
     # -- running our statements ------------------------------------------------
 
-    def execute(self, name: str, params: Params, connection: Any = None) -> list[Row]:
+    def execute(
+        self, name: str, params: Params, connection: Any = None, *, may_wait: bool = False
+    ) -> list[Row]:
         """Run named statement ``name``: on the caller's connection (inside their
         transaction, which is theirs to retry) if given, else on a pooled
-        autocommit connection, retrying transient failures for a while."""
+        autocommit connection, retrying transient failures for a while.
+
+        ``may_wait``: the statement can wait on another transaction's lock, so it
+        stays on psycopg's path, where Ctrl-C cancels it (libpq's blocking call,
+        the direct path, cannot be interrupted)."""
         statement = self.sql[name]
         if connection is not None:
             return run_on(connection, statement, params)
@@ -135,7 +141,7 @@ class Database:
             try:
                 wait = max(deadline - time.monotonic(), 0.1)
                 with self.pool().connection(timeout=wait) as conn:
-                    if name in _DIRECT and direct.execute(conn, statement, params):
+                    if name in _DIRECT and not may_wait and direct.execute(conn, statement, params):
                         return []
                     return _fetch(conn.execute(statement, params))
             except psycopg.errors.UniqueViolation as exc:

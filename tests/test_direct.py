@@ -3,7 +3,11 @@ errors as through psycopg, and recovery when the session forgets its statement."
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -11,6 +15,7 @@ import pytest
 
 from jobqueue import DuplicateJobError
 from jobqueue.direct import compile_statement
+from tests.conftest import wait_for
 
 _COLUMNS = (
     "task, queue, priority, state, args, kwargs, options, "
@@ -108,3 +113,50 @@ def test_a_killed_pooled_connection_is_replaced(jq: Any, schema: str, conn: Any)
     assert rows == [([1, 2],), ([3, 4],)]
     with jq.app.db.pool().connection() as c:
         assert c.info.backend_pid != pid
+
+
+_BLOCKED_ENQUEUE = """
+import sys
+from jobqueue import JobQueue
+from tests.apps import build
+app = JobQueue(sys.argv[1], schema=sys.argv[2], auto_migrate=False)
+tasks = build(app)
+try:
+    tasks.add.apply_async((1, 2), task_id=sys.argv[3])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_ctrl_c_interrupts_an_enqueue_waiting_on_a_duplicate_id(
+    jq: Any, dsn: str, schema: str, conn: Any
+) -> None:
+    """A caller's task_id can wait on another transaction's uncommitted insert of
+    the same id; Ctrl-C must reach it (libpq's blocking call would swallow it)."""
+    job_id = "0190a0a0-0000-7000-8000-00000000c7c1"
+    with psycopg.connect(dsn) as holder:
+        jq.add.apply_async((1, 1), task_id=job_id, connection=holder)  # not committed
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _BLOCKED_ENQUEUE, dsn, schema, job_id],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            wait_for(lambda: conn.execute(waiting).fetchone()[0] == 1, what="the enqueue to wait")
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 3, out.decode()
+        assert b"interrupted" in out
+        # psycopg cancelled the statement on the server too: nothing waits any more.
+        wait_for(lambda: conn.execute(waiting).fetchone()[0] == 0, what="the wait to end")
+        holder.rollback()
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone() == (0,)
