@@ -180,6 +180,7 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("tokens", sa.Float(53), nullable=False),
         sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("full_at", TZ),
     )
     sa.Table(
         "unique_keys",

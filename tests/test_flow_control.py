@@ -179,6 +179,71 @@ def test_retention_prunes_expired_jobs_in_batches_while_workers_process(
     assert [r.state for r in new[:3]] == [states.SUCCESS] * 3
 
 
+def _limit_keys(conn: Any, schema: str) -> set[str]:
+    return {r[0] for r in conn.execute(f'SELECT key FROM "{schema}".limit_state')}
+
+
+def test_retention_prunes_limit_state_that_holds_nothing(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """Rate rows go once their bucket has long been full; concurrency rows once
+    old and idle. A row still counting (bucket refilling, job running) stays."""
+    start_worker("--heartbeat-interval", "0.2", "--shutdown-timeout", "1")
+    assert jq.rate_limited.delay(1).get(timeout=30) == 1
+    (rate_key,) = _limit_keys(conn, schema)
+    full_at = conn.execute(
+        f'SELECT full_at - updated_at FROM "{schema}".limit_state WHERE key = %s', (rate_key,)
+    ).fetchone()[0]
+    assert full_at.total_seconds() == pytest.approx(0.1, abs=0.01)  # 1 token at 10/s
+    running = jq.per_account.delay("acct-busy", 30)
+    wait_for(lambda: len(_limit_keys(conn, schema)) == 2, what="the concurrency row")
+    eight_days_ago = "now() - interval '8 days'"  # past the default ages (1 and 7 days)
+    conn.execute(
+        f'INSERT INTO "{schema}".limit_state (key, tokens, updated_at, full_at) VALUES '
+        f"('r:stale', 1, {eight_days_ago}, {eight_days_ago}), "
+        f"('r:refilling', 0, {eight_days_ago}, now() + interval '1 hour'), "
+        f"('c:idle', 0, {eight_days_ago}, NULL)"
+    )
+    conn.execute(f'UPDATE "{schema}".limit_state SET updated_at = {eight_days_ago}')
+    wait_for(
+        lambda: not _limit_keys(conn, schema) & {"r:stale", "c:idle"},
+        what="the idle limit rows to be pruned",
+    )
+    kept = _limit_keys(conn, schema)
+    assert "r:refilling" in kept  # its bucket is not full yet
+    assert any(k.startswith("c:") and k.endswith("acct-busy") for k in kept)  # still running
+    jq.app.revoke(running.id, terminate=True)
+
+
+def test_a_limit_row_deleted_while_a_claim_waits_for_it_is_made_again(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """Retention may delete a row between a claim's insert (a no-op: the row
+    exists) and its row lock; the claim then makes the row again, so the limit
+    is still counted under a lock."""
+    start_worker()
+    assert jq.rate_limited.delay(1).get(timeout=30) == 1
+    (rate_key,) = _limit_keys(conn, schema)
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    with psycopg.connect(dsn) as holder:
+        holder.execute(
+            f'SELECT 1 FROM "{schema}".limit_state WHERE key = %s FOR UPDATE', (rate_key,)
+        )
+        result = jq.rate_limited.delay(2)
+        wait_for(lambda: conn.execute(waiting).fetchone()[0] == 1, what="the claim to wait")
+        holder.execute(f'DELETE FROM "{schema}".limit_state WHERE key = %s', (rate_key,))
+        holder.commit()
+    assert result.get(timeout=30) == 2
+    row = conn.execute(
+        f'SELECT tokens, full_at IS NOT NULL FROM "{schema}".limit_state WHERE key = %s',
+        (rate_key,),
+    ).fetchone()
+    assert row is not None and row[1]  # made again, and spent from
+
+
 def test_bad_limit_options_are_refused(jq: Any) -> None:
     with pytest.raises(ValueError, match="rate_limit must look like"):
         jq.app.task(rate_limit="fast")(lambda: None)

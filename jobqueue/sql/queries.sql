@@ -553,7 +553,11 @@ WITH doomed AS (
 SELECT count(*) FROM gone;
 
 -- name: meta_prune
--- The bookkeeping of canvases, schedules and unique keys past the same age.
+-- The bookkeeping of canvases, schedules, unique keys and limits past the same
+-- age. A rate row goes once its bucket has been full that long (a new row
+-- would start full too); a concurrency row, which only carries the lock,
+-- once that old with no job of its key running. admit() makes a row again if
+-- one goes while a claim is between its insert and its lock.
 WITH old_groups AS (
     DELETE FROM {schema}.groups WHERE id IN (
         SELECT id FROM {schema}.groups
@@ -573,6 +577,18 @@ WITH old_groups AS (
         WHERE (u.expires_at < now())
            OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = u.job_id)
         LIMIT %(batch)s)
+), old_limits AS (
+    DELETE FROM {schema}.limit_state WHERE key IN (
+        SELECT s.key FROM {schema}.limit_state AS s
+        WHERE CASE WHEN s.key LIKE 'r:%%'
+                   THEN COALESCE(s.full_at, s.updated_at)
+                        < now() - make_interval(secs => %(age)s)
+                   ELSE s.updated_at < now() - make_interval(secs => %(age)s)
+                        AND NOT EXISTS (SELECT 1 FROM {schema}.job_lease AS l
+                                        WHERE l.concurrency_key = substr(s.key, 3))
+              END
+        LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED)
 )
 SELECT 1;
 
