@@ -66,14 +66,13 @@ CREATE INDEX one_row_sketch_claim_idx ON one_row_sketch (queue, priority DESC, r
 """
 
 
-def one_row_sketch(job_insert: str) -> str:
+def one_row_sketch(wake_wanted: str) -> str:
     """job_insert's wake check on a one-row insert into the sketch table."""
-    wake = job_insert.rsplit(" WHERE ", 1)[-1].rstrip().rstrip(";")
     return (
         "WITH waiting AS (INSERT INTO one_row_sketch (job_id, queue, priority, run_at, task, "
         "args, kwargs, options) VALUES (gen_random_uuid(), 'default', 0, now(), 'noop', "
         """'[]', '{}', '{"max_retries": 3}') RETURNING queue) """
-        f"SELECT pg_notify('jobqueue_sketch', queue) FROM waiting WHERE {wake}"
+        f"SELECT pg_notify('jobqueue_sketch', queue) FROM waiting WHERE {wake_wanted}"
     )
 
 
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate.upgrade(dsn, "jobqueue")
         psql(dsn, (HERE / "pgbench" / "schema.sql").read_text())
         psql(dsn, SKETCH_TABLE)
-        sketch = one_row_sketch(statement)
+        sketch = one_row_sketch(queries("jobqueue")["wake_wanted"])
         app = JobQueue(dsn, schema="jobqueue", auto_migrate=False)
         noop = register(app)
         threads(1.0, lambda i: noop.delay())  # the warm-up (see compare's single)

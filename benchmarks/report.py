@@ -499,14 +499,14 @@ def repetitions_section(
     out = ["", "## Every repetition", "", "| workload | " + " | ".join(systems) + " |"]
     out.append("|---|" + "---|" * len(systems))
     for label, unit, workload, metric in rows(args):
-        # The bloat workload runs once, but repeats its drain probes.
-        each = metric.replace("jobs_s", "each_jobs_s") if workload == "bloat" else None
-        if workload == "bloat" and not metric.endswith("_jobs_s"):
-            continue
+        key = f"_values_{metric}"
+        if workload == "bloat":  # run once, but its drain probes repeat
+            if not metric.endswith("_jobs_s"):
+                continue
+            key = metric.replace("jobs_s", "each_jobs_s")
         cells = []
         for system in systems:
-            figures = summary.get(workload, {}).get(system, {})
-            values = figures.get(each if each else f"_values_{metric}", [])
+            values = summary.get(workload, {}).get(system, {}).get(key, [])
             cells.append(", ".join(fmt(v, unit) for v in values) or NA)
         if any(c != NA for c in cells):
             out.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")

@@ -191,10 +191,10 @@ def test_retention_prunes_limit_state_that_holds_nothing(
     start_worker("--heartbeat-interval", "0.2", "--shutdown-timeout", "1")
     assert jq.rate_limited.delay(1).get(timeout=30) == 1
     (rate_key,) = _limit_keys(conn, schema)
-    full_at = conn.execute(
+    refill = conn.execute(
         f'SELECT full_at - updated_at FROM "{schema}".limit_state WHERE key = %s', (rate_key,)
     ).fetchone()[0]
-    assert full_at.total_seconds() == pytest.approx(0.1, abs=0.01)  # 1 token at 10/s
+    assert refill.total_seconds() == pytest.approx(0.1, abs=0.01)  # 1 token at 10/s
     running = jq.per_account.delay("acct-busy", 30)
     wait_for(lambda: len(_limit_keys(conn, schema)) == 2, what="the concurrency row")
     eight_days_ago = "now() - interval '8 days'"  # past the default ages (1 and 7 days)
