@@ -8,11 +8,11 @@ Every row is one job per transaction from 4 clients (pgbench) or 4 threads
 repetition. Medians, and each as a share of the first row:
 
 - pgbench, raw one-row insert: the reference of the single-enqueue target;
-- pgbench, jobqueue's ``job_insert`` statement, prepared: the server's share;
+- pgbench, jobqueue's ``job_insert`` statement, prepared: the server's share
+  (one row into ``job_queue``, the record is written at claim time);
+- pgbench, ``job_insert_recorded``, prepared: the same job written as two rows
+  (record and queue entry), as for a caller-chosen id; the design before 0007;
 - pgbench, the job record alone (one row into ``jobs``);
-- pgbench, a one-row enqueue sketched: the job with its payload into a copy of
-  ``job_queue`` (primary key and claim index), plus the wake check; what the
-  redesign that writes the record at claim time would send;
 - Python threads, the raw insert through psycopg's cursors, then through
   libpq (``psycopg.pq``): what the client library costs;
 - Python threads, jobqueue's ``delay()`` (after a warm-up).
@@ -54,27 +54,6 @@ RECORD_ONLY = (
     """VALUES (gen_random_uuid(), 'noop', 'default', 0, '[]', '{}', '{"max_retries": 3}', now())"""
 )
 
-# The sketch's table: job_queue's columns and indexes plus the job's payload.
-SKETCH_TABLE = """
-CREATE TABLE one_row_sketch (
-    job_id uuid PRIMARY KEY, queue text NOT NULL, priority integer NOT NULL,
-    run_at timestamptz NOT NULL, task text NOT NULL, rate_key text, concurrency_key text,
-    args jsonb NOT NULL, kwargs jsonb NOT NULL, options jsonb NOT NULL,
-    expires_at timestamptz, root_id uuid, parent_id uuid,
-    created_at timestamptz NOT NULL DEFAULT now());
-CREATE INDEX one_row_sketch_claim_idx ON one_row_sketch (queue, priority DESC, run_at, job_id);
-"""
-
-
-def one_row_sketch(wake_wanted: str) -> str:
-    """job_insert's wake check on a one-row insert into the sketch table."""
-    return (
-        "WITH waiting AS (INSERT INTO one_row_sketch (job_id, queue, priority, run_at, task, "
-        "args, kwargs, options) VALUES (gen_random_uuid(), 'default', 0, now(), 'noop', "
-        """'[]', '{}', '{"max_retries": 3}') RETURNING queue) """
-        f"SELECT pg_notify('jobqueue_sketch', queue) FROM waiting WHERE {wake_wanted}"
-    )
-
 
 def pgbench(dsn: str, sql: str, seconds: float, prepared: bool) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
@@ -115,20 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     seconds = options.seconds
     job_insert = queries("jobqueue")["job_insert"]
-    statement = re.sub(r"%\((\w+)\)s", lambda m: LITERALS.get(m.group(1), "NULL"), job_insert)
+    statement, recorded = (
+        re.sub(r"%\((\w+)\)s", lambda m: LITERALS.get(m.group(1), "NULL"), text)
+        for text in (job_insert, queries("jobqueue")["job_insert_recorded"])
+    )
     with scratch_database(options.dsn, "ceiling") as dsn:
         migrate.upgrade(dsn, "jobqueue")
         psql(dsn, (HERE / "pgbench" / "schema.sql").read_text())
-        psql(dsn, SKETCH_TABLE)
-        sketch = one_row_sketch(queries("jobqueue")["wake_wanted"])
         app = JobQueue(dsn, schema="jobqueue", auto_migrate=False)
         noop = register(app)
         threads(1.0, lambda i: noop.delay())  # the warm-up (see compare's single)
         rows: dict[str, Callable[[], float]] = {
             "pgbench: raw one-row insert": lambda: pgbench(dsn, RAW_INSERT, seconds, False),
             "pgbench: job_insert (prepared)": lambda: pgbench(dsn, statement, seconds, True),
+            "pgbench: job_insert_recorded (two rows)": lambda: pgbench(
+                dsn, recorded, seconds, True
+            ),
             "pgbench: the job record alone": lambda: pgbench(dsn, RECORD_ONLY, seconds, True),
-            "pgbench: a one-row enqueue (sketch)": lambda: pgbench(dsn, sketch, seconds, True),
             "Python threads: raw insert, psycopg": lambda: python_insert(dsn, seconds, False),
             "Python threads: raw insert, libpq": lambda: python_insert(dsn, seconds, True),
             "Python threads: delay()": lambda: threads(seconds, lambda i: noop.delay()),

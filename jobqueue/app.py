@@ -176,9 +176,12 @@ class JobQueue:
         unique = registered.flow if registered is not None else None
         key = unique.unique_for(name, args, kwargs) if unique is not None else None
         if unique is None or key is None:
-            # A caller's task_id may collide with an uncommitted insert and wait
-            # for it; a generated one never waits.
-            self.db.execute("job_insert", params, connection, may_wait=task_id is not None)
+            if task_id is None:
+                self.db.execute("job_insert", params, connection)
+            else:
+                # A caller's id may be taken, by a record or by an uncommitted
+                # insert it then waits for: both tables' keys must see it.
+                self.db.execute("job_insert_recorded", params, connection, may_wait=True)
             return AsyncResult(job_id, app=self)
         params.update(
             unique_key=key,

@@ -138,6 +138,9 @@ class Database:
         attempt = 0
         while True:
             attempt += 1
+            if attempt == 2 and name in _RETRY_AS:
+                name, may_wait = _RETRY_AS[name], True
+                statement = self.sql[name]
             try:
                 wait = max(deadline - time.monotonic(), 0.1)
                 with self.pool().connection(timeout=wait) as conn:
@@ -276,7 +279,12 @@ _DIRECT = frozenset({"job_insert"})
 
 # Job ids are chosen before the first try, so retrying these is safe: a
 # duplicate key on a retry means the first try committed.
-_IDEMPOTENT_INSERTS = frozenset({"job_insert", "job_insert_many"})
+_IDEMPOTENT_INSERTS = frozenset({"job_insert", "job_insert_recorded", "job_insert_many"})
+
+# A one-row job_insert whose commit reply was lost may since have been claimed
+# (its row in job_queue gone, its record in jobs written): the retry must
+# check both tables' keys, so it writes the record itself.
+_RETRY_AS = {"job_insert": "job_insert_recorded"}
 
 
 def _fetch(cursor: Any) -> list[Row]:

@@ -70,6 +70,12 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("task", sa.Text, nullable=False),
         sa.Column("rate_key", sa.Text),
         sa.Column("concurrency_key", sa.Text),
+        # The job's payload while it has no record in jobs yet (one-row enqueue).
+        sa.Column("args", JSONB),
+        sa.Column("kwargs", JSONB),
+        sa.Column("options", JSONB),
+        sa.Column("expires_at", TZ),
+        sa.Column("created_at", TZ),
     )
     sa.Index(
         "job_queue_concurrency_idx",

@@ -21,12 +21,12 @@ _COLUMNS = (
     "task, queue, priority, state, args, kwargs, options, "
     "run_at - created_at > interval '50 seconds', expires_at, root_id, parent_id"
 )
-_WAITING = "queue, priority, task, rate_key, concurrency_key"
+_WAITING = "queue, priority, task, rate_key, concurrency_key, args, kwargs, options, expires_at"
 
 
 def _job(conn: Any, schema: str, job_id: str) -> tuple[Any, ...]:
     record = conn.execute(
-        f'SELECT {_COLUMNS} FROM "{schema}".jobs WHERE id = %s', (job_id,)
+        f'SELECT {_COLUMNS} FROM "{schema}".all_jobs WHERE id = %s', (job_id,)
     ).fetchone()
     waiting = conn.execute(
         f'SELECT {_WAITING} FROM "{schema}".job_queue WHERE job_id = %s', (job_id,)
@@ -66,7 +66,9 @@ def test_libpq_enqueue_writes_what_psycopg_writes(jq: Any, schema: str, conn: An
         direct = task.apply_async(args, kwargs, **extra)
         with conn.transaction():
             through_psycopg = task.apply_async(args, kwargs, connection=conn, **extra)
-        assert _job(conn, schema, direct.id) == _job(conn, schema, through_psycopg.id)
+        record, waiting = _job(conn, schema, direct.id)
+        assert record is not None and waiting is not None
+        assert (record, waiting) == _job(conn, schema, through_psycopg.id)
     with pooled.connection() as c:  # one pooled connection: the one delay() used
         assert len(_prepared_here(c)) == 1
 
@@ -97,7 +99,7 @@ def test_errors_keep_psycopg_diagnostics_and_the_pooled_connection(
     with pytest.raises(DuplicateJobError, match="already exists"):
         jq.add.apply_async((5, 6), task_id=first.id)
     assert jq.add.delay(7, 8).id != first.id
-    rows = conn.execute(f'SELECT args FROM "{schema}".jobs ORDER BY id').fetchall()
+    rows = conn.execute(f'SELECT args FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [([1, 2],), ([7, 8],)]  # the duplicate wrote nothing
     with jq.app.db.pool().connection() as c:
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -109,7 +111,7 @@ def test_a_killed_pooled_connection_is_replaced(jq: Any, schema: str, conn: Any)
         pid = c.info.backend_pid
     assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
     jq.add.delay(3, 4)  # the dead session fails in libpq; the retry takes a new one
-    rows = conn.execute(f'SELECT args FROM "{schema}".jobs ORDER BY id').fetchall()
+    rows = conn.execute(f'SELECT args FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [([1, 2],), ([3, 4],)]
     with jq.app.db.pool().connection() as c:
         assert c.info.backend_pid != pid

@@ -161,7 +161,7 @@ def test_send_task_by_name_uses_the_registered_defaults(jq: Any, schema: str, co
 
     jq.app.send_task("routed")
     jq.app.send_task("routed", queue="other", priority=1)
-    rows = conn.execute(f'SELECT queue, priority FROM "{schema}".jobs ORDER BY id').fetchall()
+    rows = conn.execute(f'SELECT queue, priority FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [("reports", 4), ("other", 1)]
 
 

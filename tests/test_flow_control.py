@@ -135,7 +135,7 @@ def test_task_routes(dsn: str, schema: str, conn: Any) -> None:
     tasks.echo.delay()
     tasks.sleep.delay(1)
     tasks.add.apply_async((1, 2), queue="explicit")
-    rows = conn.execute(f'SELECT task, queue FROM "{schema}".jobs ORDER BY id').fetchall()
+    rows = conn.execute(f'SELECT task, queue FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [
         ("add", "math"),
         ("echo", "glob"),

@@ -87,7 +87,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "unique_keys",
             "workers",
         ],
-        "views": ["job_history", "queue_stats", "task_stats", "workflow_jobs"],
+        "views": ["all_jobs", "job_history", "queue_stats", "task_stats", "workflow_jobs"],
         "functions": [
             "admit",
             "advance",
@@ -134,3 +134,19 @@ def test_concurrent_upgrades_migrate_once(dsn: str) -> None:
     assert errors == []
     assert migrate.current_revision(dsn, "race_schema") == migrate.head_revision()
     migrate.downgrade(dsn, "race_schema", "base")
+
+
+def test_downgrade_from_one_row_enqueue_keeps_waiting_jobs(
+    jq: Any, dsn: str, schema: str, conn: Any
+) -> None:
+    """0007's downgrade writes the records of jobs still waiting in one row."""
+    waiting = jq.add.apply_async((4, 5), countdown=600)
+    migrate.downgrade(dsn, schema, "0006")
+    row = conn.execute(
+        f'SELECT j.state, j.args, q.job_id IS NOT NULL FROM "{schema}".jobs AS j '
+        f'LEFT JOIN "{schema}".job_queue AS q ON q.job_id = j.id WHERE j.id = %s',
+        (waiting.id,),
+    ).fetchone()
+    assert row == ("PENDING", [4, 5], True)
+    migrate.upgrade(dsn, schema)
+    assert waiting.state == "PENDING"
