@@ -178,10 +178,10 @@ class JobQueue:
         if unique is None or key is None:
             if task_id is None:
                 self.db.execute("job_insert", params, connection)
-            else:
-                # A caller's id may be taken, by a record or by an uncommitted
-                # insert it then waits for: both tables' keys must see it.
-                self.db.execute("job_insert_recorded", params, connection, may_wait=True)
+                return AsyncResult.trusted(job_id, self)
+            # A caller's id may be taken, by a record or by an uncommitted
+            # insert it then waits for: both tables' keys must see it.
+            self.db.execute("job_insert_recorded", params, connection, may_wait=True)
             return AsyncResult(job_id, app=self)
         params.update(
             unique_key=key,

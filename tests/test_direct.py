@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobqueue import DuplicateJobError
+from jobqueue import DuplicateJobError, JobQueue
 from jobqueue.direct import compile_statement
+from tests.apps import build
 from tests.conftest import wait_for
 
 _COLUMNS = (
@@ -59,8 +61,8 @@ def test_libpq_enqueue_writes_what_psycopg_writes(jq: Any, schema: str, conn: An
         (jq.per_account, ("acct-1", 0.1), {}, options),
         (jq.rate_limited, (3,), {}, {}),
     ]
-    pooled = jq.app.db.pool()
-    with pooled.connection() as c:
+    db = jq.app.db
+    with db.direct_connection() as c:
         c.execute("DEALLOCATE ALL")
     for task, args, kwargs, extra in cases:
         direct = task.apply_async(args, kwargs, **extra)
@@ -69,7 +71,7 @@ def test_libpq_enqueue_writes_what_psycopg_writes(jq: Any, schema: str, conn: An
         record, waiting = _job(conn, schema, direct.id)
         assert record is not None and waiting is not None
         assert (record, waiting) == _job(conn, schema, through_psycopg.id)
-    with pooled.connection() as c:  # one pooled connection: the one delay() used
+    with db.direct_connection() as c:  # one set-aside connection: the one delay() used
         assert len(_prepared_here(c)) == 1
 
 
@@ -77,13 +79,13 @@ def test_a_session_that_forgot_the_statement_prepares_it_again(
     jq: Any, schema: str, conn: Any
 ) -> None:
     first = jq.add.delay(1, 2)
-    pooled = jq.app.db.pool()
-    with pooled.connection() as c:
+    db = jq.app.db
+    with db.direct_connection() as c:
         [name] = _prepared_here(c)
         c.execute("DISCARD ALL")
         assert _prepared_here(c) == []
     second = jq.add.delay(3, 4)
-    with pooled.connection() as c:
+    with db.direct_connection() as c:
         assert _prepared_here(c) == [name]
     count = conn.execute(
         f'SELECT count(*) FROM "{schema}".job_queue WHERE job_id IN (%s, %s)',
@@ -101,19 +103,19 @@ def test_errors_keep_psycopg_diagnostics_and_the_pooled_connection(
     assert jq.add.delay(7, 8).id != first.id
     rows = conn.execute(f'SELECT args FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [([1, 2],), ([7, 8],)]  # the duplicate wrote nothing
-    with jq.app.db.pool().connection() as c:
+    with jq.app.db.direct_connection() as c:
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 def test_a_killed_pooled_connection_is_replaced(jq: Any, schema: str, conn: Any) -> None:
     jq.add.delay(1, 2)
-    with jq.app.db.pool().connection() as c:
+    with jq.app.db.direct_connection() as c:
         pid = c.info.backend_pid
     assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
     jq.add.delay(3, 4)  # the dead session fails in libpq; the retry takes a new one
     rows = conn.execute(f'SELECT args FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [([1, 2],), ([3, 4],)]
-    with jq.app.db.pool().connection() as c:
+    with jq.app.db.direct_connection() as c:
         assert c.info.backend_pid != pid
 
 
@@ -162,3 +164,21 @@ def test_ctrl_c_interrupts_an_enqueue_waiting_on_a_duplicate_id(
         wait_for(lambda: conn.execute(waiting).fetchone()[0] == 0, what="the wait to end")
         holder.rollback()
     assert conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone() == (0,)
+
+
+def test_connections_set_aside_for_enqueues_close_with_the_app(
+    dsn: str, schema: str, conn: Any
+) -> None:
+    """Enqueues from several threads keep up to half the pool aside between
+    calls; closing the app gives them back and closes them with the pool."""
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    before = conn.execute(others).fetchone()[0]
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    tasks = build(app)
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda i: tasks.add.delay(i, i), range(60)))
+    assert len({r.id for r in results}) == 60
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone() == (60,)
+    assert conn.execute(others).fetchone()[0] > before
+    app.close()
+    wait_for(lambda: conn.execute(others).fetchone()[0] <= before, what="the pool to close")
