@@ -6,7 +6,7 @@
 -- name: job_insert
 -- One job, one row, one round trip: the job waits in `job_queue` with its
 -- arguments, and its record in `jobs` is written by the claim that first
--- takes it (a second row at enqueue costs about a fifth of the rate of
+-- takes it (a second row at enqueue costs about a seventh of the rate of
 -- single enqueues). When a worker waits for the queue (wake_wanted), a
 -- wake-up hint goes too, which PostgreSQL delivers only when the transaction
 -- commits. Scheduled jobs send it too: the woken worker then sleeps until

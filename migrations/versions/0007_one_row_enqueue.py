@@ -7,7 +7,7 @@ Create Date: 2026-11-21
 
 A single enqueue is one commit, and its rate is bound by what that commit
 writes (see docs/performance.md): a second row with its own index entries
-cost about a fifth of the rate. ``job_queue`` now carries the job's payload
+cost about a seventh of the rate. ``job_queue`` now carries the job's payload
 columns, filled only while the job has no record yet (``args IS NOT NULL``);
 jobs enqueued by SQL, in bulk, by canvases, for unique tasks or with a
 caller-chosen id keep writing their record at once, as before (a job in a
