@@ -112,9 +112,15 @@ def test_a_killed_pooled_connection_is_replaced(jq: Any, schema: str, conn: Any)
     with jq.app.db.direct_connection() as c:
         pid = c.info.backend_pid
     assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-    jq.add.delay(3, 4)  # the dead session fails in libpq; the retry takes a new one
+    retried = jq.add.delay(3, 4)  # the dead session fails in libpq; the retry takes a new one
     rows = conn.execute(f'SELECT args FROM "{schema}".all_jobs ORDER BY id').fetchall()
     assert rows == [([1, 2],), ([3, 4],)]
+    # The retry wrote the record at once (job_insert_recorded): had the lost try
+    # committed and been claimed meanwhile, the key of jobs would refuse it.
+    record = conn.execute(
+        f'SELECT args FROM "{schema}".jobs WHERE id = %s', (retried.id,)
+    ).fetchone()
+    assert record == ([3, 4],)
     with jq.app.db.direct_connection() as c:
         assert c.info.backend_pid != pid
 

@@ -24,6 +24,38 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+# The two views that read every job: from all_jobs now, from jobs before.
+VIEWS = """
+CREATE OR REPLACE VIEW {s}.task_stats AS
+WITH win AS (
+    SELECT now() - COALESCE(NULLIF(current_setting('jobqueue.stats_window', true), ''),
+                            '1 hour')::interval AS since
+)
+SELECT j.task,
+       count(*) FILTER (WHERE j.state = 'PENDING') AS pending,
+       count(*) FILTER (WHERE j.state = 'STARTED') AS started,
+       count(*) FILTER (WHERE j.state = 'RETRY') AS retry,
+       count(*) FILTER (WHERE j.state = 'SUCCESS') AS success,
+       count(*) FILTER (WHERE j.state = 'FAILURE') AS failure,
+       count(*) FILTER (WHERE j.state = 'REVOKED') AS revoked,
+       round(count(*) FILTER (WHERE j.state = 'FAILURE')::numeric
+             / NULLIF(count(*) FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')), 0), 4)
+           AS failure_rate,
+       avg(j.finished_at - j.started_at)
+           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS mean_runtime,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY j.finished_at - j.started_at)
+           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS p95_runtime
+FROM {s}.{source} AS j, win
+WHERE j.created_at >= win.since OR j.finished_at >= win.since
+      OR j.state IN ('PENDING', 'STARTED', 'RETRY')
+GROUP BY j.task;
+
+CREATE OR REPLACE VIEW {s}.workflow_jobs AS
+SELECT root_id, id, task, state, parent_id, group_id, group_index, queue, attempts,
+       created_at, started_at, finished_at, error ->> 'type' AS error_type
+FROM {s}.{source};
+"""
+
 UPGRADE = """
 ALTER TABLE {s}.job_queue
     ADD COLUMN args jsonb,
@@ -49,35 +81,7 @@ SELECT job_id, task, queue, priority, 'PENDING', args, kwargs, options, run_at, 
 FROM {s}.job_queue
 WHERE args IS NOT NULL;
 
-CREATE OR REPLACE VIEW {s}.task_stats AS
-WITH win AS (
-    SELECT now() - COALESCE(NULLIF(current_setting('jobqueue.stats_window', true), ''),
-                            '1 hour')::interval AS since
-)
-SELECT j.task,
-       count(*) FILTER (WHERE j.state = 'PENDING') AS pending,
-       count(*) FILTER (WHERE j.state = 'STARTED') AS started,
-       count(*) FILTER (WHERE j.state = 'RETRY') AS retry,
-       count(*) FILTER (WHERE j.state = 'SUCCESS') AS success,
-       count(*) FILTER (WHERE j.state = 'FAILURE') AS failure,
-       count(*) FILTER (WHERE j.state = 'REVOKED') AS revoked,
-       round(count(*) FILTER (WHERE j.state = 'FAILURE')::numeric
-             / NULLIF(count(*) FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')), 0), 4)
-           AS failure_rate,
-       avg(j.finished_at - j.started_at)
-           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS mean_runtime,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY j.finished_at - j.started_at)
-           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS p95_runtime
-FROM {s}.all_jobs AS j, win
-WHERE j.created_at >= win.since OR j.finished_at >= win.since
-      OR j.state IN ('PENDING', 'STARTED', 'RETRY')
-GROUP BY j.task;
-
-CREATE OR REPLACE VIEW {s}.workflow_jobs AS
-SELECT root_id, id, task, state, parent_id, group_id, group_index, queue, attempts,
-       created_at, started_at, finished_at, error ->> 'type' AS error_type
-FROM {s}.all_jobs;
-"""
+{views}"""
 
 # Down: waiting jobs get their records first, so nothing is lost.
 DOWNGRADE = """
@@ -86,35 +90,7 @@ INSERT INTO {s}.jobs (id, task, queue, priority, args, kwargs, options, run_at, 
 SELECT job_id, task, queue, priority, args, kwargs, options, run_at, expires_at, created_at
 FROM {s}.job_queue WHERE args IS NOT NULL;
 
-CREATE OR REPLACE VIEW {s}.workflow_jobs AS
-SELECT root_id, id, task, state, parent_id, group_id, group_index, queue, attempts,
-       created_at, started_at, finished_at, error ->> 'type' AS error_type
-FROM {s}.jobs;
-
-CREATE OR REPLACE VIEW {s}.task_stats AS
-WITH win AS (
-    SELECT now() - COALESCE(NULLIF(current_setting('jobqueue.stats_window', true), ''),
-                            '1 hour')::interval AS since
-)
-SELECT j.task,
-       count(*) FILTER (WHERE j.state = 'PENDING') AS pending,
-       count(*) FILTER (WHERE j.state = 'STARTED') AS started,
-       count(*) FILTER (WHERE j.state = 'RETRY') AS retry,
-       count(*) FILTER (WHERE j.state = 'SUCCESS') AS success,
-       count(*) FILTER (WHERE j.state = 'FAILURE') AS failure,
-       count(*) FILTER (WHERE j.state = 'REVOKED') AS revoked,
-       round(count(*) FILTER (WHERE j.state = 'FAILURE')::numeric
-             / NULLIF(count(*) FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')), 0), 4)
-           AS failure_rate,
-       avg(j.finished_at - j.started_at)
-           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS mean_runtime,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY j.finished_at - j.started_at)
-           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS p95_runtime
-FROM {s}.jobs AS j, win
-WHERE j.created_at >= win.since OR j.finished_at >= win.since
-      OR j.state IN ('PENDING', 'STARTED', 'RETRY')
-GROUP BY j.task;
-
+{views}
 DROP VIEW {s}.all_jobs;
 
 ALTER TABLE {s}.job_queue
@@ -132,8 +108,8 @@ def _render(ddl: str) -> str:
 
 
 def upgrade() -> None:
-    op.execute(_render(UPGRADE))
+    op.execute(_render(UPGRADE.replace("{views}", VIEWS.replace("{source}", "all_jobs"))))
 
 
 def downgrade() -> None:
-    op.execute(_render(DOWNGRADE))
+    op.execute(_render(DOWNGRADE.replace("{views}", VIEWS.replace("{source}", "jobs"))))
