@@ -213,10 +213,10 @@ class JobQueue:
         args_json, kwargs_json = dump_arguments(name, args, kwargs)
         registered = self.tasks.get(name)
         if registered is not None:
-            options = registered.job_options(soft_time_limit, time_limit, args, kwargs)
+            options, keys = registered.stored_options(soft_time_limit, time_limit, args, kwargs)
             priority = priority if priority is not None else registered.priority
         else:
-            options = _unregistered_options(soft_time_limit, time_limit)
+            options, keys = dumps(_unregistered_options(soft_time_limit, time_limit)), {}
         return {
             "id": check_id(task_id) if task_id is not None else new_id(),
             "task": name,
@@ -224,11 +224,11 @@ class JobQueue:
             "kwargs": kwargs_json,
             "queue": self.queue_for(name, queue, args, kwargs),
             "priority": _check_priority(priority or 0),
-            "options": dumps(options),
+            "options": options,
             "root_id": None,
             "parent_id": None,
-            "rate_key": options.get("rate_key"),
-            "concurrency_key": options.get("concurrency_key"),
+            "rate_key": keys.get("rate_key"),
+            "concurrency_key": keys.get("concurrency_key"),
             **_timing(countdown, eta, expires),
         }
 

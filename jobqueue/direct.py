@@ -58,7 +58,7 @@ def compile_statement(text: str) -> Statement:
     return Statement(f"jobqueue_{digest}".encode(), body.encode(), tuple(names))
 
 
-def _encode(value: Any) -> bytes | None:
+def encode(value: Any) -> bytes | None:
     """A parameter in PostgreSQL's text format; TypeError when it needs psycopg."""
     if value is None:
         return None
@@ -94,11 +94,13 @@ def execute(conn: psycopg.Connection[Any], text: str, params: Mapping[str, Any])
         return False
     statement = compile_statement(text)
     try:
-        values = [_encode(params[name]) for name in statement.params]
+        values = [encode(params[name]) for name in statement.params]
     except TypeError:
         return False
-    with _prepared_lock:
-        known = _prepared.setdefault(conn, set())
+    known = _prepared.get(conn)
+    if known is None:
+        with _prepared_lock:
+            known = _prepared.setdefault(conn, set())
     for _ in range(2):
         if statement.name not in known:
             prepared = pgconn.prepare(statement.name, statement.text)

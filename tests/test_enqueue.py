@@ -165,6 +165,30 @@ def test_send_task_by_name_uses_the_registered_defaults(jq: Any, schema: str, co
     assert rows == [("reports", 4), ("other", 1)]
 
 
+def test_options_follow_the_task_settings_changed_after_enqueues(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    # stored_options encodes a task's options once per setting: a changed
+    # setting must show in the next job, and per-call limits in that job only.
+    @jq.app.task(name="tuned", max_retries=2)
+    def tuned() -> None:
+        return None
+
+    tuned.delay()
+    tuned.max_retries = 5
+    tuned.time_limit = 30.0
+    tuned.delay()
+    tuned.apply_async(soft_time_limit=10)
+    tuned.delay()
+    rows = conn.execute(f'SELECT options FROM "{schema}".all_jobs ORDER BY id').fetchall()
+    assert [r[0] for r in rows] == [
+        {"max_retries": 2},
+        {"max_retries": 5, "time_limit": 30.0},
+        {"max_retries": 5, "soft_time_limit": 10.0, "time_limit": 30.0},
+        {"max_retries": 5, "time_limit": 30.0},
+    ]
+
+
 def test_enqueue_many_refuses_string_items(jq: Any, schema: str, conn: Any) -> None:
     with pytest.raises(TypeError, match="item 1 of enqueue_many must be a tuple"):
         jq.app.enqueue_many(jq.add, [(1, 2), "12"])
