@@ -341,6 +341,12 @@ class Task(Generic[P, R]):
     ) -> dict[str, Any]:
         """What a job of this task carries for the worker and for SQL: retry and
         rescue settings, time limits, limit keys."""
+        return self._settings(soft_time_limit, time_limit) | self.flow.keys(
+            self.name, args, kwargs or {}
+        )
+
+    def _settings(self, soft_time_limit: float | None, time_limit: float | None) -> dict[str, Any]:
+        """job_options without the limit keys: retry and rescue settings, time limits."""
         soft, hard = check_time_limits(
             soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
             time_limit if time_limit is not None else self.time_limit,
@@ -352,7 +358,6 @@ class Task(Generic[P, R]):
             options["time_limit"] = hard
         if not self.reject_on_worker_lost:
             options["reject_on_worker_lost"] = False
-        options.update(self.flow.keys(self.name, args, kwargs or {}))
         return options
 
     def stored_options(
@@ -367,10 +372,10 @@ class Task(Generic[P, R]):
         Without per-call limits or keys every job of the task carries the same
         JSON, so it is encoded once per setting of the task's attributes rather
         than per ``delay()`` (encoding it was a quarter of that call's Python)."""
-        keys = self.flow.keys(self.name, args, kwargs or {})
+        keys = self.flow.keys(self.name, args, kwargs or {})  # once: key functions are the user's
         if keys or soft_time_limit is not None or time_limit is not None:
-            return dumps(self.job_options(soft_time_limit, time_limit, args, kwargs)), keys
-        setting = (
+            return dumps(self._settings(soft_time_limit, time_limit) | keys), keys
+        setting = (  # what _settings reads from the task
             self.max_retries,
             self.soft_time_limit,
             self.time_limit,
@@ -378,5 +383,5 @@ class Task(Generic[P, R]):
         )
         cached = self._stored_options
         if cached is None or cached[0] != setting:
-            cached = self._stored_options = (setting, dumps(self.job_options()))
+            cached = self._stored_options = (setting, dumps(self._settings(None, None)))
         return cached[1], keys

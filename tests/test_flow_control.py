@@ -273,3 +273,30 @@ def test_workers_vacuum_the_claim_path_themselves(
         return bool(row.fetchone()[0])
 
     wait_for(vacuumed, 60, "job_queue to be vacuumed")
+
+
+def test_a_key_function_runs_once_per_enqueue(jq: Any, schema: str, conn: Any) -> None:
+    calls: list[str] = []
+
+    def per_tenant(tenant: str) -> str:
+        calls.append(tenant)
+        return tenant
+
+    @jq.app.task(name="keyed", concurrency_limit=2, concurrency_key=per_tenant)
+    def keyed(tenant: str) -> None:
+        return None
+
+    keyed.delay("acme")
+    keyed.apply_async(("globex",), soft_time_limit=5)
+    assert calls == ["acme", "globex"]
+    rows = conn.execute(
+        f'SELECT q.concurrency_key, j.options FROM "{schema}".job_queue q '
+        f'JOIN "{schema}".all_jobs j ON j.id = q.job_id ORDER BY q.job_id'
+    ).fetchall()
+    assert rows == [
+        ("keyed:acme", {"max_retries": 3, "concurrency_key": "keyed:acme"}),
+        (
+            "keyed:globex",
+            {"max_retries": 3, "soft_time_limit": 5.0, "concurrency_key": "keyed:globex"},
+        ),
+    ]
