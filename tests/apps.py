@@ -73,6 +73,17 @@ def build(app: JobQueue) -> SimpleNamespace:
         return f"ok after {self.request.retries} retries"
 
     @app.task(
+        name="retries_later",
+        autoretry_for=(OSError,),
+        max_retries=5,
+        default_retry_delay=60,
+        retry_jitter=False,
+    )
+    def retries_later() -> None:
+        # Its retry is a minute away: a test can act between the attempts.
+        raise OSError("transient failure")
+
+    @app.task(
         name="hopeless",
         autoretry_for=(ValueError,),
         max_retries=2,

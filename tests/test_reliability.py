@@ -205,7 +205,9 @@ def test_revoke_without_terminate_lets_a_running_job_finish_but_not_retry(
     jq: Any, start_worker: Any
 ) -> None:
     start_worker()
-    running = jq.flaky.delay(1)
+    # The retry is a minute away, so the revoke lands before it whatever the
+    # machine's pace (flaky's 0.5 s retry once ran first on a slow CI run).
+    running = jq.retries_later.delay()
     wait_for(lambda: running.state in (states.STARTED, states.RETRY), 20, "the first run")
     running.revoke()
     with pytest.raises(TaskRevokedError):
