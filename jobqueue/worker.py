@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 from . import __version__
-from .executor import Job, Outcome, expired
+from .executor import Job, Outcome, expired, outcome_params
 from .ids import uuid7
 from .pools import make_pool
 from .sql import channels
@@ -342,15 +342,7 @@ class Worker:
     def _write_outcomes(
         self, conn: psycopg.Connection[Any] | None, batch: list[Outcome]
     ) -> psycopg.Connection[Any]:
-        params = {
-            "ids": [o.job_id for o in batch],
-            "attempts": [o.attempt for o in batch],
-            "states": [o.state for o in batch],
-            "results": [o.result for o in batch],
-            "errors": [o.error for o in batch],
-            "delays": [o.delay for o in batch],
-            "worker_id": self.id,
-        }
+        params = outcome_params(batch, self.id)
         with self._lock:
             # All of them: the recorded state may differ from the outcome (a
             # revocation turns a retry into REVOKED); advance() skips unfinished jobs.

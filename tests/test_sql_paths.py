@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from jobqueue import states
+from jobqueue.executor import Outcome, outcome_params
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
 
@@ -20,17 +21,9 @@ def _claim(conn: Any, schema: str, worker: str, limit: int = 10) -> list[tuple[A
 
 
 def _complete(conn: Any, schema: str, worker: str, job_id: str, attempt: int, value: Any) -> int:
+    outcome = Outcome(job_id, attempt, states.SUCCESS, result=json.dumps(value))
     row = conn.execute(
-        queries(schema)["job_complete_many"],
-        {
-            "ids": [job_id],
-            "attempts": [attempt],
-            "states": [states.SUCCESS],
-            "results": [json.dumps(value)],
-            "errors": [None],
-            "delays": [None],
-            "worker_id": worker,
-        },
+        queries(schema)["job_complete_many"], outcome_params([outcome], worker)
     ).fetchone()
     return int(row[0])
 
@@ -48,6 +41,39 @@ def test_a_stale_completion_changes_nothing(jq: Any, schema: str, conn: Any) -> 
     assert _complete(conn, schema, second, str(job_id), 1, 3) == 1
     assert _complete(conn, schema, second, str(job_id), 1, "duplicate") == 0
     assert result.get(timeout=1) == 3
+
+
+def test_a_batch_of_outcomes_is_recorded_value_for_value(jq: Any, schema: str, conn: Any) -> None:
+    """The completion's parameters travel as text (outcome_params): a result
+    that is JSON null stays distinct from no result, and awkward text (commas,
+    quotes, non-ASCII) and retry delays arrive intact, each on its own job."""
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(4)])
+    worker = new_id()
+    rows = sorted(_claim(conn, schema, worker), key=lambda r: r[0])
+    assert len(rows) == 4
+    awkward = json.dumps({"message": 'a, "b"; \\ c ≠ d', "items": [1, 2]})
+    outcomes = [
+        Outcome(rows[0][0], rows[0][6], states.SUCCESS, result="null"),
+        Outcome(rows[1][0], rows[1][6], states.SUCCESS, result=None),
+        Outcome(rows[2][0], rows[2][6], states.FAILURE, error=awkward),
+        Outcome(rows[3][0], rows[3][6], states.RETRY, error=awkward, delay=120.5),
+    ]
+    finished = conn.execute(
+        queries(schema)["job_complete_many"], outcome_params(outcomes, worker)
+    ).fetchone()
+    assert finished[0] == 4
+    recorded = conn.execute(
+        f"SELECT id::text, state, result IS NULL, result, error, "
+        f"round(extract(epoch FROM run_at - now())) "
+        f'FROM "{schema}".jobs WHERE id = ANY(%s::uuid[]) ORDER BY id',
+        [[r[0] for r in rows]],
+    ).fetchall()
+    assert [r[0] for r in recorded] == [r[0] for r in rows]
+    assert recorded[0][1:4] == (states.SUCCESS, False, None)  # JSON null, stored as such
+    assert recorded[1][1:4] == (states.SUCCESS, True, None)  # no result at all
+    assert recorded[2][1] == states.FAILURE and recorded[2][4] == json.loads(awkward)
+    assert recorded[3][1] == states.RETRY and recorded[3][4] == json.loads(awkward)
+    assert 119 <= recorded[3][5] <= 121
 
 
 def test_claim_takes_at_most_the_limit_and_skips_locked_rows(
@@ -118,15 +144,9 @@ def test_hot_path_plans_stay_linear_when_statistics_are_stale(
         assert "Seq Scan" not in claim_plan and "Bitmap" not in claim_plan, claim_plan
         claimed = hot.execute(sql["job_claim"], params).fetchall()
         assert len(claimed) == 500
-        outcome = {
-            "ids": [r[0] for r in claimed],
-            "attempts": [r[6] for r in claimed],
-            "states": [states.SUCCESS] * 500,
-            "results": ["0"] * 500,
-            "errors": [None] * 500,
-            "delays": [None] * 500,
-            "worker_id": worker,
-        }
+        outcome = outcome_params(
+            [Outcome(r[0], r[6], states.SUCCESS, result="0") for r in claimed], worker
+        )
         complete_plan = "\n".join(
             r[0] for r in hot.execute("EXPLAIN " + sql["job_complete_many"], outcome)
         )

@@ -168,8 +168,12 @@ WITH candidate AS (
     SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
     FROM claimed
 )
-SELECT id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id,
-       COALESCE(expired, false)
+-- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
+-- and decoding UUIDs and three JSON values per row was most of its time; the
+-- slot that runs a job decodes its arguments (executor.Job).
+SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts, run_at,
+       root_id::text, parent_id::text, COALESCE(expired, false),
+       options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas
 FROM claimed;
 
 -- name: job_complete_many
@@ -180,18 +184,28 @@ FROM claimed;
 -- revocation arrived meanwhile); every attempt that did not succeed is kept in
 -- job_attempts. Waiters of finished jobs get one NOTIFY per 200 ids (payload
 -- limit 8000 bytes); workers get one per queue that has a retry.
-WITH outcome AS (
+-- The outcomes come as one text per column (see worker.outcome_params): ids,
+-- attempts and states comma-separated, results, errors and delays as JSON
+-- arrays. Binding six Python lists as arrays cost the completer more than the
+-- statement itself.
+WITH input AS MATERIALIZED (
+    SELECT string_to_array(%(ids)s, ',')::uuid[] AS ids,
+           string_to_array(%(attempts)s, ',')::int[] AS attempts
+), outcome AS (
     SELECT *
-    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(states)s::text[],
-                %(results)s::text[], %(errors)s::text[], %(delays)s::float8[])
+    FROM ROWS FROM (unnest((SELECT ids FROM input)), unnest((SELECT attempts FROM input)),
+                    unnest(string_to_array(%(states)s, ',')),
+                    json_array_elements_text(%(results)s::json),
+                    json_array_elements_text(%(errors)s::json),
+                    json_array_elements_text(%(delays)s::json))
          AS o(job_id, attempt, state, result, error, delay)
 ), released AS (
     -- No join with `outcome` (see job_claim: job_lease's statistics are always
     -- stale): leases are found by primary key and the attempt is looked up by
     -- position in the array, so the plan does not depend on statistics.
     DELETE FROM {schema}.job_lease AS l
-    WHERE l.job_id = ANY(%(ids)s::uuid[]) AND l.worker_id = %(worker_id)s
-      AND l.attempt = (%(attempts)s::int[])[array_position(%(ids)s::uuid[], l.job_id)]
+    WHERE l.job_id = ANY((SELECT ids FROM input)::uuid[]) AND l.worker_id = %(worker_id)s
+      AND l.attempt = (SELECT attempts[array_position(ids, l.job_id)] FROM input)
     RETURNING l.job_id, l.concurrency_key
 ), unblocked AS (
     -- A concurrency-limited job finished: the next one waiting on its key may go.
@@ -212,7 +226,7 @@ WITH outcome AS (
         result = o.result::jsonb,
         error = o.error::jsonb,
         run_at = CASE WHEN o.state = 'RETRY'
-                      THEN now() + make_interval(secs => COALESCE(o.delay, 0))
+                      THEN now() + make_interval(secs => COALESCE(o.delay::float8, 0))
                       ELSE j.run_at END,
         finished_at = CASE WHEN o.state = 'RETRY' AND j.revoked_at IS NULL THEN NULL
                            ELSE now() END
