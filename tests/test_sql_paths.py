@@ -156,3 +156,22 @@ def test_hot_path_plans_stay_linear_when_statistics_are_stale(
             r[0] for r in hot.execute("EXPLAIN " + sql["job_next_run_at"], params)
         )
         assert "Seq Scan" not in next_plan and "Sort" not in next_plan, next_plan
+
+
+def test_the_worker_sessions_plan_the_claim_once(jq: Any, schema: str, dsn: str) -> None:
+    """The claim is prepared (psycopg prepares a statement on its sixth run) and
+    must then run on one generic plan: left to choose, PostgreSQL re-planned it
+    on every claim, which cost more than the claim itself on an idle worker."""
+    sql = queries(schema)
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(40)])
+    with psycopg.connect(dsn, autocommit=True) as hot:
+        hot.execute(sql["session_hot_path"])
+        params = {"queues": ["default"], "limit": 2, "worker_id": new_id()}
+        claimed = sum(len(hot.execute(sql["job_claim"], params).fetchall()) for _ in range(12))
+        assert claimed == 24
+        plans = hot.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ["%FOR UPDATE SKIP LOCKED%"],
+        ).fetchall()
+    assert plans and all(generic > 0 and custom == 0 for generic, custom in plans), plans
