@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobqueue.task")
 
 AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
+
+# A retry further away than this is a bug in the task, not a schedule: PostgreSQL
+# cannot store a timestamp ~290,000 years ahead, and JSON has no infinity.
+MAX_RETRY_DELAY = 100 * 365.25 * 86400.0
 
 
 @dataclass(slots=True)
@@ -166,13 +171,7 @@ def execute(
             retry.countdown or 0,
             retry.exc or "requested",
         )
-        return Outcome(
-            job.id,
-            job.attempt,
-            states.RETRY,
-            error=dump_error(retry.exc or retry),
-            delay=retry.countdown or 0.0,
-        )
+        return retry_outcome(job, retry.exc or retry, retry.countdown or 0.0)
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started)
     finally:
@@ -214,7 +213,7 @@ def failed(
             job.attempt,
             delay,
         )
-        return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=delay)
+        return retry_outcome(job, exc, delay)
     log.error(
         "Task %s[%s] raised %s: %s%s",
         job.task,
@@ -225,6 +224,26 @@ def failed(
         exc_info=log.isEnabledFor(logging.DEBUG),
     )
     return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+
+
+def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
+    """Another attempt in ``delay`` seconds, or a failure naming the delay when
+    it cannot be stored (not a finite number of seconds within MAX_RETRY_DELAY)."""
+    try:
+        seconds = float(delay)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_RETRY_DELAY:  # also false for NaN
+        if math.isfinite(seconds) and seconds < 0:
+            seconds = 0.0  # "in the past" means now, as for an ETA already passed
+        else:
+            error = ValueError(
+                f"retry of task {job.task!r} asked for a delay of {delay!r} seconds; "
+                f"a retry delay must be a finite number of seconds up to {MAX_RETRY_DELAY:.0f}"
+            )
+            log.error("Task %s[%s] %s", job.task, job.id, error)
+            return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error))
+    return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=seconds)
 
 
 def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:

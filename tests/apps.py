@@ -97,6 +97,14 @@ def build(app: JobQueue) -> SimpleNamespace:
     def explicit_retry(self: Any) -> None:
         raise self.retry(countdown=0.1)
 
+    @app.task(name="retry_never", bind=True, max_retries=3)
+    def retry_never(self: Any) -> None:
+        raise self.retry(countdown=float("inf"))  # a bug in the task: no such moment
+
+    @app.task(name="nul_result")
+    def nul_result() -> str:
+        return "a\x00b"  # valid JSON ("a\u0000b"), which jsonb refuses to store
+
     @app.task(name="pid")
     def pid() -> int:
         return os.getpid()

@@ -255,3 +255,22 @@ def test_children_die_with_a_killed_worker(jq: Any, start_worker: Any) -> None:
         return False
 
     wait_for(gone, 10, "the orphaned child to exit")
+
+
+def test_outcomes_the_database_cannot_store_fail_their_jobs_not_the_worker(
+    jq: Any, start_worker: Any
+) -> None:
+    """A retry asked for at an infinite delay, and a result jsonb refuses (a
+    NUL character), each fail their own job with the reason; outcomes batched
+    with them are recorded and the worker goes on."""
+    worker = start_worker("--concurrency", "4")
+    never = jq.retry_never.delay()
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        never.get(timeout=20)
+    nul = jq.nul_result.delay()
+    neighbours = [jq.add.delay(i, i) for i in range(20)]
+    with pytest.raises(RuntimeError, match="database refused this job's outcome"):
+        nul.get(timeout=20)
+    assert [r.get(timeout=20) for r in neighbours] == [2 * i for i in range(20)]
+    assert jq.add.delay(1, 2).get(timeout=20) == 3
+    assert worker.proc.poll() is None
