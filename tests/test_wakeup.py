@@ -24,6 +24,17 @@ def _start_delay(conn: Any, schema: str, job_id: str) -> float:
     return float(row[0])
 
 
+def _waiting_sessions(conn: Any, schema: str) -> set[int]:
+    """The worker sessions flagged as waiting for NOTIFYs (``waiting.WaitFlag``)."""
+    rows = conn.execute(
+        "SELECT l.pid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.mode = 'ShareLock' AND l.granted "
+        "AND l.classid = %s::bigint::oid AND a.application_name LIKE 'jobqueue-worker%%'",
+        (lock_classes(schema)["waiting"] & 0xFFFFFFFF,),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def test_notify_wakes_an_idle_worker(jq: Any, schema: str, conn: Any, start_worker: Any) -> None:
     start_worker("--poll-interval", "30")
     jq.add.delay(0, 0).get(timeout=10)  # let the worker settle into its idle wait
@@ -130,21 +141,35 @@ def test_a_worker_busy_with_a_backlog_is_woken_when_idle_again(
     assert results[-1].get(timeout=60) == 998
     done = f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'SUCCESS'"
     wait_for(lambda: conn.execute(done).fetchone()[0] == 500, what="the backlog to drain")
-    waiting_class = lock_classes(schema)["waiting"] & 0xFFFFFFFF
-
-    def holds_waiting_lock() -> bool:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.mode = 'ShareLock' AND l.granted "
-            "AND l.classid = %s::bigint::oid AND a.application_name LIKE 'jobqueue-worker%%'",
-            (waiting_class,),
-        ).fetchone()
-        return bool(row and row[0])
-
-    wait_for(holds_waiting_lock, what="the drained worker to wait for NOTIFYs again")
+    wait_for(
+        lambda: _waiting_sessions(conn, schema), what="the drained worker to wait for NOTIFYs again"
+    )
     result = jq.add.delay(2, 3)
     assert result.get(timeout=10) == 5
     delay = _start_delay(conn, schema, result.id)
     print(f"enqueue-to-start after a backlog of 500, 30 s poll interval: {delay * 1000:.1f} ms")
     assert delay < 5, "the worker waited for its poll, so it was not woken"
+    assert worker.proc.poll() is None
+
+
+def test_an_idle_worker_is_woken_again_after_its_connections_drop(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """Every worker connection dropped at once: the listener LISTENs again on a
+    new one and wakes the claim loop, which reconnects and flags itself as
+    waiting again, so the next job still wakes it (its poll is 30 s)."""
+    worker = start_worker("--poll-interval", "30")
+    jq.add.delay(0, 0).get(timeout=10)
+    before = wait_for(lambda: _waiting_sessions(conn, schema), what="the worker to wait")
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE 'jobqueue-worker%%'"
+    )
+    wait_for(lambda: "claim connection lost" in worker.log, 10, "the claim loop to notice")
+    wait_for(lambda: _waiting_sessions(conn, schema) - before, what="the new session to wait again")
+    result = jq.add.delay(2, 3)
+    assert result.get(timeout=10) == 5
+    delay = _start_delay(conn, schema, result.id)
+    print(f"enqueue-to-start after the worker's connections dropped: {delay * 1000:.1f} ms")
+    assert delay < 5, "the worker waited for its poll, so NOTIFY no longer reached it"
     assert worker.proc.poll() is None
