@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,14 @@ from .exceptions import RemoteTraceback, TaskError
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _decoder = json.JSONDecoder()
+
+# JSON allows the NUL character (as \u0000) but PostgreSQL's jsonb refuses it. In
+# encoded text, it is a \u0000 escape that is not itself an escaped backslash.
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _has_nul(text: str) -> bool:
+    return "\\u0000" in text and _NUL.search(text) is not None
 
 
 def dumps(value: Any) -> str:
@@ -32,32 +41,45 @@ def dump_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs of task {task!r} must be a mapping, got {type(kwargs).__name__}")
     try:
-        return (dumps(list(args)) if args else "[]"), (dumps(dict(kwargs)) if kwargs else "{}")
+        args_text = dumps(list(args)) if args else "[]"
+        kwargs_text = dumps(dict(kwargs)) if kwargs else "{}"
     except (TypeError, ValueError):
         pass
+    else:  # the common case costs two substring tests
+        if "\\u0000" not in args_text and "\\u0000" not in kwargs_text:
+            return args_text, kwargs_text
+        if not (_has_nul(args_text) or _has_nul(kwargs_text)):
+            return args_text, kwargs_text
     for index, value in enumerate(args):
         _check(task, f"argument {index}", value)
     for key, value in kwargs.items():
         if not isinstance(key, str):
             raise TypeError(f"keyword names of task {task!r} must be strings, got {key!r}")
+        if "\x00" in key:
+            raise ValueError(f"keyword name {key!r} of task {task!r} contains a NUL character")
         _check(task, f"keyword argument {key!r}", value)
     raise TypeError(f"arguments of task {task!r} are not JSON serializable")  # pragma: no cover
 
 
 def _check(task: str, where: str, value: Any) -> None:
     try:
-        dumps(value)
+        text = dumps(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{where} of task {task!r} is not JSON serializable: {_describe(value)} "
             f"({type(value).__name__}); jobqueue stores arguments as JSON"
         ) from exc
+    if _has_nul(text):
+        raise ValueError(
+            f"{where} of task {task!r} contains a NUL character (\\x00): {_describe(value)}; "
+            "PostgreSQL cannot store it in jsonb"
+        )
 
 
 def dump_error(exc: BaseException) -> str:
     """The stored form of a task failure: type, module, message and traceback."""
     cls = type(exc)
-    return dumps(
+    text = dumps(
         {
             "type": cls.__qualname__,
             "module": cls.__module__,
@@ -66,6 +88,9 @@ def dump_error(exc: BaseException) -> str:
             "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
         }
     )
+    # A NUL in the message would make the database refuse the whole error: keep
+    # the error and show each NUL as the six characters \u0000 instead.
+    return _NUL.sub(lambda m: m.group(1) + "\\\\u0000", text) if _has_nul(text) else text
 
 
 def _json_safe_args(exc: BaseException) -> list[Any] | None:

@@ -101,6 +101,10 @@ def build(app: JobQueue) -> SimpleNamespace:
     def retry_never(self: Any) -> None:
         raise self.retry(countdown=float("inf"))  # a bug in the task: no such moment
 
+    @app.task(name="nul_error")
+    def nul_error() -> None:
+        raise CustomError("bad byte: \x00")
+
     @app.task(name="nul_result")
     def nul_result() -> str:
         return "a\x00b"  # valid JSON ("a\u0000b"), which jsonb refuses to store

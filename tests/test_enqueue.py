@@ -12,7 +12,7 @@ from jobqueue import TaskRevokedError, states
 
 
 def _count(conn: Any, schema: str) -> int:
-    row = conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()
+    row = conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone()  # waiting too
     return int(row[0])
 
 
@@ -70,6 +70,23 @@ def test_non_json_argument_names_the_culprit_and_writes_nothing(
     with pytest.raises(TypeError, match=r"item 2: argument 0 of task 'add'"):
         jq.app.enqueue_many(jq.add, [(1, 2), (3, 4), (object(), 5)])
     assert _count(conn, schema) == 0
+
+
+def test_an_argument_jsonb_cannot_store_names_the_culprit_and_writes_nothing(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """JSON allows the NUL character; PostgreSQL's jsonb does not. The enqueue
+    fails before the database is asked, naming the argument."""
+    with pytest.raises(ValueError, match=r"argument 1 of task 'echo' contains a NUL character"):
+        jq.echo.delay("fine", "a\x00b")
+    with pytest.raises(ValueError, match=r"keyword argument 'note' of task 'echo'"):
+        jq.echo.delay(note={"deep": ["\x00"]})
+    with pytest.raises(ValueError, match=r"argument 0 of task 'echo' contains a NUL"):
+        jq.app.enqueue_many(jq.echo, [("ok",), ("\x00",)])
+    assert _count(conn, schema) == 0
+    # A backslash followed by "u0000" is six ordinary characters: stored as they are.
+    assert jq.echo.delay("\\u0000").id
+    assert _count(conn, schema) == 1
 
 
 def test_bad_options_are_rejected_before_writing(jq: Any, schema: str, conn: Any) -> None:

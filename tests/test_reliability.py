@@ -15,6 +15,7 @@ from jobqueue import (
     WorkerLostError,
     states,
 )
+from tests.apps import CustomError
 from tests.conftest import wait_for
 
 
@@ -272,5 +273,8 @@ def test_outcomes_the_database_cannot_store_fail_their_jobs_not_the_worker(
     with pytest.raises(RuntimeError, match="database refused this job's outcome"):
         nul.get(timeout=20)
     assert [r.get(timeout=20) for r in neighbours] == [2 * i for i in range(20)]
+    # An error message with a NUL keeps the task's own error, the NUL shown as text.
+    with pytest.raises(CustomError, match=r"bad byte: \\u0000"):
+        jq.nul_error.delay().get(timeout=20)
     assert jq.add.delay(1, 2).get(timeout=20) == 3
     assert worker.proc.poll() is None
