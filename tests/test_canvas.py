@@ -121,7 +121,8 @@ def test_rolled_back_canvas_leaves_no_rows(jq: Any, dsn: str, schema: str, conn:
         group(jq.add.s(1, 1), jq.add.s(2, 2)).apply_async(connection=tx)
         tx.rollback()
     counts = conn.execute(
-        f'SELECT (SELECT count(*) FROM "{schema}".jobs), (SELECT count(*) FROM "{schema}".chords),'
+        f'SELECT (SELECT count(*) FROM "{schema}".all_jobs),'
+        f' (SELECT count(*) FROM "{schema}".chords),'
         f' (SELECT count(*) FROM "{schema}".groups), '
         f'(SELECT count(*) FROM "{schema}".chord_members)'
     ).fetchone()

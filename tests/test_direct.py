@@ -169,7 +169,7 @@ def test_ctrl_c_interrupts_an_enqueue_waiting_on_a_duplicate_id(
         # psycopg cancelled the statement on the server too: nothing waits any more.
         wait_for(lambda: conn.execute(waiting).fetchone()[0] == 0, what="the wait to end")
         holder.rollback()
-    assert conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone() == (0,)
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone() == (0,)
 
 
 def test_connections_set_aside_for_enqueues_close_with_the_app(

@@ -105,7 +105,7 @@ def test_fifty_concurrent_enqueuers_of_one_unique_key_make_one_job(
         t.join()
     assert errors == []
     assert len(set(ids)) == 1 and len(ids) == 50  # everyone got the one job's result
-    assert conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone() == (1,)
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone() == (1,)
 
 
 def test_unique_key_is_free_again_once_the_job_finished(jq: Any, start_worker: Any) -> None:

@@ -73,7 +73,7 @@ def test_rollback_means_no_job_and_commit_means_one_run(
     assert orders == [2]
     ids = [lost.id] + [r.id for r in many_lost]
     leftovers = conn.execute(
-        f'SELECT count(*) FROM "{schema}".jobs WHERE id = ANY(%s::uuid[])', (ids,)
+        f'SELECT count(*) FROM "{schema}".all_jobs WHERE id = ANY(%s::uuid[])', (ids,)
     ).fetchone()
     assert leftovers == (0,)  # never existed, so no worker can ever run them
     assert lost.state == states.PENDING
