@@ -45,10 +45,10 @@ def dump_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
         kwargs_text = dumps(dict(kwargs)) if kwargs else "{}"
     except (TypeError, ValueError):
         pass
-    else:  # the common case costs two substring tests
-        if "\\u0000" not in args_text and "\\u0000" not in kwargs_text:
-            return args_text, kwargs_text
-        if not (_has_nul(args_text) or _has_nul(kwargs_text)):
+    else:
+        # Inline substring tests first: every delay() pays them, the regex is rare.
+        maybe_nul = "\\u0000" in args_text or "\\u0000" in kwargs_text
+        if not (maybe_nul and (_has_nul(args_text) or _has_nul(kwargs_text))):
             return args_text, kwargs_text
     for index, value in enumerate(args):
         _check(task, f"argument {index}", value)

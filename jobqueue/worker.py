@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import __version__, states
-from .executor import Job, Outcome, expired, outcome_params
+from . import __version__
+from .executor import Job, Outcome, expired
 from .ids import uuid7
 from .pools import make_pool
-from .serialization import dump_error
+from .recording import record_or_split
 from .sql import channels
 from .waiting import WaitFlag
 
@@ -352,7 +352,7 @@ class Worker:
             try:
                 if conn is None or conn.closed:
                     conn = self._connect_hot()
-                self._record_or_split(conn, batch, advance)
+                record_or_split(conn, self._execute, self.id, batch, advance)
                 break
             except psycopg.OperationalError as exc:
                 log.warning(
@@ -372,48 +372,6 @@ class Worker:
             self._avg_runtime += (runtime - self._avg_runtime) * min(len(batch) / 50, 1.0)
         self._wakeup.set()
         return conn
-
-    def _record_or_split(
-        self, conn: psycopg.Connection[Any], batch: list[Outcome], advance: list[str]
-    ) -> None:
-        """Record a batch of outcomes, and start what follows them, in one
-        transaction. Should the database refuse it, split it: one bad outcome must
-        neither lose the others nor stop the completer. A canvas step refused on
-        its own is dropped (its job's outcome stands); an outcome refused on its
-        own fails its job, naming why."""
-        try:
-            self._record(conn, batch, advance)
-            return
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            refused = exc
-        if len(batch) > 1:
-            log.warning("database refused %d outcomes (%s); one by one", len(batch), refused)
-            for outcome in batch:
-                alone = [job_id for job_id in advance if job_id == outcome.job_id]
-                self._record_or_split(conn, [outcome], alone)
-            return
-        job_id = batch[0].job_id
-        if advance:
-            log.error("could not start what follows job %s (%s); outcome only", job_id, refused)
-            self._record_or_split(conn, batch, [])
-            return
-        log.error("database refused the outcome of job %s: %s", job_id, refused)
-        error = RuntimeError(f"the database refused this job's outcome: {refused}")
-        failure = Outcome(job_id, batch[0].attempt, states.FAILURE, error=dump_error(error))
-        self._record(conn, [failure], [])
-
-    def _record(
-        self, conn: psycopg.Connection[Any], batch: list[Outcome], advance: list[str]
-    ) -> None:
-        params = outcome_params(batch, self.id)
-        if not advance:  # the common case: one autocommit statement, one round trip
-            self._execute(conn, "job_complete_many", params)
-            return
-        with conn.transaction():
-            self._execute(conn, "job_complete_many", params)
-            self._execute(conn, "job_advance", {"ids": advance})
 
     # -- listening, heartbeat, rescue ---------------------------------------------------
 

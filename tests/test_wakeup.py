@@ -35,6 +35,15 @@ def _waiting_sessions(conn: Any, schema: str) -> set[int]:
     return {row[0] for row in rows}
 
 
+def _assert_the_next_job_wakes(jq: Any, conn: Any, schema: str, when: str) -> None:
+    """The next job starts long before the worker's 30 s poll: NOTIFY woke it."""
+    result = jq.add.delay(2, 3)
+    assert result.get(timeout=10) == 5
+    delay = _start_delay(conn, schema, result.id)
+    print(f"enqueue-to-start {when}, 30 s poll interval: {delay * 1000:.1f} ms")
+    assert delay < 5, f"{when}, the worker waited for its poll: NOTIFY did not wake it"
+
+
 def test_notify_wakes_an_idle_worker(jq: Any, schema: str, conn: Any, start_worker: Any) -> None:
     start_worker("--poll-interval", "30")
     jq.add.delay(0, 0).get(timeout=10)  # let the worker settle into its idle wait
@@ -144,11 +153,7 @@ def test_a_worker_busy_with_a_backlog_is_woken_when_idle_again(
     wait_for(
         lambda: _waiting_sessions(conn, schema), what="the drained worker to wait for NOTIFYs again"
     )
-    result = jq.add.delay(2, 3)
-    assert result.get(timeout=10) == 5
-    delay = _start_delay(conn, schema, result.id)
-    print(f"enqueue-to-start after a backlog of 500, 30 s poll interval: {delay * 1000:.1f} ms")
-    assert delay < 5, "the worker waited for its poll, so it was not woken"
+    _assert_the_next_job_wakes(jq, conn, schema, "after a backlog of 500")
     assert worker.proc.poll() is None
 
 
@@ -167,9 +172,5 @@ def test_an_idle_worker_is_woken_again_after_its_connections_drop(
     )
     wait_for(lambda: "claim connection lost" in worker.log, 10, "the claim loop to notice")
     wait_for(lambda: _waiting_sessions(conn, schema) - before, what="the new session to wait again")
-    result = jq.add.delay(2, 3)
-    assert result.get(timeout=10) == 5
-    delay = _start_delay(conn, schema, result.id)
-    print(f"enqueue-to-start after the worker's connections dropped: {delay * 1000:.1f} ms")
-    assert delay < 5, "the worker waited for its poll, so NOTIFY no longer reached it"
+    _assert_the_next_job_wakes(jq, conn, schema, "after the worker's connections dropped")
     assert worker.proc.poll() is None

@@ -1,0 +1,73 @@
+"""Recording outcomes: what the completer writes for a batch of finished attempts.
+
+One statement per batch (``job_complete_many``, guarded by lease and attempt),
+in one transaction with ``job_advance`` when some of the jobs start a canvas
+step. When the database refuses a batch, it is split, so one outcome it
+cannot store neither loses the others nor stops the completer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from . import states
+from .executor import Outcome, outcome_params
+from .serialization import dump_error
+from .waiting import Execute
+
+log = logging.getLogger("jobqueue.worker")
+
+
+def record_or_split(
+    conn: psycopg.Connection[Any],
+    execute: Execute,
+    worker_id: str,
+    batch: list[Outcome],
+    advance: list[str],
+) -> None:
+    """Record a batch of outcomes, and start what follows them, in one
+    transaction. Should the database refuse it, split it. A canvas step refused
+    on its own is dropped (its job's outcome stands); an outcome refused on its
+    own fails its job, naming why. Connection errors propagate: the caller
+    keeps the batch until the database is back."""
+    try:
+        record(conn, execute, worker_id, batch, advance)
+        return
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        refused = exc
+    if len(batch) > 1:
+        log.warning("database refused %d outcomes (%s); one by one", len(batch), refused)
+        for outcome in batch:
+            alone = [job_id for job_id in advance if job_id == outcome.job_id]
+            record_or_split(conn, execute, worker_id, [outcome], alone)
+        return
+    job_id = batch[0].job_id
+    if advance:
+        log.error("could not start what follows job %s (%s); outcome only", job_id, refused)
+        record_or_split(conn, execute, worker_id, batch, [])
+        return
+    log.error("database refused the outcome of job %s: %s", job_id, refused)
+    error = RuntimeError(f"the database refused this job's outcome: {refused}")
+    failure = Outcome(job_id, batch[0].attempt, states.FAILURE, error=dump_error(error))
+    record(conn, execute, worker_id, [failure], [])
+
+
+def record(
+    conn: psycopg.Connection[Any],
+    execute: Execute,
+    worker_id: str,
+    batch: list[Outcome],
+    advance: list[str],
+) -> None:
+    params = outcome_params(batch, worker_id)
+    if not advance:  # the common case: one autocommit statement, one round trip
+        execute(conn, "job_complete_many", params)
+        return
+    with conn.transaction():
+        execute(conn, "job_complete_many", params)
+        execute(conn, "job_advance", {"ids": advance})
