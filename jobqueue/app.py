@@ -398,6 +398,7 @@ class JobQueue:
             id_list = [check_id(i, "id") for i in ids]
         params = {"ids": id_list, "terminate": bool(terminate)}
         with self.db.transaction(connection) as conn:
+            self.db.run(conn, "job_revoke_lock", {"ids": id_list})
             revoked, _, _, finished = self.db.run(conn, "job_revoke", params)[0]
             if finished:  # their callbacks and chords learn of it in the same transaction
                 self.db.run(conn, "job_advance", {"ids": finished})

@@ -97,6 +97,11 @@ def build(app: JobQueue) -> SimpleNamespace:
     def explicit_retry(self: Any) -> None:
         raise self.retry(countdown=0.1)
 
+    @app.task(name="retries_after", bind=True, max_retries=5)
+    def retries_after(self: Any, seconds: float) -> None:
+        time.sleep(seconds)
+        raise self.retry(countdown=60)
+
     @app.task(name="retry_never", bind=True, max_retries=3)
     def retry_never(self: Any) -> None:
         raise self.retry(countdown=float("inf"))  # a bug in the task: no such moment

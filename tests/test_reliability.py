@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
+import psycopg
 import pytest
 
 from jobqueue import (
@@ -213,6 +215,41 @@ def test_revoke_without_terminate_lets_a_running_job_finish_but_not_retry(
     running.revoke()
     with pytest.raises(TaskRevokedError):
         running.get(timeout=20)
+
+
+def test_a_revoke_racing_the_completion_of_a_retry_still_revokes(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """The completer puts the job back in the queue for its retry while a revoke
+    waits on the same row: the revoke must find it there and end it, not leave
+    it waiting to be claimed and run again."""
+    worker = start_worker()
+    job = jq.retries_after.delay(1.0)
+    wait_for(lambda: job.state == states.STARTED, 20, "the job to start")
+
+    def waiting_on_locks() -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
+        return int(row[0])
+
+    revoked: list[int] = []
+    with psycopg.connect(dsn) as holder:  # holds the row, so both must queue behind it
+        holder.execute(f'SELECT 1 FROM "{schema}".jobs WHERE id = %s FOR UPDATE', (job.id,))
+        wait_for(lambda: waiting_on_locks() == 1, 20, "the completer to wait for the row")
+        revoker = threading.Thread(target=lambda: revoked.append(jq.app.revoke(job.id)))
+        revoker.start()
+        wait_for(lambda: waiting_on_locks() == 2, 20, "the revoke to wait behind it")
+        holder.rollback()
+    revoker.join(20)
+    assert revoked == [1]
+    assert job.state == states.REVOKED
+    queued = conn.execute(
+        f'SELECT count(*) FROM "{schema}".job_queue WHERE job_id = %s', (job.id,)
+    ).fetchone()
+    assert queued == (0,)
+    assert worker.proc.poll() is None
 
 
 def test_warm_shutdown_grace_period_releases_slow_jobs_to_another_worker(

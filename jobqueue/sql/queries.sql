@@ -318,6 +318,14 @@ SELECT (SELECT count(*) FROM dead) AS workers,
         FROM rescued WHERE state <> 'RETRY') AS notified,
        ARRAY(SELECT id FROM rescued WHERE state <> 'RETRY') AS finished;
 
+-- name: job_revoke_lock
+-- Run before job_revoke, in its transaction: wait for whatever is changing these
+-- jobs (a completion putting a job back in the queue for a retry) to commit.
+-- job_revoke's next statement then sees the job where that left it; in one
+-- statement, its snapshot predates the requeued row and the job stayed RETRY,
+-- to be claimed and run again. Id order: revokes of many jobs never deadlock.
+SELECT id FROM {schema}.jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE;
+
 -- name: job_revoke
 -- Revocations live in the job row. A waiting job leaves the queue and is
 -- REVOKED now (one enqueued in one row gets its record here); a running one
