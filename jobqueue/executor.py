@@ -54,16 +54,29 @@ class Job:
     parent_id: str | None
     expired: bool = False
     in_canvas: bool = False  # finishing it creates or counts other jobs (`advance` in SQL)
+    # time.monotonic() after which it must not start (its `expires`); None: never
+    expires_deadline: float | None = None
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Job:
+        """A row of job_claim: 12 columns, or 13 with ``expires_in`` (seconds
+        until the job expires, NULL without an expiry) last."""
         job_id, task, queue, args, kwargs, options, attempt, run_at, root, parent, *flags = row
-        expired, in_canvas = flags
+        expired, in_canvas, *rest = flags
+        expires_in = rest[0] if rest else None
+        deadline = None if expires_in is None else time.monotonic() + float(expires_in)
         payload = f"[{args},{kwargs},{options}]"
-        return cls(job_id, task, queue, payload, attempt, run_at, root, parent, expired, in_canvas)
+        job = cls(job_id, task, queue, payload, attempt, run_at, root, parent, expired, in_canvas)
+        job.expires_deadline = deadline
+        return job
+
+    def has_expired(self) -> bool:
+        """Past its ``expires`` now (it may have waited in the pool since the claim)."""
+        deadline = self.expires_deadline
+        return deadline is not None and time.monotonic() >= deadline
 
     def _decode(self) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
         decoded = self._decoded

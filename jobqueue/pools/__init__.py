@@ -2,7 +2,9 @@
 
 The contract (``Pool``) is small: ``submit`` never blocks the claim loop;
 every submitted job is reported exactly once through ``report`` unless the
-pool is ``kill``-ed first, in which case the worker releases what is left.
+pool is ``kill``-ed first, in which case the worker releases what is left, or
+taken back (``drain``, ``discard``) before it started. A job whose ``expires``
+passed while it waited for a slot is reported expired (REVOKED), not run.
 
 - ``threads`` (default): a thread per slot; ``async def`` tasks share one event
   loop thread. Soft limits and termination are delivered as exceptions at the
@@ -34,6 +36,11 @@ class Pool(Protocol):
 
     def drain(self) -> list[Job]:
         """Take back the submitted jobs not started yet (prefetched ones)."""
+        ...
+
+    def discard(self, job_id: str) -> Job | None:
+        """Take back a submitted job that has not started yet (revoked while
+        prefetched); None if it started or is unknown."""
         ...
 
     def terminate(self, job_id: str) -> bool:

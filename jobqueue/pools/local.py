@@ -2,7 +2,8 @@
 
 Unlike ``queue.SimpleQueue`` it can hand back the jobs not yet started
 (``drain``), so a warm shutdown releases prefetched jobs at once instead of
-running them.
+running them, and one of them (``remove``), so a job revoked while prefetched
+never starts.
 """
 
 from __future__ import annotations
@@ -42,3 +43,12 @@ class LocalQueue:
             kept = [item for item in self._items if item is None]
             self._items = deque(kept)
             return jobs
+
+    def remove(self, job_id: str) -> Job | None:
+        """Take back the job ``job_id`` if it has not started; None otherwise."""
+        with self._cond:
+            for index, item in enumerate(self._items):
+                if item is not None and item.id == job_id:
+                    del self._items[index]
+                    return item
+            return None

@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
-from ..executor import Job, Outcome, execute, failed, lost, revoked
+from ..executor import Job, Outcome, execute, expired, failed, lost, revoked
 from . import Report
 from .local import LocalQueue
 
@@ -66,6 +66,9 @@ class ProcessPool:
 
     def drain(self) -> list[Job]:
         return self._jobs.drain()
+
+    def discard(self, job_id: str) -> Job | None:
+        return self._jobs.remove(job_id)
 
     def next_job(self) -> Job | None:
         return self._jobs.get()
@@ -133,6 +136,9 @@ class _Slot:
             if job is None:
                 self._stop_child()
                 return
+            if job.has_expired():  # it waited in the pool past its `expires`: never run it
+                self.pool.deliver(expired(job))
+                continue
             try:
                 self._ensure_child()
                 outcome = self._run(job)

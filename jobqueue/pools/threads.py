@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
-from ..executor import Job, execute, failed, revoked
+from ..executor import Job, execute, expired, failed, revoked
 from . import Report
 from .local import LocalQueue
 from .watchdog import Watchdog
@@ -65,6 +65,9 @@ class ThreadPool:
     def drain(self) -> list[Job]:
         return self._jobs.drain()
 
+    def discard(self, job_id: str) -> Job | None:
+        return self._jobs.remove(job_id)
+
     def close(self) -> None:
         self._jobs.close(self.size)
 
@@ -95,6 +98,10 @@ class ThreadPool:
                     return
 
     def _run(self, job: Job) -> None:
+        if job.has_expired():  # it waited in the pool past its `expires`: never run it
+            if not self._killed:
+                self.report(expired(job))
+            return
         task = self.app.tasks.get(job.task)
         soft, hard = job.limits(task)
         entry = _Running(job, threading.get_ident())
