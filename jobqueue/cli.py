@@ -10,7 +10,7 @@ import psycopg
 
 from . import __version__, loader
 from .app import JobQueue
-from .exceptions import ConfigurationError, JobQueueError
+from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .pools import POOLS
 from .redact import redact
 from .sql import validate_schema
@@ -243,6 +243,8 @@ def worker(
             shutdown_timeout=shutdown_timeout,
             prefetch_multiplier=prefetch_multiplier,
         ).run()
+    except SchemaChangedError as exc:  # logged as it happened; exit non-zero, no traceback
+        raise click.ClickException(str(exc)) from exc
     finally:
         if beat is not None:
             beat.stop()

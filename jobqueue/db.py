@@ -29,6 +29,25 @@ Params = Mapping[str, Any]
 Row = tuple[Any, ...]
 
 
+# What retrying can cure: the connection (class 08 and the server shutting
+# down or starting up), the server's resources (class 53: too many
+# connections, disk full, out of memory), and losing a race with another
+# transaction. psycopg files many other errors under OperationalError too
+# (54000 "string too long" among them): retrying those repeats the same refusal
+# forever, so they are the statement's own failure.
+_TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01", "55P03"})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether the statement that raised ``exc`` may succeed if run again later."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection broke or could not be made
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in ("08", "53") or state in _TRANSIENT_STATES
+
+
 class Database:
     """Owns the DSN, the producer pool and schema readiness for one app."""
 
@@ -179,8 +198,7 @@ class Database:
                     ) from exc
                 raise
             except psycopg.OperationalError as exc:
-                # Connection loss, serialization failure, deadlock, lock not available.
-                if time.monotonic() + delay > deadline:
+                if not transient(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning(
                     "%s failed (%s: %s); retrying in %.2fs",

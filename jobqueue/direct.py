@@ -97,6 +97,13 @@ def execute(conn: psycopg.Connection[Any], text: str, params: Mapping[str, Any])
         values = [encode(params[name]) for name in statement.params]
     except TypeError:
         return False
+    for name, value in zip(statement.params, values, strict=True):
+        if value is not None and b"\x00" in value:
+            # libpq sends text as C strings: it would store "a.b\x00c" as "a.b".
+            raise ValueError(
+                f"{name} {params[name]!r} contains a NUL character (\\x00), "
+                "which PostgreSQL cannot store in text"
+            )
     known = _prepared.get(conn)
     if known is None:
         with _prepared_lock:

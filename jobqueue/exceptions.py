@@ -18,6 +18,10 @@ class SchemaNotReadyError(ConfigurationError):
     """The database has no (or an outdated) jobqueue schema."""
 
 
+class SchemaChangedError(SchemaNotReadyError):
+    """The schema was migrated, while this worker ran, to a revision it does not know."""
+
+
 class TimeoutError(JobQueueError, builtins.TimeoutError):
     """``AsyncResult.get()`` gave up waiting. Also a builtin ``TimeoutError``."""
 

@@ -1,13 +1,14 @@
 """Schema migrations: alembic, run programmatically against one schema.
 
 The scripts live in the repository's top-level ``migrations/`` and ship in the
-wheel as ``jobqueue/migrations``. Runs are serialised by an advisory lock so
-several processes starting at once (say, against the embedded server) migrate
-exactly once.
+wheel as ``jobqueue/migrations``. Runs on one schema are serialised by an
+advisory lock so several processes starting at once (say, against the
+embedded server) migrate exactly once.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +24,10 @@ from .exceptions import ConfigurationError
 from .redact import redact
 from .sql import queries, validate_schema
 
-# Arbitrary constant: "jq" in ASCII, then "migrate".
-_LOCK_KEY = 0x6A71_6D69_6772
+
+def _lock_key(schema: str) -> int:
+    """Per schema, so tenants sharing a database migrate independently."""
+    return zlib.crc32(f"jobqueue:{schema}:migrate".encode())
 
 
 def script_location() -> Path:
@@ -64,7 +67,7 @@ def _locked(dsn: str, schema: str) -> Iterator[tuple[Config, sa.Connection]]:
             f"cannot connect to PostgreSQL at {redact(dsn)}: {exc.orig}"
         ) from exc.orig
     with connection as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(schema)})
         conn.commit()
         try:
             config = _config()
@@ -74,7 +77,7 @@ def _locked(dsn: str, schema: str) -> Iterator[tuple[Config, sa.Connection]]:
             conn.commit()
         finally:
             conn.rollback()
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(schema)})
             conn.commit()
 
 

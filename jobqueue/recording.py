@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from . import states
+from .db import transient
 from .executor import Outcome, outcome_params
 from .serialization import dump_error
 from .waiting import Execute
@@ -29,16 +30,17 @@ def record_or_split(
     advance: list[str],
 ) -> None:
     """Record a batch of outcomes, and start what follows them, in one
-    transaction. Should the database refuse it, split it. A canvas step refused
-    on its own is dropped (its job's outcome stands); an outcome refused on its
-    own fails its job, naming why. Connection errors propagate: the caller
-    keeps the batch until the database is back."""
+    transaction. Should the database refuse it (an error that retrying cannot
+    cure: see ``db.transient``), split it. A canvas step refused on its own
+    is dropped (its job's outcome stands); an outcome refused on its own fails
+    its job, naming why. Transient errors propagate: the caller keeps the
+    batch until the database takes it."""
     try:
         record(conn, execute, worker_id, batch, advance)
         return
-    except psycopg.OperationalError:
-        raise
     except psycopg.Error as exc:
+        if transient(exc):
+            raise
         refused = exc
     if len(batch) > 1:
         log.warning("database refused %d outcomes (%s); one by one", len(batch), refused)
@@ -54,7 +56,14 @@ def record_or_split(
     log.error("database refused the outcome of job %s: %s", job_id, refused)
     error = RuntimeError(f"the database refused this job's outcome: {refused}")
     failure = Outcome(job_id, batch[0].attempt, states.FAILURE, error=dump_error(error))
-    record(conn, execute, worker_id, [failure], [])
+    try:
+        record(conn, execute, worker_id, [failure], [])
+    except psycopg.Error as exc:
+        if transient(exc):
+            raise
+        # Not even a failure can be stored (the schema changed under us?). The
+        # lease stays; the worker releases it as an orphan (lease_orphans).
+        log.error("database refused the failure of job %s too (%s); it is released", job_id, exc)
 
 
 def record(

@@ -233,4 +233,12 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("job_id", UUID, nullable=False),
         sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
     )
+    # One row: the oldest worker revision that may claim (worker_compatible()).
+    sa.Table(
+        "schema_compat",
+        md,
+        sa.Column("one", sa.Boolean, primary_key=True, server_default=sa.true()),
+        sa.Column("oldest_worker_revision", sa.Integer, nullable=False),
+        sa.CheckConstraint("one", name="schema_compat_one_check"),
+    )
     return md

@@ -39,8 +39,11 @@ import psycopg
 from psycopg import sql
 
 from . import __version__
-from .executor import Job, Outcome, expired
+from .db import transient
+from .exceptions import SchemaChangedError, TaskRevokedError
+from .executor import Job, Outcome, expired, revoked
 from .ids import uuid7
+from .migrate import head_revision
 from .pools import make_pool
 from .recording import record_or_split
 from .sql import channels
@@ -57,6 +60,10 @@ _VACUUM_MIN_DEAD = {"job_queue": 20_000, "job_lease": 20_000, "jobs": 200_000}
 _ANALYZE_MIN_CHANGED = 50_000
 _LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
 _CLAIM_ERROR_PAUSE = 1.0
+# After the grace period, how long a warm shutdown still tries to record the
+# outcomes it holds (the database may be away); what is left is rescued.
+_RECORD_GRACE = 10.0
+_INCOMPATIBLE = "JQ001"  # worker_compatible(): the schema moved to a revision we do not know
 
 
 class Worker:
@@ -87,6 +94,8 @@ class Worker:
         self.prefetch_multiplier = prefetch_multiplier
         self._avg_runtime = 1.0  # seconds, moving average; start cautious (no prefetch)
         self.id = str(uuid7())
+        self.revision = int(head_revision())  # the schema revision this code was written for
+        self._incompatible: psycopg.Error | None = None
         self.hostname = hostname or f"jobqueue@{socket.gethostname()}"
         self.pool_kind = pool
         self._sql = app.db.sql
@@ -141,6 +150,11 @@ class Worker:
             claim_conn = self._claim_loop(claim_conn)
         finally:
             self._shutdown(claim_conn)
+        if self._incompatible is not None:
+            raise SchemaChangedError(
+                f"worker {self.hostname} stopped: {self._incompatible.diag.message_primary}; "
+                "restart it with the jobqueue release that matches the schema"
+            ) from self._incompatible
 
     def stop(self) -> None:
         """Warm stop: no new claims; running jobs finish; ``run()`` returns."""
@@ -190,14 +204,23 @@ class Worker:
         else:
             self._pool.close()
         self._outcomes.put(None)  # the completer writes everything, then stops
-        self._done.wait()
+        if not self._done.wait(_RECORD_GRACE):
+            log.error(
+                "could not record the outcomes of %d job(s) within %.0fs (database away?); "
+                "exiting: other workers will rescue them once this worker's lease expires",
+                len(self._in_flight),
+                _RECORD_GRACE,
+            )
+            self._exiting.set()
+            return
+        # Every job is settled: the heartbeat and listener stop now, before the
+        # worker row goes (a heartbeat that finds it gone would register again).
+        self._exiting.set()
         try:
             self._release(claim_conn)
             self._execute(claim_conn, "worker_unregister", {"id": self.id})
         except psycopg.Error as exc:
             log.warning("could not unregister worker %s: %s", self.id, exc)
-        finally:
-            self._exiting.set()
         claim_conn.close()
         log.info("worker %s stopped after %d job(s)", self.hostname, self.processed)
 
@@ -249,12 +272,15 @@ class Worker:
                             continue  # look once more: we now hear of every later job
                         timeout = self._waiting.retry_in()
                     due_in = self._next_due_in(conn)
-                except psycopg.OperationalError as exc:
-                    conn = self._reconnect(conn, exc)
-                    continue
-                except psycopg.Error:
-                    # Not the connection (a schema mismatch, a bad limit row...): keep
-                    # the worker alive and try again after a pause, loudly.
+                except psycopg.Error as exc:
+                    if exc.sqlstate == _INCOMPATIBLE:
+                        self._stop_incompatible(exc)
+                        break
+                    if transient(exc):
+                        conn = self._reconnect(conn, exc)
+                        continue
+                    # Not the connection (a bad limit row...): keep the worker
+                    # alive and try again after a pause, loudly.
                     log.exception("claim failed; retrying in %.1fs", _CLAIM_ERROR_PAUSE)
                     self._stopping.wait(_CLAIM_ERROR_PAUSE)
                     continue
@@ -262,6 +288,20 @@ class Worker:
                     timeout = min(timeout, max(due_in, 0.005))
             self._wakeup.wait(timeout)
         return conn
+
+    def _stop_incompatible(self, exc: psycopg.Error) -> None:
+        """The schema moved to a revision this worker does not know (an upgrade
+        while it ran): claiming now could destroy jobs it cannot record."""
+        self._incompatible = exc
+        log.critical(
+            "stopping: %s (this worker is jobqueue %s, schema revision %04d); running jobs "
+            "finish, nothing more is claimed. Restart the worker with the release that "
+            "matches the schema (docs/upgrading.md)",
+            exc.diag.message_primary,
+            __version__,
+            self.revision,
+        )
+        self.stop()
 
     def _capacity(self) -> int:
         """How many jobs to hold at once: the running ones plus a prefetch of
@@ -276,7 +316,14 @@ class Worker:
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
         rows = self._execute(
-            conn, "job_claim", {"queues": self.queues, "limit": limit, "worker_id": self.id}
+            conn,
+            "job_claim",
+            {
+                "queues": self.queues,
+                "limit": limit,
+                "worker_id": self.id,
+                "revision": self.revision,
+            },
         )
         jobs = [Job.from_row(row) for row in rows]
         if jobs:
@@ -354,7 +401,7 @@ class Worker:
                     conn = self._connect_hot()
                 record_or_split(conn, self._execute, self.id, batch, advance)
                 break
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:  # transient (record_or_split handles the rest)
                 log.warning(
                     "could not record %d outcome(s) (%s); retrying in %.1fs", len(batch), exc, delay
                 )
@@ -384,23 +431,45 @@ class Worker:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._wakeup.set()  # jobs may have arrived while we were not listening
         while not self._exiting.is_set():  # revocations matter until the last job is settled
-            for notice in conn.notifies(timeout=1.0):
+            mentioned: list[str] = []
+            # A notification is only a hint (anyone who can connect may send
+            # one): a wake-up makes the claim look in SQL, and a revocation is
+            # acted on only once its job's row says so.
+            for notice in conn.notifies(timeout=1.0, stop_after=1):
                 if notice.channel == self._channels["jobs"]:
                     if notice.payload in wanted:
                         self._wakeup.set()
                 else:
-                    self._on_control(notice.payload)
+                    job_id = self._revocation_hint(notice.payload)
+                    if job_id is not None:
+                        mentioned.append(job_id)
+            if mentioned:
+                self._apply_revocations(conn, mentioned)
 
-    def _on_control(self, payload: str) -> None:
+    def _revocation_hint(self, payload: str) -> str | None:
+        """The id of one of our jobs a control message names, if any."""
         try:
             message = json.loads(payload)
         except ValueError:
             log.warning("ignoring malformed control message %r", payload[:200])
-            return
+            return None
         job_id = message.get("revoke") if isinstance(message, dict) else None
-        if isinstance(job_id, str) and job_id in self._in_flight:
-            log.info("revoking running job %s (terminate)", job_id)
-            self._pool.terminate(job_id)
+        return job_id if isinstance(job_id, str) and job_id in self._in_flight else None
+
+    def _apply_revocations(self, conn: psycopg.Connection[Any], ids: list[str]) -> None:
+        """Act on the revocations the database confirms among ``ids`` (jobs
+        this worker holds): a job still waiting in the prefetch buffer is
+        recorded REVOKED without running, as Celery does with a reserved task;
+        a running one is stopped if the revocation says terminate, else it
+        finishes (and is not retried)."""
+        rows = self._execute(conn, "job_revocations", {"ids": ids, "worker_id": self.id})
+        for job_id, terminate in rows:
+            job_id = str(job_id)
+            job = self._pool.discard(job_id)
+            if job is not None:
+                self._outcomes.put(revoked(job, TaskRevokedError("revoked before it started")))
+            elif terminate and self._pool.terminate(job_id):
+                log.info("revoking running job %s (terminate)", job_id)
 
     def _heartbeat_loop(self) -> None:
         def beat(conn: psycopg.Connection[Any]) -> None:
@@ -413,6 +482,8 @@ class Worker:
     def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
         ttl = {"id": self.id, "lease_ttl": self.app.conf.lease_ttl}
         if not self._execute(conn, "worker_heartbeat", ttl):
+            if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
+                return
             log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
             self._execute(conn, "worker_register", self._registration())
         # Maintenance: each step on its own, so one failing never stops the
@@ -426,9 +497,9 @@ class Worker:
         ):
             try:
                 step(conn)
-            except psycopg.OperationalError:
-                raise
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                if transient(exc):
+                    raise
                 log.exception("maintenance step %s failed; the heartbeat goes on", step.__name__)
 
     def _vacuum(self, conn: psycopg.Connection[Any]) -> None:
@@ -465,10 +536,10 @@ class Worker:
             log.warning("rescued %d job(s) from %d worker(s) whose lease expired", jobs, workers)
 
     def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:
-        running = list(self._in_flight)
-        if running:
-            for (job_id,) in self._execute(conn, "job_revoked_among", {"ids": running}):
-                self._pool.terminate(str(job_id))
+        """NOTIFY's cover: revocations whose notification was lost."""
+        held = list(self._in_flight)
+        if held:
+            self._apply_revocations(conn, held)
 
     def _release_orphans(self, conn: psycopg.Connection[Any]) -> None:
         running = list(self._in_flight)

@@ -96,6 +96,19 @@ def schema(database_dsn: str) -> str:
 
 
 @pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An embedded server of this test's own, to stop and restart at will."""
+    from jobqueue import embedded
+
+    data_dir = tmp_path / "pg"
+    dsn = embedded.start(data_dir)
+    try:
+        yield dsn, data_dir
+    finally:
+        embedded.stop(data_dir)
+
+
+@pytest.fixture
 def dsn(database_dsn: str) -> str:
     return database_dsn
 

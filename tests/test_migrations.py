@@ -83,6 +83,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "limit_state",
             "schedule_ticks",
             "schedules",
+            "schema_compat",
             "task_limits",
             "unique_keys",
             "workers",
@@ -94,10 +95,12 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "enqueue",
             "fail_chord",
             "fail_tree",
+            "json_depth",
             "schedules_changed",
             "spawn",
             "uuid7",
             "uuid7_floor",
+            "worker_compatible",
         ],
     }
     for step in ("0003", "0002", "0001"):  # one revision at a time first

@@ -7,15 +7,18 @@ from typing import Any
 
 import psycopg
 
-from jobqueue import states
+from jobqueue import migrate, states
 from jobqueue.executor import Outcome, outcome_params
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
 
+REVISION = int(migrate.head_revision())  # what a worker of this code passes to job_claim
+
 
 def _claim(conn: Any, schema: str, worker: str, limit: int = 10) -> list[tuple[Any, ...]]:
     rows = conn.execute(
-        queries(schema)["job_claim"], {"queues": ["default"], "limit": limit, "worker_id": worker}
+        queries(schema)["job_claim"],
+        {"queues": ["default"], "limit": limit, "worker_id": worker, "revision": REVISION},
     ).fetchall()
     return [r for r in rows if r[1] is not None]
 
@@ -108,6 +111,7 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
             + claim.replace("%(queues)s", "'{default}'")
             .replace("%(limit)s", "32")
             .replace("%(worker_id)s", f"'{worker}'::uuid")
+            .replace("%(revision)s", str(REVISION))
         )
     )
     assert "Seq Scan" not in plan, plan
@@ -137,7 +141,7 @@ def test_hot_path_plans_stay_linear_when_statistics_are_stale(
 
     with psycopg.connect(dsn, autocommit=True) as hot:
         hot.execute(sql["session_hot_path"])
-        params = {"queues": ["default"], "limit": 500, "worker_id": worker}
+        params = {"queues": ["default"], "limit": 500, "worker_id": worker, "revision": REVISION}
         with hot.transaction(force_rollback=True):
             claim_plan = "\n".join(r[0] for r in hot.execute("EXPLAIN " + sql["job_claim"], params))
         assert "job_queue_claim_idx" in claim_plan, claim_plan
@@ -166,7 +170,7 @@ def test_the_worker_sessions_plan_the_claim_once(jq: Any, schema: str, dsn: str)
     jq.app.enqueue_many(jq.add, [(i, i) for i in range(40)])
     with psycopg.connect(dsn, autocommit=True) as hot:
         hot.execute(sql["session_hot_path"])
-        params = {"queues": ["default"], "limit": 2, "worker_id": new_id()}
+        params = {"queues": ["default"], "limit": 2, "worker_id": new_id(), "revision": REVISION}
         claimed = sum(len(hot.execute(sql["job_claim"], params).fetchall()) for _ in range(12))
         assert claimed == 24
         plans = hot.execute(

@@ -35,9 +35,11 @@ def channels(schema: str) -> dict[str, str]:
 
 def lock_classes(schema: str) -> dict[str, int]:
     """First keys of the advisory locks behind conditional wake-ups (see
-    ``wake_wanted`` in queries.sql): signed 32-bit, distinct per schema."""
+    ``wake_wanted`` in queries.sql), and the seed of unique keys' lock hashes:
+    signed 32-bit, distinct per schema, so tenants of one database never share
+    a lock."""
     out = {}
-    for role in ("waiting", "enqueuing"):
+    for role in ("waiting", "enqueuing", "unique"):
         key = zlib.crc32(f"jobqueue:{schema}:{role}".encode())
         out[role] = key - 2**32 if key >= 2**31 else key
     return out
@@ -45,8 +47,14 @@ def lock_classes(schema: str) -> dict[str, int]:
 
 @cache
 def queries(schema: str) -> dict[str, str]:
+    """This release's statements for ``schema``, by name."""
+    return load(resources.files(__package__).joinpath("queries.sql").read_text(), schema)
+
+
+def load(text: str, schema: str) -> dict[str, str]:
+    """The named statements of a queries file (this release's, or an earlier
+    release's kept by the tests to play an old worker) for ``schema``."""
     validate_schema(schema)
-    text = resources.files(__package__).joinpath("queries.sql").read_text()
     names = _NAME_LINE.findall(text)
     bodies = _NAME_LINE.split(text)[2::2]
     chans = channels(schema)
@@ -67,6 +75,7 @@ def queries(schema: str) -> dict[str, str]:
             .replace("{channel_control}", chans["control"])
             .replace("{lock_waiting}", str(locks["waiting"]))
             .replace("{lock_enqueuing}", str(locks["enqueuing"]))
+            .replace("{lock_unique}", str(locks["unique"]))
         )
     # An expression, not a statement: kept under its name for tools that
     # compose statements from it (benchmarks/enqueue_ceiling.py).

@@ -1,0 +1,240 @@
+"""Workers across schema changes: a worker never destroys a job it cannot record.
+
+A worker of an earlier release, left running while ``jobqueue db upgrade``
+ran, once kept claiming from a queue whose rows it no longer understood and
+deleted every new single enqueue. The claim now asks the schema first
+(``worker_compatible``), and never deletes a waiting row without writing its
+record in the same statement.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from jobqueue import migrate, states
+from jobqueue.executor import Outcome, outcome_params
+from jobqueue.ids import new_id
+from jobqueue.sql import load, queries
+from tests.conftest import wait_for
+
+REVISION = int(migrate.head_revision())
+
+
+def _claim(conn: Any, schema: str, worker: str, revision: int = REVISION) -> list[Any]:
+    params = {"queues": ["default"], "limit": 10, "worker_id": worker, "revision": revision}
+    return conn.execute(queries(schema)["job_claim"], params).fetchall()
+
+
+def _simulate_upgrade(conn: Any, schema: str, revision: int, oldest_worker: int) -> None:
+    """What a later migration that old workers cannot run against does."""
+    with conn.transaction():
+        conn.execute(f'UPDATE "{schema}".alembic_version SET version_num = %s', [f"{revision:04d}"])
+        conn.execute(
+            f'UPDATE "{schema}".schema_compat SET oldest_worker_revision = %s', [oldest_worker]
+        )
+
+
+def test_a_running_worker_stops_claiming_when_the_schema_moves_past_it(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    worker = start_worker("--concurrency", "2")
+    assert jq.add.delay(1, 2).get(timeout=30) == 3
+    _simulate_upgrade(conn, schema, REVISION + 1, REVISION + 1)
+    ids = [jq.add.delay(i, i).id for i in range(200)]  # new code's producers go on
+
+    assert worker.proc.wait(30) != 0
+    assert "must not claim from" in worker.log
+    assert "Restart the worker with the release that matches the schema" in worker.log
+    waiting = conn.execute(
+        f'SELECT count(*) FROM "{schema}".all_jobs WHERE id = ANY(%s::uuid[]) AND state = %s',
+        (ids, states.PENDING),
+    ).fetchone()
+    assert waiting == (200,)  # every job still there, unclaimed, for the new workers
+
+
+def test_the_claim_of_an_unknown_or_older_revision_changes_nothing(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    job = jq.add.delay(1, 2)
+    for revision in (REVISION - 1, REVISION + 1):
+        try:
+            _claim(conn, schema, new_id(), revision)
+        except Exception as exc:
+            assert getattr(exc, "sqlstate", None) == "JQ001", exc
+            assert f"worker of revision {revision}" in str(exc)
+        else:
+            raise AssertionError(f"a worker of revision {revision} claimed")
+    assert job.state == states.PENDING
+    [row] = _claim(conn, schema, new_id())
+    assert row[0] == job.id
+
+
+def test_a_waiting_row_whose_record_is_gone_fails_its_job_instead_of_vanishing(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """A job enqueued with its record (bulk) whose record was deleted while it
+    waited: the claim used to delete its queue row and record nothing."""
+    [orphan, done] = jq.app.enqueue_many(jq.add, [(1, 1), (2, 2)])
+    conn.execute(f'DELETE FROM "{schema}".jobs WHERE id = %s', [orphan.id])
+    conn.execute(
+        f"UPDATE \"{schema}\".jobs SET state = 'SUCCESS', result = '4', finished_at = now() "
+        "WHERE id = %s",
+        [done.id],
+    )
+    assert _claim(conn, schema, new_id()) == []  # nothing to run...
+    rows = dict(
+        conn.execute(
+            f'SELECT id::text, state FROM "{schema}".all_jobs WHERE id = ANY(%s::uuid[])',
+            ([orphan.id, done.id],),
+        ).fetchall()
+    )
+    assert rows == {orphan.id: states.FAILURE, done.id: states.SUCCESS}  # ...and nothing lost
+    error = conn.execute(f'SELECT error FROM "{schema}".jobs WHERE id = %s', [orphan.id]).fetchone()
+    assert error is not None and error[0]["type"] == "JobRecordMissing"
+    assert orphan.id in error[0]["message"]
+    queued = conn.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone()
+    assert queued == (0,)
+    assert done.get(timeout=1) == 4
+
+
+def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """The claim session keeps one generic plan per statement. Planned while
+    `jobs` was empty (a fresh database: autovacuum has analyzed the empty
+    tables), the claim's update of `jobs` read the whole table on every claim:
+    10,000 rows for a claim of 8. Plan shape, not timing: the rows the drain
+    reads through `jobs`' primary key stay in proportion to the jobs drained."""
+    for table in ("jobs", "job_queue", "job_lease"):
+        conn.execute(f'VACUUM ANALYZE "{schema}".{table}')
+    start_worker("--concurrency", "4", "--poll-interval", "0.05")
+
+    def claims() -> int:
+        row = conn.execute(
+            "SELECT idx_scan FROM pg_stat_user_indexes "
+            "WHERE schemaname = %s AND indexrelname = 'job_queue_claim_idx'",
+            [schema],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    # psycopg prepares a statement on its sixth run: let the idle worker's
+    # polls prepare the claim while the tables are empty.
+    wait_for(lambda: claims() >= 12, 30, "the idle worker to prepare its claim")
+    results = jq.app.enqueue_many(jq.add, [(i, i) for i in range(10_000)])
+    wait_for(
+        lambda: conn.execute(
+            f"SELECT count(*) = 0 FROM \"{schema}\".jobs WHERE state <> 'SUCCESS'"
+        ).fetchone()[0],
+        120,
+        "the backlog to drain",
+    )
+    assert results[-1].get(timeout=5) == 2 * 9_999
+
+    def pkey_reads() -> int:
+        row = conn.execute(
+            "SELECT idx_tup_read FROM pg_stat_user_indexes "
+            "WHERE schemaname = %s AND indexrelname = 'jobs_pkey'",
+            [schema],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    # Statistics reach the view within a second or so of each transaction.
+    wait_for(lambda: pkey_reads() >= 10_000, 30, "the drain's statistics")
+    reads = pkey_reads()
+    # Through keys: about one read to claim and one to complete each job. A
+    # claim reading all of `jobs` makes it about 80 times the backlog.
+    assert reads < 5 * 10_000, json.dumps({"jobs_pkey reads": reads})
+
+
+def test_workers_and_producers_of_the_previous_release_run_through_the_upgrade(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """Revision 0008 says workers of 0007 may keep running while it is
+    applied. Here a worker and two producers of the 0007 release (its own
+    statements, kept in tests/releases) run while the schema goes 0007 ->
+    head, then a worker of this release joins: every committed job runs
+    exactly once."""
+    migrate.downgrade(dsn, schema, "0007")
+    old = load((Path(__file__).parent / "releases" / "0007.sql").read_text(), schema)
+    worker_id = new_id()
+    stop = threading.Event()
+    committed: list[str] = []
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            while not stop.is_set():
+                params = jq.app.job_params("add", (1, 2), {})
+                c.execute(old["job_insert"], params)
+                committed.append(params["id"])
+
+    def old_worker() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                old["worker_register"],
+                {
+                    "id": worker_id,
+                    "hostname": "old",
+                    "pid": 0,
+                    "queues": ["default"],
+                    "concurrency": 8,
+                    "version": "0007",
+                    "lease_ttl": 300,
+                },
+            )
+            while not stop.is_set() or claimable(c):
+                params = {"queues": ["default"], "limit": 50, "worker_id": worker_id}
+                rows = c.execute(old["job_claim"], params).fetchall()
+                done = [Outcome(r[0], r[6], states.SUCCESS, result="3") for r in rows]
+                if done:
+                    c.execute(old["job_complete_many"], outcome_params(done, worker_id))
+
+    def claimable(c: Any) -> bool:
+        row = c.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone()
+        return bool(row and row[0])
+
+    def guarded(target: Any) -> Any:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=guarded(f)) for f in (produce, produce, old_worker)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(committed) >= 500 or errors, 60, "the old release to get going")
+        migrate.upgrade(dsn, schema)  # while they run
+        before = len(committed)
+        wait_for(lambda: len(committed) >= before + 500 or errors, 60, "enqueues after it")
+        start_worker("--concurrency", "4")  # this release joins
+        wait_for(lambda: len(committed) >= before + 1_000 or errors, 60, "more enqueues")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    wait_for(
+        lambda: (
+            conn.execute(
+                f"SELECT count(*) FROM \"{schema}\".all_jobs WHERE state <> 'SUCCESS'"
+            ).fetchone()
+            == (0,)
+        ),
+        60,
+        "every job to finish",
+    )
+    rows = conn.execute(
+        f'SELECT count(*), count(*) FILTER (WHERE attempts = 1) FROM "{schema}".jobs '
+        "WHERE id = ANY(%s::uuid[])",
+        (committed,),
+    ).fetchone()
+    assert rows == (len(committed), len(committed))
