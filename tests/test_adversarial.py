@@ -190,6 +190,7 @@ def test_a_heartbeat_in_flight_at_a_clean_exit_does_not_register_the_worker_agai
     """The heartbeat found the row the exit had just removed, took the worker
     for presumed dead and registered it again: a stale row for ever."""
     jq.app.conf.heartbeat_interval = 3600.0  # no beat of its own during the test
+    jq.app.conf.lease_ttl = 7200.0
     worker = Worker(jq.app, concurrency=1)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
