@@ -205,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown system or workload: {sorted(unknown)}")
 
     started = time.time()
+    # The server and its settings as the run starts, kept in the run's data: a page
+    # re-rendered later, elsewhere, still names the server the figures came from.
+    recorded = report.conditions(options.dsn, "at the start of the run")
+    print(f"server: {report.server_label(recorded)} ({recorded['server']})", flush=True)
+    if report.autovacuum(recorded) is False and set(systems) & set(report.PEERS):
+        print(f"warning: autovacuum is off; {report.AUTOVACUUM_WARNING}", flush=True)
     for name in systems:
         if name != "jobqueue":
             ensure_venv(name)
@@ -215,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     journal = RESULTS_DIR / f"compare-{stamp}.jsonl"
     header = {"systems": systems, "args": mode.args, "reps": reps, "quick": options.quick}
     header["started"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    header["conditions"] = recorded
     journal.write_text(json.dumps(header) + "\n")
     runs: list[dict[str, Any]] = []
 
@@ -238,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         out.write(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M %Z")}) + "\n")
     elapsed = time.time() - started
     summary = medians(runs)
-    context = report.context(options.dsn, systems, runs, mode.args, reps, elapsed, options.quick)
+    context = report.context(
+        options.dsn, systems, runs, mode.args, reps, elapsed, options.quick, recorded
+    )
     raw = {"context": context, "runs": runs, "medians": summary}
     path = RESULTS_DIR / f"compare-{stamp}.json"
     path.write_text(json.dumps(raw, indent=1, default=str))
@@ -252,8 +261,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rerender(paths: list[Path], dsn: str) -> int:
-    """docs/performance.* again from a saved run (PostgreSQL settings as of now), or
-    from the journals of one or more runs (interrupted, or run in parts)."""
+    """docs/performance.* again from a saved run, or from the journals of one or more
+    runs (interrupted, or run in parts), with the server and settings the run recorded;
+    only a run that recorded none is shown with ``dsn``'s as of now, and says so."""
+
+    def now() -> dict[str, Any]:  # nor are today's checkout and --dsn the run's
+        found = report.conditions(dsn, "when the page was re-rendered (not recorded by the run)")
+        unknown = ("commit", "server")
+        return {**{k: v for k, v in found.items() if k not in unknown}, "recorded_by_run": False}
+
     path = paths[0]
     if path.suffix == ".jsonl":
         headers, runs, parts = [], [], []
@@ -270,9 +286,23 @@ def rerender(paths: list[Path], dsn: str) -> int:
         args = {k: v for h in reversed(headers) for k, v in h["args"].items()}
         elapsed = sum(r["seconds"] for r in runs)
         reps = max(h["reps"] for h in headers)
-        context = report.context(dsn, systems, runs, args, reps, elapsed, headers[0]["quick"])
+        recorded = [h["conditions"] for h in headers if "conditions" in h]
+        context = report.context(
+            dsn,
+            systems,
+            runs,
+            args,
+            reps,
+            elapsed,
+            headers[0]["quick"],
+            recorded[0] if recorded else now(),
+        )
         context["interrupted"] = len(paths) == 1 and not finished
         context["parts"] = parts if len(paths) > 1 else []
+        servers = [{k: c.get(k) for k in ("server", "postgres", "settings")} for c in recorded]
+        if len(paths) > 1:  # None: some journal did not record its server
+            same = all(s == servers[0] for s in servers)
+            context["parts_same_server"] = same if len(recorded) == len(headers) else None
         context["date"] = headers[0].get("started", context["date"])
         raw: dict[str, Any] = {"context": context, "runs": runs, "medians": medians(runs)}
         # Never over the run's own compare-<stamp>.json, which has its full context.
@@ -282,7 +312,8 @@ def rerender(paths: list[Path], dsn: str) -> int:
     else:
         raw = json.loads(path.read_text())
         context = raw["context"]
-    context["settings"] = report.pg_settings(dsn)
+        if "settings" not in context:
+            context.update(now())
     (ROOT / "docs" / "performance.md").write_text(report.markdown(raw["medians"], context))
     plot(path, ROOT / "docs" / "performance.png")
     return 0

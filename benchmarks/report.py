@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 from benchmarks.peers._common import psql
 
 PEERS = ("procrastinate", "pgqueuer", "celery")
+NAMES = {"procrastinate": "Procrastinate", "pgqueuer": "PgQueuer", "celery": "Celery"}
 NA = "n/a"
+# The peers leave their dead rows to autovacuum (jobqueue's workers vacuum their own
+# queue table): without it their rates decay during a run, and ratios overstate.
+AUTOVACUUM_WARNING = (
+    "peers depend on autovacuum; ratios against them from this run are not representative"
+)
 PG_SETTINGS = (
     "synchronous_commit",
     "fsync",
@@ -25,7 +34,9 @@ PG_SETTINGS = (
     "max_wal_size",
     "checkpoint_timeout",
     "autovacuum",
+    "track_counts",  # autovacuum does nothing without it
     "autovacuum_naptime",
+    "autovacuum_vacuum_scale_factor",
     "commit_delay",
     "wal_level",
     "jit",
@@ -45,9 +56,13 @@ def context(
     reps: int,
     elapsed: float,
     quick: bool,
+    recorded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The run's machine, server and arguments; the server as ``recorded`` at the start
+    of the run (``conditions``), or else as it is now."""
+    if recorded is None:
+        recorded = conditions(dsn, "at the end of the run")
     versions = {r["system"]: (r["version"], r["config"]) for r in runs}
-    settings = pg_settings(dsn)
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     memory = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -67,8 +82,7 @@ def context(
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "systems": systems,
         "versions": versions,
-        "postgres": psql(dsn, "SHOW server_version")[0][0],
-        "settings": settings,
+        **recorded,
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "ram_gib": memory / 2**20,
         "kernel": platform.platform(),
@@ -83,6 +97,62 @@ def context(
 
 def pg_settings(dsn: str) -> dict[str, str]:
     return {name: psql(dsn, f"SHOW {name}")[0][0] for name in PG_SETTINGS}
+
+
+def conditions(dsn: str, read: str) -> dict[str, Any]:
+    """What the figures depend on besides the code: the server (its address, never the
+    DSN's password), its version and settings, and the code's commit; ``read`` says when."""
+    return {
+        "server": address(dsn),
+        "postgres": psql(dsn, "SHOW server_version")[0][0],
+        "settings": pg_settings(dsn),
+        "settings_read": read,
+        "commit": commit(),
+    }
+
+
+def address(dsn: str) -> str:
+    params = conninfo_to_dict(dsn)
+    host = str(params.get("host") or os.environ.get("PGHOST") or "local socket")
+    return f"{host}:{params.get('port') or os.environ.get('PGPORT') or 5432}"
+
+
+def commit() -> str | None:
+    """HEAD's short hash, with a mark if tracked files differ from it; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head} with uncommitted changes" if dirty else head
+
+
+def autovacuum(ctx: dict[str, Any]) -> bool | None:
+    """Whether autovacuum ran on the run's server; None if the run did not record it
+    (settings read when a page is re-rendered say nothing about the run)."""
+    settings: dict[str, str] = ctx.get("settings") or {}
+    if "autovacuum" not in settings or ctx.get("recorded_by_run") is False:
+        return None
+    return settings["autovacuum"] == "on" and settings.get("track_counts", "on") == "on"
+
+
+def server_label(ctx: dict[str, Any]) -> str:
+    """The run's server and autovacuum, for every heading over measured figures."""
+    version = f"PostgreSQL {str(ctx['postgres']).split()[0]}"
+    host = str(ctx.get("server", "")).rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost", "::1", "local socket") or host.startswith("/"):
+        where = f"this machine's {version}"
+    else:
+        where = f"{version} at {host}" if host else version
+    state = {True: "on", False: "off", None: "not recorded"}[autovacuum(ctx)]
+    return f"{where}, autovacuum {state}"
 
 
 def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
@@ -168,12 +238,19 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
     peers = [p for p in PEERS if p in systems]
     args: dict[str, list[str]] = ctx["args"]
     mode = "quick mode" if ctx["quick"] else "full mode"
-    out = [
-        "# Performance: jobqueue and its peers",
+    server = server_label(ctx)
+    top, analysis = analysis_parts(ctx)
+    out = ["# Performance: jobqueue and its peers", *autovacuum_section(summary, ctx, peers)]
+    out += top
+    out += [
+        "",
+        f"## This run ({server})",
         "",
         f"Measured by `python -m benchmarks.compare` on {ctx['date']} ({mode}, "
-        f"{ctx['reps']} repetition(s), {ctx['elapsed_min']:.0f} min in all), every system on "
-        "the same PostgreSQL, one at a time, the order rotating between repetitions. Figures "
+        f"{ctx['reps']} repetition(s), {ctx['elapsed_min']:.0f} min in all"
+        + (f", code at `{ctx['commit']}`" if ctx.get("commit") else "")
+        + f"), every system on the same server ({server}), one at a time, the order "
+        "rotating between repetitions. Figures "
         "are medians over the repetitions (the bloat and memory workload and the sustained "
         "run are run once). "
         "**Ratios are jobqueue ÷ peer**: for jobs/s above 1 means jobqueue is faster; for ms "
@@ -186,7 +263,11 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         + (
             " This page joins the journals of runs started at "
             + "; ".join(ctx["parts"])
-            + " (same machine, same server and settings)."
+            + {
+                True: " (same server and settings, as each run recorded).",
+                False: " (**their servers or settings differ**: the page shows the first's).",
+                None: " (not all of them recorded their server and settings).",
+            }[ctx.get("parts_same_server")]
             if ctx.get("parts")
             else ""
         ),
@@ -195,7 +276,8 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         "",
         f"- CPU: {ctx['cpu']}; RAM {ctx['ram_gib']:.1f} GiB; {ctx['kernel']}; "
         f"Python {ctx['python']}",
-        f"- PostgreSQL {ctx['postgres']} on 127.0.0.1, as `SHOW` reports: "
+        f"- PostgreSQL {ctx['postgres']} at {ctx.get('server', 'an address not recorded')}, "
+        f"as `SHOW` reports {ctx.get('settings_read', 'at the end of the run')}: "
         + ", ".join(f"`{k}={v}`" for k, v in ctx["settings"].items()),
         f"- Redis {ctx['redis']} on 127.0.0.1 (Celery's broker and result backend, database 9)",
         "",
@@ -210,7 +292,7 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
     header += "".join(f" | jobqueue/{p}" for p in peers) + " |"
     out += [
         "",
-        "## Results (medians)",
+        f"## Results (medians; {server})",
         "",
         header,
         "|---|---|" + "---:|" * (len(systems) + len(peers)),
@@ -226,13 +308,11 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
             ok = isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and theirs
             cells.append(f"{mine / theirs:.2f}" if ok else NA)  # type: ignore[operator]
         out.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
-    out += targets_section(summary)
-    analysis = Path(__file__).with_name("analysis.md")
-    if analysis.exists():  # the hand-written reading of the figures, kept beside the code
-        out += ["", analysis.read_text().rstrip()]
-    out += pgbench_section(summary)
+    out += targets_section(summary, ctx)
+    out += analysis
+    out += pgbench_section(summary, server)
     out += workloads_section(args)
-    out += repetitions_section(summary, args, systems)
+    out += repetitions_section(summary, args, systems, server)
     out += [
         "",
         "## How to reproduce",
@@ -242,8 +322,12 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         ".venv/bin/python -m benchmarks.compare --quick  # a few minutes, 1 repetition",
         ".venv/bin/python -m benchmarks.compare --only jobqueue,pgqueuer --workloads drain,latency",
         ".venv/bin/python -m benchmarks.enqueue_ceiling  # single enqueue: server and client share",
+        "# this page again from a run's data, with the server and settings that run recorded:",
+        ".venv/bin/python -m benchmarks.compare --report benchmarks/results/compare-<stamp>.json",
         "```",
         "",
+        "Compare peers on a server with default settings (autovacuum on): the page warns when "
+        "the run's server had autovacuum off. "
         "It needs PostgreSQL on 127.0.0.1:5432 (user postgres, `--dsn` otherwise), Redis on "
         "127.0.0.1:6379 for Celery, `pgbench` and `psql`. Peers are installed from PyPI into "
         "`benchmarks/.peers/<name>/` on first use; each run creates and drops its own "
@@ -254,7 +338,7 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def pgbench_section(summary: Summary) -> list[str]:
+def pgbench_section(summary: Summary, label: str) -> list[str]:
     limits = summary.get("pgbench", {}).get("pgbench")
     if not limits:
         return []
@@ -262,7 +346,7 @@ def pgbench_section(summary: Summary) -> list[str]:
     mine2 = summary.get("drain2", {}).get("jobqueue", {}).get("jobs_s")
     out = [
         "",
-        "## Raw PostgreSQL limit of the same life cycle (pgbench)",
+        f"## Raw PostgreSQL limit of the same life cycle (pgbench; {label})",
         "",
         "Custom scripts in `benchmarks/pgbench/`: insert; claim with "
         "`FOR UPDATE SKIP LOCKED` (mark running); complete (mark done, or delete). "
@@ -302,8 +386,9 @@ def _best(summary: Summary, workload: str, metric: str, low: bool = False) -> fl
     return min(present) if low else max(present)
 
 
-def targets_section(summary: Summary) -> list[str]:
-    """Each target of the performance issue, judged from this run's medians."""
+def targets_section(summary: Summary, ctx: dict[str, Any]) -> list[str]:
+    """Each target of the performance issue, judged from this run's medians; the ones
+    judged against a peer are marked unless the peers had autovacuum."""
 
     def mine(workload: str, metric: str) -> float | None:
         return _metric(summary, workload, "jobqueue", metric)
@@ -403,22 +488,104 @@ def targets_section(summary: Summary) -> list[str]:
                 "<=",
             )
         )
-    out = [
-        "",
-        "## Targets, judged from this run",
-        "",
-        "| target | jobqueue | bound | met |",
-        "|---|---:|---:|---|",
-    ]
+    out = ["", f"## Targets, judged from this run ({server_label(ctx)})", ""]
+    mark = "" if autovacuum(ctx) else " (*)"
+    if mark and any("peer" in target for target, *_ in checks):
+        out += [
+            "(*) Judged against the best peer, on a server "
+            + (
+                "with autovacuum off: "
+                if autovacuum(ctx) is False
+                else "whose autovacuum setting the run did not record; if it was off, "
+            )
+            + f"{AUTOVACUUM_WARNING}.",
+            "",
+        ]
+    out += ["| target | jobqueue | bound | met |", "|---|---:|---:|---|"]
     for target, measured, bound, comparison in checks:
         if measured is None or bound is None:
             out.append(f"| {target} | {_num(measured)} | {_num(bound)} | not measured |")
             continue
         met = measured >= bound if comparison == ">=" else measured <= bound
-        out.append(
-            f"| {target} | {_num(measured)} | {_num(bound)} | {'yes' if met else '**no**'} |"
-        )
+        verdict = ("yes" if met else "**no**") + (mark if "peer" in target else "")
+        out.append(f"| {target} | {_num(measured)} | {_num(bound)} | {verdict} |")
     return out
+
+
+def autovacuum_section(summary: Summary, ctx: dict[str, Any], peers: list[str]) -> list[str]:
+    """The warning at the top of the page when peers ran without (known) autovacuum."""
+    state = autovacuum(ctx)
+    if state or not peers:
+        return []
+    run = f"{ctx['date']}" + (f", code at `{ctx['commit']}`" if ctx.get("commit") else "")
+    where = f"PostgreSQL {ctx['postgres']} at {ctx.get('server', 'an address not recorded')}"
+    if state is None:
+        return [
+            "",
+            "## Read this first: the run did not record whether autovacuum was on",
+            "",
+            f"Every table on this page comes from one run ({run}) on {where}. If its "
+            f"autovacuum was off, {AUTOVACUUM_WARNING}.",
+        ]
+    decays = []
+    for peer in peers:
+        first = _metric(summary, "sustained", peer, "first_jobs_s")
+        last = _metric(summary, "sustained", peer, "last_jobs_s")
+        if first and last is not None and last < 0.9 * first:
+            decays.append(f"{NAMES[peer]} from {first:,.0f} jobs/s to {last:,.0f}")
+    seen = (
+        " (in this run's sustained workload, from its first 30 s to its last: "
+        + "; ".join(decays)
+        + ")"
+        if decays
+        else ""
+    )
+    return [
+        "",
+        "## Read this first: the server ran with autovacuum off",
+        "",
+        f"Every table on this page, and the chart `performance.png`, comes from one run "
+        f"({run}) on {where}, which ran with **`autovacuum=off`** (all its settings under "
+        f'"Machine and settings"). **Warning: {AUTOVACUUM_WARNING}.** jobqueue\'s workers '
+        "vacuum their queue table themselves; the peers rely on autovacuum, and without it "
+        f"their dead rows pile up and their rates decay during a run{seen}. The peer ratios "
+        "on this page hold for that setting only; where a peer's rate decays (drain, "
+        "sustained run, history) they overstate jobqueue's lead.",
+    ]
+
+
+def analysis_parts(ctx: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The hand-written ``analysis.md``, kept beside the code: the part before its
+    ``<!-- after the targets -->`` line opens the page, the rest follows the targets.
+    Its ``<!-- written for the run of DATE -->`` line names the run its figures are
+    from; on any other run's page each part says so."""
+    path = Path(__file__).with_name("analysis.md")
+    if not path.exists():
+        return [], []
+    text = path.read_text()
+    written = re.match(r"<!-- written for the run of (.+?) -->\n", text)
+    if written:
+        text = text[written.end() :]
+    top, _, rest = text.rpartition("<!-- after the targets -->\n")
+    stale = ""
+    if not written or written.group(1) != ctx["date"]:
+        run = f"the run of {written.group(1)}" if written else "an earlier run"
+        stale = (
+            f"> This prose, from `benchmarks/analysis.md`, was written for {run}, not this "
+            f"one ({ctx['date']}): the figures it quotes are that run's, not this page's."
+        )
+
+    def part(text: str) -> list[str]:
+        if not text.strip():
+            return []
+        heading, _, body = text.strip().partition("\n")
+        if not stale:
+            return ["", text.strip()]
+        if not heading.startswith("#"):
+            return ["", stale, "", text.strip()]
+        return ["", heading, "", stale, "", body.strip()]
+
+    return part(top), part(rest)
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
@@ -494,9 +661,9 @@ def workloads_section(args: dict[str, list[str]]) -> list[str]:
 
 
 def repetitions_section(
-    summary: Summary, args: dict[str, list[str]], systems: list[str]
+    summary: Summary, args: dict[str, list[str]], systems: list[str], label: str
 ) -> list[str]:
-    out = ["", "## Every repetition", "", "| workload | " + " | ".join(systems) + " |"]
+    out = ["", f"## Every repetition ({label})", "", "| workload | " + " | ".join(systems) + " |"]
     out.append("|---|" + "---|" * len(systems))
     for label, unit, workload, metric in rows(args):
         key = f"_values_{metric}"
