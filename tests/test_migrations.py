@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from jobqueue import migrate
 from jobqueue.schema import metadata
+from tests import schema_compare
 
 
 def _diff(dsn: str, schema: str, md: sa.MetaData) -> list[Any]:
@@ -153,3 +157,75 @@ def test_downgrade_from_one_row_enqueue_keeps_waiting_jobs(
     assert row == ("PENDING", [4, 5], True)
     migrate.upgrade(dsn, schema)
     assert waiting.state == "PENDING"
+
+
+@pytest.fixture
+def reference(conn: Any) -> Iterator[str]:
+    """A fresh schema built by running jobqueue/sql/schema.sql, not alembic."""
+    name = f"ref_{secrets.token_hex(4)}"
+    schema_compare.apply_reference(conn, name)
+    try:
+        yield name
+    finally:
+        conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def test_schema_sql_is_the_schema_the_migrations_build(
+    conn: Any, schema: str, reference: str
+) -> None:
+    """schema.sql, applied to an empty schema, defines exactly what the
+    migrations do at head: every column (type, nullability, default, order),
+    constraint, index, view, function body, trigger and the schema's own rows.
+    A revision that changes the schema updates schema.sql in the same commit."""
+    diff = schema_compare.differences(
+        schema_compare.definitions(conn, schema), schema_compare.definitions(conn, reference)
+    )
+    if diff:
+        pytest.fail(
+            f"jobqueue/sql/schema.sql differs from the schema migrated to "
+            f"{migrate.head_revision()} in {len(diff)} object(s):\n\n" + "\n\n".join(diff.values()),
+            pytrace=False,
+        )
+
+
+def test_the_schema_sql_comparison_notices_drift(conn: Any, reference: str) -> None:
+    """Each kind of object compared: one change of each in the applied copy is
+    reported under that object's name, and nothing else is."""
+    before = schema_compare.definitions(conn, reference)
+    (admit,) = conn.execute(
+        "SELECT pg_get_functiondef(%s::regprocedure)", (f'"{reference}".admit(uuid[])',)
+    ).fetchone()
+    assert "interval '1 second'" in admit
+    for drift in (
+        admit.replace("interval '1 second'", "interval '2 seconds'"),  # one body
+        f'CREATE OR REPLACE VIEW "{reference}".workflow_jobs AS SELECT root_id, id, task, '
+        "state, parent_id, group_id, group_index, queue, attempts, created_at, started_at, "
+        f"finished_at, error ->> 'type' AS error_type FROM \"{reference}\".jobs",
+        f"ALTER TABLE \"{reference}\".jobs ALTER COLUMN queue SET DEFAULT 'other'",
+        f'ALTER TABLE "{reference}".job_queue ADD COLUMN surprise text',
+        f'ALTER TABLE "{reference}".task_limits DROP CONSTRAINT task_limits_burst_check',
+        f'DROP INDEX "{reference}".jobs_parent_idx',
+        f'CREATE INDEX job_queue_run_at_idx ON "{reference}".job_queue (run_at)',
+        f'DROP TRIGGER schedules_changed ON "{reference}".schedules',
+        f'UPDATE "{reference}".schema_compat SET oldest_worker_revision = 7',
+    ):
+        conn.execute(drift)
+    diff = schema_compare.differences(before, schema_compare.definitions(conn, reference))
+    assert sorted(diff) == [
+        "constraint task_limits.task_limits_burst_check",
+        "function admit(ids uuid[])",
+        "index job_queue_run_at_idx",
+        "index jobs_parent_idx",
+        "rows of schema_compat",
+        "table job_queue",
+        "table jobs",
+        "trigger schedules.schedules_changed",
+        "view workflow_jobs",
+    ]
+    body = diff["function admit(ids uuid[])"]
+    assert "-        UPDATE {schema}.job_queue SET run_at = now() + interval '1 second'" in body
+    assert "+        UPDATE {schema}.job_queue SET run_at = now() + interval '2 seconds'" in body
+    assert "+queue text NOT NULL DEFAULT 'other'::text" in diff["table jobs"]
+    assert "+surprise text" in diff["table job_queue"]
+    assert diff["index jobs_parent_idx"].endswith("missing from schema.sql")
+    assert diff["index job_queue_run_at_idx"].endswith("not in the migrated schema")

@@ -1,0 +1,827 @@
+-- The jobqueue schema as it stands at the newest migration (revision 0008), in
+-- one file: tables, indexes, views, functions, triggers and the rows the schema
+-- needs, grouped by concept. The reference to read, not an installer: alembic
+-- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
+-- created or upgraded, and nothing runs this file except a test.
+--
+-- A new revision updates this file in the same commit. tests/test_migrations.py
+-- applies it to an empty schema and compares that, object by object (columns,
+-- defaults, constraints, indexes, views, function bodies, triggers, rows), with
+-- a schema migrated to head: any difference fails and names the object.
+--
+-- Placeholders, as in queries.sql: `{schema}` is the quoted schema name,
+-- `{schema_name}` the bare name (in a message), `{channel_jobs}` and
+-- `{channel_done}` the NOTIFY channels (`<schema>_jobs`: a job is due in the
+-- queue named by the payload; `<schema>_done`: the job with the payload's id
+-- finished). Runs top to bottom on an empty schema. Function bodies are
+-- verbatim what the migrations install (the test compares them as text), so
+-- their line breaks and indentation are the migrations'.
+
+
+-- ===========================================================================
+-- Ids
+-- ===========================================================================
+
+-- Time-ordered ids (UUIDv7: 48-bit Unix ms, then random), like the Python side,
+-- so new rows land at the right edge of the primary key and retention can walk
+-- it oldest first. Setting bits 52-53 turns gen_random_uuid()'s v4 into v7.
+CREATE FUNCTION {schema}.uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+    SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
+        substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                  FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+$$;
+
+-- The first id created at or after `moment` (for range scans by time:
+-- retention walks the primary key from the oldest job).
+CREATE FUNCTION {schema}.uuid7_floor(moment timestamptz) RETURNS uuid
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT encode(overlay('\x00000000000070008000000000000000'::bytea PLACING
+        substring(int8send(floor(extract(epoch FROM moment) * 1000)::bigint) FROM 3)
+        FROM 1 FOR 6), 'hex')::uuid
+$$;
+
+
+-- ===========================================================================
+-- Jobs: the record, the waiting, the running, the failed attempts
+-- (docs/states.md)
+--
+-- A waiting job has a row in job_queue, a running one a row in job_lease, and
+-- the claim moves it from one to the other in one transaction; so the claim
+-- scans only waiting jobs, never finished history, and completion is guarded
+-- by the lease. Every job has a record in jobs, except a job enqueued singly
+-- from Python that no worker has claimed yet: it waits in job_queue alone,
+-- with its arguments (one row per enqueue, not two).
+-- ===========================================================================
+
+-- The record of every job: arguments, state, result, error. Its indexes are on
+-- never-updated columns only, so state changes are HOT updates; fillfactor 80
+-- leaves each page room for them.
+CREATE TABLE {schema}.jobs (
+    id          uuid PRIMARY KEY,
+    task        text NOT NULL,
+    queue       text NOT NULL DEFAULT 'default',
+    priority    integer NOT NULL DEFAULT 0,
+    state       text NOT NULL DEFAULT 'PENDING',
+    args        jsonb NOT NULL DEFAULT '[]',
+    kwargs      jsonb NOT NULL DEFAULT '{}',
+    options     jsonb NOT NULL DEFAULT '{}',
+    run_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz,
+    attempts    integer NOT NULL DEFAULT 0,
+    worker_id   uuid,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    started_at  timestamptz,
+    finished_at timestamptz,
+    result      jsonb,
+    error       jsonb,
+    -- Lineage: the first job of the workflow, and the job that spawned this one.
+    root_id     uuid,
+    parent_id   uuid,
+    -- Revocations live in SQL, so they need no worker online and survive restarts.
+    revoked_at       timestamptz,
+    revoke_terminate boolean NOT NULL DEFAULT false,
+    -- A group member's group and place in it (chord results are read in order).
+    group_id    uuid,
+    group_index integer,
+    -- update_state() from the running attempt; cleared when an attempt starts.
+    progress_state text,
+    progress       jsonb,
+    CONSTRAINT jobs_state_check CHECK (
+        state IN ('PENDING', 'STARTED', 'SUCCESS', 'FAILURE', 'RETRY', 'REVOKED'))
+) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_analyze_scale_factor = 0.05);
+-- Workflow lookups: by root (workflow_jobs), parent (children), group (chord
+-- results in order).
+CREATE INDEX jobs_root_idx ON {schema}.jobs (root_id) WHERE root_id IS NOT NULL;
+CREATE INDEX jobs_parent_idx ON {schema}.jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX jobs_group_idx ON {schema}.jobs (group_id, group_index) WHERE group_id IS NOT NULL;
+
+-- Waiting jobs only; rows are deleted by the claim. Vacuumed eagerly so dead
+-- index entries do not pile up in front of the claim.
+CREATE TABLE {schema}.job_queue (
+    job_id   uuid PRIMARY KEY,
+    queue    text NOT NULL,
+    priority integer NOT NULL,
+    run_at   timestamptz NOT NULL,
+    task     text NOT NULL,
+    -- Limit keys (admit()); NULL for unlimited jobs, the fast path.
+    rate_key        text,
+    concurrency_key text,
+    -- The job's payload while it has no record in jobs yet (args IS NOT NULL):
+    -- filled by the single enqueue only. Jobs enqueued by SQL, in bulk, by
+    -- canvases, for unique tasks or with a caller-chosen id have their record
+    -- at once, and NULL here (a job in a workflow always has its record, so
+    -- lineage lookups need only jobs).
+    args       jsonb,
+    kwargs     jsonb,
+    options    jsonb,
+    expires_at timestamptz,
+    created_at timestamptz
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+        autovacuum_vacuum_insert_scale_factor = 0,
+        autovacuum_vacuum_insert_threshold = 20000,
+        autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
+-- The claim's index, and the only one it has a choice of: no index on run_at
+-- alone (dropped in 0005). With statistics taken while job_queue was empty (it
+-- swings between empty and a backlog) the planner claimed through it, reading
+-- and sorting every due job; the next-due lookup walks this index one priority
+-- at a time instead.
+CREATE INDEX job_queue_claim_idx ON {schema}.job_queue (queue, priority DESC, run_at, job_id);
+-- The next job waiting on a concurrency key, released when a running one ends.
+CREATE INDEX job_queue_concurrency_idx
+    ON {schema}.job_queue (concurrency_key, priority DESC, run_at)
+    WHERE concurrency_key IS NOT NULL;
+
+-- Running jobs only: who holds each one and for which attempt. No index on
+-- worker_id (dropped in 0005): completions find leases by primary key, and the
+-- rare per-worker lookups (rescue, orphans) read a table that only holds
+-- running jobs; each claim writes one index entry fewer.
+CREATE TABLE {schema}.job_lease (
+    job_id     uuid PRIMARY KEY,
+    worker_id  uuid NOT NULL,
+    attempt    integer NOT NULL,
+    task       text NOT NULL,
+    queue      text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now(),
+    concurrency_key text
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+        autovacuum_vacuum_cost_delay = 0);
+-- admit() counts the running jobs of a concurrency key.
+CREATE INDEX job_lease_concurrency_idx ON {schema}.job_lease (concurrency_key)
+    WHERE concurrency_key IS NOT NULL;
+
+-- One row per attempt that did not end in success (retried, failed, lost with
+-- its worker, timed out, revoked); a successful final attempt is the jobs row
+-- itself.
+CREATE TABLE {schema}.job_attempts (
+    job_id      uuid NOT NULL,
+    attempt     integer NOT NULL,
+    worker_id   uuid,
+    started_at  timestamptz,
+    finished_at timestamptz NOT NULL DEFAULT now(),
+    state       text NOT NULL,
+    error       jsonb,
+    PRIMARY KEY (job_id, attempt)
+);
+
+-- Every job: its record, or (before its first claim) its row in job_queue.
+-- One statement sees a job in exactly one of the two: the claim that moves it
+-- deletes the one and inserts the other in one transaction. What to query
+-- instead of jobs when waiting jobs matter.
+CREATE VIEW {schema}.all_jobs AS
+SELECT id, task, queue, priority, state, args, kwargs, options, run_at, expires_at,
+       attempts, worker_id, created_at, started_at, finished_at, result, error, root_id,
+       parent_id, revoked_at, revoke_terminate, group_id, group_index, progress_state,
+       progress
+FROM {schema}.jobs
+UNION ALL
+SELECT job_id, task, queue, priority, 'PENDING', args, kwargs, options, run_at, expires_at,
+       0, NULL, created_at, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, false, NULL, NULL, NULL,
+       NULL
+FROM {schema}.job_queue
+WHERE args IS NOT NULL;
+
+-- Every attempt of every job, oldest first: failed ones from job_attempts,
+-- a finished successful one from jobs.
+CREATE VIEW {schema}.job_history AS
+SELECT a.job_id, j.task, a.attempt, a.worker_id, a.started_at, a.finished_at, a.state,
+       a.error ->> 'type' AS error_type, a.error ->> 'message' AS error_message,
+       a.error ->> 'traceback' AS traceback
+FROM {schema}.job_attempts AS a
+JOIN {schema}.jobs AS j ON j.id = a.job_id
+UNION ALL
+SELECT j.id, j.task, j.attempts, j.worker_id, j.started_at, j.finished_at, j.state,
+       NULL, NULL, NULL
+FROM {schema}.jobs AS j
+WHERE j.state = 'SUCCESS';
+
+
+-- ===========================================================================
+-- Workers
+-- ===========================================================================
+
+-- One row per live worker, refreshed by its heartbeat. Each heartbeat pushes
+-- lease_expires_at forward by the worker's own lease TTL; past it, any live
+-- worker may rescue its jobs.
+CREATE TABLE {schema}.workers (
+    id           uuid PRIMARY KEY,
+    hostname     text NOT NULL,
+    pid          integer NOT NULL,
+    queues       text[] NOT NULL,
+    concurrency  integer NOT NULL,
+    version      text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    lease_expires_at timestamptz NOT NULL DEFAULT now() + interval '30 seconds'
+);
+CREATE INDEX workers_lease_idx ON {schema}.workers (lease_expires_at);
+
+
+-- ===========================================================================
+-- Schema revision and worker compatibility (docs/upgrading.md)
+--
+-- Every claim calls worker_compatible(<the worker's revision>), so a worker
+-- left running across an upgrade it cannot run against stops claiming (and
+-- exits, saying why) instead of mishandling rows it does not know.
+-- ===========================================================================
+
+-- alembic's own table: alembic creates it and writes its row. Shown because
+-- worker_compatible() reads it, and because its row is the revision this file
+-- describes.
+CREATE TABLE {schema}.alembic_version (
+    version_num varchar(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0008');
+
+-- One row: the oldest worker revision that may claim from this schema. A
+-- revision that old workers cannot run against raises it to itself in the same
+-- transaction; one they can run against leaves it alone.
+CREATE TABLE {schema}.schema_compat (
+    one                    boolean PRIMARY KEY DEFAULT true,
+    oldest_worker_revision integer NOT NULL,
+    CONSTRAINT schema_compat_one_check CHECK (one)
+);
+INSERT INTO {schema}.schema_compat (oldest_worker_revision) VALUES (8);
+
+-- Called by every claim with the revision the worker was built for: raises
+-- (SQLSTATE JQ001) unless that revision lies between schema_compat's oldest
+-- worker revision and the schema's own; the claim then changes nothing.
+CREATE FUNCTION {schema}.worker_compatible(worker_revision integer) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    current integer;
+    oldest  integer;
+BEGIN
+    -- One read, each table by its key: a claim session disables sequential
+    -- scans. About 30 us per claim.
+    SELECT v.version_num::integer, c.oldest_worker_revision INTO current, oldest
+    FROM {schema}.alembic_version AS v, {schema}.schema_compat AS c
+    WHERE v.version_num IS NOT NULL AND c.one;
+    IF worker_revision BETWEEN oldest AND current THEN
+        RETURN true;
+    END IF;
+    RAISE EXCEPTION 'jobqueue schema {schema_name} is at revision %, which a worker of revision % '
+                    'must not claim from (workers of revisions % to % may)',
+                    current, worker_revision, oldest, current
+        USING ERRCODE = 'JQ001',
+              HINT = 'restart the worker with the jobqueue release that matches the '
+                     'schema (docs/upgrading.md)';
+END
+$$;
+
+
+-- ===========================================================================
+-- Enqueue from plain SQL (triggers, migrations, other languages)
+-- ===========================================================================
+
+-- How deeply arrays and objects nest in a JSON value (a scalar is 0).
+CREATE FUNCTION {schema}.json_depth(doc jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    WITH RECURSIVE walk(value, depth) AS (
+        SELECT doc, 1 WHERE jsonb_typeof(doc) IN ('array', 'object')
+        UNION ALL
+        SELECT child.value, walk.depth + 1
+        FROM walk
+        CROSS JOIN LATERAL (
+            SELECT e.value FROM jsonb_array_elements(
+                CASE WHEN jsonb_typeof(walk.value) = 'array' THEN walk.value END) AS e
+            UNION ALL
+            SELECT o.value FROM jsonb_each(
+                CASE WHEN jsonb_typeof(walk.value) = 'object' THEN walk.value END) AS o
+        ) AS child
+        WHERE jsonb_typeof(child.value) IN ('array', 'object')
+    )
+    SELECT COALESCE(max(depth), 0) FROM walk
+$$;
+
+-- Writes the job's record at once (jobs and job_queue), and always notifies.
+-- Refuses arguments nested more than 200 levels deep: what the producer also
+-- refuses (jobqueue.serialization.MAX_NESTING). A worker decodes JSON
+-- recursively, in a thread whose stack already holds the worker's own frames;
+-- 3,000 levels written by SQL made the decode fail there.
+CREATE FUNCTION {schema}.enqueue(
+    task       text,
+    args       jsonb DEFAULT '[]',
+    kwargs     jsonb DEFAULT '{}',
+    queue      text DEFAULT 'default',
+    priority   integer DEFAULT 0,
+    run_at     timestamptz DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL,
+    id         uuid DEFAULT NULL
+) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_id uuid := COALESCE(enqueue.id, {schema}.uuid7());
+    due    timestamptz := COALESCE(enqueue.run_at, now());
+BEGIN
+    IF jsonb_typeof(enqueue.args) <> 'array' THEN
+        RAISE EXCEPTION 'jobqueue.enqueue: args must be a JSON array, got %',
+            jsonb_typeof(enqueue.args) USING ERRCODE = '22023';
+    END IF;
+    IF jsonb_typeof(enqueue.kwargs) <> 'object' THEN
+        RAISE EXCEPTION 'jobqueue.enqueue: kwargs must be a JSON object, got %',
+            jsonb_typeof(enqueue.kwargs) USING ERRCODE = '22023';
+    END IF;
+    IF {schema}.json_depth(enqueue.args) > 200
+       OR {schema}.json_depth(enqueue.kwargs) > 200 THEN
+        RAISE EXCEPTION 'jobqueue.enqueue: the arguments of task % nest arrays and objects '
+                        '% levels deep; at most 200 are allowed',
+            enqueue.task,
+            greatest({schema}.json_depth(enqueue.args), {schema}.json_depth(enqueue.kwargs))
+            USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, run_at, expires_at)
+    VALUES (new_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.args,
+            enqueue.kwargs, due, enqueue.expires_at);
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+    VALUES (new_id, enqueue.queue, enqueue.priority, due, enqueue.task);
+    PERFORM pg_notify('{channel_jobs}', enqueue.queue);
+    RETURN new_id;
+END
+$$;
+
+
+-- ===========================================================================
+-- Canvas: groups, chords with SQL counters, links, progress
+--
+-- A canvas is JSON written by Python (jobqueue/canvas.py) with every job id
+-- chosen up front. spawn() turns a signature into rows; fail_tree() writes the
+-- rows of work that can no longer run as FAILURE; advance() is called in the
+-- same transaction that finishes jobs (completion, rescue, revocation) and
+-- creates what comes next: link callbacks, error callbacks, chord bodies.
+-- Every step is idempotent (ids are known, inserts skip existing ids, chord
+-- membership rows are deleted once), and a chord's counter row is locked by
+-- each decrement, so a body is spawned exactly once.
+-- ===========================================================================
+
+-- Member ids of every group in a canvas, known before the members exist.
+CREATE TABLE {schema}.groups (
+    id         uuid PRIMARY KEY,
+    members    uuid[] NOT NULL,
+    root_id    uuid,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A chord's counter: header members still to succeed; its body runs at 0.
+CREATE TABLE {schema}.chords (
+    id          uuid PRIMARY KEY,
+    state       text NOT NULL DEFAULT 'PENDING',
+    remaining   integer NOT NULL,
+    body        jsonb NOT NULL,
+    root_id     uuid,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    CONSTRAINT chords_state_check CHECK (state IN ('PENDING', 'DONE', 'FAILED'))
+);
+
+-- A header job still to be counted; deleting the row is what counts it once.
+CREATE TABLE {schema}.chord_members (
+    job_id   uuid PRIMARY KEY,
+    chord_id uuid NOT NULL
+);
+
+-- A signature (task, group or chord) becomes rows: records in jobs, waiting
+-- rows in job_queue, a chord's counter and members. Spawning an id twice
+-- changes nothing.
+CREATE FUNCTION {schema}.spawn(sig jsonb, prepend jsonb, parent uuid, root uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    kind     text := COALESCE(sig ->> 'type', 'task');
+    member   jsonb;
+    new_id   uuid;
+    chord_id uuid;
+    due      timestamptz;
+    q        text;
+BEGIN
+    IF kind = 'group' THEN
+        FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'tasks') LOOP
+            PERFORM {schema}.spawn(member, prepend, parent, root);
+        END LOOP;
+        RETURN;
+    ELSIF kind = 'chord' THEN
+        INSERT INTO {schema}.chords (id, remaining, body, root_id)
+        VALUES ((sig ->> 'id')::uuid, jsonb_array_length(sig -> 'header'), sig -> 'body', root)
+        ON CONFLICT (id) DO NOTHING;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF jsonb_array_length(sig -> 'header') = 0 THEN
+            UPDATE {schema}.chords SET state = 'DONE', finished_at = now()
+            WHERE id = (sig ->> 'id')::uuid;
+            PERFORM {schema}.spawn(sig -> 'body', '[[]]'::jsonb, parent, root);
+            RETURN;
+        END IF;
+        FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'header') LOOP
+            PERFORM {schema}.spawn(member, prepend, parent, root);
+        END LOOP;
+        RETURN;
+    END IF;
+
+    new_id := (sig ->> 'id')::uuid;
+    chord_id := (sig -> 'options' ->> 'chord')::uuid;
+    due := now() + make_interval(secs => COALESCE((sig ->> 'countdown')::float8, 0));
+    q := COALESCE(sig ->> 'queue', 'default');
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at, expires_at,
+                          root_id, parent_id, group_id, group_index)
+    VALUES (new_id, sig ->> 'task', q, COALESCE((sig ->> 'priority')::int, 0),
+            CASE WHEN prepend IS NULL OR COALESCE((sig ->> 'immutable')::boolean, false)
+                 THEN COALESCE(sig -> 'args', '[]') ELSE prepend || COALESCE(sig -> 'args', '[]')
+            END,
+            COALESCE(sig -> 'kwargs', '{}'), COALESCE(sig -> 'options', '{}'), due,
+            now() + make_interval(secs => (sig ->> 'expires_in')::float8),
+            COALESCE(root, new_id), parent, (sig ->> 'group_id')::uuid,
+            (sig ->> 'group_index')::int)
+    ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN;  -- spawned before: spawning is idempotent
+    END IF;
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                               concurrency_key)
+    VALUES (new_id, q, COALESCE((sig ->> 'priority')::int, 0), due, sig ->> 'task',
+            sig -> 'options' ->> 'rate_key', sig -> 'options' ->> 'concurrency_key');
+    IF chord_id IS NOT NULL THEN
+        INSERT INTO {schema}.chord_members (job_id, chord_id) VALUES (new_id, chord_id);
+    END IF;
+    PERFORM pg_notify('{channel_jobs}', q);
+END
+$$;
+
+-- A chord that can no longer complete: marked FAILED once, its body (and what
+-- follows it) written FAILURE with a ChordError naming the failed member.
+CREATE FUNCTION {schema}.fail_chord(chord_id uuid, failed uuid, err jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+BEGIN
+    UPDATE {schema}.chords SET state = 'FAILED', finished_at = now()
+    WHERE id = chord_id AND state = 'PENDING'
+    RETURNING * INTO c;
+    IF FOUND THEN
+        PERFORM {schema}.fail_tree(c.body, jsonb_build_object(
+            'type', 'ChordError', 'module', 'jobqueue.exceptions', 'traceback', NULL,
+            'failed_job', failed,
+            'message', format('Dependency %s raised %s: %s', failed,
+                              COALESCE(err ->> 'type', 'an error'),
+                              COALESCE(err ->> 'message', ''))),
+            failed, c.root_id);
+    END IF;
+END
+$$;
+
+-- Work that can no longer run: its rows are written FAILURE with `err`, and
+-- the error callbacks it carries fire (once: their ids are fixed).
+CREATE FUNCTION {schema}.fail_tree(sig jsonb, err jsonb, parent uuid, root uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    kind   text := COALESCE(sig ->> 'type', 'task');
+    member jsonb;
+    new_id uuid;
+BEGIN
+    IF kind = 'group' THEN
+        FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'tasks') LOOP
+            PERFORM {schema}.fail_tree(member, err, parent, root);
+        END LOOP;
+        RETURN;
+    ELSIF kind = 'chord' THEN
+        INSERT INTO {schema}.chords (id, state, remaining, body, root_id, finished_at)
+        VALUES ((sig ->> 'id')::uuid, 'FAILED', 0, sig -> 'body', root, now())
+        ON CONFLICT (id) DO NOTHING;
+        FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'header') LOOP
+            PERFORM {schema}.fail_tree(member, err, parent, root);
+        END LOOP;
+        PERFORM {schema}.fail_tree(sig -> 'body', err, parent, root);
+        RETURN;
+    END IF;
+    new_id := (sig ->> 'id')::uuid;
+    INSERT INTO {schema}.jobs (id, task, queue, priority, state, args, kwargs, options,
+                          root_id, parent_id, group_id, group_index, error, finished_at)
+    VALUES (new_id, sig ->> 'task', COALESCE(sig ->> 'queue', 'default'),
+            COALESCE((sig ->> 'priority')::int, 0), 'FAILURE', COALESCE(sig -> 'args', '[]'),
+            COALESCE(sig -> 'kwargs', '{}'), COALESCE(sig -> 'options', '{}'),
+            COALESCE(root, new_id), parent, (sig ->> 'group_id')::uuid,
+            (sig ->> 'group_index')::int, err, now())
+    ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM pg_notify('{channel_done}', new_id::text);
+    IF sig -> 'options' ? 'chord' THEN  -- a member of a chord: that chord fails too
+        PERFORM {schema}.fail_chord((sig -> 'options' ->> 'chord')::uuid, new_id, err);
+    END IF;
+    FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'options' -> 'link_error') LOOP
+        PERFORM {schema}.spawn(member, jsonb_build_array(new_id::text), new_id, root);
+    END LOOP;
+    FOR member IN SELECT value FROM jsonb_array_elements(sig -> 'options' -> 'link') LOOP
+        PERFORM {schema}.fail_tree(member, err, new_id, root);
+    END LOOP;
+END
+$$;
+
+-- Run in the transaction that finished `ids`: callbacks, error callbacks,
+-- chord counting. Jobs not finished, or already advanced, change nothing.
+CREATE FUNCTION {schema}.advance(ids uuid[]) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    j       record;
+    c       record;
+    sig     jsonb;
+    err     jsonb;
+    results jsonb;
+    n       integer := 0;
+BEGIN
+    -- Chord rows are locked in one order everywhere, so batches never deadlock.
+    FOR j IN
+        SELECT id, state, result, error, options, root_id FROM {schema}.jobs
+        WHERE id = ANY(ids) AND state IN ('SUCCESS', 'FAILURE', 'REVOKED')
+        ORDER BY options ->> 'chord', id
+    LOOP
+        n := n + 1;
+        IF j.state = 'SUCCESS' THEN
+            FOR sig IN SELECT value FROM jsonb_array_elements(j.options -> 'link') LOOP
+                PERFORM {schema}.spawn(sig, jsonb_build_array(j.result), j.id, j.root_id);
+            END LOOP;
+        ELSE
+            err := COALESCE(j.error, '{}') || jsonb_build_object('failed_job', j.id);
+            -- Error callbacks first: one shared by later steps fires with this id.
+            FOR sig IN SELECT value FROM jsonb_array_elements(j.options -> 'link_error') LOOP
+                PERFORM {schema}.spawn(sig, jsonb_build_array(j.id::text), j.id, j.root_id);
+            END LOOP;
+            FOR sig IN SELECT value FROM jsonb_array_elements(j.options -> 'link') LOOP
+                PERFORM {schema}.fail_tree(sig, err, j.id, j.root_id);
+            END LOOP;
+        END IF;
+        CONTINUE WHEN NOT (j.options ? 'chord');
+        DELETE FROM {schema}.chord_members WHERE job_id = j.id;
+        CONTINUE WHEN NOT FOUND;  -- counted already
+        IF j.state = 'SUCCESS' THEN
+            UPDATE {schema}.chords SET remaining = remaining - 1
+            WHERE id = (j.options ->> 'chord')::uuid AND state = 'PENDING'
+            RETURNING * INTO c;
+            IF FOUND AND c.remaining = 0 THEN
+                UPDATE {schema}.chords SET state = 'DONE', finished_at = now() WHERE id = c.id;
+                SELECT COALESCE(jsonb_agg(result ORDER BY group_index), '[]') INTO results
+                FROM {schema}.jobs WHERE group_id = c.id;
+                PERFORM {schema}.spawn(c.body, jsonb_build_array(results), j.id, c.root_id);
+            END IF;
+        ELSE
+            PERFORM {schema}.fail_chord((j.options ->> 'chord')::uuid, j.id,
+                                   COALESCE(j.error, jsonb_build_object('type', j.state)));
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- Every job of a workflow (canvas), by root id; waiting jobs too.
+CREATE VIEW {schema}.workflow_jobs AS
+SELECT root_id, id, task, state, parent_id, group_id, group_index, queue, attempts,
+       created_at, started_at, finished_at, error ->> 'type' AS error_type
+FROM {schema}.all_jobs;
+
+
+-- ===========================================================================
+-- Flow control: global rate and concurrency limits, unique jobs
+--
+-- Exact across processes: task_limits is the configuration (written by
+-- workers from their tasks), limit_state one row per limit key, locked while a
+-- claim spends from it. Limited jobs carry their keys in job_queue and
+-- job_lease.
+-- ===========================================================================
+
+CREATE TABLE {schema}.task_limits (
+    task              text PRIMARY KEY,
+    rate_per_second   float8,
+    burst             float8 NOT NULL DEFAULT 1,
+    concurrency_limit integer,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT task_limits_rate_check CHECK (rate_per_second IS NULL OR rate_per_second > 0),
+    CONSTRAINT task_limits_burst_check CHECK (burst >= 1),
+    CONSTRAINT task_limits_concurrency_check CHECK (
+        concurrency_limit IS NULL OR concurrency_limit > 0)
+);
+
+-- Keys are 'c:<concurrency key>' (a row to lock) and 'r:<rate key>' (a token
+-- bucket). Keys may be per argument, so retention deletes rows that hold
+-- nothing a new row would not: full_at is when a rate row's bucket is full
+-- again; past it, the row equals the one admit() would create.
+CREATE TABLE {schema}.limit_state (
+    key        text PRIMARY KEY,
+    tokens     float8 NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    full_at    timestamptz
+);
+
+-- Admit limited claim candidates: per key (in key order, so claims never
+-- deadlock) lock its state row, then admit what the concurrency limit (running
+-- leases) and the token bucket allow. The others get a later run_at: they
+-- wait without a worker slot and without blocking the head of the queue.
+-- The row lock is taken in a loop: a row deleted by retention between its
+-- insert (a no-op when the row exists) and its FOR UPDATE is created again,
+-- instead of the claim going on without the lock (and overshooting a limit).
+-- ROWS 1: without it the planner expects 1000 rows from every claim and
+-- switches the claim to sequential scans of job_queue and jobs.
+CREATE FUNCTION {schema}.admit(ids uuid[]) RETURNS SETOF uuid LANGUAGE plpgsql ROWS 1
+AS $$
+DECLARE
+    k        record;
+    lim      record;
+    st       record;
+    running  integer;
+    allowed  integer;
+    spare    float8;
+    deferred uuid[];
+    rejected uuid[] := '{}';
+BEGIN
+    -- Concurrency first: tokens are not spent on jobs that could not start.
+    FOR k IN
+        SELECT q.concurrency_key AS key, q.task,
+               array_agg(q.job_id ORDER BY q.priority DESC, q.run_at, q.job_id) AS jobs
+        FROM {schema}.job_queue AS q
+        WHERE q.job_id = ANY(ids) AND q.concurrency_key IS NOT NULL
+        GROUP BY q.concurrency_key, q.task ORDER BY q.concurrency_key
+    LOOP
+        SELECT * INTO lim FROM {schema}.task_limits WHERE task = k.task;
+        CONTINUE WHEN NOT FOUND OR lim.concurrency_limit IS NULL;
+        LOOP
+            INSERT INTO {schema}.limit_state (key, tokens) VALUES ('c:' || k.key, 0)
+            ON CONFLICT (key) DO NOTHING;
+            SELECT * INTO st FROM {schema}.limit_state WHERE key = 'c:' || k.key FOR UPDATE;
+            EXIT WHEN FOUND;
+        END LOOP;
+        SELECT count(*) INTO running FROM {schema}.job_lease WHERE concurrency_key = k.key;
+        allowed := greatest(lim.concurrency_limit - running, 0);
+        deferred := k.jobs[allowed + 1:];
+        rejected := rejected || deferred;
+        -- Woken when a running job of this key finishes (job_complete_many),
+        -- or after a second at the latest.
+        UPDATE {schema}.job_queue SET run_at = now() + interval '1 second'
+        WHERE job_id = ANY(deferred);
+    END LOOP;
+
+    FOR k IN
+        SELECT q.rate_key AS key, q.task,
+               array_agg(q.job_id ORDER BY q.priority DESC, q.run_at, q.job_id) AS jobs
+        FROM {schema}.job_queue AS q
+        WHERE q.job_id = ANY(ids) AND NOT (q.job_id = ANY(rejected)) AND q.rate_key IS NOT NULL
+        GROUP BY q.rate_key, q.task ORDER BY q.rate_key
+    LOOP
+        SELECT * INTO lim FROM {schema}.task_limits WHERE task = k.task;
+        CONTINUE WHEN NOT FOUND OR lim.rate_per_second IS NULL;
+        LOOP
+            INSERT INTO {schema}.limit_state (key, tokens) VALUES ('r:' || k.key, lim.burst)
+            ON CONFLICT (key) DO NOTHING;
+            SELECT * INTO st FROM {schema}.limit_state WHERE key = 'r:' || k.key FOR UPDATE;
+            EXIT WHEN FOUND;
+        END LOOP;
+        spare := least(lim.burst, st.tokens + lim.rate_per_second
+                       * extract(epoch FROM clock_timestamp() - st.updated_at));
+        allowed := least(floor(spare)::integer, cardinality(k.jobs));
+        spare := spare - allowed;
+        UPDATE {schema}.limit_state SET tokens = spare, updated_at = clock_timestamp(),
+            full_at = clock_timestamp() + make_interval(secs => (lim.burst - spare) / lim.rate_per_second)
+        WHERE key = 'r:' || k.key;
+        deferred := k.jobs[allowed + 1:];
+        rejected := rejected || deferred;
+        -- The i-th deferred job is due when the i-th next token is.
+        UPDATE {schema}.job_queue AS q
+        SET run_at = clock_timestamp()
+                     + make_interval(secs => (d.n - spare) / lim.rate_per_second)
+        FROM unnest(deferred) WITH ORDINALITY AS d(job_id, n)
+        WHERE q.job_id = d.job_id;
+    END LOOP;
+
+    RETURN QUERY SELECT x FROM unnest(ids) AS x WHERE NOT (x = ANY(rejected));
+END
+$$;
+
+-- One row per unique key, pointing at the job that holds it. A table (not a
+-- partial unique index on jobs.state) keeps job updates HOT.
+CREATE TABLE {schema}.unique_keys (
+    key        text PRIMARY KEY,
+    job_id     uuid NOT NULL,
+    states     text[] NOT NULL,
+    expires_at timestamptz
+);
+
+
+-- ===========================================================================
+-- Periodic tasks
+--
+-- A tick is enqueued only by whoever inserts its (schedule, fire time) row
+-- first, so any number of beat processes may run at once.
+-- ===========================================================================
+
+CREATE TABLE {schema}.schedules (
+    name           text PRIMARY KEY,
+    task           text NOT NULL,
+    args           jsonb NOT NULL DEFAULT '[]',
+    kwargs         jsonb NOT NULL DEFAULT '{}',
+    options        jsonb NOT NULL DEFAULT '{}',
+    cron           text,
+    interval_secs  float8,
+    timezone       text NOT NULL DEFAULT 'UTC',
+    enabled        boolean NOT NULL DEFAULT true,
+    catch_up       text NOT NULL DEFAULT 'once',
+    catch_up_limit integer NOT NULL DEFAULT 100,
+    source         text NOT NULL DEFAULT 'sql',
+    code_hash      text,
+    next_run_at    timestamptz,
+    last_run_at    timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schedules_kind_check CHECK ((cron IS NULL) <> (interval_secs IS NULL)),
+    CONSTRAINT schedules_interval_check CHECK (interval_secs IS NULL OR interval_secs > 0),
+    CONSTRAINT schedules_catch_up_check CHECK (catch_up IN ('once', 'skip', 'all'))
+);
+CREATE INDEX schedules_due_idx ON {schema}.schedules (next_run_at) WHERE enabled;
+
+-- A changed definition (from SQL, the CLI or code) is re-planned by the next beat.
+CREATE FUNCTION {schema}.schedules_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.cron IS DISTINCT FROM OLD.cron OR NEW.interval_secs IS DISTINCT FROM OLD.interval_secs
+       OR NEW.timezone IS DISTINCT FROM OLD.timezone
+       OR (NEW.enabled AND NOT OLD.enabled) THEN
+        NEW.next_run_at := NULL;
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER schedules_changed BEFORE UPDATE ON {schema}.schedules
+    FOR EACH ROW EXECUTE FUNCTION {schema}.schedules_changed();
+
+CREATE TABLE {schema}.schedule_ticks (
+    schedule   text NOT NULL,
+    fire_at    timestamptz NOT NULL,
+    job_id     uuid NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schedule, fire_at)
+);
+
+
+-- ===========================================================================
+-- Statistics
+-- ===========================================================================
+
+-- Per queue: how many jobs are in each state and how long the oldest due job
+-- has waited.
+CREATE VIEW {schema}.queue_stats AS
+WITH waiting AS (
+    SELECT queue,
+           count(*) FILTER (WHERE run_at <= now()) AS due,
+           count(*) FILTER (WHERE run_at > now()) AS scheduled,
+           now() - min(run_at) FILTER (WHERE run_at <= now()) AS oldest_waiting
+    FROM {schema}.job_queue GROUP BY queue
+), running AS (
+    SELECT queue, count(*) AS started FROM {schema}.job_lease GROUP BY queue
+), finished AS (
+    SELECT queue,
+           count(*) FILTER (WHERE state = 'SUCCESS') AS success,
+           count(*) FILTER (WHERE state = 'FAILURE') AS failure,
+           count(*) FILTER (WHERE state = 'REVOKED') AS revoked,
+           count(*) FILTER (WHERE state = 'RETRY') AS retry
+    FROM {schema}.jobs WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED', 'RETRY') GROUP BY queue
+)
+SELECT q.queue,
+       COALESCE(w.due, 0) + COALESCE(w.scheduled, 0) AS pending,
+       COALESCE(w.due, 0) AS due,
+       COALESCE(w.scheduled, 0) AS scheduled,
+       COALESCE(r.started, 0) AS started,
+       COALESCE(f.retry, 0) AS retry,
+       COALESCE(f.success, 0) AS success,
+       COALESCE(f.failure, 0) AS failure,
+       COALESCE(f.revoked, 0) AS revoked,
+       COALESCE(w.oldest_waiting, interval '0') AS oldest_waiting
+FROM (SELECT queue FROM waiting UNION SELECT queue FROM running
+      UNION SELECT queue FROM finished) AS q
+LEFT JOIN waiting AS w USING (queue)
+LEFT JOIN running AS r USING (queue)
+LEFT JOIN finished AS f USING (queue);
+
+-- Per task over a window (default 1 hour; `SET jobqueue.stats_window = '1 day'`
+-- to change it for a session): counts by state, failure rate, run times.
+-- Waiting jobs count too (all_jobs).
+CREATE VIEW {schema}.task_stats AS
+WITH win AS (
+    SELECT now() - COALESCE(NULLIF(current_setting('jobqueue.stats_window', true), ''),
+                            '1 hour')::interval AS since
+)
+SELECT j.task,
+       count(*) FILTER (WHERE j.state = 'PENDING') AS pending,
+       count(*) FILTER (WHERE j.state = 'STARTED') AS started,
+       count(*) FILTER (WHERE j.state = 'RETRY') AS retry,
+       count(*) FILTER (WHERE j.state = 'SUCCESS') AS success,
+       count(*) FILTER (WHERE j.state = 'FAILURE') AS failure,
+       count(*) FILTER (WHERE j.state = 'REVOKED') AS revoked,
+       round(count(*) FILTER (WHERE j.state = 'FAILURE')::numeric
+             / NULLIF(count(*) FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')), 0), 4)
+           AS failure_rate,
+       avg(j.finished_at - j.started_at)
+           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS mean_runtime,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY j.finished_at - j.started_at)
+           FILTER (WHERE j.state IN ('SUCCESS', 'FAILURE')) AS p95_runtime
+FROM {schema}.all_jobs AS j, win
+WHERE j.created_at >= win.since OR j.finished_at >= win.since
+      OR j.state IN ('PENDING', 'STARTED', 'RETRY')
+GROUP BY j.task;
