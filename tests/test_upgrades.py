@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from jobqueue import migrate, states
 from jobqueue.executor import Outcome, outcome_params
 from jobqueue.ids import new_id
+from jobqueue.options import resolve
 from jobqueue.sql import load, queries
 from tests.conftest import wait_for
 
@@ -114,13 +116,18 @@ def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys
         conn.execute(f'VACUUM ANALYZE "{schema}".{table}')
     start_worker("--concurrency", "4", "--poll-interval", "0.05")
 
-    def claims() -> int:
-        row = conn.execute(
-            "SELECT idx_scan FROM pg_stat_user_indexes "
-            "WHERE schemaname = %s AND indexrelname = 'job_queue_claim_idx'",
-            [schema],
-        ).fetchone()
+    def index_stat(index: str, column: str) -> int:
+        query = sql.SQL(
+            "SELECT {} FROM pg_stat_user_indexes WHERE schemaname = %s AND indexrelname = %s"
+        ).format(sql.Identifier(column))
+        row = conn.execute(query, [schema, index]).fetchone()
         return int(row[0]) if row else 0
+
+    def claims() -> int:
+        return index_stat("job_queue_claim_idx", "idx_scan")
+
+    def pkey_reads() -> int:
+        return index_stat("jobs_pkey", "idx_tup_read")
 
     # psycopg prepares a statement on its sixth run: let the idle worker's
     # polls prepare the claim while the tables are empty.
@@ -134,14 +141,6 @@ def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys
         "the backlog to drain",
     )
     assert results[-1].get(timeout=5) == 2 * 9_999
-
-    def pkey_reads() -> int:
-        row = conn.execute(
-            "SELECT idx_tup_read FROM pg_stat_user_indexes "
-            "WHERE schemaname = %s AND indexrelname = 'jobs_pkey'",
-            [schema],
-        ).fetchone()
-        return int(row[0]) if row else 0
 
     # Statistics reach the view within a second or so of each transaction.
     wait_for(lambda: pkey_reads() >= 10_000, 30, "the drain's statistics")
@@ -169,7 +168,7 @@ def test_workers_and_producers_of_the_previous_release_run_through_the_upgrade(
     def produce() -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             while not stop.is_set():
-                params = jq.app.job_params("add", (1, 2), {})
+                params = resolve(jq.app, "add", jq.add, (1, 2), {}, {}).params()
                 c.execute(old["job_insert"], params)
                 committed.append(params["id"])
 
