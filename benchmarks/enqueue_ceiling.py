@@ -38,6 +38,7 @@ from benchmarks.peers._common import in_threads, psql, scratch_database
 from benchmarks.tasks import register
 from jobqueue import JobQueue, direct, migrate
 from jobqueue.ids import new_id
+from jobqueue.options import resolve
 from jobqueue.sql import queries
 
 HERE = Path(__file__).resolve().parent
@@ -106,7 +107,7 @@ def python_insert(dsn: str, seconds: float, through_libpq: bool) -> float:
 
 def python_job_insert(dsn: str, app: JobQueue, seconds: float) -> float:
     statement = direct.compile_statement(app.db.sql["job_insert"])
-    params = app.job_params("noop", (), {})
+    params = resolve(app, "noop", app.tasks.get("noop"), (), {}, {}).params()
     encoded = [direct.encode(params[name]) for name in statement.params]
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(CLIENTS)]
     try:

@@ -12,10 +12,18 @@ from .config import Settings
 from .db import Database
 from .exceptions import ConfigurationError
 from .ids import check_id, new_id
-from .limits import route
+from .options import (
+    JobSpec,
+    call_options,
+    check_priority,
+    priority_for,
+    queue_for,
+    resolve,
+    timing,
+)
 from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
-from .tasks import TASK_OPTIONS, P, R, Task, check_time_limits
+from .tasks import TASK_OPTIONS, P, R, Task
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +117,7 @@ class JobQueue:
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             settings = dict(options)
             name = settings.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
-            settings["priority"] = _check_priority(settings.get("priority", 0))
+            settings["priority"] = check_priority(settings.get("priority", 0))
             task: Task[Any, Any] = Task(self, func, name=name, **settings)
             self.tasks[name] = task
             return task
@@ -141,96 +149,50 @@ class JobQueue:
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | datetime | None = None,
-        task_id: str | None = None,
-        soft_time_limit: float | None = None,
-        time_limit: float | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Enqueue task ``name`` (it need not be registered in this process),
+        with any of the call options (``jobqueue.options.CALL_OPTIONS``: queue,
+        priority, countdown, eta, expires, task_id, soft_time_limit,
+        time_limit; see there for how each is resolved). A task with
+        ``unique`` returns the job already holding its key (and writes
+        nothing) when there is one."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        task = self.tasks.get(name)
+        spec = resolve(self, name, task, args, kwargs, call_options(options, "send_task()"))
+        return self.enqueue(spec, task, args, kwargs, connection)
+
+    def enqueue(
+        self,
+        spec: JobSpec,
+        task: Task[Any, Any] | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
         connection: Any = None,
     ) -> AsyncResult:
-        """Enqueue task ``name`` (it need not be registered in this process).
-
-        Queue: the call's, else ``app.conf.task_routes``, else the task's, else
-        the default queue. A task with ``unique`` returns the job already holding
-        its key (and writes nothing) when there is one.
-        """
-        args, kwargs = tuple(args or ()), dict(kwargs or {})
-        params = self.job_params(
-            name,
-            args,
-            kwargs,
-            queue=queue,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires,
-            task_id=task_id,
-            soft_time_limit=soft_time_limit,
-            time_limit=time_limit,
-        )
-        job_id = params["id"]
-        registered = self.tasks.get(name)
-        unique = registered.flow if registered is not None else None
-        key = unique.unique_for(name, args, kwargs) if unique is not None else None
-        if unique is None or key is None:
-            if task_id is None:
+        """Write one resolved job (``send_task`` and ``apply_async`` come here)."""
+        params = spec.params()
+        key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
+        if key is None:
+            if not spec.id_given:
                 self.db.execute("job_insert", params, connection)
-                return AsyncResult.trusted(job_id, self)
+                return AsyncResult.trusted(spec.id, self)
             # A caller's id may be taken, by a record or by an uncommitted
             # insert it then waits for: both tables' keys must see it.
             self.db.execute("job_insert_recorded", params, connection, may_wait=True)
-            return AsyncResult(job_id, app=self)
+            return AsyncResult(spec.id, app=self)
+        assert task is not None
         params.update(
             unique_key=key,
-            unique_states=list(unique.unique_states),
-            unique_window=unique.unique_window,
+            unique_states=list(task.flow.unique_states),
+            unique_window=task.flow.unique_window,
         )
         with self.db.transaction(connection) as conn:
             self.db.run(conn, "unique_lock", {"unique_keys": [key]})
             rows = self.db.run(conn, "job_insert_unique", params)
         holder = rows[0][0] if rows else None
-        return AsyncResult(str(holder) if holder is not None else job_id, app=self)
-
-    def job_params(
-        self,
-        name: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | datetime | None = None,
-        task_id: str | None = None,
-        soft_time_limit: float | None = None,
-        time_limit: float | None = None,
-    ) -> dict[str, Any]:
-        """The validated parameters of one job row (job_insert and relatives)."""
-        args_json, kwargs_json = dump_arguments(name, args, kwargs)
-        registered = self.tasks.get(name)
-        if registered is not None:
-            options, keys = registered.stored_options(soft_time_limit, time_limit, args, kwargs)
-            priority = priority if priority is not None else registered.priority
-        else:
-            options, keys = dumps(_unregistered_options(soft_time_limit, time_limit)), {}
-        return {
-            "id": check_id(task_id) if task_id is not None else new_id(),
-            "task": name,
-            "args": args_json,
-            "kwargs": kwargs_json,
-            "queue": self.queue_for(name, queue, args, kwargs),
-            "priority": _check_priority(priority or 0),
-            "options": options,
-            "root_id": None,
-            "parent_id": None,
-            "rate_key": keys.get("rate_key"),
-            "concurrency_key": keys.get("concurrency_key"),
-            **_timing(countdown, eta, expires),
-        }
+        return AsyncResult(str(holder) if holder is not None else spec.id, app=self)
 
     def add_periodic_task(
         self, schedule: Any, sig: Any, name: str | None = None, **entry: Any
@@ -258,22 +220,6 @@ class JobQueue:
             return task
 
         return register
-
-    def queue_for(
-        self,
-        name: str,
-        queue: str | None,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> str:
-        if queue:
-            return queue
-        if self.conf.task_routes:
-            routed = route(self.conf.task_routes, name, args, kwargs or {})
-            if routed:
-                return routed
-        registered = self.tasks.get(name)
-        return (registered.queue if registered else None) or self.conf.default_queue
 
     def enqueue_many(
         self,
@@ -335,14 +281,17 @@ class JobQueue:
             )
         if not ids:
             return []
-        default_priority = registered.priority if registered is not None else 0
+        countdown_, eta_, expires_at, expires_in = timing(countdown, eta, expires)
         params = {
             "task": name,
             "ids": ids,
             **rows,
-            "queue": self.queue_for(name, queue),
-            "priority": _check_priority(priority if priority is not None else default_priority),
-            **_timing(countdown, eta, expires),
+            "queue": queue_for(self, name, queue, task=registered),
+            "priority": priority_for(priority, registered),
+            "countdown": countdown_,
+            "eta": eta_,
+            "expires_at": expires_at,
+            "expires_in": expires_in,
         }
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
@@ -418,52 +367,6 @@ class JobQueue:
     def close(self) -> None:
         self.results.stop()
         self.db.close()
-
-
-def _unregistered_options(soft: float | None, hard: float | None) -> dict[str, Any]:
-    soft, hard = check_time_limits(soft, hard)
-    return {k: v for k, v in (("soft_time_limit", soft), ("time_limit", hard)) if v is not None}
-
-
-def _check_priority(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not -32768 <= value <= 32767:
-        raise ValueError(f"priority must be an integer in [-32768, 32767], got {value!r}")
-    return value
-
-
-def _timing(
-    countdown: float | None, eta: datetime | None, expires: float | datetime | None
-) -> dict[str, Any]:
-    """When a job becomes due and when it stops being worth running; the
-    database clock decides relative times, so producers' clocks don't matter."""
-    if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    if countdown is not None and (
-        isinstance(countdown, bool) or not isinstance(countdown, (int, float))
-    ):
-        raise TypeError(f"countdown must be a number of seconds, got {countdown!r}")
-    if eta is not None and not isinstance(eta, datetime):
-        raise TypeError(f"eta must be a datetime, got {eta!r}")
-    timing: dict[str, Any] = {
-        "countdown": float(countdown or 0),
-        "eta": _aware(eta),
-        "expires_at": None,
-        "expires_in": None,
-    }
-    if isinstance(expires, datetime):
-        timing["expires_at"] = _aware(expires)
-    elif expires is not None:
-        if isinstance(expires, bool) or not isinstance(expires, (int, float)):
-            raise TypeError(f"expires must be seconds or a datetime, got {expires!r}")
-        timing["expires_in"] = float(expires)
-    return timing
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """Naive datetimes are taken as local time, as ``datetime.now()`` makes them."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.astimezone()
 
 
 __all__ = ["JobQueue", "current_app"]

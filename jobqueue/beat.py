@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from .options import resolve, schedule_options
 from .schedules import Schedule, Timing, fires_due
 from .serialization import dumps
 
@@ -131,8 +132,9 @@ class Beat:
         fired, last = 0, None
         if next_run_at is not None:
             for fire_at in fires_due(timing, next_run_at, now, catch_up, limit):
-                params = self.app.job_params(task, args, kwargs, **_call_options(options))
-                params.update(schedule=name, fire_at=fire_at)
+                call = schedule_options(options)
+                spec = resolve(self.app, task, self.app.tasks.get(task), args, kwargs, call)
+                params = spec.params() | {"schedule": name, "fire_at": fire_at}
                 ((inserted, _),) = conn.execute(self._sql["schedule_fire"], params).fetchall()
                 fired += inserted
                 last = fire_at
@@ -154,11 +156,3 @@ class Beat:
         if due_in is None:
             return self.max_sleep
         return min(max(due_in.total_seconds(), 0.005), self.max_sleep)
-
-
-def _call_options(options: dict[str, Any]) -> dict[str, Any]:
-    known = ("queue", "priority", "expires", "soft_time_limit", "time_limit", "countdown")
-    unknown = set(options) - set(known)
-    if unknown:
-        log.warning("ignoring unknown schedule option(s) %s", sorted(unknown))
-    return {k: options[k] for k in known if k in options}

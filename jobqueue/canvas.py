@@ -12,31 +12,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .ids import new_id
-from .serialization import dump_arguments, dumps, loads
+from .options import CALL_OPTIONS, INHERITED, SIGNATURE_OPTIONS, resolve
+from .serialization import dumps, loads
 
 if TYPE_CHECKING:
     from .app import JobQueue
     from .tasks import Task
-
-# Options a signature may carry (apply_async's, minus connection).
-SIGNATURE_OPTIONS = frozenset(
-    {
-        "queue",
-        "priority",
-        "countdown",
-        "eta",
-        "expires",
-        "task_id",
-        "soft_time_limit",
-        "time_limit",
-        "link",
-        "link_error",
-    }
-)
 
 
 class Signature:
@@ -363,10 +347,6 @@ def _with_root(sig: Signature) -> tuple[Signature, str]:
     return sig, new_id()
 
 
-# Options a chain, group or chord passes down to its steps as defaults.
-INHERITED = ("queue", "priority", "countdown", "eta", "expires", "soft_time_limit", "time_limit")
-
-
 class Freezer:
     """Turns a signature tree into the JSON ``spawn`` understands, choosing
     every id, and builds the matching result objects."""
@@ -417,20 +397,13 @@ class Freezer:
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
     ) -> tuple[dict[str, Any], Any]:
-        from .app import _check_priority, _unregistered_options
-        from .ids import check_id
         from .result import AsyncResult
 
         opts = {**inherit, **sig.options}
-        job_id = check_id(opts["task_id"]) if opts.get("task_id") else new_id()
-        args_json, kwargs_json = dump_arguments(sig.task_name, sig.args, sig.kwargs)
-        registered = self.app.tasks.get(sig.task_name)
-        soft, hard = opts.get("soft_time_limit"), opts.get("time_limit")
-        options: dict[str, Any] = (
-            registered.job_options(soft, hard, sig.args, sig.kwargs)
-            if registered
-            else _unregistered_options(soft, hard)
-        )
+        call = {k: v for k, v in opts.items() if k in CALL_OPTIONS and v is not None}
+        task = self.app.tasks.get(sig.task_name)
+        spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
+        options: dict[str, Any] = loads(spec.options)
         links = [*self.callbacks(sig, "link"), *extra_links]
         if links:
             options["link"] = links
@@ -438,24 +411,22 @@ class Freezer:
             options["link_error"] = list(errbacks)
         if member and member.get("chord"):
             options["chord"] = member["chord"]
-        priority = opts.get("priority")
-        if priority is None:
-            priority = registered.priority if registered else 0
         tree = {
             "type": "task",
-            "id": job_id,
+            "id": spec.id,
             "task": sig.task_name,
-            "args": loads(args_json),
-            "kwargs": loads(kwargs_json),
+            "args": loads(spec.args),
+            "kwargs": loads(spec.kwargs),
             "immutable": sig.immutable,
             "options": options,
-            "queue": self.app.queue_for(sig.task_name, opts.get("queue"), sig.args, sig.kwargs),
-            "priority": _check_priority(priority),
-            **_relative_timing(opts),
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "countdown": spec.countdown,
+            "expires_in": spec.expires_in,
         }
         if member:
             tree["group_id"], tree["group_index"] = member["group_id"], member["group_index"]
-        return tree, AsyncResult(job_id, app=self.app)
+        return tree, AsyncResult(spec.id, app=self.app)
 
     def _chain(
         self,
@@ -523,25 +494,3 @@ class Freezer:
         inherit = {**inherit, **{k: v for k, v in header.options.items() if k in INHERITED}}
         tree, _ = self._group(header, errbacks, inherit, chord_id=chord_id)
         return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}
-
-
-def _relative_timing(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Canvas jobs are created later, so times are kept relative to creation."""
-    countdown = options.get("countdown")
-    eta = options.get("eta")
-    if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    if eta is not None:
-        countdown = max(_seconds_until(eta), 0.0)
-    expires = options.get("expires")
-    if isinstance(expires, datetime):
-        expires = _seconds_until(expires)
-    return {
-        "countdown": float(countdown or 0),
-        "expires_in": None if expires is None else float(expires),
-    }
-
-
-def _seconds_until(moment: datetime) -> float:
-    aware = moment if moment.tzinfo else moment.astimezone()
-    return (aware - datetime.now(timezone.utc)).total_seconds()

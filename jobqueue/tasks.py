@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
 from .limits import FlowControl
+from .options import call_options, check_time_limits, resolve
 from .retry import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRIES,
@@ -64,6 +65,7 @@ TASK_OPTIONS = frozenset(
 )
 
 _UNSET: Any = object()
+_NO_OPTIONS: dict[str, Any] = {}  # delay(): nothing to check
 
 
 @dataclass
@@ -84,17 +86,6 @@ class Request:
     time_limit: float | None = None
     called_directly: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def check_time_limits(soft: Any, hard: Any) -> tuple[float | None, float | None]:
-    for name, value in (("soft_time_limit", soft), ("time_limit", hard)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-        ):
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    if soft is not None and hard is not None and soft > hard:
-        raise ValueError(f"soft_time_limit ({soft}s) must not exceed time_limit ({hard}s)")
-    return (None if soft is None else float(soft)), (None if hard is None else float(hard))
 
 
 class Task(Generic[P, R]):
@@ -278,59 +269,31 @@ class Task(Generic[P, R]):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | datetime | None = None,
-        task_id: str | None = None,
-        soft_time_limit: float | None = None,
-        time_limit: float | None = None,
         link: Signature | list[Signature] | None = None,
         link_error: Signature | list[Signature] | None = None,
         connection: Any = None,
+        **options: Any,
     ) -> AsyncResult:
-        """Enqueue with options. With ``connection=`` the job is written inside
-        the caller's open transaction and exists only if it commits. ``link`` /
+        """Enqueue with options: any of ``jobqueue.options.CALL_OPTIONS`` (queue,
+        priority, countdown, eta, expires, task_id, soft_time_limit,
+        time_limit). With ``connection=`` the job is written inside the
+        caller's open transaction and exists only if it commits. ``link`` /
         ``link_error``: signatures enqueued with this job's result (or id) when
         it succeeds (or fails)."""
+        call = call_options(options, f"{self.name}.apply_async()") if options else _NO_OPTIONS
         if link is not None or link_error is not None:
             from .canvas import Signature
 
-            options: dict[str, Any] = {
-                k: v
-                for k, v in {
-                    "queue": queue,
-                    "priority": priority,
-                    "countdown": countdown,
-                    "eta": eta,
-                    "expires": expires,
-                    "task_id": task_id,
-                    "soft_time_limit": soft_time_limit,
-                    "time_limit": time_limit,
-                    "link": link,
-                    "link_error": link_error,
-                }.items()
-                if v is not None
-            }
-            result: AsyncResult = Signature(self, args or (), kwargs, **options).apply_async(
-                connection=connection
-            )
+            sig = Signature(self, args or (), kwargs, **call)
+            for callback in _listed(link):
+                sig.link(callback)
+            for errback in _listed(link_error):
+                sig.link_error(errback)
+            result: AsyncResult = sig.apply_async(connection=connection)
             return result
-        return self.app.send_task(
-            self.name,
-            args,
-            kwargs,
-            queue=queue,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires,
-            task_id=task_id,
-            soft_time_limit=soft_time_limit,
-            time_limit=time_limit,
-            connection=connection,
-        )
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        spec = resolve(self.app, self.name, self, args, kwargs, call)
+        return self.app.enqueue(spec, self, args, kwargs, connection)
 
     def job_options(
         self,
@@ -385,3 +348,7 @@ class Task(Generic[P, R]):
         if cached is None or cached[0] != setting:
             cached = self._stored_options = (setting, dumps(self._settings(None, None)))
         return cached[1], keys
+
+
+def _listed(value: Signature | list[Signature] | None) -> list[Signature]:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
