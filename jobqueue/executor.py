@@ -10,6 +10,7 @@ themselves (time limit, crashed child, revocation), build the outcome with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states
 from .exceptions import Retry, TaskNotRegistered, TaskRevokedError, WorkerLostError
-from .serialization import dump_error, dumps
+from .serialization import MAX_NESTING, dump_error, dumps, error_text, loads
 from .tasks import Request, Task
 
 if TYPE_CHECKING:
@@ -34,6 +35,65 @@ AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 # A retry further away than this is a bug in the task, not a schedule: PostgreSQL
 # cannot store a timestamp ~290,000 years ahead, and JSON has no infinity.
 MAX_RETRY_DELAY = 100 * 365.25 * 86400.0
+
+
+class MalformedJob(ValueError):
+    """A claimed job whose stored payload no attempt could run: JSON that does not
+    decode (or nests too deeply to), ``args`` not an array, ``kwargs`` or
+    ``options`` not an object, a time limit that is not a positive finite number.
+    Such rows come from SQL or other producers that skip ``dump_arguments``'
+    checks; the job fails at once, without retries."""
+
+
+_TIME_LIMITS = ("soft_time_limit", "time_limit")
+_JSON_TYPES = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _JSON_TYPES.get(type(value), "a number")
+
+
+def _positive_seconds(value: Any) -> bool:
+    if type(value) not in (int, float):  # bool is not a number of seconds
+        return False
+    try:
+        return 0 < float(value) < math.inf
+    except OverflowError:  # an integer with hundreds of digits
+        return False
+
+
+def _checked_payload(job: Job) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """Decode and check a job's payload once, in the slot that runs it."""
+    try:
+        args, kwargs, options = loads(job.payload)
+    except RecursionError:
+        raise MalformedJob(
+            f"job {job.id} of task {job.task!r} cannot run: its arguments nest arrays and "
+            f"objects too deeply to decode (at most {MAX_NESTING} levels are accepted)"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise MalformedJob(
+            f"job {job.id} of task {job.task!r} cannot run: its stored arguments and "
+            f"options are not valid JSON ({exc})"
+        ) from None
+    problem = None
+    if type(args) is not list:
+        problem = f"args must be a JSON array, got {_json_type(args)}"
+    elif type(kwargs) is not dict:
+        problem = f"kwargs must be a JSON object, got {_json_type(kwargs)}"
+    elif type(options) is not dict:
+        problem = f"options must be a JSON object, got {_json_type(options)}"
+    elif options:
+        for name in _TIME_LIMITS:
+            value = options.get(name)
+            if value is not None and not _positive_seconds(value):
+                problem = f"{name} must be a positive finite number of seconds, got {value!r}"
+                break
+    if problem is not None:
+        raise MalformedJob(f"job {job.id} of task {job.task!r} cannot run: {problem}")
+    return args, kwargs, options
 
 
 @dataclass(slots=True)
@@ -79,10 +139,10 @@ class Job:
         return deadline is not None and time.monotonic() >= deadline
 
     def _decode(self) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+        """The decoded payload, checked: ``MalformedJob`` if no attempt could run it."""
         decoded = self._decoded
         if decoded is None:
-            args, kwargs, options = json.loads(self.payload)
-            decoded = self._decoded = (args, kwargs, options)
+            decoded = self._decoded = _checked_payload(self)
         return decoded
 
     @property
@@ -151,7 +211,10 @@ def execute(
         log.error("Received unregistered task %s[%s]", job.task, job.id)
         return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
 
-    soft, hard = job.limits(task)
+    try:
+        soft, hard = job.limits(task)
+    except MalformedJob as exc:  # the pools check first (precheck); a direct call may not
+        return malformed(job, exc)
     request = Request(
         id=job.id,
         task=job.task,
@@ -182,7 +245,7 @@ def execute(
             job.task,
             job.id,
             retry.countdown or 0,
-            retry.exc or "requested",
+            "requested" if retry.exc is None else _brief(retry.exc),
         )
         return retry_outcome(job, retry.exc or retry, retry.countdown or 0.0)
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
@@ -195,7 +258,7 @@ def execute(
     else:
         try:
             encoded = dumps(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             error = TypeError(
                 f"result of task {job.task!r} is not JSON serializable: "
                 f"{type(value).__name__} ({exc})"
@@ -206,6 +269,12 @@ def execute(
     if log.isEnabledFor(logging.INFO):
         log.info("Task %s[%s] succeeded in %.4fs", job.task, job.id, runtime)
     return Outcome(job.id, job.attempt, states.SUCCESS, result=encoded, runtime=runtime)
+
+
+def _brief(exc: BaseException) -> str:
+    """The exception's message for a log line: never raises, at most ~1,000 characters."""
+    text = error_text(exc)
+    return text if len(text) <= 1000 else f"{text[:1000]}… ({len(text)} characters)"
 
 
 def failed(
@@ -221,7 +290,7 @@ def failed(
             job.task,
             job.id,
             type(exc).__name__,
-            exc,
+            _brief(exc),
             after,
             job.attempt,
             delay,
@@ -232,7 +301,7 @@ def failed(
         job.task,
         job.id,
         type(exc).__name__,
-        exc,
+        _brief(exc),
         after,
         exc_info=log.isEnabledFor(logging.DEBUG),
     )
@@ -282,3 +351,47 @@ def expired(job: Job) -> Outcome:
 def revoked(job: Job, exc: BaseException) -> Outcome:
     log.warning("Task %s[%s] terminated: %s", job.task, job.id, exc)
     return Outcome(job.id, job.attempt, states.REVOKED, error=dump_error(exc))
+
+
+def malformed(job: Job, exc: MalformedJob) -> Outcome:
+    """No attempt could run the job: FAILURE now, never a retry."""
+    log.error("Task %s[%s] %s", job.task, job.id, exc)
+    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+
+
+def precheck(job: Job) -> Outcome | None:
+    """What a slot reports instead of running ``job``, checked first when it
+    starts the job: REVOKED if it expired while it waited in the pool, FAILURE
+    if its payload is malformed. None: run it."""
+    if job.has_expired():
+        return expired(job)
+    try:
+        job._decode()
+    except MalformedJob as exc:
+        return malformed(job, exc)
+    return None
+
+
+def broken(job: Job, exc: BaseException) -> Outcome:
+    """The safety net of the pools: ``exc`` was raised around the job, outside
+    the task (a bug, an exception that cannot even be described...). The job
+    fails with it, without retries, and the slot goes on. Never raises."""
+    with contextlib.suppress(BaseException):  # logging must not stop the outcome
+        log.error("Task %s[%s] failed in its pool slot", job.task, job.id, exc_info=exc)
+    try:
+        error = dump_error(exc)
+    except BaseException:
+        error = _bare_error(exc)
+    return Outcome(job.id, job.attempt, states.FAILURE, error=error)
+
+
+def _bare_error(exc: BaseException) -> str:
+    """An error naming only the exception's type, for when nothing more can be had."""
+    try:
+        cls = type(exc)
+        name, module = str(cls.__qualname__), str(cls.__module__)
+    except BaseException:
+        name, module = "BaseException", "builtins"
+    message = "(the error raised could not be described)"
+    fields = {"type": name, "module": module, "message": message, "args": None, "traceback": None}
+    return dumps(fields)

@@ -23,6 +23,57 @@ def _has_nul(text: str) -> bool:
     return "\\u0000" in text and _NUL.search(text) is not None
 
 
+# The deepest nesting of arrays and objects a job's stored arguments may have:
+# the args array and the kwargs object each count as one level, so an argument
+# itself may nest MAX_NESTING - 1 levels (``[[1]]`` is 2). The producer refuses
+# deeper arguments, and so does the SQL enqueue() (migration 0008). Why 200: a
+# worker decodes JSON recursively in a slot thread whose stack already holds the
+# pool's frames, then a process pool pickles the decoded arguments for its child
+# (two recursion levels per nesting level: pickling fails near 500 levels under
+# Python's default limit of 1,000), and a task often encodes a result built from
+# them. 200 keeps 600 of the 1,000 levels free in the worst of these; real
+# arguments rarely nest 10 levels.
+MAX_NESTING = 200
+# Nesting N levels takes 2N brackets: a text this short cannot exceed the limit.
+_SHORT = 2 * MAX_NESTING + 1
+_STRING = re.compile(r'"[^"]*"')  # once escapes are gone (see _depth)
+# Keep brackets (as one kind) and quotes; delete every other byte.
+_SKELETON = bytes.maketrans(b"{}", b"[]")
+_NOT_SKELETON = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def _too_deep(text: str, limit: int = MAX_NESTING) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in the JSON text."""
+    # N levels take 2N brackets: a short text, or one with few opening brackets
+    # (those inside strings counted too), cannot be that deep. Most end here.
+    if len(text) <= 2 * limit + 1 or text.count("[") + text.count("{") <= limit:
+        return False
+    return _depth(text, limit) > limit
+
+
+def _depth(text: str, stop: int | None = None) -> int:
+    """How many levels arrays and objects nest in the JSON text (counting stops
+    past ``stop``). Works on the text's brackets outside strings, all of one
+    kind: each pass removes every innermost pair, so the passes are the depth.
+    Bytes and C string methods throughout: for a list of 300 small dicts it
+    costs about a tenth of encoding them."""
+    if "\\" in text:  # escaped backslashes and quotes: out, so every quote ends a string
+        text = text.replace("\\\\", "").replace('\\"', "")
+    # A string without brackets leaves two adjacent quotes: drop those pairs.
+    skeleton = text.encode("utf-8", "surrogatepass").translate(_SKELETON, _NOT_SKELETON)
+    skeleton = skeleton.replace(b'""', b"")
+    if b'"' in skeleton:  # a string holds brackets (rare): strip strings the slow way
+        stripped = _STRING.sub("", text).encode("utf-8", "surrogatepass")
+        skeleton = stripped.translate(_SKELETON, _NOT_SKELETON)
+    depth = 0
+    while skeleton and (stop is None or depth <= stop):
+        inner = skeleton.replace(b"[]", b"")
+        if inner == skeleton:  # not JSON from our encoder: nothing more to count
+            break
+        skeleton, depth = inner, depth + 1
+    return depth
+
+
 def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
@@ -43,12 +94,16 @@ def dump_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
     try:
         args_text = dumps(list(args)) if args else "[]"
         kwargs_text = dumps(dict(kwargs)) if kwargs else "{}"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     else:
-        # Inline substring tests first: every delay() pays them, the regex is rare.
+        # Inline tests first: every delay() pays them; the regex and the nesting
+        # scan run only for texts that may fail them (a NUL escape; a long text).
         maybe_nul = "\\u0000" in args_text or "\\u0000" in kwargs_text
-        if not (maybe_nul and (_has_nul(args_text) or _has_nul(kwargs_text))):
+        if not (maybe_nul and (_has_nul(args_text) or _has_nul(kwargs_text))) and (
+            len(args_text) + len(kwargs_text) <= _SHORT
+            or not (_too_deep(args_text) or _too_deep(kwargs_text))
+        ):
             return args_text, kwargs_text
     for index, value in enumerate(args):
         _check(task, f"argument {index}", value)
@@ -64,11 +119,21 @@ def dump_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
 def _check(task: str, where: str, value: Any) -> None:
     try:
         text = dumps(value)
+    except RecursionError:
+        text = ""  # deeper than Python itself can encode
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{where} of task {task!r} is not JSON serializable: {_describe(value)} "
             f"({type(value).__name__}); jobqueue stores arguments as JSON"
         ) from exc
+    inside = MAX_NESTING - 1  # the arguments' own array or object is the first level
+    if not text or _too_deep(text, inside):
+        depth = f"{_depth(text)} levels" if text else "more levels than Python can encode"
+        raise ValueError(
+            f"{where} of task {task!r} nests lists and dicts too deeply ({depth}; at most "
+            f"{inside} are accepted inside the arguments, so that every worker can decode "
+            "them: jobqueue.serialization.MAX_NESTING)"
+        )
     if _has_nul(text):
         raise ValueError(
             f"{where} of task {task!r} contains a NUL character (\\x00): {_describe(value)}; "
@@ -77,15 +142,20 @@ def _check(task: str, where: str, value: Any) -> None:
 
 
 def dump_error(exc: BaseException) -> str:
-    """The stored form of a task failure: type, module, message and traceback."""
+    """The stored form of a task failure: type, module, message and traceback.
+    A ``__str__`` that raises gives a placeholder message: the type survives."""
     cls = type(exc)
+    try:
+        trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    except Exception:
+        trace = ""
     text = dumps(
         {
             "type": cls.__qualname__,
             "module": cls.__module__,
-            "message": str(exc),
+            "message": error_text(exc),
             "args": _json_safe_args(exc),
-            "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+            "traceback": trace,
         }
     )
     # A NUL in the message would make the database refuse the whole error: keep
@@ -93,12 +163,21 @@ def dump_error(exc: BaseException) -> str:
     return _NUL.sub(lambda m: m.group(1) + "\\\\u0000", text) if _has_nul(text) else text
 
 
+def error_text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder naming its type if its ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} object: str() failed>"
+
+
 def _json_safe_args(exc: BaseException) -> list[Any] | None:
     try:
-        dumps(list(exc.args))
-    except (TypeError, ValueError):
+        args = list(exc.args)
+        dumps(args)
+    except Exception:  # not JSON, nested too deeply...
         return None
-    return list(exc.args)
+    return args
 
 
 def rebuild_error(error: Mapping[str, Any]) -> BaseException:

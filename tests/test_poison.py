@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from jobqueue import JobQueue, states
-from jobqueue.executor import Job, Outcome
+from jobqueue import JobQueue, SoftTimeLimitExceeded, states
+from jobqueue.executor import Job, MalformedJob, Outcome, precheck
 from jobqueue.pools.local import LocalQueue
 from jobqueue.pools.threads import ThreadPool
-from jobqueue.serialization import loads
+from jobqueue.serialization import MAX_NESTING, dump_arguments, loads
 from tests.conftest import wait_for
 
 
@@ -135,3 +135,217 @@ def test_a_job_that_expires_while_it_waits_for_a_slot_is_revoked_unrun(app: JobQ
     assert error["type"] == "TaskRevokedError" and "expired" in error["message"]
     assert ran == ["busy", "fresh"]  # the expired job never ran
     assert pool.nothing_more()
+
+
+# -- A: jobs no attempt could run, and faults around a job in a slot --------------------
+
+
+def _deep(levels: int) -> str:
+    """A JSON array nested ``levels`` deep."""
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "options", "says"),
+    [
+        (_deep(3000), "{}", "{}", "too deeply to decode"),
+        ('{"a": 1}', "{}", "{}", "args must be a JSON array, got an object"),
+        ("[]", "[1]", "{}", "kwargs must be a JSON object, got an array"),
+        ("[]", "{}", "[]", "options must be a JSON object, got an array"),
+        ("[]", "{}", '"x"', "options must be a JSON object, got a string"),
+        ("[]", "{}", '{"soft_time_limit": "abc"}', "soft_time_limit must be a positive finite"),
+        ("[]", "{}", '{"time_limit": 0}', "time_limit must be a positive finite"),
+        ("[]", "{}", '{"time_limit": -1.5}', "time_limit must be a positive finite"),
+        ("[]", "{}", '{"time_limit": true}', "time_limit must be a positive finite"),
+        ("[]", "{}", '{"time_limit": 1e400}', "time_limit must be a positive finite"),
+        ("[]", "{}", '{"soft_time_limit": 1' + "0" * 400 + "}", "soft_time_limit must be"),
+        ("[1,]", "{}", "{}", "not valid JSON"),
+    ],
+)
+def test_a_payload_no_attempt_could_run_is_refused_before_it_runs(
+    args: str, kwargs: str, options: str, says: str
+) -> None:
+    row = ("bad", "echo", "default", args, kwargs, options, 1, None, None, None, False, False)
+    job = Job.from_row(row)
+    outcome = precheck(job)
+    assert outcome is not None and outcome.state == states.FAILURE and outcome.delay is None
+    error = loads(outcome.error or "null")
+    assert (error["module"], error["type"]) == ("jobqueue.executor", "MalformedJob")
+    assert says in error["message"] and "job bad of task 'echo' cannot" in error["message"]
+    with pytest.raises(MalformedJob, match="cannot"):
+        job.limits(None)  # anything else that reads it is refused the same way
+
+
+def test_a_sound_payload_passes_the_check() -> None:
+    options = '{"soft_time_limit": 1, "time_limit": 2.5, "queue": "q"}'
+    row = ("ok", "echo", "default", "[1, [2]]", '{"k": {}}', options, 1, None, None, None)
+    job = Job.from_row((*row, False, False))
+    assert precheck(job) is None
+    assert (job.args, job.kwargs, job.limits(None)) == ([1, [2]], {"k": {}}, (1, 2.5))
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ itself fails")
+
+
+class _LimitsFail(Job):
+    """A job whose limits cannot be read: a fault in the slot's path, not the task's."""
+
+    def limits(self, task: Any) -> tuple[float | None, float | None]:
+        raise _Unprintable("limits")
+
+
+def test_no_fault_around_a_job_ends_a_thread_pool_slot(app: JobQueue) -> None:
+    """One slot, seven jobs that used to kill it (or jam it STARTED forever): each
+    is reported exactly once, as a FAILURE of its own, and the job after them runs."""
+    ran: list[str] = []
+
+    @app.task(name="echo")
+    def echo(*args: Any) -> list[Any]:
+        ran.append("echo")
+        return list(args)
+
+    @app.task(name="unprintable")
+    def unprintable() -> None:
+        raise _Unprintable("x")
+
+    @app.task(name="deep_result")
+    def deep_result() -> Any:
+        value: Any = 1
+        for _ in range(5000):
+            value = [value]
+        return value  # too deep for the JSON encoder: RecursionError
+
+    def job(job_id: str, task: str, args: str = "[]", options: str = "{}") -> Job:
+        return Job.from_row(_row(job_id, task, args, options))
+
+    bad = [
+        job("options-array", "echo", options="[]"),
+        job("soft-abc", "echo", options='{"soft_time_limit": "abc"}'),
+        job("deep-args", "echo", args=_deep(3000)),
+        job("args-object", "echo", args='{"a": 1}'),
+        job("unprintable", "unprintable"),
+        job("deep-result", "deep_result"),
+        _LimitsFail("limits-fail", "echo", "default", "[[],{},{}]", 1, None, None, None),
+    ]
+    pool = _Pool(app)
+    for item in bad:
+        pool.pool.submit(item)
+    pool.pool.submit(job("good", "echo", args="[1, 2]"))
+    outcomes: list[Outcome] = []
+    while not outcomes or outcomes[-1].job_id != "good":
+        outcomes.append(pool.next())
+    assert pool.nothing_more()
+    assert [o.job_id for o in outcomes] == [j.id for j in bad] + ["good"]  # each exactly once
+    assert outcomes[-1].state == states.SUCCESS and loads(outcomes[-1].result or "") == [1, 2]
+    assert ran == ["echo"]  # none of the malformed echo jobs ran
+    errors = {o.job_id: loads(o.error or "null") for o in outcomes[:-1]}
+    assert all(o.state == states.FAILURE and o.delay is None for o in outcomes[:-1])
+    for job_id in ("options-array", "soft-abc", "deep-args", "args-object"):
+        assert errors[job_id]["type"] == "MalformedJob", errors[job_id]
+    assert errors["unprintable"]["type"] == "_Unprintable"
+    assert "str() failed" in errors["unprintable"]["message"]
+    assert errors["deep-result"]["type"] == "TypeError"
+    assert "not JSON serializable" in errors["deep-result"]["message"]
+    assert errors["limits-fail"]["type"] == "_Unprintable"  # the safety net's FAILURE
+
+
+def test_a_time_limit_of_centuries_leaves_the_other_limits_working(app: JobQueue) -> None:
+    """Waiting for a limit centuries away overflowed the watchdog's wait and killed
+    its thread: no soft or hard limit fired again in that worker."""
+
+    @app.task(name="spin")
+    def spin(seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:  # checkpoints for the interrupt
+                time.sleep(0.01)
+        except SoftTimeLimitExceeded:
+            return "interrupted"
+        return "not interrupted"
+
+    pool = _Pool(app)
+    pool.pool.submit(Job.from_row(_row("centuries", "spin", "[0.3]", '{"time_limit": 1e12}')))
+    assert loads(pool.next().result or "") == "not interrupted"
+    pool.pool.submit(Job.from_row(_row("soft", "spin", "[10]", '{"soft_time_limit": 0.2}')))
+    outcome = pool.next(timeout=20)
+    assert (outcome.job_id, loads(outcome.result or "")) == ("soft", "interrupted")
+
+
+def _job_row(conn: Any, schema: str, job_id: str) -> tuple[Any, ...]:
+    row = conn.execute(
+        f"SELECT state, attempts, error ->> 'type', error ->> 'message' "
+        f'FROM "{schema}".jobs WHERE id = %s',
+        (job_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_malformed_rows_fail_at_once_and_the_worker_goes_on(
+    pool: str, jq: Any, start_worker: Any, conn: Any, schema: str
+) -> None:
+    """Rows written by SQL that no worker can run: arguments nested 3,000 or 990
+    deep, args that are not an array, options that are not an object or hold a
+    time limit that is not a number. Each fails on its first attempt, without
+    retries, and the worker's only slot goes on to the next job."""
+    s = f'"{schema}"'
+    # One-row jobs (their payload waits in job_queue) and jobs with a record.
+    one_row = {"deep-3000": _deep(3000), "deep-990": _deep(990), "args-object": '{"a": 1}'}
+    ids: dict[str, str] = {}
+    for name, args in one_row.items():
+        ids[name] = jq.echo.delay(name).id
+        conn.execute(
+            f"UPDATE {s}.job_queue SET args = %s::jsonb WHERE job_id = %s", (args, ids[name])
+        )
+    recorded = {"options-array": "[]", "soft-abc": '{"soft_time_limit": "abc"}'}
+    for name, options in recorded.items():
+        (job_id,) = conn.execute(
+            f"SELECT {s}.enqueue('echo', %s::jsonb)::text", (f'["{name}"]',)
+        ).fetchone()
+        conn.execute(f"UPDATE {s}.jobs SET options = %s::jsonb WHERE id = %s", (options, job_id))
+        ids[name] = job_id
+
+    worker = start_worker("--pool", pool, "--concurrency", "1")
+    assert jq.add.delay(1, 2).get(timeout=60) == 3  # the only slot still serves
+    for name, job_id in ids.items():
+        state, attempts, error_type, message = _job_row(conn, schema, job_id)
+        assert (state, attempts, error_type) == (states.FAILURE, 1, "MalformedJob"), (name, message)
+        assert f"job {job_id} of task 'echo' cannot" in message
+    assert worker.proc.poll() is None
+
+
+# -- the producer's side: arguments nested deeper than a worker decodes ---------------
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_the_producer_refuses_arguments_nested_deeper_than_max_nesting() -> None:
+    inside = MAX_NESTING - 1  # the args array itself is the first level
+    args_text, _ = dump_arguments("t", (_nested(inside),), {})
+    assert args_text.count("[") == MAX_NESTING
+    for args, kwargs, culprit in [
+        ((1, _nested(inside + 1)), {}, "argument 1"),
+        ((), {"deep": {"a": _nested(988)}}, "keyword argument 'deep'"),
+        ((_nested(3000),), {}, "argument 0"),  # deeper than Python's own encoder goes
+    ]:
+        with pytest.raises(ValueError, match="nests lists and dicts too deeply") as raised:
+            dump_arguments("proj.deep", args, kwargs)
+        assert f"{culprit} of task 'proj.deep'" in str(raised.value)
+        assert "MAX_NESTING" in str(raised.value)
+    # Brackets inside strings are text, and wide is not deep.
+    dump_arguments("t", ("[" * 5000, {"k": "]" * 5000}), {"s": "{[" * 3000})
+    dump_arguments("t", ([{"id": i, "tags": ["a", "[b"]} for i in range(2000)],), {})
+
+
+def test_delay_refuses_deep_arguments_and_writes_nothing(jq: Any, conn: Any, schema: str) -> None:
+    with pytest.raises(ValueError, match="argument 0 of task 'echo' nests lists and dicts"):
+        jq.echo.delay(_nested(988))
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone() == (0,)

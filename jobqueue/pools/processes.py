@@ -18,10 +18,22 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
-from ..executor import Job, Outcome, execute, expired, failed, lost, revoked
+from ..executor import (
+    Job,
+    MalformedJob,
+    Outcome,
+    broken,
+    execute,
+    failed,
+    lost,
+    malformed,
+    precheck,
+    revoked,
+)
 from . import Report
 from .local import LocalQueue
 
@@ -33,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CHECK_EVERY = 0.2  # seconds between checks of a running job's deadline and revocation
+# setitimer() refuses a time_t overflow; a soft limit this long (31 years) is none.
+_LONGEST_TIMER = 1e9
 
 
 class ProcessPool:
@@ -136,26 +150,48 @@ class _Slot:
             if job is None:
                 self._stop_child()
                 return
-            if job.has_expired():  # it waited in the pool past its `expires`: never run it
-                self.pool.deliver(expired(job))
-                continue
             try:
-                self._ensure_child()
-                outcome = self._run(job)
-            except Exception as exc:  # spawning failed, pipe broke before sending...
-                log.exception("process pool slot %d could not run %s", self.index, job.id)
-                outcome = lost(self.pool.app.tasks.get(job.task), job, f"pool error: {exc}")
+                # Expired while it waited in the pool, or a payload no attempt
+                # could run: reported without running, before anything else.
+                outcome = precheck(job)
+                if outcome is None:
+                    self._ensure_child()
+                    outcome = self._run(job)
+            except BaseException as exc:  # no fault around a job may end its slot
+                outcome = self._fault(job, exc)
             self.pool.deliver(outcome)
+
+    def _fault(self, job: Job, exc: BaseException) -> Outcome:
+        """The outcome of a job the slot could not see through: lost (back to the
+        queue, as after a crash) if spawning a child or its pipe failed, else a
+        FAILURE with the error (a bug here must not retry forever)."""
+        if isinstance(exc, (OSError, EOFError)):
+            try:
+                log.error("process pool slot %d could not run %s: %s", self.index, job.id, exc)
+                return lost(self.pool.app.tasks.get(job.task), job, f"pool error: {exc}")
+            except BaseException as again:
+                exc = again
+        return broken(job, exc)
 
     def _run(self, job: Job) -> Outcome:
         assert self.conn is not None and self.child is not None
         task = self.pool.app.tasks.get(job.task)
         _, hard = job.limits(task)
         deadline = None if hard is None else time.monotonic() + hard
+        try:
+            message = ForkingPickler.dumps(job)
+        except Exception as exc:  # its decoded arguments nest too deeply to pickle
+            return malformed(
+                job,
+                MalformedJob(
+                    f"job {job.id} of task {job.task!r} cannot be handed to a child process: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+            )
         with self.lock:
             self.job, self.reason = job, None
         try:
-            self.conn.send(job)
+            self.conn.send_bytes(message)
             while True:
                 if self.conn.poll(_CHECK_EVERY):
                     try:
@@ -256,13 +292,20 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
             return
         if job is None:
             return
-        soft, _ = job.limits(app.tasks.get(job.task))
-        if soft is not None:
-            signal.setitimer(signal.ITIMER_REAL, soft)
+        outcome: Outcome | None = None
         try:
-            outcome = execute(app, job, settings["hostname"])
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            outcome = precheck(job)  # the parent checked; a child never trusts a pipe
+            if outcome is None:
+                soft, _ = job.limits(app.tasks.get(job.task))
+                if soft is not None:
+                    signal.setitimer(signal.ITIMER_REAL, min(soft, _LONGEST_TIMER))
+                try:
+                    outcome = execute(app, job, settings["hostname"])
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except BaseException as exc:  # no fault around a job may end the child
+            if outcome is None:  # (a soft limit landing just after the task keeps its outcome)
+                outcome = broken(job, exc)
         conn.send(outcome)
         done += 1
         if settings["max_tasks"] and done >= settings["max_tasks"]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
-from ..executor import Job, execute, expired, failed, revoked
+from ..executor import Job, Outcome, broken, execute, failed, precheck, revoked
 from . import Report
 from .local import LocalQueue
 from .watchdog import Watchdog
@@ -32,6 +32,8 @@ class _Running:
     future: concurrent.futures.Future[Any] | None = None
     interrupt: BaseException | None = None
     timers: list[int] = field(default_factory=list)
+    outcome: Outcome | None = None  # computed by the slot, not reported yet
+    settled: bool = False  # reported, or given up on by kill(): never report it again
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
@@ -85,26 +87,33 @@ class ThreadPool:
     def _slot(self) -> None:
         me = threading.get_ident()
         while True:
+            entry: _Running | None = None
             try:
                 job = self._jobs.get()
                 if job is None:
                     return
-                self._run(job)
-            except _INTERRUPTS:
-                pass  # a late interrupt for a job already given up on
+                entry = _Running(job, me)
+                self._run(entry)
+            except BaseException as exc:  # no fault around a job may end its slot
+                if entry is not None:
+                    # A late interrupt for a job already given up on, or a fault
+                    # that left the job without an outcome: then it fails with it.
+                    self._finish(entry, exc)
             with self._lock:
                 if me in self._retiring:
                     self._retiring.discard(me)
                     return
 
-    def _run(self, job: Job) -> None:
-        if job.has_expired():  # it waited in the pool past its `expires`: never run it
-            if not self._killed:
-                self.report(expired(job))
+    def _run(self, entry: _Running) -> None:
+        job = entry.job
+        # Expired while it waited in the pool, or a payload no attempt could run:
+        # reported without running, before anything else can trip on it.
+        entry.outcome = precheck(job)
+        if entry.outcome is not None:
+            self._finish(entry)
             return
         task = self.app.tasks.get(job.task)
         soft, hard = job.limits(task)
-        entry = _Running(job, threading.get_ident())
         with self._lock:
             self._running[job.id] = entry
         if soft is not None:
@@ -113,24 +122,42 @@ class ThreadPool:
             exc = TimeLimitExceeded(f"task {job.task}[{job.id}] exceeded its {hard}s time limit")
             entry.timers.append(self._dog().schedule(hard, lambda: self._stop(job.id, exc)))
         try:
-            outcome = execute(
+            entry.outcome = execute(
                 self.app, job, self.hostname, run_async=lambda coro: self._await(entry, coro)
             )
         finally:
             for key in entry.timers:
                 self._dog().cancel(key)
+        self._finish(entry)
+
+    def _finish(self, entry: _Running, fault: BaseException | None = None) -> None:
+        """Report the job once: its outcome, or else a FAILURE with ``fault``.
+        Nothing if it was reported already (``_stop``) or the pool was killed."""
         while True:
             try:
                 with self._lock:
                     # Drop an interrupt aimed at the finished task; none can be
                     # added while we hold the lock, and after it the entry is gone.
                     _raise_in_thread(entry.thread, None)
-                    mine = self._running.pop(job.id, None) is entry and not self._killed
+                    mine = self._settle(entry)
                 break
-            except _INTERRUPTS:
-                continue  # it landed before we could drop it: the outcome still stands
+            except _INTERRUPTS as late:  # it landed before we could drop it
+                fault = fault or late
         if mine:
+            outcome = entry.outcome
+            if outcome is None:
+                outcome = broken(entry.job, fault or RuntimeError("the job ended without outcome"))
             self.report(outcome)
+
+    def _settle(self, entry: _Running) -> bool:
+        """Under the lock: mark the job reported and forget it; True if the caller
+        is the one to report it (first to settle, and the pool not killed)."""
+        if entry.settled:
+            return False
+        entry.settled = True
+        if self._running.get(entry.job.id) is entry:
+            del self._running[entry.job.id]
+        return not self._killed
 
     def _soft(self, job_id: str) -> None:
         with self._lock:
@@ -146,8 +173,8 @@ class ThreadPool:
     def _stop(self, job_id: str, exc: BaseException) -> bool:
         """Hard limit or termination: report now, interrupt the thread, refill its slot."""
         with self._lock:
-            entry = self._running.pop(job_id, None)
-            if entry is None or self._killed:
+            entry = self._running.get(job_id)
+            if entry is None or not self._settle(entry):
                 return False
             entry.interrupt = exc
             self._retiring.add(entry.thread)
@@ -155,10 +182,13 @@ class ThreadPool:
                 entry.future.cancel()
             else:
                 _raise_in_thread(entry.thread, type(exc))
-        task = self.app.tasks.get(entry.job.task)
-        self.report(
-            revoked(entry.job, exc) if isinstance(exc, Terminated) else failed(task, entry.job, exc)
-        )
+        try:
+            task = self.app.tasks.get(entry.job.task)
+            terminated = isinstance(exc, Terminated)
+            outcome = revoked(entry.job, exc) if terminated else failed(task, entry.job, exc)
+        except BaseException as error:  # a watchdog or listener thread must not die of it
+            outcome = broken(entry.job, error)
+        self.report(outcome)
         self._spawn()
         return True
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+_LONGEST_WAIT = 3600.0  # seconds; threading refuses waits past TIMEOUT_MAX (~292 years)
 
 
 class Watchdog:
@@ -37,10 +42,14 @@ class Watchdog:
                 due, key, action = self._heap[0]
                 wait = due - time.monotonic()
                 if wait > 0:
-                    self._cond.wait(wait)
+                    # A limit of years would overflow the wait: wake up meanwhile.
+                    self._cond.wait(min(wait, _LONGEST_WAIT))
                     continue
                 heapq.heappop(self._heap)
                 if key in self._cancelled:
                     self._cancelled.discard(key)
                     continue
-            action()
+            try:
+                action()
+            except Exception:  # one failing action must not stop every later limit
+                log.exception("watchdog action failed")
