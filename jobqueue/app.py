@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Concatenate, Literal, overload
 
 from .config import Settings
+from .current import current_app, set_current
 from .db import Database
-from .exceptions import ConfigurationError
+from .hooks import Hooks
 from .ids import check_id, new_id
 from .options import (
     JobSpec,
@@ -23,17 +24,10 @@ from .options import (
 )
 from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
+from .store import Store
 from .tasks import TASK_OPTIONS, P, R, Task
 
 log = logging.getLogger(__name__)
-
-_current: JobQueue | None = None
-
-
-def current_app() -> JobQueue:
-    if _current is None:
-        raise ConfigurationError("no JobQueue app exists yet; pass app= explicitly")
-    return _current
 
 
 class JobQueue:
@@ -53,7 +47,6 @@ class JobQueue:
         auto_migrate: bool | None = None,
         **settings: Any,
     ) -> None:
-        global _current
         self.conf = Settings(dsn=dsn, schema=schema, auto_migrate=auto_migrate)
         if data_dir is not None:
             self.conf.data_dir = Path(data_dir)
@@ -66,9 +59,11 @@ class JobQueue:
         #: How a worker's child processes find this app (set by ``-A``).
         self.main_spec: str | None = None
         self.db = Database(self.conf)
+        self.store = Store(self.db)
+        self.hooks = Hooks()
         self.results = ResultWaiter(self)
         self._register_builtins()
-        _current = self
+        set_current(self)
 
     def __repr__(self) -> str:
         return f"<JobQueue schema={self.conf.schema!r} tasks={len(self.tasks)}>"
@@ -172,15 +167,15 @@ class JobQueue:
         connection: Any = None,
     ) -> AsyncResult:
         """Write one resolved job (``send_task`` and ``apply_async`` come here)."""
+        if self.hooks.wanted("before_publish"):
+            self.hooks.emit("before_publish", spec=spec)
         params = spec.params()
         key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
         if key is None:
             if not spec.id_given:
-                self.db.execute("job_insert", params, connection)
+                self.store.insert_job(params, connection)
                 return AsyncResult.trusted(spec.id, self)
-            # A caller's id may be taken, by a record or by an uncommitted
-            # insert it then waits for: both tables' keys must see it.
-            self.db.execute("job_insert_recorded", params, connection, may_wait=True)
+            self.store.insert_job_recorded(params, connection)
             return AsyncResult(spec.id, app=self)
         assert task is not None
         params.update(
@@ -188,11 +183,7 @@ class JobQueue:
             unique_states=list(task.flow.unique_states),
             unique_window=task.flow.unique_window,
         )
-        with self.db.transaction(connection) as conn:
-            self.db.run(conn, "unique_lock", {"unique_keys": [key]})
-            rows = self.db.run(conn, "job_insert_unique", params)
-        holder = rows[0][0] if rows else None
-        return AsyncResult(str(holder) if holder is not None else spec.id, app=self)
+        return AsyncResult(self.store.insert_job_unique(params, connection), app=self)
 
     def add_periodic_task(
         self, schedule: Any, sig: Any, name: str | None = None, **entry: Any
@@ -293,10 +284,11 @@ class JobQueue:
             "expires_at": expires_at,
             "expires_in": expires_in,
         }
+        if self.hooks.wanted("before_publish_many"):
+            self.hooks.emit("before_publish_many", task=name, ids=ids, queue=params["queue"])
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
-            if not self.db.copy_jobs(params, connection):
-                self.db.execute("job_insert_many", params, connection)
+            self.store.insert_jobs(params, connection)
             return [AsyncResult.trusted(job_id, self) for job_id in ids]
         return self._enqueue_many_unique(registered, ids, params, connection)
 
@@ -326,10 +318,7 @@ class JobQueue:
         params.update(
             unique_states=list(task.flow.unique_states), unique_window=task.flow.unique_window
         )
-        with self.db.transaction(connection) as conn:
-            self.db.run(conn, "unique_lock", {"unique_keys": params["unique_keys"]})
-            rows = self.db.run(conn, "job_insert_many_unique", params)
-        holders = {str(key): str(job) for key, job in rows}
+        holders = self.store.insert_jobs_unique(params, connection)
         by_id = {
             job_id: holders.get(key, job_id)
             for job_id, key in zip(params["ids"], params["unique_keys"], strict=True)
@@ -345,13 +334,7 @@ class JobQueue:
             id_list = [check_id(ids, "id")]
         else:
             id_list = [check_id(i, "id") for i in ids]
-        params = {"ids": id_list, "terminate": bool(terminate)}
-        with self.db.transaction(connection) as conn:
-            self.db.run(conn, "job_revoke_lock", {"ids": id_list})
-            revoked, _, _, finished = self.db.run(conn, "job_revoke", params)[0]
-            if finished:  # their callbacks and chords learn of it in the same transaction
-                self.db.run(conn, "job_advance", {"ids": finished})
-        return int(revoked)
+        return self.store.revoke(id_list, bool(terminate), connection)
 
     def AsyncResult(self, id: str) -> AsyncResult:
         return AsyncResult(id, app=self)

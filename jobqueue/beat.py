@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ class Beat:
         self.app = app
         self.max_sleep = max_sleep
         self._stop = threading.Event()
-        self._sql = app.db.sql
+        self._store = app.store
         self.fired = 0
 
     def schedules(self) -> list[Schedule]:
@@ -73,16 +73,12 @@ class Beat:
         self.stop()
 
     def sync(self, conn: psycopg.Connection[Any], declared: list[Schedule]) -> None:
-        removed = conn.execute(
-            self._sql["schedule_prune_code"], {"names": [s.name for s in declared]}
-        ).fetchall()
+        removed = self._store.schedule_prune_code(conn, [s.name for s in declared])
         if removed:
-            log.info(
-                "removed schedules no longer declared in code: %s", ", ".join(r[0] for r in removed)
-            )
+            log.info("removed schedules no longer declared in code: %s", ", ".join(removed))
         for s in declared:
-            conn.execute(
-                self._sql["schedule_sync_code"],
+            self._store.schedule_sync_code(
+                conn,
                 {
                     "name": s.name,
                     "task": s.task,
@@ -102,13 +98,13 @@ class Beat:
         """Enqueue every due tick; returns how many jobs this beat enqueued."""
         fired = 0
         with conn.transaction():
-            for row in conn.execute(self._sql["schedules_due"]).fetchall():
+            for row in self._store.schedules_due(conn):
                 try:
                     with conn.transaction():  # a savepoint: one bad schedule spoils nothing
                         fired += self._fire(conn, *row)
                 except (ValueError, KeyError, psycopg.DataError, psycopg.ProgrammingError):
                     log.exception("schedule %r cannot be planned; retrying in a minute", row[0])
-                    conn.execute(self._sql["schedule_postpone"], {"name": row[0]})
+                    self._store.schedule_postpone(conn, row[0])
         self.fired += fired
         return fired
 
@@ -134,25 +130,17 @@ class Beat:
             for fire_at in fires_due(timing, next_run_at, now, catch_up, limit):
                 call = schedule_options(options)
                 spec = resolve(self.app, task, self.app.tasks.get(task), args, kwargs, call)
+                self.app.hooks.emit("before_publish", spec=spec)
                 params = spec.params() | {"schedule": name, "fire_at": fire_at}
-                ((inserted, _),) = conn.execute(self._sql["schedule_fire"], params).fetchall()
-                fired += inserted
+                fired += self._store.schedule_fire(conn, params)
                 last = fire_at
-        conn.execute(
-            self._sql["schedule_plan"],
-            {
-                "name": name,
-                "next_run_at": timing.next_after(max(now, last or now)),
-                "last_run_at": last,
-            },
-        )
+        self._store.schedule_plan(conn, name, timing.next_after(max(now, last or now)), last)
         if fired:
             log.debug("schedule %s: enqueued %d job(s)", name, fired)
         return fired
 
     def _sleep_for(self, conn: psycopg.Connection[Any]) -> float:
-        row = conn.execute(self._sql["schedules_next"]).fetchone()
-        due_in: timedelta | None = row[0] if row else None
+        due_in = self._store.schedules_next(conn)
         if due_in is None:
             return self.max_sleep
         return min(max(due_in.total_seconds(), 0.005), self.max_sleep)

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .current import current_app
 from .ids import new_id
 from .options import CALL_OPTIONS, INHERITED, SIGNATURE_OPTIONS, resolve
 from .serialization import dumps, loads
@@ -127,15 +128,7 @@ class Signature:
         app = sig._resolve_app()
         freezer = Freezer(app, root)
         tree, result = freezer.freeze(sig, member=None)
-        app.db.execute(
-            "canvas_insert",
-            {
-                "canvas": dumps(tree),
-                "groups": dumps(freezer.groups),
-                "root": root,
-            },
-            connection,
-        )
+        app.store.insert_canvas(dumps(tree), dumps(freezer.groups), root, connection)
         return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -149,8 +142,6 @@ class Signature:
     def _resolve_app(self) -> JobQueue:
         if self.app is not None:
             return self.app
-        from .app import current_app
-
         return current_app()
 
     # What the freezer needs to know about each kind of signature.
@@ -403,6 +394,7 @@ class Freezer:
         call = {k: v for k, v in opts.items() if k in CALL_OPTIONS and v is not None}
         task = self.app.tasks.get(sig.task_name)
         spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
+        self.app.hooks.emit("before_publish", spec=spec)
         options: dict[str, Any] = loads(spec.options)
         links = [*self.callbacks(sig, "link"), *extra_links]
         if links:

@@ -282,7 +282,7 @@ def schedule() -> None:
 @click.pass_obj
 def schedule_list(obj: Context) -> None:
     """Show every schedule with its next and last run."""
-    rows = obj.app().db.execute("schedule_list", {})
+    rows = obj.app().store.schedule_list()
     header = ("name", "task", "schedule", "tz", "enabled", "catch_up", "source", "next", "last")
     click.echo("\t".join(header))
     for row in rows:
@@ -290,7 +290,7 @@ def schedule_list(obj: Context) -> None:
 
 
 def _set_enabled(obj: Context, name: str, enabled: bool) -> None:
-    if not obj.app().db.execute("schedule_set_enabled", {"name": name, "enabled": enabled}):
+    if not obj.app().store.schedule_set_enabled(name, enabled):
         raise click.ClickException(f"no schedule named {name!r}")
     click.echo(f"{name}: {'resumed' if enabled else 'paused'}")
 
@@ -316,7 +316,7 @@ def schedule_resume(obj: Context, name: str) -> None:
 @click.pass_obj
 def schedule_remove(obj: Context, name: str) -> None:
     """Delete NAME (a schedule declared in code comes back when a beat restarts)."""
-    if not obj.app().db.execute("schedule_delete", {"name": name}):
+    if not obj.app().store.schedule_delete(name):
         raise click.ClickException(f"no schedule named {name!r}")
     click.echo(f"{name}: removed")
 
@@ -379,8 +379,7 @@ def schedule_add(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    obj.app().db.execute(
-        "schedule_add",
+    obj.app().store.schedule_add(
         {
             "name": name,
             "task": task,
@@ -447,7 +446,7 @@ def db_current(obj: Context) -> None:
 @click.pass_obj
 def stats(obj: Context) -> None:
     """Print the queue_stats view: jobs per queue and state."""
-    rows = obj.app().db.execute("queue_stats", {})
+    rows = obj.app().store.queue_stats()
     header = ("queue", "pending", "started", "retry", "success", "failure", "revoked", "oldest")
     click.echo("  ".join(f"{h:>10}" for h in header))
     for row in rows:

@@ -161,15 +161,30 @@ class Database:
     # -- running our statements ------------------------------------------------
 
     def execute(
-        self, name: str, params: Params, connection: Any = None, *, may_wait: bool = False
+        self,
+        name: str,
+        params: Params,
+        connection: Any = None,
+        *,
+        may_wait: bool = False,
+        direct_path: bool = False,
+        idempotent: bool = False,
+        retry_as: str | None = None,
     ) -> list[Row]:
-        """Run named statement ``name``: on the caller's connection (inside their
-        transaction, which is theirs to retry) if given, else on a pooled
-        autocommit connection, retrying transient failures for a while.
+        """Run named statement ``name`` (the store says which): on the caller's
+        connection (inside their transaction, which is theirs to retry) if
+        given, else on a pooled autocommit connection, retrying transient
+        failures for a while.
 
         ``may_wait``: the statement can wait on another transaction's lock, so it
         stays on psycopg's path, where Ctrl-C cancels it (libpq's blocking call,
-        the direct path, cannot be interrupted)."""
+        the direct path, cannot be interrupted). ``direct_path``: its rows are
+        not read, so it may go through libpq (``direct``), where psycopg's own
+        overhead was most of a single enqueue's cost. ``idempotent``: an
+        insert of ids chosen before the first try, so a duplicate key on a
+        retry means the first try committed (and on the first, that the id is
+        taken: DuplicateJobError). ``retry_as``: the statement to send on a
+        retry instead."""
         statement = self.sql[name]
         if connection is not None:
             return run_on(connection, statement, params)
@@ -178,21 +193,21 @@ class Database:
         attempt = 0
         while True:
             attempt += 1
-            if attempt == 2 and name in _RETRY_AS:
-                name, may_wait = _RETRY_AS[name], True
+            if attempt == 2 and retry_as is not None:
+                name, may_wait = retry_as, True
                 statement = self.sql[name]
             try:
                 wait = max(deadline - time.monotonic(), 0.1)
-                if name in _DIRECT and not may_wait:
+                if direct_path and not may_wait:
                     with self.direct_connection(wait) as conn:
                         if direct.execute(conn, statement, params):
                             return []
                 with self.pool().connection(timeout=wait) as conn:
                     return _fetch(conn.execute(statement, params))
             except psycopg.errors.UniqueViolation as exc:
-                if attempt > 1 and name in _IDEMPOTENT_INSERTS:
+                if attempt > 1 and idempotent:
                     return []  # the earlier try committed before its connection dropped
-                if name in _IDEMPOTENT_INSERTS:
+                if idempotent:
                     raise DuplicateJobError(
                         f"a job with this id already exists ({exc.diag.message_detail})"
                     ) from exc
@@ -227,76 +242,6 @@ class Database:
         """Run named statement ``name`` on a connection from ``transaction()``."""
         return run_on(connection, self.sql[name], params)
 
-    def copy_jobs(self, params: Params, connection: Any = None) -> bool:
-        """Bulk enqueue with COPY (much faster than one INSERT for many rows):
-        both tables and one NOTIFY in one transaction, or in the caller's. Only
-        for psycopg 3 connections (direct or under SQLAlchemy); returns False
-        when the caller's connection is something else."""
-        if connection is None:
-            with self.pool().connection() as conn:
-                self._copy(conn, params)
-            return True
-        raw = psycopg_connection(connection)
-        if raw is None:
-            return False
-        self._copy(raw, params)
-        return True
-
-    def _copy(self, conn: psycopg.Connection[Any], params: Params) -> None:
-        sql = self.sql
-        with conn.transaction(), conn.cursor() as cur:
-            run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
-            task, queue, priority = params["task"], params["queue"], params["priority"]
-            # COPY's text format, built in bulk: far cheaper than a row at a time.
-            shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
-            due, until = _copy_text(run_at), _copy_text(expires_at)
-            rows = list(
-                zip(
-                    params["ids"],
-                    params["args"],
-                    params["kwargs"],
-                    params["options"],
-                    params["rate_keys"],
-                    params["concurrency_keys"],
-                    strict=True,
-                )
-            )
-            with cur.copy(sql["job_copy"]) as copy:
-                for start in range(0, len(rows), _COPY_CHUNK):  # the server parses as we build
-                    copy.write(
-                        "".join(
-                            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t"
-                            f"{due}\t{until}\n"
-                            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
-                        )
-                    )
-            head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
-            with cur.copy(sql["job_queue_copy"]) as copy:
-                for start in range(0, len(rows), _COPY_CHUNK):
-                    copy.write(
-                        "".join(
-                            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
-                            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
-                        )
-                    )
-            cur.execute(sql["queue_notify"], {"queue": queue})
-
-
-_COPY_CHUNK = 5000
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: Any) -> str:
-    """A value in COPY's text format (NULL is \\N)."""
-    if value is None:
-        return "\\N"
-    return str(value).translate(_COPY_ESCAPES)
-
-
-def _copy_json(text: str) -> str:
-    # json.dumps never emits raw tabs or newlines; only backslashes need doubling.
-    return text.replace("\\", "\\\\") if "\\" in text else text
-
 
 def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:
     """The psycopg 3 connection behind a caller's connection, if there is one."""
@@ -313,20 +258,6 @@ def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:
         if isinstance(driver, psycopg.Connection):
             return driver
     return None
-
-
-# Statements whose rows nobody reads, sent through libpq when they can be:
-# single enqueues, where psycopg's own overhead is most of the cost.
-_DIRECT = frozenset({"job_insert"})
-
-# Job ids are chosen before the first try, so retrying these is safe: a
-# duplicate key on a retry means the first try committed.
-_IDEMPOTENT_INSERTS = frozenset({"job_insert", "job_insert_recorded", "job_insert_many"})
-
-# A one-row job_insert whose commit reply was lost may since have been claimed
-# (its row in job_queue gone, its record in jobs written): the retry must
-# check both tables' keys, so it writes the record itself.
-_RETRY_AS = {"job_insert": "job_insert_recorded"}
 
 
 def _fetch(cursor: Any) -> list[Row]:

@@ -74,7 +74,7 @@ def run() -> int:
 
             orders = [r[0] for r in conn.execute("SELECT id FROM jobqueue_demo.orders")]
             conn.commit()
-            gone = app.db.execute("job_get", {"id": rolled_back.id}) == []
+            gone = app.store.get_job(rolled_back.id) is None
             _say(f"orders in the table: {orders}; job for order 2 exists: {not gone}")
             ok = result == "order 1 shipped" and orders == [1] and gone
             _say("OK: committed work ran, rolled-back work never existed" if ok else "FAILED")

@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from .exceptions import ConfigurationError
 from .redact import redact
 from .sql import queries, validate_schema
+from .store import schema_version
 
 
 def _lock_key(schema: str) -> int:
@@ -99,5 +100,4 @@ def current_revision(dsn: str, schema: str) -> str | None:
         ).fetchone()
         if not exists or not exists[0]:
             return None
-        row = conn.execute(queries(schema)["schema_version"]).fetchone()
-        return None if row is None else str(row[0])
+        return schema_version(conn, queries(schema))

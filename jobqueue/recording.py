@@ -17,14 +17,14 @@ from . import states
 from .db import transient
 from .executor import Outcome, outcome_params
 from .serialization import dump_error
-from .waiting import Execute
+from .store import Store
 
 log = logging.getLogger("jobqueue.worker")
 
 
 def record_or_split(
     conn: psycopg.Connection[Any],
-    execute: Execute,
+    store: Store,
     worker_id: str,
     batch: list[Outcome],
     advance: list[str],
@@ -36,7 +36,7 @@ def record_or_split(
     its job, naming why. Transient errors propagate: the caller keeps the
     batch until the database takes it."""
     try:
-        record(conn, execute, worker_id, batch, advance)
+        record(conn, store, worker_id, batch, advance)
         return
     except psycopg.Error as exc:
         if transient(exc):
@@ -46,18 +46,18 @@ def record_or_split(
         log.warning("database refused %d outcomes (%s); one by one", len(batch), refused)
         for outcome in batch:
             alone = [job_id for job_id in advance if job_id == outcome.job_id]
-            record_or_split(conn, execute, worker_id, [outcome], alone)
+            record_or_split(conn, store, worker_id, [outcome], alone)
         return
     job_id = batch[0].job_id
     if advance:
         log.error("could not start what follows job %s (%s); outcome only", job_id, refused)
-        record_or_split(conn, execute, worker_id, batch, [])
+        record_or_split(conn, store, worker_id, batch, [])
         return
     log.error("database refused the outcome of job %s: %s", job_id, refused)
     error = RuntimeError(f"the database refused this job's outcome: {refused}")
     failure = Outcome(job_id, batch[0].attempt, states.FAILURE, error=dump_error(error))
     try:
-        record(conn, execute, worker_id, [failure], [])
+        record(conn, store, worker_id, [failure], [])
     except psycopg.Error as exc:
         if transient(exc):
             raise
@@ -68,15 +68,9 @@ def record_or_split(
 
 def record(
     conn: psycopg.Connection[Any],
-    execute: Execute,
+    store: Store,
     worker_id: str,
     batch: list[Outcome],
     advance: list[str],
 ) -> None:
-    params = outcome_params(batch, worker_id)
-    if not advance:  # the common case: one autocommit statement, one round trip
-        execute(conn, "job_complete_many", params)
-        return
-    with conn.transaction():
-        execute(conn, "job_complete_many", params)
-        execute(conn, "job_advance", {"ids": advance})
+    store.complete(conn, outcome_params(batch, worker_id), advance)

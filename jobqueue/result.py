@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from . import states
+from .current import current_app
 from .exceptions import TaskRevokedError, TimeoutError
 from .ids import check_id
 from .serialization import rebuild_error
@@ -36,8 +37,6 @@ class AsyncResult:
 
     def __init__(self, id: str, app: JobQueue | None = None) -> None:
         if app is None:
-            from .app import current_app
-
             app = current_app()
         self.id = check_id(id, "id")
         self.app = app
@@ -64,8 +63,8 @@ class AsyncResult:
     def _fetch(self) -> dict[str, Any] | None:
         if self._row is not None and self._row["state"] in states.READY_STATES:
             return self._row  # finished jobs never change: no need to ask again
-        rows = self.app.db.execute("job_get", {"id": self.id})
-        if not rows:
+        row = self.app.store.get_job(self.id)
+        if row is None:
             return None
         keys = (
             "id",
@@ -86,7 +85,7 @@ class AsyncResult:
             "progress_state",
             "progress",
         )
-        self._row = dict(zip(keys, rows[0], strict=True))
+        self._row = dict(zip(keys, row, strict=True))
         return self._row
 
     @property
@@ -133,8 +132,7 @@ class AsyncResult:
     @property
     def children(self) -> list[AsyncResult]:
         """Jobs this one spawned when it finished (link callbacks, next chain steps)."""
-        rows = self.app.db.execute("job_children", {"id": self.id})
-        return [AsyncResult(str(r[0]), app=self.app) for r in rows]
+        return [AsyncResult(i, app=self.app) for i in self.app.store.job_children(self.id)]
 
     @property
     def traceback(self) -> str | None:
@@ -214,8 +212,6 @@ class GroupResult:
         self, id: str, results: list[AsyncResult | GroupResult], app: JobQueue | None = None
     ) -> None:
         if app is None:
-            from .app import current_app
-
             app = current_app()
         self.id = check_id(id, "id")
         self.results = list(results)
@@ -247,20 +243,18 @@ class GroupResult:
     def restore(cls, id: str, app: JobQueue | None = None) -> GroupResult | None:
         """The group saved under ``id`` when its canvas was enqueued, or None."""
         if app is None:
-            from .app import current_app
-
             app = current_app()
-        rows = app.db.execute("group_get", {"id": check_id(id, "id")})
-        if not rows:
+        members = app.store.group_members(check_id(id, "id"))
+        if members is None:
             return None
-        return cls(id, [AsyncResult(str(m), app=app) for m in rows[0][0]], app=app)
+        return cls(id, [AsyncResult(m, app=app) for m in members], app=app)
 
     def save(self) -> GroupResult:
         return self  # groups are saved when their canvas is enqueued
 
     def _states(self) -> list[str]:
         ids = [r.id for r in self.leaves()]
-        found = {str(r[0]): r[1] for r in self.app.db.execute("job_get_many", {"ids": ids})}
+        found = {str(r[0]): r[1] for r in self.app.store.get_jobs(ids)}
         return [found.get(i, states.PENDING) for i in ids]
 
     def completed_count(self) -> int:
@@ -359,7 +353,7 @@ class ResultWaiter:
         try:
             while True:
                 pending = [i for i in ids if i not in done]
-                for row in self.app.db.execute("job_get_many", {"ids": pending}):
+                for row in self.app.store.get_jobs(pending):
                     job_id, state, result, error = row
                     if state in states.READY_STATES:
                         done[str(job_id)] = {"state": state, "result": result, "error": error}

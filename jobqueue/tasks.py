@@ -206,16 +206,9 @@ class Task(Generic[P, R]):
             return
         if state in ALL_STATES:
             raise ValueError(f"update_state() takes a custom state, not {state!r}")
-        self.app.db.execute(
-            "job_progress",
-            {
-                "id": task_id or request.id,
-                "state": state,
-                "meta": dumps(meta),
-                # Only our own attempt may write our row; another job's, any.
-                "attempt": request.retries + 1 if task_id in (None, request.id) else None,
-            },
-        )
+        # Only our own attempt may write our row; another job's, any.
+        attempt = request.retries + 1 if task_id in (None, request.id) else None
+        self.app.store.set_progress(task_id or request.id, state, dumps(meta), attempt)
 
     # -- canvas ------------------------------------------------------------
 

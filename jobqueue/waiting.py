@@ -8,12 +8,12 @@ enqueue that may have looked before the flag is still uncommitted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-Execute = Callable[[psycopg.Connection[Any], str, dict[str, Any]], list[tuple[Any, ...]]]
+if TYPE_CHECKING:
+    from .store import Store
 
 _RETRY_FIRST, _RETRY_MAX = 0.005, 0.5  # re-look while an enqueue may be unheard of
 
@@ -21,9 +21,9 @@ _RETRY_FIRST, _RETRY_MAX = 0.005, 0.5  # re-look while an enqueue may be unheard
 class WaitFlag:
     """The advisory locks one claim connection holds for its queues."""
 
-    def __init__(self, queues: list[str], execute: Execute) -> None:
+    def __init__(self, queues: list[str], store: Store) -> None:
         self.queues = queues
-        self._execute = execute
+        self._store = store
         self._flagged: set[str] = set()
         self.settled = False  # flagged, and every enqueue that did not see it has committed
         self._retry = _RETRY_FIRST
@@ -33,11 +33,9 @@ class WaitFlag:
         uncommitted (so one more claim sees every job we will not hear of)."""
         rest = [q for q in self.queues if q not in self._flagged]
         if rest:
-            rows = self._execute(conn, "worker_wait_flag", {"queues": rest})
-            self._flagged.update(row[0] for row in rows)
+            self._flagged.update(self._store.wait_flag(conn, rest))
         if len(self._flagged) == len(self.queues):
-            rows = self._execute(conn, "worker_wait_settled", {"queues": self.queues})
-            self.settled = bool(rows[0][0])
+            self.settled = self._store.wait_settled(conn, self.queues)
         if self.settled:
             self._retry = _RETRY_FIRST
         return self.settled
@@ -50,7 +48,7 @@ class WaitFlag:
     def stop(self, conn: psycopg.Connection[Any]) -> None:
         """Busy (a full claim): enqueues need not wake us."""
         if self._flagged:
-            self._execute(conn, "worker_wait_unflag", {"queues": sorted(self._flagged)})
+            self._store.wait_unflag(conn, sorted(self._flagged))
             self.forget()
 
     def forget(self) -> None:

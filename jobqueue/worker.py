@@ -31,7 +31,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +97,7 @@ class Worker:
         self._incompatible: psycopg.Error | None = None
         self.hostname = hostname or f"jobqueue@{socket.gethostname()}"
         self.pool_kind = pool
-        self._sql = app.db.sql
+        self._store = app.store
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()  # no more claims
@@ -106,7 +105,7 @@ class Worker:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
-        self._waiting = WaitFlag(self.queues, self._execute)  # claim connection only
+        self._waiting = WaitFlag(self.queues, self._store)  # claim connection only
         self._canvas: set[str] = set()  # in-flight jobs whose completion must run advance()
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._pool = make_pool(
@@ -128,8 +127,8 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         claim_conn = self._connect_hot()
-        self._execute(claim_conn, "worker_register", self._registration())
-        self._execute(claim_conn, "task_limits_sync", self._limits())
+        self._store.register_worker(claim_conn, self._registration())
+        self._store.sync_task_limits(claim_conn, self._limits())
         self._pool.start()
         for target, name in (
             (self._listen, "listener"),
@@ -146,10 +145,12 @@ class Worker:
             self.pool_kind,
             self.poll_interval,
         )
+        self.app.hooks.emit("worker_ready", worker=self)
         try:
             claim_conn = self._claim_loop(claim_conn)
         finally:
             self._shutdown(claim_conn)
+            self.app.hooks.emit("worker_stopped", worker=self)
         if self._incompatible is not None:
             raise SchemaChangedError(
                 f"worker {self.hostname} stopped: {self._incompatible.diag.message_primary}; "
@@ -186,9 +187,7 @@ class Worker:
                     self._in_flight.pop(job_id, None)
                     self._canvas.discard(job_id)
             try:
-                self._execute(
-                    claim_conn, "job_release_many", {"ids": prefetched, "worker_id": self.id}
-                )
+                self._store.release(claim_conn, prefetched, self.id)
             except psycopg.Error as exc:
                 log.warning("could not release %d prefetched job(s): %s", len(prefetched), exc)
         deadline = time.monotonic() + self.shutdown_timeout
@@ -218,7 +217,7 @@ class Worker:
         self._exiting.set()
         try:
             self._release(claim_conn)
-            self._execute(claim_conn, "worker_unregister", {"id": self.id})
+            self._store.unregister_worker(claim_conn, self.id)
         except psycopg.Error as exc:
             log.warning("could not unregister worker %s: %s", self.id, exc)
         claim_conn.close()
@@ -240,7 +239,7 @@ class Worker:
                 if finished:
                     self._write_outcomes(conn, finished)
                 released = self._release(conn)
-                self._execute(conn, "worker_unregister", {"id": self.id})
+                self._store.unregister_worker(conn, self.id)
             log.warning("released %d unfinished job(s) back to their queues", released)
         finally:
             logging.shutdown()
@@ -251,7 +250,7 @@ class Worker:
             ids = list(self._in_flight)
             self._in_flight.clear()
         if ids:
-            self._execute(conn, "job_release_many", {"ids": ids, "worker_id": self.id})
+            self._store.release(conn, ids, self.id)
         return len(ids)
 
     # -- claiming -------------------------------------------------------------------
@@ -315,16 +314,7 @@ class Worker:
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
-        rows = self._execute(
-            conn,
-            "job_claim",
-            {
-                "queues": self.queues,
-                "limit": limit,
-                "worker_id": self.id,
-                "revision": self.revision,
-            },
-        )
+        rows = self._store.claim(conn, self.queues, limit, self.id, self.revision)
         jobs = [Job.from_row(row) for row in rows]
         if jobs:
             with self._lock:
@@ -340,11 +330,10 @@ class Worker:
         return len(rows)
 
     def _next_due_in(self, conn: psycopg.Connection[Any]) -> float | None:
-        rows = self._execute(conn, "job_next_run_at", {"queues": self.queues})
-        next_run_at: datetime | None = rows[0][0]
+        next_run_at, now = self._store.next_run_at(conn, self.queues)
         if next_run_at is None:
             return None
-        return float((next_run_at - rows[0][1]).total_seconds())
+        return float((next_run_at - now).total_seconds())
 
     # -- completing --------------------------------------------------------------------
 
@@ -399,7 +388,9 @@ class Worker:
             try:
                 if conn is None or conn.closed:
                     conn = self._connect_hot()
-                record_or_split(conn, self._execute, self.id, batch, advance)
+                record_or_split(conn, self._store, self.id, batch, advance)
+                if self.app.hooks.wanted("outcomes_recorded"):
+                    self.app.hooks.emit("outcomes_recorded", worker=self, outcomes=batch)
                 break
             except psycopg.Error as exc:  # transient (record_or_split handles the rest)
                 log.warning(
@@ -462,9 +453,7 @@ class Worker:
         recorded REVOKED without running, as Celery does with a reserved task;
         a running one is stopped if the revocation says terminate, else it
         finishes (and is not retried)."""
-        rows = self._execute(conn, "job_revocations", {"ids": ids, "worker_id": self.id})
-        for job_id, terminate in rows:
-            job_id = str(job_id)
+        for job_id, terminate in self._store.revocations(conn, ids, self.id):
             job = self._pool.discard(job_id)
             if job is not None:
                 self._outcomes.put(revoked(job, TaskRevokedError("revoked before it started")))
@@ -480,12 +469,11 @@ class Worker:
         self._with_connection("heartbeat", beat)
 
     def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
-        ttl = {"id": self.id, "lease_ttl": self.app.conf.lease_ttl}
-        if not self._execute(conn, "worker_heartbeat", ttl):
+        if not self._store.heartbeat(conn, self.id, self.app.conf.lease_ttl):
             if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
                 return
             log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
-            self._execute(conn, "worker_register", self._registration())
+            self._store.register_worker(conn, self._registration())
         # Maintenance: each step on its own, so one failing never stops the
         # heartbeat (that would get this live worker's jobs rescued).
         for step in (
@@ -510,28 +498,25 @@ class Worker:
         Statistics are refreshed when much has changed: ANALYZE also makes
         every session re-plan its prepared claims and completions, which
         would otherwise keep plans made when the tables were small."""
-        schema = {"schema": self.app.conf.schema}
-        due = []
-        for name, dead, live, changed in self._execute(conn, "hot_tables_dead", schema):
+        due: list[tuple[str, bool]] = []  # (table, analyze only)
+        for name, dead, live, changed in self._store.hot_tables(conn):
             if dead > max(_VACUUM_MIN_DEAD[name], live):
-                due.append(f"vacuum_{name}")
+                due.append((name, False))
             elif changed > max(_ANALYZE_MIN_CHANGED, live // 5):
-                due.append(f"analyze_{name}")
-        if not due or not self._execute(conn, "vacuum_lock", schema)[0][0]:
+                due.append((name, True))
+        if not due or not self._store.vacuum_lock(conn):
             return
         try:
-            for statement in due:
+            for table, analyze_only in due:
                 started = time.monotonic()
-                self._execute(conn, statement, {})
-                log.info("%s (%.2fs)", statement.replace("_", " ", 1), time.monotonic() - started)
+                self._store.vacuum(conn, table, analyze_only)
+                what = "analyze" if analyze_only else "vacuum"
+                log.info("%s %s (%.2fs)", what, table, time.monotonic() - started)
         finally:
-            self._execute(conn, "vacuum_unlock", schema)
+            self._store.vacuum_unlock(conn)
 
     def _rescue(self, conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction():
-            workers, jobs, _, _, finished = self._execute(conn, "job_rescue", {})[0]
-            if finished:
-                self._execute(conn, "job_advance", {"ids": finished})
+        workers, jobs = self._store.rescue(conn)
         if workers or jobs:
             log.warning("rescued %d job(s) from %d worker(s) whose lease expired", jobs, workers)
 
@@ -544,14 +529,12 @@ class Worker:
     def _release_orphans(self, conn: psycopg.Connection[Any]) -> None:
         running = list(self._in_flight)
         if not self._stopping.is_set():
-            orphans = self._execute(conn, "lease_orphans", {"id": self.id, "running": running})
+            orphans = self._store.lease_orphans(conn, self.id, running)
             if orphans:
                 log.warning(
                     "releasing %d job(s) claimed by a reply that never arrived", len(orphans)
                 )
-                self._execute(
-                    conn, "job_release_many", {"ids": [r[0] for r in orphans], "worker_id": self.id}
-                )
+                self._store.release(conn, orphans, self.id)
 
     def _limits(self) -> dict[str, Any]:
         tasks = list(self.app.tasks.values())
@@ -577,11 +560,11 @@ class Worker:
         }
         deleted, started = 0, time.monotonic()
         while time.monotonic() - started < 1.0:
-            (count,) = self._execute(conn, "job_prune", params)[0]
+            count = self._store.prune_jobs(conn, params)
             deleted += count
             if count < conf.retention_batch_size:
                 break
-        self._execute(conn, "meta_prune", {"age": max(ages), "batch": conf.retention_batch_size})
+        self._store.prune_meta(conn, max(ages), conf.retention_batch_size)
         if deleted:
             log.info("retention: deleted %d finished job(s)", deleted)
         return deleted
@@ -619,7 +602,7 @@ class Worker:
     def _connect_hot(self) -> psycopg.Connection[Any]:
         """A connection for the claim loop or the completer (see session_hot_path)."""
         conn = self._connect()
-        self._execute(conn, "session_hot_path", {})
+        self._store.hot_session(conn)
         return conn
 
     def _reconnect(self, conn: psycopg.Connection[Any], exc: Exception) -> psycopg.Connection[Any]:
@@ -635,9 +618,3 @@ class Worker:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
         return conn
-
-    def _execute(
-        self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        cursor = conn.execute(self._sql[name], params)
-        return cursor.fetchall() if cursor.description is not None else []

@@ -1,0 +1,369 @@
+"""The SQL boundary: every statement jobqueue runs, one method each.
+
+This is the only Python that names a statement of ``sql/queries.sql``. Two
+kinds of method:
+
+- **on the app's connections** (producers, results, the CLI): no ``conn``
+  argument; the statement runs on a pooled autocommit connection and
+  transient failures are retried (``Database.execute``), or inside the
+  caller's transaction when given ``connection=``;
+- **on a connection the caller owns** (the worker's claim, completion,
+  listener and heartbeat sessions; the beat): ``conn`` comes first, and the
+  caller handles its failures (it reconnects; a batch is kept).
+
+Rules that used to live in comments live here: what must share a
+transaction (a revocation, a rescue or a completion with the canvas steps
+that follow it; a unique key's lock with its insert) is one method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from .db import Database, Row, psycopg_connection
+
+Params = Mapping[str, Any]
+
+VACUUMED = ("job_queue", "job_lease", "jobs")  # the tables a worker keeps clean
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def sql(self) -> dict[str, str]:
+        return self.db.sql
+
+    def _on(self, conn: psycopg.Connection[Any], name: str, params: Params) -> list[Row]:
+        cursor = conn.execute(self.sql[name], params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    # -- enqueue ---------------------------------------------------------------
+
+    def insert_job(self, params: Params, connection: Any = None) -> None:
+        """One job whose id we generated: one row, its record written at its
+        first claim (job_insert), sent through libpq where it can be. Its id
+        was chosen before the first try, so a retry is safe; a retry writes
+        the record at once (job_insert_recorded): a job whose commit reply was
+        lost may since have been claimed (its row in job_queue gone, its record
+        written), and only both tables' keys see that."""
+        self.db.execute(
+            "job_insert",
+            params,
+            connection,
+            direct_path=True,
+            idempotent=True,
+            retry_as="job_insert_recorded",
+        )
+
+    def insert_job_recorded(self, params: Params, connection: Any = None) -> None:
+        """One job whose id the caller chose: it may be taken, by a record or
+        by an uncommitted insert it then waits for, so both tables' keys must
+        see it (DuplicateJobError if taken)."""
+        self.db.execute("job_insert_recorded", params, connection, may_wait=True, idempotent=True)
+
+    def insert_job_unique(self, params: Params, connection: Any = None) -> str:
+        """One job of a unique task; the id of the job holding its key: this
+        one, or another (then nothing is written). The key's lock and the
+        insert share a transaction."""
+        with self.db.transaction(connection) as conn:
+            self.db.run(conn, "unique_lock", {"unique_keys": [params["unique_key"]]})
+            rows = self.db.run(conn, "job_insert_unique", params)
+        holder = rows[0][0] if rows else None
+        return str(holder) if holder is not None else str(params["id"])
+
+    def insert_jobs(self, params: Params, connection: Any = None) -> None:
+        """Many jobs of one task: COPY where the connection allows, else one
+        INSERT (job_insert_many)."""
+        if not self.copy_jobs(params, connection):
+            self.db.execute("job_insert_many", params, connection, idempotent=True)
+
+    def copy_jobs(self, params: Params, connection: Any = None) -> bool:
+        """Bulk enqueue with COPY (much faster than one INSERT for many rows):
+        both tables and one NOTIFY in one transaction, or in the caller's. Only
+        for psycopg 3 connections (direct or under SQLAlchemy); returns False
+        when the caller's connection is something else."""
+        if connection is None:
+            with self.db.pool().connection() as conn:
+                self._copy(conn, params)
+            return True
+        raw = psycopg_connection(connection)
+        if raw is None:
+            return False
+        self._copy(raw, params)
+        return True
+
+    def _copy(self, conn: psycopg.Connection[Any], params: Params) -> None:
+        sql = self.sql
+        with conn.transaction(), conn.cursor() as cur:
+            run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
+            task, queue, priority = params["task"], params["queue"], params["priority"]
+            # COPY's text format, built in bulk: far cheaper than a row at a time.
+            shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
+            due, until = _copy_text(run_at), _copy_text(expires_at)
+            rows = list(
+                zip(
+                    params["ids"],
+                    params["args"],
+                    params["kwargs"],
+                    params["options"],
+                    params["rate_keys"],
+                    params["concurrency_keys"],
+                    strict=True,
+                )
+            )
+            with cur.copy(sql["job_copy"]) as copy:
+                for start in range(0, len(rows), _COPY_CHUNK):  # the server parses as we build
+                    copy.write(
+                        "".join(
+                            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t"
+                            f"{due}\t{until}\n"
+                            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
+                        )
+                    )
+            head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
+            with cur.copy(sql["job_queue_copy"]) as copy:
+                for start in range(0, len(rows), _COPY_CHUNK):
+                    copy.write(
+                        "".join(
+                            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
+                            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
+                        )
+                    )
+            cur.execute(sql["queue_notify"], {"queue": queue})
+
+    def insert_jobs_unique(self, params: Params, connection: Any = None) -> dict[str, str]:
+        """Many jobs of a unique task (keys distinct within the batch): each key
+        held by another job, with that job's id."""
+        with self.db.transaction(connection) as conn:
+            self.db.run(conn, "unique_lock", {"unique_keys": params["unique_keys"]})
+            rows = self.db.run(conn, "job_insert_many_unique", params)
+        return {str(key): str(job) for key, job in rows}
+
+    def insert_canvas(self, canvas: str, groups: str, root: str, connection: Any = None) -> None:
+        """A whole canvas (JSON from canvas.Freezer) in one statement."""
+        params = {"canvas": canvas, "groups": groups, "root": root}
+        self.db.execute("canvas_insert", params, connection)
+
+    # -- revoke and progress ----------------------------------------------------
+
+    def revoke(self, ids: list[str], terminate: bool, connection: Any = None) -> int:
+        """Revoke jobs; how many were unfinished. One transaction: the rows are
+        locked first (a completion in flight commits before), and what follows
+        the jobs that end now (callbacks, chords) learns of it in it."""
+        params = {"ids": ids, "terminate": terminate}
+        with self.db.transaction(connection) as conn:
+            self.db.run(conn, "job_revoke_lock", {"ids": ids})
+            revoked, _, _, finished = self.db.run(conn, "job_revoke", params)[0]
+            if finished:
+                self.db.run(conn, "job_advance", {"ids": finished})
+        return int(revoked)
+
+    def set_progress(self, job_id: str, state: str, meta: str, attempt: int | None) -> bool:
+        """update_state(): only the given attempt (None: any) of a running job."""
+        params = {"id": job_id, "state": state, "meta": meta, "attempt": attempt}
+        return bool(self.db.execute("job_progress", params))
+
+    # -- read -------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Row | None:
+        rows = self.db.execute("job_get", {"id": job_id})
+        return rows[0] if rows else None
+
+    def get_jobs(self, ids: list[str]) -> list[Row]:
+        """(id, state, result, error) of each job found."""
+        return self.db.execute("job_get_many", {"ids": ids})
+
+    def job_children(self, job_id: str) -> list[str]:
+        return [str(r[0]) for r in self.db.execute("job_children", {"id": job_id})]
+
+    def group_members(self, group_id: str) -> list[str] | None:
+        rows = self.db.execute("group_get", {"id": group_id})
+        return [str(m) for m in rows[0][0]] if rows else None
+
+    def queue_stats(self) -> list[Row]:
+        return self.db.execute("queue_stats", {})
+
+    # -- schedules (the CLI) ---------------------------------------------------------
+
+    def schedule_list(self) -> list[Row]:
+        return self.db.execute("schedule_list", {})
+
+    def schedule_set_enabled(self, name: str, enabled: bool) -> bool:
+        return bool(self.db.execute("schedule_set_enabled", {"name": name, "enabled": enabled}))
+
+    def schedule_delete(self, name: str) -> bool:
+        return bool(self.db.execute("schedule_delete", {"name": name}))
+
+    def schedule_add(self, params: Params) -> None:
+        self.db.execute("schedule_add", params)
+
+    # -- a worker's sessions (the caller's connection) --------------------------------
+
+    def hot_session(self, conn: psycopg.Connection[Any]) -> None:
+        """Settings of the claim and completion sessions (session_hot_path)."""
+        self._on(conn, "session_hot_path", {})
+
+    def register_worker(self, conn: psycopg.Connection[Any], params: Params) -> None:
+        self._on(conn, "worker_register", params)
+
+    def heartbeat(self, conn: psycopg.Connection[Any], worker_id: str, lease_ttl: float) -> bool:
+        """Renew this worker's lease (and so its jobs'); False if its row is gone."""
+        return bool(self._on(conn, "worker_heartbeat", {"id": worker_id, "lease_ttl": lease_ttl}))
+
+    def unregister_worker(self, conn: psycopg.Connection[Any], worker_id: str) -> None:
+        self._on(conn, "worker_unregister", {"id": worker_id})
+
+    def sync_task_limits(self, conn: psycopg.Connection[Any], params: Params) -> None:
+        self._on(conn, "task_limits_sync", params)
+
+    def claim(
+        self,
+        conn: psycopg.Connection[Any],
+        queues: list[str],
+        limit: int,
+        worker_id: str,
+        revision: int,
+    ) -> list[Row]:
+        params = {"queues": queues, "limit": limit, "worker_id": worker_id, "revision": revision}
+        return self._on(conn, "job_claim", params)
+
+    def next_run_at(
+        self, conn: psycopg.Connection[Any], queues: list[str]
+    ) -> tuple[datetime | None, datetime]:
+        """When the earliest scheduled job of ``queues`` is due, and the database's now."""
+        ((next_run_at, now),) = self._on(conn, "job_next_run_at", {"queues": queues})
+        return next_run_at, now
+
+    def complete(self, conn: psycopg.Connection[Any], params: Params, advance: list[str]) -> None:
+        """Record a batch of outcomes (executor.outcome_params) and, in the same
+        transaction, create what follows the ``advance`` jobs."""
+        if not advance:  # the common case: one autocommit statement, one round trip
+            self._on(conn, "job_complete_many", params)
+            return
+        with conn.transaction():
+            self._on(conn, "job_complete_many", params)
+            self._on(conn, "job_advance", {"ids": advance})
+
+    def release(self, conn: psycopg.Connection[Any], ids: list[str], worker_id: str) -> None:
+        """Put claimed jobs back as if never claimed (guarded by the lease)."""
+        self._on(conn, "job_release_many", {"ids": ids, "worker_id": worker_id})
+
+    def revocations(
+        self, conn: psycopg.Connection[Any], ids: list[str], worker_id: str
+    ) -> list[tuple[str, bool]]:
+        """Which of ``ids`` (held by this worker) are revoked: (id, terminate)."""
+        rows = self._on(conn, "job_revocations", {"ids": ids, "worker_id": worker_id})
+        return [(str(job_id), bool(terminate)) for job_id, terminate in rows]
+
+    def wait_flag(self, conn: psycopg.Connection[Any], queues: list[str]) -> list[str]:
+        """Flag the session as waiting for ``queues``; the queues flagged."""
+        return [row[0] for row in self._on(conn, "worker_wait_flag", {"queues": queues})]
+
+    def wait_settled(self, conn: psycopg.Connection[Any], queues: list[str]) -> bool:
+        return bool(self._on(conn, "worker_wait_settled", {"queues": queues})[0][0])
+
+    def wait_unflag(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
+        self._on(conn, "worker_wait_unflag", {"queues": queues})
+
+    # -- maintenance (any worker's heartbeat session) -----------------------------------
+
+    def rescue(self, conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        """Jobs of workers whose lease expired go back (or fail); what follows
+        those that end now is created in the same transaction. Returns
+        (workers, jobs)."""
+        with conn.transaction():
+            workers, jobs, _, _, finished = self._on(conn, "job_rescue", {})[0]
+            if finished:
+                self._on(conn, "job_advance", {"ids": finished})
+        return int(workers), int(jobs)
+
+    def lease_orphans(
+        self, conn: psycopg.Connection[Any], worker_id: str, running: Sequence[str]
+    ) -> list[str]:
+        params = {"id": worker_id, "running": list(running)}
+        return [str(r[0]) for r in self._on(conn, "lease_orphans", params)]
+
+    def prune_jobs(self, conn: psycopg.Connection[Any], params: Params) -> int:
+        return int(self._on(conn, "job_prune", params)[0][0])
+
+    def prune_meta(self, conn: psycopg.Connection[Any], age: float, batch: int) -> None:
+        self._on(conn, "meta_prune", {"age": age, "batch": batch})
+
+    def hot_tables(self, conn: psycopg.Connection[Any]) -> list[Row]:
+        """(table, dead rows, live rows, rows changed since analyzed) of VACUUMED."""
+        return self._on(conn, "hot_tables_dead", {"schema": self.db.schema})
+
+    def vacuum_lock(self, conn: psycopg.Connection[Any]) -> bool:
+        return bool(self._on(conn, "vacuum_lock", {"schema": self.db.schema})[0][0])
+
+    def vacuum_unlock(self, conn: psycopg.Connection[Any]) -> None:
+        self._on(conn, "vacuum_unlock", {"schema": self.db.schema})
+
+    def vacuum(self, conn: psycopg.Connection[Any], table: str, analyze_only: bool) -> None:
+        if table not in VACUUMED:
+            raise ValueError(f"not a table a worker vacuums: {table!r}")
+        self._on(conn, f"{'analyze' if analyze_only else 'vacuum'}_{table}", {})
+
+    # -- the beat (its own connection) ---------------------------------------------
+
+    def schedules_due(self, conn: psycopg.Connection[Any]) -> list[Row]:
+        """Due schedules, locked for this beat (call inside a transaction)."""
+        return self._on(conn, "schedules_due", {})
+
+    def schedule_fire(self, conn: psycopg.Connection[Any], params: Params) -> int:
+        """One tick; 1 if this beat enqueued it, 0 if another did."""
+        return int(self._on(conn, "schedule_fire", params)[0][0])
+
+    def schedule_plan(
+        self,
+        conn: psycopg.Connection[Any],
+        name: str,
+        next_run_at: datetime,
+        last_run_at: datetime | None,
+    ) -> None:
+        params = {"name": name, "next_run_at": next_run_at, "last_run_at": last_run_at}
+        self._on(conn, "schedule_plan", params)
+
+    def schedule_postpone(self, conn: psycopg.Connection[Any], name: str) -> None:
+        self._on(conn, "schedule_postpone", {"name": name})
+
+    def schedules_next(self, conn: psycopg.Connection[Any]) -> timedelta | None:
+        rows = self._on(conn, "schedules_next", {})
+        return rows[0][0] if rows else None
+
+    def schedule_sync_code(self, conn: psycopg.Connection[Any], params: Params) -> None:
+        self._on(conn, "schedule_sync_code", params)
+
+    def schedule_prune_code(self, conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
+        return [r[0] for r in self._on(conn, "schedule_prune_code", {"names": names})]
+
+
+_COPY_CHUNK = 5000
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """A value in COPY's text format (NULL is \\N)."""
+    if value is None:
+        return "\\N"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_json(text: str) -> str:
+    # json.dumps never emits raw tabs or newlines; only backslashes need doubling.
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+def schema_version(conn: psycopg.Connection[Any], sql: Mapping[str, str]) -> str | None:
+    """The schema's alembic revision (migrate.current_revision)."""
+    row = conn.execute(sql["schema_version"]).fetchone()
+    return None if row is None else str(row[0])
+
+
+__all__ = ["VACUUMED", "Store", "schema_version"]
