@@ -141,10 +141,30 @@ def _check(task: str, where: str, value: Any) -> None:
         )
 
 
+# The most of an error's message, and of its traceback, that is stored (in
+# characters); its args are kept only if their JSON is no longer. Real messages
+# and tracebacks (chained ones included) are a few KB and stay whole; a task
+# that raises with a 300 MB message made PostgreSQL refuse the outcome (jsonb
+# strings stop at 256 MB) and would be written twice (jobs and job_attempts)
+# per attempt. An error is now at most ~200 K characters: even a full
+# completion batch (complete_batch_size, 500) of them stays far below
+# PostgreSQL's 1 GB limit for one value.
+MAX_ERROR_TEXT = 64 * 1024
+# In a Python str, any surrogate code point is unpaired text that UTF-8 (so
+# PostgreSQL) cannot encode.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def dump_error(exc: BaseException) -> str:
-    """The stored form of a task failure: type, module, message and traceback.
-    A ``__str__`` that raises gives a placeholder message: the type survives."""
+    """The stored form of a task failure: type, module, message, args and traceback.
+
+    Whatever the exception holds, the text is one PostgreSQL stores and the
+    type survives: a huge message or traceback is cut to MAX_ERROR_TEXT
+    characters (saying so), large args are dropped, a NUL is written as the six
+    characters \\u0000, a lone surrogate as U+FFFD, and a ``__str__`` that
+    raises gives a placeholder message."""
     cls = type(exc)
+    message = error_text(exc)
     try:
         trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     except Exception:
@@ -153,14 +173,19 @@ def dump_error(exc: BaseException) -> str:
         {
             "type": cls.__qualname__,
             "module": cls.__module__,
-            "message": error_text(exc),
+            "message": _truncated(message, keep_end=False),
             "args": _json_safe_args(exc),
-            "traceback": trace,
+            "traceback": _truncated(trace, keep_end=True),
         }
     )
     # A NUL in the message would make the database refuse the whole error: keep
     # the error and show each NUL as the six characters \u0000 instead.
-    return _NUL.sub(lambda m: m.group(1) + "\\\\u0000", text) if _has_nul(text) else text
+    if _has_nul(text):
+        text = _NUL.sub(lambda m: m.group(1) + "\\\\u0000", text)
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        # Pairs written as two code points become their character; lone ones U+FFFD.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def error_text(exc: BaseException) -> str:
@@ -171,13 +196,29 @@ def error_text(exc: BaseException) -> str:
         return f"<{type(exc).__name__} object: str() failed>"
 
 
+def _truncated(text: str, *, keep_end: bool) -> str:
+    """``text`` cut to MAX_ERROR_TEXT characters, with a note saying so; a
+    traceback keeps its start and its end (the innermost frame and the error)."""
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    note = f"[truncated: {len(text)} characters in all]"
+    if not keep_end:
+        return f"{text[:MAX_ERROR_TEXT]}… {note}"
+    half = MAX_ERROR_TEXT // 2
+    return f"{text[:half]}\n… {note} …\n{text[-half:]}"
+
+
 def _json_safe_args(exc: BaseException) -> list[Any] | None:
+    """The exception's args if they are JSON and small, else None (the error is
+    then rebuilt from its message)."""
     try:
         args = list(exc.args)
-        dumps(args)
-    except Exception:  # not JSON, nested too deeply...
+        if sum(len(arg) for arg in args if isinstance(arg, str)) > MAX_ERROR_TEXT:
+            return None  # too long, known without encoding it
+        text = dumps(args)
+    except Exception:  # not JSON, nested too deeply, a broken __len__...
         return None
-    return args
+    return args if len(text) <= MAX_ERROR_TEXT else None
 
 
 def rebuild_error(error: Mapping[str, Any]) -> BaseException:
