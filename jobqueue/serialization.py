@@ -100,9 +100,16 @@ def dump_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
         # Inline tests first: every delay() pays them; the regex and the nesting
         # scan run only for texts that may fail them (a NUL escape; a long text).
         maybe_nul = "\\u0000" in args_text or "\\u0000" in kwargs_text
-        if not (maybe_nul and (_has_nul(args_text) or _has_nul(kwargs_text))) and (
-            len(args_text) + len(kwargs_text) <= _SHORT
-            or not (_too_deep(args_text) or _too_deep(kwargs_text))
+        if (
+            not (maybe_nul and (_has_nul(args_text) or _has_nul(kwargs_text)))
+            and (
+                len(args_text) + len(kwargs_text) <= _SHORT
+                or not (_too_deep(args_text) or _too_deep(kwargs_text))
+            )
+            and (
+                (args_text.isascii() and kwargs_text.isascii())
+                or not (_SURROGATE.search(args_text) or _SURROGATE.search(kwargs_text))
+            )
         ):
             return args_text, kwargs_text
     for index, value in enumerate(args):
@@ -138,6 +145,12 @@ def _check(task: str, where: str, value: Any) -> None:
         raise ValueError(
             f"{where} of task {task!r} contains a NUL character (\\x00): {_describe(value)}; "
             "PostgreSQL cannot store it in jsonb"
+        )
+    if _SURROGATE.search(text):
+        raise ValueError(
+            f"{where} of task {task!r} contains a lone surrogate (U+D800 to U+DFFF, as "
+            f"from bytes decoded with 'surrogateescape'): {_describe(value)}; it has no "
+            "UTF-8 form, so PostgreSQL cannot store it"
         )
 
 

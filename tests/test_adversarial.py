@@ -202,3 +202,16 @@ def test_a_heartbeat_in_flight_at_a_clean_exit_does_not_register_the_worker_agai
         worker._heartbeat(late)  # the beat that was on its way when the worker left
     rows = conn.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()
     assert rows == (0,)
+
+
+def test_a_lone_surrogate_in_arguments_is_refused_naming_the_argument(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """psycopg failed with a UnicodeEncodeError naming no task nor argument."""
+    with pytest.raises(ValueError, match="argument 1 of task 'echo' contains a lone surrogate"):
+        jq.echo.delay("fine", "bytes\udcffdecoded")
+    with pytest.raises(ValueError, match="keyword argument 'k' of task 'echo'"):
+        jq.echo.delay(k="\ud800")
+    assert jq.echo.delay("é", k="ü").id  # other text beyond ASCII goes through
+    count = conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone()
+    assert count == (1,)
