@@ -11,9 +11,9 @@ import psycopg
 from . import __version__, loader
 from .app import JobQueue
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
-from .pools import POOLS
 from .redact import redact
 from .sql import validate_schema
+from .worker.pools import POOLS
 
 APP_ENV = "JOBQUEUE_APP"
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"

@@ -38,6 +38,14 @@ class ChordError(JobQueueError):
     """A chord's body could not run because a header job failed."""
 
 
+class MalformedJob(JobQueueError, ValueError):
+    """A claimed job whose stored payload no attempt could run: JSON that does not
+    decode (or nests too deeply to), ``args`` not an array, ``kwargs`` or
+    ``options`` not an object, a time limit that is not a positive finite number.
+    Such rows come from SQL or other producers that skip ``dump_arguments``'
+    checks; the job fails at once, without retries."""
+
+
 class TaskRevokedError(JobQueueError):
     """The job was revoked or expired before it ran."""
 

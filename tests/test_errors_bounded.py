@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from jobqueue import JobQueue, states
-from jobqueue.executor import Job, Outcome
-from jobqueue.pools.threads import ThreadPool
 from jobqueue.serialization import MAX_ERROR_TEXT, dump_error, loads, rebuild_error
+from jobqueue.worker.executor import Job, Outcome
+from jobqueue.worker.pools.threads import ThreadPool
 from tests.apps import CustomError
 
 

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from jobqueue import JobQueue, SoftTimeLimitExceeded, states
-from jobqueue.executor import Job, MalformedJob, Outcome, precheck
-from jobqueue.pools.local import LocalQueue
-from jobqueue.pools.threads import ThreadPool
+from jobqueue.exceptions import MalformedJob
 from jobqueue.serialization import MAX_NESTING, dump_arguments, loads
+from jobqueue.worker.executor import Job, Outcome, precheck
+from jobqueue.worker.pools.local import LocalQueue
+from jobqueue.worker.pools.threads import ThreadPool
 from tests.conftest import wait_for
 
 
@@ -170,7 +171,7 @@ def test_a_payload_no_attempt_could_run_is_refused_before_it_runs(
     outcome = precheck(job)
     assert outcome is not None and outcome.state == states.FAILURE and outcome.delay is None
     error = loads(outcome.error or "null")
-    assert (error["module"], error["type"]) == ("jobqueue.executor", "MalformedJob")
+    assert (error["module"], error["type"]) == ("jobqueue.exceptions", "MalformedJob")
     assert says in error["message"] and "job bad of task 'echo' cannot" in error["message"]
     with pytest.raises(MalformedJob, match="cannot"):
         job.limits(None)  # anything else that reads it is refused the same way

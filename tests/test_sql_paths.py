@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 
 from jobqueue import migrate, states
-from jobqueue.executor import Outcome, outcome_params
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
+from jobqueue.worker.executor import Outcome, outcome_params
 
 REVISION = int(migrate.head_revision())  # what a worker of this code passes to job_claim
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import states
-from .exceptions import Retry, TaskNotRegistered, TaskRevokedError, WorkerLostError
-from .serialization import MAX_NESTING, dump_error, dumps, error_text, loads
-from .tasks import Request, Task
+from .. import states
+from ..exceptions import MalformedJob, Retry, TaskNotRegistered, TaskRevokedError, WorkerLostError
+from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
+from ..tasks import Request, Task
 
 if TYPE_CHECKING:
-    from .app import JobQueue
+    from ..app import JobQueue
 
 log = logging.getLogger("jobqueue.task")
 
@@ -35,14 +35,6 @@ AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 # A retry further away than this is a bug in the task, not a schedule: PostgreSQL
 # cannot store a timestamp ~290,000 years ahead, and JSON has no infinity.
 MAX_RETRY_DELAY = 100 * 365.25 * 86400.0
-
-
-class MalformedJob(ValueError):
-    """A claimed job whose stored payload no attempt could run: JSON that does not
-    decode (or nests too deeply to), ``args`` not an array, ``kwargs`` or
-    ``options`` not an object, a time limit that is not a positive finite number.
-    Such rows come from SQL or other producers that skip ``dump_arguments``'
-    checks; the job fails at once, without retries."""
 
 
 _TIME_LIMITS = ("soft_time_limit", "time_limit")

@@ -13,11 +13,11 @@ from typing import Any
 
 import psycopg
 
-from . import states
-from .db import transient
+from .. import states
+from ..db import transient
+from ..serialization import dump_error
+from ..store import Store
 from .executor import Outcome, outcome_params
-from .serialization import dump_error
-from .store import Store
 
 log = logging.getLogger("jobqueue.worker")
 

@@ -12,8 +12,9 @@ Threads, each with its own connection:
 - a completer writes outcomes in batches (one statement per batch, guarded by
   lease and attempt) and frees their slots; it keeps a batch until the
   database takes it, so nothing computed during an outage is lost;
-- a heartbeat renews this worker's lease (and so its jobs'), rescues the jobs
-  of workers whose lease expired, and re-checks revocations.
+- a heartbeat renews this worker's lease (and so its jobs'), re-checks
+  revocations of the jobs it holds, and runs maintenance for everyone
+  (``jobqueue.maintenance``: rescue, retention, vacuum).
 
 SIGTERM/SIGINT: warm shutdown (stop claiming; running jobs get
 ``shutdown_timeout`` seconds to finish; the rest go back to the queue). A
@@ -37,26 +38,25 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import __version__
-from .db import transient
-from .exceptions import SchemaChangedError, TaskRevokedError
+from .. import __version__
+from ..db import transient
+from ..exceptions import SchemaChangedError, TaskRevokedError
+from ..ids import uuid7
+from ..maintenance import Maintenance
+from ..migrate import head_revision
+from ..sql import channels
 from .executor import Job, Outcome, expired, revoked
-from .ids import uuid7
-from .migrate import head_revision
 from .pools import make_pool
 from .recording import record_or_split
-from .sql import channels
 from .waiting import WaitFlag
 
 if TYPE_CHECKING:
-    from .app import JobQueue
+    from ..app import JobQueue
 
 log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
 _PREFETCH_SECONDS = 0.1  # of estimated work claimed ahead of free slots
-_VACUUM_MIN_DEAD = {"job_queue": 20_000, "job_lease": 20_000, "jobs": 200_000}
-_ANALYZE_MIN_CHANGED = 50_000
 _LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
 _CLAIM_ERROR_PAUSE = 1.0
 # After the grace period, how long a warm shutdown still tries to record the
@@ -98,6 +98,7 @@ class Worker:
         self.hostname = hostname or f"jobqueue@{socket.gethostname()}"
         self.pool_kind = pool
         self._store = app.store
+        self._maintenance = Maintenance.for_app(app)
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()  # no more claims
@@ -474,51 +475,17 @@ class Worker:
                 return
             log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
             self._store.register_worker(conn, self._registration())
-        # Maintenance: each step on its own, so one failing never stops the
-        # heartbeat (that would get this live worker's jobs rescued).
-        for step in (
-            self._rescue,
-            self._check_revocations,
-            self._prune,
-            self._vacuum,
-            self._release_orphans,
-        ):
+        # This worker's own checks, then maintenance for everyone: each step on
+        # its own, so one failing never stops the heartbeat (that would get
+        # this live worker's jobs rescued).
+        for step in (self._check_revocations, self._release_orphans):
             try:
                 step(conn)
             except psycopg.Error as exc:
                 if transient(exc):
                     raise
-                log.exception("maintenance step %s failed; the heartbeat goes on", step.__name__)
-
-    def _vacuum(self, conn: psycopg.Connection[Any]) -> None:
-        """Keep dead rows off the claim path even where autovacuum is off or
-        slow: every claim deletes from job_queue and every completion from
-        job_lease, and their dead index entries would pile up in front of the
-        claim. Both tables hold only live work, so vacuuming them is cheap.
-        Statistics are refreshed when much has changed: ANALYZE also makes
-        every session re-plan its prepared claims and completions, which
-        would otherwise keep plans made when the tables were small."""
-        due: list[tuple[str, bool]] = []  # (table, analyze only)
-        for name, dead, live, changed in self._store.hot_tables(conn):
-            if dead > max(_VACUUM_MIN_DEAD[name], live):
-                due.append((name, False))
-            elif changed > max(_ANALYZE_MIN_CHANGED, live // 5):
-                due.append((name, True))
-        if not due or not self._store.vacuum_lock(conn):
-            return
-        try:
-            for table, analyze_only in due:
-                started = time.monotonic()
-                self._store.vacuum(conn, table, analyze_only)
-                what = "analyze" if analyze_only else "vacuum"
-                log.info("%s %s (%.2fs)", what, table, time.monotonic() - started)
-        finally:
-            self._store.vacuum_unlock(conn)
-
-    def _rescue(self, conn: psycopg.Connection[Any]) -> None:
-        workers, jobs = self._store.rescue(conn)
-        if workers or jobs:
-            log.warning("rescued %d job(s) from %d worker(s) whose lease expired", jobs, workers)
+                log.exception("step %s failed; the heartbeat goes on", step.__name__)
+        self._maintenance.run(conn)
 
     def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:
         """NOTIFY's cover: revocations whose notification was lost."""
@@ -544,30 +511,6 @@ class Worker:
             "bursts": [t.flow.burst for t in tasks],
             "limits": [t.flow.concurrency_limit for t in tasks],
         }
-
-    def _prune(self, conn: psycopg.Connection[Any]) -> int:
-        """Retention: delete expired finished jobs in small batches, for at most
-        about a second per heartbeat (many workers share the work)."""
-        conf = self.app.conf
-        ages = [a for a in (conf.result_expires, conf.failed_result_expires) if a is not None]
-        if not ages:
-            return 0
-        params = {
-            "oldest": min(ages),
-            "success_age": conf.result_expires,
-            "failure_age": conf.failed_result_expires,
-            "batch": conf.retention_batch_size,
-        }
-        deleted, started = 0, time.monotonic()
-        while time.monotonic() - started < 1.0:
-            count = self._store.prune_jobs(conn, params)
-            deleted += count
-            if count < conf.retention_batch_size:
-                break
-        self._store.prune_meta(conn, max(ages), conf.retention_batch_size)
-        if deleted:
-            log.info("retention: deleted %d finished job(s)", deleted)
-        return deleted
 
     def _registration(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 _RETRY_FIRST, _RETRY_MAX = 0.005, 0.5  # re-look while an enqueue may be unheard of
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..executor import Job, Outcome
 
 if TYPE_CHECKING:
-    from ..app import JobQueue
+    from ...app import JobQueue
 
 Report = Callable[[Outcome], None]
 POOLS = ("threads", "processes")

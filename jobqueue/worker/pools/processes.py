@@ -21,10 +21,15 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
+from ...exceptions import (
+    ConfigurationError,
+    MalformedJob,
+    SoftTimeLimitExceeded,
+    Terminated,
+    TimeLimitExceeded,
+)
 from ..executor import (
     Job,
-    MalformedJob,
     Outcome,
     broken,
     execute,
@@ -40,7 +45,7 @@ from .local import LocalQueue
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from ..app import JobQueue
+    from ...app import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +280,7 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
         level=settings["log_level"] or logging.WARNING,
         format="[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s",
     )
-    from ..loader import load_app
+    from ...loader import load_app
 
     app = load_app(settings["spec"])
     app.conf.dsn, app.conf.schema = settings["dsn"], settings["schema"]

@@ -11,14 +11,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
+from ...exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 from ..executor import Job, Outcome, broken, execute, failed, precheck, revoked
 from . import Report
 from .local import LocalQueue
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from ..app import JobQueue
+    from ...app import JobQueue
 
 log = logging.getLogger(__name__)
 

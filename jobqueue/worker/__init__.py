@@ -1,0 +1,17 @@
+"""A worker: claim -> execute (in a pool) -> complete, kept alive by a heartbeat.
+
+- ``runner``: the Worker, its life cycle and its threads (claim loop,
+  listener, completer, heartbeat);
+- ``waiting``: when enqueues must wake this worker (conditional NOTIFY);
+- ``executor``: running one claimed job, pure (returns an ``Outcome``);
+- ``pools``: where jobs run (a thread or a child process per slot);
+- ``recording``: writing a batch of outcomes, and what happens when the
+  database refuses one.
+
+Maintenance that any worker may run for everyone (rescue, retention, vacuum)
+lives in ``jobqueue.maintenance``.
+"""
+
+from .runner import Worker
+
+__all__ = ["Worker"]
