@@ -200,6 +200,7 @@ def worker(
 ) -> None:
     """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
     from .worker import Worker
+    from .worker.settings import WorkerSettings
 
     _setup_logging(loglevel)
     app = obj.app(required=True)
@@ -219,6 +220,20 @@ def worker(
         app.conf.validate()
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
+    settings = WorkerSettings().with_options(
+        queues=names,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        hostname=hostname,
+        pool=pool,
+        max_tasks_per_child=max_tasks_per_child,
+        shutdown_timeout=shutdown_timeout,
+        prefetch_multiplier=prefetch_multiplier,
+    )
+    try:
+        settings = settings.resolve(app)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     beat = None
     if with_beat:
         import threading
@@ -232,17 +247,7 @@ def worker(
             raise click.UsageError(str(exc)) from exc
         threading.Thread(target=beat.run, name="jobqueue-beat", daemon=True).start()
     try:
-        Worker(
-            app,
-            queues=names,
-            concurrency=concurrency,
-            poll_interval=poll_interval,
-            hostname=hostname,
-            pool=pool,
-            max_tasks_per_child=max_tasks_per_child,
-            shutdown_timeout=shutdown_timeout,
-            prefetch_multiplier=prefetch_multiplier,
-        ).run()
+        Worker(app, settings).run()
     except SchemaChangedError as exc:  # logged as it happened; exit non-zero, no traceback
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -184,3 +184,22 @@ def test_ids_from_one_process_always_increase() -> None:
     ids = [new_id() for _ in range(20_000)]  # many share a millisecond
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 7 for i in ids[:100])
+
+
+def test_worker_settings_fill_defaults_from_the_app_and_check_values() -> None:
+    from jobqueue.worker import WorkerSettings
+
+    app = JobQueue("postgresql://nobody@127.0.0.1:1/none", schema="s", auto_migrate=False)
+    app.conf.poll_interval = 2.5
+    resolved = WorkerSettings(queues=("a", "b", "a")).with_options(concurrency=3).resolve(app)
+    assert (resolved.queues, resolved.concurrency, resolved.poll_interval) == (("a", "b"), 3, 2.5)
+    assert resolved.hostname and resolved.hostname.startswith("jobqueue@")
+    assert WorkerSettings().resolve(app).queues == ("default",)
+    for bad, message in [
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+        ({"pool": "gevent"}, "unknown pool 'gevent'"),
+        ({"max_tasks_per_child": 5}, "only the process pool"),
+        ({"prefetch_multiplier": 0}, "prefetch_multiplier must be at least 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            WorkerSettings().with_options(**bad).resolve(app)

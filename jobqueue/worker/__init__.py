@@ -2,6 +2,7 @@
 
 - ``runner``: the Worker, its life cycle and its threads (claim loop,
   listener, completer, heartbeat);
+- ``settings``: a worker's own options (``WorkerSettings``), read by the CLI;
 - ``waiting``: when enqueues must wake this worker (conditional NOTIFY);
 - ``executor``: running one claimed job, pure (returns an ``Outcome``);
 - ``pools``: where jobs run (a thread or a child process per slot);
@@ -13,5 +14,6 @@ lives in ``jobqueue.maintenance``.
 """
 
 from .runner import Worker
+from .settings import WorkerSettings
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "WorkerSettings"]

@@ -28,10 +28,9 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +47,7 @@ from ..sql import channels
 from .executor import Job, Outcome, expired, revoked
 from .pools import make_pool
 from .recording import record_or_split
+from .settings import WorkerSettings
 from .waiting import WaitFlag
 
 if TYPE_CHECKING:
@@ -67,36 +67,25 @@ _INCOMPATIBLE = "JQ001"  # worker_compatible(): the schema moved to a revision w
 
 class Worker:
     def __init__(
-        self,
-        app: JobQueue,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int | None = None,
-        poll_interval: float | None = None,
-        hostname: str | None = None,
-        pool: str = "threads",
-        max_tasks_per_child: int | None = None,
-        shutdown_timeout: float = 30.0,
-        prefetch_multiplier: int = 128,
+        self, app: JobQueue, settings: WorkerSettings | None = None, **options: Any
     ) -> None:
+        """``settings`` (a ``WorkerSettings``), with any of its fields given
+        as keywords on top: ``Worker(app, concurrency=8, queues=["a"])``."""
         self.app = app
-        self.queues = list(dict.fromkeys(queues or [app.conf.default_queue]))
-        self.concurrency = concurrency or min(32, (os.cpu_count() or 1) * 4)
-        self.poll_interval = poll_interval or app.conf.poll_interval
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
-        self.shutdown_timeout = shutdown_timeout
-        if prefetch_multiplier < 1:
-            raise ValueError(f"prefetch_multiplier must be at least 1, got {prefetch_multiplier}")
-        self.prefetch_multiplier = prefetch_multiplier
+        self.settings = (settings or WorkerSettings()).with_options(**options).resolve(app)
+        s = self.settings
+        assert s.concurrency is not None and s.poll_interval is not None and s.hostname
+        self.queues = list(s.queues)
+        self.concurrency: int = s.concurrency
+        self.poll_interval: float = s.poll_interval
+        self.shutdown_timeout = s.shutdown_timeout
+        self.prefetch_multiplier = s.prefetch_multiplier
+        self.hostname: str = s.hostname
+        self.pool_kind = s.pool
         self._avg_runtime = 1.0  # seconds, moving average; start cautious (no prefetch)
         self.id = str(uuid7())
         self.revision = int(head_revision())  # the schema revision this code was written for
         self._incompatible: psycopg.Error | None = None
-        self.hostname = hostname or f"jobqueue@{socket.gethostname()}"
-        self.pool_kind = pool
         self._store = app.store
         self._maintenance = Maintenance.for_app(app)
         self._channels = channels(app.conf.schema)
@@ -110,12 +99,12 @@ class Worker:
         self._canvas: set[str] = set()  # in-flight jobs whose completion must run advance()
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._pool = make_pool(
-            pool,
+            s.pool,
             app,
             size=self.concurrency,
             hostname=self.hostname,
             report=self._outcomes.put,
-            max_tasks_per_child=max_tasks_per_child,
+            max_tasks_per_child=s.max_tasks_per_child,
         )
         self._signals = 0
         self.processed = 0

@@ -1,0 +1,74 @@
+"""A worker's own options, in one object the CLI and ``Worker`` both read.
+
+What every process of an app shares (poll interval default, heartbeat
+interval, lease TTL, batch sizes) stays in ``app.conf``; what one worker
+chooses at start (its queues, its slots, its pool) is here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .pools import POOLS
+
+if TYPE_CHECKING:
+    from ..app import JobQueue
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    #: Queues to claim from, in this order of preference; none: app.conf.default_queue.
+    queues: tuple[str, ...] = ()
+    #: Slots (threads or child processes); None: 4 per CPU, at most 32.
+    concurrency: int | None = None
+    #: Seconds between polls when no NOTIFY arrives; None: app.conf.poll_interval.
+    poll_interval: float | None = None
+    #: The worker's name in logs and in ``workers``; None: jobqueue@<host name>.
+    hostname: str | None = None
+    #: "threads" or "processes" (docs/reliability.md, pools).
+    pool: str = "threads"
+    #: Process pool: replace a child after this many jobs (None: never).
+    max_tasks_per_child: int | None = None
+    #: Warm shutdown: seconds running jobs get to finish before they are released.
+    shutdown_timeout: float = 30.0
+    #: At most this many times ``concurrency`` jobs held at once (claimed ahead).
+    prefetch_multiplier: int = 128
+
+    def with_options(self, **options: Any) -> WorkerSettings:
+        """A copy with ``options`` set (None leaves a setting as it is)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if "queues" in given:
+            given["queues"] = tuple(given["queues"])
+        return replace(self, **given)
+
+    def resolve(self, app: JobQueue) -> WorkerSettings:
+        """Every default filled in from ``app``, every value checked."""
+        cpus = os.cpu_count() or 1
+        resolved = replace(
+            self,
+            queues=tuple(dict.fromkeys(self.queues or (app.conf.default_queue,))),
+            concurrency=min(32, cpus * 4) if self.concurrency is None else self.concurrency,
+            poll_interval=self.poll_interval if self.poll_interval else app.conf.poll_interval,
+            hostname=self.hostname or f"jobqueue@{socket.gethostname()}",
+        )
+        resolved.check()
+        return resolved
+
+    def check(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.poll_interval is not None and self.poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
+        if self.prefetch_multiplier < 1:
+            raise ValueError(
+                f"prefetch_multiplier must be at least 1, got {self.prefetch_multiplier}"
+            )
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pool {self.pool!r}; choose one of {', '.join(POOLS)}")
+        if self.max_tasks_per_child is not None and self.pool != "processes":
+            raise ValueError("only the process pool replaces children (max_tasks_per_child)")
+        if self.shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must not be negative, got {self.shutdown_timeout}")
