@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .ids import check_id, new_id
 from .limits import route
+from .retry import DEFAULT_MAX_RETRIES
 from .serialization import dump_arguments, dumps
 
 if TYPE_CHECKING:
@@ -196,9 +197,14 @@ def check_time_limits(soft: Any, hard: Any) -> tuple[float | None, float | None]
 
 
 def unregistered_options(soft: float | None, hard: float | None) -> dict[str, Any]:
-    """The stored options of a job whose task this process does not know."""
+    """The stored options of a job whose task this process does not know: the
+    default retry limit (every job stores its own; SQL's max_retries() falls
+    back to the same number for rows written without options), and the
+    call's time limits."""
     soft, hard = check_time_limits(soft, hard)
-    return {k: v for k, v in (("soft_time_limit", soft), ("time_limit", hard)) if v is not None}
+    options: dict[str, Any] = {"max_retries": DEFAULT_MAX_RETRIES}
+    options.update((k, v) for k, v in (("soft_time_limit", soft), ("time_limit", hard)) if v)
+    return options
 
 
 def timing(

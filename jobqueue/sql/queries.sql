@@ -177,10 +177,9 @@ WITH candidate AS (
     INSERT INTO {schema}.jobs (id, task, queue, priority, run_at, created_at, state,
                                finished_at, error)
     SELECT t.job_id, t.task, t.queue, t.priority, t.run_at, now(), 'FAILURE', now(),
-           jsonb_build_object(
-               'type', 'JobRecordMissing', 'module', 'jobqueue.exceptions', 'traceback', NULL,
-               'message', 'job ' || t.job_id || ' was waiting in queue ' || t.queue
-                          || ' but its record (with its arguments) was gone')
+           {schema}.error_json('JobRecordMissing',
+                               'job ' || t.job_id || ' was waiting in queue ' || t.queue
+                               || ' but its record (with its arguments) was gone')
     FROM taken AS t
     WHERE t.args IS NULL AND t.job_id <> ALL(ARRAY(SELECT id FROM started))
     ON CONFLICT (id) DO NOTHING
@@ -308,9 +307,7 @@ WITH dead AS (
     SELECT l.job_id, l.attempt, l.worker_id,
            CASE WHEN j.revoked_at IS NOT NULL THEN 'REVOKED'
                 WHEN (j.options ->> 'reject_on_worker_lost')::boolean IS FALSE THEN 'FAILURE'
-                WHEN j.attempts > CASE WHEN j.options ? 'max_retries'
-                                       THEN (j.options ->> 'max_retries')::int ELSE 3 END
-                    THEN 'FAILURE'
+                WHEN j.attempts > {schema}.max_retries(j.options) THEN 'FAILURE'
                 ELSE 'RETRY' END AS next_state
     FROM lost AS l
     JOIN {schema}.jobs AS j ON j.id = l.job_id
@@ -318,10 +315,9 @@ WITH dead AS (
 ), rescued AS (
     UPDATE {schema}.jobs AS j
     SET state = d.next_state,
-        error = jsonb_build_object(
-            'type', 'WorkerLostError', 'module', 'jobqueue.exceptions', 'traceback', NULL,
-            'message', 'worker ' || d.worker_id || ' stopped heartbeating during attempt '
-                       || d.attempt),
+        error = {schema}.error_json('WorkerLostError',
+                                    'worker ' || d.worker_id
+                                    || ' stopped heartbeating during attempt ' || d.attempt),
         run_at = now(),
         finished_at = CASE WHEN d.next_state = 'RETRY' THEN NULL ELSE now() END
     FROM decided AS d
@@ -370,8 +366,7 @@ WITH unqueued AS (
     RETURNING q.job_id, q.task, q.queue, q.priority, q.run_at, q.args, q.kwargs, q.options,
               q.expires_at, q.created_at
 ), revoked_error AS (
-    SELECT jsonb_build_object('type', 'TaskRevokedError', 'module', 'jobqueue.exceptions',
-                              'message', 'revoked', 'traceback', NULL) AS error
+    SELECT {schema}.error_json('TaskRevokedError', 'revoked') AS error
 ), recorded AS (
     INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at,
                                expires_at, created_at, state, revoked_at, revoke_terminate,

@@ -1,10 +1,10 @@
--- The jobqueue schema as it stands at the newest migration (revision 0008), in
+-- The jobqueue schema as it stands at the newest migration (revision 0009), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
 -- created or upgraded, and nothing runs this file except a test.
 --
--- A new revision updates this file in the same commit. tests/test_migrations.py
+-- A new revision updates this file in the same commit. tests/migrations/test_migrations.py
 -- applies it to an empty schema and compares that, object by object (columns,
 -- defaults, constraints, indexes, views, function bodies, triggers, rows), with
 -- a schema migrated to head: any difference fails and names the object.
@@ -233,7 +233,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0008');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0009');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -269,6 +269,29 @@ BEGIN
               HINT = 'restart the worker with the jobqueue release that matches the '
                      'schema (docs/upgrading.md)';
 END
+$$;
+
+
+-- ===========================================================================
+-- Helpers the run-time statements share (queries.sql)
+-- ===========================================================================
+
+-- An error the database itself records (WorkerLostError at rescue,
+-- TaskRevokedError at revoke, JobRecordMissing at claim), in the shape a
+-- worker stores (jobqueue.serialization.dump_error).
+CREATE FUNCTION {schema}.error_json(type text, message text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('type', type, 'module', 'jobqueue.exceptions',
+                              'message', message, 'traceback', NULL)
+$$;
+
+-- How many retries a job may have: the number in its options, none when that
+-- is null (unlimited), and 3 when it stores none (jobs written by SQL
+-- enqueue()): jobqueue.retry.DEFAULT_MAX_RETRIES, which a test keeps equal.
+CREATE FUNCTION {schema}.max_retries(options jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN options ? 'max_retries' THEN (options ->> 'max_retries')::integer
+                ELSE 3 END
 $$;
 
 

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 
 from jobqueue import migrate
 from jobqueue.schema import metadata
-from tests import schema_compare
+from tests.migrations import schema_compare
 
 
 def _diff(dsn: str, schema: str, md: sa.MetaData) -> list[Any]:
@@ -97,9 +97,11 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "admit",
             "advance",
             "enqueue",
+            "error_json",
             "fail_chord",
             "fail_tree",
             "json_depth",
+            "max_retries",
             "schedules_changed",
             "spawn",
             "uuid7",

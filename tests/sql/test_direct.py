@@ -8,7 +8,6 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,7 +16,7 @@ import pytest
 from jobqueue import DuplicateJobError, JobQueue
 from jobqueue.direct import compile_statement
 from tests.apps import build
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 _COLUMNS = (
     "task, queue, priority, state, args, kwargs, options, "
@@ -149,7 +148,7 @@ def test_ctrl_c_interrupts_an_enqueue_waiting_on_a_duplicate_id(
         jq.add.apply_async((1, 1), task_id=job_id, connection=holder)  # not committed
         proc = subprocess.Popen(
             [sys.executable, "-c", _BLOCKED_ENQUEUE, dsn, schema, job_id],
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

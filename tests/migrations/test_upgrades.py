@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from jobqueue import migrate, states
@@ -63,7 +64,10 @@ def test_the_claim_of_an_unknown_or_older_revision_changes_nothing(
     jq: Any, schema: str, conn: Any
 ) -> None:
     job = jq.add.delay(1, 2)
-    for revision in (REVISION - 1, REVISION + 1):
+    (oldest,) = conn.execute(
+        f'SELECT oldest_worker_revision FROM "{schema}".schema_compat'
+    ).fetchone()
+    for revision in (oldest - 1, REVISION + 1):
         try:
             _claim(conn, schema, new_id(), revision)
         except Exception as exc:
@@ -150,16 +154,17 @@ def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys
     assert reads < 5 * 10_000, json.dumps({"jobs_pkey reads": reads})
 
 
-def test_workers_and_producers_of_the_previous_release_run_through_the_upgrade(
-    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+@pytest.mark.parametrize("release", [7, 8])
+def test_workers_and_producers_of_an_earlier_release_run_through_the_upgrade(
+    release: int, jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
 ) -> None:
-    """Revision 0008 says workers of 0007 may keep running while it is
-    applied. Here a worker and two producers of the 0007 release (its own
-    statements, kept in tests/releases) run while the schema goes 0007 ->
-    head, then a worker of this release joins: every committed job runs
-    exactly once."""
-    migrate.downgrade(dsn, schema, "0007")
-    old = load((Path(__file__).parent / "releases" / "0007.sql").read_text(), schema)
+    """Revisions 0008 and 0009 say workers of the release before may keep
+    running while they are applied. Here a worker and two producers of that
+    release (its own statements, kept in releases/) run while the schema goes
+    from its revision to head, then a worker of this release joins: every
+    committed job runs exactly once."""
+    migrate.downgrade(dsn, schema, f"{release:04d}")
+    old = load((Path(__file__).parent / "releases" / f"{release:04d}.sql").read_text(), schema)
     worker_id = new_id()
     stop = threading.Event()
     committed: list[str] = []
@@ -187,7 +192,12 @@ def test_workers_and_producers_of_the_previous_release_run_through_the_upgrade(
                 },
             )
             while not stop.is_set() or claimable(c):
-                params = {"queues": ["default"], "limit": 50, "worker_id": worker_id}
+                params = {
+                    "queues": ["default"],
+                    "limit": 50,
+                    "worker_id": worker_id,
+                    "revision": release,  # unused before 0008
+                }
                 rows = c.execute(old["job_claim"], params).fetchall()
                 done = [Outcome(r[0], r[6], states.SUCCESS, result="3") for r in rows]
                 if done:

@@ -179,3 +179,21 @@ def test_the_worker_sessions_plan_the_claim_once(jq: Any, schema: str, dsn: str)
             ["%FOR UPDATE SKIP LOCKED%"],
         ).fetchall()
     assert plans and all(generic > 0 and custom == 0 for generic, custom in plans), plans
+
+
+def test_the_sql_retry_limit_default_is_pythons(jq: Any, schema: str, conn: Any) -> None:
+    """max_retries() falls back, for rows written without options (SQL
+    enqueue()), to the same number a task defaults to; every job Python
+    writes stores its own."""
+    from jobqueue.retry import DEFAULT_MAX_RETRIES
+
+    rows = conn.execute(
+        f"""SELECT "{schema}".max_retries('{{}}'), "{schema}".max_retries('{{"max_retries": 7}}'),
+                   "{schema}".max_retries('{{"max_retries": null}}')"""
+    ).fetchone()
+    assert rows == (DEFAULT_MAX_RETRIES, 7, None)
+    stored = jq.app.send_task("not.registered.here", (1,))
+    options = conn.execute(
+        f'SELECT options FROM "{schema}".all_jobs WHERE id = %s', [stored.id]
+    ).fetchone()
+    assert options == ({"max_retries": DEFAULT_MAX_RETRIES},)

@@ -73,7 +73,7 @@ def test_a_schedule_changed_in_sql_takes_effect_without_restarts(
 
 
 def test_schedule_cli(jq: Any, dsn: str, schema: str, conn: Any) -> None:
-    from tests.test_cli import jobqueue
+    from tests.integration.test_cli import jobqueue
 
     base = ("--dsn", dsn, "--schema", schema, "schedule")
     added = jobqueue(
