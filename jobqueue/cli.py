@@ -10,10 +10,14 @@ import psycopg
 
 from . import __version__, loader
 from .app import JobQueue
+from .config import Settings
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .redact import redact
 from .sql import validate_schema
 from .worker.pools import POOLS
+from .worker.settings import WorkerSettings
+
+_WORKER = WorkerSettings()  # the defaults the worker options show
 
 APP_ENV = "JOBQUEUE_APP"
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
@@ -128,7 +132,7 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
     "-P",
     "--pool",
     type=click.Choice(POOLS),
-    default="threads",
+    default=_WORKER.pool,
     show_default=True,
     help="Where tasks run: threads, or child processes (real hard limits).",
 )
@@ -141,7 +145,7 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
 @click.option(
     "--shutdown-timeout",
     type=click.FloatRange(min=0),
-    default=30.0,
+    default=_WORKER.shutdown_timeout,
     show_default=True,
     metavar="SECONDS",
     help="Warm shutdown: how long running jobs may take before going back to the queue.",
@@ -151,19 +155,20 @@ def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str 
     type=click.FloatRange(min=0.01),
     default=None,
     metavar="SECONDS",
-    help="Seconds between heartbeats (default 5).",
+    help=f"Seconds between heartbeats (default {Settings.heartbeat_interval:g}).",
 )
 @click.option(
     "--lease-ttl",
     type=click.FloatRange(min=0.1),
     default=None,
     metavar="SECONDS",
-    help="Silent this long, this worker is presumed dead and its jobs are rescued (default 30).",
+    help="Silent this long, this worker is presumed dead and its jobs are rescued "
+    f"(default {Settings.lease_ttl:g}).",
 )
 @click.option(
     "--prefetch-multiplier",
     type=click.IntRange(min=1),
-    default=128,
+    default=_WORKER.prefetch_multiplier,
     show_default=True,
     help="Hold at most this many x concurrency jobs: running ones plus about 0.1 s of "
     "work claimed ahead. 1 disables prefetching.",
@@ -200,7 +205,6 @@ def worker(
 ) -> None:
     """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
     from .worker import Worker
-    from .worker.settings import WorkerSettings
 
     _setup_logging(loglevel)
     app = obj.app(required=True)
