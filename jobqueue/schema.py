@@ -241,4 +241,14 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("oldest_worker_revision", sa.Integer, nullable=False),
         sa.CheckConstraint("one", name="schema_compat_one_check"),
     )
+    # One row: the worker that runs maintenance (the heartbeat elects it).
+    sa.Table(
+        "maintenance_leader",
+        md,
+        sa.Column("one", sa.Boolean, primary_key=True, server_default=sa.true()),
+        sa.Column("worker_id", UUID, nullable=False),
+        sa.Column("elected_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("lease_expires_at", TZ, nullable=False),
+        sa.CheckConstraint("one", name="maintenance_leader_one_check"),
+    )
     return md

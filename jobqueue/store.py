@@ -212,9 +212,15 @@ class Store:
     def register_worker(self, conn: psycopg.Connection[Any], params: Params) -> None:
         self._on(conn, "worker_register", params)
 
-    def heartbeat(self, conn: psycopg.Connection[Any], worker_id: str, lease_ttl: float) -> bool:
-        """Renew this worker's lease (and so its jobs'); False if its row is gone."""
-        return bool(self._on(conn, "worker_heartbeat", {"id": worker_id, "lease_ttl": lease_ttl}))
+    def heartbeat(
+        self, conn: psycopg.Connection[Any], worker_id: str, lease_ttl: float, leader_ttl: float
+    ) -> tuple[bool, bool]:
+        """Renew this worker's lease (and so its jobs'), and take or keep the
+        maintenance lease if it is free or ours: (alive, leader). alive is
+        False when the worker's row is gone."""
+        params = {"id": worker_id, "lease_ttl": lease_ttl, "leader_ttl": leader_ttl}
+        ((alive, leader),) = self._on(conn, "worker_heartbeat", params)
+        return bool(alive), bool(leader)
 
     def unregister_worker(self, conn: psycopg.Connection[Any], worker_id: str) -> None:
         self._on(conn, "worker_unregister", {"id": worker_id})

@@ -481,13 +481,33 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
         now() + make_interval(secs => %(lease_ttl)s));
 
 -- name: worker_heartbeat
--- Renews every lease this worker holds at once: they hang off its row.
-UPDATE {schema}.workers
-SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_ttl)s)
-WHERE id = %(id)s
-RETURNING id;
+-- Renews every lease this worker holds at once: they hang off its row. In
+-- the same statement, the worker takes or keeps the maintenance lease: it is
+-- the leader if it already was, or if the lease has lapsed (the leader died
+-- or stopped beating). Returns (alive, leader): alive is false when the
+-- worker's row is gone (presumed dead and rescued).
+WITH beat AS (
+    UPDATE {schema}.workers
+    SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_ttl)s)
+    WHERE id = %(id)s
+    RETURNING id
+), lead AS (
+    INSERT INTO {schema}.maintenance_leader AS m (one, worker_id, lease_expires_at)
+    SELECT true, id, now() + make_interval(secs => %(leader_ttl)s) FROM beat
+    ON CONFLICT (one) DO UPDATE
+    SET worker_id = EXCLUDED.worker_id, lease_expires_at = EXCLUDED.lease_expires_at,
+        elected_at = CASE WHEN m.worker_id = EXCLUDED.worker_id THEN m.elected_at ELSE now() END
+    WHERE m.worker_id = EXCLUDED.worker_id OR m.lease_expires_at < now()
+    RETURNING worker_id
+)
+SELECT EXISTS (SELECT 1 FROM beat), EXISTS (SELECT 1 FROM lead);
 
 -- name: worker_unregister
+-- A leaving leader gives the maintenance lease up: the next heartbeat of any
+-- other worker takes it.
+WITH gone AS (
+    DELETE FROM {schema}.maintenance_leader WHERE worker_id = %(id)s::uuid
+)
 DELETE FROM {schema}.workers WHERE id = %(id)s;
 
 -- name: schema_version

@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0009), in
+-- The jobqueue schema as it stands at the newest migration (revision 0010), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -217,6 +217,17 @@ CREATE TABLE {schema}.workers (
 );
 CREATE INDEX workers_lease_idx ON {schema}.workers (lease_expires_at);
 
+-- One row: the worker that runs maintenance (rescue, retention, vacuum) for
+-- everyone. Taken or renewed by that worker's heartbeat statement when free or
+-- its own; the lease lasts three heartbeats, and a clean exit gives it up.
+CREATE TABLE {schema}.maintenance_leader (
+    one              boolean PRIMARY KEY DEFAULT true,
+    worker_id        uuid NOT NULL,
+    elected_at       timestamptz NOT NULL DEFAULT now(),
+    lease_expires_at timestamptz NOT NULL,
+    CONSTRAINT maintenance_leader_one_check CHECK (one)
+);
+
 
 -- ===========================================================================
 -- Schema revision and worker compatibility (docs/upgrading.md)
@@ -233,7 +244,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0009');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0010');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same

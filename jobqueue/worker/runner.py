@@ -13,8 +13,9 @@ Threads, each with its own connection:
   lease and attempt) and frees their slots; it keeps a batch until the
   database takes it, so nothing computed during an outage is lost;
 - a heartbeat renews this worker's lease (and so its jobs'), re-checks
-  revocations of the jobs it holds, and runs maintenance for everyone
-  (``jobqueue.maintenance``: rescue, retention, vacuum).
+  revocations of the jobs it holds, and, on the one worker elected in the
+  same statement, runs maintenance for everyone (``jobqueue.maintenance``:
+  rescue, retention, vacuum).
 
 SIGTERM/SIGINT: warm shutdown (stop claiming; running jobs get
 ``shutdown_timeout`` seconds to finish; the rest go back to the queue). A
@@ -88,6 +89,7 @@ class Worker:
         self._incompatible: psycopg.Error | None = None
         self._store = app.store
         self._maintenance = Maintenance.for_app(app)
+        self.leader = False  # holds the maintenance lease (see _heartbeat)
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()  # no more claims
@@ -459,11 +461,24 @@ class Worker:
         self._with_connection("heartbeat", beat)
 
     def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
-        if not self._store.heartbeat(conn, self.id, self.app.conf.lease_ttl):
+        conf = self.app.conf
+        # The maintenance lease lasts three heartbeats (at most the worker
+        # lease): a dead leader is replaced that soon, a slow one may lose it
+        # for a round (two leaders at once are harmless, only wasteful).
+        leader_ttl = min(conf.lease_ttl, 3 * conf.heartbeat_interval)
+        alive, leader = self._store.heartbeat(conn, self.id, conf.lease_ttl, leader_ttl)
+        if not alive:
             if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
                 return
             log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
             self._store.register_worker(conn, self._registration())
+        if leader != self.leader:
+            self.leader = leader
+            log.info(
+                "worker %s %s the maintenance leader (rescue, retention, vacuum)",
+                self.hostname,
+                "is now" if leader else "is no longer",
+            )
         # This worker's own checks, then maintenance for everyone: each step on
         # its own, so one failing never stops the heartbeat (that would get
         # this live worker's jobs rescued).
@@ -474,7 +489,8 @@ class Worker:
                 if transient(exc):
                     raise
                 log.exception("step %s failed; the heartbeat goes on", step.__name__)
-        self._maintenance.run(conn)
+        if self.leader:
+            self._maintenance.run(conn)
 
     def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:
         """NOTIFY's cover: revocations whose notification was lost."""

@@ -85,6 +85,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "job_queue",
             "jobs",
             "limit_state",
+            "maintenance_leader",
             "schedule_ticks",
             "schedules",
             "schema_compat",
