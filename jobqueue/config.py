@@ -38,6 +38,10 @@ class Settings:
     #: Worker: seconds between heartbeats; a worker silent for `lease_ttl` is presumed dead.
     heartbeat_interval: float = 5.0
     lease_ttl: float = 30.0
+    #: Worker: a job of a task this worker does not know is handed back (for a
+    #: worker that knows it: a rolling deploy) until this many seconds after it
+    #: was enqueued, then fails with TaskNotRegistered.
+    unknown_task_grace: float = 300.0
     #: Worker: most outcomes written by one completion statement.
     complete_batch_size: int = 500
     #: Producer side: keep retrying a statement that failed transiently (connection
@@ -68,6 +72,11 @@ class Settings:
                 raise ConfigurationError(
                     f"app.conf.{name} must be a positive number, got {value!r}"
                 )
+        grace = self.unknown_task_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise ConfigurationError(
+                f"app.conf.unknown_task_grace must be a number of seconds >= 0, got {grace!r}"
+            )
         if self.lease_ttl <= self.heartbeat_interval:
             raise ConfigurationError(
                 "app.conf.lease_ttl must be longer than app.conf.heartbeat_interval "

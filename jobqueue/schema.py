@@ -124,6 +124,7 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
             nullable=False,
             server_default=sa.text("(now() + '00:00:30'::interval)"),
         ),
+        sa.Column("tasks", ARRAY(sa.Text)),  # the task names it serves (0011)
         sa.Index("workers_lease_idx", "lease_expires_at"),
     )
     sa.Table(

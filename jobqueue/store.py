@@ -189,6 +189,10 @@ class Store:
     def queue_stats(self) -> list[Row]:
         return self.db.execute("queue_stats", {})
 
+    def unserved_tasks(self) -> list[Row]:
+        """(queue, task, waiting, oldest_waiting) of due jobs no live worker serves."""
+        return self.db.execute("unserved_tasks", {})
+
     # -- schedules (the CLI) ---------------------------------------------------------
 
     def schedule_list(self) -> list[Row]:
@@ -235,8 +239,17 @@ class Store:
         limit: int,
         worker_id: str,
         revision: int,
+        skip_tasks: Sequence[str] = (),
     ) -> list[Row]:
-        params = {"queues": queues, "limit": limit, "worker_id": worker_id, "revision": revision}
+        """Up to ``limit`` due jobs of ``queues``, not of ``skip_tasks`` (tasks
+        this worker does not know and handed back lately)."""
+        params = {
+            "queues": queues,
+            "limit": limit,
+            "worker_id": worker_id,
+            "revision": revision,
+            "skip_tasks": list(skip_tasks),
+        }
         return self._on(conn, "job_claim", params)
 
     def next_run_at(

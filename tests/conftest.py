@@ -145,7 +145,13 @@ class WorkerProcess:
     """``jobqueue worker`` in a subprocess, as a user would run it."""
 
     def __init__(
-        self, dsn: str, schema: str, args: list[str], log_path: Path, command: str = "worker"
+        self,
+        dsn: str,
+        schema: str,
+        args: list[str],
+        log_path: Path,
+        command: str = "worker",
+        app: str = "tests.apps:app",
     ) -> None:
         self.dsn, self.schema, self.log_path = dsn, schema, log_path
         self.log_file = log_path.open("wb")
@@ -157,7 +163,7 @@ class WorkerProcess:
                 "-m",
                 "jobqueue",
                 "-A",
-                "tests.apps:app",
+                app,
                 "--dsn",
                 dsn,
                 "--schema",
@@ -210,9 +216,11 @@ def start_worker(
     """Start workers on this test's schema; all are stopped at teardown."""
     workers: list[WorkerProcess] = []
 
-    def start(*args: str, ready: bool = True, command: str = "worker") -> WorkerProcess:
+    def start(
+        *args: str, ready: bool = True, command: str = "worker", app: str = "tests.apps:app"
+    ) -> WorkerProcess:
         log_path = tmp_path / f"{command}{len(workers)}.log"
-        worker = WorkerProcess(dsn, schema, list(args), log_path, command)
+        worker = WorkerProcess(dsn, schema, list(args), log_path, command, app)
         workers.append(worker)
         if ready and command == "worker":
             worker.wait_ready(conn)

@@ -127,6 +127,7 @@ WITH candidate AS (
                w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL AS limited
         FROM {schema}.job_queue AS w
         WHERE w.queue = q.name AND w.run_at <= now()
+          AND w.task <> ALL(%(skip_tasks)s::text[])  -- tasks it handed back lately
         ORDER BY w.priority DESC, w.run_at, w.job_id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -158,7 +159,7 @@ WITH candidate AS (
     FROM taken WHERE args IS NOT NULL
     ON CONFLICT (id) DO NOTHING
     RETURNING id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id,
-              expires_at
+              expires_at, created_at
 ), started AS (
     -- By key, not a join (as `taken`): the session keeps one generic plan, and
     -- a join planned while `jobs` was empty read all of `jobs` on every claim
@@ -169,7 +170,7 @@ WITH candidate AS (
     WHERE j.id = ANY(ARRAY(SELECT job_id FROM taken WHERE args IS NULL))
       AND j.state IN ('PENDING', 'RETRY')
     RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.options, j.attempts,
-              j.run_at, j.root_id, j.parent_id, j.expires_at
+              j.run_at, j.root_id, j.parent_id, j.expires_at, j.created_at
 ), unrecorded AS (
     -- A waiting row whose record is missing (deleted by hand, say) is not
     -- dropped in silence: its job is recorded failed. One whose record exists
@@ -193,11 +194,14 @@ WITH candidate AS (
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
 -- slot that runs a job decodes its arguments (executor.Job). expires_in: the
--- seconds left before the job expires, checked again when a slot starts it.
+-- seconds left before the job expires, checked again when a slot starts it;
+-- age: seconds since it was enqueued (a worker that does not know the task
+-- hands it back for that long: unknown_task_grace).
 SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts, run_at,
        root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
-       extract(epoch FROM expires_at - now())::float8 AS expires_in
+       extract(epoch FROM expires_at - now())::float8 AS expires_in,
+       extract(epoch FROM now() - created_at)::float8 AS age
 FROM claimed;
 
 -- name: job_complete_many
@@ -244,16 +248,23 @@ WITH input AS MATERIALIZED (
               WHERE concurrency_key IS NOT NULL) AS r)
     RETURNING q.queue
 ), finished AS (
+    -- RELEASED: the worker handed the job back unrun (it does not know the
+    -- task): back to the queue after the delay, the attempt not counted, no
+    -- history row, the previous state and error kept.
     UPDATE {schema}.jobs AS j
-    SET state = CASE WHEN o.state = 'RETRY' AND j.revoked_at IS NOT NULL THEN 'REVOKED'
+    SET state = CASE WHEN o.state IN ('RETRY', 'RELEASED') AND j.revoked_at IS NOT NULL
+                         THEN 'REVOKED'
+                     WHEN o.state = 'RELEASED'
+                         THEN CASE WHEN j.attempts > 1 THEN 'RETRY' ELSE 'PENDING' END
                      ELSE o.state END,
+        attempts = CASE WHEN o.state = 'RELEASED' THEN j.attempts - 1 ELSE j.attempts END,
         result = o.result::jsonb,
-        error = o.error::jsonb,
-        run_at = CASE WHEN o.state = 'RETRY'
+        error = CASE WHEN o.state = 'RELEASED' THEN j.error ELSE o.error::jsonb END,
+        run_at = CASE WHEN o.state IN ('RETRY', 'RELEASED')
                       THEN now() + make_interval(secs => COALESCE(o.delay::float8, 0))
                       ELSE j.run_at END,
-        finished_at = CASE WHEN o.state = 'RETRY' AND j.revoked_at IS NULL THEN NULL
-                           ELSE now() END
+        finished_at = CASE WHEN o.state IN ('RETRY', 'RELEASED') AND j.revoked_at IS NULL
+                           THEN NULL ELSE now() END
     FROM outcome AS o
     JOIN released AS r ON r.job_id = o.job_id
     -- The ANY gives the plan a key lookup into `jobs` whatever the join
@@ -261,24 +272,24 @@ WITH input AS MATERIALIZED (
     WHERE j.id = ANY((SELECT ids FROM input)::uuid[])
       AND j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
     RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
-              j.worker_id, j.started_at, j.error, j.options
+              j.worker_id, j.started_at, j.error, j.options, o.state AS outcome
 ), retried AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
                                     concurrency_key)
     SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
            options ->> 'concurrency_key'
-    FROM finished WHERE state = 'RETRY'
+    FROM finished WHERE state IN ('RETRY', 'PENDING')
     RETURNING queue
 ), history AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
     SELECT id, attempts, worker_id, started_at, state, error
-    FROM finished WHERE state <> 'SUCCESS'
+    FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
         FROM (SELECT string_agg(id::text, ',') AS ids
               FROM (SELECT id, (row_number() OVER ()) / 200 AS chunk
-                    FROM finished WHERE state <> 'RETRY') AS f
+                    FROM finished WHERE state NOT IN ('RETRY', 'PENDING')) AS f
               GROUP BY chunk) AS chunks) AS notified,
        (SELECT count(pg_notify('{channel_jobs}', queue))
         FROM (SELECT queue FROM retried UNION SELECT queue FROM unblocked) AS q) AS woken
@@ -476,9 +487,13 @@ WHERE id = %(id)s::uuid;
 
 -- name: worker_register
 INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version,
-                              lease_expires_at)
+                              lease_expires_at, tasks)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
-        now() + make_interval(secs => %(lease_ttl)s));
+        now() + make_interval(secs => %(lease_ttl)s), %(tasks)s);
+
+-- name: unserved_tasks
+SELECT queue, task, waiting, oldest_waiting FROM {schema}.unserved_tasks
+ORDER BY queue, task;
 
 -- name: worker_heartbeat
 -- Renews every lease this worker holds at once: they hang off its row. In

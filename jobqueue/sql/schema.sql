@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0010), in
+-- The jobqueue schema as it stands at the newest migration (revision 0011), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -213,9 +213,23 @@ CREATE TABLE {schema}.workers (
     version      text NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
-    lease_expires_at timestamptz NOT NULL DEFAULT now() + interval '30 seconds'
+    lease_expires_at timestamptz NOT NULL DEFAULT now() + interval '30 seconds',
+    tasks        text[]  -- the task names it serves (NULL: registered before 0011)
 );
 CREATE INDEX workers_lease_idx ON {schema}.workers (lease_expires_at);
+
+-- Due jobs whose task no live worker of their queue serves (a worker with no
+-- task list, from before 0011, counts as serving every task): what a rolling
+-- deploy leaves waiting for the new release's workers.
+CREATE VIEW {schema}.unserved_tasks AS
+SELECT q.queue, q.task, count(*) AS waiting, now() - min(q.run_at) AS oldest_waiting
+FROM {schema}.job_queue AS q
+WHERE q.run_at <= now()
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.workers AS w
+      WHERE w.lease_expires_at > now() AND q.queue = ANY(w.queues)
+        AND (w.tasks IS NULL OR q.task = ANY(w.tasks)))
+GROUP BY q.queue, q.task;
 
 -- One row: the worker that runs maintenance (rescue, retention, vacuum) for
 -- everyone. Taken or renewed by that worker's heartbeat statement when free or
@@ -244,7 +258,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0010');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0011');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same

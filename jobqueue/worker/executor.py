@@ -108,14 +108,16 @@ class Job:
     in_canvas: bool = False  # finishing it creates or counts other jobs (`advance` in SQL)
     # time.monotonic() after which it must not start (its `expires`); None: never
     expires_deadline: float | None = None
+    age: float | None = None  # seconds since the job was enqueued, at its claim
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Job:
-        """A row of job_claim: 12 columns, or 13 with ``expires_in`` (seconds
-        until the job expires, NULL without an expiry) last."""
+        """A row of job_claim: 12 columns, then (as releases added them)
+        ``expires_in`` (seconds until the job expires, NULL without an expiry)
+        and ``age`` (seconds since it was enqueued)."""
         job_id, task, queue, args, kwargs, options, attempt, run_at, root, parent, *flags = row
         expired, in_canvas, *rest = flags
         expires_in = rest[0] if rest else None
@@ -123,6 +125,7 @@ class Job:
         payload = f"[{args},{kwargs},{options}]"
         job = cls(job_id, task, queue, payload, attempt, run_at, root, parent, expired, in_canvas)
         job.expires_deadline = deadline
+        job.age = float(rest[1]) if len(rest) > 1 and rest[1] is not None else None
         return job
 
     def has_expired(self) -> bool:
@@ -174,6 +177,7 @@ class Outcome:
     error: str | None = None  # JSON text
     delay: float | None = None  # seconds until the next attempt (state RETRY)
     runtime: float = 0.0  # seconds the task ran (the worker sizes its prefetch on it)
+    unknown_task: str | None = None  # handed back: this worker does not know the task
 
 
 def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, str]:
@@ -196,12 +200,7 @@ def execute(
 ) -> Outcome:
     task = app.tasks.get(job.task)
     if task is None:
-        exc = TaskNotRegistered(
-            f"task {job.task!r} is not registered in this worker (app {app!r}); "
-            "is the module that defines it imported by the app given to -A?"
-        )
-        log.error("Received unregistered task %s[%s]", job.task, job.id)
-        return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+        return unknown_task(app, job)
 
     try:
         soft, hard = job.limits(task)
@@ -267,6 +266,43 @@ def _brief(exc: BaseException) -> str:
     """The exception's message for a log line: never raises, at most ~1,000 characters."""
     text = error_text(exc)
     return text if len(text) <= 1000 else f"{text[:1000]}… ({len(text)} characters)"
+
+
+#: Not a job state: the outcome of a job handed back unrun (``unknown_task``).
+HANDED_BACK = "RELEASED"
+#: Seconds before a handed-back job is due again: long enough that the worker
+#: that handed it back does not take it again at once, short enough that a
+#: worker that knows the task soon does.
+HANDBACK_DELAY = 5.0
+
+
+def unknown_task(app: JobQueue, job: Job) -> Outcome:
+    """A job of a task this worker does not know. During a rolling deploy a
+    worker of the previous release may claim a task only the new release
+    knows: hand it back, unrun and uncounted, for a worker that knows it,
+    until ``app.conf.unknown_task_grace`` seconds after it was enqueued; then
+    fail it (``TaskNotRegistered``)."""
+    grace = app.conf.unknown_task_grace
+    if job.age is not None and job.age < grace:
+        log.warning(
+            "Task %s[%s] is not registered in this worker: handed back for a worker that "
+            "knows it (%.0fs of its %.0fs grace left)",
+            job.task,
+            job.id,
+            grace - job.age,
+            grace,
+        )
+        return Outcome(
+            job.id, job.attempt, HANDED_BACK, delay=HANDBACK_DELAY, unknown_task=job.task
+        )
+    exc = TaskNotRegistered(
+        f"task {job.task!r} is not registered in this worker (app {app!r}), and no worker "
+        f"that knows it took the job within {grace:.0f}s of its enqueue "
+        "(app.conf.unknown_task_grace); is the module that defines it imported by the "
+        "app given to -A?"
+    )
+    log.error("Received unregistered task %s[%s]", job.task, job.id)
+    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
 
 
 def failed(

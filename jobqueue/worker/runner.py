@@ -90,6 +90,7 @@ class Worker:
         self._store = app.store
         self._maintenance = Maintenance.for_app(app)
         self.leader = False  # holds the maintenance lease (see _heartbeat)
+        self._skip_tasks: dict[str, float] = {}  # unknown task -> monotonic time to retry it
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()  # no more claims
@@ -280,6 +281,16 @@ class Worker:
             self._wakeup.wait(timeout)
         return conn
 
+    def _tasks_to_skip(self) -> list[str]:
+        """Tasks this worker does not know and handed back lately."""
+        if not self._skip_tasks:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            for task in [t for t, until in self._skip_tasks.items() if until <= now]:
+                del self._skip_tasks[task]
+            return sorted(self._skip_tasks)
+
     def _stop_incompatible(self, exc: psycopg.Error) -> None:
         """The schema moved to a revision this worker does not know (an upgrade
         while it ran): claiming now could destroy jobs it cannot record."""
@@ -306,7 +317,9 @@ class Worker:
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
-        rows = self._store.claim(conn, self.queues, limit, self.id, self.revision)
+        rows = self._store.claim(
+            conn, self.queues, limit, self.id, self.revision, self._tasks_to_skip()
+        )
         jobs = [Job.from_row(row) for row in rows]
         if jobs:
             with self._lock:
@@ -397,6 +410,11 @@ class Worker:
             for outcome in batch:
                 self._in_flight.pop(outcome.job_id, None)
                 self._canvas.discard(outcome.job_id)
+                if outcome.unknown_task is not None:
+                    # Leave its jobs to workers that know it for the grace period;
+                    # then claim them again (to fail those past their grace).
+                    until = time.monotonic() + self.app.conf.unknown_task_grace
+                    self._skip_tasks[outcome.unknown_task] = until
             self.processed += len(batch)
             runtime = sum(o.runtime for o in batch) / len(batch)
             self._avg_runtime += (runtime - self._avg_runtime) * min(len(batch) / 50, 1.0)
@@ -526,6 +544,7 @@ class Worker:
             "concurrency": self.concurrency,
             "version": __version__,
             "lease_ttl": self.app.conf.lease_ttl,
+            "tasks": sorted(self.app.tasks),
         }
 
     def _with_connection(self, what: str, body: Callable[[psycopg.Connection[Any]], None]) -> None:

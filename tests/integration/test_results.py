@@ -56,10 +56,17 @@ def test_unknown_id_is_pending(jq: Any) -> None:
 
 
 def test_unregistered_task_fails_clearly_and_worker_keeps_running(
-    jq: Any, start_worker: Any
+    jq: Any, schema: str, conn: Any, start_worker: Any
 ) -> None:
-    worker = start_worker()
+    """Past app.conf.unknown_task_grace after its enqueue (within it, a worker
+    hands the job back for one that knows the task: tests/integration/test_deploys.py)."""
     unknown = jq.app.send_task("no.such.task", (1, 2))
+    conn.execute(
+        f"UPDATE \"{schema}\".job_queue SET created_at = now() - interval '1 hour' "
+        "WHERE job_id = %s",
+        [unknown.id],
+    )
+    worker = start_worker()
     with pytest.raises(TaskNotRegistered, match=r"no\.such\.task"):
         unknown.get(timeout=10)
     assert unknown.state == states.FAILURE

@@ -93,7 +93,14 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "unique_keys",
             "workers",
         ],
-        "views": ["all_jobs", "job_history", "queue_stats", "task_stats", "workflow_jobs"],
+        "views": [
+            "all_jobs",
+            "job_history",
+            "queue_stats",
+            "task_stats",
+            "unserved_tasks",
+            "workflow_jobs",
+        ],
         "functions": [
             "admit",
             "advance",

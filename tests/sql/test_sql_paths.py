@@ -18,7 +18,13 @@ REVISION = int(migrate.head_revision())  # what a worker of this code passes to 
 def _claim(conn: Any, schema: str, worker: str, limit: int = 10) -> list[tuple[Any, ...]]:
     rows = conn.execute(
         queries(schema)["job_claim"],
-        {"queues": ["default"], "limit": limit, "worker_id": worker, "revision": REVISION},
+        {
+            "queues": ["default"],
+            "limit": limit,
+            "worker_id": worker,
+            "revision": REVISION,
+            "skip_tasks": [],
+        },
     ).fetchall()
     return [r for r in rows if r[1] is not None]
 
@@ -112,6 +118,7 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
             .replace("%(limit)s", "32")
             .replace("%(worker_id)s", f"'{worker}'::uuid")
             .replace("%(revision)s", str(REVISION))
+            .replace("%(skip_tasks)s", "'{}'")
         )
     )
     assert "Seq Scan" not in plan, plan
@@ -141,7 +148,13 @@ def test_hot_path_plans_stay_linear_when_statistics_are_stale(
 
     with psycopg.connect(dsn, autocommit=True) as hot:
         hot.execute(sql["session_hot_path"])
-        params = {"queues": ["default"], "limit": 500, "worker_id": worker, "revision": REVISION}
+        params = {
+            "queues": ["default"],
+            "limit": 500,
+            "worker_id": worker,
+            "revision": REVISION,
+            "skip_tasks": [],
+        }
         with hot.transaction(force_rollback=True):
             claim_plan = "\n".join(r[0] for r in hot.execute("EXPLAIN " + sql["job_claim"], params))
         assert "job_queue_claim_idx" in claim_plan, claim_plan
@@ -170,7 +183,13 @@ def test_the_worker_sessions_plan_the_claim_once(jq: Any, schema: str, dsn: str)
     jq.app.enqueue_many(jq.add, [(i, i) for i in range(40)])
     with psycopg.connect(dsn, autocommit=True) as hot:
         hot.execute(sql["session_hot_path"])
-        params = {"queues": ["default"], "limit": 2, "worker_id": new_id(), "revision": REVISION}
+        params = {
+            "queues": ["default"],
+            "limit": 2,
+            "worker_id": new_id(),
+            "revision": REVISION,
+            "skip_tasks": [],
+        }
         claimed = sum(len(hot.execute(sql["job_claim"], params).fetchall()) for _ in range(12))
         assert claimed == 24
         plans = hot.execute(
