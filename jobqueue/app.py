@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, Literal, overload
 
-from .config import Settings
+from .config import Settings, default_data_dir
 from .current import current_app, set_current
 from .db import Database
 from .hooks import Hooks
@@ -30,12 +31,28 @@ from .tasks import TASK_OPTIONS, P, R, Task
 log = logging.getLogger(__name__)
 
 
+def _creator_module(app: JobQueue) -> tuple[str | None, str | None]:
+    """The name and file of the module whose code called ``JobQueue(...)``
+    (past a subclass's ``__init__``); None for jobqueue's own apps (the CLI's,
+    the demo's), whose embedded server is the current directory's."""
+    frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_locals.get("self") is app:
+        frame = frame.f_back
+    spec = frame.f_globals.get("__spec__")
+    name = getattr(spec, "name", None) or frame.f_globals.get("__name__")
+    if not isinstance(name, str) or name == "jobqueue" or name.startswith("jobqueue."):
+        return None, None
+    file = frame.f_globals.get("__file__")
+    return name, file if isinstance(file, str) else None
+
+
 class JobQueue:
     """A jobqueue application.
 
     ``JobQueue(dsn=None, *, schema="jobqueue")``: the DSN comes from the
     argument, else ``$JOBQUEUE_DSN``, else an embedded PostgreSQL started under
-    ``data_dir`` (default ``./.jobqueue``, or ``$JOBQUEUE_DATA_DIR``).
+    ``data_dir`` (default ``$JOBQUEUE_DATA_DIR``, else ``.jobqueue`` in the
+    directory the creating module is imported from: see ``default_data_dir``).
     """
 
     def __init__(
@@ -50,6 +67,8 @@ class JobQueue:
         self.conf = Settings(dsn=dsn, schema=schema, auto_migrate=auto_migrate)
         if data_dir is not None:
             self.conf.data_dir = Path(data_dir)
+        else:
+            self.conf.data_dir = default_data_dir(*_creator_module(self))
         for key, value in settings.items():
             if not hasattr(self.conf, key):
                 raise TypeError(f"JobQueue() got an unknown setting {key!r}")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 
 import click
 import psycopg
 
 from . import __version__, loader
+from . import embedded as emb
 from .app import JobQueue
-from .config import Settings
+from .config import DSN_ENV, EMBEDDED_ENV, Settings
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .redact import redact
 from .sql import validate_schema
@@ -32,13 +34,19 @@ def load_app(spec: str) -> JobQueue:
 
 
 class Context:
-    def __init__(self, app_spec: str | None, dsn: str | None, schema: str | None) -> None:
+    def __init__(
+        self, app_spec: str | None, dsn: str | None, schema: str | None, embedded: bool = False
+    ) -> None:
         self.app_spec = app_spec
         self.dsn = dsn
         self.schema = schema
+        self.embedded = embedded
         self._app: JobQueue | None = None
+        self._checked = False
 
-    def app(self, required: bool = False) -> JobQueue:
+    def app(self, required: bool = False, database: bool = True) -> JobQueue:
+        """The app of ``-A`` (else a plain one) with ``--dsn``/``--schema`` applied.
+        ``database``: the command will use its database (see ``_check_database``)."""
         if self._app is None:
             if self.app_spec:
                 self._app = load_app(self.app_spec)
@@ -52,7 +60,62 @@ class Context:
                 self._app.conf.dsn = self.dsn
             if self.schema:
                 self._app.conf.schema = self.schema
+            if self.app_spec and (self.dsn or self.schema):
+                self._app.conf.cli_options = self.options()
+        if database and not self._checked:
+            self._checked = True
+            self._check_database(self._app)
         return self._app
+
+    def options(self) -> str:
+        """The global options that reach this command's database again (password hidden)."""
+        words = []
+        if self.app_spec:
+            words += ["-A", self.app_spec]
+        if self.dsn:
+            words += ["--dsn", redact(self.dsn)]
+        if self.schema:
+            words += ["--schema", self.schema]
+        if self.embedded:
+            words += ["--embedded"]
+        return " ".join(shlex.quote(word) for word in words)
+
+    def _check_database(self, app: JobQueue) -> None:
+        """Without a DSN: say, on one line of stderr, that the embedded server is
+        used and where; without -A, refuse to create one unless --embedded asks."""
+        if app.conf.resolved_dsn():
+            return
+        data_dir = app.conf.data_dir
+        where = emb.pgdata(data_dir)
+        if self.embedded:
+            app.conf.embedded = True
+        elif self.app_spec is None and not (app.conf.embedded and emb.exists(data_dir)):
+            if app.conf.embedded:
+                fallback = (
+                    f" (or --embedded to use the embedded PostgreSQL in {where}, "
+                    "creating it if need be)"
+                )
+            else:
+                fallback = f" (${EMBEDDED_ENV}=0 forbids the embedded PostgreSQL)"
+            raise click.UsageError(
+                f"no database configured: pass -A module:app to use your app's DSN, "
+                f"--dsn DSN, or set ${DSN_ENV}{fallback}"
+            )
+        if not app.conf.embedded:
+            return  # the app forbids the fallback: its first connection says what to do
+        if emb.announced(data_dir):
+            return
+        if self.app_spec:
+            who = f"{self.app_spec} configures no DSN"
+            elsewhere = f"--dsn DSN, set ${DSN_ENV}, or give JobQueue() a DSN"
+        else:
+            who = "no DSN configured"
+            elsewhere = f"--dsn DSN or set ${DSN_ENV}, or pass -A module:app to use your app's DSN"
+        click.echo(
+            f"jobqueue: {who}: using embedded PostgreSQL in {where} (for another database "
+            f"pass {elsewhere})",
+            err=True,
+        )
 
 
 def _setup_logging(level: str) -> None:
@@ -93,16 +156,24 @@ def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option(
     "--dsn",
     metavar="DSN",
-    help="PostgreSQL DSN (default: the app's, else $JOBQUEUE_DSN, else embedded).",
+    help="PostgreSQL DSN (default: the app's, else $JOBQUEUE_DSN, else the embedded server).",
 )
 @click.option(
     "--schema", default=None, callback=_check_schema, help="Override the app's PostgreSQL schema."
 )
+@click.option(
+    "--embedded",
+    is_flag=True,
+    help="If no DSN is configured, use the embedded PostgreSQL, creating it if need be "
+    "(without -A, commands otherwise use only one that exists).",
+)
 @click.version_option(__version__, prog_name="jobqueue")
 @click.pass_context
-def main(ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str | None) -> None:
+def main(
+    ctx: click.Context, app_spec: str | None, dsn: str | None, schema: str | None, embedded: bool
+) -> None:
     """jobqueue: a transactional job queue on PostgreSQL."""
-    ctx.obj = Context(app_spec, dsn, schema)
+    ctx.obj = Context(app_spec, dsn, schema, embedded)
 
 
 @main.command()
@@ -447,7 +518,8 @@ def db_current(obj: Context) -> None:
     dsn, schema = _dsn(obj)
     current = current_revision(dsn, schema)
     head = head_revision()
-    note = "up to date" if current == head else f"run `jobqueue db upgrade` to reach {head}"
+    command = " ".join(word for word in ("jobqueue", obj.options(), "db upgrade") if word)
+    note = "up to date" if current == head else f"run `{command}` to reach {head}"
     click.echo(f"{current or 'none'} ({note})")
 
 
@@ -468,15 +540,22 @@ def embedded() -> None:
 
 
 @embedded.command("stop")
-@click.option("--data-dir", default=None, help="Data directory (default ./.jobqueue).")
-def embedded_stop(data_dir: str | None) -> None:
+@click.option(
+    "--data-dir",
+    default=None,
+    help="Data directory (default: the -A app's, else $JOBQUEUE_DATA_DIR, else ./.jobqueue).",
+)
+@click.pass_obj
+def embedded_stop(obj: Context, data_dir: str | None) -> None:
     """Stop the embedded server."""
     from pathlib import Path
 
-    from . import embedded as emb
-    from .config import Settings
-
-    directory = Path(data_dir) if data_dir else Settings().data_dir
+    if data_dir:
+        directory = Path(data_dir)
+    elif obj.app_spec:
+        directory = obj.app(database=False).conf.data_dir
+    else:
+        directory = Settings().data_dir
     click.echo("stopped" if emb.stop(directory) else "not running")
 
 

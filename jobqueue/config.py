@@ -17,6 +17,55 @@ from .sql import validate_schema
 
 DSN_ENV = "JOBQUEUE_DSN"
 DATA_DIR_ENV = "JOBQUEUE_DATA_DIR"
+EMBEDDED_ENV = "JOBQUEUE_EMBEDDED"
+DATA_DIR_NAME = ".jobqueue"
+
+_YES = frozenset({"1", "true", "yes", "on"})
+_NO = frozenset({"0", "false", "no", "off"})
+
+
+def embedded_allowed_by_env() -> bool:
+    """``$JOBQUEUE_EMBEDDED``: unset or empty allows the embedded fallback, ``0`` forbids it."""
+    value = os.environ.get(EMBEDDED_ENV, "").strip().lower()
+    if value in _NO:
+        return False
+    if value in _YES or not value:
+        return True
+    raise ConfigurationError(
+        f"${EMBEDDED_ENV} must be 0 (no embedded fallback: a DSN is required) or 1, "
+        f"got {os.environ[EMBEDDED_ENV]!r}"
+    )
+
+
+def default_data_dir(module: str | None = None, file: str | None = None) -> Path:
+    """Where the embedded server lives when neither ``data_dir=`` nor
+    ``$JOBQUEUE_DATA_DIR`` says: ``.jobqueue`` in the directory the app's module
+    is imported from (for ``proj/tasks.py`` imported as ``proj.tasks``, the
+    directory that holds ``proj/``), so the worker, the producers and
+    ``-A proj.tasks:app`` reach one server whatever their working directory.
+    Without a module file (a REPL, ``python -c``), the current directory.
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    root = _import_root(module, file) if module and file else None
+    return (root or Path.cwd()) / DATA_DIR_NAME
+
+
+def _import_root(module: str, file: str) -> Path | None:
+    """The ``sys.path`` entry ``module`` was imported from (``file`` is its file)."""
+    path = Path(file).absolute()
+    if not path.suffix.startswith(".py"):
+        return None
+    packages = module.split(".")[:-1]
+    if path.stem == "__init__":  # a package: its directory is the last part
+        packages = module.split(".")
+    directory = path.parent
+    for name in reversed(packages):
+        if directory.name != name:  # an unusual loader: its own directory will do
+            return path.parent
+        directory = directory.parent
+    return directory
 
 
 @dataclass
@@ -25,8 +74,13 @@ class Settings:
     dsn: str | None = None
     #: PostgreSQL schema holding every jobqueue object.
     schema: str = "jobqueue"
-    #: Where the embedded PostgreSQL keeps its data when no DSN is configured.
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get(DATA_DIR_ENV, ".jobqueue")))
+    #: Where the embedded PostgreSQL keeps its data when no DSN is configured
+    #: ($JOBQUEUE_DATA_DIR, else ``.jobqueue`` beside the app's package: JobQueue()
+    #: passes its module to ``default_data_dir``; here, the current directory).
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: Whether a missing DSN falls back to the embedded server; False makes it a
+    #: ConfigurationError. Default: $JOBQUEUE_EMBEDDED (unset: True, 0: False).
+    embedded: bool = field(default_factory=embedded_allowed_by_env)
     #: Apply migrations on first connection. None: only for the embedded server.
     auto_migrate: bool | None = None
     #: Queue for tasks that name none.
@@ -60,12 +114,20 @@ class Settings:
     failed_result_expires: float | None = 7 * 86400.0
     #: Rows deleted per retention statement (small, so locks stay short).
     retention_batch_size: int = 1000
+    #: Not a setting: the global options of a ``jobqueue`` command that reaches
+    #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
+    #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.
+    cli_options: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def resolved_dsn(self) -> str | None:
         return self.dsn or os.environ.get(DSN_ENV) or None
 
     def validate(self) -> None:
         validate_schema(self.schema)
+        if not isinstance(self.embedded, bool):
+            raise ConfigurationError(
+                f"app.conf.embedded must be True or False, got {self.embedded!r}"
+            )
         for name in ("poll_interval", "heartbeat_interval", "lease_ttl", "result_recheck_interval"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:

@@ -8,6 +8,7 @@ ever executed.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -79,6 +80,13 @@ class Database:
                     configured = self.settings.resolved_dsn()
                     if configured:
                         self._dsn = configured
+                    elif not self.settings.embedded:
+                        raise ConfigurationError(
+                            "no DSN configured, and the embedded PostgreSQL fallback is off "
+                            "(app.conf.embedded is False; $JOBQUEUE_EMBEDDED=0 turns it off): "
+                            'pass one to JobQueue("postgresql://user:password@host/dbname"), '
+                            "set $JOBQUEUE_DSN, or on the command line pass --dsn"
+                        )
                     else:
                         self._dsn = embedded.start(self.settings.data_dir)
                         if self.settings.auto_migrate is None:
@@ -152,9 +160,23 @@ class Database:
             ) from exc
         if current != head:
             state = "has no jobqueue schema" if current is None else f"is at revision {current}"
+            # A command that reaches this database: the app's own options if it
+            # came from -A (plus what the CLI replaced), else the DSN itself.
+            options = self.settings.cli_options
+            advice = ""
+            if not options:
+                options = f"--dsn {shlex.quote(redact(dsn))}"
+                if self.schema != Settings.schema:
+                    options += f" --schema {self.schema}"
+                advice = (
+                    "; or `jobqueue -A module:app db upgrade`, which uses your app's own "
+                    "DSN and schema"
+                )
+            if "***" in options:
+                advice = " with the password in place of ***" + advice
             raise SchemaNotReadyError(
                 f"database {redact(dsn)} {state} (schema {self.schema!r}); this jobqueue "
-                f"needs revision {head}: run `jobqueue db upgrade`"
+                f"needs revision {head}: run `jobqueue {options} db upgrade`{advice}"
             )
         self._ready = True
 

