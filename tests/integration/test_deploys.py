@@ -18,7 +18,8 @@ def test_a_job_only_the_new_release_knows_waits_for_a_worker_of_it(
     old = start_worker("--concurrency", "2")
     job = jq.app.send_task("v2.only", (4,))
     wait_for(lambda: "handed back for a worker that knows it" in old.log, 20, "a hand-back")
-    assert job.state == states.PENDING
+    # Logged when handed back, recorded by the completer a moment later.
+    wait_for(lambda: job.state == states.PENDING, 20, "the job back in its queue")
     unserved = conn.execute(
         f'SELECT queue, task, waiting FROM "{schema}".unserved_tasks'
     ).fetchall()
