@@ -259,15 +259,19 @@ class Store:
         ((next_run_at, now),) = self._on(conn, "job_next_run_at", {"queues": queues})
         return next_run_at, now
 
-    def complete(self, conn: psycopg.Connection[Any], params: Params, advance: list[str]) -> None:
+    def complete(
+        self, conn: psycopg.Connection[Any], params: Params, advance: list[str]
+    ) -> list[str]:
         """Record a batch of outcomes (executor.outcome_params) and, in the same
-        transaction, create what follows the ``advance`` jobs."""
+        transaction, create what follows the ``advance`` jobs. Returns the ids
+        whose outcome changed nothing (the lease was no longer this worker's)."""
         if not advance:  # the common case: one autocommit statement, one round trip
-            self._on(conn, "job_complete_many", params)
-            return
-        with conn.transaction():
-            self._on(conn, "job_complete_many", params)
-            self._on(conn, "job_advance", {"ids": advance})
+            rows = self._on(conn, "job_complete_many", params)
+        else:
+            with conn.transaction():
+                rows = self._on(conn, "job_complete_many", params)
+                self._on(conn, "job_advance", {"ids": advance})
+        return [str(job_id) for job_id in rows[0][3]] if rows else []
 
     def release(self, conn: psycopg.Connection[Any], ids: list[str], worker_id: str) -> None:
         """Put claimed jobs back as if never claimed (guarded by the lease)."""

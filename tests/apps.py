@@ -13,6 +13,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from psycopg import sql
+
 from jobqueue import JobQueue, SoftTimeLimitExceeded
 
 
@@ -207,6 +209,18 @@ def build(app: JobQueue) -> SimpleNamespace:
 
     @app.task(name="once_at_a_time", unique=True)
     def once_at_a_time(key: str) -> str:
+        return key
+
+    # -- side effects, counted in a table of the test's schema ----------------------
+
+    @app.task(name="note_run")
+    def note_run(table: str, key: str) -> str:
+        schema_name, _, table_name = table.partition(".")
+        statement = sql.SQL("INSERT INTO {} (key) VALUES (%s)").format(
+            sql.Identifier(schema_name, table_name)
+        )
+        with app.db.pool().connection() as conn:
+            conn.execute(statement, [key])
         return key
 
     return SimpleNamespace(app=app, **app.tasks)

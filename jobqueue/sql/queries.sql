@@ -292,7 +292,11 @@ SELECT count(*) AS finished,
                     FROM finished WHERE state NOT IN ('RETRY', 'PENDING')) AS f
               GROUP BY chunk) AS chunks) AS notified,
        (SELECT count(pg_notify('{channel_jobs}', queue))
-        FROM (SELECT queue FROM retried UNION SELECT queue FROM unblocked) AS q) AS woken
+        FROM (SELECT queue FROM retried UNION SELECT queue FROM unblocked) AS q) AS woken,
+       -- Outcomes that changed nothing: this worker no longer held the lease
+       -- (rescued elsewhere, or a duplicate). The worker logs each.
+       ARRAY(SELECT o.job_id::text FROM outcome AS o
+             WHERE o.job_id <> ALL(ARRAY(SELECT id FROM finished))) AS refused
 FROM finished;
 
 -- name: job_rescue

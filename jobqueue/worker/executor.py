@@ -387,10 +387,14 @@ def malformed(job: Job, exc: MalformedJob) -> Outcome:
     return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
 
 
-def precheck(job: Job) -> Outcome | None:
+def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome | None:
     """What a slot reports instead of running ``job``, checked first when it
-    starts the job: REVOKED if it expired while it waited in the pool, FAILURE
-    if its payload is malformed. None: run it."""
+    starts the job: handed back unstarted if the worker is fenced (its lease
+    may be lost: the job may run elsewhere), REVOKED if it expired while it
+    waited in the pool, FAILURE if its payload is malformed. None: run it."""
+    if may_start is not None and not may_start():
+        log.warning("Task %s[%s] not started: this worker is fenced", job.task, job.id)
+        return Outcome(job.id, job.attempt, HANDED_BACK, delay=0.0)
     if job.has_expired():
         return expired(job)
     try:

@@ -73,4 +73,16 @@ def record(
     batch: list[Outcome],
     advance: list[str],
 ) -> None:
-    store.complete(conn, outcome_params(batch, worker_id), advance)
+    refused = store.complete(conn, outcome_params(batch, worker_id), advance)
+    if refused:  # a line each: a job that may have run twice must be findable
+        attempts = {o.job_id: o for o in batch}
+        for job_id in refused:
+            outcome = attempts.get(job_id)
+            log.warning(
+                "outcome %s of job %s (attempt %s) refused: worker %s no longer holds its "
+                "lease (presumed dead and rescued, or a duplicate)",
+                outcome.state if outcome else "?",
+                job_id,
+                outcome.attempt if outcome else "?",
+                worker_id,
+            )

@@ -91,6 +91,10 @@ class Worker:
         self._maintenance = Maintenance.for_app(app)
         self.leader = False  # holds the maintenance lease (see _heartbeat)
         self._skip_tasks: dict[str, float] = {}  # unknown task -> monotonic time to retry it
+        # Fencing: until this monotonic time the worker's lease surely holds; past
+        # it (no heartbeat got through) or with its row gone, it is fenced.
+        self._lease_deadline = 0.0
+        self._fenced = False
         self._channels = channels(app.conf.schema)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()  # no more claims
@@ -108,6 +112,7 @@ class Worker:
             hostname=self.hostname,
             report=self._outcomes.put,
             max_tasks_per_child=s.max_tasks_per_child,
+            may_start=self._may_start,
         )
         self._signals = 0
         self.processed = 0
@@ -120,6 +125,7 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         claim_conn = self._connect_hot()
+        self._lease_deadline = time.monotonic() + self.app.conf.lease_ttl
         self._store.register_worker(claim_conn, self._registration())
         self._store.sync_task_limits(claim_conn, self._limits())
         self._pool.start()
@@ -127,6 +133,7 @@ class Worker:
             (self._listen, "listener"),
             (self._complete_loop, "completer"),
             (self._heartbeat_loop, "heartbeat"),
+            (self._watch_lease, "lease-watch"),
         ):
             threading.Thread(target=target, name=f"jobqueue-{name}", daemon=True).start()
         log.info(
@@ -253,7 +260,7 @@ class Worker:
             self._wakeup.clear()  # before reading free slots: a later wake-up is never lost
             timeout = self.poll_interval
             free = self._capacity() - len(self._in_flight)
-            if free > 0:
+            if free > 0 and not self._fenced:
                 try:
                     taken = self._claim(conn, free)
                     if taken == free:
@@ -484,12 +491,23 @@ class Worker:
         # lease): a dead leader is replaced that soon, a slow one may lose it
         # for a round (two leaders at once are harmless, only wasteful).
         leader_ttl = min(conf.lease_ttl, 3 * conf.heartbeat_interval)
+        sent = time.monotonic()
         alive, leader = self._store.heartbeat(conn, self.id, conf.lease_ttl, leader_ttl)
         if not alive:
             if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
                 return
-            log.warning("worker row %s vanished (presumed dead?); registering again", self.id)
+            # Presumed dead: its jobs were rescued and may run elsewhere. Drop
+            # what has not started, and come back as a new worker, so nothing
+            # done under the old id (late outcomes) can count.
+            self._fence("its workers row is gone: presumed dead, its jobs rescued")
+            old, self.id = self.id, str(uuid7())
+            log.warning("worker %s registers again as a new worker, id %s", old, self.id)
             self._store.register_worker(conn, self._registration())
+        self._lease_deadline = sent + conf.lease_ttl
+        if self._fenced:
+            self._fenced = False
+            log.warning("worker %s holds a lease again: claiming resumes", self.hostname)
+            self._wakeup.set()
         if leader != self.leader:
             self.leader = leader
             log.info(
@@ -509,6 +527,44 @@ class Worker:
                 log.exception("step %s failed; the heartbeat goes on", step.__name__)
         if self.leader:
             self._maintenance.run(conn)
+
+    def _may_start(self) -> bool:
+        """Whether a slot may start a job now: not while fenced, nor once the
+        lease may have lapsed (a slot can be quicker than the lease watch: a
+        worker resumed after a pause starts its next job at once)."""
+        return not self._fenced and time.monotonic() <= self._lease_deadline
+
+    def _watch_lease(self) -> None:
+        """Fence the worker once its lease may have lapsed: no heartbeat got
+        through for lease_ttl (the database away, the network cut, a stalled
+        statement). Its own thread, so a hung connection cannot delay it."""
+        while not self._exiting.wait(min(1.0, self.app.conf.heartbeat_interval)):
+            if not self._fenced and time.monotonic() > self._lease_deadline:
+                self._fence(f"no heartbeat got through for {self.app.conf.lease_ttl:g}s")
+
+    def _fence(self, reason: str) -> None:
+        """Stop acting on leases this worker may have lost: other workers may
+        already run its jobs. Claims stop; prefetched jobs are dropped unstarted
+        (rescued elsewhere, or released by this worker once it is back, as
+        orphaned leases); running jobs finish, and their outcomes are refused
+        (and logged) if their jobs were rescued."""
+        with self._lock:
+            if self._fenced:
+                return
+            self._fenced = True
+            dropped = self._pool.drain()
+            for job in dropped:
+                self._in_flight.pop(job.id, None)
+                self._canvas.discard(job.id)
+            running = len(self._in_flight)
+        log.error(
+            "worker %s fenced (%s): no more claims; %d prefetched job(s) dropped unstarted; "
+            "%d running job(s) finish, their outcomes refused if their jobs were rescued",
+            self.hostname,
+            reason,
+            len(dropped),
+            running,
+        )
 
     def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:
         """NOTIFY's cover: revocations whose notification was lost."""

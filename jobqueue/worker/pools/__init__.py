@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ...app import JobQueue
 
 Report = Callable[[Outcome], None]
+Gate = Callable[[], bool]
 POOLS = ("threads", "processes")
 
 
@@ -64,11 +65,14 @@ def make_pool(
     hostname: str,
     report: Report,
     max_tasks_per_child: int | None = None,
+    may_start: Gate | None = None,
 ) -> Pool:
+    """``may_start``: asked when a slot is about to start a job; False hands
+    the job back unstarted (the worker is fenced: its lease may be lost)."""
     if kind == "threads":
         from .threads import ThreadPool
 
-        return ThreadPool(app, size=size, hostname=hostname, report=report)
+        return ThreadPool(app, size=size, hostname=hostname, report=report, may_start=may_start)
     if kind == "processes":
         from .processes import ProcessPool
 
@@ -78,5 +82,6 @@ def make_pool(
             hostname=hostname,
             report=report,
             max_tasks_per_child=max_tasks_per_child,
+            may_start=may_start,
         )
     raise ValueError(f"unknown pool {kind!r}; choose one of {', '.join(POOLS)}")

@@ -39,7 +39,7 @@ from ..executor import (
     precheck,
     revoked,
 )
-from . import Report
+from . import Gate, Report
 from .local import LocalQueue
 
 if TYPE_CHECKING:
@@ -63,7 +63,9 @@ class ProcessPool:
         hostname: str,
         report: Report,
         max_tasks_per_child: int | None = None,
+        may_start: Gate | None = None,
     ) -> None:
+        self.may_start = may_start
         if app.main_spec is None:
             raise ConfigurationError(
                 "the process pool needs to re-import the app in its children: start the "
@@ -158,7 +160,7 @@ class _Slot:
             try:
                 # Expired while it waited in the pool, or a payload no attempt
                 # could run: reported without running, before anything else.
-                outcome = precheck(job)
+                outcome = precheck(job, self.pool.may_start)
                 if outcome is None:
                     self._ensure_child()
                     outcome = self._run(job)

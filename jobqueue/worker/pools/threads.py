@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 from ..executor import Job, Outcome, broken, execute, failed, precheck, revoked
-from . import Report
+from . import Gate, Report
 from .local import LocalQueue
 from .watchdog import Watchdog
 
@@ -44,8 +44,17 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> No
 
 
 class ThreadPool:
-    def __init__(self, app: JobQueue, *, size: int, hostname: str, report: Report) -> None:
+    def __init__(
+        self,
+        app: JobQueue,
+        *,
+        size: int,
+        hostname: str,
+        report: Report,
+        may_start: Gate | None = None,
+    ) -> None:
         self.app, self.size, self.hostname, self.report = app, size, hostname, report
+        self.may_start = may_start
         self._jobs = LocalQueue()
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
@@ -108,7 +117,7 @@ class ThreadPool:
         job = entry.job
         # Expired while it waited in the pool, or a payload no attempt could run:
         # reported without running, before anything else can trip on it.
-        entry.outcome = precheck(job)
+        entry.outcome = precheck(job, self.may_start)
         if entry.outcome is not None:
             self._finish(entry)
             return
