@@ -15,6 +15,7 @@ from .app import JobQueue
 from .config import DSN_ENV, EMBEDDED_ENV, Settings
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .redact import redact
+from .roles import grant_command
 from .sql import validate_schema
 from .worker.pools import POOLS
 from .worker.settings import WorkerSettings
@@ -523,6 +524,9 @@ def db_current(obj: Context) -> None:
     click.echo(f"{current or 'none'} ({note})")
 
 
+db.add_command(grant_command)
+
+
 @main.command()
 @click.pass_obj
 def stats(obj: Context) -> None:
@@ -532,6 +536,14 @@ def stats(obj: Context) -> None:
     click.echo("  ".join(f"{h:>10}" for h in header))
     for row in rows:
         click.echo("  ".join(f"{v!s:>10}" for v in row))
+    # What a rolling deploy (or a missing worker) leaves waiting: jobs of a task
+    # that no live worker of their queue serves.
+    for queue, task, waiting, oldest in obj.app().store.unserved_tasks():
+        click.echo(
+            f"warning: {waiting} job(s) of task {task!r} in queue {queue!r} wait for a worker "
+            f"that serves it (oldest {oldest}); no live worker of that queue knows the task",
+            err=True,
+        )
 
 
 @main.group()

@@ -41,3 +41,23 @@ def test_a_job_only_the_new_release_knows_waits_for_a_worker_of_it(
         f'SELECT count(*) FROM "{schema}".workers WHERE %s = ANY(tasks)', ["v2.only"]
     ).fetchone()
     assert served == (1,)  # workers record the tasks they serve
+
+
+def test_stats_warns_of_jobs_no_live_worker_serves(
+    jq: Any, dsn: str, schema: str, start_worker: Any
+) -> None:
+    from tests.integration.test_cli import jobqueue
+
+    start_worker("--concurrency", "1", "--queues", "other")  # serves another queue only
+    jq.add.delay(1, 1)
+    done = jobqueue("--dsn", dsn, "--schema", schema, "stats")
+    assert done.returncode == 0, done.stderr
+    assert "1 job(s) of task 'add' in queue 'default' wait for a worker" in done.stderr
+    start_worker("--concurrency", "1")
+    wait_for(
+        lambda: (
+            "wait for a worker" not in jobqueue("--dsn", dsn, "--schema", schema, "stats").stderr
+        ),
+        30,
+        "the warning to go once a worker serves the queue",
+    )
