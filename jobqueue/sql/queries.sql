@@ -159,7 +159,7 @@ WITH candidate AS (
     FROM taken WHERE args IS NOT NULL
     ON CONFLICT (id) DO NOTHING
     RETURNING id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id,
-              expires_at, created_at
+              expires_at, created_at, priority
 ), started AS (
     -- By key, not a join (as `taken`): the session keeps one generic plan, and
     -- a join planned while `jobs` was empty read all of `jobs` on every claim
@@ -170,7 +170,7 @@ WITH candidate AS (
     WHERE j.id = ANY(ARRAY(SELECT job_id FROM taken WHERE args IS NULL))
       AND j.state IN ('PENDING', 'RETRY')
     RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.options, j.attempts,
-              j.run_at, j.root_id, j.parent_id, j.expires_at, j.created_at
+              j.run_at, j.root_id, j.parent_id, j.expires_at, j.created_at, j.priority
 ), unrecorded AS (
     -- A waiting row whose record is missing (deleted by hand, say) is not
     -- dropped in silence: its job is recorded failed. One whose record exists
@@ -202,7 +202,10 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
        extract(epoch FROM now() - created_at)::float8 AS age
-FROM claimed;
+FROM claimed
+-- In claim order: the pool starts a batch's jobs in the order it gets them,
+-- and the deletes and inserts above return rows in whatever order they wrote.
+ORDER BY priority DESC, run_at, id;
 
 -- name: job_complete_many
 -- Record a batch of outcomes. A row changes only if this worker still holds

@@ -300,3 +300,26 @@ def test_a_key_function_runs_once_per_enqueue(jq: Any, schema: str, conn: Any) -
             {"max_retries": 3, "soft_time_limit": 5.0, "concurrency_key": "keyed:globex"},
         ),
     ]
+
+
+def test_a_batch_claimed_ahead_starts_in_priority_order(
+    jq: Any, schema: str, conn: Any, dsn: str, start_worker: Any
+) -> None:
+    """One claim takes a batch in priority order, but its deletes and inserts
+    returned the rows in the order they were written: a worker that claimed
+    ahead started a high-priority job after every low one of the same batch."""
+    import psycopg
+
+    conn.execute(f'CREATE TABLE "{schema}".runs (n bigserial, key text NOT NULL)')
+    table = f"{schema}.runs"
+    start_worker("--concurrency", "1")
+    warmup = jq.app.enqueue_many(jq.add, [(i, i) for i in range(300)])
+    warmup[-1].get(timeout=30)  # short jobs: the worker now claims well ahead
+    with psycopg.connect(dsn) as tx:  # one commit: one claim takes them all
+        low = [jq.note_run.apply_async((table, f"low{i}"), connection=tx) for i in range(30)]
+        high = jq.note_run.apply_async((table, "high"), priority=10, connection=tx)
+    for result in [*low, high]:
+        result.get(timeout=30)
+    order = [key for (key,) in conn.execute(f'SELECT key FROM "{schema}".runs ORDER BY n')]
+    assert order[0] == "high", order[:5]
+    assert order[1:] == [f"low{i}" for i in range(30)]  # then by enqueue order
