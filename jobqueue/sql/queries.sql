@@ -182,7 +182,7 @@ WITH candidate AS (
                                'job ' || t.job_id || ' was waiting in queue ' || t.queue
                                || ' but its record (with its arguments) was gone')
     FROM taken AS t
-    WHERE t.args IS NULL AND t.job_id <> ALL(ARRAY(SELECT id FROM started))
+    WHERE t.args IS NULL AND t.job_id NOT IN (SELECT id FROM started)  -- hashed: linear
     ON CONFLICT (id) DO NOTHING
 ), claimed AS (
     SELECT * FROM recorded UNION ALL SELECT * FROM started
@@ -299,7 +299,7 @@ SELECT count(*) AS finished,
        -- Outcomes that changed nothing: this worker no longer held the lease
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
-             WHERE o.job_id <> ALL(ARRAY(SELECT id FROM finished))) AS refused
+             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused  -- hashed: linear
 FROM finished;
 
 -- name: job_rescue
