@@ -87,8 +87,28 @@ def upgrade(dsn: str, schema: str, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+# What a downgrade locks before any revision's step runs, in the order readers
+# lock them (a view's lock takes the tables it reads): a downgrade that copies
+# rows out of a table and then alters it (0007's) lost every job committed
+# between its two statements. Views first: with job_queue locked alone first,
+# a reader of all_jobs held the view while it waited for job_queue, and
+# deadlocked with DROP VIEW. Released migrations are never edited, so the lock
+# is taken here, for every downgrade, in the transaction all the steps share.
+_DOWNGRADE_LOCKS = ("task_stats", "workflow_jobs", "all_jobs", "job_queue", "jobs")
+
+
 def downgrade(dsn: str, schema: str, revision: str) -> None:
-    with _locked(dsn, schema) as (config, _):
+    with _locked(dsn, schema) as (config, conn):
+        present = [
+            name
+            for name in _DOWNGRADE_LOCKS
+            if conn.execute(
+                sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f'"{schema}".{name}'}
+            ).scalar()
+        ]
+        if present:
+            relations = ", ".join(f'"{schema}".{name}' for name in present)  # validated schema
+            conn.execute(sa.text(f"LOCK TABLE {relations} IN ACCESS EXCLUSIVE MODE"))
         command.downgrade(config, revision)
 
 

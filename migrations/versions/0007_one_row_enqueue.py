@@ -83,19 +83,8 @@ WHERE args IS NOT NULL;
 
 {views}"""
 
-# Down: waiting jobs get their records first, so nothing is lost. The copy and
-# the DROP COLUMN are separate statements, each with its own snapshot: a one-row
-# job committed between them would lose its arguments and never get a record.
-# So what this step reads, writes or replaces is locked before the copy reads
-# anything, until the migration commits; enqueues and claims wait, then go on
-# against (or fail on) the older schema. The views come first, in the order
-# their readers lock them (locking a view locks what it reads: all_jobs brings
-# jobs and job_queue): with job_queue locked alone first, a reader of all_jobs
-# held the view while it waited for job_queue, and deadlocked with DROP VIEW.
+# Down: waiting jobs get their records first, so nothing is lost.
 DOWNGRADE = """
-LOCK TABLE {s}.task_stats, {s}.workflow_jobs, {s}.all_jobs, {s}.job_queue
-    IN ACCESS EXCLUSIVE MODE;
-
 INSERT INTO {s}.jobs (id, task, queue, priority, args, kwargs, options, run_at, expires_at,
                       created_at)
 SELECT job_id, task, queue, priority, args, kwargs, options, run_at, expires_at, created_at
