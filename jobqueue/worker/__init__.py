@@ -3,6 +3,7 @@
 - ``runner``: the Worker, its life cycle and its threads (claim loop,
   listener, completer, heartbeat);
 - ``settings``: a worker's own options (``WorkerSettings``), read by the CLI;
+- ``completer``: the thread that records outcomes in batches;
 - ``waiting``: when enqueues must wake this worker (conditional NOTIFY);
 - ``executor``: running one claimed job, pure (returns an ``Outcome``);
 - ``pools``: where jobs run (a thread or a child process per slot);

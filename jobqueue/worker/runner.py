@@ -45,9 +45,9 @@ from ..ids import uuid7
 from ..maintenance import Maintenance
 from ..migrate import head_revision
 from ..sql import channels
+from .completer import Completer
 from .executor import Job, Outcome, expired, revoked
 from .pools import make_pool
-from .recording import record_or_split
 from .settings import WorkerSettings
 from .waiting import WaitFlag
 
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 
 _RECONNECT_MAX = 5.0
 _PREFETCH_SECONDS = 0.1  # of estimated work claimed ahead of free slots
-_LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
 _CLAIM_ERROR_PAUSE = 1.0
 # After the grace period, how long a warm shutdown still tries to record the
 # outcomes it holds (the database may be away); what is left is rescued.
@@ -114,6 +113,7 @@ class Worker:
             max_tasks_per_child=s.max_tasks_per_child,
             may_start=self._may_start,
         )
+        self._completer = Completer(self)
         self._signals = 0
         self.processed = 0
 
@@ -131,7 +131,7 @@ class Worker:
         self._pool.start()
         for target, name in (
             (self._listen, "listener"),
-            (self._complete_loop, "completer"),
+            (self._completer.run, "completer"),
             (self._heartbeat_loop, "heartbeat"),
             (self._watch_lease, "lease-watch"),
         ):
@@ -237,7 +237,7 @@ class Worker:
         try:
             with self.app.db.connect() as conn:
                 if finished:
-                    self._write_outcomes(conn, finished)
+                    self._completer.write(conn, finished)
                 released = self._release(conn)
                 self._store.unregister_worker(conn, self.id)
             log.warning("released %d unfinished job(s) back to their queues", released)
@@ -346,87 +346,6 @@ class Worker:
         if next_run_at is None:
             return None
         return float((next_run_at - now).total_seconds())
-
-    # -- completing --------------------------------------------------------------------
-
-    def _complete_loop(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        limit = self.app.conf.complete_batch_size
-        stopping = False
-        try:
-            while True:
-                first = self._outcomes.get()
-                batch: list[Outcome] = []
-                if first is None:
-                    stopping = True
-                else:
-                    batch.append(first)
-                # One commit per batch: while other jobs are still running, linger
-                # a moment so their outcomes share it (costs at most _LINGER).
-                deadline = time.monotonic() + _LINGER
-                while len(batch) < limit and not stopping:
-                    wait = deadline - time.monotonic()
-                    more_coming = len(self._in_flight) > len(batch)
-                    try:
-                        item = (
-                            self._outcomes.get(timeout=wait)
-                            if more_coming and wait > 0
-                            else self._outcomes.get_nowait()
-                        )
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stopping = True
-                    else:
-                        batch.append(item)
-                if batch:
-                    conn = self._write_outcomes(conn, batch)
-                if stopping and self._outcomes.empty():
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-            self._done.set()
-
-    def _write_outcomes(
-        self, conn: psycopg.Connection[Any] | None, batch: list[Outcome]
-    ) -> psycopg.Connection[Any]:
-        with self._lock:
-            # All of them: the recorded state may differ from the outcome (a
-            # revocation turns a retry into REVOKED); advance() skips unfinished jobs.
-            advance = [o.job_id for o in batch if o.job_id in self._canvas]
-        delay = 0.1
-        while True:  # an outcome computed while the database is away is kept until it returns
-            try:
-                if conn is None or conn.closed:
-                    conn = self._connect_hot()
-                record_or_split(conn, self._store, self.id, batch, advance)
-                if self.app.hooks.wanted("outcomes_recorded"):
-                    self.app.hooks.emit("outcomes_recorded", worker=self, outcomes=batch)
-                break
-            except psycopg.Error as exc:  # transient (record_or_split handles the rest)
-                log.warning(
-                    "could not record %d outcome(s) (%s); retrying in %.1fs", len(batch), exc, delay
-                )
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
-        with self._lock:
-            for outcome in batch:
-                self._in_flight.pop(outcome.job_id, None)
-                self._canvas.discard(outcome.job_id)
-                if outcome.unknown_task is not None:
-                    # Leave its jobs to workers that know it for the grace period;
-                    # then claim them again (to fail those past their grace).
-                    until = time.monotonic() + self.app.conf.unknown_task_grace
-                    self._skip_tasks[outcome.unknown_task] = until
-            self.processed += len(batch)
-            runtime = sum(o.runtime for o in batch) / len(batch)
-            self._avg_runtime += (runtime - self._avg_runtime) * min(len(batch) / 50, 1.0)
-        self._wakeup.set()
-        return conn
 
     # -- listening, heartbeat, rescue ---------------------------------------------------
 

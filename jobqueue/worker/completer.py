@@ -1,0 +1,119 @@
+"""The completer: a worker's thread that records outcomes in batches.
+
+It takes outcomes from the worker's queue, lingers a moment so outcomes of
+jobs still running share a commit, records each batch in one statement
+(``recording``, guarded by lease and attempt), keeping a batch until the
+database takes it, then settles the batch's jobs in the worker (out of
+flight, slots freed, the prefetch estimate updated). It works on the
+worker's in-flight state under the worker's lock, and on a connection of its
+own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from .executor import Outcome
+from .recording import record_or_split
+
+if TYPE_CHECKING:
+    from .runner import Worker
+
+log = logging.getLogger("jobqueue.worker.runner")
+
+_LINGER = 0.002  # seconds the completer waits for more outcomes to share a commit
+_RECONNECT_MAX = 5.0
+
+
+class Completer:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def run(self) -> None:
+        """Until the worker's shutdown sentinel: batch, record, settle."""
+        w = self.worker
+        conn: psycopg.Connection[Any] | None = None
+        limit = w.app.conf.complete_batch_size
+        stopping = False
+        try:
+            while True:
+                first = w._outcomes.get()
+                batch: list[Outcome] = []
+                if first is None:
+                    stopping = True
+                else:
+                    batch.append(first)
+                # One commit per batch: while other jobs are still running, linger
+                # a moment so their outcomes share it (costs at most _LINGER).
+                deadline = time.monotonic() + _LINGER
+                while len(batch) < limit and not stopping:
+                    wait = deadline - time.monotonic()
+                    more_coming = len(w._in_flight) > len(batch)
+                    try:
+                        item = (
+                            w._outcomes.get(timeout=wait)
+                            if more_coming and wait > 0
+                            else w._outcomes.get_nowait()
+                        )
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                    else:
+                        batch.append(item)
+                if batch:
+                    conn = self.write(conn, batch)
+                if stopping and w._outcomes.empty():
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+            w._done.set()
+
+    def write(
+        self, conn: psycopg.Connection[Any] | None, batch: list[Outcome]
+    ) -> psycopg.Connection[Any]:
+        """Record ``batch`` (keeping it until the database takes it), then settle
+        its jobs in the worker: out of flight, the prefetch estimate updated."""
+        w = self.worker
+        with w._lock:
+            # All of them: the recorded state may differ from the outcome (a
+            # revocation turns a retry into REVOKED); advance() skips unfinished jobs.
+            advance = [o.job_id for o in batch if o.job_id in w._canvas]
+        delay = 0.1
+        while True:  # an outcome computed while the database is away is kept until it returns
+            try:
+                if conn is None or conn.closed:
+                    conn = w._connect_hot()
+                record_or_split(conn, w._store, w.id, batch, advance)
+                if w.app.hooks.wanted("outcomes_recorded"):
+                    w.app.hooks.emit("outcomes_recorded", worker=w, outcomes=batch)
+                break
+            except psycopg.Error as exc:  # transient (record_or_split handles the rest)
+                log.warning(
+                    "could not record %d outcome(s) (%s); retrying in %.1fs", len(batch), exc, delay
+                )
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+        with w._lock:
+            for outcome in batch:
+                w._in_flight.pop(outcome.job_id, None)
+                w._canvas.discard(outcome.job_id)
+                if outcome.unknown_task is not None:
+                    # Leave its jobs to workers that know it for the grace period;
+                    # then claim them again (to fail those past their grace).
+                    until = time.monotonic() + w.app.conf.unknown_task_grace
+                    w._skip_tasks[outcome.unknown_task] = until
+            w.processed += len(batch)
+            runtime = sum(o.runtime for o in batch) / len(batch)
+            w._avg_runtime += (runtime - w._avg_runtime) * min(len(batch) / 50, 1.0)
+        w._wakeup.set()
+        return conn
