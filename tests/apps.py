@@ -223,6 +223,28 @@ def build(app: JobQueue) -> SimpleNamespace:
             conn.execute(statement, [key])
         return key
 
+    @app.task(name="effect", bind=True)
+    def effect(self: Any, table: str, gate: str = "") -> str:
+        """A side effect: one row per run (job, host, pid) in ``table``. While
+        the file ``gate`` exists, a run waits before its side effect with a
+        marker file beside the gate (``gate~host~job~pid``): a test can fence
+        or cut off a worker while every run it holds is known and has done
+        nothing yet."""
+        request = self.request
+        if gate and os.path.exists(gate):
+            marker = f"{gate}~{request.hostname}~{request.id}~{os.getpid()}"
+            open(marker, "w").close()
+            while os.path.exists(gate):
+                time.sleep(0.005)
+            os.remove(marker)
+        schema_name, _, table_name = table.partition(".")
+        statement = sql.SQL("INSERT INTO {} (job, host, pid) VALUES (%s, %s, %s)").format(
+            sql.Identifier(schema_name, table_name)
+        )
+        with app.db.pool().connection() as conn:
+            conn.execute(statement, [request.id, request.hostname, os.getpid()])
+        return str(request.id)
+
     return SimpleNamespace(app=app, **app.tasks)
 
 

@@ -465,8 +465,9 @@ class Worker:
         """Stop acting on leases this worker may have lost: other workers may
         already run its jobs. Claims stop; prefetched jobs are dropped unstarted
         (rescued elsewhere, or released by this worker once it is back, as
-        orphaned leases); running jobs finish, and their outcomes are refused
-        (and logged) if their jobs were rescued."""
+        orphaned leases); running jobs are stopped where the pool can (the
+        process pool kills their children and reports them lost), the others
+        finish; outcomes are refused (and logged) if their jobs were rescued."""
         with self._lock:
             if self._fenced:
                 return
@@ -476,13 +477,15 @@ class Worker:
                 self._in_flight.pop(job.id, None)
                 self._canvas.discard(job.id)
             running = len(self._in_flight)
+        stopped = self._pool.fence()  # after _fenced: no slot starts a job it misses
         log.error(
             "worker %s fenced (%s): no more claims; %d prefetched job(s) dropped unstarted; "
-            "%d running job(s) finish, their outcomes refused if their jobs were rescued",
+            "%d running job(s) stopped, %d finish; outcomes refused if their jobs were rescued",
             self.hostname,
             reason,
             len(dropped),
-            running,
+            stopped,
+            running - stopped,
         )
 
     def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from jobqueue import states
 from tests.conftest import wait_for
@@ -59,3 +61,69 @@ def test_a_worker_presumed_dead_starts_none_of_the_jobs_it_held(
     assert "refused: worker" in cut.log
     assert rescuer.proc.poll() is None and cut.proc.poll() is None
     assert jq.add.delay(5, 5).get(timeout=20) == 10  # both still serve
+
+
+def _child_pids(pid: int) -> set[int]:
+    """The process pool's children of ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("pool", ["processes", "threads"])
+def test_a_fenced_worker_stops_its_running_job_where_its_pool_can(
+    jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path, pool: str
+) -> None:
+    """The process pool kills the child of a job running when its worker is
+    fenced: the job's side effect never happens there, and the job runs once,
+    after its rescue. A thread cannot be stopped: its run finishes (its side
+    effect happens: a second one) and its outcome is refused, one line."""
+    conn.execute(f'CREATE TABLE "{schema}".runs (job uuid, host text, pid int)')
+    gate = tmp_path / "gate"
+    gate.touch()  # the job waits before its side effect until the test opens this
+    cut = start_worker("--pool", pool, "--concurrency", "1", "--hostname", "cut", *FAST)
+    old_id = conn.execute(
+        f'SELECT id::text FROM "{schema}".workers WHERE pid = %s', [cut.proc.pid]
+    ).fetchone()[0]
+    job = jq.effect.delay(f"{schema}.runs", str(gate))
+    held = wait_for(lambda: list(tmp_path.glob(f"gate~cut~{job.id}~*")), 30, "the job to start")
+    runner_pid = int(held[0].name.rsplit("~", 1)[1])  # a pool child, or the worker itself
+
+    os.kill(cut.proc.pid, signal.SIGSTOP)  # a partition: its lease lapses
+    try:
+        rescuer = start_worker("--concurrency", "1", "--hostname", "rescuer", *FAST)
+        wait_for(lambda: list(tmp_path.glob(f"gate~rescuer~{job.id}~*")), 30, "the rescue")
+    finally:
+        os.kill(cut.proc.pid, signal.SIGCONT)
+    wait_for(lambda: "registers again as a new worker" in cut.log, 20, "the cut worker's return")
+    if pool == "processes":
+        wait_for(lambda: not Path(f"/proc/{runner_pid}").exists(), 10, "its child to be killed")
+        assert "1 running job(s) stopped, 0 finish" in cut.log
+        assert "its process was killed: the worker is fenced" in cut.log
+    gate.unlink()  # whoever still holds the job may now do its side effect
+    assert job.get(timeout=30) == job.id
+    wait_for(lambda: f"of job {job.id} (attempt 1) refused" in cut.log, 20, "the refusal line")
+    assert cut.log.count(f"of job {job.id} (attempt 1) refused") == 1
+    runs = conn.execute(f'SELECT host, pid FROM "{schema}".runs ORDER BY host').fetchall()
+    if pool == "processes":
+        assert runs == [("rescuer", runs[0][1])]  # once, by the rescuer; never by the killed child
+    else:  # the thread finished its run once the gate opened: documented, refused
+        assert runs == [("cut", cut.proc.pid), ("rescuer", runs[1][1])]
+    new_id = conn.execute(
+        f'SELECT id::text FROM "{schema}".workers WHERE pid = %s', [cut.proc.pid]
+    ).fetchone()[0]
+    assert new_id != old_id
+    # Alone now, the cut worker still serves (its pool replaced the killed child).
+    assert rescuer.terminate() == 0
+    ran_in = jq.pid.delay().get(timeout=30)
+    if pool == "processes":
+        assert ran_in in _child_pids(cut.proc.pid) and ran_in != runner_pid
+    else:
+        assert ran_in == cut.proc.pid

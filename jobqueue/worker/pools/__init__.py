@@ -10,9 +10,9 @@ passed while it waited for a slot is reported expired (REVOKED), not run.
   loop thread. Soft limits and termination are delivered as exceptions at the
   task's next Python bytecode (or ``await``); a hard limit records the failure
   at once and abandons the thread, whose slot is refilled.
-- ``processes``: a child process per slot (``spawn``), so hard limits and
-  termination really stop the task; children are replaced after a crash and
-  after ``max_tasks_per_child`` jobs.
+- ``processes``: a child process per slot (``spawn``), so hard limits,
+  termination and fencing really stop the task; children are replaced after a
+  crash, a kill and after ``max_tasks_per_child`` jobs.
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ class Pool(Protocol):
 
     def terminate(self, job_id: str) -> bool:
         """Stop a running job (revoke with terminate); True if it was running here."""
+        ...
+
+    def fence(self) -> int:
+        """The worker is fenced (its lease may have lapsed: its jobs may run
+        elsewhere). Stop the running jobs where the pool can, each reported as
+        lost; returns how many it stopped. What it cannot stop finishes, and
+        the database refuses the outcome of a job that was rescued."""
         ...
 
     def close(self) -> None:

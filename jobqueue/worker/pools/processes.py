@@ -3,8 +3,9 @@
 Each slot is a thread in the worker that owns one child (``spawn`` start
 method: safe next to the worker's own threads). The thread hands the child a
 job over a pipe and waits for its outcome; it kills the child at the hard
-time limit or on ``terminate``, and starts a fresh one after a crash or after
-``max_tasks_per_child`` jobs. The claim loop never waits on any of this.
+time limit, on ``terminate`` and when the worker is fenced, and starts a
+fresh one for its next job after a crash, a kill or ``max_tasks_per_child``
+jobs. The claim loop never waits on any of this.
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ class ProcessPool:
 
     def terminate(self, job_id: str) -> bool:
         return any(slot.interrupt(job_id, "terminate") for slot in self._slots)
+
+    def fence(self) -> int:
+        """Kill every child running a job: its side effects stop here (a job
+        rescued elsewhere must not also finish here). Each slot reports its
+        job lost and starts a fresh child for the next one."""
+        return sum(slot.interrupt(None, "fenced") for slot in self._slots)
 
     def close(self) -> None:
         self._jobs.close(self.size)
@@ -198,7 +205,17 @@ class _Slot:
         with self.lock:
             self.job, self.reason = job, None
         try:
-            self.conn.send_bytes(message)
+            # Fenced since the precheck, before fence() could see this job:
+            # hand it back unstarted (the worker fences first, then the pool).
+            handed_back = precheck(job, self.pool.may_start)
+            if handed_back is not None:
+                return handed_back
+            try:
+                self.conn.send_bytes(message)
+            except OSError:
+                if self.reason is None:
+                    raise
+                return self._child_gone(job)  # killed before it took the job
             while True:
                 if self.conn.poll(_CHECK_EVERY):
                     try:
@@ -231,16 +248,26 @@ class _Slot:
         self.child.join(5)
         if self.reason == "terminate":
             return revoked(job, Terminated(f"job {job.id} revoked with terminate=True"))
+        task = self.pool.app.tasks.get(job.task)
+        if self.reason == "fenced":
+            return lost(task, job, "its process was killed: the worker is fenced")
         code = self.child.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return lost(self.pool.app.tasks.get(job.task), job, f"child process died ({how})")
+        return lost(task, job, f"child process died ({how})")
 
-    def interrupt(self, job_id: str, reason: str) -> bool:
+    def interrupt(self, job_id: str | None, reason: str) -> bool:
+        """Kill the child running ``job_id`` (None: whatever job it runs);
+        True if the slot was running it. The kill is sent under the lock, so
+        it cannot hit a child that has moved on to its next job."""
         with self.lock:
-            if self.job is None or self.job.id != job_id:
+            if self.job is None or (job_id is not None and self.job.id != job_id):
                 return False
             self.reason = reason
-        self.kill_child()
+            child = self.child
+            if child is not None and child.is_alive():
+                child.kill()
+        if child is not None:
+            child.join(5)
         return True
 
     def kill_child(self) -> None:

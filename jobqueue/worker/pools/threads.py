@@ -91,6 +91,11 @@ class ThreadPool:
     def terminate(self, job_id: str) -> bool:
         return self._stop(job_id, Terminated(f"job {job_id} revoked with terminate=True"))
 
+    def fence(self) -> int:
+        # A thread blocked in I/O (the database it cannot reach) takes no
+        # interrupt: running jobs finish, and their outcomes are refused.
+        return 0
+
     # -- running ----------------------------------------------------------------
 
     def _slot(self) -> None:
