@@ -94,7 +94,17 @@ def upgrade(dsn: str, schema: str, revision: str = "head") -> None:
 # a reader of all_jobs held the view while it waited for job_queue, and
 # deadlocked with DROP VIEW. Released migrations are never edited, so the lock
 # is taken here, for every downgrade, in the transaction all the steps share.
-_DOWNGRADE_LOCKS = ("task_stats", "workflow_jobs", "all_jobs", "job_queue", "jobs")
+# 0012's downgrade replaces job_history and queue_stats and copies job_attempts.
+_DOWNGRADE_LOCKS = (
+    "task_stats",
+    "workflow_jobs",
+    "all_jobs",
+    "job_history",
+    "queue_stats",
+    "job_queue",
+    "jobs",
+    "job_attempts",
+)
 
 
 def downgrade(dsn: str, schema: str, revision: str) -> None:

@@ -63,6 +63,9 @@ TABLES = (
     "unique_keys",
     "schedules",
     "schedule_ticks",
+    "job_counts",  # revision 0012; its partitions of jobs/job_attempts are not objects of their own
+    "history_plan",
+    "history_partitions",
 )
 VIEWS = (
     "all_jobs",
@@ -86,6 +89,12 @@ FUNCTIONS = (
     "advance",
     "admit",
     "schedules_changed",  # a trigger function: firing a trigger checks no EXECUTE
+    "job_counts_track",  # likewise (revision 0012, as the five below)
+    "uuid7_hour",
+    "history_expired",
+    "history_partition_add",
+    "history_partitions_ahead",
+    "history_prune",
 )
 
 
@@ -224,6 +233,10 @@ _WORKER_FUNCTIONS = {
     "fail_tree": "a failed step fails what follows it (advance())",
     "fail_chord": "a failed member fails its chord (advance())",
     "advance": "completion, rescue and revoke create what follows a job",
+    # SECURITY DEFINER: they create and drop partitions as the schema's owner,
+    # so a worker needs no DDL; not executable by PUBLIC.
+    "history_partitions_ahead": "the maintenance leader creates history partitions ahead",
+    "history_prune": "retention drops expired history partitions",
 }
 
 WORKER: tuple[Rule, ...] = (
@@ -362,6 +375,7 @@ def _objects(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
         SELECT c.relname, CASE WHEN c.relkind IN ('v', 'm') THEN 'view' ELSE 'table' END
         FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
         WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+          AND NOT c.relispartition  -- a partition is reached through its parent's grants
         UNION ALL
         SELECT p.proname, 'function'
         FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace

@@ -138,6 +138,40 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("error", JSONB),
     )
+    # History partitions and counters (0012): jobs and job_attempts above are
+    # partitioned by range of job id; their partitions are not declared here.
+    sa.Table(
+        "job_counts",
+        md,
+        sa.Column("hour", TZ, primary_key=True),
+        sa.Column("queue", sa.Text, primary_key=True),
+        sa.Column("state", sa.Text, primary_key=True),
+        sa.Column("slot", sa.Integer, primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False),
+        sa.Column("last_finished_at", TZ),
+    )
+    sa.Table(
+        "history_plan",
+        md,
+        sa.Column("one", sa.Boolean, primary_key=True, server_default=sa.true()),
+        sa.Column(
+            "period", sa.Interval, nullable=False, server_default=sa.text("'1 day'::interval")
+        ),
+        sa.Column("ahead", sa.Integer, nullable=False, server_default="3"),
+        sa.CheckConstraint("one", name="history_plan_one_check"),
+        sa.CheckConstraint(
+            "period >= interval '1 hour' AND extract(epoch FROM period)::bigint % 3600 = 0",
+            name="history_plan_period_check",
+        ),
+        sa.CheckConstraint("ahead BETWEEN 1 AND 100", name="history_plan_ahead_check"),
+    )
+    sa.Table(
+        "history_partitions",
+        md,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("starts_at", TZ),
+        sa.Column("ends_at", TZ, nullable=False),
+    )
     sa.Table(
         "groups",
         md,

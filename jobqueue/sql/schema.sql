@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0011), in
+-- The jobqueue schema as it stands at the newest migration (revision 0012), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -53,9 +53,12 @@ $$;
 -- with its arguments (one row per enqueue, not two).
 -- ===========================================================================
 
--- The record of every job: arguments, state, result, error. Its indexes are on
--- never-updated columns only, so state changes are HOT updates; fillfactor 80
--- leaves each page room for them.
+-- The record of every job: arguments, state, result, error. Partitioned by
+-- time range of its UUIDv7 id (docs/retention.md), so retention drops whole
+-- partitions, and a lookup, claim or completion by id reads one partition. Its
+-- indexes are on never-updated columns only, so state changes are HOT updates;
+-- each partition has fillfactor 80 (history_partition_add), which leaves each
+-- page room for them.
 CREATE TABLE {schema}.jobs (
     id          uuid PRIMARY KEY,
     task        text NOT NULL,
@@ -88,8 +91,7 @@ CREATE TABLE {schema}.jobs (
     progress       jsonb,
     CONSTRAINT jobs_state_check CHECK (
         state IN ('PENDING', 'STARTED', 'SUCCESS', 'FAILURE', 'RETRY', 'REVOKED'))
-) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,
-        autovacuum_analyze_scale_factor = 0.05);
+) PARTITION BY RANGE (id);
 -- Workflow lookups: by root (workflow_jobs), parent (children), group (chord
 -- results in order).
 CREATE INDEX jobs_root_idx ON {schema}.jobs (root_id) WHERE root_id IS NOT NULL;
@@ -162,7 +164,257 @@ CREATE TABLE {schema}.job_attempts (
     state       text NOT NULL,
     error       jsonb,
     PRIMARY KEY (job_id, attempt)
+) PARTITION BY RANGE (job_id);
+
+
+-- ===========================================================================
+-- History: partitions and counters (docs/retention.md)
+--
+-- jobs and job_attempts are partitioned alike, by ranges of job ids (a day by
+-- default): the maintenance leader creates partitions ahead and drops those
+-- whose every job finished and expired. A default partition takes any id no
+-- range covers, so an insert never fails for want of a partition. A database
+-- migrated from 0011 also has jobs_legacy (its former table, every id below
+-- the bound the migration chose). queue_stats reads counters instead of
+-- scanning history.
+-- ===========================================================================
+
+-- Finished (and retrying) jobs per hour of their id, queue and state, one
+-- row per writing backend (slot: its pid; 0 for the migration's initial
+-- count), so concurrent completions never wait on one counter row. Kept by
+-- statement triggers on jobs; the rows of a dropped partition's hours go
+-- with it. last_finished_at only grows: it tells retention when the newest
+-- finish of a partition's hours passed its age.
+CREATE TABLE {schema}.job_counts (
+    hour             timestamptz NOT NULL,
+    queue            text NOT NULL,
+    state            text NOT NULL,
+    slot             integer NOT NULL,
+    n                bigint NOT NULL,
+    last_finished_at timestamptz,
+    PRIMARY KEY (hour, queue, state, slot)
 );
+
+-- The hour of a UUIDv7 (its first 48 bits are Unix ms), in UTC whatever the
+-- session's time zone: the key of job_counts.
+CREATE FUNCTION {schema}.uuid7_hour(id uuid) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_timestamp(((('x' || left(replace(id::text, '-', ''), 12))::bit(48)::bigint)
+                         / 3600000) * 3600)
+$$;
+
+-- Keeps job_counts: one statement-level trigger per kind of change, reading
+-- its transition table (a whole batch of completions is one upsert per
+-- (hour, queue, state)). SECURITY DEFINER: roles that write jobs need no
+-- privilege on job_counts.
+CREATE FUNCTION {schema}.job_counts_track() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {schema}.job_counts AS c (hour, queue, state, slot, n, last_finished_at)
+        SELECT {schema}.uuid7_hour(id), queue, state, pg_backend_pid(), count(*), max(finished_at)
+        FROM new_jobs WHERE state IN ('RETRY', 'SUCCESS', 'FAILURE', 'REVOKED')
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (hour, queue, state, slot) DO UPDATE
+        SET n = c.n + EXCLUDED.n,
+            last_finished_at = greatest(c.last_finished_at, EXCLUDED.last_finished_at);
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO {schema}.job_counts AS c (hour, queue, state, slot, n, last_finished_at)
+        SELECT d.hour, d.queue, d.state, pg_backend_pid(), sum(d.n), max(d.finished_at)
+        FROM (SELECT {schema}.uuid7_hour(id) AS hour, queue, state, 1 AS n, finished_at
+              FROM new_jobs WHERE state IN ('RETRY', 'SUCCESS', 'FAILURE', 'REVOKED')
+              UNION ALL
+              SELECT {schema}.uuid7_hour(id), queue, state, -1, NULL
+              FROM old_jobs WHERE state IN ('RETRY', 'SUCCESS', 'FAILURE', 'REVOKED')) AS d
+        GROUP BY 1, 2, 3 HAVING sum(d.n) <> 0 ORDER BY 1, 2, 3
+        ON CONFLICT (hour, queue, state, slot) DO UPDATE
+        SET n = c.n + EXCLUDED.n,
+            last_finished_at = greatest(c.last_finished_at, EXCLUDED.last_finished_at);
+    ELSE
+        INSERT INTO {schema}.job_counts AS c (hour, queue, state, slot, n)
+        SELECT {schema}.uuid7_hour(id), queue, state, pg_backend_pid(), -count(*)
+        FROM old_jobs WHERE state IN ('RETRY', 'SUCCESS', 'FAILURE', 'REVOKED')
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (hour, queue, state, slot) DO UPDATE SET n = c.n + EXCLUDED.n;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_counted_insert AFTER INSERT ON {schema}.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.job_counts_track();
+CREATE TRIGGER jobs_counted_update AFTER UPDATE ON {schema}.jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.job_counts_track();
+CREATE TRIGGER jobs_counted_delete AFTER DELETE ON {schema}.jobs
+    REFERENCING OLD TABLE AS old_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.job_counts_track();
+
+CREATE TABLE {schema}.jobs_default PARTITION OF {schema}.jobs DEFAULT
+    WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,
+          autovacuum_analyze_scale_factor = 0.05);
+CREATE TABLE {schema}.job_attempts_default PARTITION OF {schema}.job_attempts DEFAULT;
+
+-- How history is partitioned: each partition covers `period` of ids (aligned
+-- on multiples of it since the epoch, UTC), and the leader keeps `ahead`
+-- periods after the current one created. Read when partitions are created, so
+-- a change applies to the next one.
+CREATE TABLE {schema}.history_plan (
+    one    boolean PRIMARY KEY DEFAULT true,
+    period interval NOT NULL DEFAULT '1 day',
+    ahead  integer NOT NULL DEFAULT 3,
+    CONSTRAINT history_plan_one_check CHECK (one),
+    CONSTRAINT history_plan_period_check CHECK (
+        period >= interval '1 hour' AND extract(epoch FROM period)::bigint % 3600 = 0),
+    CONSTRAINT history_plan_ahead_check CHECK (ahead BETWEEN 1 AND 100)
+);
+INSERT INTO {schema}.history_plan DEFAULT VALUES;
+
+-- The range partitions of jobs and job_attempts (jobs_<name>,
+-- job_attempts_<name>): ids from uuid7_floor(starts_at) (NULL: the lowest) to
+-- uuid7_floor(ends_at). The default partitions are not listed.
+CREATE TABLE {schema}.history_partitions (
+    name      text PRIMARY KEY,
+    starts_at timestamptz,
+    ends_at   timestamptz NOT NULL
+);
+
+-- A partition of each table for ids made from `starts` to `ends`. Built beside
+-- the tables and attached (SHARE UPDATE EXCLUSIVE on the parents: claims and
+-- completions go on), after moving into it the rows the default partitions
+-- hold in its range (locked meanwhile; they are few). Waits at most a second
+-- for a lock, then fails, to be tried again: a DDL waiting for a lock makes
+-- every later statement on the table wait behind it.
+CREATE FUNCTION {schema}.history_partition_add(starts timestamptz, ends timestamptz) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    name text := 'p' || to_char(starts AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
+    lo   uuid := {schema}.uuid7_floor(starts);
+    hi   uuid := {schema}.uuid7_floor(ends);
+BEGIN
+    PERFORM set_config('lock_timeout', '1s', true);
+    LOCK TABLE ONLY {schema}.jobs, {schema}.job_attempts IN SHARE UPDATE EXCLUSIVE MODE;
+    LOCK TABLE {schema}.jobs_default, {schema}.job_attempts_default IN ACCESS EXCLUSIVE MODE;
+    EXECUTE format('CREATE TABLE {schema}.%I (LIKE {schema}.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
+                   ' WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,'
+                   ' autovacuum_analyze_scale_factor = 0.05)', 'jobs_' || name);
+    EXECUTE format('CREATE TABLE {schema}.%I (LIKE {schema}.job_attempts INCLUDING DEFAULTS'
+                   ' INCLUDING CONSTRAINTS)', 'job_attempts_' || name);
+    EXECUTE format('WITH moved AS (DELETE FROM {schema}.jobs_default WHERE id >= $1 AND id < $2'
+                   ' RETURNING *) INSERT INTO {schema}.%I SELECT * FROM moved', 'jobs_' || name)
+        USING lo, hi;
+    EXECUTE format('WITH moved AS (DELETE FROM {schema}.job_attempts_default'
+                   ' WHERE job_id >= $1 AND job_id < $2 RETURNING *)'
+                   ' INSERT INTO {schema}.%I SELECT * FROM moved', 'job_attempts_' || name)
+        USING lo, hi;
+    EXECUTE format('ALTER TABLE {schema}.jobs ATTACH PARTITION {schema}.%I FOR VALUES FROM (%L) TO (%L)',
+                   'jobs_' || name, lo, hi);
+    EXECUTE format('ALTER TABLE {schema}.job_attempts ATTACH PARTITION {schema}.%I'
+                   ' FOR VALUES FROM (%L) TO (%L)', 'job_attempts_' || name, lo, hi);
+    INSERT INTO {schema}.history_partitions (name, starts_at, ends_at) VALUES (name, starts, ends);
+    RETURN name;
+END
+$$;
+
+-- Run by the maintenance leader at every heartbeat: partitions up to `ahead`
+-- periods after the current one. After the newest one, or from the current
+-- period when that is older (ids of a gap stay in the default partition).
+-- Returns how many it created (0, a catalog read, nearly always).
+CREATE FUNCTION {schema}.history_partitions_ahead() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    plan record;
+    step float8;
+    edge timestamptz;
+    made integer := 0;
+BEGIN
+    SELECT period, ahead INTO plan FROM {schema}.history_plan;
+    step := extract(epoch FROM plan.period);
+    SELECT greatest(max(p.ends_at),
+                    to_timestamp(floor(extract(epoch FROM now()) / step) * step))
+    INTO edge FROM {schema}.history_partitions AS p;
+    WHILE edge <= now() + plan.period * plan.ahead LOOP
+        PERFORM {schema}.history_partition_add(edge, edge + make_interval(secs => step));
+        edge := edge + make_interval(secs => step);
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END
+$$;
+
+-- Retention by partition: drops each partition (of both tables) whose every
+-- job finished and passed its age (success_age for SUCCESS and REVOKED,
+-- failure_age for FAILURE; NULL keeps those forever), oldest first, and
+-- returns their names. Unfinished jobs are rows of job_queue (waiting,
+-- retrying) or job_lease (running): two primary key range probes. The newest
+-- finish per state comes from job_counts. A partition with an unfinished job
+-- stays, and the row-wise prune (job_prune) deletes what in it has expired.
+-- Dropping a partition takes ACCESS EXCLUSIVE on the parents for the drop
+-- (milliseconds; at most 1 s of waiting for the lock, else next time).
+CREATE FUNCTION {schema}.history_prune(success_age float8, failure_age float8)
+RETURNS SETOF text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p       record;
+    min_age float8 := least(success_age, failure_age);
+BEGIN
+    IF success_age IS NULL AND failure_age IS NULL THEN
+        RETURN;
+    END IF;
+    min_age := COALESCE(min_age, success_age, failure_age);
+    FOR p IN
+        SELECT h.name, h.starts_at, h.ends_at FROM {schema}.history_partitions AS h
+        WHERE h.ends_at <= now() - make_interval(secs => min_age)
+        ORDER BY h.ends_at
+    LOOP
+        CONTINUE WHEN NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, failure_age);
+        PERFORM set_config('lock_timeout', '1s', true);
+        LOCK TABLE ONLY {schema}.jobs, {schema}.job_attempts IN ACCESS EXCLUSIVE MODE;
+        -- Again under the lock: nothing can change the partition's rows now.
+        CONTINUE WHEN NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, failure_age);
+        EXECUTE format('DROP TABLE {schema}.%I, {schema}.%I', 'jobs_' || p.name,
+                       'job_attempts_' || p.name);
+        DELETE FROM {schema}.history_partitions WHERE name = p.name;
+        DELETE FROM {schema}.job_counts
+        WHERE hour < p.ends_at AND (p.starts_at IS NULL OR hour >= p.starts_at);
+        RETURN NEXT p.name;
+    END LOOP;
+END
+$$;
+
+-- Whether every job made from `starts` to `ends` finished and passed its age.
+CREATE FUNCTION {schema}.history_expired(starts timestamptz, ends timestamptz, success_age float8,
+                                    failure_age float8) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (
+               SELECT 1 FROM {schema}.job_queue AS q
+               WHERE q.job_id < {schema}.uuid7_floor(ends)
+                 AND q.job_id >= COALESCE({schema}.uuid7_floor(starts),
+                                          '00000000-0000-0000-0000-000000000000'))
+       AND NOT EXISTS (
+               SELECT 1 FROM {schema}.job_lease AS l
+               WHERE l.job_id < {schema}.uuid7_floor(ends)
+                 AND l.job_id >= COALESCE({schema}.uuid7_floor(starts),
+                                          '00000000-0000-0000-0000-000000000000'))
+       AND NOT EXISTS (
+               SELECT 1 FROM {schema}.job_counts AS c
+               WHERE c.hour < ends AND (starts IS NULL OR c.hour >= starts)
+               GROUP BY c.state
+               HAVING sum(c.n) > 0
+                  AND CASE c.state
+                          WHEN 'FAILURE' THEN failure_age IS NULL OR max(c.last_finished_at)
+                                              > now() - make_interval(secs => failure_age)
+                          WHEN 'RETRY' THEN true
+                          ELSE success_age IS NULL OR max(c.last_finished_at)
+                               > now() - make_interval(secs => success_age)
+                      END)
+$$;
+-- Partitions are made and dropped by the maintenance leader (granted by
+-- jobqueue db grant --worker), not by any role that may use the schema.
+REVOKE EXECUTE ON FUNCTION {schema}.history_partition_add(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.history_partitions_ahead() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.history_prune(float8, float8) FROM PUBLIC;
 
 -- Every job: its record, or (before its first claim) its row in job_queue.
 -- One statement sees a job in exactly one of the two: the claim that moves it
@@ -258,7 +510,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0011');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0012');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -825,11 +1077,11 @@ WITH waiting AS (
     SELECT queue, count(*) AS started FROM {schema}.job_lease GROUP BY queue
 ), finished AS (
     SELECT queue,
-           count(*) FILTER (WHERE state = 'SUCCESS') AS success,
-           count(*) FILTER (WHERE state = 'FAILURE') AS failure,
-           count(*) FILTER (WHERE state = 'REVOKED') AS revoked,
-           count(*) FILTER (WHERE state = 'RETRY') AS retry
-    FROM {schema}.jobs WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED', 'RETRY') GROUP BY queue
+           sum(n) FILTER (WHERE state = 'SUCCESS')::bigint AS success,
+           sum(n) FILTER (WHERE state = 'FAILURE')::bigint AS failure,
+           sum(n) FILTER (WHERE state = 'REVOKED')::bigint AS revoked,
+           sum(n) FILTER (WHERE state = 'RETRY')::bigint AS retry
+    FROM {schema}.job_counts GROUP BY queue HAVING sum(n) <> 0
 )
 SELECT q.queue,
        COALESCE(w.due, 0) + COALESCE(w.scheduled, 0) AS pending,
@@ -873,3 +1125,6 @@ FROM {schema}.all_jobs AS j, win
 WHERE j.created_at >= win.since OR j.finished_at >= win.since
       OR j.state IN ('PENDING', 'STARTED', 'RETRY')
 GROUP BY j.task;
+
+-- The first partitions (a migrated schema has them from 0012).
+SELECT {schema}.history_partitions_ahead();

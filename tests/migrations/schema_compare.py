@@ -5,6 +5,11 @@ Each object is one entry (``"function admit(ids uuid[])"``, ``"index
 jobs_root_idx"``...) holding its definition as PostgreSQL prints it, with the
 schema's name replaced by ``{schema}`` so two schemas of one database compare
 equal when they define the same things.
+
+Partitions of jobs and job_attempts (and their indexes and constraints) are
+left out: which ones exist depends on the day the schema was made, and a
+migrated schema also has jobs_legacy. The parents, their partitioned indexes
+and their triggers are compared like any table.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 from jobqueue.sql import channels
 
 # Tables whose rows are part of the schema, not data.
-SCHEMA_ROWS = ("alembic_version", "schema_compat")
+SCHEMA_ROWS = ("alembic_version", "schema_compat", "history_plan")
 
 _RELKINDS = {
     "r": "table",
@@ -63,7 +68,8 @@ def definitions(conn: Any, schema: str) -> dict[str, str]:
         conn,
         "SELECT c.oid, c.relname, c.relkind, c.reloptions FROM pg_class AS c "
         "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %(schema)s AND c.relkind NOT IN ('i', 'I') ORDER BY 2",
+        "WHERE n.nspname = %(schema)s AND c.relkind NOT IN ('i', 'I') AND NOT c.relispartition "
+        "ORDER BY 2",
         schema=schema,
     ):
         what = _RELKINDS.get(kind, f"relation of kind {kind!r}")
@@ -96,10 +102,13 @@ def definitions(conn: Any, schema: str) -> dict[str, str]:
         "pg_get_constraintdef(k.oid) FROM pg_constraint AS k "
         "JOIN pg_namespace AS n ON n.oid = k.connamespace "
         "LEFT JOIN pg_class AS c ON c.oid = k.conrelid "
-        "LEFT JOIN pg_type AS t ON t.oid = k.contypid WHERE n.nspname = %(schema)s",
+        "LEFT JOIN pg_type AS t ON t.oid = k.contypid WHERE n.nspname = %(schema)s "
+        "AND NOT COALESCE(c.relispartition, false)",
         "index": "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index AS i "
         "JOIN pg_class AS c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s",
+        "JOIN pg_class AS r ON r.oid = i.indrelid "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s "
+        "AND NOT r.relispartition",
         "function": "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) "
         "|| ')', CASE WHEN p.prokind = 'a' THEN 'aggregate' ELSE pg_get_functiondef(p.oid) "
         "END FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
@@ -107,7 +116,7 @@ def definitions(conn: Any, schema: str) -> dict[str, str]:
         "trigger": "SELECT c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid) "
         "FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid "
         "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %(schema)s AND NOT t.tgisinternal",
+        "WHERE n.nspname = %(schema)s AND NOT t.tgisinternal AND NOT c.relispartition",
         # Types of their own (enums, domains...), not the row and array types
         # that come with every table.
         "type": "SELECT t.typname, t.typtype::text || ' ' "
