@@ -315,6 +315,17 @@ class Store:
     def prune_jobs(self, conn: psycopg.Connection[Any], params: Params) -> int:
         return int(self._on(conn, "job_prune", params)[0][0])
 
+    def history_partitions_ahead(self, conn: psycopg.Connection[Any]) -> int:
+        """Create the history partitions of the coming periods; how many."""
+        return int(self._on(conn, "history_partitions_ahead", {})[0][0])
+
+    def history_prune(
+        self, conn: psycopg.Connection[Any], success_age: float | None, failure_age: float | None
+    ) -> list[str]:
+        """Drop the history partitions whose every job expired; their names."""
+        params = {"success_age": success_age, "failure_age": failure_age}
+        return [str(r[0]) for r in self._on(conn, "history_prune", params)]
+
     def prune_meta(self, conn: psycopg.Connection[Any], age: float, batch: int) -> None:
         self._on(conn, "meta_prune", {"age": age, "batch": batch})
 

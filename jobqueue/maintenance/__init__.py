@@ -8,7 +8,9 @@ once is safe. That is also where a single maintenance leader plugs in: run
 the steps on one worker only.
 
 - ``Rescue``: jobs of workers whose lease expired go back to their queue;
-- ``Retention``: finished jobs and bookkeeping past their age are deleted;
+- ``Partitions``: the history partitions of the coming days are created;
+- ``Retention``: finished jobs and bookkeeping past their age are deleted
+  (whole partitions where every job in them expired);
 - ``Vacuum``: the tables on the claim path are vacuumed and analyzed.
 """
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from ..db import transient
+from .partitions import Partitions
 from .rescue import Rescue
 from .retention import Retention
 from .vacuum import Vacuum
@@ -46,7 +49,14 @@ class Maintenance:
 
     @classmethod
     def for_app(cls, app: JobQueue) -> Maintenance:
-        return cls([Rescue(app.store), Retention(app.store, app.conf), Vacuum(app.store)])
+        return cls(
+            [
+                Rescue(app.store),
+                Partitions(app.store),
+                Retention(app.store, app.conf),
+                Vacuum(app.store),
+            ]
+        )
 
     def run(self, conn: psycopg.Connection[Any]) -> None:
         """Transient errors (the connection) propagate: the caller reconnects."""
@@ -59,4 +69,4 @@ class Maintenance:
                 log.exception("maintenance step %s failed; the others go on", step.name)
 
 
-__all__ = ["Maintenance", "Rescue", "Retention", "Step", "Vacuum"]
+__all__ = ["Maintenance", "Partitions", "Rescue", "Retention", "Step", "Vacuum"]

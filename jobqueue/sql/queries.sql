@@ -697,6 +697,17 @@ WITH doomed AS (
 )
 SELECT count(*) FROM gone;
 
+-- name: history_partitions_ahead
+-- The maintenance leader: the history partitions of the next periods (see
+-- history_partitions_ahead() in schema.sql); how many it created.
+SELECT {schema}.history_partitions_ahead();
+
+-- name: history_prune
+-- Retention by partition: drops the partitions of jobs and job_attempts whose
+-- every job finished and passed its age; their names.
+SELECT name FROM {schema}.history_prune(%(success_age)s::float8, %(failure_age)s::float8)
+    AS name;
+
 -- name: meta_prune
 -- The bookkeeping of canvases, schedules, unique keys and limits past the same
 -- age. A rate row goes once its bucket has been full that long (a new row
