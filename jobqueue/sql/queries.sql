@@ -875,9 +875,15 @@ SELECT pg_notify('{channel_jobs}', %(queue)s);
 
 -- name: hot_tables_dead
 -- Dead rows in the tables on the claim path (fed by claims and completions),
--- and rows changed since their statistics were taken.
+-- and rows changed since their statistics were taken. jobs is partitioned
+-- (0012): its figures are its partitions' sums (the parent has none).
 SELECT relname, n_dead_tup, n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables
-WHERE schemaname = %(schema)s AND relname IN ('job_queue', 'job_lease', 'jobs');
+WHERE schemaname = %(schema)s AND relname IN ('job_queue', 'job_lease')
+UNION ALL
+SELECT 'jobs', COALESCE(sum(s.n_dead_tup), 0)::bigint, COALESCE(sum(s.n_live_tup), 0)::bigint,
+       COALESCE(sum(s.n_mod_since_analyze), 0)::bigint
+FROM pg_partition_tree('{schema}.jobs') AS p
+JOIN pg_stat_user_tables AS s ON s.relid = p.relid;
 
 -- name: vacuum_lock
 -- One worker vacuums at a time (a session lock, released right after).

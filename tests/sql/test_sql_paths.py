@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import psycopg
@@ -121,7 +122,20 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
             .replace("%(skip_tasks)s", "'{}'")
         )
     )
-    assert "Seq Scan" not in plan, plan
+    # jobs is partitioned (0012): the partitions of the coming days and the
+    # default one are empty, and a sequential scan of an empty table is the
+    # planner's (right) choice there. Every other relation: through indexes.
+    empty = {
+        name
+        for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relispartition "
+            "AND pg_relation_size(c.oid) = 0",
+            (schema,),
+        ).fetchall()
+    }
+    scanned = set(re.findall(r"Seq Scan on (\w+)", plan))
+    assert scanned <= empty, plan
 
 
 def test_hot_path_plans_stay_linear_when_statistics_are_stale(
