@@ -16,6 +16,9 @@ from .exceptions import ConfigurationError
 from .sql import validate_schema
 
 DSN_ENV = "JOBQUEUE_DSN"
+LISTEN_DSN_ENV = "JOBQUEUE_LISTEN_DSN"
+POOLER_ENV = "JOBQUEUE_POOLER"
+POOLERS = ("auto", "none", "session", "transaction")
 DATA_DIR_ENV = "JOBQUEUE_DATA_DIR"
 EMBEDDED_ENV = "JOBQUEUE_EMBEDDED"
 DATA_DIR_NAME = ".jobqueue"
@@ -87,6 +90,22 @@ class Settings:
     default_queue: str = "default"
     #: Producer-side connection pool size (delay(), get(), enqueue_many()).
     pool_max_size: int = 10
+    #: In a worker process (and each process-pool child): connections shared by
+    #: its tasks when they enqueue or report progress, opened on demand and
+    #: closed after a minute idle; the worker's own work needs none of them.
+    task_pool_max_size: int = 2
+    #: What sits between us and PostgreSQL ($JOBQUEUE_POOLER): "none", a pooler
+    #: in "session" or "transaction" mode (PgBouncer), or "auto": look at the
+    #: first connection (a pooler hands out a backend pid of its own) and treat
+    #: a pooler found as transaction mode, the one that shares server sessions.
+    pooler: str = field(default_factory=lambda: os.environ.get(POOLER_ENV) or "auto")
+    #: A DSN that reaches PostgreSQL directly, for LISTEN only (wake-ups,
+    #: revocations, get()), when ``dsn`` goes through a transaction pooler
+    #: ($JOBQUEUE_LISTEN_DSN). Without it, workers behind one poll.
+    listen_dsn: str | None = field(default_factory=lambda: os.environ.get(LISTEN_DSN_ENV) or None)
+    #: Server-side prepared statements: None decides (on unless behind a
+    #: transaction pooler); True for PgBouncer >= 1.21 with max_prepared_statements.
+    prepared_statements: bool | None = None
     #: Worker: seconds between polls when no NOTIFY arrives (lost-notification cover).
     poll_interval: float = 5.0
     #: Worker: seconds between heartbeats; a worker silent for `lease_ttl` is presumed dead.
@@ -150,7 +169,21 @@ class Settings:
                 raise ConfigurationError(
                     f"app.conf.{name} must be a positive number of seconds or None, got {value!r}"
                 )
-        for name in ("pool_max_size", "complete_batch_size", "retention_batch_size"):
+        if self.pooler not in POOLERS:
+            raise ConfigurationError(
+                f"app.conf.pooler must be one of {', '.join(POOLERS)}, got {self.pooler!r}"
+            )
+        if self.prepared_statements not in (None, True, False):
+            raise ConfigurationError(
+                "app.conf.prepared_statements must be None, True or False, "
+                f"got {self.prepared_statements!r}"
+            )
+        for name in (
+            "pool_max_size",
+            "task_pool_max_size",
+            "complete_batch_size",
+            "retention_batch_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigurationError(

@@ -11,12 +11,13 @@ import logging
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
+from sqlalchemy import exc as sqlalchemy_exc
 
 from . import direct, embedded
 from .config import Settings
@@ -28,6 +29,28 @@ log = logging.getLogger(__name__)
 
 Params = Mapping[str, Any]
 Row = tuple[Any, ...]
+_T = TypeVar("_T")
+
+# A connection attempt the server refused for reasons that do not pass by
+# themselves: retrying would only delay the error.
+_PERMANENT = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "authentication method",
+    "invalid dsn",
+    "invalid connection option",
+    "invalid integer value",
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed connection attempt may succeed later (the server down,
+    starting, shutting down, or out of connection slots)."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    text = str(exc).lower()
+    return transient(exc) and not any(marker in text for marker in _PERMANENT)
 
 
 # What retrying can cure: the connection (class 08 and the server shutting
@@ -62,6 +85,10 @@ class Database:
         # about a tenth of the enqueue rate. list.pop/append are atomic.
         self._lane: list[psycopg.Connection[Any]] = []
         self._ready = False
+        # Set at the first connection (see _detect_pooler).
+        self.pooler: str | None = None
+        # A worker process: the pool only serves its tasks (see for_worker).
+        self._worker = False
 
     @property
     def schema(self) -> str:
@@ -94,25 +121,75 @@ class Database:
         return self._dsn
 
     def connect(self, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Row]:
-        """A new dedicated connection (workers, listeners)."""
+        """A new dedicated connection (workers, the beat)."""
         self.ensure_schema()
-        return self._raw_connect(autocommit=autocommit, **kwargs)
+        return psycopg.connect(self.dsn(), autocommit=autocommit, **self._options(kwargs))
 
-    def _raw_connect(self, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Row]:
-        return psycopg.connect(self.dsn(), autocommit=autocommit, **kwargs)
+    def listen_connect(self, **kwargs: Any) -> psycopg.Connection[Row] | None:
+        """A connection that may LISTEN: the DSN itself unless it goes through a
+        transaction pooler (where a LISTEN lands on a server session that
+        moves on to other clients), else ``listen_dsn``; None: poll instead."""
+        self.ensure_schema()
+        if not self.transaction_pooled:
+            return psycopg.connect(self.dsn(), autocommit=True, **kwargs)
+        if self.settings.listen_dsn:
+            return psycopg.connect(self.settings.listen_dsn, autocommit=True, **kwargs)
+        return None
+
+    @property
+    def transaction_pooled(self) -> bool:
+        """Behind a transaction pooler: no session state may outlive a statement
+        (no SET, no session advisory lock, no LISTEN, no prepared statement
+        unless the pooler tracks them)."""
+        self.ensure_schema()
+        return self.pooler == "transaction"
+
+    @property
+    def session_state(self) -> bool:
+        """Whether a connection keeps session settings and locks between statements."""
+        return not self.transaction_pooled
+
+    @property
+    def prepared(self) -> bool:
+        """Whether statements may be prepared on the server."""
+        choice = self.settings.prepared_statements
+        return (not self.transaction_pooled) if choice is None else choice
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not self.prepared:
+            kwargs.setdefault("prepare_threshold", None)  # psycopg's automatic ones
+        return kwargs
+
+    def for_worker(self) -> None:
+        """This process is a worker (or a pool child): its own work has
+        connections of its own, so the pool only serves tasks that enqueue or
+        report progress. Keep it small and let it empty when idle: every
+        worker process's pool counts against the server's max_connections."""
+        self._worker = True
 
     def pool(self) -> ConnectionPool:
         if self._pool is None:
             self.ensure_schema()
             with self._lock:
                 if self._pool is None:
+                    worker = self._worker
                     pool = ConnectionPool(
                         self.dsn(),
-                        min_size=1,
-                        max_size=self.settings.pool_max_size,
-                        kwargs={"autocommit": True},
+                        min_size=0 if worker else 1,
+                        max_size=(
+                            self.settings.task_pool_max_size
+                            if worker
+                            else self.settings.pool_max_size
+                        ),
+                        max_idle=60.0 if worker else 600.0,
+                        kwargs=self._options(
+                            {
+                                "autocommit": True,
+                                "application_name": "jobqueue-tasks" if worker else "jobqueue",
+                            }
+                        ),
                         open=False,
-                        name="jobqueue",
+                        name="jobqueue-tasks" if worker else "jobqueue",
                     )
                     pool.open(wait=True, timeout=30)
                     self._pool = pool
@@ -142,22 +219,20 @@ class Database:
         return _SetAside(self, timeout)
 
     def ensure_schema(self) -> None:
-        """Check (or, when auto_migrate is on, bring) the schema up to date, once."""
+        """Check (or, when auto_migrate is on, bring) the schema up to date, once;
+        and see whether a connection pooler sits in between."""
         if self._ready:
             return
         dsn = self.dsn()
         from .migrate import current_revision, head_revision, upgrade
 
-        try:
+        def check() -> tuple[str | None, str | None]:
             if self.settings.auto_migrate:
                 upgrade(dsn, self.schema)
-                current = head = None
-            else:
-                current, head = current_revision(dsn, self.schema), head_revision()
-        except psycopg.OperationalError as exc:
-            raise ConfigurationError(
-                f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}"
-            ) from exc
+                return None, None
+            return current_revision(dsn, self.schema), head_revision()
+
+        current, head = self.first_contact(check, dsn)
         if current != head:
             state = "has no jobqueue schema" if current is None else f"is at revision {current}"
             # A command that reaches this database: the app's own options if it
@@ -178,7 +253,59 @@ class Database:
                 f"database {redact(dsn)} {state} (schema {self.schema!r}); this jobqueue "
                 f"needs revision {head}: run `jobqueue {options} db upgrade`{advice}"
             )
+        self.pooler = self.first_contact(lambda: self._detect_pooler(dsn), dsn)
         self._ready = True
+
+    def first_contact(self, attempt: Callable[[], _T], dsn: str | None = None) -> _T:
+        """``attempt()``, retried while the server cannot be reached (down,
+        starting, out of connection slots) for up to ``db_retry_seconds``:
+        a worker or producer started with its database, or while it restarts,
+        waits for it rather than failing at once."""
+        dsn = dsn or self.dsn()
+        deadline = time.monotonic() + self.settings.db_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return attempt()
+            except (psycopg.OperationalError, sqlalchemy_exc.OperationalError) as error:
+                exc = getattr(error, "orig", None) or error
+                left = deadline - time.monotonic()
+                if not _unreachable(exc) or left <= 0:
+                    raise ConfigurationError(
+                        f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}"
+                    ) from error
+                log.warning(
+                    "cannot reach PostgreSQL at %s (%s); retrying for up to %.0fs more "
+                    "(db_retry_seconds)",
+                    redact(dsn),
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
+                    left,
+                )
+                time.sleep(min(delay, max(left, 0.01)))
+                delay = min(delay * 2, 2.0)
+
+    def _detect_pooler(self, dsn: str) -> str:
+        """What ``pooler`` says, or for "auto" what the first connection shows:
+        a pooler answers the startup with a backend pid of its own making
+        (PgBouncer does), so it differs from the server's pg_backend_pid()."""
+        choice = self.settings.pooler
+        if choice != "auto":
+            found = choice
+        else:
+            with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+                row = conn.execute("SELECT pg_backend_pid()").fetchone()
+                pooled = row is not None and row[0] != conn.info.backend_pid
+            found = "transaction" if pooled else "none"
+            if pooled:
+                log.info(
+                    "connected to %s through a connection pooler (pooler='auto'; taken as "
+                    "transaction mode, set app.conf.pooler='session' if it is not): no "
+                    "session state, prepared statements %s, LISTEN %s",
+                    redact(dsn),
+                    "on" if self.settings.prepared_statements else "off",
+                    "on listen_dsn" if self.settings.listen_dsn else "off (poll-only)",
+                )
+        return found
 
     # -- running our statements ------------------------------------------------
 
@@ -220,7 +347,7 @@ class Database:
                 statement = self.sql[name]
             try:
                 wait = max(deadline - time.monotonic(), 0.1)
-                if direct_path and not may_wait:
+                if direct_path and not may_wait and self.prepared:
                     with self.direct_connection(wait) as conn:
                         if direct.execute(conn, statement, params):
                             return []

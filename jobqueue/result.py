@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import sql
 
 from . import states
@@ -303,12 +302,16 @@ class ResultWaiter:
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
         self._stopped = threading.Event()
+        # No LISTEN (behind a transaction pooler without listen_dsn): waiters
+        # re-check soon after they start, then less and less often.
+        self.polling = False
 
     def wait(
         self, result: AsyncResult, timeout: float | None, interval: float | None
     ) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         recheck = interval or self.app.conf.result_recheck_interval
+        looks = 0
         event = threading.Event()
         self._start()
         with self._lock:
@@ -318,7 +321,7 @@ class ResultWaiter:
                 row = result._fetch()
                 if row is not None and row["state"] in states.READY_STATES:
                     return row
-                pause = recheck
+                pause, looks = self._pause(recheck, looks), looks + 1
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -344,6 +347,7 @@ class ResultWaiter:
         query per wake-up for all the jobs still unfinished."""
         deadline = None if timeout is None else time.monotonic() + timeout
         recheck = interval or self.app.conf.result_recheck_interval
+        looks = 0
         event = threading.Event()
         self._start()
         with self._lock:
@@ -359,7 +363,7 @@ class ResultWaiter:
                         done[str(job_id)] = {"state": state, "result": result, "error": error}
                 if len(done) == len(set(ids)):
                     return done
-                pause = recheck
+                pause, looks = self._pause(recheck, looks), looks + 1
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -379,6 +383,12 @@ class ResultWaiter:
                         if not waiting:
                             del self._waiters[job_id]
 
+    def _pause(self, recheck: float, looks: int) -> float:
+        """Seconds to the next look: ``recheck`` while a NOTIFY will wake us;
+        polling, 5 ms doubling up to it (a short job is seen within a few ms,
+        a long one costs a handful of queries)."""
+        return min(recheck, 0.005 * 2 ** min(looks, 20)) if self.polling else recheck
+
     def _start(self) -> None:
         if self._thread is None:
             with self._lock:
@@ -395,7 +405,12 @@ class ResultWaiter:
         backoff = 0.1
         while not self._stopped.is_set():
             try:
-                with self.app.db.connect() as conn:
+                conn = self.app.db.listen_connect(application_name="jobqueue-results")
+                if conn is None:  # poll-only (a transaction pooler, no listen_dsn)
+                    self.polling = True
+                    self._listening.set()
+                    return
+                with conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._listening.set()
                     backoff = 0.1
@@ -403,7 +418,7 @@ class ResultWaiter:
                     while not self._stopped.is_set():
                         for notice in conn.notifies(timeout=1.0):
                             self._wake(notice.payload)
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # the listener must outlive anything: waiters re-check anyway
                 self._listening.set()
                 if self._stopped.is_set():
                     return

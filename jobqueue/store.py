@@ -333,12 +333,6 @@ class Store:
         """(table, dead rows, live rows, rows changed since analyzed) of VACUUMED."""
         return self._on(conn, "hot_tables_dead", {"schema": self.db.schema})
 
-    def vacuum_lock(self, conn: psycopg.Connection[Any]) -> bool:
-        return bool(self._on(conn, "vacuum_lock", {"schema": self.db.schema})[0][0])
-
-    def vacuum_unlock(self, conn: psycopg.Connection[Any]) -> None:
-        self._on(conn, "vacuum_unlock", {"schema": self.db.schema})
-
     def vacuum(self, conn: psycopg.Connection[Any], table: str, analyze_only: bool) -> None:
         if table not in VACUUMED:
             raise ValueError(f"not a table a worker vacuums: {table!r}")

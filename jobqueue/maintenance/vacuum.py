@@ -37,7 +37,10 @@ class Vacuum:
     tables hold only live work, so vacuuming them is cheap. Statistics are
     refreshed when much has changed: ANALYZE also makes every session re-plan
     its prepared claims and completions, which would otherwise keep plans made
-    when the tables were small. One worker at a time (a try-lock).
+    when the tables were small. Only the maintenance leader runs it: no
+    session lock (it would leak through a transaction pooler), and should a
+    second leader overlap for a moment, SKIP_LOCKED skips a table the other
+    is vacuuming.
 
     VACUUM and ANALYZE need the table's owner, or the MAINTAIN privilege
     (PostgreSQL 17+; ``jobqueue db grant --worker`` grants it there). A worker
@@ -59,27 +62,22 @@ class Vacuum:
                 due.append((table, False))
             elif changed > max(_ANALYZE_MIN_CHANGED, live // 5):
                 due.append((table, True))
-        if not due or not self.store.vacuum_lock(conn):
-            return
-        try:
-            for table, analyze_only in due:
-                what = "analyze" if analyze_only else "vacuum"
-                started = time.monotonic()
-                if self._maintain(conn, table, analyze_only):
-                    log.info("%s %s (%.2fs)", what, table, time.monotonic() - started)
-                    continue
-                self.refused.add(table)
-                log.warning(
-                    "%s %s.%s skipped: this worker's database role may not vacuum or analyze "
-                    "it (it needs the table's owner, or the MAINTAIN privilege on "
-                    "PostgreSQL 17+); this worker leaves it to autovacuum from now on "
-                    "(see docs/deployment.md, Roles and privileges)",
-                    what,
-                    self.store.db.schema,
-                    table,
-                )
-        finally:
-            self.store.vacuum_unlock(conn)
+        for table, analyze_only in due:
+            what = "analyze" if analyze_only else "vacuum"
+            started = time.monotonic()
+            if self._maintain(conn, table, analyze_only):
+                log.info("%s %s (%.2fs)", what, table, time.monotonic() - started)
+                continue
+            self.refused.add(table)
+            log.warning(
+                "%s %s.%s skipped: this worker's database role may not vacuum or analyze "
+                "it (it needs the table's owner, or the MAINTAIN privilege on "
+                "PostgreSQL 17+); this worker leaves it to autovacuum from now on "
+                "(see docs/deployment.md, Roles and privileges)",
+                what,
+                self.store.db.schema,
+                table,
+            )
 
     def _maintain(self, conn: psycopg.Connection[Any], table: str, analyze_only: bool) -> bool:
         """VACUUM or ANALYZE ``table``; False if PostgreSQL skipped it for want

@@ -885,13 +885,6 @@ SELECT 'jobs', COALESCE(sum(s.n_dead_tup), 0)::bigint, COALESCE(sum(s.n_live_tup
 FROM pg_partition_tree('{schema}.jobs') AS p
 JOIN pg_stat_user_tables AS s ON s.relid = p.relid;
 
--- name: vacuum_lock
--- One worker vacuums at a time (a session lock, released right after).
-SELECT pg_try_advisory_lock(hashtextextended(%(schema)s || '.vacuum', 0));
-
--- name: vacuum_unlock
-SELECT pg_advisory_unlock(hashtextextended(%(schema)s || '.vacuum', 0));
-
 -- name: vacuum_job_queue
 VACUUM (SKIP_LOCKED, ANALYZE) {schema}.job_queue;
 

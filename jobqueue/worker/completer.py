@@ -5,8 +5,9 @@ jobs still running share a commit, records each batch in one statement
 (``recording``, guarded by lease and attempt), keeping a batch until the
 database takes it, then settles the batch's jobs in the worker (out of
 flight, slots freed, the prefetch estimate updated). It works on the
-worker's in-flight state under the worker's lock, and on a connection of its
-own.
+worker's in-flight state under the worker's lock, on the recording session
+it shares with the listener (or, while that one is down, on the working
+session).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ class Completer:
     def run(self) -> None:
         """Until the worker's shutdown sentinel: batch, record, settle."""
         w = self.worker
-        conn: psycopg.Connection[Any] | None = None
         limit = w.app.conf.complete_batch_size
         stopping = False
         try:
@@ -67,40 +67,46 @@ class Completer:
                     else:
                         batch.append(item)
                 if batch:
-                    conn = self.write(conn, batch)
+                    self.write(batch)
                 if stopping and w._outcomes.empty():
                     return
         finally:
-            if conn is not None:
-                conn.close()
             w._done.set()
 
-    def write(
-        self, conn: psycopg.Connection[Any] | None, batch: list[Outcome]
-    ) -> psycopg.Connection[Any]:
+    def write(self, batch: list[Outcome], conn: psycopg.Connection[Any] | None = None) -> None:
         """Record ``batch`` (keeping it until the database takes it), then settle
-        its jobs in the worker: out of flight, the prefetch estimate updated."""
+        its jobs in the worker: out of flight, the prefetch estimate updated.
+        On the worker's session, or on ``conn`` (the cold exit's own)."""
         w = self.worker
         with w._lock:
             # All of them: the recorded state may differ from the outcome (a
             # revocation turns a retry into REVOKED); advance() skips unfinished jobs.
             advance = [o.job_id for o in batch if o.job_id in w._canvas]
         delay = 0.1
+        tries = 0
         while True:  # an outcome computed while the database is away is kept until it returns
+            # The recording session; should it fail, the working session at
+            # once: a worker that can heartbeat can record its outcomes, so
+            # it never holds leases it cannot settle.
+            session = (w._record, w._work)[tries % 2]
+            tries += 1
             try:
-                if conn is None or conn.closed:
-                    conn = w._connect_hot()
-                record_or_split(conn, w._store, w.id, batch, advance)
+                if conn is not None:
+                    record_or_split(conn, w._store, w.id, batch, advance)
+                else:
+                    with session as own:
+                        record_or_split(own, w._store, w.id, batch, advance)
                 if w.app.hooks.wanted("outcomes_recorded"):
                     w.app.hooks.emit("outcomes_recorded", worker=w, outcomes=batch)
                 break
             except psycopg.Error as exc:  # transient (record_or_split handles the rest)
+                if conn is not None:
+                    raise  # the cold exit's: it is leaving anyway
+                if tries % 2:
+                    continue  # now on the other session
                 log.warning(
                     "could not record %d outcome(s) (%s); retrying in %.1fs", len(batch), exc, delay
                 )
-                if conn is not None:
-                    conn.close()
-                conn = None
                 time.sleep(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
         with w._lock:
@@ -116,4 +122,3 @@ class Completer:
             runtime = sum(o.runtime for o in batch) / len(batch)
             w._avg_runtime += (runtime - w._avg_runtime) * min(len(batch) / 50, 1.0)
         w._wakeup.set()
-        return conn

@@ -1,21 +1,26 @@
 """The worker: claim → execute (in a pool) → complete, kept alive by a heartbeat.
 
-Threads, each with its own connection:
-- the claim loop (the caller's thread) claims up to the number of free slots
-  in one statement and hands jobs to the pool; it never runs a task itself;
-- a listener turns NOTIFYs for our queues into a wake-up (a poll every
-  ``poll_interval`` seconds covers lost ones; an idle worker sleeps exactly
-  until the next scheduled job is due) and carries revocations to the pool.
-  Enqueues only NOTIFY while some worker waits for the queue: the claim
-  connection says so with an advisory lock when a claim comes back short,
-  and drops it when claims come back full (``waiting.WaitFlag``);
-- a completer writes outcomes in batches (one statement per batch, guarded by
-  lease and attempt) and frees their slots; it keeps a batch until the
-  database takes it, so nothing computed during an outage is lost;
-- a heartbeat renews this worker's lease (and so its jobs'), re-checks
-  revocations of the jobs it holds, and, on the one worker elected in the
-  same statement, runs maintenance for everyone (``jobqueue.maintenance``:
-  rescue, retention, vacuum).
+Two connections per worker process, whatever its concurrency:
+- the working session (``session.Session``), which three threads take turns on:
+  the claim loop (the caller's thread) claims up to the number of free slots
+  in one statement and hands jobs to the pool, never running a task itself;
+  the completer writes outcomes in batches (one statement per batch, guarded
+  by lease and attempt) and frees their slots, keeping a batch until the
+  database takes it, so nothing computed during an outage is lost; the
+  heartbeat renews this worker's lease (and so its jobs'), re-checks
+  revocations of the jobs it holds, and on the one worker elected in the
+  same statement starts maintenance for everyone (``jobqueue.maintenance``:
+  rescue, retention, vacuum), which runs on a connection of its own so it
+  never holds up claims: the leader has three;
+- the listener's, which turns NOTIFYs for our queues into a wake-up (a poll
+  every ``poll_interval`` seconds covers lost ones; an idle worker sleeps
+  exactly until the next scheduled job is due) and carries revocations to
+  the pool. Enqueues only NOTIFY while some worker waits for the queue: the
+  claim session says so with an advisory lock when a claim comes back short,
+  and drops it when claims come back full (``waiting.WaitFlag``). Behind a
+  transaction pooler (PgBouncer) no session state may outlive a statement:
+  the listener connects to ``listen_dsn`` and holds the flags itself, or,
+  without one, the worker polls.
 
 SIGTERM/SIGINT: warm shutdown (stop claiming; running jobs get
 ``shutdown_timeout`` seconds to finish; the rest go back to the queue). A
@@ -28,15 +33,16 @@ import json
 import logging
 import os
 import queue
+import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from contextlib import suppress
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from .. import __version__
 from ..db import transient
@@ -48,6 +54,7 @@ from ..sql import channels
 from .completer import Completer
 from .executor import Job, Outcome, expired, revoked
 from .pools import make_pool
+from .session import Session
 from .settings import WorkerSettings
 from .waiting import WaitFlag
 
@@ -87,7 +94,9 @@ class Worker:
         self.revision = int(head_revision())  # the schema revision this code was written for
         self._incompatible: psycopg.Error | None = None
         self._store = app.store
+        app.db.for_worker()
         self._maintenance = Maintenance.for_app(app)
+        self._maintenance_conn: psycopg.Connection[Any] | None = None  # the leader's
         self.leader = False  # holds the maintenance lease (see _heartbeat)
         self._skip_tasks: dict[str, float] = {}  # unknown task -> monotonic time to retry it
         # Fencing: until this monotonic time the worker's lease surely holds; past
@@ -101,7 +110,16 @@ class Worker:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
-        self._waiting = WaitFlag(self.queues, self._store)  # claim connection only
+        self._waiting = WaitFlag(self.queues, self._store)  # claim loop only
+        self._work = Session(self._connect, self._on_work_connect)
+        # The completer's session, which also LISTENs (see _listen).
+        self._record = Session(self._connect_record, self._on_record_connect)
+        self._wanted = set(self.queues)
+        self._revoke_hints: list[str] = []  # revocations heard of, for the listener
+        self._hints_r, self._hints_w = os.pipe()  # wakes the listener's select()
+        os.set_blocking(self._hints_r, False)
+        os.set_blocking(self._hints_w, False)
+        self.wakeups = ""  # how wake-ups arrive: "notify", "listen_dsn" or "poll-only"
         self._canvas: set[str] = set()  # in-flight jobs whose completion must run advance()
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._pool = make_pool(
@@ -124,10 +142,9 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        claim_conn = self._connect_hot()
         self._lease_deadline = time.monotonic() + self.app.conf.lease_ttl
-        self._store.register_worker(claim_conn, self._registration())
-        self._store.sync_task_limits(claim_conn, self._limits())
+        self.app.db.first_contact(self._register)
+        self.wakeups = self._wakeup_mode()
         self._pool.start()
         for target, name in (
             (self._listen, "listener"),
@@ -137,19 +154,20 @@ class Worker:
         ):
             threading.Thread(target=target, name=f"jobqueue-{name}", daemon=True).start()
         log.info(
-            "worker %s ready: id=%s queues=%s concurrency=%d pool=%s poll=%.1fs",
+            "worker %s ready: id=%s queues=%s concurrency=%d pool=%s poll=%.1fs wake-ups=%s",
             self.hostname,
             self.id,
             ",".join(self.queues),
             self.concurrency,
             self.pool_kind,
             self.poll_interval,
+            self.wakeups,
         )
         self.app.hooks.emit("worker_ready", worker=self)
         try:
-            claim_conn = self._claim_loop(claim_conn)
+            self._claim_loop()
         finally:
-            self._shutdown(claim_conn)
+            self._shutdown()
             self.app.hooks.emit("worker_stopped", worker=self)
         if self._incompatible is not None:
             raise SchemaChangedError(
@@ -178,7 +196,35 @@ class Worker:
             log.warning("%s received again: cold shutdown", name)
             self._cold_exit()
 
-    def _shutdown(self, claim_conn: psycopg.Connection[Any]) -> None:
+    def _register(self) -> None:
+        with self._work as conn:
+            self._store.register_worker(conn, self._registration())
+            self._store.sync_task_limits(conn, self._limits())
+
+    def _wakeup_mode(self) -> str:
+        """How this worker hears of new jobs, said once at start."""
+        db = self.app.db
+        if not db.transaction_pooled:
+            return "notify"
+        if self.app.conf.listen_dsn:
+            log.info(
+                "worker %s: behind a transaction pooler: no session state on pooled "
+                "connections; LISTEN on listen_dsn, which holds the wake-up flags",
+                self.hostname,
+            )
+            self._waiting.enabled = False  # the listener holds them on its own session
+            return "listen_dsn"
+        log.warning(
+            "worker %s: behind a transaction pooler without listen_dsn: poll-only, new jobs "
+            "are seen within poll_interval (%.1fs), revocations within a heartbeat; set "
+            "app.conf.listen_dsn to a direct DSN for instant wake-ups",
+            self.hostname,
+            self.poll_interval,
+        )
+        self._waiting.enabled = False
+        return "poll-only"
+
+    def _shutdown(self) -> None:
         self._stopping.set()
         prefetched = [job.id for job in self._pool.drain()]
         if prefetched:  # claimed ahead but not started: back to the queue right away
@@ -187,7 +233,8 @@ class Worker:
                     self._in_flight.pop(job_id, None)
                     self._canvas.discard(job_id)
             try:
-                self._store.release(claim_conn, prefetched, self.id)
+                with self._work as conn:
+                    self._store.release(conn, prefetched, self.id)
             except psycopg.Error as exc:
                 log.warning("could not release %d prefetched job(s): %s", len(prefetched), exc)
         deadline = time.monotonic() + self.shutdown_timeout
@@ -216,11 +263,14 @@ class Worker:
         # worker row goes (a heartbeat that finds it gone would register again).
         self._exiting.set()
         try:
-            self._release(claim_conn)
-            self._store.unregister_worker(claim_conn, self.id)
+            with self._work as conn:
+                self._release(conn)
+                self._store.unregister_worker(conn, self.id)
         except psycopg.Error as exc:
             log.warning("could not unregister worker %s: %s", self.id, exc)
-        claim_conn.close()
+        self._work.close()
+        self._record.close()
+        self._close_maintenance()
         log.info("worker %s stopped after %d job(s)", self.hostname, self.processed)
 
     def _cold_exit(self) -> None:
@@ -237,7 +287,7 @@ class Worker:
         try:
             with self.app.db.connect() as conn:
                 if finished:
-                    self._completer.write(conn, finished)
+                    self._completer.write(finished, conn)
                 released = self._release(conn)
                 self._store.unregister_worker(conn, self.id)
             log.warning("released %d unfinished job(s) back to their queues", released)
@@ -255,28 +305,33 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------
 
-    def _claim_loop(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    def _claim_loop(self) -> None:
+        delay = 0.1  # after a lost connection, doubling up to _RECONNECT_MAX
         while not self._stopping.is_set():
             self._wakeup.clear()  # before reading free slots: a later wake-up is never lost
             timeout = self.poll_interval
             free = self._capacity() - len(self._in_flight)
             if free > 0 and not self._fenced:
                 try:
-                    taken = self._claim(conn, free)
-                    if taken == free:
-                        self._waiting.stop(conn)
-                        continue  # there may be more: claim again as slots free up
-                    if not self._waiting.settled:
-                        if self._waiting.settle(conn):
-                            continue  # look once more: we now hear of every later job
-                        timeout = self._waiting.retry_in()
-                    due_in = self._next_due_in(conn)
+                    with self._work as conn:
+                        taken = self._claim(conn, free)
+                        if taken == free:
+                            self._waiting.stop(conn)
+                            continue  # there may be more: claim again as slots free up
+                        if not self._waiting.settled:
+                            if self._waiting.settle(conn):
+                                continue  # look once more: we now hear of every later job
+                            timeout = self._waiting.retry_in()
+                        due_in = self._next_due_in(conn)
+                    delay = 0.1
                 except psycopg.Error as exc:
                     if exc.sqlstate == _INCOMPATIBLE:
                         self._stop_incompatible(exc)
                         break
                     if transient(exc):
-                        conn = self._reconnect(conn, exc)
+                        log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                        self._stopping.wait(delay)
+                        delay = min(delay * 2, _RECONNECT_MAX)
                         continue
                     # Not the connection (a bad limit row...): keep the worker
                     # alive and try again after a pause, loudly.
@@ -286,7 +341,6 @@ class Worker:
                 if due_in is not None:
                     timeout = min(timeout, max(due_in, 0.005))
             self._wakeup.wait(timeout)
-        return conn
 
     def _tasks_to_skip(self) -> list[str]:
         """Tasks this worker does not know and handed back lately."""
@@ -324,21 +378,33 @@ class Worker:
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
+        claimed_as = self.id
         rows = self._store.claim(
-            conn, self.queues, limit, self.id, self.revision, self._tasks_to_skip()
+            conn, self.queues, limit, claimed_as, self.revision, self._tasks_to_skip()
         )
         jobs = [Job.from_row(row) for row in rows]
         if jobs:
             with self._lock:
+                if self._fenced or self.id != claimed_as:
+                    # The reply outlived the lease it was claimed under (held up
+                    # by a partition): these jobs may be rescued and running
+                    # elsewhere. Leave them to the rescue, or to the release of
+                    # orphaned leases should this worker's row have survived.
+                    log.warning(
+                        "dropping %d job(s) whose claim came back after this worker was "
+                        "fenced; they go back to their queue",
+                        len(jobs),
+                    )
+                    return len(rows)
                 for job in jobs:
                     self._in_flight[job.id] = job.attempt
                     if job.in_canvas:
                         self._canvas.add(job.id)
-            for job in jobs:
-                if job.expired:
-                    self._outcomes.put(expired(job))
-                else:
-                    self._pool.submit(job)
+                for job in jobs:
+                    if job.expired:
+                        self._outcomes.put(expired(job))
+                    else:
+                        self._pool.submit(job)
         return len(rows)
 
     def _next_due_in(self, conn: psycopg.Connection[Any]) -> float | None:
@@ -350,28 +416,107 @@ class Worker:
     # -- listening, heartbeat, rescue ---------------------------------------------------
 
     def _listen(self) -> None:
-        self._with_connection("listener", self._listen_on)
+        """Hear NOTIFYs on the recording session while the completer is not
+        using it: wait for its socket to have data (without holding it), then
+        read what arrived. Notifications that come in while the completer
+        runs a statement are handed to ``_on_notify`` by psycopg at once.
+        Nothing may end this thread silently: without it the worker still
+        polls, but it says so at every failure."""
+        if self.wakeups == "poll-only":
+            return  # revocations: the heartbeat re-checks the jobs we hold
+        delay = 0.1
+        while not self._exiting.is_set():
+            try:
+                with self._record as conn:
+                    fd, generation = conn.fileno(), self._record.generation
+                ready, _, _ = select.select([fd, self._hints_r], [], [], 1.0)
+                if self._hints_r in ready:
+                    with suppress(BlockingIOError):
+                        os.read(self._hints_r, 4096)
+                with self._record as conn:
+                    if ready and self._record.generation == generation:
+                        conn.pgconn.consume_input()
+                        if conn.pgconn.status != pq.ConnStatus.OK:
+                            raise psycopg.OperationalError("the listening connection was lost")
+                        while notice := conn.pgconn.notifies():
+                            self._on_notify(notice.relname.decode(), notice.extra.decode())
+                    with self._lock:
+                        mentioned, self._revoke_hints = self._revoke_hints, []
+                    if mentioned:
+                        self._apply_revocations(conn, mentioned)
+                delay = 0.1
+            except Exception as exc:
+                if self._exiting.is_set():
+                    return
+                log.warning(
+                    "listener connection failed (%s: %s); polling every %.1fs meanwhile, "
+                    "reconnecting in %.1fs",
+                    type(exc).__name__,
+                    str(exc).strip(),
+                    self.poll_interval,
+                    delay,
+                )
+                self._exiting.wait(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
 
-    def _listen_on(self, conn: psycopg.Connection[Any]) -> None:
-        wanted = set(self.queues)
+    def _on_notify(self, channel: str, payload: str) -> None:
+        """A notification is only a hint (anyone who can connect may send
+        one): a wake-up makes the claim look in SQL, and a revocation is acted
+        on (by the listener, never here: psycopg may call this in the middle of
+        the completer's statement) only once its job's row says so."""
+        if channel == self._channels["jobs"]:
+            if payload in self._wanted:
+                self._wakeup.set()
+            return
+        job_id = self._revocation_hint(payload)
+        if job_id is not None:
+            with self._lock:
+                self._revoke_hints.append(job_id)
+            with suppress(BlockingIOError):
+                os.write(self._hints_w, b"r")
+
+    def _connect_record(self) -> psycopg.Connection[Any]:
+        """The recording session: the direct connection that LISTENs (the DSN,
+        or listen_dsn behind a transaction pooler), or in poll-only mode a
+        pooled one."""
+        name = f"jobqueue-worker {self.id[-12:]} listen"
+        if self.wakeups == "poll-only":
+            return self.app.db.connect(application_name=name, **self._tcp_options())
+        conn = self.app.db.listen_connect(application_name=name, **self._tcp_options())
+        assert conn is not None
+        return conn
+
+    def _on_record_connect(self, conn: psycopg.Connection[Any]) -> None:
+        if self.wakeups == "poll-only":
+            return  # pooled: no session state at all
+        self._store.hot_session(conn)  # a direct session keeps them
+        conn.add_notify_handler(lambda n: self._on_notify(n.channel, n.payload))
         for channel in (self._channels["jobs"], self._channels["control"]):
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        if self.wakeups == "listen_dsn":
+            self._flag_forever(conn)
         self._wakeup.set()  # jobs may have arrived while we were not listening
-        while not self._exiting.is_set():  # revocations matter until the last job is settled
-            mentioned: list[str] = []
-            # A notification is only a hint (anyone who can connect may send
-            # one): a wake-up makes the claim look in SQL, and a revocation is
-            # acted on only once its job's row says so.
-            for notice in conn.notifies(timeout=1.0, stop_after=1):
-                if notice.channel == self._channels["jobs"]:
-                    if notice.payload in wanted:
-                        self._wakeup.set()
-                else:
-                    job_id = self._revocation_hint(notice.payload)
-                    if job_id is not None:
-                        mentioned.append(job_id)
-            if mentioned:
-                self._apply_revocations(conn, mentioned)
+        with suppress(BlockingIOError):
+            os.write(self._hints_w, b"c")  # the listener waits on the old socket
+
+    def _flag_forever(self, conn: psycopg.Connection[Any]) -> None:
+        """Behind a transaction pooler the claim session cannot hold the
+        wake-up flags (``waiting``): the listening session (direct, through
+        listen_dsn) holds them for good, so every enqueue into our queues
+        NOTIFYs (which serialises notifying commits: the price of a pooler).
+        Returns once every enqueue that looked before the flags has
+        committed, so the claim that follows sees its job (at most a second:
+        then the poll covers what is left)."""
+        flagged: set[str] = set()
+        pause, deadline = 0.005, time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            rest = [q for q in self.queues if q not in flagged]
+            if rest:
+                flagged.update(self._store.wait_flag(conn, rest))
+            if len(flagged) == len(self.queues) and self._store.wait_settled(conn, self.queues):
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _revocation_hint(self, payload: str) -> str | None:
         """The id of one of our jobs a control message names, if any."""
@@ -397,55 +542,85 @@ class Worker:
                 log.info("revoking running job %s (terminate)", job_id)
 
     def _heartbeat_loop(self) -> None:
-        def beat(conn: psycopg.Connection[Any]) -> None:
-            # Until the last running job is settled, or other workers would rescue it.
-            while not self._exiting.wait(self.app.conf.heartbeat_interval):
-                self._heartbeat(conn)
+        """Until the last running job is settled (or other workers would
+        rescue it); a failed beat is retried sooner, with backoff."""
+        interval = self.app.conf.heartbeat_interval
+        wait, retry = interval, 0.1
+        while not self._exiting.wait(wait):
+            try:
+                self._heartbeat()
+                wait, retry = interval, 0.1
+            except Exception as exc:
+                log.warning(
+                    "heartbeat failed (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    str(exc).strip(),
+                    min(retry, interval),
+                )
+                wait, retry = min(retry, interval), min(retry * 2, _RECONNECT_MAX)
 
-        self._with_connection("heartbeat", beat)
-
-    def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
+    def _heartbeat(self) -> None:
         conf = self.app.conf
         # The maintenance lease lasts three heartbeats (at most the worker
         # lease): a dead leader is replaced that soon, a slow one may lose it
         # for a round (two leaders at once are harmless, only wasteful).
         leader_ttl = min(conf.lease_ttl, 3 * conf.heartbeat_interval)
-        sent = time.monotonic()
-        alive, leader = self._store.heartbeat(conn, self.id, conf.lease_ttl, leader_ttl)
-        if not alive:
-            if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
-                return
-            # Presumed dead: its jobs were rescued and may run elsewhere. Drop
-            # what has not started, and come back as a new worker, so nothing
-            # done under the old id (late outcomes) can count.
-            self._fence("its workers row is gone: presumed dead, its jobs rescued")
-            old, self.id = self.id, str(uuid7())
-            log.warning("worker %s registers again as a new worker, id %s", old, self.id)
-            self._store.register_worker(conn, self._registration())
-        self._lease_deadline = sent + conf.lease_ttl
-        if self._fenced:
-            self._fenced = False
-            log.warning("worker %s holds a lease again: claiming resumes", self.hostname)
-            self._wakeup.set()
-        if leader != self.leader:
-            self.leader = leader
-            log.info(
-                "worker %s %s the maintenance leader (rescue, retention, vacuum)",
-                self.hostname,
-                "is now" if leader else "is no longer",
-            )
-        # This worker's own checks, then maintenance for everyone: each step on
-        # its own, so one failing never stops the heartbeat (that would get
-        # this live worker's jobs rescued).
-        for step in (self._check_revocations, self._release_orphans):
-            try:
-                step(conn)
-            except psycopg.Error as exc:
-                if transient(exc):
-                    raise
-                log.exception("step %s failed; the heartbeat goes on", step.__name__)
+        with self._work as conn:
+            sent = time.monotonic()
+            alive, leader = self._store.heartbeat(conn, self.id, conf.lease_ttl, leader_ttl)
+            if not alive:
+                if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
+                    return
+                # Presumed dead: its jobs were rescued and may run elsewhere. Drop
+                # what has not started, and come back as a new worker, so nothing
+                # done under the old id (late outcomes) can count.
+                self._fence("its workers row is gone: presumed dead, its jobs rescued")
+                old, self.id = self.id, str(uuid7())
+                log.warning("worker %s registers again as a new worker, id %s", old, self.id)
+                self._store.register_worker(conn, self._registration())
+            self._lease_deadline = sent + conf.lease_ttl
+            if self._fenced:
+                self._fenced = False
+                log.warning("worker %s holds a lease again: claiming resumes", self.hostname)
+                self._wakeup.set()
+            if leader != self.leader:
+                self.leader = leader
+                log.info(
+                    "worker %s %s the maintenance leader (rescue, retention, vacuum)",
+                    self.hostname,
+                    "is now" if leader else "is no longer",
+                )
+            # This worker's own checks: each on its own, so one failing never
+            # stops the heartbeat (that would get this live worker's jobs rescued).
+            for step in (self._check_revocations, self._release_orphans):
+                try:
+                    step(conn)
+                except psycopg.Error as exc:
+                    if transient(exc):
+                        raise
+                    log.exception("step %s failed; the heartbeat goes on", step.__name__)
         if self.leader:
-            self._maintenance.run(conn)
+            self._run_maintenance()
+        else:
+            self._close_maintenance()
+
+    def _run_maintenance(self) -> None:
+        """Maintenance for everyone, on the leader's own connection: a vacuum
+        or a retention batch never holds up this worker's claims."""
+        try:
+            if self._maintenance_conn is None or self._maintenance_conn.closed:
+                self._maintenance_conn = self.app.db.connect(
+                    application_name=f"jobqueue-maintenance {self.id[-12:]}"
+                )
+            self._maintenance.run(self._maintenance_conn)
+        except psycopg.Error as exc:
+            log.warning("maintenance round failed (%s); next heartbeat tries again", exc)
+            self._close_maintenance()
+
+    def _close_maintenance(self) -> None:
+        if self._maintenance_conn is not None:
+            self._maintenance_conn.close()
+            self._maintenance_conn = None
 
     def _may_start(self) -> bool:
         """Whether a slot may start a job now: not while fenced, nor once the
@@ -525,41 +700,38 @@ class Worker:
             "tasks": sorted(self.app.tasks),
         }
 
-    def _with_connection(self, what: str, body: Callable[[psycopg.Connection[Any]], None]) -> None:
-        """Run ``body`` on a fresh connection, reconnecting with backoff until stopped."""
-        delay = 0.1
-        while not self._exiting.is_set():
-            try:
-                with self._connect() as conn:
-                    delay = 0.1
-                    body(conn)
-                    return
-            except psycopg.OperationalError as exc:
-                log.warning("%s connection lost (%s); reconnecting in %.1fs", what, exc, delay)
-                self._exiting.wait(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
-
     # -- plumbing -------------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return self.app.db.connect(application_name=f"jobqueue-worker {self.id[-12:]}")
+        return self.app.db.connect(
+            application_name=f"jobqueue-worker {self.id[-12:]}", **self._tcp_options()
+        )
 
-    def _connect_hot(self) -> psycopg.Connection[Any]:
-        """A connection for the claim loop or the completer (see session_hot_path)."""
-        conn = self._connect()
-        self._store.hot_session(conn)
-        return conn
+    def _tcp_options(self) -> dict[str, Any]:
+        """A statement sent into a cut network must fail while the lease still
+        holds, not be retransmitted for 15 minutes and land (or hang the
+        session) long after the jobs were rescued: unacknowledged data gives up
+        after a third of the lease, and keepalives find a dead peer about as
+        fast. The DSN's own settings win; Unix sockets ignore these."""
+        dsn = self.app.db.dsn()
+        third = max(int(self.app.conf.lease_ttl * 1000 / 3), 1000)
+        options: dict[str, Any] = {}
+        if "tcp_user_timeout" not in dsn:
+            options["tcp_user_timeout"] = third
+        if "keepalives_idle" not in dsn:
+            options.update(
+                keepalives=1,
+                keepalives_idle=max(third // 2000, 1),
+                keepalives_interval=max(third // 4000, 1),
+                keepalives_count=3,
+            )
+        return options
 
-    def _reconnect(self, conn: psycopg.Connection[Any], exc: Exception) -> psycopg.Connection[Any]:
-        log.warning("claim connection lost (%s); reconnecting", exc)
-        conn.close()
+    def _on_work_connect(self, conn: psycopg.Connection[Any]) -> None:
+        """A new working session: its settings (see session_hot_path, where a
+        session keeps them), and no wake-up flag held yet: the claim loop
+        looks (and flags itself again) at once, not at its next poll."""
+        if self.app.db.session_state:
+            self._store.hot_session(conn)
         self._waiting.forget()
-        delay = 0.1
-        while not self._stopping.is_set():
-            try:
-                return self._connect_hot()
-            except psycopg.OperationalError as error:
-                log.warning("reconnect failed (%s); retrying in %.1fs", error, delay)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
-        return conn
+        self._wakeup.set()

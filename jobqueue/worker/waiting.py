@@ -27,10 +27,17 @@ class WaitFlag:
         self._flagged: set[str] = set()
         self.settled = False  # flagged, and every enqueue that did not see it has committed
         self._retry = _RETRY_FIRST
+        # False behind a transaction pooler, where a session lock would stay
+        # with a server connection other clients get: the listener's own
+        # session holds the flags, or (poll-only) nobody does.
+        self.enabled = True
 
     def settle(self, conn: psycopg.Connection[Any]) -> bool:
         """Flag our queues; True once no enqueue that looked before is still
         uncommitted (so one more claim sees every job we will not hear of)."""
+        if not self.enabled:
+            self.settled = True
+            return True
         rest = [q for q in self.queues if q not in self._flagged]
         if rest:
             self._flagged.update(self._store.wait_flag(conn, rest))
@@ -54,5 +61,5 @@ class WaitFlag:
     def forget(self) -> None:
         """The connection is gone, and its session locks with it."""
         self._flagged.clear()
-        self.settled = False
+        self.settled = not self.enabled
         self._retry = _RETRY_FIRST

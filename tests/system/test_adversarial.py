@@ -198,8 +198,10 @@ def test_a_heartbeat_in_flight_at_a_clean_exit_does_not_register_the_worker_agai
     worker.stop()
     thread.join(30)
     assert not thread.is_alive()
-    with psycopg.connect(dsn, autocommit=True) as late:
-        worker._heartbeat(late)  # the beat that was on its way when the worker left
+    try:
+        worker._heartbeat()  # the beat that was on its way when the worker left
+    finally:
+        worker._work.close()
     rows = conn.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()
     assert rows == (0,)
 
