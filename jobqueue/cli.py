@@ -246,6 +246,13 @@ def main(
     "work claimed ahead. 1 disables prefetching.",
 )
 @click.option(
+    "--health-file",
+    default=None,
+    metavar="PATH",
+    help="Create PATH once ready and touch it at every heartbeat that gets through; "
+    "removed at exit. A liveness probe checks its age is under the lease.",
+)
+@click.option(
     "-B",
     "--beat",
     "with_beat",
@@ -272,6 +279,7 @@ def worker(
     heartbeat_interval: float | None,
     lease_ttl: float | None,
     prefetch_multiplier: int,
+    health_file: str | None,
     with_beat: bool,
     loglevel: str,
 ) -> None:
@@ -305,6 +313,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         shutdown_timeout=shutdown_timeout,
         prefetch_multiplier=prefetch_multiplier,
+        health_file=health_file,
     )
     try:
         settings = settings.resolve(app)

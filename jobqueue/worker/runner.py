@@ -163,11 +163,15 @@ class Worker:
             self.poll_interval,
             self.wakeups,
         )
+        self._touch_health()
         self.app.hooks.emit("worker_ready", worker=self)
         try:
             self._claim_loop()
         finally:
             self._shutdown()
+            if self.settings.health_file:
+                with suppress(FileNotFoundError):
+                    os.unlink(self.settings.health_file)
             self.app.hooks.emit("worker_stopped", worker=self)
         if self._incompatible is not None:
             raise SchemaChangedError(
@@ -579,6 +583,7 @@ class Worker:
                 log.warning("worker %s registers again as a new worker, id %s", old, self.id)
                 self._store.register_worker(conn, self._registration())
             self._lease_deadline = sent + conf.lease_ttl
+            self._touch_health()
             if self._fenced:
                 self._fenced = False
                 log.warning("worker %s holds a lease again: claiming resumes", self.hostname)
@@ -621,6 +626,18 @@ class Worker:
         if self._maintenance_conn is not None:
             self._maintenance_conn.close()
             self._maintenance_conn = None
+
+    def _touch_health(self) -> None:
+        """The health file's age is the time since the last heartbeat that got
+        through: a probe that finds it older than the lease sees a worker the
+        others take for dead (fenced, or stuck)."""
+        path = self.settings.health_file
+        if path:
+            try:
+                with open(path, "a"):
+                    os.utime(path)
+            except OSError as exc:
+                log.warning("could not touch the health file %s: %s", path, exc)
 
     def _may_start(self) -> bool:
         """Whether a slot may start a job now: not while fenced, nor once the

@@ -36,6 +36,10 @@ class WorkerSettings:
     shutdown_timeout: float = 30.0
     #: At most this many times ``concurrency`` jobs held at once (claimed ahead).
     prefetch_multiplier: int = 128
+    #: A file the worker creates once ready and touches at every heartbeat that
+    #: got through; it stops touching it while fenced and removes it at exit.
+    #: Liveness: its age under lease_ttl (docs/deployment.md, Kubernetes).
+    health_file: str | None = None
 
     def with_options(self, **options: Any) -> WorkerSettings:
         """A copy with ``options`` set (None leaves a setting as it is)."""

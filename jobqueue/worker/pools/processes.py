@@ -123,6 +123,11 @@ class ProcessPool:
             "spec": self.app.main_spec,
             "dsn": self.app.db.dsn(),
             "schema": conf.schema,
+            # What the worker found, so a child need not look again.
+            "pooler": self.app.db.pooler or conf.pooler,
+            "listen_dsn": conf.listen_dsn,
+            "prepared_statements": conf.prepared_statements,
+            "task_pool_max_size": conf.task_pool_max_size,
             "hostname": self.hostname,
             "max_tasks": self.max_tasks_per_child,
             "log_level": logging.getLogger().level,
@@ -313,6 +318,9 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
 
     app = load_app(settings["spec"])
     app.conf.dsn, app.conf.schema = settings["dsn"], settings["schema"]
+    for name in ("pooler", "listen_dsn", "prepared_statements", "task_pool_max_size"):
+        setattr(app.conf, name, settings[name])
+    app.db.for_worker()  # its tasks' connections: a small pool, emptied when idle
 
     def soft_limit(signum: int, frame: Any) -> None:
         raise SoftTimeLimitExceeded("soft time limit exceeded")

