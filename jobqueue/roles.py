@@ -92,6 +92,7 @@ FUNCTIONS = (
     "job_counts_track",  # likewise (revision 0012, as the five below)
     "uuid7_hour",
     "history_expired",
+    "history_lock",
     "history_partition_add",
     "history_partitions_ahead",
     "history_prune",
@@ -219,6 +220,7 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "unique_keys": (_ALL_DML, "unique enqueues by tasks; retention"),
     "schedules": (_ALL_DML, "the beat (and the schedule commands of the CLI)"),
     "schedule_ticks": (("SELECT", "INSERT", "DELETE"), "the beat's ticks; retention"),
+    "history_plan": (("SELECT",), "retention's row-wise prune (job_prune) reads the period"),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",

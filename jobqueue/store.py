@@ -321,10 +321,11 @@ class Store:
 
     def history_prune(
         self, conn: psycopg.Connection[Any], success_age: float | None, failure_age: float | None
-    ) -> list[str]:
-        """Drop the history partitions whose every job expired; their names."""
+    ) -> list[tuple[str, int]]:
+        """Drop the history partitions whose every job expired, and compact
+        those held back only by young failures: (partition, failures kept)."""
         params = {"success_age": success_age, "failure_age": failure_age}
-        return [str(r[0]) for r in self._on(conn, "history_prune", params)]
+        return [(str(name), int(kept)) for name, kept in self._on(conn, "history_prune", params)]
 
     def prune_meta(self, conn: psycopg.Connection[Any], age: float, batch: int) -> None:
         self._on(conn, "meta_prune", {"age": age, "batch": batch})

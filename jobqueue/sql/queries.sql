@@ -679,10 +679,19 @@ SET rate_per_second = EXCLUDED.rate_per_second, burst = EXCLUDED.burst,
 -- name: job_prune
 -- Retention, a small batch at a time (any worker, SKIP LOCKED): finished jobs
 -- past their age, found by walking the time-ordered primary key from the
--- oldest id, so no index on state or finish time is needed.
+-- oldest id, so no index on state or finish time is needed. When the shorter
+-- age is at least a partition period (history_plan; a day by default), only
+-- jobs made a period before it: younger ones go with their whole partition
+-- (history_prune), without a row deleted, and this deletes what a partition
+-- held back by an unfinished job, and the default partition, hold. Shorter
+-- ages than a period are kept to the second, row by row, as before 0012.
 WITH doomed AS (
     SELECT id FROM {schema}.jobs
-    WHERE id < {schema}.uuid7_floor(now() - make_interval(secs => %(oldest)s))
+    WHERE id < {schema}.uuid7_floor(
+              now() - make_interval(secs => %(oldest)s)
+              - (SELECT CASE WHEN period <= make_interval(secs => %(oldest)s) THEN period
+                             ELSE interval '0' END
+                 FROM {schema}.history_plan))
       AND ((state IN ('SUCCESS', 'REVOKED')
             AND finished_at < now() - make_interval(secs => %(success_age)s))
         OR (state = 'FAILURE'
@@ -704,9 +713,9 @@ SELECT {schema}.history_partitions_ahead();
 
 -- name: history_prune
 -- Retention by partition: drops the partitions of jobs and job_attempts whose
--- every job finished and passed its age; their names.
-SELECT name FROM {schema}.history_prune(%(success_age)s::float8, %(failure_age)s::float8)
-    AS name;
+-- every job finished and passed its age, and compacts those held back only by
+-- young failures (see history_prune() in schema.sql); (name, failures kept).
+SELECT name, kept FROM {schema}.history_prune(%(success_age)s::float8, %(failure_age)s::float8);
 
 -- name: meta_prune
 -- The bookkeeping of canvases, schedules, unique keys and limits past the same

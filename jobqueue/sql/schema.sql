@@ -280,12 +280,40 @@ CREATE TABLE {schema}.history_partitions (
     ends_at   timestamptz NOT NULL
 );
 
+-- The locks that history DDL takes, all at once or none: exclusive (drop,
+-- compaction) is ACCESS EXCLUSIVE on both parents; otherwise (a new
+-- partition) SHARE UPDATE EXCLUSIVE on them, which claims and completions do
+-- not wait for, and ACCESS EXCLUSIVE on the default partitions. Claims and
+-- completions lock the partitions in their plans' order, so a lock of several
+-- tables that waited while holding some could deadlock with them: each try
+-- waits 50 ms at most and gives back what it got. Twenty tries, then it
+-- fails, to be tried again at the next heartbeat (a DDL left waiting makes
+-- every later statement on the table queue behind it).
+CREATE FUNCTION {schema}.history_lock(exclusive boolean) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    FOR n IN 1..20 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            IF exclusive THEN
+                LOCK TABLE ONLY {schema}.jobs, {schema}.job_attempts IN ACCESS EXCLUSIVE MODE;
+            ELSE
+                LOCK TABLE ONLY {schema}.jobs, {schema}.job_attempts IN SHARE UPDATE EXCLUSIVE MODE;
+                LOCK TABLE {schema}.jobs_default, {schema}.job_attempts_default IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            PERFORM set_config('lock_timeout', '0', true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- everything this try locked is released
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'jobqueue: the history tables stayed locked by others for 1 s'
+        USING ERRCODE = 'lock_not_available', HINT = 'tried again at the next heartbeat';
+END
+$$;
+
 -- A partition of each table for ids made from `starts` to `ends`. Built beside
--- the tables and attached (SHARE UPDATE EXCLUSIVE on the parents: claims and
--- completions go on), after moving into it the rows the default partitions
--- hold in its range (locked meanwhile; they are few). Waits at most a second
--- for a lock, then fails, to be tried again: a DDL waiting for a lock makes
--- every later statement on the table wait behind it.
+-- the tables and attached (claims and completions go on), after moving into
+-- it the rows the default partitions hold in its range (they are few).
 CREATE FUNCTION {schema}.history_partition_add(starts timestamptz, ends timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -293,9 +321,7 @@ DECLARE
     lo   uuid := {schema}.uuid7_floor(starts);
     hi   uuid := {schema}.uuid7_floor(ends);
 BEGIN
-    PERFORM set_config('lock_timeout', '1s', true);
-    LOCK TABLE ONLY {schema}.jobs, {schema}.job_attempts IN SHARE UPDATE EXCLUSIVE MODE;
-    LOCK TABLE {schema}.jobs_default, {schema}.job_attempts_default IN ACCESS EXCLUSIVE MODE;
+    PERFORM {schema}.history_lock(false);
     EXECUTE format('CREATE TABLE {schema}.%I (LIKE {schema}.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
                    ' WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,'
                    ' autovacuum_analyze_scale_factor = 0.05)', 'jobs_' || name);
@@ -343,42 +369,107 @@ BEGIN
 END
 $$;
 
--- Retention by partition: drops each partition (of both tables) whose every
--- job finished and passed its age (success_age for SUCCESS and REVOKED,
--- failure_age for FAILURE; NULL keeps those forever), oldest first, and
--- returns their names. Unfinished jobs are rows of job_queue (waiting,
--- retrying) or job_lease (running): two primary key range probes. The newest
--- finish per state comes from job_counts. A partition with an unfinished job
--- stays, and the row-wise prune (job_prune) deletes what in it has expired.
--- Dropping a partition takes ACCESS EXCLUSIVE on the parents for the drop
--- (milliseconds; at most 1 s of waiting for the lock, else next time).
+-- Retention by partition, oldest first. A partition whose every job finished
+-- and passed its age (success_age for SUCCESS and REVOKED, failure_age for
+-- FAILURE; NULL keeps those forever) is dropped, with its job_attempts
+-- partition and counters. One held back only by failures younger than
+-- failure_age is compacted: its failures (and their attempts) are copied into
+-- a new table that replaces it, and the rest goes with the old one. Returns
+-- each partition dropped (kept = 0) or compacted (kept = failures kept).
+-- Unfinished jobs are rows of job_queue (waiting, retrying) or job_lease
+-- (running): two primary key range probes; a partition holding one stays,
+-- and job_prune deletes its expired rows one by one. The newest finish per
+-- state comes from job_counts. Both take ACCESS EXCLUSIVE on the parents for
+-- the swap itself (milliseconds), and check again under it.
 CREATE FUNCTION {schema}.history_prune(success_age float8, failure_age float8)
-RETURNS SETOF text
+RETURNS TABLE (name text, kept bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    p       record;
-    min_age float8 := least(success_age, failure_age);
+    p        record;
+    min_age  float8 := least(success_age, failure_age);
+    bounds   text;
+    failures bigint;
+    copied   bigint;
 BEGIN
     IF success_age IS NULL AND failure_age IS NULL THEN
         RETURN;
     END IF;
-    min_age := COALESCE(min_age, success_age, failure_age);
     FOR p IN
         SELECT h.name, h.starts_at, h.ends_at FROM {schema}.history_partitions AS h
         WHERE h.ends_at <= now() - make_interval(secs => min_age)
         ORDER BY h.ends_at
     LOOP
-        CONTINUE WHEN NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, failure_age);
-        PERFORM set_config('lock_timeout', '1s', true);
-        LOCK TABLE ONLY {schema}.jobs, {schema}.job_attempts IN ACCESS EXCLUSIVE MODE;
-        -- Again under the lock: nothing can change the partition's rows now.
-        CONTINUE WHEN NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, failure_age);
+        IF {schema}.history_expired(p.starts_at, p.ends_at, success_age, failure_age) THEN
+            PERFORM {schema}.history_lock(true);
+            -- Again under the lock: nothing can change the partition's rows now.
+            CONTINUE WHEN NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age,
+                                                  failure_age);
+            EXECUTE format('DROP TABLE {schema}.%I, {schema}.%I', 'jobs_' || p.name,
+                           'job_attempts_' || p.name);
+            DELETE FROM {schema}.history_partitions AS h WHERE h.name = p.name;
+            DELETE FROM {schema}.job_counts AS c
+            WHERE c.hour < p.ends_at AND (p.starts_at IS NULL OR c.hour >= p.starts_at);
+            name := p.name;
+            kept := 0;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        -- Held back by young failures alone (with the default ages, a day's
+        -- successes expire six days before its failures)?
+        CONTINUE WHEN success_age IS NULL OR failure_age IS NULL
+                      OR failure_age <= success_age
+                      OR NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, 0);
+        SELECT COALESCE(sum(c.n) FILTER (WHERE c.state = 'FAILURE'), 0) INTO failures
+        FROM {schema}.job_counts AS c
+        WHERE c.hour < p.ends_at AND (p.starts_at IS NULL OR c.hour >= p.starts_at)
+        HAVING sum(c.n) FILTER (WHERE c.state IN ('SUCCESS', 'REVOKED')) > 0;
+        CONTINUE WHEN NOT FOUND;  -- nothing but failures left: nothing to gain
+        -- Copied before the lock (a read: workers go on). The partition holds
+        -- no unfinished job, so only a delete could change it meanwhile: the
+        -- count is checked again under the lock.
+        EXECUTE format('CREATE TABLE {schema}.%I (LIKE {schema}.jobs INCLUDING DEFAULTS'
+                       ' INCLUDING CONSTRAINTS) WITH (fillfactor = 80,'
+                       ' autovacuum_vacuum_scale_factor = 0.02,'
+                       ' autovacuum_analyze_scale_factor = 0.05)', 'jobs_' || p.name || '_kept');
+        EXECUTE format('INSERT INTO {schema}.%I (id, task, queue, priority, state, args, kwargs, options, run_at, expires_at, attempts, worker_id, created_at, started_at, finished_at, result, error, root_id, parent_id, revoked_at, revoke_terminate, group_id, group_index, progress_state, progress) SELECT id, task, queue, priority, state, args, kwargs, options, run_at, expires_at, attempts, worker_id, created_at, started_at, finished_at, result, error, root_id, parent_id, revoked_at, revoke_terminate, group_id, group_index, progress_state, progress FROM {schema}.%I'
+                       ' WHERE state = %L', 'jobs_' || p.name || '_kept', 'jobs_' || p.name,
+                       'FAILURE');
+        GET DIAGNOSTICS copied = ROW_COUNT;
+        EXECUTE format('CREATE TABLE {schema}.%I (LIKE {schema}.job_attempts INCLUDING DEFAULTS'
+                       ' INCLUDING CONSTRAINTS)', 'job_attempts_' || p.name || '_kept');
+        EXECUTE format('INSERT INTO {schema}.%I (job_id, attempt, worker_id, started_at, finished_at, state, error) SELECT job_id, attempt, worker_id, started_at, finished_at, state, error'
+                       ' FROM {schema}.%I WHERE job_id IN (SELECT id FROM {schema}.%I)',
+                       'job_attempts_' || p.name || '_kept', 'job_attempts_' || p.name,
+                       'jobs_' || p.name || '_kept');
+        PERFORM {schema}.history_lock(true);
+        IF copied <> failures
+           OR NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, 0)
+           OR failures <> (SELECT COALESCE(sum(c.n), 0) FROM {schema}.job_counts AS c
+                           WHERE c.state = 'FAILURE' AND c.hour < p.ends_at
+                             AND (p.starts_at IS NULL OR c.hour >= p.starts_at)) THEN
+            EXECUTE format('DROP TABLE {schema}.%I, {schema}.%I', 'jobs_' || p.name || '_kept',
+                           'job_attempts_' || p.name || '_kept');
+            CONTINUE;  -- changed meanwhile: next time
+        END IF;
+        bounds := CASE WHEN p.starts_at IS NULL THEN 'MINVALUE'
+                       ELSE quote_literal({schema}.uuid7_floor(p.starts_at)) END
+                  || ') TO (' || quote_literal({schema}.uuid7_floor(p.ends_at));
         EXECUTE format('DROP TABLE {schema}.%I, {schema}.%I', 'jobs_' || p.name,
                        'job_attempts_' || p.name);
-        DELETE FROM {schema}.history_partitions WHERE name = p.name;
-        DELETE FROM {schema}.job_counts
-        WHERE hour < p.ends_at AND (p.starts_at IS NULL OR hour >= p.starts_at);
-        RETURN NEXT p.name;
+        EXECUTE format('ALTER TABLE {schema}.%I RENAME TO %I', 'jobs_' || p.name || '_kept',
+                       'jobs_' || p.name);
+        EXECUTE format('ALTER TABLE {schema}.%I RENAME TO %I', 'job_attempts_' || p.name || '_kept',
+                       'job_attempts_' || p.name);
+        EXECUTE format('ALTER TABLE {schema}.jobs ATTACH PARTITION {schema}.%I FOR VALUES FROM (%s)',
+                       'jobs_' || p.name, bounds);
+        EXECUTE format('ALTER TABLE {schema}.job_attempts ATTACH PARTITION {schema}.%I'
+                       ' FOR VALUES FROM (%s)', 'job_attempts_' || p.name, bounds);
+        DELETE FROM {schema}.job_counts AS c
+        WHERE c.state IN ('SUCCESS', 'REVOKED') AND c.hour < p.ends_at
+          AND (p.starts_at IS NULL OR c.hour >= p.starts_at);
+        name := p.name;
+        kept := copied;
+        RETURN NEXT;
     END LOOP;
 END
 $$;

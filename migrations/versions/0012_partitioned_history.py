@@ -294,12 +294,40 @@ CREATE TABLE {s}.history_partitions (
     ends_at   timestamptz NOT NULL
 );
 
+-- The locks that history DDL takes, all at once or none: exclusive (drop,
+-- compaction) is ACCESS EXCLUSIVE on both parents; otherwise (a new
+-- partition) SHARE UPDATE EXCLUSIVE on them, which claims and completions do
+-- not wait for, and ACCESS EXCLUSIVE on the default partitions. Claims and
+-- completions lock the partitions in their plans' order, so a lock of several
+-- tables that waited while holding some could deadlock with them: each try
+-- waits 50 ms at most and gives back what it got. Twenty tries, then it
+-- fails, to be tried again at the next heartbeat (a DDL left waiting makes
+-- every later statement on the table queue behind it).
+CREATE FUNCTION {s}.history_lock(exclusive boolean) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    FOR n IN 1..20 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            IF exclusive THEN
+                LOCK TABLE ONLY {s}.jobs, {s}.job_attempts IN ACCESS EXCLUSIVE MODE;
+            ELSE
+                LOCK TABLE ONLY {s}.jobs, {s}.job_attempts IN SHARE UPDATE EXCLUSIVE MODE;
+                LOCK TABLE {s}.jobs_default, {s}.job_attempts_default IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            PERFORM set_config('lock_timeout', '0', true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- everything this try locked is released
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'jobqueue: the history tables stayed locked by others for 1 s'
+        USING ERRCODE = 'lock_not_available', HINT = 'tried again at the next heartbeat';
+END
+$$;
+
 -- A partition of each table for ids made from `starts` to `ends`. Built beside
--- the tables and attached (SHARE UPDATE EXCLUSIVE on the parents: claims and
--- completions go on), after moving into it the rows the default partitions
--- hold in its range (locked meanwhile; they are few). Waits at most a second
--- for a lock, then fails, to be tried again: a DDL waiting for a lock makes
--- every later statement on the table wait behind it.
+-- the tables and attached (claims and completions go on), after moving into
+-- it the rows the default partitions hold in its range (they are few).
 CREATE FUNCTION {s}.history_partition_add(starts timestamptz, ends timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -307,9 +335,7 @@ DECLARE
     lo   uuid := {s}.uuid7_floor(starts);
     hi   uuid := {s}.uuid7_floor(ends);
 BEGIN
-    PERFORM set_config('lock_timeout', '1s', true);
-    LOCK TABLE ONLY {s}.jobs, {s}.job_attempts IN SHARE UPDATE EXCLUSIVE MODE;
-    LOCK TABLE {s}.jobs_default, {s}.job_attempts_default IN ACCESS EXCLUSIVE MODE;
+    PERFORM {s}.history_lock(false);
     EXECUTE format('CREATE TABLE {s}.%I (LIKE {s}.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
                    ' WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,'
                    ' autovacuum_analyze_scale_factor = 0.05)', 'jobs_' || name);
@@ -357,42 +383,107 @@ BEGIN
 END
 $$;
 
--- Retention by partition: drops each partition (of both tables) whose every
--- job finished and passed its age (success_age for SUCCESS and REVOKED,
--- failure_age for FAILURE; NULL keeps those forever), oldest first, and
--- returns their names. Unfinished jobs are rows of job_queue (waiting,
--- retrying) or job_lease (running): two primary key range probes. The newest
--- finish per state comes from job_counts. A partition with an unfinished job
--- stays, and the row-wise prune (job_prune) deletes what in it has expired.
--- Dropping a partition takes ACCESS EXCLUSIVE on the parents for the drop
--- (milliseconds; at most 1 s of waiting for the lock, else next time).
+-- Retention by partition, oldest first. A partition whose every job finished
+-- and passed its age (success_age for SUCCESS and REVOKED, failure_age for
+-- FAILURE; NULL keeps those forever) is dropped, with its job_attempts
+-- partition and counters. One held back only by failures younger than
+-- failure_age is compacted: its failures (and their attempts) are copied into
+-- a new table that replaces it, and the rest goes with the old one. Returns
+-- each partition dropped (kept = 0) or compacted (kept = failures kept).
+-- Unfinished jobs are rows of job_queue (waiting, retrying) or job_lease
+-- (running): two primary key range probes; a partition holding one stays,
+-- and job_prune deletes its expired rows one by one. The newest finish per
+-- state comes from job_counts. Both take ACCESS EXCLUSIVE on the parents for
+-- the swap itself (milliseconds), and check again under it.
 CREATE FUNCTION {s}.history_prune(success_age float8, failure_age float8)
-RETURNS SETOF text
+RETURNS TABLE (name text, kept bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    p       record;
-    min_age float8 := least(success_age, failure_age);
+    p        record;
+    min_age  float8 := least(success_age, failure_age);
+    bounds   text;
+    failures bigint;
+    copied   bigint;
 BEGIN
     IF success_age IS NULL AND failure_age IS NULL THEN
         RETURN;
     END IF;
-    min_age := COALESCE(min_age, success_age, failure_age);
     FOR p IN
         SELECT h.name, h.starts_at, h.ends_at FROM {s}.history_partitions AS h
         WHERE h.ends_at <= now() - make_interval(secs => min_age)
         ORDER BY h.ends_at
     LOOP
-        CONTINUE WHEN NOT {s}.history_expired(p.starts_at, p.ends_at, success_age, failure_age);
-        PERFORM set_config('lock_timeout', '1s', true);
-        LOCK TABLE ONLY {s}.jobs, {s}.job_attempts IN ACCESS EXCLUSIVE MODE;
-        -- Again under the lock: nothing can change the partition's rows now.
-        CONTINUE WHEN NOT {s}.history_expired(p.starts_at, p.ends_at, success_age, failure_age);
+        IF {s}.history_expired(p.starts_at, p.ends_at, success_age, failure_age) THEN
+            PERFORM {s}.history_lock(true);
+            -- Again under the lock: nothing can change the partition's rows now.
+            CONTINUE WHEN NOT {s}.history_expired(p.starts_at, p.ends_at, success_age,
+                                                  failure_age);
+            EXECUTE format('DROP TABLE {s}.%I, {s}.%I', 'jobs_' || p.name,
+                           'job_attempts_' || p.name);
+            DELETE FROM {s}.history_partitions AS h WHERE h.name = p.name;
+            DELETE FROM {s}.job_counts AS c
+            WHERE c.hour < p.ends_at AND (p.starts_at IS NULL OR c.hour >= p.starts_at);
+            name := p.name;
+            kept := 0;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        -- Held back by young failures alone (with the default ages, a day's
+        -- successes expire six days before its failures)?
+        CONTINUE WHEN success_age IS NULL OR failure_age IS NULL
+                      OR failure_age <= success_age
+                      OR NOT {s}.history_expired(p.starts_at, p.ends_at, success_age, 0);
+        SELECT COALESCE(sum(c.n) FILTER (WHERE c.state = 'FAILURE'), 0) INTO failures
+        FROM {s}.job_counts AS c
+        WHERE c.hour < p.ends_at AND (p.starts_at IS NULL OR c.hour >= p.starts_at)
+        HAVING sum(c.n) FILTER (WHERE c.state IN ('SUCCESS', 'REVOKED')) > 0;
+        CONTINUE WHEN NOT FOUND;  -- nothing but failures left: nothing to gain
+        -- Copied before the lock (a read: workers go on). The partition holds
+        -- no unfinished job, so only a delete could change it meanwhile: the
+        -- count is checked again under the lock.
+        EXECUTE format('CREATE TABLE {s}.%I (LIKE {s}.jobs INCLUDING DEFAULTS'
+                       ' INCLUDING CONSTRAINTS) WITH (fillfactor = 80,'
+                       ' autovacuum_vacuum_scale_factor = 0.02,'
+                       ' autovacuum_analyze_scale_factor = 0.05)', 'jobs_' || p.name || '_kept');
+        EXECUTE format('INSERT INTO {s}.%I ({jobs_columns}) SELECT {jobs_columns} FROM {s}.%I'
+                       ' WHERE state = %L', 'jobs_' || p.name || '_kept', 'jobs_' || p.name,
+                       'FAILURE');
+        GET DIAGNOSTICS copied = ROW_COUNT;
+        EXECUTE format('CREATE TABLE {s}.%I (LIKE {s}.job_attempts INCLUDING DEFAULTS'
+                       ' INCLUDING CONSTRAINTS)', 'job_attempts_' || p.name || '_kept');
+        EXECUTE format('INSERT INTO {s}.%I ({attempts_columns}) SELECT {attempts_columns}'
+                       ' FROM {s}.%I WHERE job_id IN (SELECT id FROM {s}.%I)',
+                       'job_attempts_' || p.name || '_kept', 'job_attempts_' || p.name,
+                       'jobs_' || p.name || '_kept');
+        PERFORM {s}.history_lock(true);
+        IF copied <> failures
+           OR NOT {s}.history_expired(p.starts_at, p.ends_at, success_age, 0)
+           OR failures <> (SELECT COALESCE(sum(c.n), 0) FROM {s}.job_counts AS c
+                           WHERE c.state = 'FAILURE' AND c.hour < p.ends_at
+                             AND (p.starts_at IS NULL OR c.hour >= p.starts_at)) THEN
+            EXECUTE format('DROP TABLE {s}.%I, {s}.%I', 'jobs_' || p.name || '_kept',
+                           'job_attempts_' || p.name || '_kept');
+            CONTINUE;  -- changed meanwhile: next time
+        END IF;
+        bounds := CASE WHEN p.starts_at IS NULL THEN 'MINVALUE'
+                       ELSE quote_literal({s}.uuid7_floor(p.starts_at)) END
+                  || ') TO (' || quote_literal({s}.uuid7_floor(p.ends_at));
         EXECUTE format('DROP TABLE {s}.%I, {s}.%I', 'jobs_' || p.name,
                        'job_attempts_' || p.name);
-        DELETE FROM {s}.history_partitions WHERE name = p.name;
-        DELETE FROM {s}.job_counts
-        WHERE hour < p.ends_at AND (p.starts_at IS NULL OR hour >= p.starts_at);
-        RETURN NEXT p.name;
+        EXECUTE format('ALTER TABLE {s}.%I RENAME TO %I', 'jobs_' || p.name || '_kept',
+                       'jobs_' || p.name);
+        EXECUTE format('ALTER TABLE {s}.%I RENAME TO %I', 'job_attempts_' || p.name || '_kept',
+                       'job_attempts_' || p.name);
+        EXECUTE format('ALTER TABLE {s}.jobs ATTACH PARTITION {s}.%I FOR VALUES FROM (%s)',
+                       'jobs_' || p.name, bounds);
+        EXECUTE format('ALTER TABLE {s}.job_attempts ATTACH PARTITION {s}.%I'
+                       ' FOR VALUES FROM (%s)', 'job_attempts_' || p.name, bounds);
+        DELETE FROM {s}.job_counts AS c
+        WHERE c.state IN ('SUCCESS', 'REVOKED') AND c.hour < p.ends_at
+          AND (p.starts_at IS NULL OR c.hour >= p.starts_at);
+        name := p.name;
+        kept := copied;
+        RETURN NEXT;
     END LOOP;
 END
 $$;
@@ -570,6 +661,7 @@ DROP FUNCTION {s}.history_prune(float8, float8);
 DROP FUNCTION {s}.history_expired(timestamptz, timestamptz, float8, float8);
 DROP FUNCTION {s}.history_partitions_ahead();
 DROP FUNCTION {s}.history_partition_add(timestamptz, timestamptz);
+DROP FUNCTION {s}.history_lock(boolean);
 DROP TABLE {s}.history_partitions, {s}.history_plan, {s}.job_counts;
 DROP FUNCTION {s}.job_counts_track();
 DROP FUNCTION {s}.uuid7_hour(uuid);

@@ -148,15 +148,17 @@ def test_task_routes(dsn: str, schema: str, conn: Any) -> None:
 def test_retention_prunes_expired_jobs_in_batches_while_workers_process(
     jq: Any, schema: str, conn: Any, start_worker: Any
 ) -> None:
-    two_days_ago = time.time() - 2 * 86400
+    # Made three days ago: row-wise retention deletes jobs made a partition
+    # period (a day) before their age (younger ones go with their partition).
+    three_days_ago = time.time() - 3 * 86400
     old = [
-        (str(uuid7(two_days_ago + i / 1000)), "SUCCESS" if i % 5 else "FAILURE")
+        (str(uuid7(three_days_ago + i / 1000)), "SUCCESS" if i % 5 else "FAILURE")
         for i in range(5000)
     ]
     with conn.cursor() as cur:
         cur.executemany(
             f'INSERT INTO "{schema}".jobs (id, task, state, created_at, finished_at) '
-            "VALUES (%s, 'add', %s, now() - interval '2 days', now() - interval '2 days')",
+            "VALUES (%s, 'add', %s, now() - interval '3 days', now() - interval '2 days')",
             old,
         )
     new = jq.app.enqueue_many(jq.add, [(i, i) for i in range(500)])

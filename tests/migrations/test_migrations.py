@@ -125,6 +125,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "fail_chord",
             "fail_tree",
             "history_expired",
+            "history_lock",
             "history_partition_add",
             "history_partitions_ahead",
             "history_prune",

@@ -220,3 +220,39 @@ def test_counters_equal_a_real_count_after_a_concurrent_drain(
     assert real[("default", "FAILURE")] == len(doomed)
     assert real[("default", "REVOKED")] == len(scheduled)
     assert real[("default", "RETRY")] == len(later)
+
+
+def test_a_day_held_back_only_by_young_failures_keeps_them_alone(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """With the default ages a day's successes expire six days before its
+    failures: the partition is rebuilt with its failures (and their attempts)
+    alone, instead of its successes being deleted row by row."""
+    s = f'"{schema}"'
+    conn.execute(f"DROP TABLE {s}.jobs_legacy, {s}.job_attempts_legacy")
+    conn.execute(f"DELETE FROM {s}.history_partitions WHERE name = 'legacy'")
+    day = _day(-4)
+    conn.execute(f"SELECT {s}.history_partition_add(%s, %s)", [day, day + DAY])
+    finished = datetime.now(timezone.utc) - 3 * DAY  # successes expired, failures not
+    ids = _insert_finished(conn, schema, day, finished, 1000)
+    failed, retried = ids[:100], ids[500]
+    conn.execute(
+        f"INSERT INTO {s}.job_attempts (job_id, attempt, state) VALUES (%s, 1, 'RETRY')",
+        [retried],  # a success's earlier attempt goes with it
+    )
+    name = _partition_name(day)
+
+    assert jq.app.store.history_prune(conn, 86400.0, 7 * 86400.0) == [(name, 100)]
+
+    rows = conn.execute(f"SELECT id::text, state FROM {s}.jobs_{name} ORDER BY id").fetchall()
+    assert rows == [(i, states.FAILURE) for i in sorted(failed)]
+    attempts = conn.execute(f"SELECT job_id::text FROM {s}.job_attempts_{name}").fetchall()
+    assert sorted(a for (a,) in attempts) == sorted(failed)
+    counted, real = _stats_match_a_real_count(conn, schema)
+    assert counted == real == {("default", "FAILURE"): 100}
+    # Still a partition of jobs: new rows of that day land in it.
+    late = str(uuid7(day.timestamp() + 7200))
+    conn.execute(f"SELECT {s}.enqueue('add', '[1, 2]', id => %s)", [late])
+    assert _where(conn, schema, late) == f"jobs_{name}"
+    # Nothing more to gain: the next run leaves it alone.
+    assert jq.app.store.history_prune(conn, 86400.0, 7 * 86400.0) == []
