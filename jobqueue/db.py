@@ -8,7 +8,10 @@ ever executed.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -89,6 +92,7 @@ class Database:
         self.pooler: str | None = None
         # A worker process: the pool only serves its tasks (see for_worker).
         self._worker = False
+        self._abortive_close = False
 
     @property
     def schema(self) -> str:
@@ -160,12 +164,41 @@ class Database:
             kwargs.setdefault("prepare_threshold", None)  # psycopg's automatic ones
         return kwargs
 
-    def for_worker(self) -> None:
+    def for_worker(self, *, killable: bool = False) -> None:
         """This process is a worker (or a pool child): its own work has
         connections of its own, so the pool only serves tasks that enqueue or
         report progress. Keep it small and let it empty when idle: every
         worker process's pool counts against the server's max_connections."""
         self._worker = True
+        # A process-pool child is killed when its worker is fenced: what its
+        # task was sending must die with it, not linger in the kernel and
+        # reach the server once a partition heals (after the job's rescue).
+        self._abortive_close = killable
+
+    def worker_socket_options(self) -> dict[str, Any]:
+        """For a worker's connections, its tasks' among them: a statement sent
+        into a cut network must fail while the lease still holds, not be
+        retransmitted for 15 minutes and land (or hang the session) long after
+        the jobs were rescued. Unacknowledged data gives up after a third of
+        the lease (at least a second), and keepalives find a dead peer about
+        as fast. Without it, a killed child's last INSERT, left in its
+        socket's send queue, reached the server when a partition healed,
+        after its job had been rescued and run again (tests/system/
+        test_partition.py). The DSN's own settings win; Unix sockets ignore
+        these."""
+        dsn = self.dsn()
+        third = max(int(self.settings.lease_ttl * 1000 / 3), 1000)
+        options: dict[str, Any] = {}
+        if "tcp_user_timeout" not in dsn:
+            options["tcp_user_timeout"] = third
+        if "keepalives_idle" not in dsn:
+            options.update(
+                keepalives=1,
+                keepalives_idle=max(third // 2000, 1),
+                keepalives_interval=max(third // 4000, 1),
+                keepalives_count=3,
+            )
+        return options
 
     def pool(self) -> ConnectionPool:
         if self._pool is None:
@@ -186,9 +219,11 @@ class Database:
                             {
                                 "autocommit": True,
                                 "application_name": "jobqueue-tasks" if worker else "jobqueue",
+                                **(self.worker_socket_options() if worker else {}),
                             }
                         ),
                         open=False,
+                        configure=_abort_on_close if self._abortive_close else None,
                         name="jobqueue-tasks" if worker else "jobqueue",
                     )
                     pool.open(wait=True, timeout=30)
@@ -390,6 +425,18 @@ class Database:
     def run(self, connection: Any, name: str, params: Params) -> list[Row]:
         """Run named statement ``name`` on a connection from ``transaction()``."""
         return run_on(connection, self.sql[name], params)
+
+
+def _abort_on_close(conn: psycopg.Connection[Any]) -> None:
+    """SO_LINGER 0: when the process dies, its sockets are reset and whatever
+    they still hold unsent is dropped, instead of the kernel retransmitting it
+    (a task's INSERT stuck in a partition) until the network returns. A clean
+    close then resets too, which the server may log."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
 
 
 def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:

@@ -142,6 +142,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        self._remove_health()  # a killed predecessor's must not read as ready
         self._lease_deadline = time.monotonic() + self.app.conf.lease_ttl
         self.app.db.first_contact(self._register)
         self.wakeups = self._wakeup_mode()
@@ -169,9 +170,7 @@ class Worker:
             self._claim_loop()
         finally:
             self._shutdown()
-            if self.settings.health_file:
-                with suppress(FileNotFoundError):
-                    os.unlink(self.settings.health_file)
+            self._remove_health()
             self.app.hooks.emit("worker_stopped", worker=self)
         if self._incompatible is not None:
             raise SchemaChangedError(
@@ -296,6 +295,7 @@ class Worker:
                 self._store.unregister_worker(conn, self.id)
             log.warning("released %d unfinished job(s) back to their queues", released)
         finally:
+            self._remove_health()
             logging.shutdown()
             os._exit(1)
 
@@ -639,6 +639,11 @@ class Worker:
             except OSError as exc:
                 log.warning("could not touch the health file %s: %s", path, exc)
 
+    def _remove_health(self) -> None:
+        if self.settings.health_file:
+            with suppress(OSError):
+                os.unlink(self.settings.health_file)
+
     def _may_start(self) -> bool:
         """Whether a slot may start a job now: not while fenced, nor once the
         lease may have lapsed (a slot can be quicker than the lease watch: a
@@ -725,24 +730,7 @@ class Worker:
         )
 
     def _tcp_options(self) -> dict[str, Any]:
-        """A statement sent into a cut network must fail while the lease still
-        holds, not be retransmitted for 15 minutes and land (or hang the
-        session) long after the jobs were rescued: unacknowledged data gives up
-        after a third of the lease, and keepalives find a dead peer about as
-        fast. The DSN's own settings win; Unix sockets ignore these."""
-        dsn = self.app.db.dsn()
-        third = max(int(self.app.conf.lease_ttl * 1000 / 3), 1000)
-        options: dict[str, Any] = {}
-        if "tcp_user_timeout" not in dsn:
-            options["tcp_user_timeout"] = third
-        if "keepalives_idle" not in dsn:
-            options.update(
-                keepalives=1,
-                keepalives_idle=max(third // 2000, 1),
-                keepalives_interval=max(third // 4000, 1),
-                keepalives_count=3,
-            )
-        return options
+        return self.app.db.worker_socket_options()
 
     def _on_work_connect(self, conn: psycopg.Connection[Any]) -> None:
         """A new working session: its settings (see session_hot_path, where a

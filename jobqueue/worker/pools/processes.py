@@ -128,6 +128,8 @@ class ProcessPool:
             "listen_dsn": conf.listen_dsn,
             "prepared_statements": conf.prepared_statements,
             "task_pool_max_size": conf.task_pool_max_size,
+            "lease_ttl": conf.lease_ttl,  # sets how soon its sockets give up
+            "heartbeat_interval": conf.heartbeat_interval,  # validated against lease_ttl
             "hostname": self.hostname,
             "max_tasks": self.max_tasks_per_child,
             "log_level": logging.getLogger().level,
@@ -318,9 +320,18 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
 
     app = load_app(settings["spec"])
     app.conf.dsn, app.conf.schema = settings["dsn"], settings["schema"]
-    for name in ("pooler", "listen_dsn", "prepared_statements", "task_pool_max_size"):
+    for name in (
+        "pooler",
+        "listen_dsn",
+        "prepared_statements",
+        "task_pool_max_size",
+        "lease_ttl",
+        "heartbeat_interval",
+    ):
         setattr(app.conf, name, settings[name])
-    app.db.for_worker()  # its tasks' connections: a small pool, emptied when idle
+    # Its tasks' connections: a small pool, emptied when idle, whose sockets
+    # drop what they hold if the child is killed (a fenced worker kills it).
+    app.db.for_worker(killable=True)
 
     def soft_limit(signum: int, frame: Any) -> None:
         raise SoftTimeLimitExceeded("soft time limit exceeded")
