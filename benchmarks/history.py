@@ -59,9 +59,15 @@ _ID_AT = (
 )
 
 
-def load_finished(conn: Any, schema: str, day_start: float, rows: int, finished_ago: float) -> None:
-    """``rows`` SUCCESS jobs made during the day starting at ``day_start`` (Unix
-    seconds), finished ``finished_ago`` seconds ago; a million per statement."""
+def load_finished(
+    conn: Any, schema: str, day_start: float, rows: int, finished_ago: float, failed: int = 0
+) -> None:
+    """``rows`` jobs made during the day starting at ``day_start`` (Unix
+    seconds), finished ``finished_ago`` seconds ago, one in ``failed`` FAILURE
+    (none if 0), the rest SUCCESS; a million per statement."""
+    state = (
+        f"CASE WHEN g % {failed} = 0 THEN 'FAILURE' ELSE 'SUCCESS' END" if failed else "'SUCCESS'"
+    )
     step = 1_000_000
     for first in range(0, rows, step):
         count = min(step, rows - first)
@@ -69,7 +75,7 @@ def load_finished(conn: Any, schema: str, day_start: float, rows: int, finished_
         conn.execute(
             f'INSERT INTO "{schema}".jobs (id, task, state, attempts, created_at, started_at, '
             "finished_at, result) "
-            f"SELECT {_ID_AT.format(ms=ms)}, 'noop', 'SUCCESS', 1, now(), now(), "
+            f"SELECT {_ID_AT.format(ms=ms)}, 'noop', {state}, 1, now(), now(), "
             f"now() - make_interval(secs => {finished_ago}), 'null' "
             f"FROM generate_series({first}, {first + count - 1}) AS g"
         )
@@ -213,13 +219,42 @@ def stats_latency(dsn: str, schema: str, reads: int = 50) -> float:
     return statistics.median(times[5:]) * 1000
 
 
-def prune_day(dsn: str, schema: str) -> tuple[float, list[tuple[str, int]]]:
+@contextmanager
+def reader(dsn: str, schema: str) -> Iterator[list[float]]:
+    """What a producer or a result lookup sees meanwhile: the time of each read
+    of one job by id, every 2 ms."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        probe_id = one(conn, f'SELECT id FROM "{schema}".jobs ORDER BY id DESC LIMIT 1')
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def run() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            while not stop.is_set():
+                started = time.perf_counter()
+                c.execute(f'SELECT state FROM "{schema}".jobs WHERE id = %s', [probe_id])
+                waits.append(time.perf_counter() - started)
+                time.sleep(0.002)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield waits
+    finally:
+        stop.set()
+        thread.join()
+
+
+def prune(dsn: str, schema: str) -> tuple[float, float, list[tuple[str, int]]]:
+    """Retention by partition with the default ages: (seconds, the longest a
+    concurrent reader of jobs waited, what it dropped or compacted)."""
     app = JobQueue(dsn, schema=schema, auto_migrate=False)
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with reader(dsn, schema) as waits, psycopg.connect(dsn, autocommit=True) as conn:
             started = time.perf_counter()
-            dropped = app.store.history_prune(conn, 86400.0, 604800.0)
-            return time.perf_counter() - started, dropped
+            done = app.store.history_prune(conn, 86400.0, 604800.0)
+            seconds = time.perf_counter() - started
+        return seconds, max(waits), done
     finally:
         app.close()
 
@@ -238,33 +273,15 @@ def migration_cost(dsn: str, rows: int) -> None:
     schema = "hist_migration"
     migrate.upgrade(dsn, schema, "0011")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        start = day_start(-1)
-        load_finished(conn, schema, start, rows, 60)
+        load_finished(conn, schema, day_start(-1), rows, 60)
         conn.execute(f'VACUUM ANALYZE "{schema}".jobs')
-        probe_id = one(conn, f'SELECT id FROM "{schema}".jobs LIMIT 1')
-    stop = threading.Event()
-    waits: list[float] = []
-
-    def reader() -> None:  # what a producer or a result lookup sees meanwhile
-        with psycopg.connect(dsn, autocommit=True) as c:
-            while not stop.is_set():
-                started = time.perf_counter()
-                c.execute(f'SELECT state FROM "{schema}".jobs WHERE id = %s', [probe_id])
-                waits.append(time.perf_counter() - started)
-                time.sleep(0.002)
-
     handler = PhaseLog()
     logging.getLogger("alembic.runtime.migration").addHandler(handler)
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
-    thread = threading.Thread(target=reader)
-    thread.start()
     started = time.monotonic()
-    try:
+    with reader(dsn, schema) as waits:
         migrate.upgrade(dsn, schema)
-    finally:
-        total = time.monotonic() - started
-        stop.set()
-        thread.join()
+    total = time.monotonic() - started
     print(f"  migration of {rows:,} jobs to 0012: {total:.1f} s in all", flush=True)
     for line in handler.lines:
         print(f"    {line}", flush=True)
@@ -276,7 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", required=True, help="a maintenance database on the server")
     parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--migration-rows", type=int, default=3_000_000)
     options = parser.parse_args()
 
@@ -290,23 +307,38 @@ def main() -> None:
         for run in range(options.repeat):
             for schema in ("hist_empty", "hist_full"):
                 got = figures[schema]
-                got.setdefault("drain (jobs/s)", []).append(drain_rate(dsn, schema))
+                got.setdefault("drain (jobs/s)", []).append(drain_rate(dsn, schema, 30_000))
                 claim, complete = statement_latency(dsn, schema)
                 got.setdefault("claim of 50, p50 (ms)", []).append(claim)
                 got.setdefault("completion of 50, p50 (ms)", []).append(complete)
                 got.setdefault("queue_stats, p50 (ms)", []).append(stats_latency(dsn, schema))
                 print(f"  run {run + 1} {schema}: " + ", ".join(
                     f"{k} {v[-1]:,.2f}" for k, v in got.items()), flush=True)  # fmt: skip
-        print(f"{'':32}{'empty':>12}{'10 M':>12}{'ratio':>8}")
+        print(f"{'':32}{'empty':>12}{f'{options.rows:,}':>12}{'ratio':>8}")
         for key in figures["hist_empty"]:
             empty = statistics.median(figures["hist_empty"][key])
             full = statistics.median(figures["hist_full"][key])
             print(f"{key:32}{empty:12,.2f}{full:12,.2f}{full / empty:8.3f}")
-        seconds, dropped = prune_day(dsn, "hist_full")
-        names = ", ".join(name for name, _ in dropped) or "nothing"
-        print(f"pruning the expired day ({options.rows // 2:,} jobs): {seconds * 1000:.0f} ms, "
-              f"dropped {names}", flush=True)  # fmt: skip
+        seconds, waited, done = prune(dsn, "hist_full")
+        print(f"pruning the expired day ({options.rows // 2:,} jobs): {seconds * 1000:.0f} ms "
+              f"(a concurrent reader waited {waited * 1000:.0f} ms at most): {done}",
+              flush=True)  # fmt: skip
         print(f"queue_stats after the drop, p50: {stats_latency(dsn, 'hist_full'):.2f} ms")
+        # A day whose successes expired but whose failures (1 %) are younger
+        # than failed_result_expires: compacted.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            start = day_start(-5)
+            s = '"hist_full"'
+            conn.execute(
+                f"SELECT {s}.history_partition_add(to_timestamp(%s), to_timestamp(%s))",
+                [start, start + DAY],
+            )
+            load_finished(conn, "hist_full", start, options.rows // 2, 2 * DAY, failed=100)
+            conn.execute(f"VACUUM ANALYZE {s}.jobs")
+        seconds, waited, done = prune(dsn, "hist_full")
+        print(f"compacting a day of {options.rows // 2:,} jobs, 1 % young failures: "
+              f"{seconds * 1000:.0f} ms (a concurrent reader waited {waited * 1000:.0f} ms "
+              f"at most): {done}", flush=True)  # fmt: skip
         if options.migration_rows:
             migration_cost(dsn, options.migration_rows)
 

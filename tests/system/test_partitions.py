@@ -256,3 +256,34 @@ def test_a_day_held_back_only_by_young_failures_keeps_them_alone(
     assert _where(conn, schema, late) == f"jobs_{name}"
     # Nothing more to gain: the next run leaves it alone.
     assert jq.app.store.history_prune(conn, 86400.0, 7 * 86400.0) == []
+
+
+def test_the_legacy_partition_is_compacted_like_any_other(jq: Any, schema: str, conn: Any) -> None:
+    """jobs_legacy (every id below the bound 0012 chose) has no lower bound:
+    compacting it keeps that. Its end is moved back here, as if 0012 had run
+    days ago."""
+    s = f'"{schema}"'
+    end = _day(-2)
+    (bound,) = conn.execute(f"SELECT {s}.uuid7_floor(%s)::text", [end]).fetchone()
+    for table in ("jobs", "job_attempts"):
+        conn.execute(f"ALTER TABLE {s}.{table} DETACH PARTITION {s}.{table}_legacy")
+        conn.execute(
+            f"ALTER TABLE {s}.{table} ATTACH PARTITION {s}.{table}_legacy "
+            f"FOR VALUES FROM (MINVALUE) TO ('{bound}')"
+        )
+    conn.execute(f"UPDATE {s}.history_partitions SET ends_at = %s WHERE name = 'legacy'", [end])
+    failed = _insert_finished(conn, schema, _day(-5), datetime.now(timezone.utc) - 3 * DAY, 200)
+    failed = failed[:20]
+
+    assert jq.app.store.history_prune(conn, 86400.0, 7 * 86400.0) == [("legacy", 20)]
+
+    rows = conn.execute(f"SELECT id::text FROM {s}.jobs_legacy ORDER BY id").fetchall()
+    assert [r for (r,) in rows] == sorted(failed)
+    (range_,) = conn.execute(
+        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = %s::regclass",
+        [f"{s}.jobs_legacy"],
+    ).fetchone()
+    assert range_ == f"FOR VALUES FROM (MINVALUE) TO ('{bound}')"
+    ancient = str(uuid7(0.001))  # the lowest ids still land in it
+    conn.execute(f"SELECT {s}.enqueue('add', '[1, 2]', id => %s)", [ancient])
+    assert _where(conn, schema, ancient) == "jobs_legacy"
