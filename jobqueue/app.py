@@ -6,8 +6,9 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Concatenate, Literal, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
 
 from .config import Settings, default_data_dir
 from .current import current_app, set_current
@@ -27,6 +28,9 @@ from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
 from .store import Store
 from .tasks import TASK_OPTIONS, P, R, Task
+
+if TYPE_CHECKING:
+    from .control import Control
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +361,14 @@ class JobQueue:
 
     def AsyncResult(self, id: str) -> AsyncResult:
         return AsyncResult(id, app=self)
+
+    @cached_property
+    def control(self) -> Control:
+        """Manage jobs and queues: ``app.control.retry(...)``, ``purge()``,
+        ``pause_queue(name)``... (see ``jobqueue.control``)."""
+        from .control import Control
+
+        return Control(self)
 
     # -- lifecycle ---------------------------------------------------------------
 

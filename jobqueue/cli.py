@@ -1,4 +1,5 @@
-"""``jobqueue`` command line: worker, db (migrations), stats, embedded, demo."""
+"""``jobqueue`` command line: worker, db (migrations), stats, jobs and queue
+(jobqueue/control/cli.py), embedded, demo."""
 
 from __future__ import annotations
 
@@ -553,6 +554,17 @@ def stats(obj: Context) -> None:
             f"that serves it (oldest {oldest}); no live worker of that queue knows the task",
             err=True,
         )
+
+
+def _register_operations() -> None:
+    """``jobs`` and ``queue``: app.control on the command line (jobqueue/control/cli.py)."""
+    from .control.cli import jobs, queue
+
+    main.add_command(jobs)
+    main.add_command(queue)
+
+
+_register_operations()
 
 
 @main.group()

@@ -187,6 +187,15 @@ class AsyncResult:
         self.app.revoke([self.id], terminate=terminate)
         self._row = None
 
+    def retry(self, reset_retries: bool = False, connection: Any = None) -> bool:
+        """Run a FAILURE or REVOKED job again, as a new attempt (its attempt
+        history is kept; ``retries`` counts on unless ``reset_retries``).
+        False if it was not FAILURE or REVOKED. In the caller's transaction
+        with ``connection=``. See ``app.control.retry``."""
+        done = self.app.control.retry(self.id, reset_retries=reset_retries, connection=connection)
+        self._row = None
+        return done > 0
+
 
 def _exception(job_id: str, row: dict[str, Any]) -> BaseException:
     if row["state"] == states.REVOKED:
