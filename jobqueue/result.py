@@ -187,12 +187,11 @@ class AsyncResult:
         self.app.revoke([self.id], terminate=terminate)
         self._row = None
 
-    def retry(self, reset_retries: bool = False, connection: Any = None) -> bool:
+    def retry(self, reset_retries: bool = False) -> bool:
         """Run a FAILURE or REVOKED job again, as a new attempt (its attempt
         history is kept; ``retries`` counts on unless ``reset_retries``).
-        False if it was not FAILURE or REVOKED. In the caller's transaction
-        with ``connection=``. See ``app.control.retry``."""
-        done = self.app.control.retry(self.id, reset_retries=reset_retries, connection=connection)
+        False if it was not FAILURE or REVOKED. See ``app.control.retry``."""
+        done = self.app.control.retry(self.id, reset_retries=reset_retries)
         self._row = None
         return done > 0
 

@@ -213,7 +213,8 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
         raise click.ClickException(f"no job with id {job_id}")
     attempts = control.history(str(job.id))
     if as_json:
-        _echo_json({**job.to_dict(), "history": [a.to_dict() for a in attempts]})
+        history = None if attempts is None else [a.to_dict() for a in attempts]
+        _echo_json({**job.to_dict(), "history": history})
         return
     _show(job)
     if attempts:

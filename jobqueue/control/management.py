@@ -4,13 +4,12 @@ call too: the three faces do exactly the same thing.
 
 Batches and transactions. Each SQL function touches at most ``max_jobs``
 rows per call, in one short transaction, so a bulk operation never locks a
-whole table under running workers. Without ``connection=`` an operation
-runs batch after batch, each committed on its own, and returns the total: a
-failure half-way leaves the batches already done done (run it again: it
-acts on what still matches). With ``connection=`` it runs **one** batch
-(at most ``batch_size`` jobs, or ``limit``) inside the caller's transaction,
-which commits or rolls back with the caller's own writes; the count says
-how many jobs it acted on, and the caller loops if it wants more.
+whole table under running workers. An operation runs batch after batch,
+each committed on its own, and returns the total: a failure half-way leaves
+the batches already done done (run it again: it acts on what still
+matches). So bulk operations are **not** part of the caller's transaction;
+only ``revoke`` (``connection=``) is, as ``AsyncResult.revoke`` has always
+been.
 
 Jobs that come back into the filter while an operation runs are acted on
 once, not again: ``retry``, ``cancel`` and ``move`` walk the matching jobs
@@ -103,7 +102,6 @@ class Control:
         finished_before: datetime | None = None,
         limit: int | None = None,
         reset_retries: bool = False,
-        connection: Any = None,
     ) -> int:
         """Put FAILURE and REVOKED jobs back in their queue as a new attempt
         (their attempt history is kept; ``retries`` counts on unless
@@ -114,12 +112,12 @@ class Control:
         )  # fmt: skip
         filters.restrict(RETRYABLE, "retry")
 
-        def act(params: dict[str, Any], size: int, **extra: Any) -> int:
+        def act(params: dict[str, Any], size: int) -> int:
             return self.app.store.retry_jobs(
-                **params, max_jobs=size, reset_retries=bool(reset_retries), **extra
+                **params, max_jobs=size, reset_retries=bool(reset_retries)
             )
 
-        return self._act(filters, RETRYABLE, act, connection)
+        return self._act(filters, RETRYABLE, act)
 
     def cancel(
         self,
@@ -135,7 +133,6 @@ class Control:
         finished_before: datetime | None = None,
         limit: int | None = None,
         terminate: bool = False,
-        connection: Any = None,
     ) -> int:
         """Revoke unfinished jobs as ``AsyncResult.revoke`` does (waiting ones
         never run; running ones are stopped with ``terminate``, else left to
@@ -146,12 +143,10 @@ class Control:
         )  # fmt: skip
         filters.restrict(UNFINISHED, "cancel")
 
-        def act(params: dict[str, Any], size: int, **extra: Any) -> int:
-            return self.app.store.cancel_jobs(
-                **params, max_jobs=size, terminate=bool(terminate), **extra
-            )
+        def act(params: dict[str, Any], size: int) -> int:
+            return self.app.store.cancel_jobs(**params, max_jobs=size, terminate=bool(terminate))
 
-        return self._act(filters, UNFINISHED, act, connection)
+        return self._act(filters, UNFINISHED, act)
 
     def delete(
         self,
@@ -166,7 +161,6 @@ class Control:
         finished_after: datetime | None = None,
         finished_before: datetime | None = None,
         limit: int | None = None,
-        connection: Any = None,
     ) -> int:
         """Delete finished jobs (SUCCESS, FAILURE, REVOKED) and their attempts
         now, before retention would; how many."""
@@ -176,12 +170,6 @@ class Control:
         )  # fmt: skip
         filters.restrict(FINISHED, "delete")
         params = filters.params()
-        if connection is not None:
-            return int(
-                self.app.store.delete_jobs(
-                    **params, max_jobs=self._size(filters.limit), connection=connection
-                )
-            )
         return self._until_zero(
             lambda size: self.app.store.delete_jobs(**params, max_jobs=size), filters.limit
         )
@@ -202,7 +190,6 @@ class Control:
         to_queue: str | None = None,
         to_priority: int | None = None,
         to_eta: datetime | None = None,
-        connection: Any = None,
     ) -> int:
         """Give waiting jobs another queue, priority or due time (``to_eta``);
         how many. At least one ``to_`` is required."""
@@ -221,12 +208,13 @@ class Control:
             to_priority = check_priority(to_priority)
         if to_eta is not None:
             Filters(enqueued_after=to_eta)  # the same check: an aware datetime
-        target = {"to_queue": to_queue, "to_priority": to_priority, "to_eta": to_eta}
 
-        def act(params: dict[str, Any], size: int, **extra: Any) -> int:
-            return self.app.store.move_jobs(**params, max_jobs=size, **target, **extra)
+        def act(params: dict[str, Any], size: int) -> int:
+            return self.app.store.move_jobs(
+                **params, max_jobs=size, to_queue=to_queue, to_priority=to_priority, to_eta=to_eta
+            )
 
-        return self._act(filters, WAITING, act, connection)
+        return self._act(filters, WAITING, act)
 
     def jobs(
         self,
@@ -258,10 +246,12 @@ class Control:
         """One job by id, or None."""
         return next(self._pages(Filters(ids=(id,)), None), None)
 
-    def history(self, id: str) -> list[Attempt]:
-        """Every attempt of job ``id`` (the ``job_history`` view), oldest first."""
+    def history(self, id: str) -> list[Attempt] | None:
+        """Every attempt of job ``id`` (the ``job_history`` view), oldest first;
+        None while the store has no ``job_history`` statement to read it."""
         job_id = Filters(ids=(id,)).ids[0]  # type: ignore[index]
-        return [Attempt.from_row(row) for row in self.app.store.job_history(job_id)]
+        read = getattr(self.app.store, "job_history", None)
+        return None if read is None else [Attempt.from_row(row) for row in read(job_id)]
 
     def count(self, filters: Filters, states: frozenset[str]) -> int:
         """How many jobs match ``filters`` and are in one of ``states`` (what a
@@ -302,13 +292,10 @@ class Control:
         filters: Filters,
         states: frozenset[str],
         act: Callable[..., Any],
-        connection: Any,
     ) -> int:
         """Run ``act`` (a bulk SQL function) over the jobs of ``filters`` in
-        ``states``: one call in the caller's transaction, or page by page."""
+        ``states``, page by page of their ids."""
         params = filters.params()
-        if connection is not None:
-            return int(act(params, self._size(filters.limit), connection=connection))
         total = 0
         page: list[str] = []
         for job in self._pages(replace(filters, limit=None), None):  # every match...
