@@ -5,11 +5,13 @@ subset) runs, in one transaction and as the schema's owner, the statements
 this module writes for the jobqueue schema at this release's revision:
 
 - a **producer** enqueues (single, bulk with COPY, unique, canvases, the SQL
-  ``enqueue()``), revokes, and reads results;
+  ``enqueue()``), revokes, reads results, and runs the operations (pause,
+  resume, purge, retry, cancel, delete, move and find jobs: revision 0013);
 - a **worker** runs jobs and their life cycle (claim, completion, retries,
   progress, callbacks, limits), maintenance (rescue, retention, vacuum where
   the server allows it) and the beat; it never needs DDL;
-- a **reader** reads the views (dashboards, ``jobqueue stats``), not the tables.
+- a **reader** reads the views (dashboards, ``jobqueue stats``) and finds jobs
+  (``find_jobs``), not the tables.
 
 Every grant below says why it exists: the statement of ``sql/queries.sql`` or
 the function of the schema that needs it (docs/deployment.md has the same
@@ -66,6 +68,7 @@ TABLES = (
     "job_counts",  # revision 0012; its partitions of jobs/job_attempts are not objects of their own
     "history_plan",
     "history_partitions",
+    "queue_pauses",  # revision 0013
 )
 VIEWS = (
     "all_jobs",
@@ -96,6 +99,23 @@ FUNCTIONS = (
     "history_partition_add",
     "history_partitions_ahead",
     "history_prune",
+    # revision 0013: operations (SECURITY DEFINER; EXECUTE is the privilege)...
+    "pause_queue",
+    "resume_queue",
+    "purge_queue",
+    "retry_jobs",
+    "cancel_jobs",
+    "delete_jobs",
+    "move_jobs",
+    "find_jobs",
+    # ...and their helpers, called only by them (as the schema's owner)
+    "job_filter",
+    "job_filter_joins",
+    "waiting_lock",
+    "revoke_waiting",
+    "revoke_running",
+    "canvas_ids",
+    "canvas_unfail",
 )
 
 
@@ -202,6 +222,22 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("EXECUTE", "fail_tree", _CANVAS),
     Rule("EXECUTE", "fail_chord", _CANVAS),
     Rule("EXECUTE", "advance", _CANVAS),
+    # Operations (revision 0013): the app that enqueues and revokes also
+    # manages its jobs and queues (app.control, the CLI). The functions run
+    # as the schema's owner, so EXECUTE is all they need.
+    *(
+        Rule("EXECUTE", name, "operations: app.control, jobqueue jobs/queue (docs/sql.md)")
+        for name in (
+            "pause_queue",
+            "resume_queue",
+            "purge_queue",
+            "retry_jobs",
+            "cancel_jobs",
+            "delete_jobs",
+            "move_jobs",
+            "find_jobs",
+        )
+    ),
 )
 
 _ALL_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -221,6 +257,7 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "schedules": (_ALL_DML, "the beat (and the schedule commands of the CLI)"),
     "schedule_ticks": (("SELECT", "INSERT", "DELETE"), "the beat's ticks; retention"),
     "history_plan": (("SELECT",), "retention's row-wise prune (job_prune) reads the period"),
+    "queue_pauses": (("SELECT",), "the claim skips paused queues (revision 0013)"),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",
@@ -266,6 +303,7 @@ READER: tuple[Rule, ...] = (
         for view in VIEWS
     ),
     Rule("EXECUTE", "uuid7_floor", "querying all_jobs by time (docs/sql.md)"),
+    Rule("EXECUTE", "find_jobs", "jobqueue jobs list and dashboards: jobs by filter, read-only"),
 )
 
 _ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "MAINTAIN")  # what a table may be given

@@ -172,6 +172,14 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("starts_at", TZ),
         sa.Column("ends_at", TZ, nullable=False),
     )
+    sa.Table(  # queues paused by pause_queue() (0013)
+        "queue_pauses",
+        md,
+        sa.Column("queue", sa.Text, primary_key=True),
+        sa.Column("paused_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("reason", sa.Text),
+        sa.CheckConstraint("queue <> ''", name="queue_pauses_queue_check"),
+    )
     sa.Table(
         "groups",
         md,

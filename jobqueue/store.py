@@ -193,6 +193,57 @@ class Store:
         """(queue, task, waiting, oldest_waiting) of due jobs no live worker serves."""
         return self.db.execute("unserved_tasks", {})
 
+    # -- operations (docs/sql.md, "Operations"): one schema function each ----------
+
+    def pause_queue(self, queue: str, reason: str | None = None) -> bool:
+        """Workers of this release stop claiming from ``queue``; True if it
+        was not paused."""
+        rows = self.db.execute("queue_pause", {"queue": queue, "reason": reason})
+        return bool(rows[0][0])
+
+    def resume_queue(self, queue: str) -> bool:
+        """Claims from ``queue`` again (idle workers are woken); True if it was paused."""
+        return bool(self.db.execute("queue_resume", {"queue": queue})[0][0])
+
+    def purge_queue(self, queue: str | None = None, max_jobs: int = 10_000) -> int:
+        """Up to ``max_jobs`` waiting jobs of ``queue`` (None: every queue)
+        end REVOKED; how many. Call until 0."""
+        rows = self.db.execute("queue_purge", {"queue": queue, "max_jobs": max_jobs}, may_wait=True)
+        return int(rows[0][0])
+
+    def retry_jobs(self, *, reset_retries: bool = False, **filters: Any) -> int:
+        """FAILURE and REVOKED jobs matching ``filters`` back to their queue."""
+        params = {**_filters(filters), "reset_retries": reset_retries}
+        return int(self.db.execute("job_retry_many", params, may_wait=True)[0][0])
+
+    def cancel_jobs(self, *, terminate: bool = False, **filters: Any) -> int:
+        """Unfinished jobs matching ``filters`` revoked (running ones stopped
+        with ``terminate``)."""
+        params = {**_filters(filters), "terminate": terminate}
+        return int(self.db.execute("job_cancel_many", params, may_wait=True)[0][0])
+
+    def delete_jobs(self, **filters: Any) -> int:
+        """Finished jobs matching ``filters`` deleted, with their attempts."""
+        rows = self.db.execute("job_delete_many", _filters(filters), may_wait=True)
+        return int(rows[0][0])
+
+    def move_jobs(
+        self,
+        *,
+        to_queue: str | None = None,
+        to_priority: int | None = None,
+        to_eta: datetime | None = None,
+        **filters: Any,
+    ) -> int:
+        """Waiting jobs matching ``filters`` get a new queue, priority or due time."""
+        params = {**_filters(filters), "to_queue": to_queue, "to_priority": to_priority}
+        params["to_eta"] = to_eta
+        return int(self.db.execute("job_move_many", params, may_wait=True)[0][0])
+
+    def find_jobs(self, *, after: str | None = None, **filters: Any) -> list[Row]:
+        """Rows of all_jobs matching ``filters``, by id, after ``after``."""
+        return self.db.execute("job_find", {**_filters(filters), "after": after})
+
     # -- schedules (the CLI) ---------------------------------------------------------
 
     def schedule_list(self) -> list[Row]:
@@ -373,6 +424,34 @@ class Store:
         return [r[0] for r in self._on(conn, "schedule_prune_code", {"names": names})]
 
 
+# The filters every bulk operation takes (the schema functions' parameters).
+FILTERS = (
+    "ids",
+    "queue",
+    "task",
+    "state",
+    "exception",
+    "enqueued_after",
+    "enqueued_before",
+    "finished_after",
+    "finished_before",
+    "max_jobs",
+)
+
+
+def _filters(given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(FILTERS))
+    if unknown:
+        raise TypeError(f"unknown filter(s): {', '.join(unknown)} (filters: {', '.join(FILTERS)})")
+    params: dict[str, Any] = dict.fromkeys(FILTERS)
+    params.update(given)
+    if params["max_jobs"] is None:
+        params["max_jobs"] = 10_000
+    if params["ids"] is not None:
+        params["ids"] = [str(i) for i in params["ids"]]
+    return params
+
+
 _COPY_CHUNK = 5000
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -395,4 +474,4 @@ def schema_version(conn: psycopg.Connection[Any], sql: Mapping[str, str]) -> str
     return None if row is None else str(row[0])
 
 
-__all__ = ["VACUUMED", "Store", "schema_version"]
+__all__ = ["FILTERS", "VACUUMED", "Store", "schema_version"]

@@ -119,9 +119,13 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- First, worker_compatible() raises unless this worker's revision may claim
 -- from the schema (a worker left running across an upgrade once deleted jobs
 -- it could not record): then nothing at all is claimed.
+-- Paused queues (pause_queue) are taken out of the worker's list once per
+-- claim, one primary key probe per queue, before any row is read.
 WITH candidate AS (
     SELECT c.job_id, c.row_id, c.limited
-    FROM unnest(%(queues)s::text[]) AS q(name)
+    FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
+                      WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS p
+                                        WHERE p.queue = n))) AS q(name)
     CROSS JOIN LATERAL (
         SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at,
                w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL AS limited
@@ -325,7 +329,9 @@ WITH dead AS (
     SELECT l.job_id, l.attempt, l.worker_id,
            CASE WHEN j.revoked_at IS NOT NULL THEN 'REVOKED'
                 WHEN (j.options ->> 'reject_on_worker_lost')::boolean IS FALSE THEN 'FAILURE'
-                WHEN j.attempts > {schema}.max_retries(j.options) THEN 'FAILURE'
+                -- retries_base: the attempts before retry_jobs(reset_retries)
+                WHEN j.attempts - COALESCE((j.options ->> 'retries_base')::integer, 0)
+                     > {schema}.max_retries(j.options) THEN 'FAILURE'
                 ELSE 'RETRY' END AS next_state
     FROM lost AS l
     JOIN {schema}.jobs AS j ON j.id = l.job_id
@@ -538,6 +544,47 @@ SELECT version_num FROM {schema}.alembic_version;
 -- name: queue_stats
 SELECT queue, pending, started, retry, success, failure, revoked, oldest_waiting
 FROM {schema}.queue_stats ORDER BY queue;
+
+-- name: queue_pause
+-- Operations (docs/sql.md, "Operations"): each calls its function of the
+-- schema, so Python, the CLI and psql do exactly the same thing. Bulk ones
+-- change at most max_jobs rows per call; the caller loops until 0.
+SELECT {schema}.pause_queue(%(queue)s::text, %(reason)s::text);
+
+-- name: queue_resume
+SELECT {schema}.resume_queue(%(queue)s::text);
+
+-- name: queue_purge
+SELECT {schema}.purge_queue(%(queue)s::text, %(max_jobs)s::integer);
+
+-- name: job_retry_many
+SELECT {schema}.retry_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer,
+    %(reset_retries)s::boolean);
+
+-- name: job_cancel_many
+SELECT {schema}.cancel_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer,
+    %(terminate)s::boolean);
+
+-- name: job_delete_many
+SELECT {schema}.delete_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer);
+
+-- name: job_move_many
+SELECT {schema}.move_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer,
+    %(to_queue)s::text, %(to_priority)s::integer, %(to_eta)s::timestamptz);
+
+-- name: job_find
+SELECT * FROM {schema}.find_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text,
+    %(state)s::text, %(exception)s::text, %(enqueued_after)s::timestamptz,
+    %(enqueued_before)s::timestamptz, %(finished_after)s::timestamptz,
+    %(finished_before)s::timestamptz, %(max_jobs)s::integer, %(after)s::uuid);
 
 -- name: canvas_insert
 -- A whole canvas in one statement: its groups' member ids, then spawn()

@@ -154,7 +154,8 @@ class Job:
 
     @property
     def retries(self) -> int:
-        return self.attempt - 1
+        # retries_base: the attempts made before retry_jobs(reset_retries => true)
+        return self.attempt - 1 - int(self.options.get("retries_base") or 0)
 
     def limits(self, task: Task[Any, Any] | None) -> tuple[float | None, float | None]:
         """(soft, hard) time limits: the call's, else the task's."""

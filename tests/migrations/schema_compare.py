@@ -45,6 +45,7 @@ def reference_sql(schema: str) -> str:
         .replace("{schema}", f'"{schema}"')
         .replace("{channel_jobs}", chans["jobs"])
         .replace("{channel_done}", chans["done"])
+        .replace("{channel_control}", chans["control"])
     )
     left = sorted(set(_PLACEHOLDER.findall(rendered)))
     assert not left, f"schema.sql uses placeholders the test does not fill: {left}"
