@@ -542,7 +542,10 @@ db.add_command(grant_command)
 def stats(obj: Context) -> None:
     """Print the queue_stats view: jobs per queue and state."""
     rows = obj.app().store.queue_stats()
-    header = ("queue", "pending", "started", "retry", "success", "failure", "revoked", "oldest")
+    header = (
+        "queue", "pending", "started", "retry", "success", "failure", "revoked", "oldest",
+        "paused",
+    )  # fmt: skip
     click.echo("  ".join(f"{h:>10}" for h in header))
     for row in rows:
         click.echo("  ".join(f"{v!s:>10}" for v in row))

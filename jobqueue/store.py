@@ -189,6 +189,10 @@ class Store:
     def queue_stats(self) -> list[Row]:
         return self.db.execute("queue_stats", {})
 
+    def job_history(self, job_id: str) -> list[Row]:
+        """Every attempt of one job, oldest first (the job_history view)."""
+        return self.db.execute("job_history", {"id": job_id})
+
     def unserved_tasks(self) -> list[Row]:
         """(queue, task, waiting, oldest_waiting) of due jobs no live worker serves."""
         return self.db.execute("unserved_tasks", {})

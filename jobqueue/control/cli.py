@@ -213,8 +213,7 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
         raise click.ClickException(f"no job with id {job_id}")
     attempts = control.history(str(job.id))
     if as_json:
-        history = None if attempts is None else [a.to_dict() for a in attempts]
-        _echo_json({**job.to_dict(), "history": history})
+        _echo_json({**job.to_dict(), "history": [a.to_dict() for a in attempts]})
         return
     _show(job)
     if attempts:

@@ -246,12 +246,10 @@ class Control:
         """One job by id, or None."""
         return next(self._pages(Filters(ids=(id,)), None), None)
 
-    def history(self, id: str) -> list[Attempt] | None:
-        """Every attempt of job ``id`` (the ``job_history`` view), oldest first;
-        None while the store has no ``job_history`` statement to read it."""
+    def history(self, id: str) -> list[Attempt]:
+        """Every attempt of job ``id`` (the ``job_history`` view), oldest first."""
         job_id = Filters(ids=(id,)).ids[0]  # type: ignore[index]
-        read = getattr(self.app.store, "job_history", None)
-        return None if read is None else [Attempt.from_row(row) for row in read(job_id)]
+        return [Attempt.from_row(row) for row in self.app.store.job_history(str(job_id))]
 
     def count(self, filters: Filters, states: frozenset[str]) -> int:
         """How many jobs match ``filters`` and are in one of ``states`` (what a

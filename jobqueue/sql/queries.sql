@@ -542,8 +542,14 @@ DELETE FROM {schema}.workers WHERE id = %(id)s;
 SELECT version_num FROM {schema}.alembic_version;
 
 -- name: queue_stats
-SELECT queue, pending, started, retry, success, failure, revoked, oldest_waiting
+SELECT queue, pending, started, retry, success, failure, revoked, oldest_waiting, paused
 FROM {schema}.queue_stats ORDER BY queue;
+
+-- name: job_history
+-- Every attempt of one job, oldest first (jobs show, app.control.history).
+SELECT job_id, task, attempt, worker_id, started_at, finished_at, state, error_type,
+       error_message, traceback
+FROM {schema}.job_history WHERE job_id = %(id)s::uuid ORDER BY attempt;
 
 -- name: queue_pause
 -- Operations (docs/sql.md, "Operations"): each calls its function of the

@@ -113,7 +113,7 @@ def test_a_paused_queue_is_skipped_by_a_running_worker_then_drained_on_resume(
     assert jq.add.apply_async((1, 1), queue="other").get(timeout=30) == 2
     assert {r.state for r in held} == {states.PENDING}
     assert _paused(conn, schema)["default"] is True
-    assert "default" in [q.queue for q in face.app.control.queues()]
+    assert {q.queue: q.paused for q in face.app.control.queues()}["default"] is True
     assert face.resume("default") is True
     assert face.resume("default") is False
     assert [r.get(timeout=30) for r in held] == [0, 2, 4, 6, 8]
@@ -256,13 +256,9 @@ def test_show_prints_arguments_traceback_and_every_attempt(
         assert text in done.stdout, done.stdout
     shown = json.loads(jobqueue(dsn, schema, "jobs", "show", failed.id, "--json").stdout)
     assert shown["args"] == ["first"] and shown["attempts"] == 2
-    # Every attempt comes from the job_history view, read by Store.job_history;
-    # until the store has that statement, show says nothing of the attempts.
-    if hasattr(jq.app.store, "job_history"):
-        assert "#1 FAILURE" in done.stdout and "#2 FAILURE" in done.stdout
-        assert [a["attempt"] for a in shown["history"]] == [1, 2]
-    else:
-        assert shown["history"] is None and "#1" not in done.stdout
+    # Every attempt, from the job_history view.
+    assert "#1 FAILURE" in done.stdout and "#2 FAILURE" in done.stdout
+    assert [a["attempt"] for a in shown["history"]] == [1, 2]
     missing = jobqueue(dsn, schema, "jobs", "show", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode == 1 and "no job with id" in missing.stderr
 
