@@ -237,6 +237,19 @@ class Database:
                 self._pool.close()
                 self._pool = None
 
+    @property
+    def _lane_size(self) -> int:
+        """How many connections may be set aside: none in a worker, whose task
+        pool is a couple of connections (set aside, they starved the tasks
+        waiting on the pool: PoolTimeout at concurrency 4 and more)."""
+        return 0 if self._worker else max(1, self.settings.pool_max_size // 2)
+
+    def _pool_wanted(self) -> bool:
+        """Whether a thread waits on the pool: a connection set aside then
+        would leave it waiting while one sits idle."""
+        pool = self._pool
+        return pool is not None and pool.get_stats().get("requests_waiting", 0) > 0
+
     def _return_lane(self) -> None:
         """Give the set-aside connections back (the pool discards broken ones)."""
         pool = self._pool
@@ -507,7 +520,7 @@ class _SetAside:
             # A lost connection: the others set aside are likely lost too.
             db.pool().putconn(self.conn)
             db._return_lane()
-        elif len(db._lane) < max(1, db.settings.pool_max_size // 2):
+        elif len(db._lane) < db._lane_size and not db._pool_wanted():
             db._lane.append(self.conn)
         else:
             db.pool().putconn(self.conn)

@@ -223,6 +223,12 @@ def build(app: JobQueue) -> SimpleNamespace:
             conn.execute(statement, [key])
         return key
 
+    @app.task(name="fan_out")
+    def fan_out(count: int) -> list[str]:
+        """Enqueues ``count`` add jobs from inside a task (in a worker: through
+        its small task pool)."""
+        return [app.tasks["add"].delay(i, i).id for i in range(count)]
+
     @app.task(name="effect", bind=True)
     def effect(self: Any, table: str, gate: str = "") -> str:
         """A side effect: one row per run (job, host, pid) in ``table``. While

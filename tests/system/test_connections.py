@@ -73,6 +73,25 @@ def test_a_worker_holds_two_connections_whatever_its_concurrency(
     assert tasks == (0,)
 
 
+def test_tasks_that_enqueue_share_the_small_task_pool_without_waiting(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """At concurrency 4 and more, tasks that enqueued failed with PoolTimeout
+    after 10 s: connections they handed back were set aside for the next
+    enqueue (a producer's fast path) while other tasks waited on a pool of two."""
+    start_worker("--concurrency", "8", "--heartbeat-interval", "0.2")
+    parents = jq.app.enqueue_many(jq.fan_out, [(3,)] * 200)
+    children = [i for p in parents for i in p.get(timeout=60)]
+    assert len(children) == 600
+    values = [jq.app.AsyncResult(i).get(timeout=60) for i in children]
+    assert sorted(values) == sorted([0, 2, 4] * 200)
+    peak = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'jobqueue-tasks'"
+    ).fetchone()
+    assert peak is not None and peak[0] <= 2  # task_pool_max_size
+
+
 def test_only_the_leader_opens_a_maintenance_connection(
     jq: Any, schema: str, conn: Any, start_worker: Any
 ) -> None:
