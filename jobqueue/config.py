@@ -99,9 +99,10 @@ class Settings:
     #: first connection (a pooler hands out a backend pid of its own) and treat
     #: a pooler found as transaction mode, the one that shares server sessions.
     pooler: str = field(default_factory=lambda: os.environ.get(POOLER_ENV) or "auto")
-    #: A DSN that reaches PostgreSQL directly, for LISTEN only (wake-ups,
-    #: revocations, get()), when ``dsn`` goes through a transaction pooler
-    #: ($JOBQUEUE_LISTEN_DSN). Without it, workers behind one poll.
+    #: A DSN that reaches PostgreSQL directly, for what must LISTEN when ``dsn``
+    #: goes through a transaction pooler ($JOBQUEUE_LISTEN_DSN): a worker's
+    #: working session (claims, heartbeat, wake-ups) and get(). Without it,
+    #: workers behind one poll.
     listen_dsn: str | None = field(default_factory=lambda: os.environ.get(LISTEN_DSN_ENV) or None)
     #: Server-side prepared statements: None decides (on unless behind a
     #: transaction pooler); True for PgBouncer >= 1.21 with max_prepared_statements.

@@ -191,6 +191,8 @@ class Database:
         options: dict[str, Any] = {}
         if "tcp_user_timeout" not in dsn:
             options["tcp_user_timeout"] = third
+        if "connect_timeout" not in dsn:  # a reconnect into a cut network gives up too
+            options["connect_timeout"] = max(third // 1000, 2)
         if "keepalives_idle" not in dsn:
             options.update(
                 keepalives=1,

@@ -1,26 +1,29 @@
 """The worker: claim → execute (in a pool) → complete, kept alive by a heartbeat.
 
 Two connections per worker process, whatever its concurrency:
-- the working session (``session.Session``), which three threads take turns on:
-  the claim loop (the caller's thread) claims up to the number of free slots
-  in one statement and hands jobs to the pool, never running a task itself;
-  the completer writes outcomes in batches (one statement per batch, guarded
-  by lease and attempt) and frees their slots, keeping a batch until the
-  database takes it, so nothing computed during an outage is lost; the
-  heartbeat renews this worker's lease (and so its jobs'), re-checks
-  revocations of the jobs it holds, and on the one worker elected in the
-  same statement starts maintenance for everyone (``jobqueue.maintenance``:
-  rescue, retention, vacuum), which runs on a connection of its own so it
-  never holds up claims: the leader has three;
-- the listener's, which turns NOTIFYs for our queues into a wake-up (a poll
-  every ``poll_interval`` seconds covers lost ones; an idle worker sleeps
-  exactly until the next scheduled job is due) and carries revocations to
-  the pool. Enqueues only NOTIFY while some worker waits for the queue: the
-  claim session says so with an advisory lock when a claim comes back short,
-  and drops it when claims come back full (``waiting.WaitFlag``). Behind a
-  transaction pooler (PgBouncer) no session state may outlive a statement:
-  the listener connects to ``listen_dsn`` and holds the flags itself, or,
-  without one, the worker polls.
+- the working session (``session.Session``), which the claim loop (the
+  caller's thread) and the heartbeat take turns on. The claim loop claims up
+  to the number of free slots in one statement and hands jobs to the pool,
+  never running a task itself; when it has nothing to claim it sleeps on this
+  session's socket, which LISTENs, and on local wake-ups (``wakeup.Wakeup``):
+  a NOTIFY for our queues wakes it (a poll every ``poll_interval`` seconds
+  covers lost ones; an idle worker sleeps exactly until the next scheduled
+  job is due), and revocations reach the pool. Enqueues only NOTIFY while
+  some worker waits for the queue: this session says so with an advisory
+  lock when a claim comes back short, and drops it when claims come back
+  full (``waiting.WaitFlag``). The heartbeat renews this worker's lease (and
+  so its jobs'), re-checks revocations of the jobs it holds, and on the one
+  worker elected in the same statement starts maintenance for everyone
+  (``jobqueue.maintenance``: rescue, retention, vacuum), on a connection of
+  its own so it never holds up claims: the leader has three;
+- the recording session, the completer's: it writes outcomes in batches (one
+  statement per batch, guarded by lease and attempt) and frees their slots,
+  keeping a batch until the database takes it, so nothing computed during an
+  outage is lost.
+Behind a transaction pooler (PgBouncer) no session state may outlive a
+statement: the working session connects to ``listen_dsn`` (direct), the
+recording session goes through the pooler; without ``listen_dsn`` both go
+through it and the worker polls.
 
 SIGTERM/SIGINT: warm shutdown (stop claiming; running jobs get
 ``shutdown_timeout`` seconds to finish; the rest go back to the queue). A
@@ -33,7 +36,6 @@ import json
 import logging
 import os
 import queue
-import select
 import signal
 import threading
 import time
@@ -42,7 +44,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
 from .. import __version__
 from ..db import transient
@@ -57,6 +59,7 @@ from .pools import make_pool
 from .session import Session
 from .settings import WorkerSettings
 from .waiting import WaitFlag
+from .wakeup import Wakeup
 
 if TYPE_CHECKING:
     from ..app import JobQueue
@@ -104,21 +107,20 @@ class Worker:
         self._lease_deadline = 0.0
         self._fenced = False
         self._channels = channels(app.conf.schema)
-        self._wakeup = threading.Event()
+        self._wakeup = Wakeup()
         self._stopping = threading.Event()  # no more claims
         self._exiting = threading.Event()  # running jobs are settled: heartbeat may stop
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
         self._waiting = WaitFlag(self.queues, self._store)  # claim loop only
-        self._work = Session(self._connect, self._on_work_connect)
-        # The completer's session, which also LISTENs (see _listen).
-        self._record = Session(self._connect_record, self._on_record_connect)
+        # The working session LISTENs too: the claim loop waits on its socket
+        # when idle (_idle_wait). The completer has a session of its own.
+        self._work = Session("working", self._connect_work, self._on_work_connect)
+        self._record = Session("recording", self._connect_record, self._on_record_connect)
         self._wanted = set(self.queues)
-        self._revoke_hints: list[str] = []  # revocations heard of, for the listener
-        self._hints_r, self._hints_w = os.pipe()  # wakes the listener's select()
-        os.set_blocking(self._hints_r, False)
-        os.set_blocking(self._hints_w, False)
+        self._revoke_hints: list[str] = []  # revocations heard of, acted on by the claim loop
+        self._listen_retry = 0.1  # after a lost listening connection, doubling
         self.wakeups = ""  # how wake-ups arrive: "notify", "listen_dsn" or "poll-only"
         self._canvas: set[str] = set()  # in-flight jobs whose completion must run advance()
         self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
@@ -143,12 +145,11 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         self._remove_health()  # a killed predecessor's must not read as ready
+        self.wakeups = self._wakeup_mode()  # its first contact retries for db_retry_seconds
         self._lease_deadline = time.monotonic() + self.app.conf.lease_ttl
         self.app.db.first_contact(self._register)
-        self.wakeups = self._wakeup_mode()
         self._pool.start()
         for target, name in (
-            (self._listen, "listener"),
             (self._completer.run, "completer"),
             (self._heartbeat_loop, "heartbeat"),
             (self._watch_lease, "lease-watch"),
@@ -171,6 +172,7 @@ class Worker:
         finally:
             self._shutdown()
             self._remove_health()
+            self._wakeup.close()
             self.app.hooks.emit("worker_stopped", worker=self)
         if self._incompatible is not None:
             raise SchemaChangedError(
@@ -211,11 +213,10 @@ class Worker:
             return "notify"
         if self.app.conf.listen_dsn:
             log.info(
-                "worker %s: behind a transaction pooler: no session state on pooled "
-                "connections; LISTEN on listen_dsn, which holds the wake-up flags",
+                "worker %s: behind a transaction pooler: completions go through the pooler "
+                "(no session state); claims, heartbeat and LISTEN on listen_dsn (direct)",
                 self.hostname,
             )
-            self._waiting.enabled = False  # the listener holds them on its own session
             return "listen_dsn"
         log.warning(
             "worker %s: behind a transaction pooler without listen_dsn: poll-only, new jobs "
@@ -242,8 +243,9 @@ class Worker:
                 log.warning("could not release %d prefetched job(s): %s", len(prefetched), exc)
         deadline = time.monotonic() + self.shutdown_timeout
         while self._in_flight and time.monotonic() < deadline:
-            self._wakeup.wait(0.05)  # the completer sets it after every batch
+            self._idle_wait(0.05)  # the completer wakes it after every batch
             self._wakeup.clear()
+            self._take_revocations()  # running jobs may still be revoked
         if self._in_flight:
             log.warning(
                 "grace period over: %d job(s) still running go back to the queue",
@@ -313,6 +315,7 @@ class Worker:
         delay = 0.1  # after a lost connection, doubling up to _RECONNECT_MAX
         while not self._stopping.is_set():
             self._wakeup.clear()  # before reading free slots: a later wake-up is never lost
+            self._take_revocations()
             timeout = self.poll_interval
             free = self._capacity() - len(self._in_flight)
             if free > 0 and not self._fenced:
@@ -344,7 +347,7 @@ class Worker:
                     continue
                 if due_in is not None:
                     timeout = min(timeout, max(due_in, 0.005))
-            self._wakeup.wait(timeout)
+            self._idle_wait(timeout)
 
     def _tasks_to_skip(self) -> list[str]:
         """Tasks this worker does not know and handed back lately."""
@@ -419,49 +422,47 @@ class Worker:
 
     # -- listening, heartbeat, rescue ---------------------------------------------------
 
-    def _listen(self) -> None:
-        """Hear NOTIFYs on the recording session while the completer is not
-        using it: wait for its socket to have data (without holding it), then
-        read what arrived. Notifications that come in while the completer
-        runs a statement are handed to ``_on_notify`` by psycopg at once.
-        Nothing may end this thread silently: without it the worker still
-        polls, but it says so at every failure."""
+    def _idle_wait(self, timeout: float) -> None:
+        """Sleep until a local wake-up, a NOTIFY on the working session, or
+        ``timeout``. The session is not held meanwhile (the heartbeat may use
+        it; notifications that arrive during its statements reach
+        ``_on_notify`` through psycopg). Poll-only: local wake-ups only."""
         if self.wakeups == "poll-only":
-            return  # revocations: the heartbeat re-checks the jobs we hold
-        delay = 0.1
-        while not self._exiting.is_set():
-            try:
-                with self._record as conn:
-                    fd, generation = conn.fileno(), self._record.generation
-                ready, _, _ = select.select([fd, self._hints_r], [], [], 1.0)
-                if self._hints_r in ready:
-                    with suppress(BlockingIOError):
-                        os.read(self._hints_r, 4096)
-                with self._record as conn:
-                    if ready and self._record.generation == generation:
-                        conn.pgconn.consume_input()
-                        if conn.pgconn.status != pq.ConnStatus.OK:
-                            raise psycopg.OperationalError("the listening connection was lost")
-                        while notice := conn.pgconn.notifies():
+            self._wakeup.wait(timeout)
+            return
+        try:
+            with self._work as conn:
+                fd, generation = conn.fileno(), self._work.generation
+            if self._wakeup.wait(timeout, fd):
+                with self._work as conn:
+                    if self._work.generation == generation:
+                        conn.pgconn.consume_input()  # raises if the connection is gone
+                        while (notice := conn.pgconn.notifies()) is not None:
                             self._on_notify(notice.relname.decode(), notice.extra.decode())
-                    with self._lock:
-                        mentioned, self._revoke_hints = self._revoke_hints, []
-                    if mentioned:
-                        self._apply_revocations(conn, mentioned)
-                delay = 0.1
-            except Exception as exc:
-                if self._exiting.is_set():
-                    return
-                log.warning(
-                    "listener connection failed (%s: %s); polling every %.1fs meanwhile, "
-                    "reconnecting in %.1fs",
-                    type(exc).__name__,
-                    str(exc).strip(),
-                    self.poll_interval,
-                    delay,
-                )
-                self._exiting.wait(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+            self._listen_retry = 0.1
+        except (psycopg.Error, OSError) as exc:
+            log.warning(
+                "worker connection lost while waiting for jobs (%s: %s); polling every %.1fs "
+                "meanwhile, reconnecting in %.1fs",
+                type(exc).__name__,
+                str(exc).strip(),
+                self.poll_interval,
+                self._listen_retry,
+            )
+            self._stopping.wait(self._listen_retry)
+            self._listen_retry = min(self._listen_retry * 2, _RECONNECT_MAX)
+
+    def _take_revocations(self) -> None:
+        """Revocations heard of: acted on once the database confirms them."""
+        if not self._revoke_hints:
+            return
+        with self._lock:
+            mentioned, self._revoke_hints = self._revoke_hints, []
+        try:
+            with self._work as conn:
+                self._apply_revocations(conn, mentioned)
+        except psycopg.Error as exc:  # the heartbeat re-checks the jobs we hold
+            log.warning("could not check %d revocation(s) now: %s", len(mentioned), exc)
 
     def _on_notify(self, channel: str, payload: str) -> None:
         """A notification is only a hint (anyone who can connect may send
@@ -476,51 +477,28 @@ class Worker:
         if job_id is not None:
             with self._lock:
                 self._revoke_hints.append(job_id)
-            with suppress(BlockingIOError):
-                os.write(self._hints_w, b"r")
+            self._wakeup.set()
 
-    def _connect_record(self) -> psycopg.Connection[Any]:
-        """The recording session: the direct connection that LISTENs (the DSN,
-        or listen_dsn behind a transaction pooler), or in poll-only mode a
-        pooled one."""
-        name = f"jobqueue-worker {self.id[-12:]} listen"
-        if self.wakeups == "poll-only":
-            return self.app.db.connect(application_name=name, **self._tcp_options())
-        conn = self.app.db.listen_connect(application_name=name, **self._tcp_options())
+    def _connect_work(self) -> psycopg.Connection[Any]:
+        """The working session: it LISTENs, so it reaches PostgreSQL directly
+        (the DSN, or listen_dsn behind a transaction pooler); poll-only, through
+        the pooler."""
+        if self.wakeups != "listen_dsn":
+            return self._connect()
+        conn = self.app.db.listen_connect(
+            application_name=f"jobqueue-worker {self.id[-12:]}", **self._tcp_options()
+        )
         assert conn is not None
         return conn
 
-    def _on_record_connect(self, conn: psycopg.Connection[Any]) -> None:
-        if self.wakeups == "poll-only":
-            return  # pooled: no session state at all
-        self._store.hot_session(conn)  # a direct session keeps them
-        conn.add_notify_handler(lambda n: self._on_notify(n.channel, n.payload))
-        for channel in (self._channels["jobs"], self._channels["control"]):
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        if self.wakeups == "listen_dsn":
-            self._flag_forever(conn)
-        self._wakeup.set()  # jobs may have arrived while we were not listening
-        with suppress(BlockingIOError):
-            os.write(self._hints_w, b"c")  # the listener waits on the old socket
+    def _connect_record(self) -> psycopg.Connection[Any]:
+        return self.app.db.connect(
+            application_name=f"jobqueue-worker {self.id[-12:]} record", **self._tcp_options()
+        )
 
-    def _flag_forever(self, conn: psycopg.Connection[Any]) -> None:
-        """Behind a transaction pooler the claim session cannot hold the
-        wake-up flags (``waiting``): the listening session (direct, through
-        listen_dsn) holds them for good, so every enqueue into our queues
-        NOTIFYs (which serialises notifying commits: the price of a pooler).
-        Returns once every enqueue that looked before the flags has
-        committed, so the claim that follows sees its job (at most a second:
-        then the poll covers what is left)."""
-        flagged: set[str] = set()
-        pause, deadline = 0.005, time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            rest = [q for q in self.queues if q not in flagged]
-            if rest:
-                flagged.update(self._store.wait_flag(conn, rest))
-            if len(flagged) == len(self.queues) and self._store.wait_settled(conn, self.queues):
-                return
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+    def _on_record_connect(self, conn: psycopg.Connection[Any]) -> None:
+        if self.app.db.session_state:
+            self._store.hot_session(conn)
 
     def _revocation_hint(self, payload: str) -> str | None:
         """The id of one of our jobs a control message names, if any."""
@@ -733,10 +711,14 @@ class Worker:
         return self.app.db.worker_socket_options()
 
     def _on_work_connect(self, conn: psycopg.Connection[Any]) -> None:
-        """A new working session: its settings (see session_hot_path, where a
-        session keeps them), and no wake-up flag held yet: the claim loop
-        looks (and flags itself again) at once, not at its next poll."""
-        if self.app.db.session_state:
+        """A new working session: its settings (see session_hot_path) and its
+        LISTENs where it keeps them (not through a transaction pooler), and no
+        wake-up flag held yet: the claim loop looks (and flags itself again)
+        at once, not at its next poll."""
+        if self.wakeups != "poll-only":
             self._store.hot_session(conn)
+            conn.add_notify_handler(lambda n: self._on_notify(n.channel, n.payload))
+            for channel in (self._channels["jobs"], self._channels["control"]):
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._waiting.forget()
         self._wakeup.set()

@@ -170,7 +170,11 @@ def test_an_idle_worker_is_woken_again_after_its_connections_drop(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE datname = current_database() AND application_name LIKE 'jobqueue-worker%%'"
     )
-    wait_for(lambda: "claim failed" in worker.log, 10, "the claim loop to notice")
+    wait_for(
+        lambda: "connection lost" in worker.log or "claim failed" in worker.log,
+        10,
+        "the claim loop to notice",
+    )
     wait_for(lambda: _waiting_sessions(conn, schema) - before, what="the new session to wait again")
     _assert_the_next_job_wakes(jq, conn, schema, "after the worker's connections dropped")
     assert worker.proc.poll() is None
