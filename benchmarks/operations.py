@@ -45,18 +45,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import jobqueue
 from benchmarks.tasks import register
+from benchmarks.throughput import bench_database
 from jobqueue import JobQueue, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,21 +72,6 @@ def now() -> datetime:
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-@contextmanager
-def own_database(server_dsn: str, tag: str) -> Iterator[str]:
-    """A database of our own, dropped with FORCE at the end."""
-    name = f"bench_operations_{os.getpid()}_{tag}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(server_dsn)
-    params["dbname"] = name
-    try:
-        yield make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -233,7 +218,7 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def run_once(server_dsn: str, index: int, options: argparse.Namespace) -> dict[str, float]:
     jobs: int = options.jobs
-    with own_database(server_dsn, str(index)) as dsn:
+    with bench_database(server_dsn, f"operations_{index}") as dsn:
         migrate.upgrade(dsn, "jobqueue")
         app = JobQueue(dsn, auto_migrate=False)
         noop = register(app)

@@ -186,9 +186,10 @@ def rss_mb(pid: int) -> float | None:
 
 
 @contextmanager
-def bench_database(server_dsn: str) -> Iterator[str]:
-    """A database of our own for this run, dropped with FORCE at the end."""
-    name = f"jobqueue_bench_{os.getpid()}"
+def bench_database(server_dsn: str, tag: str = "") -> Iterator[str]:
+    """A database of our own for this run (``tag`` tells several apart),
+    dropped with FORCE at the end."""
+    name = f"jobqueue_bench_{os.getpid()}" + (f"_{tag}" if tag else "")
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     params = conninfo_to_dict(server_dsn)
