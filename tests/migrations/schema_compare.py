@@ -99,7 +99,11 @@ def definitions(conn: Any, schema: str) -> dict[str, str]:
         else:
             out[f"{what} {name}"] = what
     queries = {
-        "constraint": "SELECT COALESCE(c.relname, t.typname) || '.' || k.conname, "
+        # PostgreSQL 18 names NOT NULL constraints; a table renamed away (0012's
+        # jobs_legacy) keeps the first names, so the new table's get a suffix:
+        # name those by what they say instead.
+        "constraint": "SELECT COALESCE(c.relname, t.typname) || '.' || CASE WHEN k.contype = 'n' "
+        "THEN pg_get_constraintdef(k.oid) ELSE k.conname END, "
         "pg_get_constraintdef(k.oid) FROM pg_constraint AS k "
         "JOIN pg_namespace AS n ON n.oid = k.connamespace "
         "LEFT JOIN pg_class AS c ON c.oid = k.conrelid "
