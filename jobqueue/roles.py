@@ -69,6 +69,11 @@ TABLES = (
     "history_plan",
     "history_partitions",
     "queue_pauses",  # revision 0013
+    # revision 0014: remote control, written and read only through its
+    # SECURITY DEFINER functions (the identity's sequence included)
+    "control_requests",
+    "control_requests_id_seq",
+    "control_replies",
 )
 VIEWS = (
     "all_jobs",
@@ -116,6 +121,16 @@ FUNCTIONS = (
     "revoke_running",
     "canvas_ids",
     "canvas_unfail",
+    # revision 0014: run-time limits and remote control (SECURITY DEFINER)...
+    "set_rate_limit",
+    "set_concurrency_limit",
+    "reset_task_limit",
+    "control_send",
+    "control_pending",
+    "control_reply",
+    "control_answers",
+    "control_expected",
+    "parse_rate",  # ...and set_rate_limit's parser (IMMUTABLE, harmless to anyone)
 )
 
 
@@ -238,6 +253,16 @@ PRODUCER: tuple[Rule, ...] = (
             "find_jobs",
         )
     ),
+    # Run-time limits and remote control (revision 0014): app.control.rate_limit,
+    # inspect() and broadcast(), jobqueue inspect|control.
+    *(
+        Rule("EXECUTE", name, "run-time limits: app.control.rate_limit, jobqueue control")
+        for name in ("set_rate_limit", "set_concurrency_limit", "reset_task_limit")
+    ),
+    *(
+        Rule("EXECUTE", name, "remote control: app.control.inspect(), jobqueue inspect|control")
+        for name in ("control_send", "control_answers", "control_expected")
+    ),
 )
 
 _ALL_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -276,6 +301,8 @@ _WORKER_FUNCTIONS = {
     # so a worker needs no DDL; not executable by PUBLIC.
     "history_partitions_ahead": "the maintenance leader creates history partitions ahead",
     "history_prune": "retention drops expired history partitions",
+    "control_pending": "remote control: a worker reads the requests sent to it (0014)",
+    "control_reply": "remote control: a worker answers a request (0014)",
 }
 
 WORKER: tuple[Rule, ...] = (

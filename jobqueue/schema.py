@@ -125,6 +125,7 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
             server_default=sa.text("(now() + '00:00:30'::interval)"),
         ),
         sa.Column("tasks", ARRAY(sa.Text)),  # the task names it serves (0011)
+        sa.Column("pool", sa.Text),  # threads or processes (0014)
         sa.Index("workers_lease_idx", "lease_expires_at"),
     )
     sa.Table(
@@ -222,6 +223,37 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
             "concurrency_limit IS NULL OR concurrency_limit > 0",
             name="task_limits_concurrency_check",
         ),
+        # What the task declares in code, and who set the limit in force (0014).
+        sa.Column("declared_rate", sa.Float(53)),
+        sa.Column("declared_burst", sa.Float(53)),
+        sa.Column("declared_concurrency", sa.Integer),
+        sa.Column("rate_set_by", sa.Text),
+        sa.Column("concurrency_set_by", sa.Text),
+    )
+    sa.Table(  # remote control requests (control_send, 0014); UNLOGGED
+        "control_requests",
+        md,
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("command", sa.Text, nullable=False),
+        sa.Column("arguments", JSONB, nullable=False, server_default="{}"),
+        sa.Column("destination", ARRAY(sa.Text)),
+        sa.Column("sent_by", sa.Text, nullable=False, server_default=sa.text("SESSION_USER")),
+        sa.Column("sent_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("expires_at", TZ, nullable=False),
+    )
+    sa.Table(  # workers' replies (control_reply, 0014); UNLOGGED
+        "control_replies",
+        md,
+        sa.Column(
+            "request_id",
+            sa.BigInteger,
+            sa.ForeignKey(f"{schema}.control_requests.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("worker_id", UUID, primary_key=True),
+        sa.Column("hostname", sa.Text, nullable=False),
+        sa.Column("reply", JSONB, nullable=False),
+        sa.Column("replied_at", TZ, nullable=False, server_default=sa.func.now()),
     )
     sa.Table(
         "limit_state",

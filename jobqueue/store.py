@@ -248,6 +248,72 @@ class Store:
         """Rows of all_jobs matching ``filters``, by id, after ``after``."""
         return self.db.execute("job_find", {**_filters(filters), "after": after})
 
+    # -- run-time limits and remote control (revision 0014) ------------------------
+
+    def task_limits(self) -> list[Row]:
+        return self.db.execute("task_limits_list", {})
+
+    def set_rate_limit(
+        self, task: str, rate: str | None, burst: float | None = None, set_by: str | None = None
+    ) -> float | None:
+        """The rate per second now in force for ``task`` (None: unlimited)."""
+        params = {"task": task, "rate": rate, "burst": burst, "set_by": set_by}
+        value = self.db.execute("task_rate_set", params)[0][0]
+        return None if value is None else float(value)
+
+    def set_concurrency_limit(
+        self, task: str, max_running: int | None, set_by: str | None = None
+    ) -> int | None:
+        params = {"task": task, "max_running": max_running, "set_by": set_by}
+        value = self.db.execute("task_concurrency_set", params)[0][0]
+        return None if value is None else int(value)
+
+    def reset_task_limit(self, task: str) -> bool:
+        return bool(self.db.execute("task_limit_reset", {"task": task})[0][0])
+
+    def control_send(
+        self,
+        conn: psycopg.Connection[Any],
+        command: str,
+        arguments: str,
+        destination: list[str] | None,
+        timeout: float,
+    ) -> int:
+        """A request to the workers (``arguments``: JSON text); its id."""
+        params = {
+            "command": command,
+            "arguments": arguments,
+            "destination": destination,
+            "timeout": timeout,
+        }
+        return int(self._on(conn, "control_send", params)[0][0])
+
+    def control_expected(
+        self, conn: psycopg.Connection[Any], destination: list[str] | None
+    ) -> list[Row]:
+        """(worker id, hostname) of the live workers a request to ``destination`` reaches."""
+        return self._on(conn, "control_expected", {"destination": destination})
+
+    def control_answers(self, conn: psycopg.Connection[Any], request: int) -> list[Row]:
+        """(worker id, hostname, reply) of the answers to ``request`` so far."""
+        return self._on(conn, "control_answers", {"request": request})
+
+    def control_pending(self, conn: psycopg.Connection[Any], worker_id: str) -> list[Row]:
+        """(id, command, arguments) of the requests this worker has yet to answer."""
+        return self._on(conn, "control_pending", {"worker_id": worker_id})
+
+    def control_reply(
+        self, conn: psycopg.Connection[Any], request: int, worker_id: str, reply: str
+    ) -> bool:
+        params = {"request": request, "worker_id": worker_id, "reply": reply}
+        return bool(self._on(conn, "control_reply", params)[0][0])
+
+    def update_worker(
+        self, conn: psycopg.Connection[Any], worker_id: str, concurrency: int, queues: list[str]
+    ) -> None:
+        params = {"id": worker_id, "concurrency": concurrency, "queues": queues}
+        self._on(conn, "worker_update", params)
+
     # -- schedules (the CLI) ---------------------------------------------------------
 
     def schedule_list(self) -> list[Row]:

@@ -29,8 +29,15 @@ def validate_schema(schema: str) -> str:
 
 
 def channels(schema: str) -> dict[str, str]:
-    """NOTIFY channels: new due jobs (payload: queue) and finished jobs (payload: ids)."""
-    return {"jobs": f"{schema}_jobs", "done": f"{schema}_done", "control": f"{schema}_control"}
+    """NOTIFY channels: new due jobs (payload: queue), finished jobs (payload:
+    ids), control messages to workers (revocations, remote control requests)
+    and workers' replies to remote control (payload: the request's id)."""
+    return {
+        "jobs": f"{schema}_jobs",
+        "done": f"{schema}_done",
+        "control": f"{schema}_control",
+        "reply": f"{schema}_reply",
+    }
 
 
 def lock_classes(schema: str) -> dict[str, int]:
@@ -73,6 +80,7 @@ def load(text: str, schema: str) -> dict[str, str]:
             .replace("{channel_jobs}", chans["jobs"])
             .replace("{channel_done}", chans["done"])
             .replace("{channel_control}", chans["control"])
+            .replace("{channel_reply}", chans["reply"])
             .replace("{lock_waiting}", str(locks["waiting"]))
             .replace("{lock_enqueuing}", str(locks["enqueuing"]))
             .replace("{lock_unique}", str(locks["unique"]))

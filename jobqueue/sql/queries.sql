@@ -120,7 +120,9 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- from the schema (a worker left running across an upgrade once deleted jobs
 -- it could not record): then nothing at all is claimed.
 -- Paused queues (pause_queue) are taken out of the worker's list once per
--- claim, one primary key probe per queue, before any row is read.
+-- claim, one primary key probe per queue, before any row is read. Jobs of a
+-- task an operator gave a rate limit (set_rate_limit) go through admit()
+-- even without a rate key: the task list is read once per claim.
 WITH candidate AS (
     SELECT c.job_id, c.row_id, c.limited
     FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
@@ -128,7 +130,9 @@ WITH candidate AS (
                                         WHERE p.queue = n))) AS q(name)
     CROSS JOIN LATERAL (
         SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at,
-               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL AS limited
+               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL
+               OR w.task = ANY(ARRAY(SELECT t.task FROM {schema}.task_limits AS t
+                                     WHERE t.rate_set_by IS NOT NULL)) AS limited
         FROM {schema}.job_queue AS w
         WHERE w.queue = q.name AND w.run_at <= now()
           AND w.task <> ALL(%(skip_tasks)s::text[])  -- tasks it handed back lately
@@ -500,9 +504,9 @@ WHERE id = %(id)s::uuid;
 
 -- name: worker_register
 INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version,
-                              lease_expires_at, tasks)
+                              lease_expires_at, tasks, pool)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
-        now() + make_interval(secs => %(lease_ttl)s), %(tasks)s);
+        now() + make_interval(secs => %(lease_ttl)s), %(tasks)s, %(pool)s);
 
 -- name: unserved_tasks
 SELECT queue, task, waiting, oldest_waiting FROM {schema}.unserved_tasks
@@ -714,20 +718,76 @@ WHERE NOT EXISTS (SELECT 1 FROM holder AS h WHERE h.job_id = i.id)
 
 -- name: task_limits_sync
 -- A starting worker writes the limits its tasks declare (and clears those
--- they no longer declare). Limits can also be changed here at run time.
+-- they no longer declare). A limit an operator set (set_rate_limit,
+-- set_concurrency_limit) stands: the declared one is kept beside it, for
+-- reset_task_limit.
 WITH given AS (
     SELECT * FROM unnest(%(tasks)s::text[], %(rates)s::float8[], %(bursts)s::float8[],
                          %(limits)s::int[]) AS g(task, rate, burst, max_running)
 ), cleared AS (
     DELETE FROM {schema}.task_limits AS t USING given AS g
     WHERE t.task = g.task AND g.rate IS NULL AND g.max_running IS NULL
+      AND t.rate_set_by IS NULL AND t.concurrency_set_by IS NULL
+), undeclared AS (
+    UPDATE {schema}.task_limits AS t
+    SET declared_rate = NULL, declared_burst = NULL, declared_concurrency = NULL,
+        concurrency_limit = CASE WHEN t.concurrency_set_by IS NULL THEN NULL
+                                 ELSE t.concurrency_limit END,
+        rate_per_second = CASE WHEN t.rate_set_by IS NULL THEN NULL ELSE t.rate_per_second END
+    FROM given AS g
+    WHERE t.task = g.task AND g.rate IS NULL AND g.max_running IS NULL
+      AND (t.rate_set_by IS NOT NULL OR t.concurrency_set_by IS NOT NULL)
 )
-INSERT INTO {schema}.task_limits (task, rate_per_second, burst, concurrency_limit)
-SELECT task, rate, burst, max_running FROM given
+INSERT INTO {schema}.task_limits AS t (task, rate_per_second, burst, concurrency_limit,
+                                       declared_rate, declared_burst, declared_concurrency)
+SELECT task, rate, burst, max_running, rate, burst, max_running FROM given
 WHERE rate IS NOT NULL OR max_running IS NOT NULL
 ON CONFLICT (task) DO UPDATE
-SET rate_per_second = EXCLUDED.rate_per_second, burst = EXCLUDED.burst,
-    concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now();
+SET declared_rate = EXCLUDED.declared_rate, declared_burst = EXCLUDED.declared_burst,
+    declared_concurrency = EXCLUDED.declared_concurrency,
+    rate_per_second = CASE WHEN t.rate_set_by IS NULL THEN EXCLUDED.rate_per_second
+                           ELSE t.rate_per_second END,
+    burst = CASE WHEN t.rate_set_by IS NULL THEN EXCLUDED.burst ELSE t.burst END,
+    concurrency_limit = CASE WHEN t.concurrency_set_by IS NULL THEN EXCLUDED.concurrency_limit
+                             ELSE t.concurrency_limit END,
+    updated_at = now();
+
+-- name: task_limits_list
+-- The limits in force, what each task declares, and who set them otherwise.
+SELECT task, rate_per_second, burst, concurrency_limit, declared_rate, declared_concurrency,
+       rate_set_by, concurrency_set_by, updated_at
+FROM {schema}.task_limits ORDER BY task;
+
+-- name: task_rate_set
+SELECT {schema}.set_rate_limit(%(task)s, %(rate)s, %(burst)s, %(set_by)s);
+
+-- name: task_concurrency_set
+SELECT {schema}.set_concurrency_limit(%(task)s, %(max_running)s, %(set_by)s);
+
+-- name: task_limit_reset
+SELECT {schema}.reset_task_limit(%(task)s);
+
+-- name: control_send
+SELECT {schema}.control_send(%(command)s, %(arguments)s::jsonb, %(destination)s::text[],
+                             %(timeout)s);
+
+-- name: control_expected
+SELECT worker_id::text, hostname FROM {schema}.control_expected(%(destination)s::text[]);
+
+-- name: control_answers
+SELECT worker_id::text, hostname, reply FROM {schema}.control_answers(%(request)s);
+
+-- name: control_pending
+SELECT id, command, arguments FROM {schema}.control_pending(%(worker_id)s);
+
+-- name: control_reply
+SELECT {schema}.control_reply(%(request)s, %(worker_id)s, %(reply)s::jsonb);
+
+-- name: worker_update
+-- Remote control changed a worker's pool size or queues (pool_grow,
+-- add_consumer...): the table says what it runs now.
+UPDATE {schema}.workers SET concurrency = %(concurrency)s, queues = %(queues)s
+WHERE id = %(id)s;
 
 -- name: job_prune
 -- Retention, a small batch at a time (any worker, SKIP LOCKED): finished jobs

@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0013), in
+-- The jobqueue schema as it stands at the newest migration (revision 0014), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -578,7 +578,8 @@ CREATE TABLE {schema}.workers (
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
     lease_expires_at timestamptz NOT NULL DEFAULT now() + interval '30 seconds',
-    tasks        text[]  -- the task names it serves (NULL: registered before 0011)
+    tasks        text[], -- the task names it serves (NULL: registered before 0011)
+    pool         text    -- threads or processes (NULL: registered before 0014)
 );
 CREATE INDEX workers_lease_idx ON {schema}.workers (lease_expires_at);
 
@@ -622,7 +623,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0013');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0014');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -1010,7 +1011,16 @@ CREATE TABLE {schema}.task_limits (
     CONSTRAINT task_limits_rate_check CHECK (rate_per_second IS NULL OR rate_per_second > 0),
     CONSTRAINT task_limits_burst_check CHECK (burst >= 1),
     CONSTRAINT task_limits_concurrency_check CHECK (
-        concurrency_limit IS NULL OR concurrency_limit > 0)
+        concurrency_limit IS NULL OR concurrency_limit > 0),
+    -- A limit set by an operator (set_rate_limit, set_concurrency_limit)
+    -- stands until reset_task_limit, whatever the starting workers declare:
+    -- they write their declared limits beside it (declared_*), and the
+    -- effective columns only where no operator set them (*_set_by IS NULL).
+    declared_rate        float8,
+    declared_burst       float8,
+    declared_concurrency integer,
+    rate_set_by          text,
+    concurrency_set_by   text
 );
 
 -- Keys are 'c:<concurrency key>' (a row to lock) and 'r:<rate key>' (a token
@@ -1072,11 +1082,11 @@ BEGIN
     END LOOP;
 
     FOR k IN
-        SELECT q.rate_key AS key, q.task,
+        SELECT COALESCE(q.rate_key, q.task) AS key, q.task,
                array_agg(q.job_id ORDER BY q.priority DESC, q.run_at, q.job_id) AS jobs
         FROM {schema}.job_queue AS q
-        WHERE q.job_id = ANY(ids) AND NOT (q.job_id = ANY(rejected)) AND q.rate_key IS NOT NULL
-        GROUP BY q.rate_key, q.task ORDER BY q.rate_key
+        WHERE q.job_id = ANY(ids) AND NOT (q.job_id = ANY(rejected))
+        GROUP BY COALESCE(q.rate_key, q.task), q.task ORDER BY 1
     LOOP
         SELECT * INTO lim FROM {schema}.task_limits WHERE task = k.task;
         CONTINUE WHEN NOT FOUND OR lim.rate_per_second IS NULL;
@@ -1091,7 +1101,8 @@ BEGIN
         allowed := least(floor(spare)::integer, cardinality(k.jobs));
         spare := spare - allowed;
         UPDATE {schema}.limit_state SET tokens = spare, updated_at = clock_timestamp(),
-            full_at = clock_timestamp() + make_interval(secs => (lim.burst - spare) / lim.rate_per_second)
+            full_at = clock_timestamp()
+                      + make_interval(secs => (lim.burst - spare) / lim.rate_per_second)
         WHERE key = 'r:' || k.key;
         deferred := k.jobs[allowed + 1:];
         rejected := rejected || deferred;
@@ -1729,6 +1740,241 @@ REVOKE EXECUTE ON FUNCTION {schema}.revoke_waiting FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.revoke_running FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.canvas_unfail FROM PUBLIC;
 
+
+-- ===========================================================================
+-- Run-time limits and remote control (0014): set_rate_limit and friends;
+-- control_send / control_pending / control_reply / control_answers carry
+-- app.control.inspect() and jobqueue inspect|control (docs/operations.md).
+-- ===========================================================================
+
+-- Celery's rate strings: '10/s', '100/m', '1000/h', or a bare number (per
+-- second). NULL, '' and '0' mean no limit (NULL returned). JQ002 otherwise.
+CREATE FUNCTION {schema}.parse_rate(rate text) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    m text[] := regexp_match(btrim(rate), '^([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*([smh]))?$');
+    n float8;
+BEGIN
+    IF rate IS NULL OR btrim(rate) IN ('', '0') THEN
+        RETURN NULL;
+    END IF;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'jobqueue: bad rate %', quote_literal(rate)
+            USING ERRCODE = 'JQ002', HINT = 'like 10/s, 100/m or 1000/h; 0 or NULL for none';
+    END IF;
+    n := m[1]::float8 / CASE COALESCE(m[2], 's') WHEN 's' THEN 1 WHEN 'm' THEN 60 ELSE 3600 END;
+    RETURN NULLIF(n, 0);
+END
+$$;
+
+-- set_rate_limit('tasks.add', '10/s'): durable, for every worker at once
+-- (the claim reads it), until changed again or reset_task_limit. NULL/'0'
+-- lifts the task's rate limit. burst: tokens a full bucket holds (default:
+-- the one in force, else 1). Returns the rate per second now in force.
+CREATE FUNCTION {schema}.set_rate_limit(task text, rate text, burst float8 DEFAULT NULL,
+                                        set_by text DEFAULT session_user)
+RETURNS float8
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    per_second float8 := {schema}.parse_rate(rate);
+BEGIN
+    IF set_rate_limit.task IS NULL OR set_rate_limit.task = '' THEN
+        RAISE EXCEPTION 'jobqueue.set_rate_limit: name a task' USING ERRCODE = 'JQ002';
+    END IF;
+    IF set_rate_limit.burst IS NOT NULL AND NOT set_rate_limit.burst >= 1 THEN
+        RAISE EXCEPTION 'jobqueue.set_rate_limit: burst must be 1 or more, got %',
+            set_rate_limit.burst USING ERRCODE = 'JQ002';
+    END IF;
+    INSERT INTO {schema}.task_limits AS t (task, rate_per_second, burst, rate_set_by)
+    VALUES (set_rate_limit.task, per_second, COALESCE(set_rate_limit.burst, 1),
+            COALESCE(set_rate_limit.set_by, session_user))
+    ON CONFLICT ON CONSTRAINT task_limits_pkey DO UPDATE
+    SET rate_per_second = EXCLUDED.rate_per_second,
+        burst = COALESCE(set_rate_limit.burst, t.burst),
+        rate_set_by = EXCLUDED.rate_set_by, updated_at = now();
+    RETURN per_second;
+END
+$$;
+
+-- set_concurrency_limit('tasks.report', 4): at most that many running at
+-- once across all workers. Only tasks that declare a concurrency limit in
+-- code carry the key it counts by (JQ003 for others); NULL lifts it.
+CREATE FUNCTION {schema}.set_concurrency_limit(task text, max_running integer,
+                                               set_by text DEFAULT session_user)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF set_concurrency_limit.task IS NULL OR set_concurrency_limit.task = '' THEN
+        RAISE EXCEPTION 'jobqueue.set_concurrency_limit: name a task' USING ERRCODE = 'JQ002';
+    END IF;
+    IF max_running IS NOT NULL AND max_running < 1 THEN
+        RAISE EXCEPTION 'jobqueue.set_concurrency_limit: max_running must be 1 or more, got %',
+            max_running USING ERRCODE = 'JQ002', HINT = 'NULL lifts the limit';
+    END IF;
+    UPDATE {schema}.task_limits AS t
+    SET concurrency_limit = max_running,
+        concurrency_set_by = COALESCE(set_concurrency_limit.set_by, session_user),
+        updated_at = now()
+    WHERE t.task = set_concurrency_limit.task AND t.declared_concurrency IS NOT NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jobqueue.set_concurrency_limit: task % declares no concurrency limit',
+            quote_literal(set_concurrency_limit.task)
+            USING ERRCODE = 'JQ003',
+                  HINT = 'its jobs carry no concurrency key: declare concurrency_limit= on '
+                         'the task (any value), deploy, then change it here';
+    END IF;
+    RETURN max_running;
+END
+$$;
+
+-- Back to the limits the task declares in code (as its workers last wrote
+-- them). Returns false if the task had no row.
+CREATE FUNCTION {schema}.reset_task_limit(task text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE {schema}.task_limits AS t
+    SET rate_per_second = t.declared_rate, burst = COALESCE(t.declared_burst, 1),
+        concurrency_limit = t.declared_concurrency,
+        rate_set_by = NULL, concurrency_set_by = NULL, updated_at = now()
+    WHERE t.task = reset_task_limit.task;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM {schema}.task_limits AS t
+    WHERE t.task = reset_task_limit.task
+      AND t.rate_per_second IS NULL AND t.concurrency_limit IS NULL;
+    RETURN true;
+END
+$$;
+
+-- Remote control: one row per request (control_send), one per worker's
+-- answer (control_reply). UNLOGGED: nothing here outlives its deadline.
+CREATE UNLOGGED TABLE {schema}.control_requests (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    command     text NOT NULL,
+    arguments   jsonb NOT NULL DEFAULT '{}',
+    destination text[],  -- worker hostnames; NULL: every worker
+    sent_by     text NOT NULL DEFAULT session_user,
+    sent_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+
+CREATE UNLOGGED TABLE {schema}.control_replies (
+    request_id bigint NOT NULL REFERENCES {schema}.control_requests ON DELETE CASCADE,
+    worker_id  uuid NOT NULL,
+    hostname   text NOT NULL,
+    reply      jsonb NOT NULL,
+    replied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (request_id, worker_id)
+);
+
+-- The commands workers answer, and the arguments each takes (checked here,
+-- so a bad request fails its sender, not every worker).
+CREATE FUNCTION {schema}.control_send(command text, arguments jsonb DEFAULT '{}',
+                                      destination text[] DEFAULT NULL,
+                                      timeout float8 DEFAULT 10)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    request bigint;
+    args    jsonb := COALESCE(control_send.arguments, '{}');
+BEGIN
+    IF command IS NULL OR NOT command = ANY(ARRAY[
+            'ping', 'active', 'reserved', 'scheduled', 'registered', 'stats', 'active_queues',
+            'shutdown', 'pool_grow', 'pool_shrink', 'add_consumer', 'cancel_consumer']) THEN
+        RAISE EXCEPTION 'jobqueue.control_send: unknown command %', quote_literal(command)
+            USING ERRCODE = 'JQ002',
+                  HINT = 'one of ping, active, reserved, scheduled, registered, stats, '
+                         'active_queues, shutdown, pool_grow, pool_shrink, add_consumer, '
+                         'cancel_consumer';
+    END IF;
+    IF jsonb_typeof(args) <> 'object' THEN
+        RAISE EXCEPTION 'jobqueue.control_send: arguments must be a JSON object'
+            USING ERRCODE = 'JQ002';
+    END IF;
+    IF command IN ('pool_grow', 'pool_shrink') AND NOT COALESCE(
+            jsonb_typeof(args -> 'n') = 'number' AND (args ->> 'n') ~ '^[0-9]+$'
+            AND (args ->> 'n')::numeric BETWEEN 1 AND 10000, false) THEN
+        RAISE EXCEPTION 'jobqueue.control_send: % takes {"n": a whole number from 1 to 10000}',
+            command USING ERRCODE = 'JQ002';
+    END IF;
+    IF command IN ('add_consumer', 'cancel_consumer') AND NOT COALESCE(
+            jsonb_typeof(args -> 'queue') = 'string' AND args ->> 'queue' <> '', false) THEN
+        RAISE EXCEPTION 'jobqueue.control_send: % takes {"queue": a queue name}', command
+            USING ERRCODE = 'JQ002';
+    END IF;
+    IF timeout IS NULL OR NOT timeout BETWEEN 0 AND 3600 THEN
+        RAISE EXCEPTION 'jobqueue.control_send: timeout must be 0 to 3600 seconds'
+            USING ERRCODE = 'JQ002';
+    END IF;
+    IF destination IS NOT NULL AND array_position(destination, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'jobqueue.control_send: destination holds a NULL hostname'
+            USING ERRCODE = 'JQ002';
+    END IF;
+    DELETE FROM {schema}.control_requests WHERE expires_at < now() - interval '1 minute';
+    INSERT INTO {schema}.control_requests (command, arguments, destination, expires_at)
+    VALUES (command, args, destination, now() + make_interval(secs => timeout))
+    RETURNING id INTO request;
+    PERFORM pg_notify('{channel_control}', json_build_object('control', request)::text);
+    RETURN request;
+END
+$$;
+
+-- A worker's pending requests: unexpired, sent since it started, for it,
+-- not answered yet. Nothing if its row is gone (presumed dead).
+CREATE FUNCTION {schema}.control_pending(worker uuid)
+RETURNS TABLE (id bigint, command text, arguments jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.id, r.command, r.arguments
+    FROM {schema}.control_requests AS r
+    JOIN {schema}.workers AS w ON w.id = control_pending.worker
+    WHERE r.expires_at > now() AND r.sent_at >= w.started_at
+      AND (r.destination IS NULL OR w.hostname = ANY(r.destination))
+      AND NOT EXISTS (SELECT 1 FROM {schema}.control_replies AS a
+                      WHERE a.request_id = r.id AND a.worker_id = control_pending.worker)
+    ORDER BY r.id
+$$;
+
+CREATE FUNCTION {schema}.control_reply(request bigint, worker uuid, reply jsonb)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO {schema}.control_replies (request_id, worker_id, hostname, reply)
+    SELECT r.id, w.id, w.hostname, COALESCE(control_reply.reply, 'null')
+    FROM {schema}.control_requests AS r, {schema}.workers AS w
+    WHERE r.id = control_reply.request AND w.id = control_reply.worker
+    ON CONFLICT (request_id, worker_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify('{channel_reply}', control_reply.request::text);
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION {schema}.control_answers(request bigint)
+RETURNS TABLE (worker_id uuid, hostname text, reply jsonb, replied_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.worker_id, a.hostname, a.reply, a.replied_at
+    FROM {schema}.control_replies AS a
+    WHERE a.request_id = control_answers.request
+    ORDER BY a.replied_at, a.hostname
+$$;
+
+-- The workers a request to `destination` waits for: those whose lease holds.
+CREATE FUNCTION {schema}.control_expected(destination text[] DEFAULT NULL)
+RETURNS TABLE (worker_id uuid, hostname text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT w.id, w.hostname FROM {schema}.workers AS w
+    WHERE w.lease_expires_at > now()
+      AND (control_expected.destination IS NULL
+           OR w.hostname = ANY(control_expected.destination))
+    ORDER BY w.hostname
+$$;
+
+REVOKE EXECUTE ON FUNCTION {schema}.set_rate_limit, {schema}.set_concurrency_limit,
+    {schema}.reset_task_limit, {schema}.control_send, {schema}.control_pending,
+    {schema}.control_reply, {schema}.control_answers, {schema}.control_expected FROM PUBLIC;
 
 -- ===========================================================================
 -- Statistics

@@ -46,6 +46,7 @@ def reference_sql(schema: str) -> str:
         .replace("{channel_jobs}", chans["jobs"])
         .replace("{channel_done}", chans["done"])
         .replace("{channel_control}", chans["control"])
+        .replace("{channel_reply}", chans["reply"])
     )
     left = sorted(set(_PLACEHOLDER.findall(rendered)))
     assert not left, f"schema.sql uses placeholders the test does not fill: {left}"
