@@ -560,11 +560,15 @@ def stats(obj: Context) -> None:
 
 
 def _register_operations() -> None:
-    """``jobs`` and ``queue``: app.control on the command line (jobqueue/control/cli.py)."""
+    """``jobs`` and ``queue``: app.control on the command line (jobqueue/control/cli.py);
+    ``inspect`` and ``control``: remote control (jobqueue/control/remote_cli.py)."""
     from .control.cli import jobs, queue
+    from .control.remote_cli import control, inspect
 
     main.add_command(jobs)
     main.add_command(queue)
+    main.add_command(inspect)
+    main.add_command(control)
 
 
 _register_operations()

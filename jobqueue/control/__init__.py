@@ -6,5 +6,15 @@ the core: it imports the core, the core imports it only lazily
 from .filters import Filters
 from .jobs import Attempt, Job, QueueStats
 from .management import BATCH_SIZE, Control
+from .remote import Inspect, broadcast
 
-__all__ = ["BATCH_SIZE", "Attempt", "Control", "Filters", "Job", "QueueStats"]
+__all__ = [
+    "BATCH_SIZE",
+    "Attempt",
+    "Control",
+    "Filters",
+    "Inspect",
+    "Job",
+    "QueueStats",
+    "broadcast",
+]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .filters import FINISHED, RETRYABLE, UNFINISHED, WAITING, Filters
 from .jobs import Attempt, Job, QueueStats
+from .remote import RemoteControl
 
 if TYPE_CHECKING:
     from ..app import JobQueue
@@ -43,8 +44,9 @@ def _queue_name(name: Any, what: str = "queue") -> str:
     return name
 
 
-class Control:
-    """Job and queue management for one app (``app.control``)."""
+class Control(RemoteControl):
+    """Job and queue management for one app (``app.control``), and Celery's
+    remote control and inspect (``remote.RemoteControl``)."""
 
     def __init__(self, app: JobQueue, batch_size: int = BATCH_SIZE) -> None:
         self.app = app

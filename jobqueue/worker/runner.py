@@ -39,6 +39,7 @@ import queue
 import signal
 import threading
 import time
+from collections import Counter
 from contextlib import suppress
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ from ..sql import channels
 from .completer import Completer
 from .executor import Job, Outcome, expired, revoked
 from .pools import make_pool
+from .remote import RemoteControl
 from .session import Session
 from .settings import WorkerSettings
 from .waiting import WaitFlag
@@ -136,6 +138,8 @@ class Worker:
         self._completer = Completer(self)
         self._signals = 0
         self.processed = 0
+        self.totals: Counter[str] = Counter()  # jobs taken, per task (inspect stats)
+        self._remote = RemoteControl(self)
 
     # -- life cycle --------------------------------------------------------------
 
@@ -316,6 +320,7 @@ class Worker:
         while not self._stopping.is_set():
             self._wakeup.clear()  # before reading free slots: a later wake-up is never lost
             self._take_revocations()
+            self._take_control()
             timeout = self.poll_interval
             free = self._capacity() - len(self._in_flight)
             if free > 0 and not self._fenced:
@@ -405,6 +410,7 @@ class Worker:
                     return len(rows)
                 for job in jobs:
                     self._in_flight[job.id] = job.attempt
+                    self.totals[job.task] += 1
                     if job.in_canvas:
                         self._canvas.add(job.id)
                 for job in jobs:
@@ -473,8 +479,13 @@ class Worker:
             if payload in self._wanted:
                 self._wakeup.set()
             return
-        job_id = self._revocation_hint(payload)
-        if job_id is not None:
+        message = self._control_message(payload)
+        if "control" in message:  # a remote control request: look in SQL
+            self._remote.hint()
+            self._wakeup.set()
+            return
+        job_id = message.get("revoke")
+        if isinstance(job_id, str) and job_id in self._in_flight:
             with self._lock:
                 self._revoke_hints.append(job_id)
             self._wakeup.set()
@@ -500,15 +511,54 @@ class Worker:
         if self.app.db.session_state:
             self._store.hot_session(conn)
 
-    def _revocation_hint(self, payload: str) -> str | None:
-        """The id of one of our jobs a control message names, if any."""
+    def _control_message(self, payload: str) -> dict[str, Any]:
+        """A control channel message: {"revoke": job id} or {"control": request id}."""
         try:
             message = json.loads(payload)
         except ValueError:
+            message = None
+        if not isinstance(message, dict):
             log.warning("ignoring malformed control message %r", payload[:200])
-            return None
-        job_id = message.get("revoke") if isinstance(message, dict) else None
-        return job_id if isinstance(job_id, str) and job_id in self._in_flight else None
+            return {}
+        return message
+
+    # -- remote control (remote.py) --------------------------------------------------
+
+    def _take_control(self) -> None:
+        """Answer remote control requests, when a NOTIFY or the heartbeat says
+        some may wait (claim loop only: it owns the queues and the pool size)."""
+        if not self._remote.due:
+            return
+        try:
+            with self._work as conn:
+                self._remote.take(conn)
+        except psycopg.Error as exc:  # the heartbeat makes it look again
+            log.warning("could not answer remote control now: %s", exc)
+
+    def resize_pool(self, delta: int) -> int:
+        """pool_grow / pool_shrink: slots added or retired; the new size."""
+        with self._lock:
+            self.concurrency = self._pool.resize(delta)
+        log.info("worker %s: pool resized to %d slot(s)", self.hostname, self.concurrency)
+        return self.concurrency
+
+    def change_queues(
+        self, conn: psycopg.Connection[Any], add: str | None = None, remove: str | None = None
+    ) -> bool:
+        """add_consumer / cancel_consumer, on the claim loop; False if nothing changed."""
+        if (add is not None and add in self.queues) or (
+            remove is not None and remove not in self.queues
+        ):
+            return False
+        self._waiting.stop(conn)  # its flags are per queue: flag the new set afresh
+        if add is not None:
+            self.queues.append(add)  # in place: the wait flag reads this list
+        if remove is not None:
+            self.queues.remove(remove)
+        self._wanted = set(self.queues)
+        log.info("worker %s now consumes from %s", self.hostname, ",".join(self.queues) or "-")
+        self._wakeup.set()
+        return True
 
     def _apply_revocations(self, conn: psycopg.Connection[Any], ids: list[str]) -> None:
         """Act on the revocations the database confirms among ``ids`` (jobs
@@ -562,6 +612,7 @@ class Worker:
                 self._store.register_worker(conn, self._registration())
             self._lease_deadline = sent + conf.lease_ttl
             self._touch_health()
+            self._remote.hint()  # NOTIFY's cover: the claim loop looks for requests
             if self._fenced:
                 self._fenced = False
                 log.warning("worker %s holds a lease again: claiming resumes", self.hostname)
@@ -698,6 +749,7 @@ class Worker:
             "version": __version__,
             "lease_ttl": self.app.conf.lease_ttl,
             "tasks": sorted(self.app.tasks),
+            "pool": self.pool_kind,
         }
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -721,4 +773,5 @@ class Worker:
             for channel in (self._channels["jobs"], self._channels["control"]):
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._waiting.forget()
+        self._remote.hint()  # requests announced while it was away
         self._wakeup.set()

@@ -422,6 +422,13 @@ def test_a_producer_enqueues_runs_workflows_revokes_and_reads_results(
         running.get(timeout=20)
     assert running.state == states.REVOKED
 
+    # Remote control (0014): the producer asks, the worker role answers; and
+    # run-time limits.
+    pong = app.control.inspect(timeout=10).ping()
+    assert pong is not None and list(pong.values()) == [{"ok": "pong"}]
+    assert app.control.rate_limit("add", "100/s")["rate_per_second"] == 100.0
+    assert app.control.reset_limits("add") is True
+
     assert worker.proc.poll() is None
     _denied_everywhere(worker.log)
 

@@ -59,6 +59,23 @@ class Pool(Protocol):
         """No more jobs: idle slots exit; running jobs finish and are reported."""
         ...
 
+    def resize(self, delta: int) -> int:
+        """Add (``delta`` > 0) or retire slots (never the last one): a retired
+        slot leaves once its running job is reported. Returns the new size."""
+        ...
+
+    def running(self) -> list[tuple[Job, float]]:
+        """The jobs running now, each with the time (``time.time()``) it started."""
+        ...
+
+    def reserved(self) -> list[Job]:
+        """The jobs waiting for a free slot (prefetched), in order."""
+        ...
+
+    def processes(self) -> list[int]:
+        """The pids of the pool's child processes (none for threads)."""
+        ...
+
     def kill(self) -> None:
         """Stop everything now without reporting: the worker releases those jobs."""
         ...

@@ -36,6 +36,18 @@ class LocalQueue:
             self._items.extend([None] * slots)
             self._cond.notify_all()
 
+    def retire(self, slots: int) -> None:
+        """``slots`` slots leave at once (a ``None`` ahead of the queued jobs):
+        the pool shrinks (remote control's pool_shrink)."""
+        with self._cond:
+            self._items.extendleft([None] * slots)
+            self._cond.notify(slots)
+
+    def snapshot(self) -> list[Job]:
+        """The jobs waiting for a slot, in order (inspect's ``reserved``)."""
+        with self._cond:
+            return [item for item in self._items if item is not None]
+
     def drain(self) -> list[Job]:
         """Take back every job not yet started."""
         with self._cond:

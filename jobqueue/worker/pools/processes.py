@@ -107,6 +107,32 @@ class ProcessPool:
     def close(self) -> None:
         self._jobs.close(self.size)
 
+    def resize(self, delta: int) -> int:
+        if delta > 0:
+            slots = [_Slot(self, len(self._slots) + i) for i in range(delta)]
+            self._slots = [*self._slots, *slots]  # a new list: readers iterate the old one
+            self.size += delta
+            for slot in slots:
+                slot.start()
+        elif delta < 0:
+            retire = min(-delta, self.size - 1)
+            self.size -= retire
+            self._jobs.retire(retire)
+        return self.size
+
+    def running(self) -> list[tuple[Job, float]]:
+        return [(job, slot.started) for slot in self._slots if (job := slot.job) is not None]
+
+    def reserved(self) -> list[Job]:
+        return self._jobs.snapshot()
+
+    def processes(self) -> list[int]:
+        return [
+            pid
+            for slot in self._slots
+            if (child := slot.child) is not None and child.is_alive() and (pid := child.pid)
+        ]
+
     def kill(self) -> None:
         self._killed = True
         for slot in self._slots:
@@ -146,6 +172,7 @@ class _Slot:
         self.reason: str | None = None  # why the parent is stopping the current job
         self.lock = threading.Lock()
         self.done = 0
+        self.started = 0.0  # time.time() the current job was handed to the child
 
     def start(self) -> None:
         self._ensure_child()
@@ -210,7 +237,7 @@ class _Slot:
                 ),
             )
         with self.lock:
-            self.job, self.reason = job, None
+            self.job, self.reason, self.started = job, None, time.time()
         try:
             # Fenced since the precheck, before fence() could see this job:
             # hand it back unstarted (the worker fences first, then the pool).

@@ -7,6 +7,7 @@ import concurrent.futures
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ class _Running:
     timers: list[int] = field(default_factory=list)
     outcome: Outcome | None = None  # computed by the slot, not reported yet
     settled: bool = False  # reported, or given up on by kill(): never report it again
+    started: float = field(default_factory=time.time)
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
@@ -81,6 +83,30 @@ class ThreadPool:
 
     def close(self) -> None:
         self._jobs.close(self.size)
+
+    def resize(self, delta: int) -> int:
+        with self._lock:
+            if delta > 0:
+                self.size += delta
+            else:
+                delta = -min(-delta, self.size - 1)
+                self.size += delta
+        if delta > 0:
+            for _ in range(delta):
+                self._spawn()
+        elif delta < 0:
+            self._jobs.retire(-delta)
+        return self.size
+
+    def running(self) -> list[tuple[Job, float]]:
+        with self._lock:
+            return [(entry.job, entry.started) for entry in self._running.values()]
+
+    def reserved(self) -> list[Job]:
+        return self._jobs.snapshot()
+
+    def processes(self) -> list[int]:
+        return []
 
     def kill(self) -> None:
         with self._lock:
