@@ -24,14 +24,18 @@ class Wakeup:
         os.set_blocking(self._write, False)
         self._lock = threading.Lock()
         self._set = False
+        self._closed = False
 
     def set(self) -> None:
+        # Under the lock, so close() cannot pass in between: once closed, the
+        # pipe's numbers may belong to another file (a late heartbeat that
+        # reconnects after the worker stopped must not write into it).
         with self._lock:
-            if self._set:
+            if self._set or self._closed:
                 return  # already pending: one byte in the pipe is enough
             self._set = True
-        with suppress(BlockingIOError):
-            os.write(self._write, b"!")
+            with suppress(BlockingIOError):
+                os.write(self._write, b"!")
 
     def is_set(self) -> bool:
         return self._set
@@ -39,19 +43,25 @@ class Wakeup:
     def clear(self) -> None:
         with self._lock:
             self._set = False
-        with suppress(BlockingIOError):
-            while os.read(self._read, 4096):
-                pass
+            if self._closed:
+                return
+            with suppress(BlockingIOError):
+                while os.read(self._read, 4096):
+                    pass
 
     def wait(self, timeout: float, fd: int | None = None) -> bool:
         """Until set, or ``fd`` is readable, or ``timeout``; True if ``fd`` is."""
-        if self._set:
+        if self._set or self._closed:
             return False
         watched = [self._read] if fd is None else [self._read, fd]
         ready, _, _ = select.select(watched, [], [], max(timeout, 0.0))
         return fd is not None and fd in ready
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with suppress(OSError):
-                os.close(fd)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._read, self._write):
+                with suppress(OSError):
+                    os.close(fd)
