@@ -229,6 +229,11 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("declared_concurrency", sa.Integer),
         sa.Column("rate_set_by", sa.Text),
         sa.Column("concurrency_set_by", sa.Text),
+        sa.Index(
+            "task_limits_operator_rate_idx",
+            "task",
+            postgresql_where=sa.text("rate_set_by IS NOT NULL"),
+        ),
     )
     sa.Table(  # remote control requests (control_send, 0014); UNLOGGED
         "control_requests",

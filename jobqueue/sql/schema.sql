@@ -1022,6 +1022,11 @@ CREATE TABLE {schema}.task_limits (
     rate_set_by          text,
     concurrency_set_by   text
 );
+-- Every claim reads the tasks an operator gave a rate: through this index,
+-- empty unless someone did (a scan of task_limits per claim would read every
+-- limited task's row).
+CREATE INDEX task_limits_operator_rate_idx ON {schema}.task_limits (task)
+    WHERE rate_set_by IS NOT NULL;
 
 -- Keys are 'c:<concurrency key>' (a row to lock) and 'r:<rate key>' (a token
 -- bucket). Keys may be per argument, so retention deletes rows that hold

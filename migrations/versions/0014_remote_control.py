@@ -54,6 +54,11 @@ ALTER TABLE {schema}.task_limits
 UPDATE {schema}.task_limits
 SET declared_rate = rate_per_second, declared_burst = burst,
     declared_concurrency = concurrency_limit;
+-- Every claim reads the tasks an operator gave a rate: through this index,
+-- empty unless someone did (a scan of task_limits per claim would read every
+-- limited task's row).
+CREATE INDEX task_limits_operator_rate_idx ON {schema}.task_limits (task)
+    WHERE rate_set_by IS NOT NULL;
 
 -- Rate limits apply to the jobs that carry a rate key (tasks that declare a
 -- rate limit) and, by their task's name, to jobs of a task an operator gave
@@ -453,6 +458,7 @@ DELETE FROM {schema}.task_limits WHERE declared_rate IS NULL AND declared_concur
 UPDATE {schema}.task_limits
 SET rate_per_second = declared_rate, burst = COALESCE(declared_burst, 1),
     concurrency_limit = declared_concurrency;
+DROP INDEX {schema}.task_limits_operator_rate_idx;
 ALTER TABLE {schema}.task_limits
     DROP COLUMN concurrency_set_by,
     DROP COLUMN rate_set_by,

@@ -123,19 +123,42 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
         )
     )
     # jobs is partitioned (0012): the partitions of the coming days and the
-    # default one are empty, and a sequential scan of an empty table is the
-    # planner's (right) choice there. Every other relation: through indexes.
+    # default one are empty, as is task_limits here (no task limit synced),
+    # and a sequential scan of an empty table is the planner's (right) choice
+    # there. Every other relation: through indexes.
     empty = {
         name
         for (name,) in conn.execute(
             "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relispartition "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
             "AND pg_relation_size(c.oid) = 0",
             (schema,),
         ).fetchall()
     }
     scanned = set(re.findall(r"Seq Scan on (\w+)", plan))
     assert scanned <= empty, plan
+
+    # With many limited tasks, the claim's read of the tasks an operator gave
+    # a rate (0014) goes through its partial index, not over every row.
+    conn.execute(
+        f"""INSERT INTO "{schema}".task_limits (task, rate_per_second, declared_rate)
+            SELECT 'task' || i, 10, 10 FROM generate_series(1, 5000) AS i"""
+    )
+    conn.execute(f"SELECT \"{schema}\".set_rate_limit('add', '5/s')")
+    conn.execute(f'ANALYZE "{schema}".task_limits')
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN "
+            + claim.replace("%(queues)s", "'{default}'")
+            .replace("%(limit)s", "32")
+            .replace("%(worker_id)s", f"'{worker}'::uuid")
+            .replace("%(revision)s", str(REVISION))
+            .replace("%(skip_tasks)s", "'{}'")
+        )
+    )
+    assert "task_limits_operator_rate_idx" in plan, plan
+    assert "Seq Scan on task_limits" not in plan, plan
 
 
 def test_hot_path_plans_stay_linear_when_statistics_are_stale(
