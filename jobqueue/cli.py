@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
+from typing import Any
 
 import click
 import psycopg
 
-from . import __version__, loader
+from . import __version__, loader, logs
 from . import embedded as emb
 from .app import JobQueue
 from .config import DSN_ENV, EMBEDDED_ENV, Settings
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
+from .logs import env_format
 from .redact import redact
 from .roles import grant_command
 from .sql import validate_schema
@@ -24,7 +25,6 @@ from .worker.settings import WorkerSettings
 _WORKER = WorkerSettings()  # the defaults the worker options show
 
 APP_ENV = "JOBQUEUE_APP"
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
 
 
 def load_app(spec: str) -> JobQueue:
@@ -120,9 +120,27 @@ class Context:
         )
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+def _setup_logging(level: str, log_format: str | None) -> None:
+    """Before the app is loaded: --log-format, else $JOBQUEUE_LOG_FORMAT (text
+    if it holds nonsense: Settings.validate says so once the app is loaded)."""
+    chosen = log_format or env_format()
+    logs.configure(level, chosen if chosen in logs.LOG_FORMATS else "text")
+
+
+def _app_logging(app: JobQueue, level: str, log_format: str | None) -> None:
+    """The app's ``conf.log_format`` applies unless --log-format was given."""
+    if log_format is None and app.conf.log_format != logs.current_format():
+        logs.configure(level, app.conf.log_format)
+
+
+def _log_format_option(fn: Any) -> Any:
+    return click.option(
+        "--log-format",
+        type=click.Choice(logs.LOG_FORMATS, case_sensitive=False),
+        default=None,
+        help="text, or json: one JSON object per line (default: app.conf.log_format, "
+        f"${logs.LOG_FORMAT_ENV}, else text).",
+    )(fn)
 
 
 class _Group(click.Group):
@@ -267,6 +285,7 @@ def main(
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
 )
+@_log_format_option
 @click.pass_obj
 def worker(
     obj: Context,
@@ -283,11 +302,12 @@ def worker(
     health_file: str | None,
     with_beat: bool,
     loglevel: str,
+    log_format: str | None,
 ) -> None:
     """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
     from .worker import Worker
 
-    _setup_logging(loglevel)
+    _setup_logging(loglevel, log_format)
     app = obj.app(required=True)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
@@ -305,6 +325,7 @@ def worker(
         app.conf.validate()
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
+    _app_logging(app, loglevel, log_format)
     settings = WorkerSettings().with_options(
         queues=names,
         concurrency=concurrency,
@@ -349,15 +370,19 @@ def worker(
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
 )
+@_log_format_option
 @click.pass_obj
-def beat(obj: Context, loglevel: str) -> None:
+def beat(obj: Context, loglevel: str, log_format: str | None) -> None:
     """Enqueue periodic tasks until SIGTERM/SIGINT. Run as many as you like:
     each tick is enqueued exactly once."""
     from .beat import Beat
 
-    _setup_logging(loglevel)
+    _setup_logging(loglevel, log_format)
     try:
-        runner = Beat(obj.app())
+        app = obj.app()
+        app.conf.validate()
+        _app_logging(app, loglevel, log_format)
+        runner = Beat(app)
         runner.schedules()  # validate app.conf.beat_schedule before starting
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigurationError
+from .logs import LOG_FORMAT_ENV, check_format, env_format
 from .sql import validate_schema
 
 DSN_ENV = "JOBQUEUE_DSN"
@@ -134,6 +135,10 @@ class Settings:
     failed_result_expires: float | None = 7 * 86400.0
     #: Rows deleted per retention statement (small, so locks stay short).
     retention_batch_size: int = 1000
+    #: How ``jobqueue worker`` and ``jobqueue beat`` write their logs: "text",
+    #: or "json" (one object per line). Default: $JOBQUEUE_LOG_FORMAT, else
+    #: "text"; their ``--log-format`` wins over both.
+    log_format: str = field(default_factory=env_format)
     #: Not a setting: the global options of a ``jobqueue`` command that reaches
     #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
     #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.
@@ -174,6 +179,10 @@ class Settings:
             raise ConfigurationError(
                 f"app.conf.pooler must be one of {', '.join(POOLERS)}, got {self.pooler!r}"
             )
+        try:
+            check_format(self.log_format)
+        except ValueError as exc:
+            raise ConfigurationError(f"{exc} (or ${LOG_FORMAT_ENV})") from None
         if self.prepared_statements not in (None, True, False):
             raise ConfigurationError(
                 "app.conf.prepared_statements must be None, True or False, "

@@ -29,6 +29,8 @@ from ...exceptions import (
     Terminated,
     TimeLimitExceeded,
 )
+from ...logs import configure as configure_logging
+from ...logs import current_format as log_format
 from ..executor import (
     Job,
     Outcome,
@@ -133,6 +135,7 @@ class ProcessPool:
             "hostname": self.hostname,
             "max_tasks": self.max_tasks_per_child,
             "log_level": logging.getLogger().level,
+            "log_format": log_format(),
         }
 
 
@@ -312,10 +315,7 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
-    logging.basicConfig(
-        level=settings["log_level"] or logging.WARNING,
-        format="[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s",
-    )
+    configure_logging(settings["log_level"] or logging.WARNING, settings.get("log_format", "text"))
     from ...loader import load_app
 
     app = load_app(settings["spec"])
