@@ -326,6 +326,12 @@ def worker(
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     _app_logging(app, loglevel, log_format)
+    from .notify import install_configured  # a surface over the core, as this CLI
+
+    try:
+        install_configured(app)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     settings = WorkerSettings().with_options(
         queues=names,
         concurrency=concurrency,
