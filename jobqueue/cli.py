@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from typing import Any
@@ -19,6 +20,7 @@ from .logs import env_format
 from .redact import redact
 from .roles import grant_command
 from .sql import validate_schema
+from .worker.executor import JOB_LOGGER
 from .worker.pools import POOLS
 from .worker.settings import WorkerSettings
 
@@ -124,13 +126,19 @@ def _setup_logging(level: str, log_format: str | None) -> None:
     """Before the app is loaded: --log-format, else $JOBQUEUE_LOG_FORMAT (text
     if it holds nonsense: Settings.validate says so once the app is loaded)."""
     chosen = log_format or env_format()
-    logs.configure(level, chosen if chosen in logs.LOG_FORMATS else "text")
+    logs.configure(level, chosen if chosen in logs.LOG_FORMATS else "text", batched=True)
 
 
 def _app_logging(app: JobQueue, level: str, log_format: str | None) -> None:
     """The app's ``conf.log_format`` applies unless --log-format was given."""
-    if log_format is None and app.conf.log_format != logs.current_format():
-        logs.configure(level, app.conf.log_format)
+    if log_format is not None:
+        return
+    try:
+        logs.check_format(app.conf.log_format)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} (or ${logs.LOG_FORMAT_ENV})") from None
+    if app.conf.log_format != logs.current_format():
+        logs.configure(level, app.conf.log_format, batched=True)
 
 
 def _log_format_option(fn: Any) -> Any:
@@ -281,9 +289,10 @@ def main(
 @click.option(
     "-l",
     "--loglevel",
-    default="info",
-    show_default=True,
+    default=None,
     type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    help="Default: info, but a job's INFO lines (Task x[id] succeeded in ...) only with "
+    "-l info or debug: on short jobs they cost the drain about a quarter of its rate.",
 )
 @_log_format_option
 @click.pass_obj
@@ -301,13 +310,20 @@ def worker(
     prefetch_multiplier: int,
     health_file: str | None,
     with_beat: bool,
-    loglevel: str,
+    loglevel: str | None,
     log_format: str | None,
 ) -> None:
     """Start a worker that claims and runs jobs until SIGTERM/SIGINT."""
     from .worker import Worker
 
+    quiet_jobs = loglevel is None
+    loglevel = loglevel or "info"
     _setup_logging(loglevel, log_format)
+    if quiet_jobs:
+        # A line per job is ~20 us of the worker's GIL: a no-op drain ran 9,000
+        # jobs/s with them, 10,700 without (benchmarks/log_cost.py, 8 interleaved
+        # runs; docs/operations.md, Logging). Warnings and errors about jobs show.
+        logging.getLogger(JOB_LOGGER).setLevel(logging.WARNING)
     app = obj.app(required=True)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
@@ -386,7 +402,6 @@ def beat(obj: Context, loglevel: str, log_format: str | None) -> None:
     _setup_logging(loglevel, log_format)
     try:
         app = obj.app()
-        app.conf.validate()
         _app_logging(app, loglevel, log_format)
         runner = Beat(app)
         runner.schedules()  # validate app.conf.beat_schedule before starting

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigurationError
-from .logs import LOG_FORMAT_ENV, check_format, env_format
+from .logs import env_format
 from .sql import validate_schema
 
 DSN_ENV = "JOBQUEUE_DSN"
@@ -183,7 +183,8 @@ class Settings:
     notify_examples: int = 5
     #: How ``jobqueue worker`` and ``jobqueue beat`` write their logs: "text",
     #: or "json" (one object per line). Default: $JOBQUEUE_LOG_FORMAT, else
-    #: "text"; their ``--log-format`` wins over both.
+    #: "text"; their ``--log-format`` wins over both. Checked by them, not by
+    #: validate(): a typo meant for workers must not stop producers.
     log_format: str = field(default_factory=env_format)
     #: Not a setting: the global options of a ``jobqueue`` command that reaches
     #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
@@ -225,10 +226,6 @@ class Settings:
             raise ConfigurationError(
                 f"app.conf.pooler must be one of {', '.join(POOLERS)}, got {self.pooler!r}"
             )
-        try:
-            check_format(self.log_format)
-        except ValueError as exc:
-            raise ConfigurationError(f"{exc} (or ${LOG_FORMAT_ENV})") from None
         if self.prepared_statements not in (None, True, False):
             raise ConfigurationError(
                 "app.conf.prepared_statements must be None, True or False, "

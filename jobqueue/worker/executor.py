@@ -28,7 +28,8 @@ from ..tasks import Request, Task
 if TYPE_CHECKING:
     from ..app import JobQueue
 
-log = logging.getLogger("jobqueue.task")
+JOB_LOGGER = "jobqueue.task"  # the per-job lines' logger
+log = logging.getLogger(JOB_LOGGER)
 
 AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 

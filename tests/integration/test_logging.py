@@ -5,6 +5,9 @@ duration, exception)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobqueue import JobQueue
 from tests.apps import build
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import ROOT, WorkerProcess, wait_for
 
 JOB_FIELDS = ("job_id", "task", "queue", "attempt", "state", "duration", "exception")
 
@@ -122,3 +125,44 @@ def test_a_bad_log_format_is_a_usage_error(
     assert beat.proc.wait(30) != 0
     assert "app.conf.log_format must be one of text, json, got 'yaml'" in beat.log
     assert "JOBQUEUE_LOG_FORMAT" in beat.log
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_by_default_a_worker_leaves_out_the_lines_of_jobs_that_succeed(
+    pool: str, dsn: str, schema: str, conn: psycopg.Connection[Any], tmp_path: Any
+) -> None:
+    log_path = tmp_path / "worker.log"  # no --loglevel, unlike WorkerProcess
+    with log_path.open("wb") as out:
+        command = [sys.executable, "-m", "jobqueue", "-A", "tests.apps:app", "--dsn", dsn]
+        command += ["--schema", schema, "worker", "--log-format", "json", "-P", pool, "-c", "2"]
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def registered() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        query = f'SELECT count(*) FROM "{schema}".workers WHERE pid = %s'
+        row = conn.execute(query, (proc.pid,)).fetchone()
+        return bool(row and row[0])
+
+    try:
+        wait_for(registered, 30, "the worker to register")
+        app = JobQueue(dsn, schema=schema, auto_migrate=False)
+        tasks = build(app)
+        ok = tasks.add.delay(1, 1)
+        bad = tasks.boom.delay("shown")
+        assert ok.get(timeout=30) == 2
+        wait_for(lambda: bad.state == "FAILURE", 30, "boom to fail")
+        app.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    lines = _lines(log_path.read_text())
+    assert any(" ready: " in line["message"] for line in lines)  # INFO, the worker's own
+    assert _job_lines(lines, ok.id) == []
+    (failure,) = _job_lines(lines, bad.id)
+    assert failure["level"] == "ERROR" and failure["exception"] == "CustomError"

@@ -32,6 +32,7 @@ from ...exceptions import (
 from ...logs import configure as configure_logging
 from ...logs import current_format as log_format
 from ..executor import (
+    JOB_LOGGER,
     Job,
     Outcome,
     broken,
@@ -136,6 +137,7 @@ class ProcessPool:
             "max_tasks": self.max_tasks_per_child,
             "log_level": logging.getLogger().level,
             "log_format": log_format(),
+            "job_log_level": logging.getLogger(JOB_LOGGER).level,
         }
 
 
@@ -316,6 +318,7 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     configure_logging(settings["log_level"] or logging.WARNING, settings.get("log_format", "text"))
+    logging.getLogger(JOB_LOGGER).setLevel(settings.get("job_log_level", logging.NOTSET))
     from ...loader import load_app
 
     app = load_app(settings["spec"])
