@@ -23,8 +23,10 @@ from typing import Any
 LOG_FORMAT_ENV = "JOBQUEUE_LOG_FORMAT"
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
-#: Seconds a line below WARNING may wait to be written with others (BatchingHandler).
+#: BatchingHandler: a line below WARNING that comes within BURST seconds of the
+#: line before it waits, at most FLUSH_INTERVAL seconds, to be written with others.
 FLUSH_INTERVAL = 0.1
+BURST = 0.01
 
 # A LogRecord's own attributes; anything else on a record came from ``extra``.
 _OWN = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -62,12 +64,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes lines below WARNING in batches, at most
-    ``FLUSH_INTERVAL`` late, and a WARNING or worse at once (with the lines
-    before it, in order); everything is flushed at exit (logging.shutdown).
+    """A stream handler that writes lines in batches while they come in a
+    burst (a line per job): a line below WARNING that comes within ``BURST``
+    of the line before it waits at most ``FLUSH_INTERVAL`` to be written with the
+    others; any other line is written at once (with those before it, in
+    order). Everything is flushed at exit (logging.shutdown).
 
     Why: a worker at INFO writes a line per job, and one write() per line
-    cost a no-op drain a third of its rate (benchmarks/log_cost.py, 1
+    cost a no-op drain up to a third of its rate (benchmarks/log_cost.py, 1
     thread-pool worker, 4 interleaved runs on a busy 2-core machine: 6,900
     jobs/s, 10,600 batched, 11,900 without the lines): each write gives up
     the GIL, and the job's thread then queues to get it back. A record's
@@ -76,13 +80,16 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
+        self._last = 0.0  # time.monotonic() of the last line
         self._wake = threading.Event()
         threading.Thread(target=self._flusher, name="jobqueue-log-flush", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:  # under self.lock (Handler.handle)
         try:
             self._pending.append(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING:
+            now = time.monotonic()
+            alone, self._last = now - self._last > BURST, now
+            if alone or record.levelno >= logging.WARNING:
                 self.flush()
             elif len(self._pending) == 1:
                 self._wake.set()
