@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigurationError
+from .logs import env_format
 from .sql import validate_schema
 
 DSN_ENV = "JOBQUEUE_DSN"
@@ -134,6 +135,57 @@ class Settings:
     failed_result_expires: float | None = 7 * 86400.0
     #: Rows deleted per retention statement (small, so locks stay short).
     retention_batch_size: int = 1000
+    # -- Failure notifications (jobqueue.notify; docs/operations.md). ``jobqueue
+    # worker`` mails failures if notify_admins is set and posts them if
+    # notify_webhook_url is; the notify_* settings without email_/webhook_
+    # apply to both.
+    #: Celery's ADMINS: addresses (or (name, address) pairs) to mail failures to.
+    notify_admins: list[Any] = field(default_factory=list)
+    #: Celery's SERVER_EMAIL: the From address (None: jobqueue@<this host>).
+    notify_email_sender: str | None = None
+    #: The SMTP server (Celery's EMAIL_HOST, EMAIL_PORT; None: 25, 587 with
+    #: "starttls", 465 with "ssl"), its login (EMAIL_HOST_USER,
+    #: EMAIL_HOST_PASSWORD) and security: "none", "starttls" (EMAIL_USE_TLS)
+    #: or "ssl" (EMAIL_USE_SSL); seconds before a send gives up (EMAIL_TIMEOUT).
+    notify_email_host: str = "localhost"
+    notify_email_port: int | None = None
+    notify_email_user: str | None = None
+    notify_email_password: str | None = field(default=None, repr=False)
+    notify_email_security: str = "none"
+    notify_email_timeout: float = 10.0
+    #: Subject template: {task}, {exception_type}, {state}, {count}, {hostname},
+    #: {queue}, {job_id} (a digest's: of its most frequent failure, and it adds
+    #: "(and N more failures)").
+    notify_email_subject: str = "[jobqueue] {task} failed: {exception_type}"
+    #: POST failures as JSON here (a Slack-compatible incoming webhook will do).
+    notify_webhook_url: str | None = field(default=None, repr=False)
+    #: Headers added to the POST (e.g. Authorization).
+    notify_webhook_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Sign the POST with HMAC-SHA256 (X-Jobqueue-Signature) using this secret.
+    notify_webhook_secret: str | None = field(default=None, repr=False)
+    notify_webhook_timeout: float = 10.0
+    #: After a message, the next waits this many seconds and counts every
+    #: failure in between (per worker process; 0: no rate limit).
+    notify_window: float = 300.0
+    #: Further attempts at a message that could not be sent (1, 2, 4 s... apart).
+    notify_retries: int = 3
+    #: Also notify attempts that will be retried (by default only jobs that
+    #: failed for good).
+    notify_on_retry: bool = False
+    #: Task names or globs to notify (empty: all) and not to notify.
+    notify_tasks: list[str] = field(default_factory=list)
+    notify_exclude_tasks: list[str] = field(default_factory=list)
+    #: Exception type names or globs, bare or with their module ("TimeoutError",
+    #: "requests.exceptions.*"), to notify (empty: all) and not to notify.
+    notify_exceptions: list[str] = field(default_factory=list)
+    notify_exclude_exceptions: list[str] = field(default_factory=list)
+    #: Failures described in full in a digest (the rest are counted).
+    notify_examples: int = 5
+    #: How ``jobqueue worker`` and ``jobqueue beat`` write their logs: "text",
+    #: or "json" (one object per line). Default: $JOBQUEUE_LOG_FORMAT, else
+    #: "text"; their ``--log-format`` wins over both. Checked by them, not by
+    #: validate(): a typo meant for workers must not stop producers.
+    log_format: str = field(default_factory=env_format)
     #: Not a setting: the global options of a ``jobqueue`` command that reaches
     #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
     #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.

@@ -28,7 +28,8 @@ from ..tasks import Request, Task
 if TYPE_CHECKING:
     from ..app import JobQueue
 
-log = logging.getLogger("jobqueue.task")
+JOB_LOGGER = "jobqueue.task"  # the per-job lines' logger
+log = logging.getLogger(JOB_LOGGER)
 
 AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -179,6 +180,50 @@ class Outcome:
     delay: float | None = None  # seconds until the next attempt (state RETRY)
     runtime: float = 0.0  # seconds the task ran (the worker sizes its prefetch on it)
     unknown_task: str | None = None  # handed back: this worker does not know the task
+    # Whose outcome, for the hooks' subscribers (notifications, logs): not written.
+    task: str = ""
+    queue: str = ""
+
+
+def _outcome(job: Job, state: str, **fields: Any) -> Outcome:
+    return Outcome(job.id, job.attempt, state, task=job.task, queue=job.queue, **fields)
+
+
+def _say(
+    level: int,
+    job: Job,
+    state: str,
+    message: str,
+    *args: Any,
+    duration: float | None = None,
+    exc: BaseException | None = None,
+    exc_info: Any = None,
+) -> None:
+    """A per-job log line, "Task add[<id>] <message>": its text says what
+    happened, its fields say to which job (keys of a JSON log line; see
+    docs/operations.md, Logging): job_id, task, queue, attempt, state,
+    duration (seconds, None when the job did not run) and exception."""
+    if not log.isEnabledFor(level):
+        return
+    fields = {
+        "job_id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "attempt": job.attempt,
+        "state": state,
+        "duration": None if duration is None else round(duration, 6),
+        "exception": None if exc is None else type(exc).__name__,
+    }
+    log.log(
+        level,
+        "Task %s[%s] " + message,
+        job.task,
+        job.id,
+        *args,
+        extra=fields,
+        exc_info=exc_info,
+        stacklevel=2,
+    )
 
 
 def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, str]:
@@ -232,12 +277,15 @@ def execute(
         if task.is_async:
             value = run_async(value)
     except Retry as retry:
-        log.info(
-            "Task %s[%s] retry in %.1fs: %s",
-            job.task,
-            job.id,
+        _say(
+            logging.INFO,
+            job,
+            states.RETRY,
+            "retry in %.1fs: %s",
             retry.countdown or 0,
             "requested" if retry.exc is None else _brief(retry.exc),
+            duration=time.perf_counter() - started,
+            exc=retry.exc or retry,
         )
         return retry_outcome(job, retry.exc or retry, retry.countdown or 0.0)
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
@@ -255,12 +303,12 @@ def execute(
                 f"result of task {job.task!r} is not JSON serializable: "
                 f"{type(value).__name__} ({exc})"
             )
-            log.error("Task %s[%s] %s", job.task, job.id, error)
-            return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error))
+            elapsed = time.perf_counter() - started
+            _say(logging.ERROR, job, states.FAILURE, "%s", error, duration=elapsed, exc=error)
+            return _outcome(job, states.FAILURE, error=dump_error(error))
     runtime = time.perf_counter() - started
-    if log.isEnabledFor(logging.INFO):
-        log.info("Task %s[%s] succeeded in %.4fs", job.task, job.id, runtime)
-    return Outcome(job.id, job.attempt, states.SUCCESS, result=encoded, runtime=runtime)
+    _say(logging.INFO, job, states.SUCCESS, "succeeded in %.4fs", runtime, duration=runtime)
+    return _outcome(job, states.SUCCESS, result=encoded, runtime=runtime)
 
 
 def _brief(exc: BaseException) -> str:
@@ -285,25 +333,24 @@ def unknown_task(app: JobQueue, job: Job) -> Outcome:
     fail it (``TaskNotRegistered``)."""
     grace = app.conf.unknown_task_grace
     if job.age is not None and job.age < grace:
-        log.warning(
-            "Task %s[%s] is not registered in this worker: handed back for a worker that "
+        _say(
+            logging.WARNING,
+            job,
+            HANDED_BACK,
+            "is not registered in this worker: handed back for a worker that "
             "knows it (%.0fs of its %.0fs grace left)",
-            job.task,
-            job.id,
             grace - job.age,
             grace,
         )
-        return Outcome(
-            job.id, job.attempt, HANDED_BACK, delay=HANDBACK_DELAY, unknown_task=job.task
-        )
+        return _outcome(job, HANDED_BACK, delay=HANDBACK_DELAY, unknown_task=job.task)
     exc = TaskNotRegistered(
         f"task {job.task!r} is not registered in this worker (app {app!r}), and no worker "
         f"that knows it took the job within {grace:.0f}s of its enqueue "
         "(app.conf.unknown_task_grace); is the module that defines it imported by the "
         "app given to -A?"
     )
-    log.error("Received unregistered task %s[%s]", job.task, job.id)
-    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+    _say(logging.ERROR, job, states.FAILURE, "is not registered in this worker", exc=exc)
+    return _outcome(job, states.FAILURE, error=dump_error(exc))
 
 
 def failed(
@@ -314,27 +361,33 @@ def failed(
     after = "" if elapsed is None else f" (after {elapsed:.3f}s)"
     if task is not None and task.policy.autoretries(exc) and not task.policy.exhausted(job.retries):
         delay = task.policy.countdown(job.retries)
-        log.warning(
-            "Task %s[%s] raised %s: %s%s; retry %d in %.1fs",
-            job.task,
-            job.id,
+        _say(
+            logging.WARNING,
+            job,
+            states.RETRY,
+            "raised %s: %s%s; retry %d in %.1fs",
             type(exc).__name__,
             _brief(exc),
             after,
             job.attempt,
             delay,
+            duration=elapsed,
+            exc=exc,
         )
         return retry_outcome(job, exc, delay)
-    log.error(
-        "Task %s[%s] raised %s: %s%s",
-        job.task,
-        job.id,
+    _say(
+        logging.ERROR,
+        job,
+        states.FAILURE,
+        "raised %s: %s%s",
         type(exc).__name__,
         _brief(exc),
         after,
-        exc_info=log.isEnabledFor(logging.DEBUG),
+        duration=elapsed,
+        exc=exc,
+        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
     )
-    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+    return _outcome(job, states.FAILURE, error=dump_error(exc))
 
 
 def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
@@ -352,9 +405,9 @@ def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
                 f"retry of task {job.task!r} asked for a delay of {delay!r} seconds; "
                 f"a retry delay must be a finite number of seconds up to {MAX_RETRY_DELAY:.0f}"
             )
-            log.error("Task %s[%s] %s", job.task, job.id, error)
-            return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error))
-    return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=seconds)
+            _say(logging.ERROR, job, states.FAILURE, "%s", error, exc=error)
+            return _outcome(job, states.FAILURE, error=dump_error(error))
+    return _outcome(job, states.RETRY, error=dump_error(exc), delay=seconds)
 
 
 def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
@@ -364,28 +417,28 @@ def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
     exc = WorkerLostError(reason)
     requeue = task is None or task.reject_on_worker_lost
     if requeue and not (task is not None and task.policy.exhausted(job.retries)):
-        log.warning("Task %s[%s] lost (%s); back to the queue", job.task, job.id, reason)
-        return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=0.0)
-    log.error("Task %s[%s] lost (%s)", job.task, job.id, reason)
-    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+        _say(logging.WARNING, job, states.RETRY, "lost (%s); back to the queue", reason, exc=exc)
+        return _outcome(job, states.RETRY, error=dump_error(exc), delay=0.0)
+    _say(logging.ERROR, job, states.FAILURE, "lost (%s)", reason, exc=exc)
+    return _outcome(job, states.FAILURE, error=dump_error(exc))
 
 
 def expired(job: Job) -> Outcome:
     """Claimed past its ``expires``: recorded REVOKED without running."""
-    log.info("Task %s[%s] expired before it started", job.task, job.id)
+    _say(logging.INFO, job, states.REVOKED, "expired before it started")
     error = dump_error(TaskRevokedError("expired before it started"))
-    return Outcome(job.id, job.attempt, states.REVOKED, error=error)
+    return _outcome(job, states.REVOKED, error=error)
 
 
 def revoked(job: Job, exc: BaseException) -> Outcome:
-    log.warning("Task %s[%s] terminated: %s", job.task, job.id, exc)
-    return Outcome(job.id, job.attempt, states.REVOKED, error=dump_error(exc))
+    _say(logging.WARNING, job, states.REVOKED, "terminated: %s", exc, exc=exc)
+    return _outcome(job, states.REVOKED, error=dump_error(exc))
 
 
 def malformed(job: Job, exc: MalformedJob) -> Outcome:
     """No attempt could run the job: FAILURE now, never a retry."""
-    log.error("Task %s[%s] %s", job.task, job.id, exc)
-    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+    _say(logging.ERROR, job, states.FAILURE, "%s", exc, exc=exc)
+    return _outcome(job, states.FAILURE, error=dump_error(exc))
 
 
 def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome | None:
@@ -394,8 +447,8 @@ def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome |
     may be lost: the job may run elsewhere), REVOKED if it expired while it
     waited in the pool, FAILURE if its payload is malformed. None: run it."""
     if may_start is not None and not may_start():
-        log.warning("Task %s[%s] not started: this worker is fenced", job.task, job.id)
-        return Outcome(job.id, job.attempt, HANDED_BACK, delay=0.0)
+        _say(logging.WARNING, job, HANDED_BACK, "not started: this worker is fenced")
+        return _outcome(job, HANDED_BACK, delay=0.0)
     if job.has_expired():
         return expired(job)
     try:
@@ -410,12 +463,12 @@ def broken(job: Job, exc: BaseException) -> Outcome:
     the task (a bug, an exception that cannot even be described...). The job
     fails with it, without retries, and the slot goes on. Never raises."""
     with contextlib.suppress(BaseException):  # logging must not stop the outcome
-        log.error("Task %s[%s] failed in its pool slot", job.task, job.id, exc_info=exc)
+        _say(logging.ERROR, job, states.FAILURE, "failed in its pool slot", exc=exc, exc_info=exc)
     try:
         error = dump_error(exc)
     except BaseException:
         error = _bare_error(exc)
-    return Outcome(job.id, job.attempt, states.FAILURE, error=error)
+    return _outcome(job, states.FAILURE, error=error)
 
 
 def _bare_error(exc: BaseException) -> str:

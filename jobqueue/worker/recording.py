@@ -55,7 +55,15 @@ def record_or_split(
         return
     log.error("database refused the outcome of job %s: %s", job_id, refused)
     error = RuntimeError(f"the database refused this job's outcome: {refused}")
-    failure = Outcome(job_id, batch[0].attempt, states.FAILURE, error=dump_error(error))
+    refused_outcome = batch[0]
+    failure = Outcome(
+        job_id,
+        refused_outcome.attempt,
+        states.FAILURE,
+        error=dump_error(error),
+        task=refused_outcome.task,
+        queue=refused_outcome.queue,
+    )
     try:
         record(conn, store, worker_id, [failure], [])
     except psycopg.Error as exc:

@@ -29,7 +29,10 @@ from ...exceptions import (
     Terminated,
     TimeLimitExceeded,
 )
+from ...logs import configure as configure_logging
+from ...logs import current_format as log_format
 from ..executor import (
+    JOB_LOGGER,
     Job,
     Outcome,
     broken,
@@ -159,6 +162,8 @@ class ProcessPool:
             "hostname": self.hostname,
             "max_tasks": self.max_tasks_per_child,
             "log_level": logging.getLogger().level,
+            "log_format": log_format(),
+            "job_log_level": logging.getLogger(JOB_LOGGER).level,
         }
 
 
@@ -339,10 +344,8 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
-    logging.basicConfig(
-        level=settings["log_level"] or logging.WARNING,
-        format="[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s",
-    )
+    configure_logging(settings["log_level"] or logging.WARNING, settings.get("log_format", "text"))
+    logging.getLogger(JOB_LOGGER).setLevel(settings.get("job_log_level", logging.NOTSET))
     from ...loader import load_app
 
     app = load_app(settings["spec"])
