@@ -10,8 +10,9 @@ this module writes for the jobqueue schema at this release's revision:
 - a **worker** runs jobs and their life cycle (claim, completion, retries,
   progress, callbacks, limits), maintenance (rescue, retention, vacuum where
   the server allows it) and the beat; it never needs DDL;
-- a **reader** reads the views (dashboards, ``jobqueue stats``) and finds jobs
-  (``find_jobs``), not the tables.
+- a **reader** reads the views (dashboards, ``jobqueue stats``), finds jobs
+  (``find_jobs``) and reads ``metrics()`` (``jobqueue metrics``: revision
+  0014), not the tables.
 
 Every grant below says why it exists: the statement of ``sql/queries.sql`` or
 the function of the schema that needs it (docs/deployment.md has the same
@@ -69,6 +70,7 @@ TABLES = (
     "history_plan",
     "history_partitions",
     "queue_pauses",  # revision 0013
+    "job_metrics",  # revision 0014
 )
 VIEWS = (
     "all_jobs",
@@ -116,6 +118,11 @@ FUNCTIONS = (
     "revoke_running",
     "canvas_ids",
     "canvas_unfail",
+    # revision 0014: metrics (metrics() is SECURITY DEFINER; EXECUTE is the privilege)
+    "metrics",
+    "metric_buckets",
+    "job_metrics_track",  # a trigger function
+    "job_metrics_fold",
 )
 
 
@@ -238,6 +245,9 @@ PRODUCER: tuple[Rule, ...] = (
             "find_jobs",
         )
     ),
+    # The app that enqueues may serve /metrics from its web application
+    # (jobqueue.metrics.make_wsgi_app / make_asgi_app, revision 0014).
+    Rule("EXECUTE", "metrics", "the metrics apps mounted in a web application (0014)"),
 )
 
 _ALL_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -276,6 +286,7 @@ _WORKER_FUNCTIONS = {
     # so a worker needs no DDL; not executable by PUBLIC.
     "history_partitions_ahead": "the maintenance leader creates history partitions ahead",
     "history_prune": "retention drops expired history partitions",
+    "job_metrics_fold": "the maintenance leader folds closed sessions' metric rows (0014)",
 }
 
 WORKER: tuple[Rule, ...] = (
@@ -304,6 +315,7 @@ READER: tuple[Rule, ...] = (
     ),
     Rule("EXECUTE", "uuid7_floor", "querying all_jobs by time (docs/sql.md)"),
     Rule("EXECUTE", "find_jobs", "jobqueue jobs list and dashboards: jobs by filter, read-only"),
+    Rule("EXECUTE", "metrics", "jobqueue metrics (the Prometheus exporter) and psql (0014)"),
 )
 
 _ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "MAINTAIN")  # what a table may be given
