@@ -78,6 +78,7 @@ class _Read:
         self.rows: list[Any] = []
         self.error: BaseException | None = None
         self.conn: psycopg.Connection[Any] | None = None
+        self.cancelled = False
 
 
 class SqlReader:
@@ -166,8 +167,9 @@ class SqlReader:
 
     def _cancel(self, read: _Read) -> None:
         conn = read.conn
-        if conn is None or read.done.is_set():
+        if conn is None or read.done.is_set() or read.cancelled:
             return
+        read.cancelled = True  # once: later scrapes waiting on it add no cancel of their own
 
         def cancel() -> None:
             try:

@@ -186,15 +186,21 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         LEFT JOIN served AS s ON s.queue = q.queue
     ), cumulative AS (
         -- Every bucket of every histogram that has an observation, summed up
-        -- to its bound (Prometheus buckets are cumulative).
-        SELECT h.queue, h.task, h.metric, b.le,
-               sum(COALESCE(t.n, 0)) OVER w AS n, sum(COALESCE(t.sum_us, 0)) OVER w AS sum_us
-        FROM (SELECT DISTINCT t.queue, t.task, t.metric FROM totals AS t
-              WHERE t.metric IN ('wait', 'run')) AS h
-        CROSS JOIN unnest({schema}.metric_buckets() || 'Infinity'::float8) AS b(le)
-        LEFT JOIN totals AS t
-               ON t.queue = h.queue AND t.task = h.task AND t.metric = h.metric AND t.le = b.le
-        WINDOW w AS (PARTITION BY h.queue, h.task, h.metric ORDER BY b.le)
+        -- to its bound (Prometheus buckets are cumulative): the buckets
+        -- observed plus an empty one at every bound, grouped, then a running
+        -- sum (no join of the two: planned from a CTE's guesses, that join
+        -- read 88,000 rows for 4,200 buckets).
+        SELECT h.queue, h.task, h.metric, h.le,
+               sum(sum(h.n)) OVER w AS n, sum(sum(h.sum_us)) OVER w AS sum_us
+        FROM (SELECT t.queue, t.task, t.metric, t.le, t.n, t.sum_us FROM totals AS t
+              WHERE t.metric IN ('wait', 'run')
+              UNION ALL
+              SELECT t.queue, t.task, t.metric, b.le, 0, 0
+              FROM (SELECT DISTINCT t.queue, t.task, t.metric FROM totals AS t
+                    WHERE t.metric IN ('wait', 'run')) AS t
+              CROSS JOIN unnest({schema}.metric_buckets() || 'Infinity'::float8) AS b(le)) AS h
+        GROUP BY h.queue, h.task, h.metric, h.le
+        WINDOW w AS (PARTITION BY h.queue, h.task, h.metric ORDER BY h.le)
     )
     SELECT 'jobqueue_queue_due_jobs', jsonb_build_object('queue', p.queue), p.due::float8
     FROM per_queue AS p
