@@ -1852,6 +1852,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bounds float8[] := {schema}.metric_buckets() || 'Infinity'::float8;
 BEGIN
+    -- Claims and enqueues write no finished job: leave before the upsert
+    -- opens job_metrics (without this exit a claim of 50 jobs took 10 %
+    -- longer; with it, as long as with no trigger: benchmarks/metrics.py).
+    IF NOT EXISTS (SELECT 1 FROM new_jobs AS j
+                   WHERE j.state IN ('SUCCESS', 'FAILURE', 'RETRY', 'REVOKED')) THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO {schema}.job_metrics AS m (queue, task, metric, le, slot, n)
         SELECT j.queue, j.task,
