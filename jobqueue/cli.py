@@ -1,5 +1,5 @@
 """``jobqueue`` command line: worker, db (migrations), stats, jobs and queue
-(jobqueue/control/cli.py), embedded, demo."""
+(jobqueue/control/cli.py), metrics (jobqueue/metrics/cli.py), embedded, demo."""
 
 from __future__ import annotations
 
@@ -618,6 +618,17 @@ def _register_operations() -> None:
 
 
 _register_operations()
+
+
+def _register_metrics() -> None:
+    """``metrics``: the Prometheus exporter (jobqueue/metrics/cli.py; it
+    imports prometheus_client only when run)."""
+    from .metrics.cli import metrics
+
+    main.add_command(metrics)
+
+
+_register_metrics()
 
 
 @main.group()

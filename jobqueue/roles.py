@@ -10,8 +10,9 @@ this module writes for the jobqueue schema at this release's revision:
 - a **worker** runs jobs and their life cycle (claim, completion, retries,
   progress, callbacks, limits), maintenance (rescue, retention, vacuum where
   the server allows it) and the beat; it never needs DDL;
-- a **reader** reads the views (dashboards, ``jobqueue stats``) and finds jobs
-  (``find_jobs``), not the tables.
+- a **reader** reads the views (dashboards, ``jobqueue stats``), finds jobs
+  (``find_jobs``) and reads ``metrics()`` (``jobqueue metrics``: revision
+  0015), not the tables.
 
 Every grant below says why it exists: the statement of ``sql/queries.sql`` or
 the function of the schema that needs it (docs/deployment.md has the same
@@ -74,6 +75,7 @@ TABLES = (
     "control_requests",
     "control_requests_id_seq",
     "control_replies",
+    "job_metrics",  # revision 0015
 )
 VIEWS = (
     "all_jobs",
@@ -131,6 +133,11 @@ FUNCTIONS = (
     "control_answers",
     "control_expected",
     "parse_rate",  # ...and set_rate_limit's parser (IMMUTABLE, harmless to anyone)
+    # revision 0015: metrics (metrics() is SECURITY DEFINER; EXECUTE is the privilege)
+    "metrics",
+    "metric_buckets",
+    "job_metrics_track",  # a trigger function
+    "job_metrics_fold",
 )
 
 
@@ -263,6 +270,9 @@ PRODUCER: tuple[Rule, ...] = (
         Rule("EXECUTE", name, "remote control: app.control.inspect(), jobqueue inspect|control")
         for name in ("control_send", "control_answers", "control_expected")
     ),
+    # The app that enqueues may serve /metrics from its web application
+    # (jobqueue.metrics.make_wsgi_app / make_asgi_app, revision 0015).
+    Rule("EXECUTE", "metrics", "the metrics apps mounted in a web application (0015)"),
 )
 
 _ALL_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -303,6 +313,7 @@ _WORKER_FUNCTIONS = {
     "history_prune": "retention drops expired history partitions",
     "control_pending": "remote control: a worker reads the requests sent to it (0014)",
     "control_reply": "remote control: a worker answers a request (0014)",
+    "job_metrics_fold": "the maintenance leader folds closed sessions' metric rows (0015)",
 }
 
 WORKER: tuple[Rule, ...] = (
@@ -331,6 +342,7 @@ READER: tuple[Rule, ...] = (
     ),
     Rule("EXECUTE", "uuid7_floor", "querying all_jobs by time (docs/sql.md)"),
     Rule("EXECUTE", "find_jobs", "jobqueue jobs list and dashboards: jobs by filter, read-only"),
+    Rule("EXECUTE", "metrics", "jobqueue metrics (the Prometheus exporter) and psql (0015)"),
 )
 
 _ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "MAINTAIN")  # what a table may be given

@@ -152,6 +152,21 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("last_finished_at", TZ),
     )
     sa.Table(
+        "job_metrics",  # revision 0015
+        md,
+        sa.Column("queue", sa.Text, primary_key=True),
+        sa.Column("task", sa.Text, primary_key=True),
+        sa.Column("metric", sa.Text, primary_key=True),
+        sa.Column("le", sa.Float(precision=53), primary_key=True),
+        sa.Column("slot", sa.Integer, primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False),
+        sa.Column("sum_us", sa.BigInteger, nullable=False, server_default="0"),
+        sa.CheckConstraint(
+            "metric IN ('succeeded', 'failed', 'retried', 'revoked', 'wait', 'run')",
+            name="job_metrics_metric_check",
+        ),
+    )
+    sa.Table(
         "history_plan",
         md,
         sa.Column("one", sa.Boolean, primary_key=True, server_default=sa.true()),

@@ -451,6 +451,10 @@ class Store:
     def prune_meta(self, conn: psycopg.Connection[Any], age: float, batch: int) -> None:
         self._on(conn, "meta_prune", {"age": age, "batch": batch})
 
+    def fold_metrics(self, conn: psycopg.Connection[Any]) -> int:
+        """Fold the job_metrics rows of closed sessions into one; how many went."""
+        return int(self._on(conn, "job_metrics_fold", {})[0][0])
+
     def hot_tables(self, conn: psycopg.Connection[Any]) -> list[Row]:
         """(table, dead rows, live rows, rows changed since analyzed) of VACUUMED."""
         return self._on(conn, "hot_tables_dead", {"schema": self.db.schema})
@@ -459,6 +463,15 @@ class Store:
         if table not in VACUUMED:
             raise ValueError(f"not a table a worker vacuums: {table!r}")
         self._on(conn, f"{'analyze' if analyze_only else 'vacuum'}_{table}", {})
+
+    # -- the metrics exporter (its own connection) -----------------------------------
+
+    def metrics(self, conn: psycopg.Connection[Any], timeout: float) -> list[Row]:
+        """Every metric as (name, labels, value), read in one transaction that
+        the server ends after ``timeout`` seconds (statement and lock waits)."""
+        with conn.transaction():
+            self._on(conn, "metrics_limits", {"ms": f"{max(int(timeout * 1000), 1)}ms"})
+            return self._on(conn, "metrics_read", {})
 
     # -- the beat (its own connection) ---------------------------------------------
 

@@ -11,7 +11,8 @@ the steps on one worker only.
 - ``Partitions``: the history partitions of the coming days are created;
 - ``Retention``: finished jobs and bookkeeping past their age are deleted
   (whole partitions where every job in them expired);
-- ``Vacuum``: the tables on the claim path are vacuumed and analyzed.
+- ``Vacuum``: the tables on the claim path are vacuumed and analyzed;
+- ``MetricsFold``: the metric counters of closed sessions are folded into one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from ..db import transient
+from .metrics import MetricsFold
 from .partitions import Partitions
 from .rescue import Rescue
 from .retention import Retention
@@ -55,6 +57,7 @@ class Maintenance:
                 Partitions(app.store),
                 Retention(app.store, app.conf),
                 Vacuum(app.store),
+                MetricsFold(app.store),
             ]
         )
 
@@ -69,4 +72,4 @@ class Maintenance:
                 log.exception("maintenance step %s failed; the others go on", step.name)
 
 
-__all__ = ["Maintenance", "Partitions", "Rescue", "Retention", "Step", "Vacuum"]
+__all__ = ["Maintenance", "MetricsFold", "Partitions", "Rescue", "Retention", "Step", "Vacuum"]

@@ -819,6 +819,21 @@ WITH doomed AS (
 )
 SELECT count(*) FROM gone;
 
+-- name: job_metrics_fold
+-- The maintenance leader: the metric rows of closed sessions folded into one
+-- (see job_metrics_fold() in schema.sql); how many rows went.
+SELECT {schema}.job_metrics_fold();
+
+-- name: metrics_limits
+-- The exporter's read, bounded on the server as well as by the exporter's own
+-- deadline: run in the read's transaction, so it holds through a transaction
+-- pooler (where startup options would be refused) and ends with it.
+SELECT set_config('statement_timeout', %(ms)s, true), set_config('lock_timeout', %(ms)s, true);
+
+-- name: metrics_read
+-- Every metric as (name, labels, value): metrics() in schema.sql.
+SELECT metric, labels, value FROM {schema}.metrics();
+
 -- name: history_partitions_ahead
 -- The maintenance leader: the history partitions of the next periods (see
 -- history_partitions_ahead() in schema.sql); how many it created.
