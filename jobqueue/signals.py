@@ -82,12 +82,15 @@ from __future__ import annotations
 import logging
 import traceback as _traceback
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from blinker import ANY, NamedSignal
 from blinker._utilities import make_id
+
+from .options import MESSAGE_HEADERS
+from .serialization import dumps
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +196,90 @@ worker_process_init = Signal("worker_process_init", "A process pool child starte
 worker_process_shutdown = Signal("worker_process_shutdown", "A pool child is about to exit.")
 worker_shutdown = Signal("worker_shutdown", "A worker is about to exit.")
 beat_init = Signal("beat_init", "A beat starts.")
+
+
+# -- sending the publish signals (called by the enqueue paths: app, canvas, beat) --
+
+#: Celery's body is ``(args, kwargs, embed)``; jobqueue keeps a canvas in the
+#: database, so the embed is always empty.
+_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def _message(
+    task: str, job_id: str, root_id: str | None, parent_id: str | None, given: Any
+) -> dict[str, Any]:
+    return {"task": task, "id": job_id, "root_id": root_id, "parent_id": parent_id, **(given or {})}
+
+
+def send_before_publish(
+    task: str,
+    job_id: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    queue: str,
+    priority: int,
+    headers: Mapping[str, Any] | None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+) -> dict[str, Any] | None:
+    """``before_task_publish`` for one job; returns the headers to store with
+    it (those given and those receivers added, JSON only), None for none."""
+    message = _message(task, job_id, root_id, parent_id, headers)
+    if before_task_publish.receivers:
+        before_task_publish.send(
+            task,
+            body=(list(args), dict(kwargs), dict(_EMBED)),
+            exchange="",
+            routing_key=queue,
+            headers=message,
+            properties={"correlation_id": job_id, "priority": priority},
+            declare=[],
+            retry_policy=None,
+        )
+    stored = {k: v for k, v in message.items() if k not in MESSAGE_HEADERS}
+    return _json_only(task, job_id, stored) or None
+
+
+def send_after_publish(
+    task: str,
+    job_id: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    queue: str,
+    headers: Mapping[str, Any] | None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+) -> None:
+    after_task_publish.send(
+        task,
+        body=(list(args), dict(kwargs), dict(_EMBED)),
+        exchange="",
+        routing_key=queue,
+        headers=_message(task, job_id, root_id, parent_id, headers),
+    )
+
+
+def _json_only(task: str, job_id: str, headers: dict[str, Any]) -> dict[str, Any]:
+    """The headers a receiver left that can be stored: a name that is not a
+    string or a value that is not JSON is logged and dropped, never fails the
+    enqueue (the receiver's bug is not the job's)."""
+    try:
+        dumps(headers)
+        return headers
+    except (TypeError, ValueError, RecursionError):
+        pass
+    kept = {}
+    for name, value in headers.items():
+        try:
+            if not isinstance(name, str):
+                raise TypeError(f"header names must be strings, got {name!r}")
+            dumps(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.error("header %r of job %s (%s) dropped: not JSON (%s)", name, job_id, task, exc)
+        else:
+            kept[name] = value
+    return kept
+
 
 __all__ = [
     "ExceptionInfo",
