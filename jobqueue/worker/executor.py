@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import states
-from ..exceptions import MalformedJob, Retry, TaskNotRegistered, TaskRevokedError, WorkerLostError
+from .. import signals, states
+from ..exceptions import (
+    MalformedJob,
+    Retry,
+    TaskNotRegistered,
+    TaskRevokedError,
+    Terminated,
+    WorkerLostError,
+)
 from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
 from ..tasks import Request, Task
 
@@ -83,6 +90,9 @@ def _checked_payload(job: Job) -> tuple[list[Any], dict[str, Any], dict[str, Any
             if value is not None and not _positive_seconds(value):
                 problem = f"{name} must be a positive finite number of seconds, got {value!r}"
                 break
+        headers = options.get("headers")
+        if problem is None and headers is not None and type(headers) is not dict:
+            problem = f"options.headers must be a JSON object, got {_json_type(headers)}"
     if problem is not None:
         raise MalformedJob(f"job {job.id} of task {job.task!r} cannot run: {problem}")
     return args, kwargs, options
@@ -199,15 +209,38 @@ def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, str]:
 def execute(
     app: JobQueue, job: Job, hostname: str, run_async: AsyncRunner = asyncio.run
 ) -> Outcome:
+    """Run one job's task here (a pool's slot); the signals of its run are sent
+    here too, with its request pushed: task_prerun, then task_success,
+    task_retry or task_failure, then task_postrun."""
     task = app.tasks.get(job.task)
     if task is None:
         return unknown_task(app, job)
-
     try:
-        soft, hard = job.limits(task)
-    except MalformedJob as exc:  # the pools check first (precheck); a direct call may not
-        return malformed(job, exc)
-    request = Request(
+        request = make_request(job, task, hostname)
+    except MalformedJob as bad:  # the pools check first (precheck); a direct call may not
+        return malformed(job, bad)
+    task._push_request(request)
+    try:
+        if signals.task_prerun.receivers:
+            signals.task_prerun.send(
+                task, task_id=job.id, task=task, args=job.args, kwargs=job.kwargs
+            )
+        outcome, value, exc = _run(task, job, run_async)
+        if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked
+            _send_postrun(task, job, exc, states.REVOKED)
+        else:
+            send_outcome(task, job, request, outcome, exc, value)
+            _send_postrun(task, job, value if exc is None else exc, outcome.state)
+        return outcome
+    finally:
+        task._push_request(None)
+
+
+def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) -> Request:
+    """What a running task knows of its job (``self.request``); ``MalformedJob``
+    if its payload cannot be decoded."""
+    soft, hard = job.limits(task)
+    return Request(
         id=job.id,
         task=job.task,
         args=job.args,
@@ -220,9 +253,16 @@ def execute(
         parent_id=job.parent_id,
         soft_time_limit=soft,
         time_limit=hard,
+        headers=job.options.get("headers"),
+        attempt=job.attempt,
     )
+
+
+def _run(
+    task: Task[Any, Any], job: Job, run_async: AsyncRunner
+) -> tuple[Outcome, Any, BaseException | None]:
+    """Call the task: its outcome, its return value and what it raised."""
     started = time.perf_counter()
-    task._push_request(request)
     try:
         value = (
             task.fn(task, *job.args, **job.kwargs)
@@ -239,11 +279,10 @@ def execute(
             retry.countdown or 0,
             "requested" if retry.exc is None else _brief(retry.exc),
         )
-        return retry_outcome(job, retry.exc or retry, retry.countdown or 0.0)
+        reason = retry.exc or retry
+        return retry_outcome(job, reason, retry.countdown or 0.0), None, reason
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
-        return failed(task, job, exc, time.perf_counter() - started)
-    finally:
-        task._push_request(None)
+        return failed(task, job, exc, time.perf_counter() - started), None, exc
 
     if task.ignore_result:
         encoded = None
@@ -256,11 +295,86 @@ def execute(
                 f"{type(value).__name__} ({exc})"
             )
             log.error("Task %s[%s] %s", job.task, job.id, error)
-            return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error))
+            return (
+                Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(error)),
+                value,
+                error,
+            )
     runtime = time.perf_counter() - started
     if log.isEnabledFor(logging.INFO):
         log.info("Task %s[%s] succeeded in %.4fs", job.task, job.id, runtime)
-    return Outcome(job.id, job.attempt, states.SUCCESS, result=encoded, runtime=runtime)
+    return (
+        Outcome(job.id, job.attempt, states.SUCCESS, result=encoded, runtime=runtime),
+        value,
+        None,
+    )
+
+
+# -- signals of an attempt's end ------------------------------------------------------
+
+
+def send_outcome(
+    task: Task[Any, Any] | None,
+    job: Job,
+    request: Request | None,
+    outcome: Outcome,
+    exc: BaseException | None,
+    value: Any = None,
+) -> None:
+    """task_success, task_retry or task_failure for ``outcome``, each only if
+    someone listens (the arguments are not built otherwise)."""
+    state = outcome.state
+    if state == states.SUCCESS:
+        if signals.task_success.receivers:
+            signals.task_success.send(task, result=value, runtime=outcome.runtime)
+    elif state == states.RETRY:
+        if signals.task_retry.receivers:
+            signals.task_retry.send(
+                task,
+                request=request or _request(job, task),
+                reason=exc,
+                einfo=None if exc is None else signals.ExceptionInfo(exc),
+            )
+    elif state == states.FAILURE and signals.task_failure.receivers:
+        args, kwargs = _arguments(job)
+        signals.task_failure.send(
+            task,
+            task_id=job.id,
+            exception=exc,
+            args=args,
+            kwargs=kwargs,
+            traceback=None if exc is None else exc.__traceback__,
+            einfo=None if exc is None else signals.ExceptionInfo(exc),
+        )
+
+
+def _send_postrun(task: Task[Any, Any], job: Job, retval: Any, state: str) -> None:
+    if signals.task_postrun.receivers:
+        signals.task_postrun.send(
+            task,
+            task_id=job.id,
+            task=task,
+            args=job.args,
+            kwargs=job.kwargs,
+            retval=retval,
+            state=state,
+        )
+
+
+def _arguments(job: Job) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        return job.args, job.kwargs
+    except MalformedJob:
+        return [], {}
+
+
+def _request(job: Job, task: Task[Any, Any] | None, hostname: str | None = None) -> Request:
+    """The request of a job that is not running here (revoked, lost...):
+    without its arguments if they cannot be decoded."""
+    try:
+        return make_request(job, task, hostname)
+    except MalformedJob:
+        return Request(id=job.id, task=job.task, args=[], kwargs={}, attempt=job.attempt)
 
 
 def _brief(exc: BaseException) -> str:
@@ -303,6 +417,8 @@ def unknown_task(app: JobQueue, job: Job) -> Outcome:
         "app given to -A?"
     )
     log.error("Received unregistered task %s[%s]", job.task, job.id)
+    if signals.task_unknown.receivers:
+        signals.task_unknown.send(None, name=job.task, id=job.id, message=job, exc=exc)
     return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
 
 
@@ -365,21 +481,52 @@ def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
     requeue = task is None or task.reject_on_worker_lost
     if requeue and not (task is not None and task.policy.exhausted(job.retries)):
         log.warning("Task %s[%s] lost (%s); back to the queue", job.task, job.id, reason)
-        return Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=0.0)
-    log.error("Task %s[%s] lost (%s)", job.task, job.id, reason)
-    return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+        outcome = Outcome(job.id, job.attempt, states.RETRY, error=dump_error(exc), delay=0.0)
+    else:
+        log.error("Task %s[%s] lost (%s)", job.task, job.id, reason)
+        outcome = Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
+    send_outcome(task, job, None, outcome, exc)  # its process is gone: sent from here
+    return outcome
 
 
-def expired(job: Job) -> Outcome:
+def killed(task: Task[Any, Any] | None, job: Job, exc: BaseException) -> Outcome:
+    """The job's process was killed at its hard time limit: ``failed``, with
+    its task_failure (or task_retry) sent from here, as its process cannot."""
+    outcome = failed(task, job, exc)
+    send_outcome(task, job, None, outcome, exc)
+    return outcome
+
+
+def expired(job: Job, task: Task[Any, Any] | None = None) -> Outcome:
     """Claimed past its ``expires``: recorded REVOKED without running."""
     log.info("Task %s[%s] expired before it started", job.task, job.id)
+    _send_revoked(task, job, terminated=False, signum=None, expired=True)
     error = dump_error(TaskRevokedError("expired before it started"))
     return Outcome(job.id, job.attempt, states.REVOKED, error=error)
 
 
-def revoked(job: Job, exc: BaseException) -> Outcome:
+def revoked(
+    job: Job, exc: BaseException, task: Task[Any, Any] | None = None, signum: int | None = None
+) -> Outcome:
+    """Revoked: before it started (``TaskRevokedError``), or stopped while it
+    ran (``Terminated``; ``signum``: the signal that killed its process)."""
     log.warning("Task %s[%s] terminated: %s", job.task, job.id, exc)
+    terminated = isinstance(exc, Terminated)
+    _send_revoked(task, job, terminated=terminated, signum=signum, expired=False)
     return Outcome(job.id, job.attempt, states.REVOKED, error=dump_error(exc))
+
+
+def _send_revoked(
+    task: Task[Any, Any] | None, job: Job, *, terminated: bool, signum: int | None, expired: bool
+) -> None:
+    if signals.task_revoked.receivers:
+        signals.task_revoked.send(
+            task,
+            request=_request(job, task),
+            terminated=terminated,
+            signum=signum,
+            expired=expired,
+        )
 
 
 def malformed(job: Job, exc: MalformedJob) -> Outcome:
@@ -388,7 +535,9 @@ def malformed(job: Job, exc: MalformedJob) -> Outcome:
     return Outcome(job.id, job.attempt, states.FAILURE, error=dump_error(exc))
 
 
-def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome | None:
+def precheck(
+    job: Job, may_start: Callable[[], bool] | None = None, task: Task[Any, Any] | None = None
+) -> Outcome | None:
     """What a slot reports instead of running ``job``, checked first when it
     starts the job: handed back unstarted if the worker is fenced (its lease
     may be lost: the job may run elsewhere), REVOKED if it expired while it
@@ -397,7 +546,7 @@ def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome |
         log.warning("Task %s[%s] not started: this worker is fenced", job.task, job.id)
         return Outcome(job.id, job.attempt, HANDED_BACK, delay=0.0)
     if job.has_expired():
-        return expired(job)
+        return expired(job, task)
     try:
         job._decode()
     except MalformedJob as exc:
