@@ -39,6 +39,10 @@ log = logging.getLogger("jobqueue.task")
 
 AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 
+# The run's signals, looked up once: execute() tests them for every job.
+_PRERUN, _POSTRUN = signals.task_prerun, signals.task_postrun
+_SUCCESS, _FAILURE, _RETRY = signals.task_success, signals.task_failure, signals.task_retry
+
 # A retry further away than this is a bug in the task, not a schedule: PostgreSQL
 # cannot store a timestamp ~290,000 years ahead, and JSON has no infinity.
 MAX_RETRY_DELAY = 100 * 365.25 * 86400.0
@@ -221,16 +225,16 @@ def execute(
         return malformed(job, bad)
     task._push_request(request)
     try:
-        if signals.task_prerun.receivers:
-            signals.task_prerun.send(
-                task, task_id=job.id, task=task, args=job.args, kwargs=job.kwargs
-            )
+        if _PRERUN.receivers:
+            _PRERUN.send(task, task_id=job.id, task=task, args=job.args, kwargs=job.kwargs)
         outcome, value, exc = _run(task, job, run_async)
-        if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked
-            _send_postrun(task, job, exc, states.REVOKED)
-        else:
-            send_outcome(task, job, request, outcome, exc, value)
-            _send_postrun(task, job, value if exc is None else exc, outcome.state)
+        # Nobody listening (the usual case): four dict tests, no call.
+        if _SUCCESS.receivers or _FAILURE.receivers or _RETRY.receivers or _POSTRUN.receivers:
+            if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked
+                _send_postrun(task, job, exc, states.REVOKED)
+            else:
+                send_outcome(task, job, request, outcome, exc, value)
+                _send_postrun(task, job, value if exc is None else exc, outcome.state)
         return outcome
     finally:
         task._push_request(None)
