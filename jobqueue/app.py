@@ -175,7 +175,7 @@ class JobQueue:
         """Enqueue task ``name`` (it need not be registered in this process),
         with any of the call options (``jobqueue.options.CALL_OPTIONS``: queue,
         priority, countdown, eta, expires, task_id, soft_time_limit,
-        time_limit; see there for how each is resolved). A task with
+        time_limit, headers; see there for how each is resolved). A task with
         ``unique`` returns the job already holding its key (and writes
         nothing) when there is one."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})

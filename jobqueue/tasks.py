@@ -287,7 +287,8 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         """Enqueue with options: any of ``jobqueue.options.CALL_OPTIONS`` (queue,
         priority, countdown, eta, expires, task_id, soft_time_limit,
-        time_limit). With ``connection=`` the job is written inside the
+        time_limit, headers: JSON values the task reads as
+        ``self.request.headers``). With ``connection=`` the job is written inside the
         caller's open transaction and exists only if it commits. ``link`` /
         ``link_error``: signatures enqueued with this job's result (or id) when
         it succeeds (or fails)."""

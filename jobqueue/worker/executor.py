@@ -173,8 +173,9 @@ class Job:
 
     def limits(self, task: Task[Any, Any] | None) -> tuple[float | None, float | None]:
         """(soft, hard) time limits: the call's, else the task's."""
-        soft = self.options.get("soft_time_limit")
-        hard = self.options.get("time_limit")
+        options = self._decode()[2]
+        soft = options.get("soft_time_limit")
+        hard = options.get("time_limit")
         if task is not None:
             soft = soft if soft is not None else task.soft_time_limit
             hard = hard if hard is not None else task.time_limit
@@ -226,8 +227,8 @@ def execute(
     task._push_request(request)
     try:
         if _PRERUN.receivers:
-            _PRERUN.send(task, task_id=job.id, task=task, args=job.args, kwargs=job.kwargs)
-        outcome, value, exc = _run(task, job, run_async)
+            _PRERUN.send(task, task_id=job.id, task=task, args=request.args, kwargs=request.kwargs)
+        outcome, value, exc = _run(task, job, request.args, request.kwargs, run_async)
         # Nobody listening (the usual case): four dict tests, no call.
         if _SUCCESS.receivers or _FAILURE.receivers or _RETRY.receivers or _POSTRUN.receivers:
             if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked
@@ -243,12 +244,13 @@ def execute(
 def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) -> Request:
     """What a running task knows of its job (``self.request``); ``MalformedJob``
     if its payload cannot be decoded."""
+    args, kwargs, options = job._decode()
     soft, hard = job.limits(task)
     return Request(
         id=job.id,
         task=job.task,
-        args=job.args,
-        kwargs=job.kwargs,
+        args=args,
+        kwargs=kwargs,
         retries=job.retries,
         eta=job.run_at,
         hostname=hostname,
@@ -257,22 +259,22 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
         parent_id=job.parent_id,
         soft_time_limit=soft,
         time_limit=hard,
-        headers=job.options.get("headers"),
+        headers=options.get("headers"),
         attempt=job.attempt,
     )
 
 
 def _run(
-    task: Task[Any, Any], job: Job, run_async: AsyncRunner
+    task: Task[Any, Any],
+    job: Job,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    run_async: AsyncRunner,
 ) -> tuple[Outcome, Any, BaseException | None]:
     """Call the task: its outcome, its return value and what it raised."""
     started = time.perf_counter()
     try:
-        value = (
-            task.fn(task, *job.args, **job.kwargs)
-            if task.bind
-            else task.fn(*job.args, **job.kwargs)
-        )
+        value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
         if task.is_async:
             value = run_async(value)
     except Retry as retry:
