@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
 
+from . import signals
 from .config import Settings, default_data_dir
 from .current import current_app, set_current
 from .db import Database
@@ -23,6 +24,7 @@ from .options import (
     queue_for,
     resolve,
     timing,
+    with_headers,
 )
 from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
@@ -173,7 +175,7 @@ class JobQueue:
         """Enqueue task ``name`` (it need not be registered in this process),
         with any of the call options (``jobqueue.options.CALL_OPTIONS``: queue,
         priority, countdown, eta, expires, task_id, soft_time_limit,
-        time_limit; see there for how each is resolved). A task with
+        time_limit, headers; see there for how each is resolved). A task with
         ``unique`` returns the job already holding its key (and writes
         nothing) when there is one."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
@@ -190,15 +192,16 @@ class JobQueue:
         connection: Any = None,
     ) -> AsyncResult:
         """Write one resolved job (``send_task`` and ``apply_async`` come here)."""
-        if self.hooks.wanted("before_publish"):
-            self.hooks.emit("before_publish", spec=spec)
+        spec = self._publishing(spec, args, kwargs)
         params = spec.params()
         key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
         if key is None:
             if not spec.id_given:
                 self.store.insert_job(params, connection)
+                self._published(spec, args, kwargs)
                 return AsyncResult.trusted(spec.id, self)
             self.store.insert_job_recorded(params, connection)
+            self._published(spec, args, kwargs)
             return AsyncResult(spec.id, app=self)
         assert task is not None
         params.update(
@@ -206,7 +209,47 @@ class JobQueue:
             unique_states=list(task.flow.unique_states),
             unique_window=task.flow.unique_window,
         )
-        return AsyncResult(self.store.insert_job_unique(params, connection), app=self)
+        holder = self.store.insert_job_unique(params, connection)
+        if holder == spec.id:
+            self._published(spec, args, kwargs)
+        return AsyncResult(holder, app=self)
+
+    def _publishing(self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobSpec:
+        """What every job passes just before it is written (``enqueue``, each
+        canvas step, each beat tick): the ``before_task_publish`` signal, whose
+        receivers may add headers (stored in its options with those given),
+        then the ``before_publish`` hook. Returns the job as it is to be written."""
+        if spec.headers is not None or signals.before_task_publish.receivers:
+            headers = signals.send_before_publish(
+                spec.task,
+                spec.id,
+                args,
+                kwargs,
+                spec.queue,
+                spec.priority,
+                spec.headers,
+                spec.root_id,
+                spec.parent_id,
+            )
+            options = with_headers(spec.options, headers) if headers else spec.options
+            spec = spec._replace(options=options, headers=headers)
+        if self.hooks.wanted("before_publish"):
+            self.hooks.emit("before_publish", spec=spec)
+        return spec
+
+    def _published(self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """The job ``spec`` was written: ``after_task_publish``."""
+        if signals.after_task_publish.receivers:
+            signals.send_after_publish(
+                spec.task,
+                spec.id,
+                args,
+                kwargs,
+                spec.queue,
+                spec.headers,
+                spec.root_id,
+                spec.parent_id,
+            )
 
     def add_periodic_task(
         self, schedule: Any, sig: Any, name: str | None = None, **entry: Any
@@ -270,6 +313,13 @@ class JobQueue:
         )
         options: dict[str, Any] = registered.job_options() if registered else {}
         options_json = dumps(options)
+        queue_name = queue_for(self, name, queue, task=registered)
+        priority_ = priority_for(priority, registered)
+        # The publish signals go job by job, and only while someone listens.
+        publish = bool(
+            signals.before_task_publish.receivers or signals.after_task_publish.receivers
+        )
+        sent: list[tuple[str, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]] = []
         for index, item in enumerate(items):
             if isinstance(item, (str, bytes)):
                 raise TypeError(
@@ -284,10 +334,18 @@ class JobQueue:
             if per_item_options:
                 options = registered.job_options(args=args, kwargs=kwargs) if registered else {}
                 options_json = dumps(options)
-            ids.append(new_id())
+            job_id = new_id()
+            ids.append(job_id)
+            stored = options_json
+            if publish:
+                headers = signals.send_before_publish(
+                    name, job_id, args, kwargs, queue_name, priority_, None
+                )
+                stored = with_headers(options_json, headers) if headers else options_json
+                sent.append((job_id, args, kwargs, headers))
             rows["args"].append(a)
             rows["kwargs"].append(k)
-            rows["options"].append(options_json)
+            rows["options"].append(stored)
             rows["rate_keys"].append(options.get("rate_key"))
             rows["concurrency_keys"].append(options.get("concurrency_key"))
             rows["unique_keys"].append(
@@ -300,8 +358,8 @@ class JobQueue:
             "task": name,
             "ids": ids,
             **rows,
-            "queue": queue_for(self, name, queue, task=registered),
-            "priority": priority_for(priority, registered),
+            "queue": queue_name,
+            "priority": priority_,
             "countdown": countdown_,
             "eta": eta_,
             "expires_at": expires_at,
@@ -312,8 +370,14 @@ class JobQueue:
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
             self.store.insert_jobs(params, connection)
-            return [AsyncResult.trusted(job_id, self) for job_id in ids]
-        return self._enqueue_many_unique(registered, ids, params, connection)
+            results = [AsyncResult.trusted(job_id, self) for job_id in ids]
+        else:
+            results = self._enqueue_many_unique(registered, ids, params, connection)
+        if signals.after_task_publish.receivers:
+            for (job_id, args, kwargs, headers), result in zip(sent, results, strict=True):
+                if result.id == job_id:  # else a unique job found its key held: nothing written
+                    signals.send_after_publish(name, job_id, args, kwargs, queue_name, headers)
+        return results
 
     def _enqueue_many_unique(
         self, task: Task[Any, Any], ids: list[str], params: dict[str, Any], connection: Any

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from . import signals
 from .options import resolve, schedule_options
 from .schedules import Schedule, Timing, fires_due
 from .serialization import dumps
@@ -48,6 +49,7 @@ class Beat:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        signals.beat_init.send(self)
         declared = self.schedules()
         log.info("beat ready: %d schedule(s) declared in code", len(declared))
         delay = 0.1
@@ -130,9 +132,12 @@ class Beat:
             for fire_at in fires_due(timing, next_run_at, now, catch_up, limit):
                 call = schedule_options(options)
                 spec = resolve(self.app, task, self.app.tasks.get(task), args, kwargs, call)
-                self.app.hooks.emit("before_publish", spec=spec)
+                spec = self.app._publishing(spec, args, kwargs)
                 params = spec.params() | {"schedule": name, "fire_at": fire_at}
-                fired += self._store.schedule_fire(conn, params)
+                written = self._store.schedule_fire(conn, params)
+                if written:  # else another beat enqueued this tick
+                    self.app._published(spec, args, kwargs)
+                fired += written
                 last = fire_at
         self._store.schedule_plan(conn, name, timing.next_after(max(now, last or now)), last)
         if fired:

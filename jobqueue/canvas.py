@@ -21,6 +21,7 @@ from .serialization import dumps, loads
 
 if TYPE_CHECKING:
     from .app import JobQueue
+    from .options import JobSpec
     from .tasks import Task
 
 
@@ -129,6 +130,8 @@ class Signature:
         freezer = Freezer(app, root)
         tree, result = freezer.freeze(sig, member=None)
         app.store.insert_canvas(dumps(tree), dumps(freezer.groups), root, connection)
+        for spec, step_args, step_kwargs in freezer.specs:
+            app._published(spec, step_args, step_kwargs)
         return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -346,6 +349,8 @@ class Freezer:
         self.app = app
         self.root = root
         self.groups: list[dict[str, Any]] = []
+        # Every step's job, for after_task_publish once the canvas is written.
+        self.specs: list[tuple[JobSpec, Sequence[Any], Mapping[str, Any]]] = []
 
     def freeze(
         self,
@@ -394,7 +399,10 @@ class Freezer:
         call = {k: v for k, v in opts.items() if k in CALL_OPTIONS and v is not None}
         task = self.app.tasks.get(sig.task_name)
         spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
-        self.app.hooks.emit("before_publish", spec=spec)
+        # Each step is published now, in the caller's context (a trace's, say),
+        # though the database creates later steps only when their turn comes.
+        spec = self.app._publishing(spec, sig.args, sig.kwargs)
+        self.specs.append((spec, sig.args, sig.kwargs))
         options: dict[str, Any] = loads(spec.options)
         links = [*self.callbacks(sig, "link"), *extra_links]
         if links:

@@ -1,7 +1,9 @@
 """Hooks: the few points where a job's state really changes, for subscribers.
 
-Signals, events, metrics, tracing and framework integrations subscribe here
-instead of being written into the enqueue path, the executor or the worker.
+Events, metrics and framework integrations subscribe here instead of being
+written into the enqueue path, the executor or the worker. Celery's signals
+(``jobqueue.signals``: process-wide, Celery's arguments) are sent beside
+these hooks, from the same places, and from the executor for each run.
 Each app has its own registry (``app.hooks``); every hook is called with
 keyword arguments only, so a hook can gain an argument without breaking its
 subscribers (accept ``**kwargs``).

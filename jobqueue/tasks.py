@@ -8,8 +8,8 @@ parameters.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
@@ -86,6 +86,21 @@ class Request:
     time_limit: float | None = None
     called_directly: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What the job was published with: ``apply_async(headers=...)`` and what
+    #: ``before_task_publish`` receivers added (a trace's ``traceparent``...).
+    headers: dict[str, Any] | None = None
+    #: Which run of the job this is, from 1 (``retries`` restarts from 0 when
+    #: ``retry_jobs`` resets them; this never does).
+    attempt: int = 1
+
+    def __getattr__(self, name: str) -> Any:
+        """A header by name, as Celery's request offers them
+        (``getattr(request, "traceparent", None)``); only for names that are not
+        the request's own."""
+        headers = self.__dict__.get("headers")
+        if headers and name in headers:
+            return headers[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 class Task(Generic[P, R]):
@@ -126,7 +141,10 @@ class Task(Generic[P, R]):
         self.reject_on_worker_lost = bool(options.get("reject_on_worker_lost", True))
         self.flow = FlowControl.from_options(options)
         self._stored_options: tuple[tuple[Any, ...], str] | None = None
-        self._local = threading.local()
+        # A context variable, not a thread-local: an async task runs on the
+        # pool's event loop thread, in a copy of its slot thread's context, and
+        # sees its own request there.
+        self._request: ContextVar[Request | None] = ContextVar(f"request:{name}", default=None)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
         self.__wrapped__ = fn
@@ -145,13 +163,13 @@ class Task(Generic[P, R]):
     @property
     def request(self) -> Request:
         """The job being run by this thread (set by the worker)."""
-        current: Request | None = getattr(self._local, "request", None)
+        current = self._request.get()
         if current is None:
             return Request(id="", task=self.name, args=[], kwargs={}, called_directly=True)
         return current
 
     def _push_request(self, request: Request | None) -> None:
-        self._local.request = request
+        self._request.set(request)
 
     def retry(
         self,
@@ -269,7 +287,8 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         """Enqueue with options: any of ``jobqueue.options.CALL_OPTIONS`` (queue,
         priority, countdown, eta, expires, task_id, soft_time_limit,
-        time_limit). With ``connection=`` the job is written inside the
+        time_limit, headers: JSON values the task reads as
+        ``self.request.headers``). With ``connection=`` the job is written inside the
         caller's open transaction and exists only if it commits. ``link`` /
         ``link_error``: signatures enqueued with this job's result (or id) when
         it succeeds (or fails)."""

@@ -154,6 +154,14 @@ def build(app: JobQueue) -> SimpleNamespace:
     async def async_slow() -> None:
         await asyncio.sleep(10)
 
+    @app.task(name="headers", bind=True)
+    def headers(self: Any, *args: Any) -> Any:
+        return self.request.headers
+
+    @app.task(name="async_headers", bind=True)
+    async def async_headers(self: Any) -> Any:
+        return self.request.headers
+
     @app.task(name="exits", max_retries=0)
     def exits() -> None:
         raise SystemExit(3)

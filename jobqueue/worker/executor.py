@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import states
-from ..exceptions import MalformedJob, Retry, TaskNotRegistered, TaskRevokedError, WorkerLostError
+from .. import signals, states
+from ..exceptions import (
+    MalformedJob,
+    Retry,
+    TaskNotRegistered,
+    TaskRevokedError,
+    Terminated,
+    WorkerLostError,
+)
 from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
 from ..tasks import Request, Task
 
@@ -32,6 +39,10 @@ JOB_LOGGER = "jobqueue.task"  # the per-job lines' logger
 log = logging.getLogger(JOB_LOGGER)
 
 AsyncRunner = Callable[[Coroutine[Any, Any, Any]], Any]
+
+# The run's signals, looked up once: execute() tests them for every job.
+_PRERUN, _POSTRUN = signals.task_prerun, signals.task_postrun
+_SUCCESS, _FAILURE, _RETRY = signals.task_success, signals.task_failure, signals.task_retry
 
 # A retry further away than this is a bug in the task, not a schedule: PostgreSQL
 # cannot store a timestamp ~290,000 years ahead, and JSON has no infinity.
@@ -84,6 +95,9 @@ def _checked_payload(job: Job) -> tuple[list[Any], dict[str, Any], dict[str, Any
             if value is not None and not _positive_seconds(value):
                 problem = f"{name} must be a positive finite number of seconds, got {value!r}"
                 break
+        headers = options.get("headers")
+        if problem is None and headers is not None and type(headers) is not dict:
+            problem = f"options.headers must be a JSON object, got {_json_type(headers)}"
     if problem is not None:
         raise MalformedJob(f"job {job.id} of task {job.task!r} cannot run: {problem}")
     return args, kwargs, options
@@ -160,8 +174,9 @@ class Job:
 
     def limits(self, task: Task[Any, Any] | None) -> tuple[float | None, float | None]:
         """(soft, hard) time limits: the call's, else the task's."""
-        soft = self.options.get("soft_time_limit")
-        hard = self.options.get("time_limit")
+        options = self._decode()[2]
+        soft = options.get("soft_time_limit")
+        hard = options.get("time_limit")
         if task is not None:
             soft = soft if soft is not None else task.soft_time_limit
             hard = hard if hard is not None else task.time_limit
@@ -244,19 +259,43 @@ def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, str]:
 def execute(
     app: JobQueue, job: Job, hostname: str, run_async: AsyncRunner = asyncio.run
 ) -> Outcome:
+    """Run one job's task here (a pool's slot); the signals of its run are sent
+    here too, with its request pushed: task_prerun, then task_success,
+    task_retry or task_failure, then task_postrun."""
     task = app.tasks.get(job.task)
     if task is None:
         return unknown_task(app, job)
-
     try:
-        soft, hard = job.limits(task)
-    except MalformedJob as exc:  # the pools check first (precheck); a direct call may not
-        return malformed(job, exc)
-    request = Request(
+        request = make_request(job, task, hostname)
+    except MalformedJob as bad:  # the pools check first (precheck); a direct call may not
+        return malformed(job, bad)
+    task._push_request(request)
+    try:
+        if _PRERUN.receivers:
+            _PRERUN.send(task, task_id=job.id, task=task, args=request.args, kwargs=request.kwargs)
+        outcome, value, exc = _run(task, job, request.args, request.kwargs, run_async)
+        # Nobody listening (the usual case): four dict tests, no call.
+        if _SUCCESS.receivers or _FAILURE.receivers or _RETRY.receivers or _POSTRUN.receivers:
+            if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked
+                _send_postrun(task, job, exc, states.REVOKED)
+            else:
+                send_outcome(task, job, request, outcome, exc, value)
+                _send_postrun(task, job, value if exc is None else exc, outcome.state)
+        return outcome
+    finally:
+        task._push_request(None)
+
+
+def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) -> Request:
+    """What a running task knows of its job (``self.request``); ``MalformedJob``
+    if its payload cannot be decoded."""
+    args, kwargs, options = job._decode()
+    soft, hard = job.limits(task)
+    return Request(
         id=job.id,
         task=job.task,
-        args=job.args,
-        kwargs=job.kwargs,
+        args=args,
+        kwargs=kwargs,
         retries=job.retries,
         eta=job.run_at,
         hostname=hostname,
@@ -265,15 +304,22 @@ def execute(
         parent_id=job.parent_id,
         soft_time_limit=soft,
         time_limit=hard,
+        headers=options.get("headers"),
+        attempt=job.attempt,
     )
+
+
+def _run(
+    task: Task[Any, Any],
+    job: Job,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    run_async: AsyncRunner,
+) -> tuple[Outcome, Any, BaseException | None]:
+    """Call the task: its outcome, its return value and what it raised."""
     started = time.perf_counter()
-    task._push_request(request)
     try:
-        value = (
-            task.fn(task, *job.args, **job.kwargs)
-            if task.bind
-            else task.fn(*job.args, **job.kwargs)
-        )
+        value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
         if task.is_async:
             value = run_async(value)
     except Retry as retry:
@@ -287,11 +333,10 @@ def execute(
             duration=time.perf_counter() - started,
             exc=retry.exc or retry,
         )
-        return retry_outcome(job, retry.exc or retry, retry.countdown or 0.0)
+        reason = retry.exc or retry
+        return retry_outcome(job, reason, retry.countdown or 0.0), None, reason
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
-        return failed(task, job, exc, time.perf_counter() - started)
-    finally:
-        task._push_request(None)
+        return failed(task, job, exc, time.perf_counter() - started), None, exc
 
     if task.ignore_result:
         encoded = None
@@ -305,10 +350,77 @@ def execute(
             )
             elapsed = time.perf_counter() - started
             _say(logging.ERROR, job, states.FAILURE, "%s", error, duration=elapsed, exc=error)
-            return _outcome(job, states.FAILURE, error=dump_error(error))
+            return _outcome(job, states.FAILURE, error=dump_error(error)), value, error
     runtime = time.perf_counter() - started
     _say(logging.INFO, job, states.SUCCESS, "succeeded in %.4fs", runtime, duration=runtime)
-    return _outcome(job, states.SUCCESS, result=encoded, runtime=runtime)
+    return _outcome(job, states.SUCCESS, result=encoded, runtime=runtime), value, None
+
+
+# -- signals of an attempt's end ------------------------------------------------------
+
+
+def send_outcome(
+    task: Task[Any, Any] | None,
+    job: Job,
+    request: Request | None,
+    outcome: Outcome,
+    exc: BaseException | None,
+    value: Any = None,
+) -> None:
+    """task_success, task_retry or task_failure for ``outcome``, each only if
+    someone listens (the arguments are not built otherwise)."""
+    state = outcome.state
+    if state == states.SUCCESS:
+        if signals.task_success.receivers:
+            signals.task_success.send(task, result=value, runtime=outcome.runtime)
+    elif state == states.RETRY:
+        if signals.task_retry.receivers:
+            signals.task_retry.send(
+                task,
+                request=request or _request(job, task),
+                reason=exc,
+                einfo=None if exc is None else signals.ExceptionInfo(exc),
+            )
+    elif state == states.FAILURE and signals.task_failure.receivers:
+        args, kwargs = _arguments(job)
+        signals.task_failure.send(
+            task,
+            task_id=job.id,
+            exception=exc,
+            args=args,
+            kwargs=kwargs,
+            traceback=None if exc is None else exc.__traceback__,
+            einfo=None if exc is None else signals.ExceptionInfo(exc),
+        )
+
+
+def _send_postrun(task: Task[Any, Any], job: Job, retval: Any, state: str) -> None:
+    if signals.task_postrun.receivers:
+        signals.task_postrun.send(
+            task,
+            task_id=job.id,
+            task=task,
+            args=job.args,
+            kwargs=job.kwargs,
+            retval=retval,
+            state=state,
+        )
+
+
+def _arguments(job: Job) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        return job.args, job.kwargs
+    except MalformedJob:
+        return [], {}
+
+
+def _request(job: Job, task: Task[Any, Any] | None, hostname: str | None = None) -> Request:
+    """The request of a job that is not running here (revoked, lost...):
+    without its arguments if they cannot be decoded."""
+    try:
+        return make_request(job, task, hostname)
+    except MalformedJob:
+        return Request(id=job.id, task=job.task, args=[], kwargs={}, attempt=job.attempt)
 
 
 def _brief(exc: BaseException) -> str:
@@ -350,6 +462,8 @@ def unknown_task(app: JobQueue, job: Job) -> Outcome:
         "app given to -A?"
     )
     _say(logging.ERROR, job, states.FAILURE, "is not registered in this worker", exc=exc)
+    if signals.task_unknown.receivers:
+        signals.task_unknown.send(None, name=job.task, id=job.id, message=job, exc=exc)
     return _outcome(job, states.FAILURE, error=dump_error(exc))
 
 
@@ -418,21 +532,52 @@ def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
     requeue = task is None or task.reject_on_worker_lost
     if requeue and not (task is not None and task.policy.exhausted(job.retries)):
         _say(logging.WARNING, job, states.RETRY, "lost (%s); back to the queue", reason, exc=exc)
-        return _outcome(job, states.RETRY, error=dump_error(exc), delay=0.0)
-    _say(logging.ERROR, job, states.FAILURE, "lost (%s)", reason, exc=exc)
-    return _outcome(job, states.FAILURE, error=dump_error(exc))
+        outcome = _outcome(job, states.RETRY, error=dump_error(exc), delay=0.0)
+    else:
+        _say(logging.ERROR, job, states.FAILURE, "lost (%s)", reason, exc=exc)
+        outcome = _outcome(job, states.FAILURE, error=dump_error(exc))
+    send_outcome(task, job, None, outcome, exc)  # its process is gone: sent from here
+    return outcome
 
 
-def expired(job: Job) -> Outcome:
+def killed(task: Task[Any, Any] | None, job: Job, exc: BaseException) -> Outcome:
+    """The job's process was killed at its hard time limit: ``failed``, with
+    its task_failure (or task_retry) sent from here, as its process cannot."""
+    outcome = failed(task, job, exc)
+    send_outcome(task, job, None, outcome, exc)
+    return outcome
+
+
+def expired(job: Job, task: Task[Any, Any] | None = None) -> Outcome:
     """Claimed past its ``expires``: recorded REVOKED without running."""
     _say(logging.INFO, job, states.REVOKED, "expired before it started")
+    _send_revoked(task, job, terminated=False, signum=None, expired=True)
     error = dump_error(TaskRevokedError("expired before it started"))
     return _outcome(job, states.REVOKED, error=error)
 
 
-def revoked(job: Job, exc: BaseException) -> Outcome:
+def revoked(
+    job: Job, exc: BaseException, task: Task[Any, Any] | None = None, signum: int | None = None
+) -> Outcome:
+    """Revoked: before it started (``TaskRevokedError``), or stopped while it
+    ran (``Terminated``; ``signum``: the signal that killed its process)."""
     _say(logging.WARNING, job, states.REVOKED, "terminated: %s", exc, exc=exc)
+    terminated = isinstance(exc, Terminated)
+    _send_revoked(task, job, terminated=terminated, signum=signum, expired=False)
     return _outcome(job, states.REVOKED, error=dump_error(exc))
+
+
+def _send_revoked(
+    task: Task[Any, Any] | None, job: Job, *, terminated: bool, signum: int | None, expired: bool
+) -> None:
+    if signals.task_revoked.receivers:
+        signals.task_revoked.send(
+            task,
+            request=_request(job, task),
+            terminated=terminated,
+            signum=signum,
+            expired=expired,
+        )
 
 
 def malformed(job: Job, exc: MalformedJob) -> Outcome:
@@ -441,7 +586,9 @@ def malformed(job: Job, exc: MalformedJob) -> Outcome:
     return _outcome(job, states.FAILURE, error=dump_error(exc))
 
 
-def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome | None:
+def precheck(
+    job: Job, may_start: Callable[[], bool] | None = None, task: Task[Any, Any] | None = None
+) -> Outcome | None:
     """What a slot reports instead of running ``job``, checked first when it
     starts the job: handed back unstarted if the worker is fenced (its lease
     may be lost: the job may run elsewhere), REVOKED if it expired while it
@@ -450,7 +597,7 @@ def precheck(job: Job, may_start: Callable[[], bool] | None = None) -> Outcome |
         _say(logging.WARNING, job, HANDED_BACK, "not started: this worker is fenced")
         return _outcome(job, HANDED_BACK, delay=0.0)
     if job.has_expired():
-        return expired(job)
+        return expired(job, task)
     try:
         job._decode()
     except MalformedJob as exc:

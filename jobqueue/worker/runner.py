@@ -47,15 +47,15 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from .. import __version__
+from .. import __version__, signals
 from ..db import transient
-from ..exceptions import SchemaChangedError, TaskRevokedError
+from ..exceptions import MalformedJob, SchemaChangedError, TaskRevokedError
 from ..ids import uuid7
 from ..maintenance import Maintenance
 from ..migrate import head_revision
 from ..sql import channels
 from .completer import Completer
-from .executor import Job, Outcome, expired, revoked
+from .executor import Job, Outcome, expired, make_request, revoked
 from .pools import make_pool
 from .remote import RemoteControl
 from .session import Session
@@ -148,6 +148,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        signals.worker_init.send(self)
         self._remove_health()  # a killed predecessor's must not read as ready
         self.wakeups = self._wakeup_mode()  # its first contact retries for db_retry_seconds
         self._lease_deadline = time.monotonic() + self.app.conf.lease_ttl
@@ -171,6 +172,7 @@ class Worker:
         )
         self._touch_health()
         self.app.hooks.emit("worker_ready", worker=self)
+        signals.worker_ready.send(self)
         try:
             self._claim_loop()
         finally:
@@ -178,6 +180,7 @@ class Worker:
             self._remove_health()
             self._wakeup.close()
             self.app.hooks.emit("worker_stopped", worker=self)
+            signals.worker_shutdown.send(self)
         if self._incompatible is not None:
             raise SchemaChangedError(
                 f"worker {self.hostname} stopped: {self._incompatible.diag.message_primary}; "
@@ -302,6 +305,7 @@ class Worker:
             log.warning("released %d unfinished job(s) back to their queues", released)
         finally:
             self._remove_health()
+            signals.worker_shutdown.send(self)  # its receivers may flush what they hold
             logging.shutdown()
             os._exit(1)
 
@@ -395,6 +399,8 @@ class Worker:
             conn, self.queues, limit, claimed_as, self.revision, self._tasks_to_skip()
         )
         jobs = [Job.from_row(row) for row in rows]
+        if jobs and signals.task_received.receivers and not self._fenced:
+            self._send_received(jobs)  # before a slot may start them; not under the lock
         if jobs:
             with self._lock:
                 if self._fenced or self.id != claimed_as:
@@ -414,11 +420,22 @@ class Worker:
                     if job.in_canvas:
                         self._canvas.add(job.id)
                 for job in jobs:
-                    if job.expired:
-                        self._outcomes.put(expired(job))
-                    else:
+                    if not job.expired:
                         self._pool.submit(job)
+            for job in jobs:  # out of the lock: expired() sends task_revoked
+                if job.expired:
+                    self._outcomes.put(expired(job, self.app.tasks.get(job.task)))
         return len(rows)
+
+    def _send_received(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.expired:
+                continue
+            try:
+                request = make_request(job, self.app.tasks.get(job.task), self.hostname)
+            except MalformedJob:  # its slot fails it
+                continue
+            signals.task_received.send(self, request=request)
 
     def _next_due_in(self, conn: psycopg.Connection[Any]) -> float | None:
         next_run_at, now = self._store.next_run_at(conn, self.queues)
@@ -569,7 +586,8 @@ class Worker:
         for job_id, terminate in self._store.revocations(conn, ids, self.id):
             job = self._pool.discard(job_id)
             if job is not None:
-                self._outcomes.put(revoked(job, TaskRevokedError("revoked before it started")))
+                exc = TaskRevokedError("revoked before it started")
+                self._outcomes.put(revoked(job, exc, self.app.tasks.get(job.task)))
             elif terminate and self._pool.terminate(job_id):
                 log.info("revoking running job %s (terminate)", job_id)
 

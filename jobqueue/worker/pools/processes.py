@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
+from ... import signals
 from ...exceptions import (
     ConfigurationError,
     MalformedJob,
@@ -37,7 +39,7 @@ from ..executor import (
     Outcome,
     broken,
     execute,
-    failed,
+    killed,
     lost,
     malformed,
     precheck,
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 _CHECK_EVERY = 0.2  # seconds between checks of a running job's deadline and revocation
 # setitimer() refuses a time_t overflow; a soft limit this long (31 years) is none.
 _LONGEST_TIMER = 1e9
+_CLOSE_WAIT = 10.0  # seconds a closing pool waits for its children to exit, in all
 
 
 class ProcessPool:
@@ -109,6 +112,13 @@ class ProcessPool:
 
     def close(self) -> None:
         self._jobs.close(self.size)
+        if not self._killed:
+            # Wait (a little) for the idle children to exit by themselves: they
+            # send worker_process_shutdown, whose receivers flush what they hold
+            # (a tracer's spans), before the worker exits and takes them down.
+            deadline = time.monotonic() + _CLOSE_WAIT
+            for slot in self._slots:
+                slot.join(max(deadline - time.monotonic(), 0.0))
 
     def resize(self, delta: int) -> int:
         if delta > 0:
@@ -178,10 +188,17 @@ class _Slot:
         self.lock = threading.Lock()
         self.done = 0
         self.started = 0.0  # time.time() the current job was handed to the child
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._ensure_child()
-        threading.Thread(target=self._loop, name=f"jobqueue-slot-{self.index}", daemon=True).start()
+        name = f"jobqueue-slot-{self.index}"
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
 
     def _ensure_child(self) -> None:
         if self.child is not None and self.child.is_alive():
@@ -206,7 +223,7 @@ class _Slot:
             try:
                 # Expired while it waited in the pool, or a payload no attempt
                 # could run: reported without running, before anything else.
-                outcome = precheck(job, self.pool.may_start)
+                outcome = precheck(job, self.pool.may_start, self.pool.app.tasks.get(job.task))
                 if outcome is None:
                     self._ensure_child()
                     outcome = self._run(job)
@@ -246,7 +263,7 @@ class _Slot:
         try:
             # Fenced since the precheck, before fence() could see this job:
             # hand it back unstarted (the worker fences first, then the pool).
-            handed_back = precheck(job, self.pool.may_start)
+            handed_back = precheck(job, self.pool.may_start, task)
             if handed_back is not None:
                 return handed_back
             try:
@@ -270,7 +287,7 @@ class _Slot:
                     return self._child_gone(job)
                 if deadline is not None and time.monotonic() > deadline:
                     self.interrupt(job.id, "time_limit")
-                    return failed(
+                    return killed(
                         task,
                         job,
                         TimeLimitExceeded(
@@ -285,9 +302,10 @@ class _Slot:
     def _child_gone(self, job: Job) -> Outcome:
         assert self.child is not None
         self.child.join(5)
-        if self.reason == "terminate":
-            return revoked(job, Terminated(f"job {job.id} revoked with terminate=True"))
         task = self.pool.app.tasks.get(job.task)
+        if self.reason == "terminate":
+            exc = Terminated(f"job {job.id} revoked with terminate=True")
+            return revoked(job, exc, task, signal.SIGKILL)
         if self.reason == "fenced":
             return lost(task, job, "its process was killed: the worker is fenced")
         code = self.child.exitcode
@@ -367,6 +385,14 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
         raise SoftTimeLimitExceeded("soft time limit exceeded")
 
     signal.signal(signal.SIGALRM, soft_limit)
+    signals.worker_process_init.send(None)
+    try:
+        _child_loop(app, conn, settings)
+    finally:
+        signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
+
+
+def _child_loop(app: JobQueue, conn: Connection, settings: dict[str, Any]) -> None:
     done = 0
     while True:
         try:
@@ -377,9 +403,11 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
             return
         outcome: Outcome | None = None
         try:
-            outcome = precheck(job)  # the parent checked; a child never trusts a pipe
+            task = app.tasks.get(job.task)
+            # The parent checked; a child never trusts a pipe.
+            outcome = precheck(job, task=task)
             if outcome is None:
-                soft, _ = job.limits(app.tasks.get(job.task))
+                soft, _ = job.limits(task)
                 if soft is not None:
                     signal.setitimer(signal.ITIMER_REAL, min(soft, _LONGEST_TIMER))
                 try:

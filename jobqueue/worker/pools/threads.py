@@ -146,13 +146,13 @@ class ThreadPool:
 
     def _run(self, entry: _Running) -> None:
         job = entry.job
+        task = self.app.tasks.get(job.task)
         # Expired while it waited in the pool, or a payload no attempt could run:
         # reported without running, before anything else can trip on it.
-        entry.outcome = precheck(job, self.may_start)
+        entry.outcome = precheck(job, self.may_start, task)
         if entry.outcome is not None:
             self._finish(entry)
             return
-        task = self.app.tasks.get(job.task)
         soft, hard = job.limits(task)
         with self._lock:
             self._running[job.id] = entry
@@ -225,7 +225,9 @@ class ThreadPool:
         try:
             task = self.app.tasks.get(entry.job.task)
             terminated = isinstance(exc, Terminated)
-            outcome = revoked(entry.job, exc) if terminated else failed(task, entry.job, exc)
+            # A hard limit's task_failure is sent by the slot's thread when the
+            # interrupt lands (with task_postrun: the run's signals stay paired).
+            outcome = revoked(entry.job, exc, task) if terminated else failed(task, entry.job, exc)
         except BaseException as error:  # a watchdog or listener thread must not die of it
             outcome = broken(entry.job, error)
         self.report(outcome)

@@ -1,0 +1,1 @@
+"""Integrations over jobqueue's core; the core never imports them."""
