@@ -185,7 +185,7 @@ class RemoteControl:
             "total": dict(w.totals),
             "processed": w.processed,
             "leader": w.leader,
-            "fenced": w._fenced,
+            "fenced": w.lease.fenced,
             "wakeups": w.wakeups,
             "rusage": {"utime": usage.ru_utime, "stime": usage.ru_stime, "maxrss": usage.ru_maxrss},
             # Where it connects, never who as (no user, no password).

@@ -11,7 +11,8 @@ Two connections per worker process, whatever its concurrency:
   job is due), and revocations reach the pool. Enqueues only NOTIFY while
   some worker waits for the queue: this session says so with an advisory
   lock when a claim comes back short, and drops it when claims come back
-  full (``waiting.WaitFlag``). The heartbeat renews this worker's lease (and
+  full (``waiting.WaitFlag``). The heartbeat (``lease.Lease``, which also
+  fences the worker when its lease may have lapsed) renews this worker's lease (and
   so its jobs'), re-checks revocations of the jobs it holds, and on the one
   worker elected in the same statement starts maintenance for everyone
   (``jobqueue.maintenance``: rescue, retention, vacuum), on a connection of
@@ -40,7 +41,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from contextlib import suppress
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -51,11 +51,11 @@ from .. import __version__, signals
 from ..db import transient
 from ..exceptions import MalformedJob, SchemaChangedError, TaskRevokedError
 from ..ids import uuid7
-from ..maintenance import Maintenance
 from ..migrate import head_revision
 from ..sql import channels
 from .completer import Completer
 from .executor import Job, Outcome, expired, make_request, revoked
+from .lease import Lease
 from .pools import make_pool
 from .remote import RemoteControl
 from .session import Session
@@ -100,14 +100,8 @@ class Worker:
         self._incompatible: psycopg.Error | None = None
         self._store = app.store
         app.db.for_worker()
-        self._maintenance = Maintenance.for_app(app)
-        self._maintenance_conn: psycopg.Connection[Any] | None = None  # the leader's
-        self.leader = False  # holds the maintenance lease (see _heartbeat)
         self._skip_tasks: dict[str, float] = {}  # unknown task -> monotonic time to retry it
-        # Fencing: until this monotonic time the worker's lease surely holds; past
-        # it (no heartbeat got through) or with its row gone, it is fenced.
-        self._lease_deadline = 0.0
-        self._fenced = False
+        self.lease = Lease(self)  # heartbeat, fencing, maintenance, health file
         self._channels = channels(app.conf.schema)
         self._wakeup = Wakeup()
         self._stopping = threading.Event()  # no more claims
@@ -133,13 +127,18 @@ class Worker:
             hostname=self.hostname,
             report=self._outcomes.put,
             max_tasks_per_child=s.max_tasks_per_child,
-            may_start=self._may_start,
+            may_start=self.lease.may_start,
         )
         self._completer = Completer(self)
         self._signals = 0
         self.processed = 0
         self.totals: Counter[str] = Counter()  # jobs taken, per task (inspect stats)
         self._remote = RemoteControl(self)
+
+    @property
+    def leader(self) -> bool:
+        """Whether this worker runs maintenance for everyone (``lease.Lease``)."""
+        return self.lease.leader
 
     # -- life cycle --------------------------------------------------------------
 
@@ -149,15 +148,15 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         signals.worker_init.send(self)
-        self._remove_health()  # a killed predecessor's must not read as ready
+        self.lease.remove_health()  # a killed predecessor's must not read as ready
         self.wakeups = self._wakeup_mode()  # its first contact retries for db_retry_seconds
-        self._lease_deadline = time.monotonic() + self.app.conf.lease_ttl
+        self.lease.start()
         self.app.db.first_contact(self._register)
         self._pool.start()
         for target, name in (
             (self._completer.run, "completer"),
-            (self._heartbeat_loop, "heartbeat"),
-            (self._watch_lease, "lease-watch"),
+            (self.lease.loop, "heartbeat"),
+            (self.lease.watch, "lease-watch"),
         ):
             threading.Thread(target=target, name=f"jobqueue-{name}", daemon=True).start()
         log.info(
@@ -170,14 +169,14 @@ class Worker:
             self.poll_interval,
             self.wakeups,
         )
-        self._touch_health()
+        self.lease.touch_health()
         self.app.hooks.emit("worker_ready", worker=self)
         signals.worker_ready.send(self)
         try:
             self._claim_loop()
         finally:
             self._shutdown()
-            self._remove_health()
+            self.lease.remove_health()
             self._wakeup.close()
             self.app.hooks.emit("worker_stopped", worker=self)
             signals.worker_shutdown.send(self)
@@ -282,7 +281,7 @@ class Worker:
             log.warning("could not unregister worker %s: %s", self.id, exc)
         self._work.close()
         self._record.close()
-        self._close_maintenance()
+        self.lease.close_maintenance()
         log.info("worker %s stopped after %d job(s)", self.hostname, self.processed)
 
     def _cold_exit(self) -> None:
@@ -304,7 +303,7 @@ class Worker:
                 self._store.unregister_worker(conn, self.id)
             log.warning("released %d unfinished job(s) back to their queues", released)
         finally:
-            self._remove_health()
+            self.lease.remove_health()
             signals.worker_shutdown.send(self)  # its receivers may flush what they hold
             logging.shutdown()
             os._exit(1)
@@ -327,7 +326,7 @@ class Worker:
             self._take_control()
             timeout = self.poll_interval
             free = self._capacity() - len(self._in_flight)
-            if free > 0 and not self._fenced:
+            if free > 0 and not self.lease.fenced:
                 try:
                     with self._work as conn:
                         taken = self._claim(conn, free)
@@ -399,11 +398,11 @@ class Worker:
             conn, self.queues, limit, claimed_as, self.revision, self._tasks_to_skip()
         )
         jobs = [Job.from_row(row) for row in rows]
-        if jobs and signals.task_received.receivers and not self._fenced:
+        if jobs and signals.task_received.receivers and not self.lease.fenced:
             self._send_received(jobs)  # before a slot may start them; not under the lock
         if jobs:
             with self._lock:
-                if self._fenced or self.id != claimed_as:
+                if self.lease.fenced or self.id != claimed_as:
                     # The reply outlived the lease it was claimed under (held up
                     # by a partition): these jobs may be rescued and running
                     # elsewhere. Leave them to the rescue, or to the release of
@@ -590,147 +589,6 @@ class Worker:
                 self._outcomes.put(revoked(job, exc, self.app.tasks.get(job.task)))
             elif terminate and self._pool.terminate(job_id):
                 log.info("revoking running job %s (terminate)", job_id)
-
-    def _heartbeat_loop(self) -> None:
-        """Until the last running job is settled (or other workers would
-        rescue it); a failed beat is retried sooner, with backoff."""
-        interval = self.app.conf.heartbeat_interval
-        wait, retry = interval, 0.1
-        while not self._exiting.wait(wait):
-            try:
-                self._heartbeat()
-                wait, retry = interval, 0.1
-            except Exception as exc:
-                log.warning(
-                    "heartbeat failed (%s: %s); retrying in %.1fs",
-                    type(exc).__name__,
-                    str(exc).strip(),
-                    min(retry, interval),
-                )
-                wait, retry = min(retry, interval), min(retry * 2, _RECONNECT_MAX)
-
-    def _heartbeat(self) -> None:
-        conf = self.app.conf
-        # The maintenance lease lasts three heartbeats (at most the worker
-        # lease): a dead leader is replaced that soon, a slow one may lose it
-        # for a round (two leaders at once are harmless, only wasteful).
-        leader_ttl = min(conf.lease_ttl, 3 * conf.heartbeat_interval)
-        with self._work as conn:
-            sent = time.monotonic()
-            alive, leader = self._store.heartbeat(conn, self.id, conf.lease_ttl, leader_ttl)
-            if not alive:
-                if self._exiting.is_set():  # unregistered by a clean exit, not presumed dead
-                    return
-                # Presumed dead: its jobs were rescued and may run elsewhere. Drop
-                # what has not started, and come back as a new worker, so nothing
-                # done under the old id (late outcomes) can count.
-                self._fence("its workers row is gone: presumed dead, its jobs rescued")
-                old, self.id = self.id, str(uuid7())
-                log.warning("worker %s registers again as a new worker, id %s", old, self.id)
-                self._store.register_worker(conn, self._registration())
-            self._lease_deadline = sent + conf.lease_ttl
-            self._touch_health()
-            self._remote.hint()  # NOTIFY's cover: the claim loop looks for requests
-            if self._fenced:
-                self._fenced = False
-                log.warning("worker %s holds a lease again: claiming resumes", self.hostname)
-                self._wakeup.set()
-            if leader != self.leader:
-                self.leader = leader
-                log.info(
-                    "worker %s %s the maintenance leader (rescue, retention, vacuum)",
-                    self.hostname,
-                    "is now" if leader else "is no longer",
-                )
-            # This worker's own checks: each on its own, so one failing never
-            # stops the heartbeat (that would get this live worker's jobs rescued).
-            for step in (self._check_revocations, self._release_orphans):
-                try:
-                    step(conn)
-                except psycopg.Error as exc:
-                    if transient(exc):
-                        raise
-                    log.exception("step %s failed; the heartbeat goes on", step.__name__)
-        if self.leader:
-            self._run_maintenance()
-        else:
-            self._close_maintenance()
-
-    def _run_maintenance(self) -> None:
-        """Maintenance for everyone, on the leader's own connection: a vacuum
-        or a retention batch never holds up this worker's claims."""
-        try:
-            if self._maintenance_conn is None or self._maintenance_conn.closed:
-                self._maintenance_conn = self.app.db.connect(
-                    application_name=f"jobqueue-maintenance {self.id[-12:]}"
-                )
-            self._maintenance.run(self._maintenance_conn)
-        except psycopg.Error as exc:
-            log.warning("maintenance round failed (%s); next heartbeat tries again", exc)
-            self._close_maintenance()
-
-    def _close_maintenance(self) -> None:
-        if self._maintenance_conn is not None:
-            self._maintenance_conn.close()
-            self._maintenance_conn = None
-
-    def _touch_health(self) -> None:
-        """The health file's age is the time since the last heartbeat that got
-        through: a probe that finds it older than the lease sees a worker the
-        others take for dead (fenced, or stuck)."""
-        path = self.settings.health_file
-        if path:
-            try:
-                with open(path, "a"):
-                    os.utime(path)
-            except OSError as exc:
-                log.warning("could not touch the health file %s: %s", path, exc)
-
-    def _remove_health(self) -> None:
-        if self.settings.health_file:
-            with suppress(OSError):
-                os.unlink(self.settings.health_file)
-
-    def _may_start(self) -> bool:
-        """Whether a slot may start a job now: not while fenced, nor once the
-        lease may have lapsed (a slot can be quicker than the lease watch: a
-        worker resumed after a pause starts its next job at once)."""
-        return not self._fenced and time.monotonic() <= self._lease_deadline
-
-    def _watch_lease(self) -> None:
-        """Fence the worker once its lease may have lapsed: no heartbeat got
-        through for lease_ttl (the database away, the network cut, a stalled
-        statement). Its own thread, so a hung connection cannot delay it."""
-        while not self._exiting.wait(min(1.0, self.app.conf.heartbeat_interval)):
-            if not self._fenced and time.monotonic() > self._lease_deadline:
-                self._fence(f"no heartbeat got through for {self.app.conf.lease_ttl:g}s")
-
-    def _fence(self, reason: str) -> None:
-        """Stop acting on leases this worker may have lost: other workers may
-        already run its jobs. Claims stop; prefetched jobs are dropped unstarted
-        (rescued elsewhere, or released by this worker once it is back, as
-        orphaned leases); running jobs are stopped where the pool can (the
-        process pool kills their children and reports them lost), the others
-        finish; outcomes are refused (and logged) if their jobs were rescued."""
-        with self._lock:
-            if self._fenced:
-                return
-            self._fenced = True
-            dropped = self._pool.drain()
-            for job in dropped:
-                self._in_flight.pop(job.id, None)
-                self._canvas.discard(job.id)
-            running = len(self._in_flight)
-        stopped = self._pool.fence()  # after _fenced: no slot starts a job it misses
-        log.error(
-            "worker %s fenced (%s): no more claims; %d prefetched job(s) dropped unstarted; "
-            "%d running job(s) stopped, %d finish; outcomes refused if their jobs were rescued",
-            self.hostname,
-            reason,
-            len(dropped),
-            stopped,
-            running - stopped,
-        )
 
     def _check_revocations(self, conn: psycopg.Connection[Any]) -> None:
         """NOTIFY's cover: revocations whose notification was lost."""

@@ -199,7 +199,7 @@ def test_a_heartbeat_in_flight_at_a_clean_exit_does_not_register_the_worker_agai
     thread.join(30)
     assert not thread.is_alive()
     try:
-        worker._heartbeat()  # the beat that was on its way when the worker left
+        worker.lease.beat()  # the beat that was on its way when the worker left
     finally:
         worker._work.close()
     rows = conn.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()
