@@ -1,5 +1,5 @@
 """``jobqueue`` command line: worker, db (migrations), stats, jobs and queue
-(jobqueue/control/cli.py), embedded, demo."""
+(jobqueue/control/cli.py), events (jobqueue/events/cli.py), embedded, demo."""
 
 from __future__ import annotations
 
@@ -568,6 +568,16 @@ def _register_operations() -> None:
 
 
 _register_operations()
+
+
+def _register_events() -> None:
+    """``events``: the live stream of events (jobqueue/events/cli.py)."""
+    from .events.cli import events
+
+    main.add_command(events)
+
+
+_register_events()
 
 
 @main.group()
