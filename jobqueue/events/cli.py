@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ..cli import Context
 
 
+_ENCODE = json.JSONEncoder(check_circular=False).encode
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -105,10 +108,10 @@ def events(
         ) as stream:
             schema = app.conf.schema
             click.echo(f"jobqueue events: listening (schema {schema}); Ctrl-C to stop", err=True)
-            for event in stream:
-                out.write((json.dumps(event) if as_json else describe(event)) + "\n")
-                if not stream.pending:  # one write per batch, not per event
-                    out.flush()
+            line = _ENCODE if as_json else describe
+            while events := stream.batch():  # one write per batch, not per event
+                out.write("".join(line(event) + "\n" for event in events))
+                out.flush()
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `jobqueue events | head`: the reader left

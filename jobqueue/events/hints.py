@@ -36,9 +36,13 @@ TYPES = (*TASK_TYPES, *WORKER_TYPES, MISSED)
 
 MAX_PAYLOAD = 8000  # PostgreSQL's limit: anything longer was not sent by jobqueue
 
-# PostgreSQL writes uuids in lower case; an attempt fits an int4.
-_TASK_ITEM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/\d{1,9}")
-_WORKER_ITEM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# PostgreSQL writes uuids in lower case; an attempt fits an int4. A section's
+# items are checked with one match and split with one findall (a regex per
+# item was a fifth of the listener's time at 50,000 events/s).
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_TASK_ITEMS = re.compile(rf"{_UUID}/\d{{1,9}}(?:,{_UUID}/\d{{1,9}})*")
+_TASK_ITEM = re.compile(rf"({_UUID})/(\d+)")
+_WORKER_ITEMS = re.compile(rf"{_UUID}(?:,{_UUID})*")
 
 
 class MalformedHint(ValueError):
@@ -62,16 +66,13 @@ def parse(payload: str) -> list[Hint]:
         if not colon or not items:
             raise MalformedHint(f"section {section[:60]!r} is not kind:items")
         if kind in TASK_KINDS:
-            for item in items.split(","):
-                if not _TASK_ITEM.fullmatch(item):
-                    raise MalformedHint(f"{kind} item {item[:60]!r} is not job-id/attempt")
-                job_id, _, attempt = item.partition("/")
-                hints.append(Hint(kind, job_id, int(attempt)))
+            if not _TASK_ITEMS.fullmatch(items):
+                raise MalformedHint(f"{kind} items {items[:60]!r}... are not job-id/attempt")
+            hints.extend(Hint(kind, job, int(n)) for job, n in _TASK_ITEM.findall(items))
         elif kind in WORKER_KINDS:
-            for item in items.split(","):
-                if not _WORKER_ITEM.fullmatch(item):
-                    raise MalformedHint(f"{kind} item {item[:60]!r} is not a worker id")
-                hints.append(Hint(kind, item, 0))
+            if not _WORKER_ITEMS.fullmatch(items):
+                raise MalformedHint(f"{kind} items {items[:60]!r}... are not worker ids")
+            hints.extend(Hint(kind, worker, 0) for worker in items.split(","))
         else:
             raise MalformedHint(f"unknown kind {kind[:40]!r}")
     return hints

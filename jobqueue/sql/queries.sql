@@ -638,27 +638,38 @@ WHERE l.locktype = 'advisory' AND l.classid = ({lock_events}::bigint & 429496729
 
 -- name: event_jobs
 -- What the events listener reports of the jobs a NOTIFY named (a hint, so
--- confirmed here): each (job id, attempt) hinted with its job's row and that
--- attempt's record, if any. A job no longer there (pruned, deleted) has no
--- row. Ids and attempts come comma-separated (as job_complete_many's), the
--- filters as arrays (NULL: any). Times as epoch seconds.
+-- confirmed here): each (job id, attempt) hinted with its job's row and, when
+-- the row is no longer about that attempt or the attempt went to a retry,
+-- that attempt's record. A job no longer there (pruned, deleted) has no row.
+-- Ids and attempts come comma-separated (as job_complete_many's), the
+-- filters as arrays (NULL: any). Times as epoch seconds (date_part: a float8;
+-- extract() makes a numeric, dearer to make and to print).
+-- Each lookup by key (LATERAL ... LIMIT 1 is never made a join): a join
+-- planned for a batch of 1,000 hints read all of job_attempts to merge them.
 WITH hint AS (
     SELECT *
     FROM ROWS FROM (unnest(string_to_array(%(ids)s, ',')::uuid[]),
                     unnest(string_to_array(%(attempts)s, ',')::int[])) AS h(id, attempt)
 )
 SELECT h.id::text, h.attempt, j.task, j.queue, j.state, j.attempts, j.worker_id::text,
-       extract(epoch FROM j.started_at)::float8, extract(epoch FROM j.finished_at)::float8,
+       date_part('epoch', j.started_at), date_part('epoch', j.finished_at),
        j.error ->> 'type', j.error ->> 'message', j.error ->> 'traceback',
        CASE WHEN j.state = 'SUCCESS' THEN left(j.result::text, 201) END,
-       extract(epoch FROM j.run_at)::float8, j.revoke_terminate, j.root_id::text,
+       date_part('epoch', j.run_at), j.revoke_terminate, j.root_id::text,
        j.parent_id::text,
-       a.state, a.worker_id::text, extract(epoch FROM a.started_at)::float8,
-       extract(epoch FROM a.finished_at)::float8, a.error ->> 'type', a.error ->> 'message',
+       a.state, a.worker_id::text, date_part('epoch', a.started_at),
+       date_part('epoch', a.finished_at), a.error ->> 'type', a.error ->> 'message',
        a.error ->> 'traceback'
 FROM hint AS h
-JOIN {schema}.jobs AS j ON j.id = h.id
-LEFT JOIN {schema}.job_attempts AS a ON a.job_id = h.id AND a.attempt = h.attempt
+CROSS JOIN LATERAL (
+    SELECT * FROM {schema}.jobs AS j WHERE j.id = h.id LIMIT 1
+) AS j
+LEFT JOIN LATERAL (
+    SELECT * FROM {schema}.job_attempts AS a
+    WHERE (j.attempts <> h.attempt OR j.state = 'RETRY')  -- else the row says it all
+      AND a.job_id = h.id AND a.attempt = h.attempt
+    LIMIT 1
+) AS a ON true
 WHERE (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
   AND (%(tasks)s::text[] IS NULL OR j.task = ANY(%(tasks)s::text[]));
 
@@ -666,7 +677,7 @@ WHERE (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
 -- The workers a NOTIFY named (every worker when ids is NULL), with the jobs
 -- each holds now.
 SELECT w.id::text, w.hostname, w.pid, w.queues, w.concurrency, w.version,
-       extract(epoch FROM w.started_at)::float8, extract(epoch FROM w.heartbeat_at)::float8,
+       date_part('epoch', w.started_at), date_part('epoch', w.heartbeat_at),
        (SELECT count(*) FROM {schema}.job_lease AS l WHERE l.worker_id = w.id)
 FROM {schema}.workers AS w
 WHERE %(ids)s::uuid[] IS NULL OR w.id = ANY(%(ids)s::uuid[]);
