@@ -411,6 +411,9 @@ class Store:
         behind a listener that does (see events_ready in queries.sql)."""
         return bool(self._on(conn, "events_ready", {"pid": hold_pid})[0][0])
 
+    def events_queue_usage(self, conn: psycopg.Connection[Any]) -> float:
+        return float(self._on(conn, "events_queue_usage", {})[0][0])
+
     def event_jobs(
         self,
         conn: psycopg.Connection[Any],

@@ -12,12 +12,22 @@ Failure contract: ``open`` returns once no event can be missed from then on
 still open, logs that a few may be); ``receive`` raises ``psycopg.Error`` (or
 ``OSError``) when either connection is lost: the caller closes, reconnects
 and reports the gap.
+
+A listener must not hold the server's notification queue back: the queue is
+shared by every channel of the cluster, its tail is the slowest listener's
+place, and once it is full every NOTIFY fails at commit (claims and
+completions among them). So the connections are dropped (``Lagging``, then
+the caller reconnects at the head and reports the gap) when the queue is
+more than ``QUEUE_LIMIT`` full while this listener reads, or when whoever
+consumes the events has not come back for ``STALL_LIMIT`` seconds (a paused
+pager, a slow handler): a watchdog thread closes them.
 """
 
 from __future__ import annotations
 
 import logging
 import select
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -32,15 +42,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_WAIT = 5.0  # seconds to wait for transactions that started before us to end
+QUEUE_LIMIT = 0.25  # of the notification queue (8 GB by default)
+STALL_LIMIT = 60.0  # seconds the consumer may keep us from reading
+_QUEUE_CHECK = 5.0  # seconds between looks at the queue
 _BATCH = 1000  # notifications read before the caller enriches them
 
 
+class Lagging(psycopg.OperationalError):
+    """This listener holds the notification queue back: its connections go."""
+
+
 class Listener:
-    def __init__(self, app: JobQueue) -> None:
+    def __init__(self, app: JobQueue, stall_limit: float = STALL_LIMIT) -> None:
         self.app = app
         self.conn: psycopg.Connection[Any] | None = None  # LISTEN, and the reads
         self._hold: psycopg.Connection[Any] | None = None
         self._received: deque[str] = deque()
+        self._queue_checked = 0.0
+        self.stall_limit = stall_limit
+        self._away_since: float | None = None  # the consumer has the events, not us
+        self._lock = threading.Lock()  # the watchdog's close against ours
+        self._closed = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def open(self) -> None:
         """Connect, LISTEN, ask for the lock, and wait until nothing is missed."""
@@ -75,11 +98,34 @@ class Listener:
                 break
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
+        self._closed.clear()
+        self._away_since = time.monotonic()
+        if self._watchdog is None or not self._watchdog.is_alive():
+            self._watchdog = threading.Thread(
+                target=self._watch, name="jobqueue-events-watchdog", daemon=True
+            )
+            self._watchdog.start()
 
     def receive(self, timeout: float) -> list[str]:
         """Payloads received, waiting up to ``timeout`` for the first one."""
+        self._away_since = None
+        try:
+            return self._receive(timeout)
+        finally:
+            self._away_since = time.monotonic()
+
+    def _receive(self, timeout: float) -> list[str]:
         conn, hold = self.conn, self._hold
-        assert conn is not None and hold is not None, "open() first"
+        if conn is None or hold is None:
+            raise psycopg.OperationalError("the events connections were closed")
+        if time.monotonic() - self._queue_checked > _QUEUE_CHECK:
+            self._queue_checked = time.monotonic()
+            usage = self.app.store.events_queue_usage(conn)
+            if usage > QUEUE_LIMIT:
+                raise Lagging(
+                    f"the server's notification queue is {usage:.0%} full and this listener "
+                    "holds it back"
+                )
         if not self._received:
             ready, _, _ = select.select([conn.fileno(), hold.fileno()], [], [], max(timeout, 0))
             if hold.fileno() in ready:
@@ -122,7 +168,26 @@ class Listener:
                 message = (result.error_message or b"").decode(errors="replace").strip()
                 raise psycopg.OperationalError(f"the events hold connection failed: {message}")
 
+    def _watch(self) -> None:
+        """Drop the connections when the consumer stays away too long."""
+        while not self._closed.wait(1.0):
+            away = self._away_since
+            if away is not None and time.monotonic() - away > self.stall_limit:
+                log.warning(
+                    "events: not read for %.0fs (the consumer is stalled): listening stops, "
+                    "so the server's notification queue is not held back; it resumes, "
+                    "reporting the gap, when the consumer comes back",
+                    self.stall_limit,
+                )
+                self.close()
+                return
+
     def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            self._close()
+
+    def _close(self) -> None:
         for conn in (self._hold, self.conn):
             if conn is None:
                 continue

@@ -206,7 +206,8 @@ class Reader:
             if row is not None:
                 log.debug("events: worker %s said offline but still registered", hint.id)
                 return None
-            info = self.workers.pop(hint.id, None)
+            # Kept: its jobs' events (a rescue's, just after) still name it.
+            info = self.workers.get(hint.id)
             active = None
             timestamp = now
         else:
