@@ -13,6 +13,10 @@ listener printed and how long after the last job finished it printed the
 last one (its lag). Prints every run, then the medians, their spread and the
 ratio (listener ÷ no listener). ``--listener-nice N`` runs the listener at
 that nice level (a monitor on a shared host; default 0, like anyone's shell).
+``--lock-only`` adds a third mode: the events lock held on a bare connection
+and nobody reading, so the statements build and send their NOTIFYs and
+nothing else happens: the workers' share of the cost, without the
+listener's own work.
 
 For "no listener" against the code before events, use ``benchmarks.ab_drain``
 with the two checkouts. Use a server with default settings (autovacuum on),
