@@ -280,6 +280,26 @@ def test_the_stream_survives_a_dropped_connection(jq: Any, conn: Any, start_work
         assert next(stream)["uuid"] == second.id
 
 
+def test_a_stalled_consumer_lets_go_of_the_notification_queue(
+    jq: Any, conn: Any, start_worker: Any
+) -> None:
+    """Whoever reads the events stays away (a paused pager): the listener
+    closes its connections rather than hold the server's notification queue
+    back, and says so when the reader comes back."""
+    start_worker()
+    listeners = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'jobqueue-events%%'"
+    )
+    with jq.app.events.stream(types=["task-succeeded", "events-missed"], timeout=30) as stream:
+        stream._listener.stall_limit = 0.5  # instead of a minute
+        assert conn.execute(listeners).fetchone()[0] == 2
+        wait_for(lambda: conn.execute(listeners).fetchone()[0] == 0, 20, "the listener to let go")
+        stream._listener.stall_limit = 60.0
+        assert next(stream)["type"] == "events-missed"
+        result = jq.add.delay(3, 4)
+        assert next(stream)["uuid"] == result.id
+
+
 def test_receiver_calls_handlers_and_a_rescue_reports_the_lost_worker(
     jq: Any, start_worker: Any
 ) -> None:
