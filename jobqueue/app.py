@@ -33,6 +33,7 @@ from .tasks import TASK_OPTIONS, P, R, Task
 
 if TYPE_CHECKING:
     from .control import Control
+    from .events import Events
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +434,15 @@ class JobQueue:
         from .control import Control
 
         return Control(self)
+
+    @cached_property
+    def events(self) -> Events:
+        """The live stream of task and worker events:
+        ``app.events.stream(...)``, ``app.events.Receiver(handlers)`` (see
+        ``jobqueue.events``)."""
+        from .events import Events
+
+        return Events(self)
 
     # -- lifecycle ---------------------------------------------------------------
 

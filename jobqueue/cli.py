@@ -1,5 +1,6 @@
 """``jobqueue`` command line: worker, db (migrations), stats, jobs and queue
-(jobqueue/control/cli.py), metrics (jobqueue/metrics/cli.py), embedded, demo."""
+(jobqueue/control/cli.py), metrics (jobqueue/metrics/cli.py), events
+(jobqueue/events/cli.py), embedded, demo."""
 
 from __future__ import annotations
 
@@ -629,6 +630,16 @@ def _register_metrics() -> None:
 
 
 _register_metrics()
+
+
+def _register_events() -> None:
+    """``events``: the live stream of events (jobqueue/events/cli.py)."""
+    from .events.cli import events
+
+    main.add_command(events)
+
+
+_register_events()
 
 
 @main.group()

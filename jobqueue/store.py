@@ -159,7 +159,7 @@ class Store:
         params = {"ids": ids, "terminate": terminate}
         with self.db.transaction(connection) as conn:
             self.db.run(conn, "job_revoke_lock", {"ids": ids})
-            revoked, _, _, finished = self.db.run(conn, "job_revoke", params)[0]
+            revoked, _, _, finished, _ = self.db.run(conn, "job_revoke", params)[0]
             if finished:
                 self.db.run(conn, "job_advance", {"ids": finished})
         return int(revoked)
@@ -344,7 +344,7 @@ class Store:
         maintenance lease if it is free or ours: (alive, leader). alive is
         False when the worker's row is gone."""
         params = {"id": worker_id, "lease_ttl": lease_ttl, "leader_ttl": leader_ttl}
-        ((alive, leader),) = self._on(conn, "worker_heartbeat", params)
+        ((alive, leader, _),) = self._on(conn, "worker_heartbeat", params)
         return bool(alive), bool(leader)
 
     def unregister_worker(self, conn: psycopg.Connection[Any], worker_id: str) -> None:
@@ -422,7 +422,7 @@ class Store:
         those that end now is created in the same transaction. Returns
         (workers, jobs)."""
         with conn.transaction():
-            workers, jobs, _, _, finished = self._on(conn, "job_rescue", {})[0]
+            workers, jobs, _, _, finished, _ = self._on(conn, "job_rescue", {})[0]
             if finished:
                 self._on(conn, "job_advance", {"ids": finished})
         return int(workers), int(jobs)
@@ -472,6 +472,47 @@ class Store:
         with conn.transaction():
             self._on(conn, "metrics_limits", {"ms": f"{max(int(timeout * 1000), 1)}ms"})
             return self._on(conn, "metrics_read", {})
+
+    # -- the events listener (jobqueue/events; its own two connections) ----------------
+
+    def events_listen(self, conn: psycopg.Connection[Any]) -> None:
+        self._on(conn, "events_listen", {})
+
+    def events_hold(self, conn: psycopg.Connection[Any]) -> None:
+        """Ask for the lock that makes statements report events, without
+        waiting for it: the reply comes once granted (``conn`` is then only
+        watched and closed, never used for another statement)."""
+        self._on(conn, "events_hold_session", {})
+        conn.pgconn.send_query(self.sql["events_hold"].encode())
+
+    def events_ready(self, conn: psycopg.Connection[Any], hold_pid: int) -> bool:
+        """Whether the hold connection ``hold_pid`` holds the lock or waits
+        behind a listener that does (see events_ready in queries.sql)."""
+        return bool(self._on(conn, "events_ready", {"pid": hold_pid})[0][0])
+
+    def events_queue_usage(self, conn: psycopg.Connection[Any]) -> float:
+        return float(self._on(conn, "events_queue_usage", {})[0][0])
+
+    def event_jobs(
+        self,
+        conn: psycopg.Connection[Any],
+        ids: Sequence[str],
+        attempts: Sequence[int],
+        queues: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+    ) -> list[Row]:
+        """The rows of the hinted (job, attempt) pairs (event_jobs)."""
+        params = {
+            "ids": ",".join(ids),
+            "attempts": ",".join(map(str, attempts)),
+            "queues": None if queues is None else list(queues),
+            "tasks": None if tasks is None else list(tasks),
+        }
+        return self._on(conn, "event_jobs", params)
+
+    def event_workers(self, conn: psycopg.Connection[Any], ids: Sequence[str] | None) -> list[Row]:
+        """Rows of the workers named (all of them for None)."""
+        return self._on(conn, "event_workers", {"ids": None if ids is None else list(ids)})
 
     # -- the beat (its own connection) ---------------------------------------------
 

@@ -2,8 +2,10 @@
 
 Python never assembles SQL: it picks a statement by name and binds parameters.
 The only substitutions are the schema name (validated, then quoted), the
-NOTIFY channel names and advisory lock classes derived from it, and the
-``wake_wanted`` expression, written once and used by every single enqueue.
+NOTIFY channel names and advisory lock classes derived from it, the
+``wake_wanted`` expression, written once and used by every single enqueue,
+and the ``events_wanted`` expression and ``events_notify`` subquery, written
+once and used by every statement that reports events (jobqueue/events).
 """
 
 from __future__ import annotations
@@ -30,23 +32,25 @@ def validate_schema(schema: str) -> str:
 
 def channels(schema: str) -> dict[str, str]:
     """NOTIFY channels: new due jobs (payload: queue), finished jobs (payload:
-    ids), control messages to workers (revocations, remote control requests)
-    and workers' replies to remote control (payload: the request's id)."""
+    ids), control messages to workers (revocations, remote control requests),
+    workers' replies to remote control (payload: the request's id), and events
+    (jobqueue/events; sent only while someone listens)."""
     return {
         "jobs": f"{schema}_jobs",
         "done": f"{schema}_done",
         "control": f"{schema}_control",
         "reply": f"{schema}_reply",
+        "events": f"{schema}_events",
     }
 
 
 def lock_classes(schema: str) -> dict[str, int]:
     """First keys of the advisory locks behind conditional wake-ups (see
-    ``wake_wanted`` in queries.sql), and the seed of unique keys' lock hashes:
-    signed 32-bit, distinct per schema, so tenants of one database never share
-    a lock."""
+    ``wake_wanted`` in queries.sql) and conditional events (``events_wanted``),
+    and the seed of unique keys' lock hashes: signed 32-bit, distinct per
+    schema, so tenants of one database never share a lock."""
     out = {}
-    for role in ("waiting", "enqueuing", "unique"):
+    for role in ("waiting", "enqueuing", "unique", "events"):
         key = zlib.crc32(f"jobqueue:{schema}:{role}".encode())
         out[role] = key - 2**32 if key >= 2**31 else key
     return out
@@ -81,11 +85,20 @@ def load(text: str, schema: str) -> dict[str, str]:
             .replace("{channel_done}", chans["done"])
             .replace("{channel_control}", chans["control"])
             .replace("{channel_reply}", chans["reply"])
+            .replace("{channel_events}", chans["events"])
             .replace("{lock_waiting}", str(locks["waiting"]))
             .replace("{lock_enqueuing}", str(locks["enqueuing"]))
             .replace("{lock_unique}", str(locks["unique"]))
+            .replace("{lock_events}", str(locks["events"]))
         )
     # An expression, not a statement: kept under its name for tools that
     # compose statements from it (benchmarks/enqueue_ceiling.py).
     wake_wanted = out["wake_wanted"]
-    return {name: text.replace("{wake_wanted}", wake_wanted) for name, text in out.items()}
+    # Older releases' files (tests/migrations/releases) have no events.
+    events_notify = out.get("events_notify", "").replace(
+        "{events_wanted}", out.get("events_wanted", "")
+    )
+    return {
+        name: text.replace("{wake_wanted}", wake_wanted).replace("{events_notify}", events_notify)
+        for name, text in out.items()
+    }

@@ -65,6 +65,39 @@ CASE
     ELSE true
 END;
 
+-- name: events_wanted
+-- Whether a statement must report its events (jobqueue/events): an
+-- expression, put in place of {events_wanted}. A listener holds (or waits in
+-- line for) the exclusive session lock (lock_events, 0) on a connection of
+-- its own while it listens; a statement tries the lock shared, until its
+-- transaction ends: the try fails while any listener holds it or waits for
+-- it, and statements never fail each other's tries (shared locks do not
+-- conflict), so nobody listening means no NOTIFY at all. About a microsecond,
+-- once per statement. A listener whose lock is granted knows that every
+-- transaction that tried before has ended: it has missed none.
+NOT pg_try_advisory_xact_lock_shared({lock_events}, 0);
+
+-- name: events_notify
+-- The events of a statement, sent only while someone listens: a scalar
+-- subquery put in place of {events_notify}, which reads the statement's CTE
+-- `event (kind, item)`: kind is started, succeeded, failed, retried, revoked
+-- (item: job id/attempt) or online, heartbeat, offline (item: worker id).
+-- One NOTIFY per statement (a NOTIFY takes a cluster-wide lock at commit),
+-- one more per 120 items past the first 120: payloads of
+-- `kind:item,kind:item,...` (in the order of `event`: a rescue's offline
+-- workers before their jobs) stay under the 8000-byte limit. A hint: the
+-- listener reads the rows. The gate is an initplan, a one-time filter: when
+-- nobody listens the payloads are never built. But the subquery's plan is set
+-- up (and torn down) at every execution, listened to or not: about 15 us of
+-- server CPU per statement (an empty claim took 88-97 us before events, the
+-- try of the lock alone 2), whatever its shape (a window and two hash
+-- aggregates measured the same as this array_agg).
+(SELECT count(pg_notify('{channel_events}',
+                        array_to_string(a.items[g * 120 + 1 : g * 120 + 120], ',')))
+ FROM (SELECT array_agg(kind || ':' || item) AS items FROM event) AS a,
+      generate_series(0, (cardinality(a.items) - 1) / 120) AS g
+ WHERE (SELECT {events_wanted}));
+
 -- name: worker_wait_flag
 -- The claim connection is about to wait for new jobs: from now on enqueues
 -- into these queues NOTIFY (see wake_wanted). Returns the queues flagged; a
@@ -198,6 +231,8 @@ WITH candidate AS (
     INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue, concurrency_key)
     SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
     FROM claimed
+), event AS (
+    SELECT 'started' AS kind, id::text || '/' || attempts AS item FROM claimed
 )
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
@@ -211,6 +246,7 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
        extract(epoch FROM now() - created_at)::float8 AS age
 FROM claimed
+WHERE {events_notify} >= 0  -- always true: sends the events (once, an initplan)
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;
@@ -295,6 +331,12 @@ WITH input AS MATERIALIZED (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
     SELECT id, attempts, worker_id, started_at, state, error
     FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
+), event AS (
+    -- A job handed back unrun (RELEASED) is no event: it was never started.
+    SELECT CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
+                      WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END AS kind,
+           id::text || '/' || attempts AS item
+    FROM finished WHERE outcome <> 'RELEASED'
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
@@ -307,7 +349,8 @@ SELECT count(*) AS finished,
        -- Outcomes that changed nothing: this worker no longer held the lease
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
-             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused  -- hashed: linear
+             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
+       {events_notify} AS events
 FROM finished;
 
 -- name: job_rescue
@@ -363,6 +406,13 @@ WITH dead AS (
 ), history AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
     SELECT id, attempts, worker_id, started_at, state, error FROM rescued
+), event AS (
+    SELECT 'offline' AS kind, id::text AS item FROM dead
+    UNION ALL
+    SELECT CASE state WHEN 'RETRY' THEN 'retried' WHEN 'FAILURE' THEN 'failed'
+                      ELSE 'revoked' END,
+           id::text || '/' || attempts
+    FROM rescued
 )
 SELECT (SELECT count(*) FROM dead) AS workers,
        (SELECT count(*) FROM rescued) AS jobs,
@@ -370,7 +420,8 @@ SELECT (SELECT count(*) FROM dead) AS workers,
         FROM (SELECT DISTINCT queue FROM requeued) AS q) AS woken,
        (SELECT count(pg_notify('{channel_done}', id::text))
         FROM rescued WHERE state <> 'RETRY') AS notified,
-       ARRAY(SELECT id FROM rescued WHERE state <> 'RETRY') AS finished;
+       ARRAY(SELECT id FROM rescued WHERE state <> 'RETRY') AS finished,
+       {events_notify} AS events;
 
 -- name: job_revoke_lock
 -- Run before job_revoke, in its transaction: wait for whatever is changing these
@@ -404,7 +455,7 @@ WITH unqueued AS (
            %(terminate)s, now(), e.error
     FROM unqueued AS u, revoked_error AS e
     WHERE u.args IS NOT NULL
-    RETURNING id, state, worker_id
+    RETURNING id, state, worker_id, attempts
 ), updated AS (
     UPDATE {schema}.jobs AS j
     SET revoked_at = COALESCE(j.revoked_at, now()),
@@ -417,9 +468,13 @@ WITH unqueued AS (
     LEFT JOIN unqueued AS u ON u.job_id = x.id
     WHERE j.id = ANY(%(ids)s::uuid[])
       AND j.id = x.id AND j.state IN ('PENDING', 'STARTED', 'RETRY')
-    RETURNING j.id, j.state, j.worker_id
+    RETURNING j.id, j.state, j.worker_id, j.attempts
 ), target AS (
     SELECT * FROM recorded UNION ALL SELECT * FROM updated
+), event AS (
+    -- A running job's event comes from its worker, which records it REVOKED.
+    SELECT 'revoked' AS kind, id::text || '/' || attempts AS item
+    FROM target WHERE state = 'REVOKED'
 )
 SELECT (SELECT count(*) FROM target) AS revoked,
        (SELECT count(pg_notify('{channel_done}', id::text))
@@ -427,7 +482,8 @@ SELECT (SELECT count(*) FROM target) AS revoked,
        (SELECT count(pg_notify('{channel_control}',
                                json_build_object('revoke', id, 'worker', worker_id)::text))
         FROM target WHERE state = 'STARTED') AS signalled,
-       ARRAY(SELECT id FROM target WHERE state = 'REVOKED') AS finished;
+       ARRAY(SELECT id FROM target WHERE state = 'REVOKED') AS finished,
+       {events_notify} AS events;
 
 -- name: lease_orphans
 -- Leases this worker holds but does not know about: a claim that committed
@@ -503,10 +559,16 @@ FROM {schema}.all_jobs
 WHERE id = %(id)s::uuid;
 
 -- name: worker_register
-INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version,
-                              lease_expires_at, tasks, pool)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
-        now() + make_interval(secs => %(lease_ttl)s), %(tasks)s, %(pool)s);
+WITH registered AS (
+    INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version,
+                                  lease_expires_at, tasks, pool)
+    VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
+            now() + make_interval(secs => %(lease_ttl)s), %(tasks)s, %(pool)s)
+    RETURNING id
+), event AS (
+    SELECT 'online' AS kind, id::text AS item FROM registered
+)
+SELECT {events_notify};
 
 -- name: unserved_tasks
 SELECT queue, task, waiting, oldest_waiting FROM {schema}.unserved_tasks
@@ -531,16 +593,107 @@ WITH beat AS (
         elected_at = CASE WHEN m.worker_id = EXCLUDED.worker_id THEN m.elected_at ELSE now() END
     WHERE m.worker_id = EXCLUDED.worker_id OR m.lease_expires_at < now()
     RETURNING worker_id
+), event AS (
+    SELECT 'heartbeat' AS kind, id::text AS item FROM beat
 )
-SELECT EXISTS (SELECT 1 FROM beat), EXISTS (SELECT 1 FROM lead);
+SELECT EXISTS (SELECT 1 FROM beat), EXISTS (SELECT 1 FROM lead), {events_notify};
 
 -- name: worker_unregister
 -- A leaving leader gives the maintenance lease up: the next heartbeat of any
 -- other worker takes it.
 WITH gone AS (
     DELETE FROM {schema}.maintenance_leader WHERE worker_id = %(id)s::uuid
+), unregistered AS (
+    DELETE FROM {schema}.workers WHERE id = %(id)s RETURNING id
+), event AS (
+    SELECT 'offline' AS kind, id::text AS item FROM unregistered
 )
-DELETE FROM {schema}.workers WHERE id = %(id)s;
+SELECT {events_notify};
+
+-- name: events_listen
+-- The events listener (jobqueue/events) on its direct connection.
+LISTEN "{channel_events}";
+
+-- name: events_hold_session
+-- The listener's second connection only holds (or waits for) the lock that
+-- makes statements report events (events_wanted); it must wait as long as
+-- it takes, and its server process must notice a client that went away
+-- while it waits (a crashed listener), not wait on in its name.
+SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
+       CASE WHEN current_setting('server_version_num')::int >= 140000
+            THEN set_config('client_connection_check_interval', '1000', false) END;
+
+-- name: events_hold
+-- Sent without waiting for the reply: granted at once, or once the listener
+-- before it leaves. Either way statements report events from now on (a
+-- waiting exclusive request fails their shared tries too).
+SELECT pg_advisory_lock({lock_events}, 0);
+
+-- name: events_ready
+-- Whether the listener misses nothing from now on: its hold connection
+-- (pid) has the lock, or waits behind another listener that has it (so every
+-- statement since that one's grant has reported). Waiting behind a statement
+-- that tried before the request only is not enough: that one sends nothing.
+SELECT COALESCE(bool_or(l.pid = %(pid)s AND l.granted), false)
+       OR (COALESCE(bool_or(l.pid = %(pid)s), false)
+           AND COALESCE(bool_or(l.pid <> %(pid)s AND l.granted AND l.mode = 'ExclusiveLock'),
+                        false))
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.classid = ({lock_events}::bigint & 4294967295)::oid
+  AND l.objid = 0 AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+
+-- name: events_queue_usage
+-- How full the server's notification queue is (0 to 1): a listener that
+-- falls far behind holds its tail, and once it is full every NOTIFY fails
+-- at commit (claims and completions among them).
+SELECT pg_notification_queue_usage();
+
+-- name: event_jobs
+-- What the events listener reports of the jobs a NOTIFY named (a hint, so
+-- confirmed here): each (job id, attempt) hinted with its job's row and, when
+-- the row is no longer about that attempt or the attempt went to a retry,
+-- that attempt's record. A job no longer there (pruned, deleted) has no row.
+-- Ids and attempts come comma-separated (as job_complete_many's), the
+-- filters as arrays (NULL: any). Times as epoch seconds (date_part: a float8;
+-- extract() makes a numeric, dearer to make and to print).
+-- Each lookup by key (LATERAL ... LIMIT 1 is never made a join): a join
+-- planned for a batch of 1,000 hints read all of job_attempts to merge them.
+WITH hint AS (
+    SELECT *
+    FROM ROWS FROM (unnest(string_to_array(%(ids)s, ',')::uuid[]),
+                    unnest(string_to_array(%(attempts)s, ',')::int[])) AS h(id, attempt)
+)
+SELECT h.id::text, h.attempt, j.task, j.queue, j.state, j.attempts, j.worker_id::text,
+       date_part('epoch', j.started_at), date_part('epoch', j.finished_at),
+       j.error ->> 'type', j.error ->> 'message', j.error ->> 'traceback',
+       CASE WHEN j.state = 'SUCCESS' THEN left(j.result::text, 201) END,
+       date_part('epoch', j.run_at), j.revoke_terminate, j.root_id::text,
+       j.parent_id::text,
+       a.state, a.worker_id::text, date_part('epoch', a.started_at),
+       date_part('epoch', a.finished_at), a.error ->> 'type', a.error ->> 'message',
+       a.error ->> 'traceback'
+FROM hint AS h
+CROSS JOIN LATERAL (
+    SELECT * FROM {schema}.jobs AS j WHERE j.id = h.id LIMIT 1
+) AS j
+LEFT JOIN LATERAL (
+    SELECT * FROM {schema}.job_attempts AS a
+    WHERE (j.attempts <> h.attempt OR j.state = 'RETRY')  -- else the row says it all
+      AND a.job_id = h.id AND a.attempt = h.attempt
+    LIMIT 1
+) AS a ON true
+WHERE (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
+  AND (%(tasks)s::text[] IS NULL OR j.task = ANY(%(tasks)s::text[]));
+
+-- name: event_workers
+-- The workers a NOTIFY named (every worker when ids is NULL), with the jobs
+-- each holds now.
+SELECT w.id::text, w.hostname, w.pid, w.queues, w.concurrency, w.version,
+       date_part('epoch', w.started_at), date_part('epoch', w.heartbeat_at),
+       (SELECT count(*) FROM {schema}.job_lease AS l WHERE l.worker_id = w.id)
+FROM {schema}.workers AS w
+WHERE %(ids)s::uuid[] IS NULL OR w.id = ANY(%(ids)s::uuid[]);
 
 -- name: schema_version
 SELECT version_num FROM {schema}.alembic_version;

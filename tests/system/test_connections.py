@@ -54,9 +54,11 @@ def test_a_worker_holds_two_connections_whatever_its_concurrency(
     # The one worker is the maintenance leader: one more connection, for its rounds.
     wait_for(lambda: "is now the maintenance leader" in worker.log, 10, "the leadership")
     seen = wait_for(
-        lambda: (c := _worker_connections(conn, schema, worker.proc.pid))
-        and "jobqueue-maintenance <id>" in c
-        and c,
+        lambda: (
+            (c := _worker_connections(conn, schema, worker.proc.pid))
+            and "jobqueue-maintenance <id>" in c
+            and c
+        ),
         10,
         "the leader's maintenance connection",
     )

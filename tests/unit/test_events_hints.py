@@ -1,0 +1,75 @@
+"""Events without a database: what a NOTIFY payload may say, and the
+readable line of each kind of event."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobqueue.events.cli import describe
+from jobqueue.events.hints import Hint, MalformedHint, kinds_for, parse
+
+JOB = "01a24b31-4bee-7ae3-a9bd-22c2b3e02bd0"
+WORKER = "01a24b31-43e4-73ec-bdfc-4823f882bea4"
+
+
+def test_a_payload_is_read_in_order() -> None:
+    payload = f"offline:{WORKER},retried:{JOB}/2,started:{JOB}/3"
+    assert parse(payload) == [
+        Hint("offline", WORKER, 0),
+        Hint("retried", JOB, 2),
+        Hint("started", JOB, 3),
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "",
+        "nonsense",
+        f"started:{JOB}",  # a task kind needs its attempt
+        f"online:{WORKER}/1",  # a worker kind has none
+        f"exploded:{JOB}/1",
+        f"started:{JOB.upper()}/1",
+        f"started:{JOB}/1,",
+        f"started:{JOB}/1;succeeded:{JOB}/1",
+        f"started:{JOB}/1234567890",  # past an int4
+        f"started:{JOB}/1," * 200,  # longer than PostgreSQL sends
+    ],
+)
+def test_anything_else_is_refused_whole(payload: str) -> None:
+    with pytest.raises(MalformedHint):
+        parse(payload)
+
+
+def test_only_the_kinds_behind_the_wanted_types_are_read() -> None:
+    assert kinds_for(None) is None
+    assert kinds_for(frozenset({"task-received"})) == {"started"}
+    assert kinds_for(frozenset({"task-failed", "worker-offline"})) == {"failed", "offline"}
+
+
+def test_readable_lines() -> None:
+    failed = {
+        "type": "task-failed",
+        "uuid": JOB,
+        "name": "boom",
+        "queue": "default",
+        "hostname": "w1",
+        "retries": 2,
+        "runtime": 0.25,
+        "exception": "CustomError: bad",
+        "timestamp": 0.0,
+    }
+    line = describe(failed)
+    assert f"task-failed      boom[{JOB}] queue=default worker=w1 retries=2" in line
+    assert line.endswith("runtime=0.250s exception=CustomError: bad")
+    beat = {
+        "type": "worker-heartbeat",
+        "hostname": "w1",
+        "pid": 7,
+        "queues": ["a", "b"],
+        "active": 3,
+        "timestamp": 0.0,
+    }
+    assert describe(beat).endswith("worker-heartbeat w1 pid=7 queues=a,b active=3")
+    missed = describe({"type": "events-missed", "timestamp": 10.0, "since": 5.0})
+    assert "were missed" in missed
