@@ -238,15 +238,19 @@ class Worker:
         self._stopping.set()
         prefetched = [job.id for job in self._pool.drain()]
         if prefetched:  # claimed ahead but not started: back to the queue right away
-            with self._lock:
-                for job_id in prefetched:
-                    self._in_flight.pop(job_id, None)
-                    self._canvas.discard(job_id)
+            # Held (in _in_flight) until their release committed: a second
+            # signal in between (a cold exit: it releases what is held, then
+            # leaves at once) must release them too, or they stay STARTED until
+            # their lease lapses (test_cli's second-signal test, under load).
             try:
                 with self._work as conn:
                     self._store.release(conn, prefetched, self.id)
             except psycopg.Error as exc:
                 log.warning("could not release %d prefetched job(s): %s", len(prefetched), exc)
+            with self._lock:
+                for job_id in prefetched:
+                    self._in_flight.pop(job_id, None)
+                    self._canvas.discard(job_id)
         deadline = time.monotonic() + self.shutdown_timeout
         while self._in_flight and time.monotonic() < deadline:
             self._idle_wait(0.05)  # the completer wakes it after every batch

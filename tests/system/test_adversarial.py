@@ -217,3 +217,37 @@ def test_a_lone_surrogate_in_arguments_is_refused_naming_the_argument(
     assert jq.echo.delay("é", k="ü").id  # other text beyond ASCII goes through
     count = conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone()
     assert count == (1,)
+
+
+def test_prefetched_jobs_stay_held_until_their_release_commits(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """A warm shutdown let go of its prefetched jobs before releasing them: a
+    second signal arriving in between (a cold exit releases what the worker
+    holds, then leaves at once) released the others, and those stayed STARTED
+    until their lease lapsed (test_cli's second-signal test, under load)."""
+    worker = Worker(jq.app, concurrency=2)
+    worker._register()
+    jobs = [jq.sleep.delay(0.01).id for _ in range(2)]
+    with worker._work as session:
+        assert worker._claim(session, 2) == 2  # the pool is not started: both wait in it
+    held_during_release: list[set[str]] = []
+    release = worker._store.release
+
+    def watched(c: Any, ids: list[str], worker_id: str) -> None:
+        held_during_release.append(set(worker._in_flight) & set(ids))
+        release(c, ids, worker_id)
+
+    worker._store.release = watched  # type: ignore[method-assign]
+    completer = threading.Thread(target=worker._completer.run, daemon=True)
+    completer.start()
+    try:
+        worker._shutdown()
+    finally:
+        worker._work.close()
+    assert held_during_release[0] == set(jobs)  # still held while released
+    assert not worker._in_flight
+    states_now = conn.execute(
+        f'SELECT DISTINCT state FROM "{schema}".jobs WHERE id = ANY(%s::uuid[])', (jobs,)
+    ).fetchall()
+    assert states_now == [(states.PENDING,)]
