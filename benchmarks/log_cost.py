@@ -50,19 +50,7 @@ def drain(bench: Bench, tag: str, tree: Path, args: list[str], n: int, log: Path
                 raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
             time.sleep(0.05)
         app.enqueue_many(noop, [() for _ in range(n)])
-        query = (
-            f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".jobs '
-            "WHERE state = 'SUCCESS'"
-        )
-        deadline = time.monotonic() + max(60.0, n / 200)
-        while True:
-            done, first, last = bench.sql(query)
-            if done >= n:
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"drain stalled at {done:,}/{n:,}")
-            time.sleep(0.25)
-        return float(n / (last - first).total_seconds())
+        return bench.drained(schema, n, [proc])
     finally:
         proc.terminate()
         proc.wait(30)

@@ -124,6 +124,16 @@ class Bench:
         app, noop = self.schema(schema)
         procs = [self.start_worker(schema) for _ in range(workers)]
         app.enqueue_many(noop, [() for _ in range(n)])
+        rate = self.drained(schema, n, procs)
+        self.report(f"drain, {workers} worker(s) ({n:,} jobs)", f"{rate:,.0f} jobs/s")
+        if workers == 1:
+            mb = rss_mb(procs[0].pid)
+            self.report("worker RSS after drain", "n/a" if mb is None else f"{mb:.1f} MB")
+        self.stop_workers()
+
+    def drained(self, schema: str, n: int, procs: list[subprocess.Popen[bytes]]) -> float:
+        """Wait until ``n`` jobs of ``schema`` succeeded; jobs/s from the first
+        start to the last finish. Raises if a worker exits or it stalls."""
         query = (
             f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".jobs '
             "WHERE state = 'SUCCESS'"
@@ -132,18 +142,12 @@ class Bench:
         while True:
             done, first, last = self.sql(query)
             if done >= n:
-                break
+                return float(n / (last - first).total_seconds())
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain: only {done:,}/{n:,} jobs done before the deadline")
             if any(proc.poll() is not None for proc in procs):
                 raise RuntimeError("drain: a worker exited")
             time.sleep(0.25)
-        rate = n / (last - first).total_seconds()
-        self.report(f"drain, {workers} worker(s) ({n:,} jobs)", f"{rate:,.0f} jobs/s")
-        if workers == 1:
-            mb = rss_mb(procs[0].pid)
-            self.report("worker RSS after drain", "n/a" if mb is None else f"{mb:.1f} MB")
-        self.stop_workers()
 
     def latency(self, count: int, warmup: int = 5) -> None:
         schema = "bench_latency"

@@ -102,6 +102,18 @@ def test_claim_takes_at_most_the_limit_and_skips_locked_rows(
     assert leases == (10,)
 
 
+def _claim_plan(conn: Any, claim: str, worker: str) -> str:
+    """EXPLAIN of the claim of 32 jobs of queue default, parameters inlined."""
+    inlined = (
+        claim.replace("%(queues)s", "'{default}'")
+        .replace("%(limit)s", "32")
+        .replace("%(worker_id)s", f"'{worker}'::uuid")
+        .replace("%(revision)s", str(REVISION))
+        .replace("%(skip_tasks)s", "'{}'")
+    )
+    return "\n".join(r[0] for r in conn.execute("EXPLAIN " + inlined))
+
+
 def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, conn: Any) -> None:
     """A guard on the plan's shape, not on timings: with a real backlog of waiting
     jobs the claim must reach rows through indexes. (A set-returning function
@@ -111,17 +123,7 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
     conn.execute(f'ANALYZE "{schema}".jobs')
     worker = new_id()
     claim = queries(schema)["job_claim"]
-    plan = "\n".join(
-        r[0]
-        for r in conn.execute(
-            "EXPLAIN "
-            + claim.replace("%(queues)s", "'{default}'")
-            .replace("%(limit)s", "32")
-            .replace("%(worker_id)s", f"'{worker}'::uuid")
-            .replace("%(revision)s", str(REVISION))
-            .replace("%(skip_tasks)s", "'{}'")
-        )
-    )
+    plan = _claim_plan(conn, claim, worker)
     # jobs is partitioned (0012): the partitions of the coming days and the
     # default one are empty, as is task_limits here (no task limit synced),
     # and a sequential scan of an empty table is the planner's (right) choice
@@ -146,17 +148,7 @@ def test_claim_and_completion_plans_use_indexes_not_scans(jq: Any, schema: str, 
     )
     conn.execute(f"SELECT \"{schema}\".set_rate_limit('add', '5/s')")
     conn.execute(f'ANALYZE "{schema}".task_limits')
-    plan = "\n".join(
-        r[0]
-        for r in conn.execute(
-            "EXPLAIN "
-            + claim.replace("%(queues)s", "'{default}'")
-            .replace("%(limit)s", "32")
-            .replace("%(worker_id)s", f"'{worker}'::uuid")
-            .replace("%(revision)s", str(REVISION))
-            .replace("%(skip_tasks)s", "'{}'")
-        )
-    )
+    plan = _claim_plan(conn, claim, worker)
     assert "task_limits_operator_rate_idx" in plan, plan
     assert "Seq Scan on task_limits" not in plan, plan
 
