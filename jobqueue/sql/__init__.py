@@ -98,7 +98,10 @@ def load(text: str, schema: str) -> dict[str, str]:
     events_notify = out.get("events_notify", "").replace(
         "{events_wanted}", out.get("events_wanted", "")
     )
+    events_wanted = out.get("events_wanted", "")
     return {
-        name: text.replace("{wake_wanted}", wake_wanted).replace("{events_notify}", events_notify)
+        name: text.replace("{wake_wanted}", wake_wanted)
+        .replace("{events_notify}", events_notify)
+        .replace("{events_wanted}", events_wanted)
         for name, text in out.items()
     }

@@ -72,31 +72,33 @@ END;
 -- its own while it listens; a statement tries the lock shared, until its
 -- transaction ends: the try fails while any listener holds it or waits for
 -- it, and statements never fail each other's tries (shared locks do not
--- conflict), so nobody listening means no NOTIFY at all. About a microsecond,
--- once per statement. A listener whose lock is granted knows that every
--- transaction that tried before has ended: it has missed none.
+-- conflict), so nobody listening means no NOTIFY at all. Tried once per event
+-- (see events_notify); the first try of a transaction costs about 2 us of
+-- server CPU in a claim, the next find the lock held (a local lookup). A
+-- listener whose lock is granted knows that every transaction that tried
+-- before has ended: it has missed none. A transaction whose try succeeded
+-- keeps the lock, so all its later tries succeed too: it sends nothing, and
+-- a listener that asked meanwhile waits for it to end.
 NOT pg_try_advisory_xact_lock_shared({lock_events}, 0);
 
 -- name: events_notify
--- The events of a statement, sent only while someone listens: a scalar
--- subquery put in place of {events_notify}, which reads the statement's CTE
--- `event (kind, item)`: kind is started, succeeded, failed, retried, revoked
--- (item: job id/attempt) or online, heartbeat, offline (item: worker id).
--- One NOTIFY per statement (a NOTIFY takes a cluster-wide lock at commit),
--- one more per 120 items past the first 120: payloads of
--- `kind:item,kind:item,...` (in the order of `event`: a rescue's offline
--- workers before their jobs) stay under the 8000-byte limit. A hint: the
--- listener reads the rows. The gate is an initplan, a one-time filter: when
--- nobody listens the payloads are never built. But the subquery's plan is set
--- up (and torn down) at every execution, listened to or not: about 15 us of
--- server CPU per statement (an empty claim took 88-97 us before events, the
--- try of the lock alone 2), whatever its shape (a window and two hash
--- aggregates measured the same as this array_agg).
-(SELECT count(pg_notify('{channel_events}',
-                        array_to_string(a.items[g * 120 + 1 : g * 120 + 120], ',')))
- FROM (SELECT array_agg(kind || ':' || item) AS items FROM event) AS a,
-      generate_series(0, (cardinality(a.items) - 1) / 120) AS g
- WHERE (SELECT {events_wanted}));
+-- The events of a statement, sent only while someone listens: an aggregate
+-- expression put in place of {events_notify} in a query over the statement's
+-- CTE `event (kind, item)`: kind is started, succeeded, failed, retried,
+-- revoked (item: job id/attempt) or online, heartbeat, offline (item: worker
+-- id). The hot statements (job_claim, job_complete_many) write the same
+-- aggregate into a query they run anyway. The FILTER tries the events lock
+-- once a row, so when nobody listens the array is NULL and events_notify(),
+-- STRICT, is never called: nothing is built for events. Release 0015 gated a
+-- subquery instead, whose plan was set up at every execution, listened to or
+-- not: about 15 us of server CPU per claim and per completion (this: within
+-- the noise of a few us). events_notify() (migration 0016) sends one NOTIFY per 120 items (a NOTIFY
+-- takes a cluster-wide lock at commit; payloads of `kind:item,...`, in the
+-- order of `event`, stay under the 8000-byte limit). A hint: the listener
+-- reads the rows.
+(SELECT {schema}.events_notify('{channel_events}',
+                               array_agg(kind || ':' || item) FILTER (WHERE {events_wanted}))
+ FROM event);
 
 -- name: worker_wait_flag
 -- The claim connection is about to wait for new jobs: from now on enqueues
@@ -231,8 +233,14 @@ WITH candidate AS (
     INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue, concurrency_key)
     SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
     FROM claimed
-), event AS (
-    SELECT 'started' AS kind, id::text || '/' || attempts AS item FROM claimed
+), event AS MATERIALIZED (
+    -- One row, read once (MATERIALIZED: a join never runs it again): the
+    -- started events, sent if someone listens (see events_notify: the
+    -- aggregate of a query the statement runs anyway, no subquery).
+    SELECT {schema}.events_notify('{channel_events}',
+                                  array_agg('started:' || id::text || '/' || attempts)
+                                      FILTER (WHERE {events_wanted})) AS sent
+    FROM claimed
 )
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
@@ -245,8 +253,7 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
        extract(epoch FROM now() - created_at)::float8 AS age
-FROM claimed
-WHERE {events_notify} >= 0  -- always true: sends the events (once, an initplan)
+FROM claimed, event
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;
@@ -331,12 +338,6 @@ WITH input AS MATERIALIZED (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
     SELECT id, attempts, worker_id, started_at, state, error
     FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
-), event AS (
-    -- A job handed back unrun (RELEASED) is no event: it was never started.
-    SELECT CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
-                      WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END AS kind,
-           id::text || '/' || attempts AS item
-    FROM finished WHERE outcome <> 'RELEASED'
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
@@ -350,7 +351,15 @@ SELECT count(*) AS finished,
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
              WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
-       {events_notify} AS events
+       -- The events, if someone listens (see events_notify): aggregated with
+       -- the count, not in a subquery. A job handed back unrun (RELEASED) is
+       -- no event: it was never started.
+       {schema}.events_notify(
+           '{channel_events}',
+           array_agg(CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
+                                WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END
+                     || ':' || id::text || '/' || attempts)
+               FILTER (WHERE outcome <> 'RELEASED' AND {events_wanted})) AS events
 FROM finished;
 
 -- name: job_rescue
