@@ -361,9 +361,13 @@ class Store:
         worker_id: str,
         revision: int,
         skip_tasks: Sequence[str] = (),
+        events: bool = False,
     ) -> list[Row]:
         """Up to ``limit`` due jobs of ``queues``, not of ``skip_tasks`` (tasks
-        this worker does not know and handed back lately)."""
+        this worker does not know and handed back lately). Without ``events``
+        (job_claim) the claim reports no events and raises JQ004 (taking
+        nothing) when a listener is there; with it (job_claim_events) it
+        reports them, and its rows' last column is NULL when nobody listened."""
         params = {
             "queues": queues,
             "limit": limit,
@@ -371,7 +375,7 @@ class Store:
             "revision": revision,
             "skip_tasks": list(skip_tasks),
         }
-        return self._on(conn, "job_claim", params)
+        return self._on(conn, "job_claim_events" if events else "job_claim", params)
 
     def next_run_at(
         self, conn: psycopg.Connection[Any], queues: list[str]

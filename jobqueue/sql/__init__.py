@@ -4,8 +4,9 @@ Python never assembles SQL: it picks a statement by name and binds parameters.
 The only substitutions are the schema name (validated, then quoted), the
 NOTIFY channel names and advisory lock classes derived from it, the
 ``wake_wanted`` expression, written once and used by every single enqueue,
-and the ``events_wanted`` expression and ``events_notify`` subquery, written
-once and used by every statement that reports events (jobqueue/events).
+the ``events_wanted`` expression and ``events_notify`` subquery, written
+once and used by every statement that reports events (jobqueue/events), and
+the two ends of the claim (``job_claim`` without events, ``job_claim_events``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ def load(text: str, schema: str) -> dict[str, str]:
             .replace("{lock_unique}", str(locks["unique"]))
             .replace("{lock_events}", str(locks["events"]))
         )
+    # The claim comes in two forms, which differ only in their ends: one with
+    # nothing of events in it (job_claim), one that reports them while a
+    # listener is there (job_claim_events); see claim_without_events.
+    if "{claim_events}" in out.get("job_claim", ""):
+        claim = out["job_claim"]
+        out["job_claim"] = claim.replace("{claim_events}", "\n" + out["claim_without_events"])
+        out["job_claim_events"] = claim.replace("{claim_events}", "\n" + out["claim_with_events"])
     # An expression, not a statement: kept under its name for tools that
     # compose statements from it (benchmarks/enqueue_ceiling.py).
     wake_wanted = out["wake_wanted"]

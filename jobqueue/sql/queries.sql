@@ -234,9 +234,9 @@ WITH candidate AS (
     SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
     FROM claimed
 ), event AS MATERIALIZED (
-    -- One row, read once (MATERIALIZED: a join never runs it again): the
-    -- started events, sent if someone listens (see events_notify: the
-    -- aggregate of a query the statement runs anyway, no subquery).
+    -- job_claim_events only (job_claim does not read it, so it is not even
+    -- planned there): one row, read once (MATERIALIZED: a join never runs it
+    -- again), the started events, sent if someone listens (events_notify).
     SELECT {schema}.events_notify('{channel_events}',
                                   array_agg('started:' || id::text || '/' || attempts)
                                       FILTER (WHERE {events_wanted})) AS sent
@@ -252,11 +252,30 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
-       extract(epoch FROM now() - created_at)::float8 AS age
-FROM claimed, event
+       extract(epoch FROM now() - created_at)::float8 AS age{claim_events}
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;
+
+-- name: claim_without_events
+-- The end of job_claim, one of the two statements made of it (see
+-- sql/__init__.py): no events, so nothing is set up for them. Each row tries
+-- the events lock (events_wanted: the enqueue's conditional NOTIFY's trick,
+-- about 2 us for the claim); when a try fails a listener is there, and
+-- events_listening() raises JQ004: this claim takes nothing (its transaction
+-- is rolled back) and the worker claims with job_claim_events until a claim
+-- says nobody listens. A claim whose tries succeeded keeps the lock until it
+-- commits, so a listener that asks meanwhile waits for it: nothing it was
+-- promised is missed. `events` is NULL.
+, CASE WHEN {events_wanted} THEN {schema}.events_listening() END AS events
+FROM claimed;
+
+-- name: claim_with_events
+-- The end of job_claim_events, the other: the claimed jobs' started events
+-- go with the claim (event). `events` is the NOTIFYs sent, NULL when nobody
+-- listened (the worker goes back to job_claim).
+, event.sent AS events
+FROM claimed, event;
 
 -- name: job_complete_many
 -- Record a batch of outcomes. A row changes only if this worker still holds

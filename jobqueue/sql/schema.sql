@@ -703,6 +703,17 @@ BEGIN
 END
 $$;
 
+-- Called by a claim that reports no events (job_claim) when the events lock
+-- says a listener is there: raises JQ004, so that claim takes nothing and the
+-- worker claims again with job_claim_events. Never returns.
+CREATE FUNCTION {schema}.events_listening() RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a listener wants events: claim with job_claim_events'
+        USING ERRCODE = 'JQ004';
+END
+$$;
+
 
 -- ===========================================================================
 -- Enqueue from plain SQL (triggers, migrations, other languages)

@@ -1,7 +1,8 @@
 """Events sent by a function: ``events_notify(channel, items)``, which the
 claim, completion, revocation, rescue and worker statements call with the
 array of their events, NULL (and so no call: it is STRICT) when nobody
-listens (docs/operations.md, "Events").
+listens; and ``events_listening()``, which stops a claim that reports no
+events when a listener is there (docs/operations.md, "Events").
 
 Revision ID: 0016
 Revises: 0015
@@ -12,7 +13,11 @@ events lock. The gate kept the payload from being built, but the subquery's
 plan was still set up and torn down at every execution: about 15 us of
 server CPU per claim and per completion with nobody listening. An aggregate
 that the statement computes anyway (FILTER on the lock's try) and a function
-call cost nothing measurable when the array is NULL.
+call cost nothing measurable when the array is NULL. The claim has no
+aggregate of its own: a worker claims with a statement that has no events in
+it (job_claim), which tries the lock once a row and calls events_listening()
+when a try fails, and with one that reports them (job_claim_events) from then
+on, until nobody listens again.
 
 Old workers: workers of 0015 may keep running while this is applied and
 during the rollout: their statements do not call the function and keep
@@ -46,9 +51,21 @@ BEGIN
     RETURN sent;
 END
 $$;
+
+-- Called by a claim that reports no events (job_claim) when the events lock
+-- says a listener is there: raises JQ004, so that claim takes nothing and the
+-- worker claims again with job_claim_events. Never returns.
+CREATE FUNCTION {schema}.events_listening() RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a listener wants events: claim with job_claim_events'
+        USING ERRCODE = 'JQ004';
+END
+$$;
 """
 
 DOWNGRADE = r"""
+DROP FUNCTION {schema}.events_listening();
 DROP FUNCTION {schema}.events_notify(text, text[]);
 """
 
