@@ -319,7 +319,7 @@ _WORKER_FUNCTIONS = {
     "control_reply": "remote control: a worker answers a request (0014)",
     "job_metrics_fold": "the maintenance leader folds closed sessions' metric rows (0015)",
     "events_notify": "claims, completions, rescues and the worker's row report events (0016)",
-    "events_listening": "a claim without events stops when a listener is there (0016)",
+    "events_listening": "claims and completions without events stop for a listener (0016)",
 }
 
 WORKER: tuple[Rule, ...] = (

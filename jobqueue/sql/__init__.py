@@ -6,7 +6,8 @@ NOTIFY channel names and advisory lock classes derived from it, the
 ``wake_wanted`` expression, written once and used by every single enqueue,
 the ``events_wanted`` expression and ``events_notify`` subquery, written
 once and used by every statement that reports events (jobqueue/events), and
-the two ends of the claim (``job_claim`` without events, ``job_claim_events``).
+the ends of the claim and the completion (``events_end``: each comes as a
+statement without events and one with them, ``<name>_events``).
 """
 
 from __future__ import annotations
@@ -92,13 +93,12 @@ def load(text: str, schema: str) -> dict[str, str]:
             .replace("{lock_unique}", str(locks["unique"]))
             .replace("{lock_events}", str(locks["events"]))
         )
-    # The claim comes in two forms, which differ only in their ends: one with
-    # nothing of events in it (job_claim), one that reports them while a
-    # listener is there (job_claim_events); see claim_without_events.
-    if "{claim_events}" in out.get("job_claim", ""):
-        claim = out["job_claim"]
-        out["job_claim"] = claim.replace("{claim_events}", "\n" + out["claim_without_events"])
-        out["job_claim_events"] = claim.replace("{claim_events}", "\n" + out["claim_with_events"])
+    # The claim and the completion come in two forms, which differ only in
+    # their ends: without events, and <name>_events (see events_end).
+    for name in [n for n, text in out.items() if n != "events_end" and "{events_end}" in text]:
+        text = out[name]
+        out[name] = text.replace("{events_end}", "\n" + out[f"{name}_without_events"])
+        out[f"{name}_events"] = text.replace("{events_end}", "\n" + out[f"{name}_with_events"])
     # An expression, not a statement: kept under its name for tools that
     # compose statements from it (benchmarks/enqueue_ceiling.py).
     wake_wanted = out["wake_wanted"]

@@ -73,8 +73,9 @@ END;
 -- transaction ends: the try fails while any listener holds it or waits for
 -- it, and statements never fail each other's tries (shared locks do not
 -- conflict), so nobody listening means no NOTIFY at all. Tried once per event
--- (see events_notify); the first try of a transaction costs about 2 us of
--- server CPU in a claim, the next find the lock held (a local lookup). A
+-- (see events_notify, and job_claim's Events); the first try of a transaction
+-- costs about 2 us of server CPU, the next find the lock held (a local
+-- lookup). A
 -- listener whose lock is granted knows that every transaction that tried
 -- before has ended: it has missed none. A transaction whose try succeeded
 -- keeps the lock, so all its later tries succeed too: it sends nothing, and
@@ -82,20 +83,18 @@ END;
 NOT pg_try_advisory_xact_lock_shared({lock_events}, 0);
 
 -- name: events_notify
--- The events of a statement, sent only while someone listens: an aggregate
--- expression put in place of {events_notify} in a query over the statement's
--- CTE `event (kind, item)`: kind is started, succeeded, failed, retried,
--- revoked (item: job id/attempt) or online, heartbeat, offline (item: worker
--- id). The hot statements (job_claim, job_complete_many) write the same
--- aggregate into a query they run anyway. The FILTER tries the events lock
--- once a row, so when nobody listens the array is NULL and events_notify(),
--- STRICT, is never called: nothing is built for events. Release 0015 gated a
--- subquery instead, whose plan was set up at every execution, listened to or
--- not: about 15 us of server CPU per claim and per completion (this: within
--- the noise of a few us). events_notify() (migration 0016) sends one NOTIFY per 120 items (a NOTIFY
--- takes a cluster-wide lock at commit; payloads of `kind:item,...`, in the
--- order of `event`, stay under the 8000-byte limit). A hint: the listener
--- reads the rows.
+-- The events of a statement, sent only while someone listens: a scalar
+-- subquery put in place of {events_notify}, over the statement's CTE
+-- `event (kind, item)`: kind is started, succeeded, failed, retried, revoked
+-- (item: job id/attempt) or online, heartbeat, offline (item: worker id).
+-- For the statements that run now and then (revoke, rescue, the worker's
+-- row); the claim and the completion, which run for every job, have a form
+-- with nothing of events in it (see job_claim). The FILTER tries the events
+-- lock once a row, so when nobody listens the array is NULL and
+-- events_notify() (migration 0016), STRICT, is not called. It sends one
+-- NOTIFY per 120 items (a NOTIFY takes a cluster-wide lock at commit;
+-- payloads of `kind:item,...`, in the order of `event`, stay under the
+-- 8000-byte limit). A hint: the listener reads the rows.
 (SELECT {schema}.events_notify('{channel_events}',
                                array_agg(kind || ':' || item) FILTER (WHERE {events_wanted}))
  FROM event);
@@ -158,6 +157,24 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- claim, one primary key probe per queue, before any row is read. Jobs of a
 -- task an operator gave a rate limit (set_rate_limit) go through admit()
 -- even without a rate key: the task list is read once per claim.
+-- Events: the claim and the completion run for every job, so they come in
+-- two forms, which the loader (sql/__init__.py) makes of one text whose end,
+-- {events_end}, is <name>_without_events or <name>_with_events:
+-- * <name> has nothing of events in it, so nothing is set up for them: each
+--   row that would have an event tries the events lock (events_wanted, the
+--   trick of the enqueue's conditional NOTIFY: about 2 us a statement), and
+--   when a try fails a listener is there: events_listening() raises JQ004,
+--   the statement changes nothing (its transaction is rolled back), and the
+--   worker runs <name>_events instead (Store._with_events), and from then on.
+--   A statement whose tries succeeded holds the lock until it commits, so a
+--   listener that asks meanwhile waits for it: it misses nothing promised.
+-- * <name>_events sends its events (events_notify, from an aggregate of its
+--   rows), atomically with its changes; its last column is the NOTIFYs sent,
+--   NULL when nobody listened: the worker goes back to <name>.
+-- Release 0015 had one form with a gated subquery whose plan was set up at
+-- every execution, listened to or not: about 13-22 us of server CPU per
+-- claim and per completion; the aggregate alone (the _events forms) still
+-- cost about half of that with nobody listening.
 WITH candidate AS (
     SELECT c.job_id, c.row_id, c.limited
     FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
@@ -252,28 +269,19 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
-       extract(epoch FROM now() - created_at)::float8 AS age{claim_events}
+       extract(epoch FROM now() - created_at)::float8 AS age{events_end}
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;
 
--- name: claim_without_events
--- The end of job_claim, one of the two statements made of it (see
--- sql/__init__.py): no events, so nothing is set up for them. Each row tries
--- the events lock (events_wanted: the enqueue's conditional NOTIFY's trick,
--- about 2 us for the claim); when a try fails a listener is there, and
--- events_listening() raises JQ004: this claim takes nothing (its transaction
--- is rolled back) and the worker claims with job_claim_events until a claim
--- says nobody listens. A claim whose tries succeeded keeps the lock until it
--- commits, so a listener that asks meanwhile waits for it: nothing it was
--- promised is missed. `events` is NULL.
+-- name: job_claim_without_events
+-- The end of job_claim (see events_end): no events, each row tries the lock.
 , CASE WHEN {events_wanted} THEN {schema}.events_listening() END AS events
 FROM claimed;
 
--- name: claim_with_events
--- The end of job_claim_events, the other: the claimed jobs' started events
--- go with the claim (event). `events` is the NOTIFYs sent, NULL when nobody
--- listened (the worker goes back to job_claim).
+-- name: job_claim_with_events
+-- The end of job_claim_events: the claimed jobs' started events go with the
+-- claim (event); `events`, the NOTIFYs sent, is NULL when nobody listened.
 , event.sent AS events
 FROM claimed, event;
 
@@ -369,16 +377,28 @@ SELECT count(*) AS finished,
        -- Outcomes that changed nothing: this worker no longer held the lease
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
-             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
-       -- The events, if someone listens (see events_notify): aggregated with
-       -- the count, not in a subquery. A job handed back unrun (RELEASED) is
-       -- no event: it was never started.
-       {schema}.events_notify(
-           '{channel_events}',
-           array_agg(CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
-                                WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END
-                     || ':' || id::text || '/' || attempts)
-               FILTER (WHERE outcome <> 'RELEASED' AND {events_wanted})) AS events
+             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused  -- hashed: linear
+{events_end};
+
+-- name: job_complete_many_without_events
+-- The end of job_complete_many (see events_end): no events, each row that
+-- would have one tries the lock. A job handed back unrun (RELEASED) is no
+-- event: it was never started.
+, NULL::integer AS events
+FROM finished
+-- Always true, or raises:
+WHERE CASE WHEN outcome <> 'RELEASED' AND {events_wanted}
+           THEN {schema}.events_listening() END IS NULL;
+
+-- name: job_complete_many_with_events
+-- The end of job_complete_many_events: the events aggregated with the count
+-- (no subquery); `events`, the NOTIFYs sent, is NULL when nobody listened.
+, {schema}.events_notify(
+      '{channel_events}',
+      array_agg(CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
+                           WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END
+                || ':' || id::text || '/' || attempts)
+          FILTER (WHERE outcome <> 'RELEASED' AND {events_wanted})) AS events
 FROM finished;
 
 -- name: job_rescue

@@ -703,9 +703,10 @@ BEGIN
 END
 $$;
 
--- Called by a claim that reports no events (job_claim) when the events lock
--- says a listener is there: raises JQ004, so that claim takes nothing and the
--- worker claims again with job_claim_events. Never returns.
+-- Called by a claim or a completion that reports no events (job_claim,
+-- job_complete_many) when the events lock says a listener is there: raises
+-- JQ004, so that statement changes nothing and the worker runs it again as
+-- job_claim_events or job_complete_many_events. Never returns.
 CREATE FUNCTION {schema}.events_listening() RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -75,7 +75,6 @@ _CLAIM_ERROR_PAUSE = 1.0
 # outcomes it holds (the database may be away); what is left is rescued.
 _RECORD_GRACE = 10.0
 _INCOMPATIBLE = "JQ001"  # worker_compatible(): the schema moved to a revision we do not know
-_LISTENED = "JQ004"  # events_listening(): the claim without events met a listener
 
 
 class Worker:
@@ -98,9 +97,6 @@ class Worker:
         self._avg_runtime = 1.0  # seconds, moving average; start cautious (no prefetch)
         self.id = str(uuid7())
         self.revision = int(head_revision())  # the schema revision this code was written for
-        # Whether claims report events (job_claim_events): only while a listener
-        # is there; the claim without them costs nothing for events.
-        self._events = False
         self._incompatible: psycopg.Error | None = None
         self._store = app.store
         app.db.for_worker()
@@ -398,22 +394,9 @@ class Worker:
     def _claim(self, conn: psycopg.Connection[Any], limit: int) -> int:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
         claimed_as = self.id
-        skip = self._tasks_to_skip()
-        try:
-            rows = self._store.claim(
-                conn, self.queues, limit, claimed_as, self.revision, skip, events=self._events
-            )
-        except psycopg.Error as exc:
-            if exc.sqlstate != _LISTENED:
-                raise
-            # A listener came (the claim took nothing): claim reporting events
-            # from now on. Only this claim is redone.
-            self._events = True
-            rows = self._store.claim(
-                conn, self.queues, limit, claimed_as, self.revision, skip, events=True
-            )
-        if rows and self._events and rows[0][-1] is None:
-            self._events = False  # nobody listened: claim without events again
+        rows = self._store.claim(
+            conn, self.queues, limit, claimed_as, self.revision, self._tasks_to_skip()
+        )
         jobs = [Job.from_row(row) for row in rows]
         if jobs and signals.task_received.receivers and not self.lease.fenced:
             self._send_received(jobs)  # before a slot may start them; not under the lock

@@ -1,8 +1,8 @@
 """Events sent by a function: ``events_notify(channel, items)``, which the
 claim, completion, revocation, rescue and worker statements call with the
 array of their events, NULL (and so no call: it is STRICT) when nobody
-listens; and ``events_listening()``, which stops a claim that reports no
-events when a listener is there (docs/operations.md, "Events").
+listens; and ``events_listening()``, which stops a claim or a completion
+that reports no events when a listener is there (docs/operations.md, "Events").
 
 Revision ID: 0016
 Revises: 0015
@@ -12,11 +12,12 @@ Why: 0015's statements built their events in a subquery gated by the
 events lock. The gate kept the payload from being built, but the subquery's
 plan was still set up and torn down at every execution: about 15 us of
 server CPU per claim and per completion with nobody listening. An aggregate
-that the statement computes anyway (FILTER on the lock's try) and a function
-call cost nothing measurable when the array is NULL. The claim has no
-aggregate of its own: a worker claims with a statement that has no events in
-it (job_claim), which tries the lock once a row and calls events_listening()
-when a try fails, and with one that reports them (job_claim_events) from then
+(FILTER on the lock's try) fed to a STRICT function, not called when the
+array is NULL, still cost about half of that. So the claim and the
+completion now come in two forms: one with nothing of events in it
+(job_claim, job_complete_many), which tries the lock once a row and calls
+events_listening() when a try fails, and one that reports them
+(job_claim_events, job_complete_many_events), which a worker runs from then
 on, until nobody listens again.
 
 Old workers: workers of 0015 may keep running while this is applied and
@@ -52,9 +53,10 @@ BEGIN
 END
 $$;
 
--- Called by a claim that reports no events (job_claim) when the events lock
--- says a listener is there: raises JQ004, so that claim takes nothing and the
--- worker claims again with job_claim_events. Never returns.
+-- Called by a claim or a completion that reports no events (job_claim,
+-- job_complete_many) when the events lock says a listener is there: raises
+-- JQ004, so that statement changes nothing and the worker runs it again as
+-- job_claim_events or job_complete_many_events. Never returns.
 CREATE FUNCTION {schema}.events_listening() RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -1,8 +1,9 @@
 """The events of the claim and the completion, driven directly: nothing at
 all when nobody listens (events_notify() is not even called: the statements
 hand it NULL), and once the events lock is held, every claimed and finished
-job, 120 items a NOTIFY (migration 0016). The claim without events
-(job_claim) refuses to claim while a listener is there (JQ004)."""
+job, 120 items a NOTIFY (migration 0016). The forms without events
+(job_claim, job_complete_many) refuse while a listener is there (JQ004),
+having changed nothing; Store switches to the _events forms and back."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ def _claim(
     return conn.execute(queries(schema)[name], params).fetchall()
 
 
-def _complete(conn: Any, schema: str, worker: str, rows: list[tuple[Any, ...]]) -> Any:
+def _complete(
+    conn: Any, schema: str, worker: str, rows: list[Any], name: str = "job_complete_many"
+) -> Any:
     outcomes = [Outcome(r[0], r[6], states.SUCCESS, result="2") for r in rows]
-    statement = queries(schema)["job_complete_many"]
+    statement = queries(schema)[name]
     return conn.execute(statement, outcome_params(outcomes, worker)).fetchone()
 
 
@@ -61,7 +64,8 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
         assert len(rows) == 5 and {r[-1] for r in rows} == {None}
         more = _claim(conn, schema, worker, 5, "job_claim_events")
         assert len(more) == 5 and {r[-1] for r in more} == {None}
-        assert _complete(conn, schema, worker, rows + more)[4] is None
+        assert _complete(conn, schema, worker, rows)[4] is None
+        assert _complete(conn, schema, worker, more, "job_complete_many_events")[4] is None
         assert _claim(conn, schema, worker, 10) == []  # an empty claim
         assert _payloads(spy) == []
 
@@ -79,7 +83,12 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
             rows = _claim(conn, schema, worker, 300, "job_claim_events")
             assert len(rows) == 250 and {r[-1] for r in rows} == {3}
             started = _payloads(spy)
-            row = _complete(conn, schema, worker, rows)
+            with pytest.raises(psycopg.Error) as refused:
+                _complete(conn, schema, worker, rows)
+            assert refused.value.sqlstate == LISTENED
+            leases = f'SELECT count(*) FROM "{schema}".job_lease'
+            assert conn.execute(leases).fetchone()[0] == 250
+            row = _complete(conn, schema, worker, rows, "job_complete_many_events")
             assert row[0] == 250 and row[4] == 3
             succeeded = _payloads(spy)
         assert _claim(conn, schema, worker, 10) == []
@@ -96,3 +105,33 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
         if order is not None:
             assert sorted(item for _, item in items) == sorted(order)
         assert all(len(p.encode()) < 8000 for p in payloads)
+
+
+def test_the_store_switches_forms_as_listeners_come_and_go(
+    jq: Any, dsn: str, schema: str, conn: Any
+) -> None:
+    """Store.claim and Store.complete run the form without events while
+    nobody listens, and the _events form (redoing the refused statement)
+    from the moment a listener is there until a statement says it left."""
+    store, worker = jq.app.store, new_id()
+    spy = psycopg.connect(dsn, autocommit=True)
+    spy.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channels(schema)["events"])))
+
+    def cycle(n: int) -> list[str]:
+        jq.app.enqueue_many(jq.add, [(1, 1)] * n)
+        rows = store.claim(conn, ["default"], 100, worker, REVISION)
+        outcomes = [Outcome(r[0], r[6], states.SUCCESS, result="2") for r in rows]
+        assert store.complete(conn, outcome_params(outcomes, worker), []) == []
+        return [kind for p in _payloads(spy) for kind in (i.split(":")[0] for i in p.split(","))]
+
+    with spy:
+        assert cycle(3) == []
+        assert not any(store._reporting.values())
+        with psycopg.connect(dsn, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s, 0)", (lock_classes(schema)["events"],))
+            assert cycle(3) == ["started"] * 3 + ["succeeded"] * 3  # each refused, then redone
+            assert store._reporting == {"job_claim": True, "job_complete_many": True}
+            assert cycle(2) == ["started"] * 2 + ["succeeded"] * 2
+        assert cycle(2) == []  # the _events forms, which find nobody listening...
+        assert store._reporting == {"job_claim": False, "job_complete_many": False}
+        assert cycle(2) == []  # ...and back to the forms without events
