@@ -138,6 +138,9 @@ FUNCTIONS = (
     "metric_buckets",
     "job_metrics_track",  # a trigger function
     "job_metrics_fold",
+    # revision 0016: the events a statement sends while someone listens
+    "events_notify",
+    "events_listening",
 )
 
 
@@ -240,6 +243,7 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("EXECUTE", "json_depth", "enqueue() checks the arguments' nesting"),
     Rule("EXECUTE", "uuid7_floor", "querying all_jobs by time (docs/sql.md)"),
     Rule("EXECUTE", "error_json", "job_revoke writes the TaskRevokedError"),
+    Rule("EXECUTE", "events_notify", "job_revoke reports its events (0016)"),
     Rule("EXECUTE", "spawn", _CANVAS),
     Rule("EXECUTE", "fail_tree", _CANVAS),
     Rule("EXECUTE", "fail_chord", _CANVAS),
@@ -314,6 +318,8 @@ _WORKER_FUNCTIONS = {
     "control_pending": "remote control: a worker reads the requests sent to it (0014)",
     "control_reply": "remote control: a worker answers a request (0014)",
     "job_metrics_fold": "the maintenance leader folds closed sessions' metric rows (0015)",
+    "events_notify": "claims, completions, rescues and the worker's row report events (0016)",
+    "events_listening": "claims and completions without events stop for a listener (0016)",
 }
 
 WORKER: tuple[Rule, ...] = (

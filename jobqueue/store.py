@@ -18,7 +18,7 @@ that follow it; a unique key's lock with its insert) is one method.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,11 +29,18 @@ from .db import Database, Row, psycopg_connection
 Params = Mapping[str, Any]
 
 VACUUMED = ("job_queue", "job_lease", "jobs")  # the tables a worker keeps clean
+LISTENED = "JQ004"  # events_listening(): a statement without events met a listener
 
 
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The claim and the completion come in two forms (events_end in
+        # queries.sql): without events, refusing (JQ004, having changed
+        # nothing) while a listener is there, and <name>_events. Which one a
+        # statement needed last time: a hint shared by threads, since either
+        # form is correct and a wrong guess costs one refused statement.
+        self._reporting: dict[str, bool] = {}
 
     @property
     def sql(self) -> dict[str, str]:
@@ -42,6 +49,25 @@ class Store:
     def _on(self, conn: psycopg.Connection[Any], name: str, params: Params) -> list[Row]:
         cursor = conn.execute(self.sql[name], params)
         return cursor.fetchall() if cursor.description is not None else []
+
+    def _with_events(
+        self, name: str, run: Callable[[str], list[Row]], rows_changed: Callable[[list[Row]], bool]
+    ) -> list[Row]:
+        """``run`` a statement of two forms in the one that costs nothing
+        while nobody listens, or in ``<name>_events`` while someone does. The
+        rows of the latter end with the NOTIFYs sent, NULL when nobody
+        listened: the next run goes back to the form without events."""
+        events = self._reporting.get(name, False)
+        try:
+            rows = run(f"{name}_events" if events else name)
+        except psycopg.Error as exc:
+            if events or exc.sqlstate != LISTENED:
+                raise
+            events = self._reporting[name] = True  # a listener came: this run is redone
+            rows = run(f"{name}_events")
+        if events and rows_changed(rows) and rows[0][-1] is None:
+            self._reporting[name] = False
+        return rows
 
     # -- enqueue ---------------------------------------------------------------
 
@@ -363,7 +389,8 @@ class Store:
         skip_tasks: Sequence[str] = (),
     ) -> list[Row]:
         """Up to ``limit`` due jobs of ``queues``, not of ``skip_tasks`` (tasks
-        this worker does not know and handed back lately)."""
+        this worker does not know and handed back lately); their started
+        events go with the claim while someone listens (job_claim_events)."""
         params = {
             "queues": queues,
             "limit": limit,
@@ -371,7 +398,9 @@ class Store:
             "revision": revision,
             "skip_tasks": list(skip_tasks),
         }
-        return self._on(conn, "job_claim", params)
+        return self._with_events(
+            "job_claim", lambda name: self._on(conn, name, params), lambda rows: bool(rows)
+        )
 
     def next_run_at(
         self, conn: psycopg.Connection[Any], queues: list[str]
@@ -385,13 +414,18 @@ class Store:
     ) -> list[str]:
         """Record a batch of outcomes (executor.outcome_params) and, in the same
         transaction, create what follows the ``advance`` jobs. Returns the ids
-        whose outcome changed nothing (the lease was no longer this worker's)."""
-        if not advance:  # the common case: one autocommit statement, one round trip
-            rows = self._on(conn, "job_complete_many", params)
-        else:
+        whose outcome changed nothing (the lease was no longer this worker's).
+        The events go with it while someone listens (job_complete_many_events)."""
+
+        def run(name: str) -> list[Row]:
+            if not advance:  # the common case: one autocommit statement, one round trip
+                return self._on(conn, name, params)
             with conn.transaction():
-                rows = self._on(conn, "job_complete_many", params)
+                rows = self._on(conn, name, params)
                 self._on(conn, "job_advance", {"ids": advance})
+            return rows
+
+        rows = self._with_events("job_complete_many", run, lambda rows: bool(rows and rows[0][0]))
         return [str(job_id) for job_id in rows[0][3]] if rows else []
 
     def release(self, conn: psycopg.Connection[Any], ids: list[str], worker_id: str) -> None:

@@ -4,8 +4,10 @@ Python never assembles SQL: it picks a statement by name and binds parameters.
 The only substitutions are the schema name (validated, then quoted), the
 NOTIFY channel names and advisory lock classes derived from it, the
 ``wake_wanted`` expression, written once and used by every single enqueue,
-and the ``events_wanted`` expression and ``events_notify`` subquery, written
-once and used by every statement that reports events (jobqueue/events).
+the ``events_wanted`` expression and ``events_notify`` subquery, written
+once and used by every statement that reports events (jobqueue/events), and
+the ends of the claim and the completion (``events_end``: each comes as a
+statement without events and one with them, ``<name>_events``).
 """
 
 from __future__ import annotations
@@ -91,6 +93,12 @@ def load(text: str, schema: str) -> dict[str, str]:
             .replace("{lock_unique}", str(locks["unique"]))
             .replace("{lock_events}", str(locks["events"]))
         )
+    # The claim and the completion come in two forms, which differ only in
+    # their ends: without events, and <name>_events (see events_end).
+    for name in [n for n, text in out.items() if n != "events_end" and "{events_end}" in text]:
+        text = out[name]
+        out[name] = text.replace("{events_end}", "\n" + out[f"{name}_without_events"])
+        out[f"{name}_events"] = text.replace("{events_end}", "\n" + out[f"{name}_with_events"])
     # An expression, not a statement: kept under its name for tools that
     # compose statements from it (benchmarks/enqueue_ceiling.py).
     wake_wanted = out["wake_wanted"]
@@ -98,7 +106,10 @@ def load(text: str, schema: str) -> dict[str, str]:
     events_notify = out.get("events_notify", "").replace(
         "{events_wanted}", out.get("events_wanted", "")
     )
+    events_wanted = out.get("events_wanted", "")
     return {
-        name: text.replace("{wake_wanted}", wake_wanted).replace("{events_notify}", events_notify)
+        name: text.replace("{wake_wanted}", wake_wanted)
+        .replace("{events_notify}", events_notify)
+        .replace("{events_wanted}", events_wanted)
         for name, text in out.items()
     }

@@ -72,31 +72,32 @@ END;
 -- its own while it listens; a statement tries the lock shared, until its
 -- transaction ends: the try fails while any listener holds it or waits for
 -- it, and statements never fail each other's tries (shared locks do not
--- conflict), so nobody listening means no NOTIFY at all. About a microsecond,
--- once per statement. A listener whose lock is granted knows that every
--- transaction that tried before has ended: it has missed none.
+-- conflict), so nobody listening means no NOTIFY at all. Tried once per event
+-- (see events_notify, and job_claim's Events); the first try of a transaction
+-- costs about 2 us of server CPU, the next find the lock held (a local
+-- lookup). A
+-- listener whose lock is granted knows that every transaction that tried
+-- before has ended: it has missed none. A transaction whose try succeeded
+-- keeps the lock, so all its later tries succeed too: it sends nothing, and
+-- a listener that asked meanwhile waits for it to end.
 NOT pg_try_advisory_xact_lock_shared({lock_events}, 0);
 
 -- name: events_notify
 -- The events of a statement, sent only while someone listens: a scalar
--- subquery put in place of {events_notify}, which reads the statement's CTE
+-- subquery put in place of {events_notify}, over the statement's CTE
 -- `event (kind, item)`: kind is started, succeeded, failed, retried, revoked
 -- (item: job id/attempt) or online, heartbeat, offline (item: worker id).
--- One NOTIFY per statement (a NOTIFY takes a cluster-wide lock at commit),
--- one more per 120 items past the first 120: payloads of
--- `kind:item,kind:item,...` (in the order of `event`: a rescue's offline
--- workers before their jobs) stay under the 8000-byte limit. A hint: the
--- listener reads the rows. The gate is an initplan, a one-time filter: when
--- nobody listens the payloads are never built. But the subquery's plan is set
--- up (and torn down) at every execution, listened to or not: about 15 us of
--- server CPU per statement (an empty claim took 88-97 us before events, the
--- try of the lock alone 2), whatever its shape (a window and two hash
--- aggregates measured the same as this array_agg).
-(SELECT count(pg_notify('{channel_events}',
-                        array_to_string(a.items[g * 120 + 1 : g * 120 + 120], ',')))
- FROM (SELECT array_agg(kind || ':' || item) AS items FROM event) AS a,
-      generate_series(0, (cardinality(a.items) - 1) / 120) AS g
- WHERE (SELECT {events_wanted}));
+-- For the statements that run now and then (revoke, rescue, the worker's
+-- row); the claim and the completion, which run for every job, have a form
+-- with nothing of events in it (see job_claim). The FILTER tries the events
+-- lock once a row, so when nobody listens the array is NULL and
+-- events_notify() (migration 0016), STRICT, is not called. It sends one
+-- NOTIFY per 120 items (a NOTIFY takes a cluster-wide lock at commit;
+-- payloads of `kind:item,...`, in the order of `event`, stay under the
+-- 8000-byte limit). A hint: the listener reads the rows.
+(SELECT {schema}.events_notify('{channel_events}',
+                               array_agg(kind || ':' || item) FILTER (WHERE {events_wanted}))
+ FROM event);
 
 -- name: worker_wait_flag
 -- The claim connection is about to wait for new jobs: from now on enqueues
@@ -156,6 +157,24 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- claim, one primary key probe per queue, before any row is read. Jobs of a
 -- task an operator gave a rate limit (set_rate_limit) go through admit()
 -- even without a rate key: the task list is read once per claim.
+-- Events: the claim and the completion run for every job, so they come in
+-- two forms, which the loader (sql/__init__.py) makes of one text whose end,
+-- {events_end}, is <name>_without_events or <name>_with_events:
+-- * <name> has nothing of events in it, so nothing is set up for them: each
+--   row that would have an event tries the events lock (events_wanted, the
+--   trick of the enqueue's conditional NOTIFY: about 2 us a statement), and
+--   when a try fails a listener is there: events_listening() raises JQ004,
+--   the statement changes nothing (its transaction is rolled back), and the
+--   worker runs <name>_events instead (Store._with_events), and from then on.
+--   A statement whose tries succeeded holds the lock until it commits, so a
+--   listener that asks meanwhile waits for it: it misses nothing promised.
+-- * <name>_events sends its events (events_notify, from an aggregate of its
+--   rows), atomically with its changes; its last column is the NOTIFYs sent,
+--   NULL when nobody listened: the worker goes back to <name>.
+-- Release 0015 had one form with a gated subquery whose plan was set up at
+-- every execution, listened to or not: about 13-22 us of server CPU per
+-- claim and per completion; the aggregate alone (the _events forms) still
+-- cost about half of that with nobody listening.
 WITH candidate AS (
     SELECT c.job_id, c.row_id, c.limited
     FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
@@ -231,8 +250,14 @@ WITH candidate AS (
     INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue, concurrency_key)
     SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
     FROM claimed
-), event AS (
-    SELECT 'started' AS kind, id::text || '/' || attempts AS item FROM claimed
+), event AS MATERIALIZED (
+    -- job_claim_events only (job_claim does not read it, so it is not even
+    -- planned there): one row, read once (MATERIALIZED: a join never runs it
+    -- again), the started events, sent if someone listens (events_notify).
+    SELECT {schema}.events_notify('{channel_events}',
+                                  array_agg('started:' || id::text || '/' || attempts)
+                                      FILTER (WHERE {events_wanted})) AS sent
+    FROM claimed
 )
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
@@ -244,12 +269,21 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
-       extract(epoch FROM now() - created_at)::float8 AS age
-FROM claimed
-WHERE {events_notify} >= 0  -- always true: sends the events (once, an initplan)
+       extract(epoch FROM now() - created_at)::float8 AS age{events_end}
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;
+
+-- name: job_claim_without_events
+-- The end of job_claim (see events_end): no events, each row tries the lock.
+, CASE WHEN {events_wanted} THEN {schema}.events_listening() END AS events
+FROM claimed;
+
+-- name: job_claim_with_events
+-- The end of job_claim_events: the claimed jobs' started events go with the
+-- claim (event); `events`, the NOTIFYs sent, is NULL when nobody listened.
+, event.sent AS events
+FROM claimed, event;
 
 -- name: job_complete_many
 -- Record a batch of outcomes. A row changes only if this worker still holds
@@ -331,12 +365,6 @@ WITH input AS MATERIALIZED (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
     SELECT id, attempts, worker_id, started_at, state, error
     FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
-), event AS (
-    -- A job handed back unrun (RELEASED) is no event: it was never started.
-    SELECT CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
-                      WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END AS kind,
-           id::text || '/' || attempts AS item
-    FROM finished WHERE outcome <> 'RELEASED'
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
@@ -349,8 +377,28 @@ SELECT count(*) AS finished,
        -- Outcomes that changed nothing: this worker no longer held the lease
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
-             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
-       {events_notify} AS events
+             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused  -- hashed: linear
+{events_end};
+
+-- name: job_complete_many_without_events
+-- The end of job_complete_many (see events_end): no events, each row that
+-- would have one tries the lock. A job handed back unrun (RELEASED) is no
+-- event: it was never started.
+, NULL::integer AS events
+FROM finished
+-- Always true, or raises:
+WHERE CASE WHEN outcome <> 'RELEASED' AND {events_wanted}
+           THEN {schema}.events_listening() END IS NULL;
+
+-- name: job_complete_many_with_events
+-- The end of job_complete_many_events: the events aggregated with the count
+-- (no subquery); `events`, the NOTIFYs sent, is NULL when nobody listened.
+, {schema}.events_notify(
+      '{channel_events}',
+      array_agg(CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
+                           WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END
+                || ':' || id::text || '/' || attempts)
+          FILTER (WHERE outcome <> 'RELEASED' AND {events_wanted})) AS events
 FROM finished;
 
 -- name: job_rescue

@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0015), in
+-- The jobqueue schema as it stands at the newest migration (revision 0016), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -623,7 +623,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0015');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0016');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -682,6 +682,37 @@ CREATE FUNCTION {schema}.max_retries(options jsonb) RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN options ? 'max_retries' THEN (options ->> 'max_retries')::integer
                 ELSE 3 END
+$$;
+
+-- The events of one statement (jobqueue/events): items of kind:id[/attempt],
+-- one NOTIFY per 120 of them (a NOTIFY takes a cluster-wide lock at commit;
+-- payloads stay under the 8000-byte limit). STRICT: the statements pass
+-- array_agg(...) FILTER (WHERE <the events lock's try failed>), NULL when
+-- nobody listens, so the function is not even called then. Returns the
+-- NOTIFYs sent.
+CREATE FUNCTION {schema}.events_notify(channel text, items text[]) RETURNS integer
+LANGUAGE plpgsql STRICT AS $$
+DECLARE
+    sent integer := 0;
+BEGIN
+    FOR i IN 1 .. cardinality(items) BY 120 LOOP
+        PERFORM pg_notify(channel, array_to_string(items[i : i + 119], ','));
+        sent := sent + 1;
+    END LOOP;
+    RETURN sent;
+END
+$$;
+
+-- Called by a claim or a completion that reports no events (job_claim,
+-- job_complete_many) when the events lock says a listener is there: raises
+-- JQ004, so that statement changes nothing and the worker runs it again as
+-- job_claim_events or job_complete_many_events. Never returns.
+CREATE FUNCTION {schema}.events_listening() RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a listener wants events: claim with job_claim_events'
+        USING ERRCODE = 'JQ004';
+END
 $$;
 
 

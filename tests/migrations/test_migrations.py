@@ -135,6 +135,8 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "delete_jobs",
             "enqueue",
             "error_json",
+            "events_listening",
+            "events_notify",
             "fail_chord",
             "fail_tree",
             "find_jobs",

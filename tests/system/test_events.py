@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -346,3 +347,51 @@ def test_unknown_types_and_empty_filters_are_refused(jq: Any) -> None:
         jq.app.events.stream(queues=[""])
     with pytest.raises(ValueError, match="unknown event type"):
         jq.app.events.Receiver(handlers={"task-sent": print})
+
+
+def test_a_listener_that_opens_mid_drain_misses_no_job_still_waiting(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """The listener's promise against claims and completions in flight: a
+    worker drains while producers keep enqueueing, and the stream opens in
+    the middle. The statements try the events lock only as they aggregate
+    their events (events_notify, migration 0016), at any point of the
+    listener's request; still every job waiting once the stream is open, or
+    enqueued later, gets its started and then its succeeded event."""
+    start_worker("--concurrency", "4")
+    stop = threading.Event()
+    enqueued: list[tuple[float, str]] = []  # (monotonic time after its commit, id)
+
+    def produce() -> None:
+        while not stop.is_set():
+            for result in jq.app.enqueue_many(jq.add, [(1, 1)] * 20):
+                enqueued.append((time.monotonic(), result.id))
+
+    producers = [threading.Thread(target=produce, daemon=True) for _ in range(2)]
+    for thread in producers:
+        thread.start()
+    done = f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'SUCCESS'"
+    wait_for(lambda: conn.execute(done).fetchone()[0] >= 200, 30, "the drain to get going")
+    types = ["task-started", "task-succeeded"]
+    seen: dict[str, list[str]] = {}
+    with jq.app.events.stream(types=types, timeout=30) as stream:
+        opened = time.monotonic()
+        waiting = {str(row[0]) for row in conn.execute(f'SELECT job_id FROM "{schema}".job_queue')}
+        wait_for(lambda: len(enqueued) > 0 and enqueued[-1][0] > opened + 0.5, 30, "enqueues")
+        stop.set()
+        for thread in producers:
+            thread.join(30)
+        promised = waiting | {job_id for at, job_id in enqueued if at > opened}
+        assert len(promised) >= 40  # the drain was running when the stream opened
+
+        def all_seen() -> bool:
+            for event in stream.batch():
+                seen.setdefault(event["uuid"], []).append(event["type"])
+            return all(seen.get(job_id) == types for job_id in promised)
+
+        try:
+            wait_for(all_seen, 60, "started then succeeded for every promised job")
+        except AssertionError:
+            missed = {j: seen.get(j) for j in promised if seen.get(j) != types}
+            some = dict(list(missed.items())[:5])
+            raise AssertionError(f"{len(missed)} of {len(promised)} missed, e.g. {some}") from None

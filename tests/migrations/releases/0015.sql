@@ -1,0 +1,1199 @@
+-- The statements a worker and a producer of the previous release (schema
+-- revision 0015, code at 5a877bf) run, as that release shipped them: the
+-- upgrade tests play that release's processes against a schema moving to
+-- the new head. Frozen: never edit; the next release adds its own file.
+
+-- Every statement jobqueue runs at run time lives here, named noun-first.
+-- `{schema}` is replaced by the validated, quoted schema name and `{channel_*}`
+-- by the NOTIFY channel names when the file is loaded; everything else is a
+-- bound parameter. Blocks start with a line `-- name: <query_name>`.
+
+-- name: job_insert
+-- One job, one row, one round trip: the job waits in `job_queue` with its
+-- arguments, and its record in `jobs` is written by the claim that first
+-- takes it (a second row at enqueue costs about a seventh of the rate of
+-- single enqueues). When a worker waits for the queue (wake_wanted), a
+-- wake-up hint goes too, which PostgreSQL delivers only when the transaction
+-- commits. Scheduled jobs send it too: the woken worker then sleeps until
+-- they are due. Only for ids we generate (nothing here checks `jobs` for the
+-- id) and jobs outside workflows (lineage lookups read `jobs` alone).
+WITH waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key, args, kwargs, options, expires_at,
+                                    created_at)
+    VALUES (%(id)s::uuid, %(queue)s, %(priority)s,
+            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+            %(task)s, %(rate_key)s, %(concurrency_key)s, %(args)s::jsonb,
+            %(kwargs)s::jsonb, %(options)s::jsonb,
+            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+            now())
+    RETURNING queue
+)
+SELECT pg_notify('{channel_jobs}', queue) FROM waiting WHERE {wake_wanted};
+
+-- name: job_insert_recorded
+-- job_insert with the record written at once, for an id the caller chose (or
+-- the retry of a generated one whose commit reply was lost): the primary keys
+-- of both tables then refuse an id already taken, claimed or not.
+WITH job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id, parent_id)
+    VALUES (%(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+            %(kwargs)s::jsonb, %(options)s::jsonb,
+            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+            %(root_id)s::uuid, %(parent_id)s::uuid)
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+    RETURNING queue
+)
+SELECT pg_notify('{channel_jobs}', queue) FROM waiting WHERE {wake_wanted};
+
+-- name: wake_wanted
+-- Whether an enqueue into `queue` must NOTIFY: an expression, not a statement,
+-- put in place of {wake_wanted}. A NOTIFY takes a lock held until commit that
+-- serialises every notifying commit in the cluster (it halves concurrent
+-- single enqueues), so send it only when a worker waits for the queue.
+-- Waiting workers hold a shared session lock on (lock_waiting, queue); the
+-- enqueue tries that lock exclusively for a moment and fails while anyone
+-- holds it. Before looking, the enqueue takes (lock_enqueuing, queue) shared
+-- until it commits: a worker that starts waiting after the look (and so is
+-- not woken) sees that lock taken, and looks at the queue again only once the
+-- enqueue has committed (worker_wait_settled). Any failed try means "notify".
+CASE
+    WHEN NOT pg_try_advisory_xact_lock_shared({lock_enqueuing}, hashtext(queue)) THEN true
+    WHEN pg_try_advisory_lock({lock_waiting}, hashtext(queue))
+        THEN NOT pg_advisory_unlock({lock_waiting}, hashtext(queue))
+    ELSE true
+END;
+
+-- name: events_wanted
+-- Whether a statement must report its events (jobqueue/events): an
+-- expression, put in place of {events_wanted}. A listener holds (or waits in
+-- line for) the exclusive session lock (lock_events, 0) on a connection of
+-- its own while it listens; a statement tries the lock shared, until its
+-- transaction ends: the try fails while any listener holds it or waits for
+-- it, and statements never fail each other's tries (shared locks do not
+-- conflict), so nobody listening means no NOTIFY at all. About a microsecond,
+-- once per statement. A listener whose lock is granted knows that every
+-- transaction that tried before has ended: it has missed none.
+NOT pg_try_advisory_xact_lock_shared({lock_events}, 0);
+
+-- name: events_notify
+-- The events of a statement, sent only while someone listens: a scalar
+-- subquery put in place of {events_notify}, which reads the statement's CTE
+-- `event (kind, item)`: kind is started, succeeded, failed, retried, revoked
+-- (item: job id/attempt) or online, heartbeat, offline (item: worker id).
+-- One NOTIFY per statement (a NOTIFY takes a cluster-wide lock at commit),
+-- one more per 120 items past the first 120: payloads of
+-- `kind:item,kind:item,...` (in the order of `event`: a rescue's offline
+-- workers before their jobs) stay under the 8000-byte limit. A hint: the
+-- listener reads the rows. The gate is an initplan, a one-time filter: when
+-- nobody listens the payloads are never built. But the subquery's plan is set
+-- up (and torn down) at every execution, listened to or not: about 15 us of
+-- server CPU per statement (an empty claim took 88-97 us before events, the
+-- try of the lock alone 2), whatever its shape (a window and two hash
+-- aggregates measured the same as this array_agg).
+(SELECT count(pg_notify('{channel_events}',
+                        array_to_string(a.items[g * 120 + 1 : g * 120 + 120], ',')))
+ FROM (SELECT array_agg(kind || ':' || item) AS items FROM event) AS a,
+      generate_series(0, (cardinality(a.items) - 1) / 120) AS g
+ WHERE (SELECT {events_wanted}));
+
+-- name: worker_wait_flag
+-- The claim connection is about to wait for new jobs: from now on enqueues
+-- into these queues NOTIFY (see wake_wanted). Returns the queues flagged; a
+-- try fails only while an enqueue holds the lock for a moment.
+SELECT q FROM unnest(%(queues)s::text[]) AS q
+WHERE pg_try_advisory_lock_shared({lock_waiting}, hashtext(q));
+
+-- name: worker_wait_unflag
+-- The worker is busy (its last claim was full): enqueues need not wake it.
+SELECT count(pg_advisory_unlock_shared({lock_waiting}, hashtext(q)))
+FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: worker_wait_settled
+-- True once no enqueue that may have looked before this worker flagged itself
+-- is still uncommitted; a claim after this sees every job it did not hear of.
+SELECT coalesce(bool_and(CASE WHEN pg_try_advisory_lock({lock_enqueuing}, hashtext(q))
+                              THEN pg_advisory_unlock({lock_enqueuing}, hashtext(q))
+                              ELSE false END), true)
+FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: job_insert_many
+-- Bulk enqueue of one task: per-job ids, args and kwargs as arrays, shared
+-- options as scalars; one NOTIFY per queue (PostgreSQL folds duplicates).
+WITH job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id)
+    SELECT i.id, %(task)s, %(queue)s, %(priority)s, i.args::jsonb, i.kwargs::jsonb,
+           i.options::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+           NULL
+    FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[], %(options)s::text[])
+         AS i(id, args, kwargs, options)
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT j.id, j.queue, j.priority, j.run_at, j.task, k.rate_key, k.concurrency_key
+    FROM job AS j
+    JOIN unnest(%(ids)s::uuid[], %(rate_keys)s::text[], %(concurrency_keys)s::text[])
+         AS k(id, rate_key, concurrency_key) ON k.id = j.id
+    RETURNING queue
+)
+SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiting) AS q;
+
+-- name: job_claim
+-- Claim up to %(limit)s due jobs across the worker's queues in one statement.
+-- Each queue is read in claim order through its own index range (LATERAL), and
+-- the claimed rows leave `job_queue`, so the table the claim scans only ever
+-- holds waiting jobs. The CTEs also fence the planner so the LIMIT holds.
+-- Expired jobs come back flagged: the worker records them REVOKED unrun.
+-- First, worker_compatible() raises unless this worker's revision may claim
+-- from the schema (a worker left running across an upgrade once deleted jobs
+-- it could not record): then nothing at all is claimed.
+-- Paused queues (pause_queue) are taken out of the worker's list once per
+-- claim, one primary key probe per queue, before any row is read. Jobs of a
+-- task an operator gave a rate limit (set_rate_limit) go through admit()
+-- even without a rate key: the task list is read once per claim.
+WITH candidate AS (
+    SELECT c.job_id, c.row_id, c.limited
+    FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
+                      WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS p
+                                        WHERE p.queue = n))) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at,
+               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL
+               OR w.task = ANY(ARRAY(SELECT t.task FROM {schema}.task_limits AS t
+                                     WHERE t.rate_set_by IS NOT NULL)) AS limited
+        FROM {schema}.job_queue AS w
+        WHERE w.queue = q.name AND w.run_at <= now()
+          AND w.task <> ALL(%(skip_tasks)s::text[])  -- tasks it handed back lately
+        ORDER BY w.priority DESC, w.run_at, w.job_id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE (SELECT {schema}.worker_compatible(%(revision)s::int))
+    ORDER BY c.priority DESC, c.run_at, c.job_id
+    LIMIT %(limit)s
+), admitted AS (
+    -- Limited jobs go only as their limits allow; unlimited ones need no check.
+    SELECT {schema}.admit(ARRAY(SELECT job_id FROM candidate WHERE limited)) AS job_id
+    WHERE EXISTS (SELECT 1 FROM candidate WHERE limited)
+), taken AS (
+    -- By the locked rows' addresses, not a join: job_queue's statistics are
+    -- always stale (it swings between empty and a backlog), and a join planned
+    -- for "1 row" can rescan one side for every row of the other.
+    DELETE FROM {schema}.job_queue AS w
+    WHERE w.ctid = ANY(ARRAY(
+        SELECT row_id FROM candidate
+        WHERE NOT limited OR job_id = ANY(ARRAY(SELECT job_id FROM admitted))))
+    RETURNING w.job_id, w.concurrency_key, w.task, w.queue, w.priority, w.run_at, w.args,
+              w.kwargs, w.options, w.expires_at, w.created_at
+), recorded AS (
+    -- A job enqueued in one row (job_insert) gets its record now, started. An
+    -- id already recorded is a duplicate of a job that has its record.
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at,
+                               expires_at, created_at, state, attempts, worker_id, started_at)
+    SELECT job_id, task, queue, priority, args, kwargs, options, run_at, expires_at,
+           created_at, 'STARTED', 1, %(worker_id)s, now()
+    FROM taken WHERE args IS NOT NULL
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, task, queue, args, kwargs, options, attempts, run_at, root_id, parent_id,
+              expires_at, created_at, priority
+), started AS (
+    -- By key, not a join (as `taken`): the session keeps one generic plan, and
+    -- a join planned while `jobs` was empty read all of `jobs` on every claim
+    -- (10,000 rows for 8 jobs; 18.7 ms instead of 0.4).
+    UPDATE {schema}.jobs AS j
+    SET state = 'STARTED', attempts = j.attempts + 1, worker_id = %(worker_id)s,
+        started_at = now(), progress_state = NULL, progress = NULL
+    WHERE j.id = ANY(ARRAY(SELECT job_id FROM taken WHERE args IS NULL))
+      AND j.state IN ('PENDING', 'RETRY')
+    RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.options, j.attempts,
+              j.run_at, j.root_id, j.parent_id, j.expires_at, j.created_at, j.priority
+), unrecorded AS (
+    -- A waiting row whose record is missing (deleted by hand, say) is not
+    -- dropped in silence: its job is recorded failed. One whose record exists
+    -- but is not waiting was a stale duplicate; its record stands.
+    INSERT INTO {schema}.jobs (id, task, queue, priority, run_at, created_at, state,
+                               finished_at, error)
+    SELECT t.job_id, t.task, t.queue, t.priority, t.run_at, now(), 'FAILURE', now(),
+           {schema}.error_json('JobRecordMissing',
+                               'job ' || t.job_id || ' was waiting in queue ' || t.queue
+                               || ' but its record (with its arguments) was gone')
+    FROM taken AS t
+    WHERE t.args IS NULL AND t.job_id NOT IN (SELECT id FROM started)  -- hashed: linear
+    ON CONFLICT (id) DO NOTHING
+), claimed AS (
+    SELECT * FROM recorded UNION ALL SELECT * FROM started
+), leased AS (
+    INSERT INTO {schema}.job_lease (job_id, worker_id, attempt, task, queue, concurrency_key)
+    SELECT id, %(worker_id)s, attempts, task, queue, options ->> 'concurrency_key'
+    FROM claimed
+), event AS (
+    SELECT 'started' AS kind, id::text || '/' || attempts AS item FROM claimed
+)
+-- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
+-- and decoding UUIDs and three JSON values per row was most of its time; the
+-- slot that runs a job decodes its arguments (executor.Job). expires_in: the
+-- seconds left before the job expires, checked again when a slot starts it;
+-- age: seconds since it was enqueued (a worker that does not know the task
+-- hands it back for that long: unknown_task_grace).
+SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts, run_at,
+       root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
+       options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
+       extract(epoch FROM expires_at - now())::float8 AS expires_in,
+       extract(epoch FROM now() - created_at)::float8 AS age
+FROM claimed
+WHERE {events_notify} >= 0  -- always true: sends the events (once, an initplan)
+-- In claim order: the pool starts a batch's jobs in the order it gets them,
+-- and the deletes and inserts above return rows in whatever order they wrote.
+ORDER BY priority DESC, run_at, id;
+
+-- name: job_complete_many
+-- Record a batch of outcomes. A row changes only if this worker still holds
+-- the lease for that very attempt and the job is still STARTED, so a late or
+-- duplicate completion (say from a worker presumed dead) changes nothing.
+-- RETRY puts the job back in the queue after its delay (REVOKED instead if a
+-- revocation arrived meanwhile); every attempt that did not succeed is kept in
+-- job_attempts. Waiters of finished jobs get one NOTIFY per 200 ids (payload
+-- limit 8000 bytes); workers get one per queue that has a retry.
+-- The outcomes come as one text per column (see worker.outcome_params): ids,
+-- attempts and states comma-separated, results, errors and delays as JSON
+-- arrays. Binding six Python lists as arrays cost the completer more than the
+-- statement itself.
+WITH input AS MATERIALIZED (
+    SELECT string_to_array(%(ids)s, ',')::uuid[] AS ids,
+           string_to_array(%(attempts)s, ',')::int[] AS attempts
+), outcome AS (
+    SELECT *
+    FROM ROWS FROM (unnest((SELECT ids FROM input)), unnest((SELECT attempts FROM input)),
+                    unnest(string_to_array(%(states)s, ',')),
+                    json_array_elements_text(%(results)s::json),
+                    json_array_elements_text(%(errors)s::json),
+                    json_array_elements_text(%(delays)s::json))
+         AS o(job_id, attempt, state, result, error, delay)
+), released AS (
+    -- No join with `outcome` (see job_claim: job_lease's statistics are always
+    -- stale): leases are found by primary key and the attempt is looked up by
+    -- position in the array, so the plan does not depend on statistics.
+    DELETE FROM {schema}.job_lease AS l
+    WHERE l.job_id = ANY((SELECT ids FROM input)::uuid[]) AND l.worker_id = %(worker_id)s
+      AND l.attempt = (SELECT attempts[array_position(ids, l.job_id)] FROM input)
+    RETURNING l.job_id, l.concurrency_key
+), unblocked AS (
+    -- A concurrency-limited job finished: the next one waiting on its key may go.
+    UPDATE {schema}.job_queue AS q SET run_at = now()
+    WHERE q.job_id IN (
+        SELECT (SELECT w.job_id FROM {schema}.job_queue AS w
+                WHERE w.concurrency_key = r.concurrency_key AND w.run_at > now()
+                  -- deferred by admit() (by a second), not delayed on purpose
+                  AND w.run_at <= now() + interval '1 second'
+                ORDER BY w.priority DESC, w.run_at LIMIT 1)
+        FROM (SELECT DISTINCT concurrency_key FROM released
+              WHERE concurrency_key IS NOT NULL) AS r)
+    RETURNING q.queue
+), finished AS (
+    -- RELEASED: the worker handed the job back unrun (it does not know the
+    -- task): back to the queue after the delay, the attempt not counted, no
+    -- history row, the previous state and error kept.
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN o.state IN ('RETRY', 'RELEASED') AND j.revoked_at IS NOT NULL
+                         THEN 'REVOKED'
+                     WHEN o.state = 'RELEASED'
+                         THEN CASE WHEN j.attempts > 1 THEN 'RETRY' ELSE 'PENDING' END
+                     ELSE o.state END,
+        attempts = CASE WHEN o.state = 'RELEASED' THEN j.attempts - 1 ELSE j.attempts END,
+        result = o.result::jsonb,
+        error = CASE WHEN o.state = 'RELEASED' THEN j.error ELSE o.error::jsonb END,
+        run_at = CASE WHEN o.state IN ('RETRY', 'RELEASED')
+                      THEN now() + make_interval(secs => COALESCE(o.delay::float8, 0))
+                      ELSE j.run_at END,
+        finished_at = CASE WHEN o.state IN ('RETRY', 'RELEASED') AND j.revoked_at IS NULL
+                           THEN NULL ELSE now() END
+    FROM outcome AS o
+    JOIN released AS r ON r.job_id = o.job_id
+    -- The ANY gives the plan a key lookup into `jobs` whatever the join
+    -- order (see job_claim's `started`).
+    WHERE j.id = ANY((SELECT ids FROM input)::uuid[])
+      AND j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
+    RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
+              j.worker_id, j.started_at, j.error, j.options, o.state AS outcome
+), retried AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
+           options ->> 'concurrency_key'
+    FROM finished WHERE state IN ('RETRY', 'PENDING')
+    RETURNING queue
+), history AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
+    SELECT id, attempts, worker_id, started_at, state, error
+    FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
+), event AS (
+    -- A job handed back unrun (RELEASED) is no event: it was never started.
+    SELECT CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
+                      WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END AS kind,
+           id::text || '/' || attempts AS item
+    FROM finished WHERE outcome <> 'RELEASED'
+)
+SELECT count(*) AS finished,
+       (SELECT count(pg_notify('{channel_done}', ids))
+        FROM (SELECT string_agg(id::text, ',') AS ids
+              FROM (SELECT id, (row_number() OVER ()) / 200 AS chunk
+                    FROM finished WHERE state NOT IN ('RETRY', 'PENDING')) AS f
+              GROUP BY chunk) AS chunks) AS notified,
+       (SELECT count(pg_notify('{channel_jobs}', queue))
+        FROM (SELECT queue FROM retried UNION SELECT queue FROM unblocked) AS q) AS woken,
+       -- Outcomes that changed nothing: this worker no longer held the lease
+       -- (rescued elsewhere, or a duplicate). The worker logs each.
+       ARRAY(SELECT o.job_id::text FROM outcome AS o
+             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
+       {events_notify} AS events
+FROM finished;
+
+-- name: job_rescue
+-- Any live worker runs this now and then: workers whose lease expired (no
+-- heartbeat for their TTL) are removed, and the jobs they held go back to the
+-- queue as RETRY with a WorkerLostError (the attempt counts). They fail instead
+-- when the task says reject_on_worker_lost=False or has no retries left, and
+-- end REVOKED if a revocation is pending. SKIP LOCKED: rescuers never wait on
+-- each other, and each lease is taken by exactly one of them. The caller runs
+-- job_advance on `finished` in the same transaction.
+WITH dead AS (
+    SELECT id FROM {schema}.workers
+    WHERE lease_expires_at < now()
+    FOR UPDATE SKIP LOCKED
+), buried AS (
+    DELETE FROM {schema}.workers AS w USING dead AS d WHERE w.id = d.id
+), lost AS (
+    DELETE FROM {schema}.job_lease AS l
+    WHERE l.worker_id IN (SELECT id FROM dead)
+       OR NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = l.worker_id)
+    RETURNING l.job_id, l.attempt, l.worker_id
+), decided AS (
+    SELECT l.job_id, l.attempt, l.worker_id,
+           CASE WHEN j.revoked_at IS NOT NULL THEN 'REVOKED'
+                WHEN (j.options ->> 'reject_on_worker_lost')::boolean IS FALSE THEN 'FAILURE'
+                -- retries_base: the attempts before retry_jobs(reset_retries)
+                WHEN j.attempts - COALESCE((j.options ->> 'retries_base')::integer, 0)
+                     > {schema}.max_retries(j.options) THEN 'FAILURE'
+                ELSE 'RETRY' END AS next_state
+    FROM lost AS l
+    JOIN {schema}.jobs AS j ON j.id = l.job_id
+    WHERE j.id = ANY(ARRAY(SELECT job_id FROM lost))
+), rescued AS (
+    UPDATE {schema}.jobs AS j
+    SET state = d.next_state,
+        error = {schema}.error_json('WorkerLostError',
+                                    'worker ' || d.worker_id
+                                    || ' stopped heartbeating during attempt ' || d.attempt),
+        run_at = now(),
+        finished_at = CASE WHEN d.next_state = 'RETRY' THEN NULL ELSE now() END
+    FROM decided AS d
+    WHERE j.id = ANY(ARRAY(SELECT job_id FROM decided))
+      AND j.id = d.job_id AND j.state = 'STARTED' AND j.attempts = d.attempt
+    RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
+              j.worker_id, j.started_at, j.error, j.options
+), requeued AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
+           options ->> 'concurrency_key'
+    FROM rescued WHERE state = 'RETRY'
+    RETURNING queue
+), history AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
+    SELECT id, attempts, worker_id, started_at, state, error FROM rescued
+), event AS (
+    SELECT 'offline' AS kind, id::text AS item FROM dead
+    UNION ALL
+    SELECT CASE state WHEN 'RETRY' THEN 'retried' WHEN 'FAILURE' THEN 'failed'
+                      ELSE 'revoked' END,
+           id::text || '/' || attempts
+    FROM rescued
+)
+SELECT (SELECT count(*) FROM dead) AS workers,
+       (SELECT count(*) FROM rescued) AS jobs,
+       (SELECT count(pg_notify('{channel_jobs}', queue))
+        FROM (SELECT DISTINCT queue FROM requeued) AS q) AS woken,
+       (SELECT count(pg_notify('{channel_done}', id::text))
+        FROM rescued WHERE state <> 'RETRY') AS notified,
+       ARRAY(SELECT id FROM rescued WHERE state <> 'RETRY') AS finished,
+       {events_notify} AS events;
+
+-- name: job_revoke_lock
+-- Run before job_revoke, in its transaction: wait for whatever is changing these
+-- jobs (a completion putting a job back in the queue for a retry) to commit.
+-- job_revoke's next statement then sees the job where that left it; in one
+-- statement, its snapshot predates the requeued row and the job stayed RETRY,
+-- to be claimed and run again. Id order: revokes of many jobs never deadlock.
+SELECT id FROM {schema}.jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: job_revoke
+-- Revocations live in the job row. A waiting job leaves the queue and is
+-- REVOKED now (one enqueued in one row gets its record here); a running one
+-- is marked, and its worker is told over NOTIFY (a hint it confirms with
+-- job_revocations; workers also re-check the jobs they hold on heartbeat): it
+-- does not start a job still waiting in its prefetch buffer, and stops a
+-- running one if terminate is set.
+-- The caller runs job_advance on `finished` in the same transaction.
+WITH unqueued AS (
+    DELETE FROM {schema}.job_queue AS q
+    WHERE q.job_id = ANY(%(ids)s::uuid[])
+    RETURNING q.job_id, q.task, q.queue, q.priority, q.run_at, q.args, q.kwargs, q.options,
+              q.expires_at, q.created_at
+), revoked_error AS (
+    SELECT {schema}.error_json('TaskRevokedError', 'revoked') AS error
+), recorded AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at,
+                               expires_at, created_at, state, revoked_at, revoke_terminate,
+                               finished_at, error)
+    SELECT u.job_id, u.task, u.queue, u.priority, u.args, u.kwargs, u.options, u.run_at,
+           u.expires_at, u.created_at, 'REVOKED', now(),
+           %(terminate)s, now(), e.error
+    FROM unqueued AS u, revoked_error AS e
+    WHERE u.args IS NOT NULL
+    RETURNING id, state, worker_id, attempts
+), updated AS (
+    UPDATE {schema}.jobs AS j
+    SET revoked_at = COALESCE(j.revoked_at, now()),
+        revoke_terminate = j.revoke_terminate OR %(terminate)s,
+        state = CASE WHEN u.job_id IS NOT NULL THEN 'REVOKED' ELSE j.state END,
+        finished_at = CASE WHEN u.job_id IS NOT NULL THEN now() ELSE j.finished_at END,
+        error = CASE WHEN u.job_id IS NOT NULL THEN (SELECT error FROM revoked_error)
+                     ELSE j.error END
+    FROM unnest(%(ids)s::uuid[]) AS x(id)
+    LEFT JOIN unqueued AS u ON u.job_id = x.id
+    WHERE j.id = ANY(%(ids)s::uuid[])
+      AND j.id = x.id AND j.state IN ('PENDING', 'STARTED', 'RETRY')
+    RETURNING j.id, j.state, j.worker_id, j.attempts
+), target AS (
+    SELECT * FROM recorded UNION ALL SELECT * FROM updated
+), event AS (
+    -- A running job's event comes from its worker, which records it REVOKED.
+    SELECT 'revoked' AS kind, id::text || '/' || attempts AS item
+    FROM target WHERE state = 'REVOKED'
+)
+SELECT (SELECT count(*) FROM target) AS revoked,
+       (SELECT count(pg_notify('{channel_done}', id::text))
+        FROM target WHERE state = 'REVOKED') AS notified,
+       (SELECT count(pg_notify('{channel_control}',
+                               json_build_object('revoke', id, 'worker', worker_id)::text))
+        FROM target WHERE state = 'STARTED') AS signalled,
+       ARRAY(SELECT id FROM target WHERE state = 'REVOKED') AS finished,
+       {events_notify} AS events;
+
+-- name: lease_orphans
+-- Leases this worker holds but does not know about: a claim that committed
+-- while its reply was lost with the connection. Old enough to rule out a
+-- claim whose reply is still on its way.
+SELECT job_id FROM {schema}.job_lease
+WHERE worker_id = %(id)s AND NOT (job_id = ANY(%(running)s::uuid[]))
+  AND claimed_at < now() - interval '10 seconds';
+
+-- name: job_revocations
+-- Which of the jobs a worker holds have been revoked, and whether with
+-- terminate: what a control NOTIFY claims is acted on only once this says so.
+SELECT id, revoke_terminate FROM {schema}.jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND revoked_at IS NOT NULL AND state = 'STARTED'
+  AND worker_id = %(worker_id)s::uuid;
+
+-- name: job_release_many
+-- Put jobs this worker claimed but will not run back in the queue, as if they
+-- had never been claimed (shutdown). Guarded by the lease like completion.
+WITH released AS (
+    DELETE FROM {schema}.job_lease AS l
+    WHERE l.job_id = ANY(%(ids)s::uuid[]) AND l.worker_id = %(worker_id)s
+    RETURNING l.job_id, l.attempt
+), reset AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'PENDING', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
+    FROM released AS r
+    WHERE j.id = ANY(%(ids)s::uuid[])
+      AND j.id = r.job_id AND j.state = 'STARTED' AND j.attempts = r.attempt
+    RETURNING j.id, j.queue, j.priority, j.run_at, j.task, j.options
+), requeued AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
+           options ->> 'concurrency_key'
+    FROM reset
+    RETURNING queue
+)
+SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM requeued) AS q;
+
+-- name: job_next_run_at
+-- When the earliest scheduled job of these queues becomes due, so an idle
+-- worker can sleep exactly until then instead of polling.
+-- The claim index orders run_at within a priority, so walk each queue's
+-- priorities (a few index probes each) and take the earliest future run_at.
+WITH RECURSIVE level AS (
+    SELECT q.name AS queue,
+           (SELECT max(w.priority) FROM {schema}.job_queue AS w WHERE w.queue = q.name)
+               AS priority
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    UNION ALL
+    SELECT l.queue,
+           (SELECT max(w.priority) FROM {schema}.job_queue AS w
+            WHERE w.queue = l.queue AND w.priority < l.priority)
+    FROM level AS l
+    WHERE l.priority IS NOT NULL
+)
+SELECT min(n.run_at) AS next_run_at, now() AS db_now
+FROM level AS l
+CROSS JOIN LATERAL (
+    SELECT w.run_at FROM {schema}.job_queue AS w
+    WHERE w.queue = l.queue AND w.priority = l.priority AND w.run_at > now()
+    ORDER BY w.run_at
+    LIMIT 1
+) AS n;
+
+-- name: job_get
+-- From all_jobs: a job enqueued in one row has no record until claimed.
+SELECT id, task, queue, state, result, error, attempts, created_at, started_at,
+       finished_at, worker_id, root_id, parent_id, group_id, group_index,
+       progress_state, progress
+FROM {schema}.all_jobs
+WHERE id = %(id)s::uuid;
+
+-- name: worker_register
+WITH registered AS (
+    INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, version,
+                                  lease_expires_at, tasks, pool)
+    VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
+            now() + make_interval(secs => %(lease_ttl)s), %(tasks)s, %(pool)s)
+    RETURNING id
+), event AS (
+    SELECT 'online' AS kind, id::text AS item FROM registered
+)
+SELECT {events_notify};
+
+-- name: unserved_tasks
+SELECT queue, task, waiting, oldest_waiting FROM {schema}.unserved_tasks
+ORDER BY queue, task;
+
+-- name: worker_heartbeat
+-- Renews every lease this worker holds at once: they hang off its row. In
+-- the same statement, the worker takes or keeps the maintenance lease: it is
+-- the leader if it already was, or if the lease has lapsed (the leader died
+-- or stopped beating). Returns (alive, leader): alive is false when the
+-- worker's row is gone (presumed dead and rescued).
+WITH beat AS (
+    UPDATE {schema}.workers
+    SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_ttl)s)
+    WHERE id = %(id)s
+    RETURNING id
+), lead AS (
+    INSERT INTO {schema}.maintenance_leader AS m (one, worker_id, lease_expires_at)
+    SELECT true, id, now() + make_interval(secs => %(leader_ttl)s) FROM beat
+    ON CONFLICT (one) DO UPDATE
+    SET worker_id = EXCLUDED.worker_id, lease_expires_at = EXCLUDED.lease_expires_at,
+        elected_at = CASE WHEN m.worker_id = EXCLUDED.worker_id THEN m.elected_at ELSE now() END
+    WHERE m.worker_id = EXCLUDED.worker_id OR m.lease_expires_at < now()
+    RETURNING worker_id
+), event AS (
+    SELECT 'heartbeat' AS kind, id::text AS item FROM beat
+)
+SELECT EXISTS (SELECT 1 FROM beat), EXISTS (SELECT 1 FROM lead), {events_notify};
+
+-- name: worker_unregister
+-- A leaving leader gives the maintenance lease up: the next heartbeat of any
+-- other worker takes it.
+WITH gone AS (
+    DELETE FROM {schema}.maintenance_leader WHERE worker_id = %(id)s::uuid
+), unregistered AS (
+    DELETE FROM {schema}.workers WHERE id = %(id)s RETURNING id
+), event AS (
+    SELECT 'offline' AS kind, id::text AS item FROM unregistered
+)
+SELECT {events_notify};
+
+-- name: events_listen
+-- The events listener (jobqueue/events) on its direct connection.
+LISTEN "{channel_events}";
+
+-- name: events_hold_session
+-- The listener's second connection only holds (or waits for) the lock that
+-- makes statements report events (events_wanted); it must wait as long as
+-- it takes, and its server process must notice a client that went away
+-- while it waits (a crashed listener), not wait on in its name.
+SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
+       CASE WHEN current_setting('server_version_num')::int >= 140000
+            THEN set_config('client_connection_check_interval', '1000', false) END;
+
+-- name: events_hold
+-- Sent without waiting for the reply: granted at once, or once the listener
+-- before it leaves. Either way statements report events from now on (a
+-- waiting exclusive request fails their shared tries too).
+SELECT pg_advisory_lock({lock_events}, 0);
+
+-- name: events_ready
+-- Whether the listener misses nothing from now on: its hold connection
+-- (pid) has the lock, or waits behind another listener that has it (so every
+-- statement since that one's grant has reported). Waiting behind a statement
+-- that tried before the request only is not enough: that one sends nothing.
+SELECT COALESCE(bool_or(l.pid = %(pid)s AND l.granted), false)
+       OR (COALESCE(bool_or(l.pid = %(pid)s), false)
+           AND COALESCE(bool_or(l.pid <> %(pid)s AND l.granted AND l.mode = 'ExclusiveLock'),
+                        false))
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.classid = ({lock_events}::bigint & 4294967295)::oid
+  AND l.objid = 0 AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+
+-- name: events_queue_usage
+-- How full the server's notification queue is (0 to 1): a listener that
+-- falls far behind holds its tail, and once it is full every NOTIFY fails
+-- at commit (claims and completions among them).
+SELECT pg_notification_queue_usage();
+
+-- name: event_jobs
+-- What the events listener reports of the jobs a NOTIFY named (a hint, so
+-- confirmed here): each (job id, attempt) hinted with its job's row and, when
+-- the row is no longer about that attempt or the attempt went to a retry,
+-- that attempt's record. A job no longer there (pruned, deleted) has no row.
+-- Ids and attempts come comma-separated (as job_complete_many's), the
+-- filters as arrays (NULL: any). Times as epoch seconds (date_part: a float8;
+-- extract() makes a numeric, dearer to make and to print).
+-- Each lookup by key (LATERAL ... LIMIT 1 is never made a join): a join
+-- planned for a batch of 1,000 hints read all of job_attempts to merge them.
+WITH hint AS (
+    SELECT *
+    FROM ROWS FROM (unnest(string_to_array(%(ids)s, ',')::uuid[]),
+                    unnest(string_to_array(%(attempts)s, ',')::int[])) AS h(id, attempt)
+)
+SELECT h.id::text, h.attempt, j.task, j.queue, j.state, j.attempts, j.worker_id::text,
+       date_part('epoch', j.started_at), date_part('epoch', j.finished_at),
+       j.error ->> 'type', j.error ->> 'message', j.error ->> 'traceback',
+       CASE WHEN j.state = 'SUCCESS' THEN left(j.result::text, 201) END,
+       date_part('epoch', j.run_at), j.revoke_terminate, j.root_id::text,
+       j.parent_id::text,
+       a.state, a.worker_id::text, date_part('epoch', a.started_at),
+       date_part('epoch', a.finished_at), a.error ->> 'type', a.error ->> 'message',
+       a.error ->> 'traceback'
+FROM hint AS h
+CROSS JOIN LATERAL (
+    SELECT * FROM {schema}.jobs AS j WHERE j.id = h.id LIMIT 1
+) AS j
+LEFT JOIN LATERAL (
+    SELECT * FROM {schema}.job_attempts AS a
+    WHERE (j.attempts <> h.attempt OR j.state = 'RETRY')  -- else the row says it all
+      AND a.job_id = h.id AND a.attempt = h.attempt
+    LIMIT 1
+) AS a ON true
+WHERE (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
+  AND (%(tasks)s::text[] IS NULL OR j.task = ANY(%(tasks)s::text[]));
+
+-- name: event_workers
+-- The workers a NOTIFY named (every worker when ids is NULL), with the jobs
+-- each holds now.
+SELECT w.id::text, w.hostname, w.pid, w.queues, w.concurrency, w.version,
+       date_part('epoch', w.started_at), date_part('epoch', w.heartbeat_at),
+       (SELECT count(*) FROM {schema}.job_lease AS l WHERE l.worker_id = w.id)
+FROM {schema}.workers AS w
+WHERE %(ids)s::uuid[] IS NULL OR w.id = ANY(%(ids)s::uuid[]);
+
+-- name: schema_version
+SELECT version_num FROM {schema}.alembic_version;
+
+-- name: queue_stats
+SELECT queue, pending, started, retry, success, failure, revoked, oldest_waiting, paused
+FROM {schema}.queue_stats ORDER BY queue;
+
+-- name: job_history
+-- Every attempt of one job, oldest first (jobs show, app.control.history).
+SELECT job_id, task, attempt, worker_id, started_at, finished_at, state, error_type,
+       error_message, traceback
+FROM {schema}.job_history WHERE job_id = %(id)s::uuid ORDER BY attempt;
+
+-- name: queue_pause
+-- Operations (docs/sql.md, "Operations"): each calls its function of the
+-- schema, so Python, the CLI and psql do exactly the same thing. Bulk ones
+-- change at most max_jobs rows per call; the caller loops until 0.
+SELECT {schema}.pause_queue(%(queue)s::text, %(reason)s::text);
+
+-- name: queue_resume
+SELECT {schema}.resume_queue(%(queue)s::text);
+
+-- name: queue_purge
+SELECT {schema}.purge_queue(%(queue)s::text, %(max_jobs)s::integer);
+
+-- name: job_retry_many
+SELECT {schema}.retry_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer,
+    %(reset_retries)s::boolean);
+
+-- name: job_cancel_many
+SELECT {schema}.cancel_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer,
+    %(terminate)s::boolean);
+
+-- name: job_delete_many
+SELECT {schema}.delete_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer);
+
+-- name: job_move_many
+SELECT {schema}.move_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text, %(state)s::text,
+    %(exception)s::text, %(enqueued_after)s::timestamptz, %(enqueued_before)s::timestamptz,
+    %(finished_after)s::timestamptz, %(finished_before)s::timestamptz, %(max_jobs)s::integer,
+    %(to_queue)s::text, %(to_priority)s::integer, %(to_eta)s::timestamptz);
+
+-- name: job_find
+SELECT * FROM {schema}.find_jobs(%(ids)s::uuid[], %(queue)s::text, %(task)s::text,
+    %(state)s::text, %(exception)s::text, %(enqueued_after)s::timestamptz,
+    %(enqueued_before)s::timestamptz, %(finished_after)s::timestamptz,
+    %(finished_before)s::timestamptz, %(max_jobs)s::integer, %(after)s::uuid);
+
+-- name: canvas_insert
+-- A whole canvas in one statement: its groups' member ids, then spawn()
+-- writes the jobs that can start now (the rest are JSON in their options).
+WITH registered AS (
+    INSERT INTO {schema}.groups (id, members, root_id)
+    SELECT (g ->> 'id')::uuid,
+           ARRAY(SELECT jsonb_array_elements_text(g -> 'members'))::uuid[],
+           %(root)s::uuid
+    FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+    ON CONFLICT (id) DO NOTHING  -- a retry after a lost commit reply
+)
+SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, NULL, %(root)s::uuid);
+
+-- name: job_advance
+-- Create what follows finished jobs (callbacks, error callbacks, chord
+-- bodies); called in the transaction that finished them.
+SELECT {schema}.advance(%(ids)s::uuid[]);
+
+-- name: job_progress
+-- update_state() from a running task: only its current attempt may write.
+UPDATE {schema}.jobs SET progress_state = %(state)s, progress = %(meta)s::jsonb
+WHERE id = %(id)s::uuid AND state = 'STARTED'
+  AND attempts = COALESCE(%(attempt)s::int, attempts)
+RETURNING id;
+
+-- name: job_children
+SELECT id FROM {schema}.jobs WHERE parent_id = %(id)s::uuid ORDER BY created_at, id;
+
+-- name: job_get_many
+SELECT id, state, result, error FROM {schema}.all_jobs WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: group_get
+SELECT members FROM {schema}.groups WHERE id = %(id)s::uuid;
+
+-- name: unique_lock
+-- Serialise enqueuers of the same unique keys (in one order, so never a
+-- deadlock) for the rest of the transaction; the insert that follows then
+-- sees every holder committed before it.
+-- Seeded per schema, so tenants sharing a database never wait on each other.
+SELECT count(pg_advisory_xact_lock(h))
+FROM (SELECT DISTINCT hashtextextended(k, {lock_unique}) AS h
+      FROM unnest(%(unique_keys)s::text[]) AS k ORDER BY 1) AS locks;
+
+-- name: job_insert_unique
+-- Like job_insert, unless the unique key is held: by a job still in one of
+-- the key's counting states, within its window. Returns the holder's id.
+WITH holder AS (
+    INSERT INTO {schema}.unique_keys AS u (key, job_id, states, expires_at)
+    VALUES (%(unique_key)s, %(id)s::uuid, %(unique_states)s::text[],
+            now() + make_interval(secs => %(unique_window)s))
+    ON CONFLICT (key) DO UPDATE
+    SET job_id = EXCLUDED.job_id, states = EXCLUDED.states, expires_at = EXCLUDED.expires_at
+    WHERE u.expires_at <= now()
+       OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j
+                      WHERE j.id = u.job_id AND j.state = ANY(u.states))
+    RETURNING job_id
+), job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id, parent_id)
+    SELECT %(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+           %(kwargs)s::jsonb, %(options)s::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+           NULL, NULL
+    FROM holder
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+    RETURNING queue
+)
+SELECT COALESCE((SELECT job_id FROM holder),
+                (SELECT job_id FROM {schema}.unique_keys WHERE key = %(unique_key)s)),
+       (SELECT count(pg_notify('{channel_jobs}', queue)) FROM waiting WHERE {wake_wanted});
+
+-- name: job_insert_many_unique
+-- Bulk job_insert_unique (keys distinct within the batch). Returns each key
+-- whose holder is another job, with that job's id.
+WITH item AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
+                         %(options)s::text[], %(rate_keys)s::text[],
+                         %(concurrency_keys)s::text[], %(unique_keys)s::text[])
+         AS i(id, args, kwargs, options, rate_key, concurrency_key, unique_key)
+), holder AS (
+    INSERT INTO {schema}.unique_keys AS u (key, job_id, states, expires_at)
+    SELECT unique_key, id, %(unique_states)s::text[],
+           now() + make_interval(secs => %(unique_window)s)
+    FROM item
+    ON CONFLICT (key) DO UPDATE
+    SET job_id = EXCLUDED.job_id, states = EXCLUDED.states, expires_at = EXCLUDED.expires_at
+    WHERE u.expires_at <= now()
+       OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j
+                      WHERE j.id = u.job_id AND j.state = ANY(u.states))
+    RETURNING job_id
+), job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id)
+    SELECT i.id, %(task)s, %(queue)s, %(priority)s, i.args::jsonb, i.kwargs::jsonb,
+           i.options::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+           NULL
+    FROM item AS i JOIN holder AS h ON h.job_id = i.id
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT j.id, j.queue, j.priority, j.run_at, j.task, i.rate_key, i.concurrency_key
+    FROM job AS j JOIN item AS i ON i.id = j.id
+    RETURNING queue
+), woken AS (
+    SELECT count(pg_notify('{channel_jobs}', queue)) FROM (SELECT DISTINCT queue FROM waiting) AS q
+)
+SELECT u.key, u.job_id
+FROM {schema}.unique_keys AS u
+JOIN item AS i ON i.unique_key = u.key
+WHERE NOT EXISTS (SELECT 1 FROM holder AS h WHERE h.job_id = i.id)
+  AND (SELECT count(*) FROM woken) >= 0;
+
+-- name: task_limits_sync
+-- A starting worker writes the limits its tasks declare (and clears those
+-- they no longer declare). A limit an operator set (set_rate_limit,
+-- set_concurrency_limit) stands: the declared one is kept beside it, for
+-- reset_task_limit.
+WITH given AS (
+    SELECT * FROM unnest(%(tasks)s::text[], %(rates)s::float8[], %(bursts)s::float8[],
+                         %(limits)s::int[]) AS g(task, rate, burst, max_running)
+), cleared AS (
+    DELETE FROM {schema}.task_limits AS t USING given AS g
+    WHERE t.task = g.task AND g.rate IS NULL AND g.max_running IS NULL
+      AND t.rate_set_by IS NULL AND t.concurrency_set_by IS NULL
+), undeclared AS (
+    UPDATE {schema}.task_limits AS t
+    SET declared_rate = NULL, declared_burst = NULL, declared_concurrency = NULL,
+        concurrency_limit = CASE WHEN t.concurrency_set_by IS NULL THEN NULL
+                                 ELSE t.concurrency_limit END,
+        rate_per_second = CASE WHEN t.rate_set_by IS NULL THEN NULL ELSE t.rate_per_second END
+    FROM given AS g
+    WHERE t.task = g.task AND g.rate IS NULL AND g.max_running IS NULL
+      AND (t.rate_set_by IS NOT NULL OR t.concurrency_set_by IS NOT NULL)
+)
+INSERT INTO {schema}.task_limits AS t (task, rate_per_second, burst, concurrency_limit,
+                                       declared_rate, declared_burst, declared_concurrency)
+SELECT task, rate, burst, max_running, rate, burst, max_running FROM given
+WHERE rate IS NOT NULL OR max_running IS NOT NULL
+ON CONFLICT (task) DO UPDATE
+SET declared_rate = EXCLUDED.declared_rate, declared_burst = EXCLUDED.declared_burst,
+    declared_concurrency = EXCLUDED.declared_concurrency,
+    rate_per_second = CASE WHEN t.rate_set_by IS NULL THEN EXCLUDED.rate_per_second
+                           ELSE t.rate_per_second END,
+    burst = CASE WHEN t.rate_set_by IS NULL THEN EXCLUDED.burst ELSE t.burst END,
+    concurrency_limit = CASE WHEN t.concurrency_set_by IS NULL THEN EXCLUDED.concurrency_limit
+                             ELSE t.concurrency_limit END,
+    updated_at = now();
+
+-- name: task_limits_list
+-- The limits in force, what each task declares, and who set them otherwise.
+SELECT task, rate_per_second, burst, concurrency_limit, declared_rate, declared_concurrency,
+       rate_set_by, concurrency_set_by, updated_at
+FROM {schema}.task_limits ORDER BY task;
+
+-- name: task_rate_set
+SELECT {schema}.set_rate_limit(%(task)s, %(rate)s, %(burst)s, %(set_by)s);
+
+-- name: task_concurrency_set
+SELECT {schema}.set_concurrency_limit(%(task)s, %(max_running)s, %(set_by)s);
+
+-- name: task_limit_reset
+SELECT {schema}.reset_task_limit(%(task)s);
+
+-- name: control_send
+SELECT {schema}.control_send(%(command)s, %(arguments)s::jsonb, %(destination)s::text[],
+                             %(timeout)s);
+
+-- name: control_expected
+SELECT worker_id::text, hostname FROM {schema}.control_expected(%(destination)s::text[]);
+
+-- name: control_answers
+SELECT worker_id::text, hostname, reply FROM {schema}.control_answers(%(request)s);
+
+-- name: control_pending
+SELECT id, command, arguments FROM {schema}.control_pending(%(worker_id)s);
+
+-- name: control_reply
+SELECT {schema}.control_reply(%(request)s, %(worker_id)s, %(reply)s::jsonb);
+
+-- name: worker_update
+-- Remote control changed a worker's pool size or queues (pool_grow,
+-- add_consumer...): the table says what it runs now.
+UPDATE {schema}.workers SET concurrency = %(concurrency)s, queues = %(queues)s
+WHERE id = %(id)s;
+
+-- name: job_prune
+-- Retention, a small batch at a time (any worker, SKIP LOCKED): finished jobs
+-- past their age, found by walking the time-ordered primary key from the
+-- oldest id, so no index on state or finish time is needed. When the shorter
+-- age is at least a partition period (history_plan; a day by default), only
+-- jobs made a period before it: younger ones go with their whole partition
+-- (history_prune), without a row deleted, and this deletes what a partition
+-- held back by an unfinished job, and the default partition, hold. Shorter
+-- ages than a period are kept to the second, row by row, as before 0012.
+WITH doomed AS (
+    SELECT id FROM {schema}.jobs
+    WHERE id < {schema}.uuid7_floor(
+              now() - make_interval(secs => %(oldest)s)
+              - (SELECT CASE WHEN period <= make_interval(secs => %(oldest)s) THEN period
+                             ELSE interval '0' END
+                 FROM {schema}.history_plan))
+      AND ((state IN ('SUCCESS', 'REVOKED')
+            AND finished_at < now() - make_interval(secs => %(success_age)s))
+        OR (state = 'FAILURE'
+            AND finished_at < now() - make_interval(secs => %(failure_age)s)))
+    ORDER BY id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM {schema}.jobs AS j WHERE j.id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING j.id
+), attempts AS (
+    DELETE FROM {schema}.job_attempts AS a USING gone AS g WHERE a.job_id = g.id
+)
+SELECT count(*) FROM gone;
+
+-- name: job_metrics_fold
+-- The maintenance leader: the metric rows of closed sessions folded into one
+-- (see job_metrics_fold() in schema.sql); how many rows went.
+SELECT {schema}.job_metrics_fold();
+
+-- name: metrics_limits
+-- The exporter's read, bounded on the server as well as by the exporter's own
+-- deadline: run in the read's transaction, so it holds through a transaction
+-- pooler (where startup options would be refused) and ends with it.
+SELECT set_config('statement_timeout', %(ms)s, true), set_config('lock_timeout', %(ms)s, true);
+
+-- name: metrics_read
+-- Every metric as (name, labels, value): metrics() in schema.sql.
+SELECT metric, labels, value FROM {schema}.metrics();
+
+-- name: history_partitions_ahead
+-- The maintenance leader: the history partitions of the next periods (see
+-- history_partitions_ahead() in schema.sql); how many it created.
+SELECT {schema}.history_partitions_ahead();
+
+-- name: history_prune
+-- Retention by partition: drops the partitions of jobs and job_attempts whose
+-- every job finished and passed its age, and compacts those held back only by
+-- young failures (see history_prune() in schema.sql); (name, failures kept).
+SELECT name, kept FROM {schema}.history_prune(%(success_age)s::float8, %(failure_age)s::float8);
+
+-- name: meta_prune
+-- The bookkeeping of canvases, schedules, unique keys and limits past the same
+-- age. A rate row goes once its bucket has been full that long (a new row
+-- would start full too); a concurrency row, which only carries the lock,
+-- once that old with no job of its key running. admit() makes a row again if
+-- one goes while a claim is between its insert and its lock.
+WITH old_groups AS (
+    DELETE FROM {schema}.groups WHERE id IN (
+        SELECT id FROM {schema}.groups
+        WHERE created_at < now() - make_interval(secs => %(age)s) LIMIT %(batch)s)
+), old_chords AS (
+    DELETE FROM {schema}.chords WHERE id IN (
+        SELECT id FROM {schema}.chords
+        WHERE state <> 'PENDING' AND finished_at < now() - make_interval(secs => %(age)s)
+        LIMIT %(batch)s)
+), old_ticks AS (
+    DELETE FROM {schema}.schedule_ticks WHERE (schedule, fire_at) IN (
+        SELECT schedule, fire_at FROM {schema}.schedule_ticks
+        WHERE created_at < now() - make_interval(secs => %(age)s) LIMIT %(batch)s)
+), old_keys AS (
+    DELETE FROM {schema}.unique_keys WHERE key IN (
+        SELECT u.key FROM {schema}.unique_keys AS u
+        WHERE (u.expires_at < now())
+           OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = u.job_id)
+        LIMIT %(batch)s)
+), old_limits AS (
+    DELETE FROM {schema}.limit_state WHERE key IN (
+        SELECT s.key FROM {schema}.limit_state AS s
+        WHERE CASE WHEN s.key LIKE 'r:%%'
+                   THEN COALESCE(s.full_at, s.updated_at)
+                        < now() - make_interval(secs => %(age)s)
+                   ELSE s.updated_at < now() - make_interval(secs => %(age)s)
+                        AND NOT EXISTS (SELECT 1 FROM {schema}.job_lease AS l
+                                        WHERE l.concurrency_key = substr(s.key, 3))
+              END
+        LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED)
+)
+SELECT 1;
+
+-- name: schedule_sync_code
+-- Schedules declared in code: created if new; replaced only when their code
+-- changed, so edits made in SQL or the CLI survive restarts. Pausing survives.
+INSERT INTO {schema}.schedules AS s (name, task, args, kwargs, options, cron, interval_secs,
+                                     timezone, catch_up, catch_up_limit, source, code_hash)
+VALUES (%(name)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(options)s::jsonb,
+        %(cron)s, %(interval)s, %(timezone)s, %(catch_up)s, %(catch_up_limit)s, 'code',
+        %(code_hash)s)
+ON CONFLICT (name) DO UPDATE
+SET task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+    options = EXCLUDED.options, cron = EXCLUDED.cron, interval_secs = EXCLUDED.interval_secs,
+    timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up,
+    catch_up_limit = EXCLUDED.catch_up_limit, source = 'code', code_hash = EXCLUDED.code_hash
+WHERE s.code_hash IS DISTINCT FROM EXCLUDED.code_hash;
+
+-- name: schedules_due
+-- Due (or never planned) schedules, each taken by one beat at a time.
+SELECT name, task, args, kwargs, options, cron, interval_secs, timezone, catch_up,
+       catch_up_limit, next_run_at, now() AS db_now
+FROM {schema}.schedules
+WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now())
+ORDER BY next_run_at NULLS FIRST
+LIMIT 100
+FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_plan
+UPDATE {schema}.schedules
+SET next_run_at = %(next_run_at)s,
+    last_run_at = COALESCE(%(last_run_at)s, last_run_at)
+WHERE name = %(name)s;
+
+-- name: schedule_fire
+-- One tick: enqueued only if this (schedule, fire time) is new.
+WITH tick AS (
+    INSERT INTO {schema}.schedule_ticks (schedule, fire_at, job_id)
+    VALUES (%(schedule)s, %(fire_at)s, %(id)s::uuid)
+    ON CONFLICT (schedule, fire_at) DO NOTHING
+    RETURNING job_id
+), job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at)
+    SELECT %(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+           %(kwargs)s::jsonb, %(options)s::jsonb,
+           COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+           COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s))
+    FROM tick
+    RETURNING id, task, queue, priority, run_at
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+    RETURNING queue
+)
+SELECT (SELECT count(*) FROM tick), (SELECT count(pg_notify('{channel_jobs}', queue))
+                                     FROM waiting);
+
+-- name: schedules_next
+SELECT min(next_run_at) - now() FROM {schema}.schedules WHERE enabled;
+
+-- name: schedule_list
+SELECT name, task, COALESCE(cron, interval_secs::text || 's'), timezone, enabled, catch_up,
+       source, next_run_at, last_run_at
+FROM {schema}.schedules ORDER BY name;
+
+-- name: schedule_set_enabled
+UPDATE {schema}.schedules SET enabled = %(enabled)s WHERE name = %(name)s RETURNING name;
+
+-- name: schedule_delete
+DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
+
+-- name: schedule_add
+INSERT INTO {schema}.schedules (name, task, args, kwargs, options, cron, interval_secs,
+                                timezone, catch_up)
+VALUES (%(name)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(options)s::jsonb,
+        %(cron)s, %(interval)s, %(timezone)s, %(catch_up)s)
+ON CONFLICT (name) DO UPDATE
+SET task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+    options = EXCLUDED.options, cron = EXCLUDED.cron, interval_secs = EXCLUDED.interval_secs,
+    timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up, source = 'sql';
+
+-- name: schedule_prune_code
+-- Schedules once declared in code but no longer: removed when a beat starts.
+DELETE FROM {schema}.schedules
+WHERE source = 'code' AND NOT (name = ANY(%(names)s::text[]))
+RETURNING name;
+
+-- name: schedule_postpone
+-- A schedule that cannot be planned (bad cron or time zone written in SQL) is
+-- tried again a minute later instead of stopping the beat.
+UPDATE {schema}.schedules SET next_run_at = now() + interval '1 minute' WHERE name = %(name)s;
+
+-- name: db_times
+-- Bulk enqueue computes run_at/expires_at once, from the database clock.
+SELECT COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+       COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s));
+
+-- name: job_copy
+COPY {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at, expires_at)
+FROM STDIN;
+
+-- name: job_queue_copy
+COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key)
+FROM STDIN;
+
+-- name: session_hot_path
+-- The claim and completion sessions: job_queue and job_lease swing between
+-- empty and a backlog, so their statistics are always out of date, and a plan
+-- costed for "1 row" may scan a whole backlog per claim. These sessions only
+-- run statements that find rows by key or in index order: make the planner
+-- take an index whenever one exists. Their plans then no longer depend on the
+-- values bound, so keep one generic plan per prepared statement: left to
+-- itself, PostgreSQL judged the claim's generic plan dearer than a custom one
+-- and re-planned it on every execution, which took 0.4 ms on an empty queue and
+-- 1-2 ms behind a 100k backlog (more than the claim itself, on an idle worker).
+-- No JIT: a sequential scan left in a plan (a one-row table without a usable
+-- index) is costed at 10^10 here, which passes every JIT threshold: a
+-- one-row read then took 5 ms, nearly all of it compiling.
+SELECT set_config('enable_seqscan', 'off', false),
+       set_config('enable_bitmapscan', 'off', false),
+       set_config('plan_cache_mode', 'force_generic_plan', false),
+       set_config('jit', 'off', false);
+
+-- name: queue_notify
+SELECT pg_notify('{channel_jobs}', %(queue)s);
+
+-- name: hot_tables_dead
+-- Dead rows in the tables on the claim path (fed by claims and completions),
+-- and rows changed since their statistics were taken. jobs is partitioned
+-- (0012): its figures are its partitions' sums (the parent has none).
+SELECT relname, n_dead_tup, n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables
+WHERE schemaname = %(schema)s AND relname IN ('job_queue', 'job_lease')
+UNION ALL
+SELECT 'jobs', COALESCE(sum(s.n_dead_tup), 0)::bigint, COALESCE(sum(s.n_live_tup), 0)::bigint,
+       COALESCE(sum(s.n_mod_since_analyze), 0)::bigint
+FROM pg_partition_tree('{schema}.jobs') AS p
+JOIN pg_stat_user_tables AS s ON s.relid = p.relid;
+
+-- name: vacuum_job_queue
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.job_queue;
+
+-- name: vacuum_job_lease
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.job_lease;
+
+-- name: vacuum_jobs
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.jobs;
+
+-- name: analyze_job_queue
+ANALYZE (SKIP_LOCKED) {schema}.job_queue;
+
+-- name: analyze_job_lease
+ANALYZE (SKIP_LOCKED) {schema}.job_lease;
+
+-- name: analyze_jobs
+ANALYZE (SKIP_LOCKED) {schema}.jobs;
