@@ -1,6 +1,7 @@
 """``jobqueue`` command line: worker, db (migrations), stats, jobs and queue
-(jobqueue/control/cli.py), metrics (jobqueue/metrics/cli.py), events
-(jobqueue/events/cli.py), embedded, demo."""
+(jobqueue/control/cli.py), inspect and control (jobqueue/control/remote_cli.py),
+metrics (jobqueue/metrics/cli.py), events (jobqueue/events/cli.py), embedded,
+demo."""
 
 from __future__ import annotations
 
