@@ -10,9 +10,14 @@ nobody listening, and with a real ``jobqueue events --json`` subprocess
 attached (started and listening before the enqueue), whose output a thread of
 this process reads and counts. A listening run also says how many events the
 listener printed and how long after the last job finished it printed the
-last one (its lag). Prints every run, then the medians, their spread and the
-ratio (listener ÷ no listener). ``--listener-nice N`` runs the listener at
-that nice level (a monitor on a shared host; default 0, like anyone's shell).
+last one (its lag). Each run also says the CPU time spent per job by the
+workers, by the server (every backend and server process alive across the run)
+and by the listener, from ``/proc/<pid>/stat`` sampled before the enqueue and
+after the last event: what a listener adds there holds on a busy machine, where
+the wall-clock rates move by 10-25 % between runs. Prints every run, then the
+medians, their spread and the ratio (listener ÷ no listener).
+``--listener-nice N`` runs the listener at that nice level (a monitor on a
+shared host; default 0, like anyone's shell).
 ``--lock-only`` adds a third mode: the events lock held on a bare connection
 and nobody reading, so the statements build and send their NOTIFYs and
 nothing else happens: the workers' share of the cost, without the
@@ -41,6 +46,56 @@ from jobqueue.sql import lock_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS_PER_JOB = 3  # task-received, task-started, task-succeeded
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process and its threads (None: it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class CpuMeter:
+    """CPU seconds spent by groups of processes between ``start`` and ``stop``;
+    a process that ended meanwhile is left out (the server's: short-lived
+    connections such as this benchmark's polls)."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.before = {name: {p: cpu_seconds(p) for p in pids} for name, pids in groups.items()}
+
+    def stop(self) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        for name, before in self.before.items():
+            total = 0.0
+            for pid, start in before.items():
+                end = cpu_seconds(pid)
+                if start is not None and end is not None:
+                    total += end - start
+            spent[name] = total
+        return spent
+
+
+def server_pids(dsn: str) -> dict[str, list[int]]:
+    """Every server process this role can see (a superuser sees them all), in
+    groups: the workers' backends, the listener's, and the rest (background
+    processes, this benchmark's own)."""
+    groups: dict[str, list[int]] = {
+        "server: workers'": [],
+        "server: listener's": [],
+        "server: rest": [],
+    }
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for pid, name in conn.execute("SELECT pid, application_name FROM pg_stat_activity"):
+            if name.startswith("jobqueue-events"):
+                groups["server: listener's"].append(pid)
+            elif name.startswith("jobqueue") and "worker" in name:
+                groups["server: workers'"].append(pid)
+            else:
+                groups["server: rest"].append(pid)
+    return groups
 
 
 class LockOnly:
@@ -88,11 +143,19 @@ class Listener:
                 sys.stderr.write("listener: " + line.decode(errors="replace"))
 
     def _stdout(self) -> None:
+        # Read in chunks and count: a line at a time, this thread took a
+        # tenth of a core at 60,000 events/s, from the workers' machine.
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(b'{"type": "task-'):
-                self.lines += 1
+        fd = self.proc.stdout.fileno()
+        mark = b'{"type": "task-'
+        tail = b""
+        while chunk := os.read(fd, 1 << 16):
+            data = tail + chunk
+            found = data.count(mark)
+            if found:
+                self.lines += found
                 self.last_at = time.time()
+            tail = data[-(len(mark) - 1) :]
 
     def wait_for(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -116,6 +179,11 @@ def drain(bench: Bench, n: int, workers: int, mode: str, nice: int, tag: str) ->
     listener = Listener(bench.dsn, schema, nice) if mode == "listener" else None
     held = LockOnly(bench.dsn, schema) if mode == "lock only" else None
     try:
+        groups = {"worker": [p.pid for p in procs]}
+        if listener is not None:
+            groups["listener"] = [listener.proc.pid]
+        groups.update(server_pids(bench.dsn))
+        meter = CpuMeter(groups)
         app.enqueue_many(noop, [() for _ in range(n)])
         query = (
             f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".jobs '
@@ -136,6 +204,8 @@ def drain(bench: Bench, n: int, workers: int, mode: str, nice: int, tag: str) ->
             caught_up = listener.wait_for(EVENTS_PER_JOB * n, timeout=max(120.0, n / 200))
             out["events"] = float(listener.lines)
             out["lag"] = (listener.last_at - last.timestamp()) if caught_up else float("nan")
+        for name, seconds in meter.stop().items():
+            out[f"cpu {name}"] = seconds / n * 1e6  # us per job
         return out
     finally:
         if listener is not None:
@@ -164,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     modes = ["no listener", "listener"] + (["lock only"] if options.lock_only else [])
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, dict[str, list[float]]] = {mode: {} for mode in modes}
     with bench_database(options.dsn, "events") as dsn:
         bench = Bench(dsn)
         try:
@@ -179,10 +250,20 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run}_{modes.index(mode)}",
                     )
                     rates[mode].append(got["rate"])
+                    for key, value in got.items():
+                        if key.startswith("cpu "):
+                            cpu[mode].setdefault(key[4:], []).append(value)
                     extra = ""
                     if "events" in got:
                         extra = f" ({got['events']:,.0f} events, last {got['lag']:.2f}s after)"
-                    print(f"run {run + 1} {mode}: {got['rate']:,.0f} jobs/s{extra}", flush=True)
+                    spent = ", ".join(
+                        f"{key[4:]} {value:.1f}" for key, value in got.items() if key[:4] == "cpu "
+                    )
+                    print(
+                        f"run {run + 1} {mode}: {got['rate']:,.0f} jobs/s{extra}; "
+                        f"CPU us/job: {spent}",
+                        flush=True,
+                    )
         finally:
             bench.close()
     print(
@@ -199,6 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(rates["no listener"])
     for mode in modes[1:]:
         print(f"{mode} / no listener = {statistics.median(rates[mode]) / base:.3f}")
+    print("\nCPU per job (us, medians of the runs)")
+    names = list(dict.fromkeys(group for used in cpu.values() for group in used))
+    print(f"| mode | {' | '.join(names)} | total | total / no listener |")
+    print("|---|" + "---:|" * (len(names) + 2))
+    totals: dict[str, float] = {}
+    for mode, used in cpu.items():
+        medians = {group: statistics.median(values) for group, values in used.items()}
+        totals[mode] = sum(medians.values())
+        cells = " | ".join(f"{medians[n]:.1f}" if n in medians else "-" for n in names)
+        ratio = totals[mode] / totals["no listener"]
+        print(f"| {mode} | {cells} | {totals[mode]:.1f} | {ratio:.2f} |")
     return 0
 
 
