@@ -510,6 +510,7 @@ class Store:
     # -- the events listener (jobqueue/events; its own two connections) ----------------
 
     def events_listen(self, conn: psycopg.Connection[Any]) -> None:
+        self._on(conn, "events_session", {})
         self._on(conn, "events_listen", {})
 
     def events_hold(self, conn: psycopg.Connection[Any]) -> None:
@@ -531,14 +532,15 @@ class Store:
         self,
         conn: psycopg.Connection[Any],
         ids: Sequence[str],
-        attempts: Sequence[int],
+        attempts: Sequence[str],
         queues: Sequence[str] | None,
         tasks: Sequence[str] | None,
     ) -> list[Row]:
-        """The rows of the hinted (job, attempt) pairs (event_jobs)."""
+        """The rows of the hinted (job, attempt) pairs (event_jobs); attempts
+        as the digits the hints carried."""
         params = {
             "ids": ",".join(ids),
-            "attempts": ",".join(map(str, attempts)),
+            "attempts": ",".join(attempts),
             "queues": None if queues is None else list(queues),
             "tasks": None if tasks is None else list(tasks),
         }

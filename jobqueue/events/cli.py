@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from ..cli import Context
 
 
-_ENCODE = json.JSONEncoder(check_circular=False).encode
-
-
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -109,9 +106,10 @@ def events(
         ) as stream:
             schema = app.conf.schema
             click.echo(f"jobqueue events: listening (schema {schema}); Ctrl-C to stop", err=True)
-            line = _ENCODE if as_json else describe
-            while events := stream.batch():  # one write per batch, not per event
-                out.write("".join(line(event) + "\n" for event in events))
+            while lines := stream.batch_json():  # one write per batch, not per event
+                if not as_json:
+                    lines = [describe(json.loads(line)) for line in lines]
+                out.write("\n".join(lines) + "\n")
                 out.flush()
     except KeyboardInterrupt:
         pass

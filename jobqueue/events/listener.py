@@ -46,6 +46,13 @@ QUEUE_LIMIT = 0.25  # of the notification queue (8 GB by default)
 STALL_LIMIT = 60.0  # seconds the consumer may keep us from reading
 _QUEUE_CHECK = 5.0  # seconds between looks at the queue
 _BATCH = 1000  # notifications read before the caller enriches them
+# Reads of the rows come at most this often (seconds): one that follows
+# another sooner first waits for more notifications. Under load a job's
+# started and finished hints then share a read, which reads each job once
+# instead of twice and spreads the read's own cost over hundreds of jobs
+# (benchmarks/events.py: about half of the listener's CPU and its server
+# process's). An event after a quiet spell is read at once.
+LINGER = 0.25
 
 
 class Lagging(psycopg.OperationalError):
@@ -53,8 +60,12 @@ class Lagging(psycopg.OperationalError):
 
 
 class Listener:
-    def __init__(self, app: JobQueue, stall_limit: float = STALL_LIMIT) -> None:
+    def __init__(
+        self, app: JobQueue, stall_limit: float = STALL_LIMIT, linger: float = LINGER
+    ) -> None:
         self.app = app
+        self.linger = linger
+        self._returned_at = 0.0  # when receive() last returned payloads
         self.conn: psycopg.Connection[Any] | None = None  # LISTEN, and the reads
         self._hold: psycopg.Connection[Any] | None = None
         self._received: deque[str] = deque()
@@ -132,12 +143,24 @@ class Listener:
                 self._check_hold()
             if conn.fileno() in ready:
                 self._read(conn)
+        if self._received:
+            # The last batch went out less than `linger` ago: wait for more
+            # until then (see LINGER).
+            until = self._returned_at + self.linger
+            while len(self._received) < _BATCH and (left := until - time.monotonic()) > 0:
+                ready, _, _ = select.select([conn.fileno(), hold.fileno()], [], [], left)
+                if hold.fileno() in ready:
+                    self._check_hold()
+                if conn.fileno() in ready:
+                    self._read(conn)
         # More may have come meanwhile: take what is there, up to a batch.
         while self._received and len(self._received) < _BATCH and self._readable(conn):
             if not self._read(conn):
                 break
         out = list(self._received)
         self._received.clear()
+        if out:
+            self._returned_at = time.monotonic()
         return out
 
     def _read(self, conn: psycopg.Connection[Any]) -> int:

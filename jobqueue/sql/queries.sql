@@ -662,6 +662,14 @@ SELECT {events_notify};
 -- The events listener (jobqueue/events) on its direct connection.
 LISTEN "{channel_events}";
 
+-- name: events_session
+-- The listener's reads (event_jobs, event_workers) with generic plans: their
+-- custom plans cost 1-2 ms of planning each, as much as reading 300 jobs,
+-- and look no better (the key lookups are pruned to a partition at run
+-- time either way). No JIT: a batch of thousands of hints could cross its
+-- cost threshold and compile for longer than it reads.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', false), set_config('jit', 'off', false);
+
 -- name: events_hold_session
 -- The listener's second connection only holds (or waits for) the lock that
 -- makes statements report events (events_wanted); it must wait as long as
@@ -703,24 +711,30 @@ SELECT pg_notification_queue_usage();
 -- the row is no longer about that attempt or the attempt went to a retry,
 -- that attempt's record. A job no longer there (pruned, deleted) has no row.
 -- Ids and attempts come comma-separated (as job_complete_many's), the
--- filters as arrays (NULL: any). Times as epoch seconds (date_part: a float8;
--- extract() makes a numeric, dearer to make and to print).
+-- filters as arrays (NULL: any). Times and run times as the text of epoch
+-- seconds, which the listener writes into its JSON as they are: formatting
+-- a float in Python (the shortest repr) cost it more than the read itself,
+-- and float8's output here is the same shortest form.
 -- Each lookup by key (LATERAL ... LIMIT 1 is never made a join): a join
 -- planned for a batch of 1,000 hints read all of job_attempts to merge them.
+-- The listener's session uses a generic plan (events_session): a custom plan
+-- for each read took 1-2 ms of planning, about as long as reading 300 jobs.
 WITH hint AS (
     SELECT *
     FROM ROWS FROM (unnest(string_to_array(%(ids)s, ',')::uuid[]),
                     unnest(string_to_array(%(attempts)s, ',')::int[])) AS h(id, attempt)
 )
 SELECT h.id::text, h.attempt, j.task, j.queue, j.state, j.attempts, j.worker_id::text,
-       date_part('epoch', j.started_at), date_part('epoch', j.finished_at),
+       date_part('epoch', j.started_at)::text, date_part('epoch', j.finished_at)::text,
+       date_part('epoch', j.finished_at - j.started_at)::text,
        j.error ->> 'type', j.error ->> 'message', j.error ->> 'traceback',
        CASE WHEN j.state = 'SUCCESS' THEN left(j.result::text, 201) END,
-       date_part('epoch', j.run_at), j.revoke_terminate, j.root_id::text,
+       date_part('epoch', j.run_at)::text, j.revoke_terminate, j.root_id::text,
        j.parent_id::text,
-       a.state, a.worker_id::text, date_part('epoch', a.started_at),
-       date_part('epoch', a.finished_at), a.error ->> 'type', a.error ->> 'message',
-       a.error ->> 'traceback'
+       a.state, a.worker_id::text, date_part('epoch', a.started_at)::text,
+       date_part('epoch', a.finished_at)::text,
+       date_part('epoch', a.finished_at - a.started_at)::text,
+       a.error ->> 'type', a.error ->> 'message', a.error ->> 'traceback'
 FROM hint AS h
 CROSS JOIN LATERAL (
     SELECT * FROM {schema}.jobs AS j WHERE j.id = h.id LIMIT 1

@@ -21,6 +21,11 @@ def test_a_payload_is_read_in_order() -> None:
     ]
 
 
+def test_a_job_revoked_before_its_first_attempt_is_a_task_hint() -> None:
+    # Attempt 0: the revocation of a job that was never started.
+    assert parse(f"revoked:{JOB}/0") == [Hint("revoked", JOB, 0)]
+
+
 @pytest.mark.parametrize(
     "payload",
     [
