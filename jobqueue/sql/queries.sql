@@ -1172,6 +1172,16 @@ DELETE FROM {schema}.schedules
 WHERE source = 'code' AND NOT (name = ANY(%(names)s::text[]))
 RETURNING name;
 
+-- name: schedule_pause
+-- Schedules as operations (revision 0017): one function each, like queues.
+SELECT {schema}.pause_schedule(%(name)s);
+
+-- name: schedule_resume
+SELECT {schema}.resume_schedule(%(name)s);
+
+-- name: schedule_run
+SELECT {schema}.run_schedule(%(name)s)::text;
+
 -- name: schedule_postpone
 -- A schedule that cannot be planned (bad cron or time zone written in SQL) is
 -- tried again a minute later instead of stopping the beat.
