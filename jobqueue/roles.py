@@ -382,10 +382,14 @@ _MONITOR_TABLES = {
     "job_counts": "about-counts of the jobs list, from counters instead of count(*)",
     "job_metrics": "the overview's throughput and failure charts (sampled counters)",
     "history_partitions": "the jobs list's time range, per partition",
+    "maintenance_leader": "the workers page marks the maintenance leader",
 }
 MONITOR: tuple[Rule, ...] = (
     *READER,
-    *(Rule("SELECT", table, f"jobqueue dashboard: {why}") for table, why in _MONITOR_TABLES.items()),
+    *(
+        Rule("SELECT", table, f"jobqueue dashboard: {why}")
+        for table, why in _MONITOR_TABLES.items()
+    ),
 )
 
 _ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "MAINTAIN")  # what a table may be given
