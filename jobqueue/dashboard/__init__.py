@@ -28,12 +28,13 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if module == "app":
-        try:
-            import jinja2  # noqa: F401
-            import multipart  # type: ignore[import-untyped]  # noqa: F401
-            import starlette  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(f"jobqueue.dashboard needs {exc.name}: {INSTALL_HINT}") from exc
+        from importlib.util import find_spec
+
+        # python-multipart reads the forms (its module was "multipart" before 0.0.13).
+        for needed in ("starlette", "jinja2", ("python_multipart", "multipart")):
+            names = (needed,) if isinstance(needed, str) else needed
+            if not any(find_spec(n) for n in names):
+                raise ImportError(f"jobqueue.dashboard needs {names[0]}: {INSTALL_HINT}")
     from importlib import import_module
 
     return getattr(import_module(f"{__name__}.{module}"), name)

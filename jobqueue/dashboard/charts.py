@@ -102,7 +102,9 @@ class Sampler:
         out = []
         for i in range(MINUTES - 1, -1, -1):
             start = current - 60 * i
-            before = _at(samples, start, queue)
+            # From the last sample before the minute, or (the dashboard
+            # started during it) its first sample: a partial minute.
+            before = _at(samples, start, queue) or _first(samples, start, queue)
             after = _at(samples, min(start + 60, now), queue)
             if before is None or after is None or after[0] <= before[0]:
                 out.append(Minute(start, None, None))
@@ -127,6 +129,16 @@ def _at(
             break
         found = (taken, counts.get(queue, (0, 0)))
     return found
+
+
+def _first(
+    samples: list[tuple[float, Counts]], moment: float, queue: str
+) -> tuple[float, tuple[int, int]] | None:
+    """The first sample taken at or after ``moment``."""
+    for taken, counts in samples:
+        if taken >= moment:
+            return taken, counts.get(queue, (0, 0))
+    return None
 
 
 def totals(minutes: list[Minute]) -> tuple[int, int, bool]:
