@@ -308,7 +308,7 @@ def failures(request: Request) -> Response:
         since = _time(values.get("since") or None, "since")
     except (BadInput, ValueError) as exc:
         return dash.error(request, 400, str(exc))
-    budget = dash.scan_budget * 5
+    budget = dash.scan_budget * 5 // 2
     with dash.reads.page() as reads:
         scan = reads.failures(before, since, budget)
         all_time = reads.failed_totals()

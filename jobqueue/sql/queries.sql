@@ -1261,8 +1261,11 @@ ANALYZE (SKIP_LOCKED) {schema}.jobs;
 -- dashboard's actions are the operations' own statements (Store).
 
 -- name: dashboard_timeout
--- Every page's reads run in one transaction bounded on the server.
-SELECT set_config('statement_timeout', %(ms)s, true), set_config('lock_timeout', %(ms)s, true);
+-- Every page's reads run in one transaction bounded on the server, without
+-- JIT: the planner's costs for a walk over a partitioned history pass its
+-- threshold, and compiling took 450 ms of a 0.2 ms loose index scan.
+SELECT set_config('statement_timeout', %(ms)s, true), set_config('lock_timeout', %(ms)s, true),
+       set_config('jit', 'off', true);
 
 -- name: dashboard_queues
 SELECT s.queue, s.due, s.scheduled, s.started, s.success, s.failure, s.revoked,
@@ -1343,7 +1346,6 @@ ORDER BY t.task;
 -- the first %(page)s matches, fetched by id. Every row carries how many rows
 -- were scanned and the lowest one, so a page that did not fill links on from
 -- there. Selective filters on a long history cost budget rows, not history.
--- (uuid has no min() before PostgreSQL 16; its text sorts as its bytes.)
 WITH scanned AS MATERIALIZED (
     SELECT j.id,
            (%(state)s::text IS NULL OR j.state = %(state)s::text)
@@ -1361,7 +1363,8 @@ WITH scanned AS MATERIALIZED (
 )
 SELECT t.scanned, t.lowest, j.id, j.task, j.queue, j.state, j.args, j.kwargs,
        j.error ->> 'type', j.attempts, j.created_at, j.started_at, j.finished_at, j.run_at
-FROM (SELECT count(*) AS scanned, min(s.id::text)::uuid AS lowest FROM scanned AS s) AS t
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
 LEFT JOIN {schema}.all_jobs AS j ON j.id = ANY(ARRAY(SELECT h.id FROM hits AS h))
 ORDER BY j.id DESC NULLS LAST;
 
@@ -1431,16 +1434,19 @@ WITH scanned AS MATERIALIZED (
     ORDER BY j.id DESC
     LIMIT %(budget)s
 )
-SELECT t.scanned, t.lowest, g.task, g.exception, g.n, g.newest, e.message, e.finished_at
-FROM (SELECT count(*) AS scanned, min(s.id::text)::uuid AS lowest FROM scanned AS s) AS t
+SELECT t.scanned, t.lowest, g.task, g.exception, g.n, g.newest,
+       -- Scalar subqueries: one primary-key probe per group (a join to jobs
+       -- was planned as a hash join over every partition).
+       (SELECT j.error ->> 'message' FROM {schema}.jobs AS j WHERE j.id = g.newest),
+       (SELECT j.finished_at FROM {schema}.jobs AS j WHERE j.id = g.newest)
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
 LEFT JOIN LATERAL (
-    SELECT s.task, s.exception, count(*) AS n, max(s.id::text)::uuid AS newest
+    -- The newest of a group: uuid has no max() before PostgreSQL 16.
+    SELECT s.task, s.exception, count(*) AS n,
+           (array_agg(s.id ORDER BY s.id DESC))[1] AS newest
     FROM scanned AS s WHERE s.task IS NOT NULL GROUP BY s.task, s.exception
 ) AS g ON true
-LEFT JOIN LATERAL (
-    SELECT j.error ->> 'message' AS message, j.finished_at FROM {schema}.jobs AS j
-    WHERE j.id = g.newest
-) AS e ON true
 ORDER BY g.n DESC NULLS LAST, g.task, g.exception;
 
 -- name: dashboard_failed_totals
@@ -1507,6 +1513,7 @@ WITH scanned AS MATERIALIZED (
     LIMIT %(budget)s
 )
 SELECT t.scanned, t.lowest, s.id, s.state
-FROM (SELECT count(*) AS scanned, min(s.id::text)::uuid AS lowest FROM scanned AS s) AS t
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
 LEFT JOIN scanned AS s ON s.hit
 ORDER BY s.id DESC NULLS LAST;
