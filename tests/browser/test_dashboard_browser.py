@@ -16,6 +16,7 @@ used: $JOBQUEUE_CHROMIUM, else /usr/bin/chromium.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -30,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
 
-from jobqueue import JobQueue, migrate, states
+from jobqueue import JobQueue, chord, migrate, states
 from tests.apps import build
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
@@ -185,6 +187,11 @@ def guarded(database_dsn: str, board_schema: str, tmp_path_factory: Any) -> Iter
 
 
 @pytest.fixture(scope="module")
+def readonly(database_dsn: str, board_schema: str, tmp_path_factory: Any) -> Iterator[Dashboard]:
+    yield from _serve(database_dsn, board_schema, tmp_path_factory, "readonly", "--read-only")
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -224,6 +231,13 @@ def page(
 
 
 @pytest.fixture
+def readonly_page(
+    browser: Browser, readonly: Dashboard, worker: WorkerProcess, seen: Seen
+) -> Iterator[Page]:
+    yield from _open(browser, readonly.url, seen)
+
+
+@pytest.fixture
 def guarded_page(browser: Browser, guarded: Dashboard, seen: Seen) -> Iterator[Page]:
     yield from _open(browser, guarded.url, seen)
 
@@ -243,6 +257,15 @@ def eventually(page: Page, check: Callable[[], None], timeout: float = 30.0) -> 
             if time.monotonic() > deadline:
                 raise
             page.reload()
+
+
+def cli(dsn: str, schema: str, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "jobqueue", "-A", "tests.apps:app", "--dsn", dsn, "--schema",
+         schema, *args],
+        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 def job_row(db: psycopg.Connection[Any], schema: str, job_id: str) -> tuple[str, int]:
@@ -267,21 +290,28 @@ def state_is(page: Page, state: str, timeout: float = 1_000) -> Callable[[], Non
 # -- scenarios ---------------------------------------------------------------
 
 
-def test_the_overview_shows_a_job_enqueued_meanwhile_and_then_its_end(
-    page: Page, tasks: SimpleNamespace, db: psycopg.Connection[Any], board_schema: str
+def test_the_overview_shows_a_job_enqueued_meanwhile_running_then_done(
+    page: Page, tasks: SimpleNamespace
 ) -> None:
     page.goto("/")
     row = page.get_by_test_id("queue-watched")
-    expect(row).to_have_count(0)  # nothing ever ran on it
-    job = tasks.sleep.apply_async((1.5,), queue="watched")
-    # The overview refreshes itself (GET /partials/overview): no reload here.
-    expect(row).to_be_visible()
-    assert job.get(timeout=30) == 1.5
-    # From the queue to its jobs, then to the job: finished.
-    page.goto("/jobs?queue=watched")
-    page.get_by_test_id(f"job-{job.id}").get_by_role("link").first.click()
+    expect(row).to_have_count(0)  # nothing ever ran there
+    job = tasks.sleep.apply_async((4,), queue="watched")
+    # The overview refreshes itself every 3 s (htmx, GET /partials/overview):
+    # no reload. The job runs 4 s, so one refresh sees it running.
+    running = row.locator("td").nth(4)  # Queue, Due, Scheduled, Oldest due, Running
+    expect(running).to_have_text("1")
+    expect(running).to_have_text("0", timeout=20_000)
+    assert job.get(timeout=5) == 4
+    # From the queue to its jobs, then to the job itself.
+    row.get_by_role("link", name="watched").click()
+    expect(page).to_have_url(re.compile(r"/jobs\?queue=watched$"))
+    listed = page.get_by_test_id(f"job-{job.id}")
+    expect(listed).to_contain_text(states.SUCCESS)
+    listed.get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(f"/jobs/{job.id}$"))
     expect(page.get_by_test_id("job-state")).to_have_text(states.SUCCESS)
+    expect(page.get_by_test_id("job-result")).to_have_text("4")
 
 
 def test_a_failed_job_shows_its_traceback_and_a_retry_runs_it_again(
@@ -290,7 +320,12 @@ def test_a_failed_job_shows_its_traceback_and_a_retry_runs_it_again(
     message = f"kaput-{secrets.token_hex(3)}"
     job = tasks.boom.delay(message)
     assert isinstance(job.get(timeout=30, propagate=False), Exception)
+    # Failures, grouped by task and exception; its link lists them.
     page.goto("/failures")
+    group = page.locator("[data-testid^='failure-boom-']")
+    expect(group).to_contain_text("CustomError")
+    group.get_by_role("link", name=re.compile("CustomError")).click()
+    expect(page).to_have_url(re.compile(r"/jobs\?state=FAILURE&task=boom&exception="))
     page.get_by_test_id(f"job-{job.id}").get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(f"/jobs/{job.id}$"))
     expect(page.get_by_test_id("job-state")).to_have_text(states.FAILURE)
@@ -300,11 +335,12 @@ def test_a_failed_job_shows_its_traceback_and_a_retry_runs_it_again(
     expect(traceback).to_contain_text(f"CustomError: {message}")
 
     page.get_by_test_id("action-retry").click()
-    expect(page.get_by_test_id("banner")).to_be_visible()
+    expect(page.get_by_test_id("flash")).to_be_visible()
     # The worker runs it again; it fails again, its second attempt.
     wait_for(lambda: job_row(db, board_schema, job.id) == (states.FAILURE, 2), 30, "the re-run")
     page.goto(f"/jobs/{job.id}")
     expect(page.get_by_test_id("job-state")).to_have_text(states.FAILURE)
+    expect(page.get_by_test_id("attempts").locator("tbody tr")).to_have_count(2)
     expect(page.get_by_test_id("traceback")).to_contain_text(f"CustomError: {message}")
 
 
@@ -314,7 +350,9 @@ def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(
     assert tasks.add.apply_async((0, 0), queue="held").get(timeout=30) == 0  # a known queue
     page.goto("/queues")
     row = page.get_by_test_id("queue-held")
+    expect(row.get_by_test_id("queue-paused")).to_have_count(0)
     row.get_by_test_id("action-pause").click()
+    expect(page.get_by_test_id("flash")).to_be_visible()
     expect(page.get_by_test_id("queue-held").get_by_test_id("queue-paused")).to_be_visible()
     assert paused(db, board_schema, "held")
 
@@ -335,38 +373,44 @@ def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(
     expect(page.get_by_test_id("job-state")).to_have_text(states.SUCCESS)
 
 
-def test_terminating_a_running_job_stops_it(
-    page: Page, tasks: SimpleNamespace, db: psycopg.Connection[Any], board_schema: str
-) -> None:
+def test_terminating_a_running_job_stops_it(page: Page, tasks: SimpleNamespace) -> None:
     job = tasks.ticking.apply_async((120,), queue="slow")
     wait_for(lambda: job.state == states.STARTED, 30, "the job to start")
     page.goto(f"/jobs/{job.id}")
     expect(page.get_by_test_id("job-state")).to_have_text(states.STARTED)
     page.get_by_test_id("action-terminate").click()
+    expect(page.get_by_test_id("flash")).to_be_visible()
     with pytest.raises(Exception, match="revoked"):
         job.get(timeout=30)
     eventually(page, state_is(page, states.REVOKED))
     expect(page.get_by_test_id("action-terminate")).to_have_count(0)  # nothing left to stop
+    expect(page.get_by_test_id("action-retry")).to_be_visible()
 
 
-def test_bulk_retry_confirms_the_count_first(
+def test_bulk_retry_states_the_count_and_waits_for_confirmation(
     page: Page, tasks: SimpleNamespace, db: psycopg.Connection[Any], board_schema: str
 ) -> None:
     marker = f"bulk-{secrets.token_hex(3)}"
     failed = [tasks.boom.delay(marker) for _ in range(3)]
     for job in failed:
         assert isinstance(job.get(timeout=30, propagate=False), Exception)
-    page.goto(f'/jobs?state=FAILURE&task=boom&args=["{marker}"]')
+    # A person filters with the form, as typed.
+    page.goto("/jobs")
+    filters = page.get_by_test_id("filters")
+    filters.locator("select[name=state]").select_option("FAILURE")
+    filters.locator("input[name=task]").fill("boom")
+    filters.locator("input[name=args]").fill(f'["{marker}"]')
+    filters.get_by_role("button", name="Filter").click()
+    expect(page.locator("tbody tr[data-testid^='job-']")).to_have_count(3)
     for job in failed:
         expect(page.get_by_test_id(f"job-{job.id}")).to_be_visible()
-    expect(page.locator("[data-testid^=job-]")).to_have_count(3)
-    page.get_by_test_id("action-retry").click()
-    # The first POST only counts: nothing retried until confirmed.
-    expect(page.get_by_test_id("confirm")).to_be_visible()
-    expect(page.locator("body")).to_contain_text("3")
+
+    page.get_by_test_id("bulk-retry").click()
+    # The first POST only counts: nothing is retried until confirmed.
+    expect(page.get_by_test_id("confirm-count")).to_have_attribute("data-count", "3")
     assert {job_row(db, board_schema, j.id) for j in failed} == {(states.FAILURE, 1)}
     page.get_by_test_id("confirm").click()
-    expect(page.get_by_test_id("banner")).to_contain_text("3")
+    expect(page.get_by_test_id("flash")).to_contain_text("3")
     wait_for(
         lambda: {job_row(db, board_schema, j.id) for j in failed} == {(states.FAILURE, 2)},
         30,
@@ -388,51 +432,142 @@ def test_markup_in_arguments_and_errors_is_shown_as_text(
     arguments = page.get_by_test_id("job-args")
     expect(arguments).to_contain_text(script)
     expect(arguments).to_contain_text(image)
-    expect(page.locator("[data-testid=job-args] script, [data-testid=job-args] img")).to_have_count(
-        0
-    )
+    expect(page.get_by_test_id("job-result")).to_contain_text(script)
     page.goto(f"/jobs/{failed.id}")
     expect(page.get_by_test_id("traceback")).to_contain_text("<script>alert(3)</script>")
-    for path in ("/jobs?task=echo", "/jobs?task=boom", "/failures", "/"):
+    page.goto(f"/jobs?task=echo&args={quote(json.dumps([script]))}")
+    expect(page.get_by_test_id(f"job-{echoed.id}")).to_contain_text(script)
+    for path in ("/jobs?task=boom", "/failures", "/"):
         page.goto(path)
         page.wait_for_load_state("networkidle")
+    # Shown as text, never as markup: no element came from the job.
+    expect(page.locator("main script, main img")).to_have_count(0)
     assert seen.dialogs == []
-    assert page.locator("img[src=x]").count() == 0
+
+
+def test_a_workflow_in_progress_shows_its_chord_waiting_on_a_running_job(
+    page: Page, tasks: SimpleNamespace, db: psycopg.Connection[Any], board_schema: str
+) -> None:
+    header = [tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.ticking.s(119).set(queue="slow")]
+    chord(header)(tasks.echo.s())
+    slow, root = db.execute(
+        f'SELECT id, root_id FROM "{board_schema}".jobs WHERE task = %s AND args = %s',
+        ("ticking", "[119]"),
+    ).fetchone()
+    wait_for(lambda: job_row(db, board_schema, str(slow))[0] == states.STARTED, 30, "the slow one")
+
+    page.goto("/workflows")
+    row = page.get_by_test_id(f"workflow-{root}")
+    expect(row).to_contain_text("in progress")
+    row.get_by_role("link").first.click()
+    expect(page).to_have_url(re.compile(f"/workflows/{root}$"))
+    expect(page.locator("body")).to_contain_text("1 to go")  # the chord waits on one job
+    node = page.get_by_test_id(f"node-{slow}")
+    expect(node.locator(".state").first).to_have_text(states.STARTED)
+    # The person stops the slow one from there: the chord's body fails.
+    node.get_by_role("link").first.click()
+    page.get_by_test_id("action-terminate").click()
+    wait_for(lambda: job_row(db, board_schema, str(slow))[0] == states.REVOKED, 30, "the revoke")
+    page.goto(f"/workflows/{root}")
+    expect(page.get_by_test_id(f"node-{slow}").locator(".state").first).to_have_text(states.REVOKED)
+
+
+def test_a_schedule_runs_now_and_pauses_from_its_page(
+    page: Page, database_dsn: str, db: psycopg.Connection[Any], board_schema: str
+) -> None:
+    done = cli(database_dsn, board_schema, "schedule", "add", "hourly-sum", "--task", "add",
+               "--every", "3600", "--args", "[20, 22]")  # fmt: skip
+    assert done.returncode == 0, done
+    page.goto("/schedules")
+    row = page.get_by_test_id("schedule-hourly-sum")
+    expect(row).to_contain_text("add")
+    row.get_by_test_id("action-run").click()
+    expect(page.get_by_test_id("flash")).to_be_visible()
+    ran = f'SELECT state FROM "{board_schema}".all_jobs WHERE task = %s AND args = %s::jsonb'
+    wait_for(
+        lambda: db.execute(ran, ("add", "[20, 22]")).fetchall() == [(states.SUCCESS,)],
+        30,
+        "the schedule's job to run",
+    )
+    page.get_by_test_id("schedule-hourly-sum").get_by_test_id("action-pause").click()
+    expect(
+        page.get_by_test_id("schedule-hourly-sum").get_by_test_id("schedule-paused")
+    ).to_be_visible()
+    enabled = db.execute(
+        f'SELECT enabled FROM "{board_schema}".schedules WHERE name = %s', ("hourly-sum",)
+    ).fetchone()
+    assert enabled == (False,)
+
+
+def test_a_rate_limit_set_from_the_limits_page_is_stored(
+    page: Page, db: psycopg.Connection[Any], board_schema: str
+) -> None:
+    page.goto("/limits")
+    row = page.get_by_test_id("limit-rate_limited")  # declared in code: 10/s
+    expect(row).to_contain_text("10")
+    row.locator("input[name=rate]").fill("2/s")
+    row.get_by_test_id("action-limit").click()
+    expect(page.get_by_test_id("flash")).to_be_visible()
+    stored = f'SELECT rate_per_second FROM "{board_schema}".task_limits WHERE task = %s'
+    assert db.execute(stored, ("rate_limited",)).fetchone() == (2.0,)
+    page.get_by_test_id("limit-rate_limited").get_by_test_id("action-reset").click()
+    expect(page.get_by_test_id("limit-rate_limited").get_by_test_id("action-reset")).to_have_count(
+        0
+    )
+    assert db.execute(stored, ("rate_limited",)).fetchone() == (10.0,)
+
+
+def test_a_read_only_dashboard_shows_no_action(readonly_page: Page, tasks: SimpleNamespace) -> None:
+    page = readonly_page
+    failed = tasks.boom.delay("read me")
+    assert isinstance(failed.get(timeout=30, propagate=False), Exception)
+    page.goto(f"/jobs/{failed.id}")
+    expect(page.get_by_test_id("read-only")).to_be_visible()
+    expect(page.get_by_test_id("traceback")).to_contain_text("read me")
+    page.goto("/jobs?task=boom")
+    expect(page.get_by_test_id(f"job-{failed.id}")).to_be_visible()
+    for path in (f"/jobs/{failed.id}", "/jobs?task=boom", "/", "/queues", "/schedules", "/limits"):
+        page.goto(path)
+        expect(page.get_by_test_id("read-only")).to_be_visible()
+        expect(page.locator("main form[method=post]")).to_have_count(0)
 
 
 def test_a_dashboard_on_every_interface_asks_for_a_login(
     guarded_page: Page, guarded: Dashboard, db: psycopg.Connection[Any], board_schema: str
 ) -> None:
     page = guarded_page
-    # Refused without logging in: every page leads to the login form...
-    for path in ("/", "/jobs", "/queues"):
-        page.goto(path)
-        expect(page.get_by_test_id("login")).to_be_visible()
-    # ...and an action by plain HTTP changes nothing.
+    # Refused without logging in: a page leads to the login form...
+    page.goto("/jobs?state=FAILURE")
+    expect(page).to_have_url(re.compile("/login"))
+    expect(page.get_by_test_id("login")).to_be_visible()
+    # ...and an action by plain HTTP is refused and changes nothing.
     response = page.request.post(guarded.url + "/queues/default/pause", max_redirects=0)
-    assert response.status in (303, 401, 403), response.status
+    assert response.status == 401, response.status
     assert not paused(db, board_schema, "default")
 
     page.locator("[name=token]").fill("not-the-token")
     page.get_by_test_id("login").click()
-    expect(page.get_by_test_id("banner")).to_be_visible()
-    expect(page.get_by_test_id("login")).to_be_visible()
+    expect(page.get_by_test_id("login-error")).to_be_visible()
 
     page.locator("[name=token]").fill(TOKEN)
     page.get_by_test_id("login").click()
-    expect(page.get_by_test_id("login")).to_have_count(0)
-    page.goto("/queues")
-    expect(page.get_by_test_id("queue-default")).to_be_visible()
+    # Logged in, back where it was going.
+    expect(page).to_have_url(re.compile(r"/jobs\?state=FAILURE$"))
+    expect(page.get_by_test_id("filters")).to_be_visible()
+    # Logged in, a POST still needs the page's CSRF token.
+    response = page.request.post(guarded.url + "/queues/default/pause", max_redirects=0)
+    assert response.status == 403, response.status
+    assert not paused(db, board_schema, "default")
+
+    page.get_by_test_id("logout").click()
+    page.goto("/")
+    expect(page.get_by_test_id("login")).to_be_visible()
 
 
 def test_on_every_interface_without_a_token_the_dashboard_refuses_to_start(
     database_dsn: str, board_schema: str
 ) -> None:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobqueue", "-A", "tests.apps:app", "--dsn", database_dsn,
-         "--schema", board_schema, "dashboard", "--host", "0.0.0.0", "--port", str(free_port())],
-        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "JOBQUEUE_DASHBOARD_TOKEN" in done.stdout + done.stderr
+    done = cli(database_dsn, board_schema, "dashboard", "--host", "0.0.0.0", "--port",
+               str(free_port()))  # fmt: skip
+    assert done.returncode == 2, done  # a usage error
+    assert "JOBQUEUE_DASHBOARD_TOKEN" in done.stderr
