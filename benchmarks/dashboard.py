@@ -203,17 +203,15 @@ def live_state(dsn: str, schema: str, waiting: int) -> dict[str, str]:
     shop = JobQueue(dsn, schema=schema, auto_migrate=False)
     s = f'"{schema}"'
     try:
-        per_queue = waiting // 20
-        for q in range(20):
-            for t in range(5):  # the tasks of this queue in the history: task{q + 20 t}
-                count = per_queue // 5 + (per_queue % 5 if t == 0 else 0)
-                shop.enqueue_many(f"task{q + 20 * t}", [(i,) for i in range(count)], queue=f"q{q}")
-        roots = [
-            chord([Signature(f"task{i}", (i, part), app=shop) for part in range(5)], app=shop)(
-                Signature("task1", app=shop)
-            ).id
-            for i in range(20)
-        ]
+        # In chunks of 500 that take turns over the queues, as a backlog grows;
+        # the tasks of a queue as in the history (task<n> on q<n % 20>).
+        for chunk, first in enumerate(range(0, waiting, 500)):
+            q, t = chunk % 20, chunk // 20 % 5
+            items = [(i,) for i in range(first, min(first + 500, waiting))]
+            shop.enqueue_many(f"task{q + 20 * t}", items, queue=f"q{q}")
+        for i in range(20):
+            header = [Signature(f"task{i}", (i, part), app=shop) for part in range(5)]
+            chord(header, app=shop)(Signature("task1", app=shop))
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(
                 f"INSERT INTO {s}.workers (id, hostname, pid, queues, concurrency, version, "
@@ -243,8 +241,9 @@ def live_state(dsn: str, schema: str, waiting: int) -> dict[str, str]:
             rows = conn.execute(
                 f"SELECT id, state FROM {s}.jobs WHERE id >= %s ORDER BY id LIMIT 500", (deep,)
             ).fetchall()
+            root = one(conn, f"SELECT max(root_id::text) FROM {s}.jobs WHERE root_id IS NOT NULL")
         failure = next(str(i) for i, state in rows if state == "FAILURE")
-        return {"failure": failure, "deep": deep, "root": str(roots[0])}
+        return {"failure": failure, "deep": deep, "root": str(root)}
     finally:
         shop.close()
 
@@ -283,11 +282,17 @@ def deep_cursor(url: str, deep: str) -> str:
     return cursor.replace(uuid.group(0), deep)
 
 
+# A row of a page's table (jobs, failures, workflows, queues, workers, ...),
+# or a node of a workflow's tree: what the page showed.
+ROW = re.compile(rb'<(?:tr|li) data-testid="')
+
+
 def time_pages(url: str, paths: list[str], rounds: int, warm: int = 3) -> dict[str, Any]:
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=300)
     times: dict[str, list[float]] = {p: [] for p in paths}
     sizes: dict[str, int] = {}
+    shown: dict[str, int] = {}
     status: dict[str, int] = {}
     try:
         for i in range(warm + rounds):
@@ -298,11 +303,12 @@ def time_pages(url: str, paths: list[str], rounds: int, warm: int = 3) -> dict[s
                 body = response.read()
                 took = time.perf_counter() - started
                 status[path], sizes[path] = response.status, len(body)
+                shown[path] = len(ROW.findall(body))
                 if i >= warm:
                     times[path].append(took)
     finally:
         conn.close()
-    return {"times": times, "sizes": sizes, "status": status}
+    return {"times": times, "sizes": sizes, "shown": shown, "status": status}
 
 
 def _p95(values: list[float]) -> float:
@@ -331,13 +337,14 @@ def page_times(args: argparse.Namespace) -> None:
             f"\npage times: {args.jobs:,} finished jobs in history, {args.waiting:,} waiting "
             f"(200 running), {args.requests} requests per page after 3 warm-up rounds"
         )
-        print(f"{'page':58}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'KiB':>8}  status")
+        print(f"{'page':54}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}{'KiB':>7}{'rows':>6}  status")
         for path in paths:
             times = got["times"][path]
-            label = path if len(path) <= 56 else path[:53] + "..."
+            label = path if len(path) <= 52 else path[:49] + "..."
             print(
-                f"{label:58}{statistics.median(times) * 1000:9.1f}{_p95(times) * 1000:9.1f}"
-                f"{max(times) * 1000:9.1f}{got['sizes'][path] / 1024:8.1f}  {got['status'][path]}"
+                f"{label:54}{statistics.median(times) * 1000:8.1f}{_p95(times) * 1000:8.1f}"
+                f"{max(times) * 1000:8.1f}{got['sizes'][path] / 1024:7.1f}{got['shown'][path]:6}"
+                f"  {got['status'][path]}"
             )
         bad = {p: s for p, s in got["status"].items() if s != 200}
         if bad:
