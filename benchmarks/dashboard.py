@@ -2,7 +2,8 @@
 
     python -m benchmarks.dashboard --dsn postgresql://.../postgres \\
         [--jobs 10000000] [--waiting 100000] [--requests 20]
-    python -m benchmarks.dashboard --dsn postgresql://.../postgres --screenshots docs/screenshots
+    python -m benchmarks.dashboard --dsn postgresql://.../postgres --screenshots docs/screenshots \\
+        [--minutes 5]
 
 Both run on a database of their own, created and dropped here.
 
@@ -16,12 +17,15 @@ schedules, 10 task limits, 2 paused queues, 20 chords waiting. Then
 keep-alive connection, as a browser asks for it: 3 warm-up rounds, then
 ``--requests`` rounds of every page in turn (the machine's noise falls on all
 pages alike). The table gives p50, p95 and the largest time of each page, in
-ms, with the size of its answer.
+ms, with the size of its answer and the rows it showed.
 
 Screenshots: a small, lifelike history made by two real workers (web-1 with
-the beat, reports-1) running the tasks below: receipts sent, cards charged and
-declined, images resized, a ledger sync retrying, a report's chord half done,
-a paused queue; then each main page in Chromium at 1280x800, saved as PNG.
+the beat, reports-1) running the tasks below while the dashboard samples its
+charts: ``--minutes`` (5) of orders, a wave every 10 s (receipts sent, cards
+charged and one in seven declined, images resized, one too wide), then a
+ledger sync waiting for its retry, a report's chord half done and a paused
+queue; then each main page in Chromium at 1280x800, saved as PNG
+(docs/dashboard.md shows them).
 
 Run it on a stock server (autovacuum on), not on a tuned or shared one; for a
 quick run, the embedded server will do:
@@ -354,19 +358,38 @@ def page_times(args: argparse.Namespace) -> None:
 # -- screenshots -------------------------------------------------------------
 
 
-def shop_history(dsn: str, schema: str) -> dict[str, str]:
+def shop_traffic(shop: JobQueue, minutes: float) -> list[Any]:
+    """Orders for ``minutes``: every 10 s a wave of receipts, card charges (one
+    order in seven declined) and image resizes. Returns the charges."""
+    charges: list[Any] = []
+    order = 1000
+    waves = max(1, int(minutes * 6))
+    for wave in range(waves):
+        started = time.monotonic()
+        orders = 4 + (wave * 7) % 9  # a lifelike, uneven rate
+        shop.enqueue_many(
+            "emails.send_receipt",
+            [(order + i, f"customer{order + i}@example.com") for i in range(orders * 3)],
+            queue="emails",
+        )
+        for i in range(orders):
+            args = (order + i, 1999 + 100 * ((order + i) % 37))
+            charges.append(shop.send_task("billing.charge_card", args, queue="billing"))
+        width = (320, 640, 1280, 6000)[wave % 4]
+        shop.send_task("images.resize", (f"products/{order}/hero.jpg", width), queue="images")
+        order += orders
+        if wave < waves - 1:  # pacing, not synchronisation: the charts count per minute
+            time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+    return charges
+
+
+def shop_history(dsn: str, schema: str, minutes: float) -> dict[str, str]:
     """What two workers make of an afternoon's orders (see the docstring)."""
     shop = JobQueue(dsn, schema=schema, auto_migrate=False)
+    s = f'"{schema}"'
     try:
-        emails = [(1000 + i, f"customer{i}@example.com") for i in range(120)]
-        shop.enqueue_many("emails.send_receipt", emails, queue="emails")
-        charges = [
-            shop.send_task("billing.charge_card", (1000 + i, 1999 + 100 * i), queue="billing")
-            for i in range(40)
-        ]
+        charges = shop_traffic(shop, minutes)
         shop.send_task("billing.sync_ledger", queue="billing")
-        for width in (320, 640, 1280, 6000):
-            shop.send_task("images.resize", (f"products/{width}/hero.jpg", width), queue="images")
         # A report of six sections: three rendered, three rendering (for an hour).
         header = [
             Signature(
@@ -376,21 +399,38 @@ def shop_history(dsn: str, schema: str) -> dict[str, str]:
             for n in range(6)
         ]  # fmt: skip
         body = Signature("reports.assemble", ("q3-sales",), app=shop, queue="reports")
-        root = chord(header, app=shop)(body).id
-        s = f'"{schema}"'
+        chord(header, app=shop)(body)
         settled = (
             f"SELECT (SELECT count(*) FROM {s}.job_lease) = 3 AND NOT EXISTS (SELECT 1 FROM "
             f"{s}.job_queue WHERE run_at <= now() AND queue <> 'reports')"
         )
         with psycopg.connect(dsn, autocommit=True) as conn:
             wait(lambda: bool(one(conn, settled)), 120)
+            root = one(
+                conn,
+                f"SELECT root_id FROM {s}.jobs WHERE task = 'reports.render_section' LIMIT 1",
+            )
         shop.control.pause_queue("images", reason="CDN migration")
         for i in range(3):
             shop.send_task("images.resize", (f"products/new-{i}.jpg", 800), queue="images")
-        failed = next(c.id for c in charges if c.state == "FAILURE")
+        failed = next(c.id for c in reversed(charges) if c.state == "FAILURE")
         return {"failed": str(failed), "root": str(root)}
     finally:
         shop.close()
+
+
+SHOTS = (
+    ("overview", "/"),
+    ("jobs", "/jobs"),
+    ("job-failed", "/jobs/{failed}"),
+    ("failures", "/failures"),
+    ("workflows", "/workflows"),
+    ("workflow", "/workflows/{root}"),
+    ("queues", "/queues"),
+    ("workers", "/workers"),
+    ("schedules", "/schedules"),
+    ("limits", "/limits"),
+)
 
 
 def screenshots(args: argparse.Namespace) -> None:
@@ -402,30 +442,23 @@ def screenshots(args: argparse.Namespace) -> None:
     with bench_database(args.dsn) as dsn:
         schema = "shop"
         migrate.upgrade(dsn, schema)
-        with workers(dsn, schema):
-            ids = shop_history(dsn, schema)
-            with dashboard(dsn, schema) as url, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-                page = browser.new_page(
-                    base_url=url, viewport={"width": 1280, "height": 800}, color_scheme="light"
-                )
-                for name, path in (
-                    ("overview", "/"),
-                    ("jobs", "/jobs"),
-                    ("job-failed", f"/jobs/{ids['failed']}"),
-                    ("failures", "/failures"),
-                    ("workflows", "/workflows"),
-                    ("workflow", f"/workflows/{ids['root']}"),
-                    ("queues", "/queues"),
-                    ("workers", "/workers"),
-                    ("schedules", "/schedules"),
-                    ("limits", "/limits"),
-                ):
-                    page.goto(path)
-                    page.wait_for_load_state("networkidle")
-                    page.screenshot(path=str(out / f"{name}.png"))
-                    print(f"{out / name}.png", flush=True)
-                browser.close()
+        with (
+            workers(dsn, schema),
+            dashboard(dsn, schema) as url,
+            sync_playwright() as playwright,
+        ):
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page(
+                base_url=url, viewport={"width": 1280, "height": 800}, color_scheme="light"
+            )
+            page.goto("/")  # the charts sample from the dashboard's start on
+            ids = shop_history(dsn, schema, args.minutes)
+            for name, path in SHOTS:
+                page.goto(path.format(**ids))
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(out / f"{name}.png"))
+                print(f"{out / name}.png", flush=True)
+            browser.close()
 
 
 def main() -> None:
@@ -435,6 +468,9 @@ def main() -> None:
     parser.add_argument("--waiting", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20, help="timed requests per page")
     parser.add_argument("--screenshots", metavar="DIR", help="take the screenshots instead")
+    parser.add_argument(
+        "--minutes", type=float, default=5, help="screenshots: minutes of traffic first"
+    )
     args = parser.parse_args()
     if args.screenshots:
         screenshots(args)
