@@ -60,25 +60,49 @@ _ID_AT = (
 )
 
 
+# ``varied`` history (load_finished): 100 tasks on 20 queues (task<n> on
+# q<n % 20>), named as benchmarks.metrics' live state names them, in runs of 49
+# jobs (so that one in ``failed`` rows falls on every task), an argument per
+# job, and failures that carry an error with a traceback, as a worker records one.
+_VARIED = {
+    "task": "'task' || (g / 49 % 100)",
+    "queue": "'q' || (g / 49 % 20)",
+    "args": "jsonb_build_array(g)",
+    "error": (
+        "CASE WHEN {failure} THEN jsonb_build_object('type', e.name, 'module', 'builtins', "
+        "'message', 'bad input ' || g, 'args', NULL, 'traceback', "
+        "'Traceback (most recent call last):' || chr(10) || "
+        "'  File \"/srv/app/tasks.py\", line ' || (10 + g % 90) || ', in run' || chr(10) || "
+        "'    raise ' || e.name || '(value)' || chr(10) || e.name || ': bad input ' || g) END"
+    ),
+}
+_PLAIN = {"task": "'noop'", "queue": "'default'", "args": "'[]'", "error": "NULL"}
+
+
 def load_finished(
-    conn: Any, schema: str, day_start: float, rows: int, finished_ago: float, failed: int = 0
-) -> None:
+    conn: Any, schema: str, day_start: float, rows: int, finished_ago: float, failed: int = 0,
+    varied: bool = False,
+) -> None:  # fmt: skip
     """``rows`` jobs made during the day starting at ``day_start`` (Unix
     seconds), finished ``finished_ago`` seconds ago, one in ``failed`` FAILURE
-    (none if 0), the rest SUCCESS; a million per statement."""
-    state = (
-        f"CASE WHEN g % {failed} = 0 THEN 'FAILURE' ELSE 'SUCCESS' END" if failed else "'SUCCESS'"
-    )
+    (none if 0), the rest SUCCESS; a million per statement. All are task
+    'noop' on queue 'default' with no arguments, unless ``varied`` (_VARIED)."""
+    failure = f"g % {failed} = 0" if failed else "false"
+    state = f"CASE WHEN {failure} THEN 'FAILURE' ELSE 'SUCCESS' END"
+    columns = {k: v.format(failure=failure) for k, v in (_VARIED if varied else _PLAIN).items()}
+    errors = "(ARRAY['ValueError', 'KeyError', 'TimeoutError'])[1 + g % 3]"
+    names = f", LATERAL (SELECT {errors} AS name) AS e" if varied else ""
     step = 1_000_000
     for first in range(0, rows, step):
         count = min(step, rows - first)
         ms = f"{int(day_start * 1000)} + (g * {int(DAY * 1000) // rows})"
         conn.execute(
-            f'INSERT INTO "{schema}".jobs (id, task, state, attempts, created_at, started_at, '
-            "finished_at, result) "
-            f"SELECT {_ID_AT.format(ms=ms)}, 'noop', {state}, 1, now(), now(), "
-            f"now() - make_interval(secs => {finished_ago}), 'null' "
-            f"FROM generate_series({first}, {first + count - 1}) AS g"
+            f'INSERT INTO "{schema}".jobs (id, task, queue, args, state, attempts, created_at, '
+            "started_at, finished_at, result, error) "
+            f"SELECT {_ID_AT.format(ms=ms)}, {columns['task']}, {columns['queue']}, "
+            f"{columns['args']}, {state}, 1, now(), now(), "
+            f"now() - make_interval(secs => {finished_ago}), 'null', {columns['error']} "
+            f"FROM generate_series({first}, {first + count - 1}) AS g{names}"
         )
 
 
@@ -101,11 +125,12 @@ def bench_database(server_dsn: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def prepare(dsn: str, schema: str, rows: int) -> None:
+def prepare(dsn: str, schema: str, rows: int, failed: int = 0, varied: bool = False) -> None:
     """Partitions for today, tomorrow, the last two days and a day ten days
     ago (the same for both schemas: a claim's plan locks every partition).
     Half the rows in the day ten days ago (finished 8 days ago: past both
-    ages), a quarter in each of the last two days (kept)."""
+    ages), a quarter in each of the last two days (kept); ``failed`` and
+    ``varied`` as load_finished takes them."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         s = f'"{schema}"'
         # The (empty) legacy partition covers every past day; these days get their own.
@@ -120,9 +145,12 @@ def prepare(dsn: str, schema: str, rows: int) -> None:
         if not rows:
             return
         started = time.monotonic()
-        load_finished(conn, schema, day_start(-10), rows // 2, 8 * DAY)
-        load_finished(conn, schema, day_start(-2), rows // 4, 3600)
-        load_finished(conn, schema, day_start(-1), rows - rows // 2 - rows // 4, 60)
+        for offset, count, ago in (
+            (-10, rows // 2, 8 * DAY),
+            (-2, rows // 4, 3600),
+            (-1, rows - rows // 2 - rows // 4, 60),
+        ):
+            load_finished(conn, schema, day_start(offset), count, ago, failed, varied)
         print(f"  loaded {rows:,} finished jobs in {time.monotonic() - started:.0f} s", flush=True)
         conn.execute(f"VACUUM ANALYZE {s}.jobs")
         conn.execute(f"VACUUM ANALYZE {s}.job_counts")

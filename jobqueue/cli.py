@@ -1,7 +1,8 @@
 """``jobqueue`` command line: worker, beat, db (migrations), stats; schedule
 (jobqueue/schedule_cli.py), jobs and queue
 (jobqueue/control/cli.py), inspect and control (jobqueue/control/remote_cli.py),
-metrics (jobqueue/metrics/cli.py), events (jobqueue/events/cli.py), embedded,
+metrics (jobqueue/metrics/cli.py), events (jobqueue/events/cli.py), dashboard
+(jobqueue/dashboard/cli.py), embedded,
 demo."""
 
 from __future__ import annotations
@@ -530,6 +531,17 @@ def _register_events() -> None:
 
 
 _register_events()
+
+
+def _register_dashboard() -> None:
+    """``dashboard``: the web dashboard (jobqueue/dashboard/cli.py; it imports
+    Starlette and uvicorn only when run)."""
+    from .dashboard.cli import dashboard
+
+    main.add_command(dashboard)
+
+
+_register_dashboard()
 
 
 @main.group()

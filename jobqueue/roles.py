@@ -12,7 +12,10 @@ this module writes for the jobqueue schema at this release's revision:
   the server allows it) and the beat; it never needs DDL;
 - a **reader** reads the views (dashboards, ``jobqueue stats``), finds jobs
   (``find_jobs``) and reads ``metrics()`` (``jobqueue metrics``: revision
-  0015), not the tables.
+  0015), not the tables;
+- a **monitor** is a reader that may also SELECT the tables ``jobqueue
+  dashboard --read-only`` reads (jobs and their attempts, workers, schedules,
+  limits, canvases, counters) and change nothing: revision 0017.
 
 Every grant below says why it exists: the statement of ``sql/queries.sql`` or
 the function of the schema that needs it (docs/deployment.md has the same
@@ -44,7 +47,7 @@ from .store import VACUUMED
 if TYPE_CHECKING:
     from .cli import Context
 
-KINDS = ("producer", "worker", "reader")
+KINDS = ("producer", "worker", "reader", "monitor")
 
 # Every object of the schema at head, by kind. An object the schema holds that
 # is not listed here makes `grant` refuse (it cannot say who needs it); one
@@ -141,6 +144,10 @@ FUNCTIONS = (
     # revision 0016: the events a statement sends while someone listens
     "events_notify",
     "events_listening",
+    # revision 0017: schedules as operations (SECURITY DEFINER; EXECUTE is the privilege)
+    "pause_schedule",
+    "resume_schedule",
+    "run_schedule",
 )
 
 
@@ -274,6 +281,12 @@ PRODUCER: tuple[Rule, ...] = (
         Rule("EXECUTE", name, "remote control: app.control.inspect(), jobqueue inspect|control")
         for name in ("control_send", "control_answers", "control_expected")
     ),
+    # Schedules as operations (revision 0017): the dashboard's pause, resume
+    # and run now of a schedule.
+    *(
+        Rule("EXECUTE", name, "schedule operations: jobqueue dashboard, psql (0017)")
+        for name in ("pause_schedule", "resume_schedule", "run_schedule")
+    ),
     # The app that enqueues may serve /metrics from its web application
     # (jobqueue.metrics.make_wsgi_app / make_asgi_app, revision 0015).
     Rule("EXECUTE", "metrics", "the metrics apps mounted in a web application (0015)"),
@@ -351,9 +364,42 @@ READER: tuple[Rule, ...] = (
     Rule("EXECUTE", "metrics", "jobqueue metrics (the Prometheus exporter) and psql (0015)"),
 )
 
+# What `jobqueue dashboard --read-only` reads besides a reader's views: the
+# tables behind its pages (docs/dashboard.md). SELECT only: a monitor changes
+# nothing, and the dashboard's actions need a producer.
+_MONITOR_TABLES = {
+    "jobs": "the jobs list, a job's page, failures and workflows (keyset on the id)",
+    "job_queue": "waiting jobs in the jobs list; the overview's backlog",
+    "job_lease": "running jobs per worker and per task (workers, limits)",
+    "job_attempts": "a job's attempts (the job_history view reads it too)",
+    "workers": "the workers page and the overview's lapsed-lease banner",
+    "groups": "a workflow's groups",
+    "chords": "a workflow's chord counters",
+    "task_limits": "the limits page",
+    "limit_state": "the limits page: a rate limit's tokens left",
+    "schedules": "the schedules page and the overview's schedules due soon",
+    "queue_pauses": "paused queues",
+    "job_counts": "about-counts of the jobs list, from counters instead of count(*)",
+    "job_metrics": "the overview's throughput and failure charts (sampled counters)",
+    "history_partitions": "the jobs list's time range, per partition",
+    "maintenance_leader": "the workers page marks the maintenance leader",
+}
+MONITOR: tuple[Rule, ...] = (
+    *READER,
+    *(
+        Rule("SELECT", table, f"jobqueue dashboard: {why}")
+        for table, why in _MONITOR_TABLES.items()
+    ),
+)
+
 _ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "MAINTAIN")  # what a table may be given
 
-RULES: dict[str, tuple[Rule, ...]] = {"producer": PRODUCER, "worker": WORKER, "reader": READER}
+RULES: dict[str, tuple[Rule, ...]] = {
+    "producer": PRODUCER,
+    "worker": WORKER,
+    "reader": READER,
+    "monitor": MONITOR,
+}
 
 
 class Statement(NamedTuple):
@@ -368,11 +414,12 @@ def grant(
     producer: str | None = None,
     worker: str | None = None,
     reader: str | None = None,
+    monitor: str | None = None,
     dry_run: bool = False,
 ) -> list[str]:
     """Give each named role exactly its kind's privileges on ``schema``, in one
     transaction; the statements run (or, with ``dry_run``, that would run)."""
-    roles = _roles(producer=producer, worker=worker, reader=reader)
+    roles = _roles(producer=producer, worker=worker, reader=reader, monitor=monitor)
     with _connect(dsn) as conn, conn.transaction():
         statements = _plan(conn, schema, roles)
         if not dry_run:
@@ -388,9 +435,10 @@ def plan(
     producer: str | None = None,
     worker: str | None = None,
     reader: str | None = None,
+    monitor: str | None = None,
 ) -> list[Statement]:
     """What ``grant`` would run, each statement with why it is there."""
-    roles = _roles(producer=producer, worker=worker, reader=reader)
+    roles = _roles(producer=producer, worker=worker, reader=reader, monitor=monitor)
     with _connect(dsn) as conn:
         return _plan(conn, schema, roles)
 
@@ -404,7 +452,7 @@ def _roles(**kinds: str | None) -> dict[str, list[str]]:
                 raise ConfigurationError(f"the {kind} role name is empty")
             roles.setdefault(role, []).append(kind)
     if not roles:
-        raise ConfigurationError("name at least one role: producer, worker or reader")
+        raise ConfigurationError("name at least one role: producer, worker, reader or monitor")
     return roles
 
 
@@ -602,6 +650,11 @@ def _role_statements(
 @click.option("--worker", metavar="ROLE", help="Runs workers and beats (no DDL).")
 @click.option("--reader", metavar="ROLE", help="Reads the views (dashboards, jobqueue stats).")
 @click.option(
+    "--monitor",
+    metavar="ROLE",
+    help="A reader that may also SELECT the tables (jobqueue dashboard --read-only).",
+)
+@click.option(
     "--print",
     "print_only",
     is_flag=True,
@@ -609,29 +662,45 @@ def _role_statements(
 )
 @click.pass_obj
 def grant_command(
-    obj: Context, producer: str | None, worker: str | None, reader: str | None, print_only: bool
+    obj: Context,
+    producer: str | None,
+    worker: str | None,
+    reader: str | None,
+    monitor: str | None,
+    print_only: bool,
 ) -> None:
-    """Give roles exactly what a producer, a worker or a reader needs on the schema.
+    """Give roles exactly what a producer, a worker, a reader or a monitor needs on the schema.
 
     Each role named gets its kinds' privileges and nothing more on the schema
     (what it held there before is revoked). Run it as the schema's owner, after
     `jobqueue db upgrade`. The roles must exist.
     """
-    if producer is None and worker is None and reader is None:
-        raise click.UsageError("name at least one role: --producer, --worker or --reader")
+    if producer is None and worker is None and reader is None and monitor is None:
+        raise click.UsageError(
+            "name at least one role: --producer, --worker, --reader or --monitor"
+        )
     app = obj.app()
     dsn, schema = app.db.dsn(), app.conf.schema
     try:
         if print_only:
-            for statement in plan(dsn, schema, producer=producer, worker=worker, reader=reader):
+            for statement in plan(
+                dsn, schema, producer=producer, worker=worker, reader=reader, monitor=monitor
+            ):
                 click.echo(f"-- {statement.why}\n{statement.sql};")
             return
-        statements = grant(dsn, schema, producer=producer, worker=worker, reader=reader)
+        statements = grant(
+            dsn, schema, producer=producer, worker=worker, reader=reader, monitor=monitor
+        )
     except JobQueueError as exc:
         raise click.ClickException(str(exc)) from exc
     given = ", ".join(
         f"{role} as {kind}"
-        for kind, role in (("producer", producer), ("worker", worker), ("reader", reader))
+        for kind, role in (
+            ("producer", producer),
+            ("worker", worker),
+            ("reader", reader),
+            ("monitor", monitor),
+        )
         if role is not None
     )
     click.echo(f"schema {schema!r}: {given} ({len(statements)} statements)")

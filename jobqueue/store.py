@@ -348,6 +348,19 @@ class Store:
     def schedule_set_enabled(self, name: str, enabled: bool) -> bool:
         return bool(self.db.execute("schedule_set_enabled", {"name": name, "enabled": enabled}))
 
+    def pause_schedule(self, name: str) -> bool:
+        """The schedule stops firing (pause_schedule()); False if it was paused
+        already. JQ002 if there is no such schedule."""
+        return bool(self.db.execute("schedule_pause", {"name": name})[0][0])
+
+    def resume_schedule(self, name: str) -> bool:
+        """It fires again from now (resume_schedule()); False if it was not paused."""
+        return bool(self.db.execute("schedule_resume", {"name": name})[0][0])
+
+    def run_schedule(self, name: str) -> str:
+        """One job of the schedule's task, due now (run_schedule()); its id."""
+        return str(self.db.execute("schedule_run", {"name": name})[0][0])
+
     def schedule_delete(self, name: str) -> bool:
         return bool(self.db.execute("schedule_delete", {"name": name}))
 

@@ -1186,6 +1186,16 @@ DELETE FROM {schema}.schedules
 WHERE source = 'code' AND NOT (name = ANY(%(names)s::text[]))
 RETURNING name;
 
+-- name: schedule_pause
+-- Schedules as operations (revision 0017): one function each, like queues.
+SELECT {schema}.pause_schedule(%(name)s);
+
+-- name: schedule_resume
+SELECT {schema}.resume_schedule(%(name)s);
+
+-- name: schedule_run
+SELECT {schema}.run_schedule(%(name)s)::text;
+
 -- name: schedule_postpone
 -- A schedule that cannot be planned (bad cron or time zone written in SQL) is
 -- tried again a minute later instead of stopping the beat.
@@ -1254,3 +1264,270 @@ ANALYZE (SKIP_LOCKED) {schema}.job_lease;
 
 -- name: analyze_jobs
 ANALYZE (SKIP_LOCKED) {schema}.jobs;
+
+-- Dashboard (jobqueue/dashboard, docs/dashboard.md): what its pages read.
+-- Each must answer in milliseconds with 10 M finished jobs and 100 k waiting:
+-- jobs are read by their primary key (ids are UUIDv7, so a time range is an
+-- id range, and an id range prunes the day partitions of jobs), history is
+-- never counted (counters: job_counts, job_metrics, queue_stats), and a
+-- filter that the indexes cannot serve reads at most %(budget)s rows per
+-- page (the page says how far back it looked and links to the rest). The
+-- dashboard's actions are the operations' own statements (Store).
+
+-- name: dashboard_timeout
+-- Every page's reads run in one transaction bounded on the server, without
+-- JIT: the planner's costs for a walk over a partitioned history pass its
+-- threshold, and compiling took 450 ms of a 0.2 ms loose index scan.
+SELECT set_config('statement_timeout', %(ms)s, true), set_config('lock_timeout', %(ms)s, true),
+       set_config('jit', 'off', true);
+
+-- name: dashboard_queues
+SELECT s.queue, s.due, s.scheduled, s.started, s.success, s.failure, s.revoked,
+       extract(epoch FROM s.oldest_waiting)::float8, s.paused, p.paused_at, p.reason
+FROM {schema}.queue_stats AS s
+LEFT JOIN {schema}.queue_pauses AS p ON p.queue = s.queue
+ORDER BY s.queue;
+
+-- name: dashboard_outcomes
+-- The outcome counters per queue, summed over tasks and writing sessions:
+-- the throughput and failure charts are differences of these, sampled by
+-- the dashboard (charts.Sampler). job_metrics holds a few rows per (queue,
+-- task, session), never one per job: this reads the same handful of rows
+-- with 10 M finished jobs as with none, and nothing on the claim or the
+-- completion path changes.
+SELECT m.queue, COALESCE(sum(m.n) FILTER (WHERE m.metric = 'succeeded'), 0)::bigint,
+       COALESCE(sum(m.n) FILTER (WHERE m.metric = 'failed'), 0)::bigint
+FROM {schema}.job_metrics AS m
+WHERE m.metric IN ('succeeded', 'failed')
+GROUP BY m.queue;
+
+-- name: dashboard_workers
+-- Every registered worker, live ones first; running jobs from job_lease
+-- (running jobs only), grouped once.
+SELECT w.id, w.hostname, w.pid, w.pool, w.concurrency, w.queues, w.tasks, w.version,
+       w.started_at, w.heartbeat_at, w.lease_expires_at,
+       extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age,
+       w.lease_expires_at > now() AS alive, COALESCE(r.n, 0) AS running,
+       l.worker_id IS NOT NULL AS leader
+FROM {schema}.workers AS w
+LEFT JOIN (SELECT worker_id, count(*) AS n FROM {schema}.job_lease GROUP BY worker_id) AS r
+       ON r.worker_id = w.id
+LEFT JOIN {schema}.maintenance_leader AS l
+       ON l.worker_id = w.id AND l.lease_expires_at > now()
+ORDER BY w.lease_expires_at > now() DESC, w.hostname, w.pid;
+
+-- name: dashboard_lapsed
+-- Workers whose lease lapsed with jobs still held: the overview's banner
+-- (the maintenance leader rescues those jobs).
+SELECT w.hostname, w.pid, extract(epoch FROM now() - w.lease_expires_at)::float8,
+       (SELECT count(*) FROM {schema}.job_lease AS l WHERE l.worker_id = w.id)
+FROM {schema}.workers AS w
+WHERE w.lease_expires_at <= now()
+ORDER BY w.lease_expires_at
+LIMIT 20;
+
+-- name: dashboard_schedules
+SELECT s.name, s.task, COALESCE(s.cron, s.interval_secs::text || 's'), s.timezone, s.enabled,
+       s.next_run_at, s.last_run_at, s.source, s.args, s.kwargs,
+       COALESCE(s.options ->> 'queue', 'default')
+FROM {schema}.schedules AS s
+ORDER BY s.enabled DESC, s.next_run_at NULLS LAST, s.name;
+
+-- name: dashboard_schedules_soon
+SELECT s.name, s.task, s.next_run_at
+FROM {schema}.schedules AS s
+WHERE s.enabled AND s.next_run_at IS NOT NULL
+ORDER BY s.next_run_at
+LIMIT %(limit)s;
+
+-- name: dashboard_limits
+-- Limits in force and their use now: running jobs of the task, and the
+-- tokens its rate bucket holds (refilled as admit() would refill it).
+SELECT t.task, t.rate_per_second, t.burst, t.concurrency_limit, t.declared_rate,
+       t.declared_concurrency, t.rate_set_by, t.concurrency_set_by, t.updated_at,
+       (SELECT count(*) FROM {schema}.job_lease AS l WHERE l.task = t.task) AS running,
+       (SELECT least(t.burst, s.tokens + t.rate_per_second
+                     * extract(epoch FROM now() - s.updated_at)::float8)
+        FROM {schema}.limit_state AS s WHERE s.key = 'r:' || t.task) AS tokens
+FROM {schema}.task_limits AS t
+ORDER BY t.task;
+
+-- name: dashboard_jobs
+-- One page of the jobs list, newest first, below the id %(before)s and at or
+-- above %(low)s (the time range as ids). The scan walks the primary keys of
+-- all_jobs backwards (the day partitions of jobs, and job_queue, merged)
+-- over at most %(budget)s rows, noting which match the filters; the page is
+-- the first %(page)s matches, fetched by id. Every row carries how many rows
+-- were scanned and the lowest one, so a page that did not fill links on from
+-- there. Selective filters on a long history cost budget rows, not history.
+WITH scanned AS MATERIALIZED (
+    SELECT j.id,
+           (%(state)s::text IS NULL OR j.state = %(state)s::text)
+           AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+           AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+           AND (%(exception)s::text IS NULL OR j.error ->> 'type' = %(exception)s::text)
+           AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb
+                OR j.kwargs @> %(args)s::jsonb) AS hit
+    FROM {schema}.all_jobs AS j
+    WHERE j.id < %(before)s::uuid AND j.id >= %(low)s::uuid
+    ORDER BY j.id DESC
+    LIMIT %(budget)s
+), hits AS (
+    SELECT s.id FROM scanned AS s WHERE s.hit ORDER BY s.id DESC LIMIT %(page)s
+)
+SELECT t.scanned, t.lowest, j.id, j.task, j.queue, j.state, j.args, j.kwargs,
+       j.error ->> 'type', j.attempts, j.created_at, j.started_at, j.finished_at, j.run_at
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN {schema}.all_jobs AS j ON j.id = ANY(ARRAY(SELECT h.id FROM hits AS h))
+ORDER BY j.id DESC NULLS LAST;
+
+-- name: dashboard_jobs_estimate
+-- About how many jobs match a filter of queue, state and enqueue time alone,
+-- from counters (never count(*) over history): finished and retrying jobs
+-- per hour of their id (job_counts; the range rounded out to whole hours),
+-- waiting and running ones from queue_stats (the time range ignored).
+SELECT COALESCE((SELECT sum(c.n) FROM {schema}.job_counts AS c
+                 WHERE (%(state)s::text IS NULL OR c.state = %(state)s::text)
+                   AND (%(queue)s::text IS NULL OR c.queue = %(queue)s::text)
+                   AND (%(since)s::timestamptz IS NULL
+                        OR c.hour >= date_trunc('hour', %(since)s::timestamptz))
+                   AND (%(until)s::timestamptz IS NULL OR c.hour < %(until)s::timestamptz)), 0)
+       + CASE WHEN %(state)s::text IS NULL OR %(state)s::text IN ('PENDING', 'STARTED') THEN
+             COALESCE((SELECT sum(CASE WHEN %(state)s::text = 'PENDING' THEN s.pending - s.retry
+                                       WHEN %(state)s::text = 'STARTED' THEN s.started
+                                       ELSE s.pending - s.retry + s.started END)
+                       FROM {schema}.queue_stats AS s
+                       WHERE %(queue)s::text IS NULL OR s.queue = %(queue)s::text), 0)
+         ELSE 0 END;
+
+-- name: dashboard_job
+SELECT j.id, j.task, j.queue, j.priority, j.state, j.args, j.kwargs, j.options, j.run_at,
+       j.expires_at, j.attempts, j.worker_id, j.created_at, j.started_at, j.finished_at,
+       j.result, j.error, j.root_id, j.parent_id, j.revoked_at, j.revoke_terminate, j.group_id,
+       j.group_index, j.progress_state, j.progress, w.hostname, w.pid
+FROM {schema}.all_jobs AS j
+LEFT JOIN {schema}.workers AS w ON w.id = j.worker_id
+WHERE j.id = %(id)s::uuid;
+
+-- name: dashboard_job_attempts
+-- Every attempt that ended (job_history), with its worker while registered.
+SELECT h.attempt, h.worker_id, w.hostname, w.pid, h.started_at, h.finished_at, h.state,
+       h.error_type, h.error_message, h.traceback
+FROM {schema}.job_history AS h
+LEFT JOIN {schema}.workers AS w ON w.id = h.worker_id
+WHERE h.job_id = %(id)s::uuid
+ORDER BY h.attempt;
+
+-- name: dashboard_job_children
+SELECT j.id, j.task, j.state FROM {schema}.jobs AS j
+WHERE j.parent_id = %(id)s::uuid ORDER BY j.id LIMIT 200;
+
+-- name: dashboard_group
+SELECT j.id, j.task, j.state, j.group_index FROM {schema}.jobs AS j
+WHERE j.group_id = %(id)s::uuid ORDER BY j.group_index LIMIT 200;
+
+-- name: dashboard_chord
+-- A chord's counter and how many header members it started with (the jobs
+-- of its workflow that name it).
+SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at,
+       (SELECT count(*) FROM {schema}.jobs AS j
+        WHERE j.root_id = c.root_id AND j.options ->> 'chord' = c.id::text) AS members
+FROM {schema}.chords AS c
+WHERE c.id = %(id)s::uuid;
+
+-- name: dashboard_failures
+-- Failures among the newest %(budget)s jobs below %(before)s (and at or
+-- above %(low)s), grouped by task and exception type, with the newest of
+-- each group: a bounded walk of the primary keys, as dashboard_jobs.
+WITH scanned AS MATERIALIZED (
+    SELECT j.id, CASE WHEN j.state = 'FAILURE' THEN j.task END AS task,
+           CASE WHEN j.state = 'FAILURE' THEN COALESCE(j.error ->> 'type', '') END AS exception
+    FROM {schema}.jobs AS j
+    WHERE j.id < %(before)s::uuid AND j.id >= %(low)s::uuid
+    ORDER BY j.id DESC
+    LIMIT %(budget)s
+)
+SELECT t.scanned, t.lowest, g.task, g.exception, g.n, g.newest,
+       -- Scalar subqueries: one primary-key probe per group (a join to jobs
+       -- was planned as a hash join over every partition).
+       (SELECT j.error ->> 'message' FROM {schema}.jobs AS j WHERE j.id = g.newest),
+       (SELECT j.finished_at FROM {schema}.jobs AS j WHERE j.id = g.newest)
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN LATERAL (
+    -- The newest of a group: uuid has no max() before PostgreSQL 16.
+    SELECT s.task, s.exception, count(*) AS n,
+           (array_agg(s.id ORDER BY s.id DESC))[1] AS newest
+    FROM scanned AS s WHERE s.task IS NOT NULL GROUP BY s.task, s.exception
+) AS g ON true
+ORDER BY g.n DESC NULLS LAST, g.task, g.exception;
+
+-- name: dashboard_failed_totals
+-- Failures per task since the counters began (job_metrics: never decreases).
+SELECT m.task, sum(m.n)::bigint FROM {schema}.job_metrics AS m
+WHERE m.metric = 'failed' GROUP BY m.task;
+
+-- name: dashboard_workflow_roots
+-- The newest workflows below %(before)s: distinct root ids, read from the
+-- root index one step at a time (a loose index scan: one probe per
+-- partition per workflow, whatever their size).
+WITH RECURSIVE roots(id) AS (
+    (SELECT j.root_id FROM {schema}.jobs AS j
+     WHERE j.root_id IS NOT NULL AND j.root_id < %(before)s::uuid
+     ORDER BY j.root_id DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.root_id FROM {schema}.jobs AS j
+            WHERE j.root_id IS NOT NULL AND j.root_id < r.id
+            ORDER BY j.root_id DESC LIMIT 1)
+    FROM roots AS r WHERE r.id IS NOT NULL
+)
+SELECT r.id FROM roots AS r WHERE r.id IS NOT NULL LIMIT %(page)s;
+
+-- name: dashboard_workflow_summaries
+-- Each workflow's jobs by state (the root index per root).
+SELECT j.root_id, count(*), count(*) FILTER (WHERE j.state = 'SUCCESS'),
+       count(*) FILTER (WHERE j.state = 'FAILURE'), count(*) FILTER (WHERE j.state = 'STARTED'),
+       count(*) FILTER (WHERE j.state IN ('PENDING', 'RETRY')),
+       count(*) FILTER (WHERE j.state = 'REVOKED'),
+       min(j.created_at), max(j.finished_at),
+       count(DISTINCT j.group_id), count(DISTINCT j.options ->> 'chord'),
+       (SELECT r.task FROM {schema}.jobs AS r WHERE r.id = j.root_id)
+FROM {schema}.jobs AS j
+WHERE j.root_id = ANY(%(roots)s::uuid[])
+GROUP BY j.root_id;
+
+-- name: dashboard_workflow
+-- The jobs of one workflow in id order (the first %(limit)s).
+SELECT j.id, j.task, j.state, j.parent_id, j.group_id, j.group_index, j.options ->> 'chord',
+       j.created_at, j.started_at, j.finished_at, j.error ->> 'type', j.queue
+FROM {schema}.jobs AS j
+WHERE j.root_id = %(root)s::uuid
+ORDER BY j.id
+LIMIT %(limit)s;
+
+-- name: dashboard_chords
+SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at
+FROM {schema}.chords AS c WHERE c.id = ANY(%(ids)s::uuid[]);
+
+-- name: dashboard_job_ids
+-- The ids and states of the jobs list's matches, for a bulk action over the
+-- filter: the same bounded walk as dashboard_jobs, every match of it.
+WITH scanned AS MATERIALIZED (
+    SELECT j.id, j.state,
+           (%(state)s::text IS NULL OR j.state = %(state)s::text)
+           AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+           AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+           AND (%(exception)s::text IS NULL OR j.error ->> 'type' = %(exception)s::text)
+           AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb
+                OR j.kwargs @> %(args)s::jsonb) AS hit
+    FROM {schema}.all_jobs AS j
+    WHERE j.id < %(before)s::uuid AND j.id >= %(low)s::uuid
+    ORDER BY j.id DESC
+    LIMIT %(budget)s
+)
+SELECT t.scanned, t.lowest, s.id, s.state
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN scanned AS s ON s.hit
+ORDER BY s.id DESC NULLS LAST;

@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0016), in
+-- The jobqueue schema as it stands at the newest migration (revision 0017), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -623,7 +623,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0016');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0017');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -1775,6 +1775,77 @@ REVOKE EXECUTE ON FUNCTION {schema}.waiting_lock FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.revoke_waiting FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.revoke_running FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.canvas_unfail FROM PUBLIC;
+
+
+-- ===========================================================================
+-- Schedules as operations (revision 0017): pause, resume and run now, for
+-- the dashboard (jobqueue/dashboard), Python and psql alike.
+-- ===========================================================================
+
+-- A schedule stops firing (enabled = false) until resumed; what it already
+-- enqueued is left alone. JQ002 for a schedule that does not exist. Returns
+-- false if it was already paused.
+CREATE FUNCTION {schema}.pause_schedule(name text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM 1 FROM {schema}.schedules AS s WHERE s.name = pause_schedule.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jobqueue: there is no schedule %', quote_literal(pause_schedule.name)
+            USING ERRCODE = 'JQ002';
+    END IF;
+    UPDATE {schema}.schedules AS s SET enabled = false
+    WHERE s.name = pause_schedule.name AND s.enabled;
+    RETURN FOUND;
+END
+$$;
+
+-- Fires again; the schedules_changed trigger clears its next fire time, so
+-- the next beat plans it from now (a paused stretch is not caught up).
+-- Returns false if it was not paused.
+CREATE FUNCTION {schema}.resume_schedule(name text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM 1 FROM {schema}.schedules AS s WHERE s.name = resume_schedule.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jobqueue: there is no schedule %', quote_literal(resume_schedule.name)
+            USING ERRCODE = 'JQ002';
+    END IF;
+    UPDATE {schema}.schedules AS s SET enabled = true
+    WHERE s.name = resume_schedule.name AND NOT s.enabled;
+    RETURN FOUND;
+END
+$$;
+
+-- One job of the schedule's task with its arguments, due now, paused or not,
+-- as enqueue() writes one (its queue and priority from the schedule's
+-- options; limits and routes that the beat resolves in Python do not apply),
+-- recorded as a tick at now(). Its planned fire times do not move. Returns
+-- the job's id.
+CREATE FUNCTION {schema}.run_schedule(name text) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s      record;
+    new_id uuid;
+BEGIN
+    SELECT * INTO s FROM {schema}.schedules AS x WHERE x.name = run_schedule.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jobqueue: there is no schedule %', quote_literal(run_schedule.name)
+            USING ERRCODE = 'JQ002';
+    END IF;
+    new_id := {schema}.enqueue(s.task, s.args, s.kwargs,
+                               COALESCE(s.options ->> 'queue', 'default'),
+                               COALESCE((s.options ->> 'priority')::integer, 0));
+    INSERT INTO {schema}.schedule_ticks (schedule, fire_at, job_id)
+    VALUES (s.name, now(), new_id)
+    ON CONFLICT (schedule, fire_at) DO NOTHING;
+    RETURN new_id;
+END
+$$;
+
+-- EXECUTE is the privilege (jobqueue db grant: producers).
+REVOKE EXECUTE ON FUNCTION {schema}.pause_schedule FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.resume_schedule FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.run_schedule FROM PUBLIC;
 
 
 -- ===========================================================================

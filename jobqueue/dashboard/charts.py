@@ -1,0 +1,190 @@
+"""Throughput and failures per queue and minute over the last hour, drawn as
+inline SVG on the server (no JavaScript, no request of its own: the chart
+refreshes with the overview's partial).
+
+Where the numbers come from, and what they cost. Jobs finished per minute
+could be counted from ``jobs.finished_at`` over the last hour, but nothing
+indexes ``finished_at`` (an index on a column the completion updates would
+end its HOT updates: work added to every completion), and jobs finished in
+the last hour may have been enqueued any time before, in any partition: a
+scan of history. The outcome counters of ``job_metrics`` (revision 0015)
+already count every job that ends, per queue, and hold a few rows per
+(queue, task, session) whatever the history: ``Sampler`` reads their sums
+(``dashboard_outcomes``, a few milliseconds) every ``every`` seconds in a
+thread of the dashboard, and a minute's throughput is the difference of the
+counters across it. The price: the charts start when the dashboard starts
+(a minute it did not sample is shown empty, not as zero), and each
+dashboard process samples for itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("jobqueue.dashboard")
+
+MINUTES = 60
+
+Counts = dict[str, tuple[int, int]]  # queue -> (succeeded, failed), as the counters read
+
+
+@dataclass(frozen=True)
+class Minute:
+    start: float  # epoch seconds
+    succeeded: int | None  # None: not sampled across this minute
+    failed: int | None
+
+
+class Sampler:
+    """Samples the outcome counters (``read``) every ``every`` seconds in a
+    daemon thread, started by the first ``start()`` call; keeps an hour and a
+    bit. ``series(queue)`` gives the last ``MINUTES`` minutes."""
+
+    def __init__(
+        self,
+        read: Callable[[], Counts],
+        every: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.read = read
+        self.every = every
+        self.clock = clock
+        self.samples: deque[tuple[float, Counts]] = deque(maxlen=int(3900 / every) + 2)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failing = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._loop, name="jobqueue-dashboard-sampler", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def sample(self) -> None:
+        try:
+            counts = self.read()
+        except Exception as exc:  # the database away: the charts show a gap
+            if not self._failing:
+                log.warning("cannot sample the outcome counters for the charts: %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("sampling the outcome counters again")
+        self._failing = False
+        with self._lock:
+            self.samples.append((self.clock(), counts))
+
+    def series(self, queue: str, now: float | None = None) -> list[Minute]:
+        """The last ``MINUTES`` whole minutes and the current one, oldest first."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            samples = list(self.samples)
+        current = now - now % 60
+        out = []
+        for i in range(MINUTES - 1, -1, -1):
+            start = current - 60 * i
+            # From the last sample before the minute, or (the dashboard
+            # started during it) its first sample: a partial minute.
+            before = _at(samples, start, queue) or _first(samples, start, queue)
+            after = _at(samples, min(start + 60, now), queue)
+            if before is None or after is None or after[0] <= before[0]:
+                out.append(Minute(start, None, None))
+                continue
+            out.append(
+                Minute(
+                    start,
+                    max(after[1][0] - before[1][0], 0),  # never negative (a counter reset)
+                    max(after[1][1] - before[1][1], 0),
+                )
+            )
+        return out
+
+
+def _at(
+    samples: list[tuple[float, Counts]], moment: float, queue: str
+) -> tuple[float, tuple[int, int]] | None:
+    """The last sample taken at or before ``moment`` (a queue it lacks: zeros)."""
+    found = None
+    for taken, counts in samples:
+        if taken > moment:
+            break
+        found = (taken, counts.get(queue, (0, 0)))
+    return found
+
+
+def _first(
+    samples: list[tuple[float, Counts]], moment: float, queue: str
+) -> tuple[float, tuple[int, int]] | None:
+    """The first sample taken at or after ``moment``."""
+    for taken, counts in samples:
+        if taken >= moment:
+            return taken, counts.get(queue, (0, 0))
+    return None
+
+
+def totals(minutes: list[Minute]) -> tuple[int, int, bool]:
+    """Succeeded and failed over the minutes sampled, and whether any was."""
+    seen = [m for m in minutes if m.succeeded is not None]
+    return (
+        sum(m.succeeded or 0 for m in seen),
+        sum(m.failed or 0 for m in seen),
+        bool(seen),
+    )
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    height: float
+    fy: float  # the failed part, drawn over the bar's foot
+    fheight: float
+    title: str
+
+
+def bars(minutes: list[Minute], width: int = 180, height: int = 32) -> list[Bar]:
+    """One bar per minute (succeeded + failed, failed in red at its foot),
+    scaled to the busiest minute; minutes not sampled have no bar."""
+    peak = max(((m.succeeded or 0) + (m.failed or 0) for m in minutes), default=0) or 1
+    step = width / max(len(minutes), 1)
+    out = []
+    for i, m in enumerate(minutes):
+        if m.succeeded is None or m.failed is None:
+            continue
+        total = m.succeeded + m.failed
+        h = height * total / peak
+        fh = height * m.failed / peak
+        when = time.strftime("%H:%M", time.localtime(m.start))
+        out.append(
+            Bar(
+                x=round(i * step, 2),
+                y=round(height - h, 2),
+                height=round(h, 2),
+                fy=round(height - fh, 2),
+                fheight=round(fh, 2),
+                title=f"{when}: {m.succeeded} succeeded, {m.failed} failed",
+            )
+        )
+    return out
+
+
+__all__ = ["MINUTES", "Bar", "Minute", "Sampler", "bars", "totals"]
