@@ -545,19 +545,26 @@ class Store:
         self,
         conn: psycopg.Connection[Any],
         ids: Sequence[str],
-        attempts: Sequence[str],
         queues: Sequence[str] | None,
         tasks: Sequence[str] | None,
     ) -> list[Row]:
-        """The rows of the hinted (job, attempt) pairs (event_jobs); attempts
-        as the digits the hints carried."""
+        """The rows of the hinted jobs (event_jobs)."""
         params = {
             "ids": ",".join(ids),
-            "attempts": ",".join(attempts),
             "queues": None if queues is None else list(queues),
             "tasks": None if tasks is None else list(tasks),
         }
         return self._on(conn, "event_jobs", params)
+
+    def event_attempts(
+        self, conn: psycopg.Connection[Any], pairs: Sequence[tuple[str, int]]
+    ) -> list[Row]:
+        """The records of these (job id, attempt) pairs (event_attempts)."""
+        params = {
+            "ids": ",".join(pair[0] for pair in pairs),
+            "attempts": ",".join(str(pair[1]) for pair in pairs),
+        }
+        return self._on(conn, "event_attempts", params)
 
     def event_workers(self, conn: psycopg.Connection[Any], ids: Sequence[str] | None) -> list[Row]:
         """Rows of the workers named (all of them for None)."""

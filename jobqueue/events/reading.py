@@ -102,35 +102,70 @@ class Reader:
             hints = [h for h in hints if self._wanted(h.kind, types)]
         if not hints:
             return []
-        pairs = {(h.id, h.attempt) for h in hints if h.kind in TASK_KINDS}
-        jobs: dict[tuple[str, int], tuple[Any, ...]] = {}
-        if pairs:
-            ids = [pair[0] for pair in pairs]
-            attempts = [str(pair[1]) for pair in pairs]
-            rows = self.store.event_jobs(conn, ids, attempts, self.queues, self.tasks)
-            jobs = {(row[0], row[1]): row for row in rows}
+        jobs: dict[str, tuple[Any, ...]] = {}
+        ids = {h.id for h in hints if h.kind in TASK_KINDS}
+        if ids:
+            rows = self.store.event_jobs(conn, list(ids), self.queues, self.tasks)
+            jobs = {row[0]: row for row in rows}
+        # The records of attempts the job's row no longer describes (rare).
+        attempts: dict[tuple[str, int], tuple[Any, ...]] = {}
+        older = set()
+        for kind, job_id, attempt in hints:
+            if kind == "succeeded" or kind not in TASK_KINDS:
+                continue  # a success is always the row's own attempt
+            row = jobs.get(job_id)
+            if row is not None and (row[1] != attempt or (row[4] == "RETRY" and kind != "started")):
+                older.add((job_id, attempt))
+        if older:
+            attempts = {(r[0], r[1]): r for r in self.store.event_attempts(conn, list(older))}
         # Workers to read: those an event is about, and those running a job
         # we cannot name yet.
         wanted = {h.id for h in hints if h.kind in WORKER_KINDS}
         known = self.workers
-        wanted.update(
-            w
-            for row in jobs.values()
-            for w in (row[6], row[19])  # the job's worker, the attempt's
-            if w is not None and w not in known
-        )
+        ran = [row[5] for row in jobs.values()] + [row[3] for row in attempts.values()]
+        wanted.update(w for w in ran if w is not None and w not in known)
         present = self._worker_rows(conn, sorted(wanted)) if wanted else {}
         now = time.time()
         lines: list[str] = []
+        append = lines.append
+        middles = self._middles
+        received = types is None or "task-received" in types
+        started = types is None or "task-started" in types
         for hint in hints:
-            if hint.kind in TASK_KINDS:
-                row = jobs.get((hint.id, hint.attempt))
+            kind, job_id, attempt = hint
+            row = jobs.get(job_id)
+            if row is not None and row[1] == attempt and (kind == "started" or kind == "succeeded"):
+                # The drain's events, all but a few: the row describes the
+                # hinted attempt, and there is no record to look at.
+                key = (row[2], row[3], row[5], attempt)
+                middle = middles.get(key) or self._middle(key)
+                if kind == "started":
+                    at = _number(row[6]) if row[6] is not None else repr(now)
+                    if received:
+                        append(
+                            f'{{"type": "task-received", "uuid": "{job_id}", {middle}{at}, '
+                            f'"root_id": {_uuid(row[15])}, "parent_id": {_uuid(row[16])}}}'
+                        )
+                    if started:
+                        append(f'{{"type": "task-started", "uuid": "{job_id}", {middle}{at}}}')
+                elif row[4] == "SUCCESS":
+                    result = row[12]
+                    if result is not None and len(result) > _RESULT_CHARS:
+                        result = result[:_RESULT_CHARS] + "…"
+                    append(
+                        f'{{"type": "task-succeeded", "uuid": "{job_id}", {middle}'
+                        f'{_number(row[7])}, "runtime": {_number(row[8])}, '
+                        f'"result": {_text(result)}}}'
+                    )
+                else:
+                    log.debug("events: succeeded of job %s (attempt %s) not borne out", *hint[1:])
+            elif kind in TASK_KINDS:
                 if row is not None:
-                    self._task_events(hint, row, now, lines)
+                    self._task_events(hint, row, attempts.get((job_id, attempt)), now, lines)
             else:
                 event = self._worker_event(hint, present, now)
                 if event is not None:
-                    lines.append(_ENCODE(event))
+                    append(_ENCODE(event))
         return lines
 
     @staticmethod
@@ -168,13 +203,30 @@ class Reader:
             self._middles[key] = middle
         return middle
 
-    def _task_events(self, hint: Hint, row: tuple[Any, ...], now: float, lines: list[str]) -> None:
-        """Append the events of one task hint that its rows bear out."""
+    def _task_events(
+        self,
+        hint: Hint,
+        row: tuple[Any, ...],
+        older: tuple[Any, ...] | None,
+        now: float,
+        lines: list[str],
+    ) -> None:
+        """Append the events of one task hint that its rows bear out: the
+        job's row, and the record of the hinted attempt when the row no
+        longer describes it (``older``, read only then: see _needs_attempt)."""
         (
-            _, attempt, task, queue, state, attempts, worker, started, finished, runtime,
+            _, attempts, task, queue, state, worker, started, finished, runtime,
             error_type, error_message, traceback, result, run_at, terminate, root, parent,
-            a_state, a_worker, a_started, a_finished, a_runtime, a_type, a_message, a_traceback,
         ) = row  # fmt: skip
+        if older is None:
+            a_state = a_worker = a_started = a_finished = a_runtime = None
+            a_type = a_message = a_traceback = None
+        else:
+            (
+                _, _, a_state, a_worker, a_started, a_finished, a_runtime,
+                a_type, a_message, a_traceback,
+            ) = older  # fmt: skip
+        attempt = hint.attempt
         kind = hint.kind
         current = attempts == attempt  # the job's row is about this attempt
         if kind == "started":

@@ -707,46 +707,44 @@ SELECT pg_notification_queue_usage();
 
 -- name: event_jobs
 -- What the events listener reports of the jobs a NOTIFY named (a hint, so
--- confirmed here): each (job id, attempt) hinted with its job's row and, when
--- the row is no longer about that attempt or the attempt went to a retry,
--- that attempt's record. A job no longer there (pruned, deleted) has no row.
--- Ids and attempts come comma-separated (as job_complete_many's), the
--- filters as arrays (NULL: any). Times and run times as the text of epoch
--- seconds, which the listener writes into its JSON as they are: formatting
--- a float in Python (the shortest repr) cost it more than the read itself,
--- and float8's output here is the same shortest form.
--- Each lookup by key (LATERAL ... LIMIT 1 is never made a join): a join
--- planned for a batch of 1,000 hints read all of job_attempts to merge them.
--- The listener's session uses a generic plan (events_session): a custom plan
--- for each read took 1-2 ms of planning, about as long as reading 300 jobs.
-WITH hint AS (
-    SELECT *
-    FROM ROWS FROM (unnest(string_to_array(%(ids)s, ',')::uuid[]),
-                    unnest(string_to_array(%(attempts)s, ',')::int[])) AS h(id, attempt)
-)
-SELECT h.id::text, h.attempt, j.task, j.queue, j.state, j.attempts, j.worker_id::text,
+-- confirmed here): the row of each job, read once however many of its
+-- events the batch names. A job no longer there (pruned, deleted) has no
+-- row. Ids come comma-separated (as job_complete_many's), the filters as
+-- arrays (NULL: any). Times and run times as the text of epoch seconds,
+-- which the listener writes into its JSON as they are: formatting a float
+-- in Python (the shortest repr) cost it more than the read, and float8's
+-- output is the same shortest form. Each lookup by key (LATERAL ... LIMIT
+-- 1 is never made a join). The listener's session uses generic plans
+-- (events_session): a custom plan cost 1-2 ms of planning a read, as much
+-- as reading 300 jobs.
+SELECT j.id::text, j.attempts, j.task, j.queue, j.state, j.worker_id::text,
        date_part('epoch', j.started_at)::text, date_part('epoch', j.finished_at)::text,
        date_part('epoch', j.finished_at - j.started_at)::text,
        j.error ->> 'type', j.error ->> 'message', j.error ->> 'traceback',
        CASE WHEN j.state = 'SUCCESS' THEN left(j.result::text, 201) END,
        date_part('epoch', j.run_at)::text, j.revoke_terminate, j.root_id::text,
-       j.parent_id::text,
-       a.state, a.worker_id::text, date_part('epoch', a.started_at)::text,
-       date_part('epoch', a.finished_at)::text,
-       date_part('epoch', a.finished_at - a.started_at)::text,
-       a.error ->> 'type', a.error ->> 'message', a.error ->> 'traceback'
-FROM hint AS h
+       j.parent_id::text
+FROM unnest(string_to_array(%(ids)s, ',')::uuid[]) AS h(id)
 CROSS JOIN LATERAL (
     SELECT * FROM {schema}.jobs AS j WHERE j.id = h.id LIMIT 1
 ) AS j
-LEFT JOIN LATERAL (
-    SELECT * FROM {schema}.job_attempts AS a
-    WHERE (j.attempts <> h.attempt OR j.state = 'RETRY')  -- else the row says it all
-      AND a.job_id = h.id AND a.attempt = h.attempt
-    LIMIT 1
-) AS a ON true
 WHERE (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
   AND (%(tasks)s::text[] IS NULL OR j.task = ANY(%(tasks)s::text[]));
+
+-- name: event_attempts
+-- The records of attempts the job's row no longer describes (an earlier
+-- attempt, or one that went to a retry): the listener reads these only for
+-- such hints, which a drain of successes never has.
+SELECT a.job_id::text, a.attempt, a.state, a.worker_id::text,
+       date_part('epoch', a.started_at)::text, date_part('epoch', a.finished_at)::text,
+       date_part('epoch', a.finished_at - a.started_at)::text,
+       a.error ->> 'type', a.error ->> 'message', a.error ->> 'traceback'
+FROM ROWS FROM (unnest(string_to_array(%(ids)s, ',')::uuid[]),
+                unnest(string_to_array(%(attempts)s, ',')::int[])) AS h(id, attempt)
+CROSS JOIN LATERAL (
+    SELECT * FROM {schema}.job_attempts AS a
+    WHERE a.job_id = h.id AND a.attempt = h.attempt LIMIT 1
+) AS a;
 
 -- name: event_workers
 -- The workers a NOTIFY named (every worker when ids is NULL), with the jobs
