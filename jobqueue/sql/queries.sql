@@ -722,8 +722,8 @@ SELECT j.id::text, j.attempts, j.task, j.queue, j.state, j.worker_id::text,
        date_part('epoch', j.finished_at - j.started_at)::text,
        j.error ->> 'type', j.error ->> 'message', j.error ->> 'traceback',
        CASE WHEN j.state = 'SUCCESS' THEN left(j.result::text, 201) END,
-       date_part('epoch', j.run_at)::text, j.revoke_terminate, j.root_id::text,
-       j.parent_id::text
+       CASE WHEN j.state = 'RETRY' THEN date_part('epoch', j.run_at)::text END,
+       j.revoke_terminate, j.root_id::text, j.parent_id::text
 FROM unnest(string_to_array(%(ids)s, ',')::uuid[]) AS h(id)
 CROSS JOIN LATERAL (
     SELECT * FROM {schema}.jobs AS j WHERE j.id = h.id LIMIT 1
