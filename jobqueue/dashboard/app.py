@@ -76,6 +76,7 @@ class Dashboard:
         timeout: float,
         page_size: int,
         scan_budget: int,
+        scan_time: float,
     ) -> None:
         self.app = app
         self.read_only = read_only
@@ -84,6 +85,7 @@ class Dashboard:
         self.stale_after = stale_after
         self.page_size = page_size
         self.scan_budget = scan_budget
+        self.scan_time = scan_time
         self.reads = Reads(app, timeout)
         self.sampler = Sampler(self._sample, every=sample_every)
         self.templates = Environment(
@@ -361,6 +363,7 @@ def create_app(
     timeout: float = 5.0,
     page_size: int = 50,
     scan_budget: int = 20_000,
+    scan_time: float = 0.15,
 ) -> Starlette:
     """The dashboard of ``app``'s schema as an ASGI application, to serve
     (``jobqueue dashboard``) or to mount in a Starlette or FastAPI app
@@ -375,7 +378,9 @@ def create_app(
     seconds a queue's oldest due job may wait before the overview warns.
     ``sample_every``: seconds between the charts' samples. ``timeout``:
     seconds a page's reads may take on the server. ``scan_budget``: rows a
-    filtered list reads at most per page."""
+    list's walk reads at most per statement. ``scan_time``: seconds a list
+    walks history for at most per page (then it says how far back it
+    looked, and its Next link goes on from there)."""
     from . import actions, pages
 
     dash = Dashboard(
@@ -388,6 +393,7 @@ def create_app(
         timeout=timeout,
         page_size=page_size,
         scan_budget=scan_budget,
+        scan_time=scan_time,
     )
     g = dash.guard
     routes = [

@@ -224,6 +224,59 @@ def test_every_page_shows_what_it_should(
     assert client.get("/jobs/not-a-uuid")[0] == 404
 
 
+def test_a_backlog_of_waiting_jobs_hides_no_filter_s_jobs(
+    jq: Any, schema: str, conn: Any, start_worker: Any, serve: Any
+) -> None:
+    """Waiting jobs always have the newest ids; a backlog of them (here 3,000,
+    and a walk of 200 rows per statement, as 100 k against 20,000) must not
+    hide the finished, failed, revoked or running jobs older than it from any
+    filter, nor from /failures."""
+    start_worker("--concurrency", "2")
+    app = jq.add.app
+    ok = jq.add.delay(2, 3)
+    bad = jq.boom.delay("backlogged")
+    assert ok.get(timeout=30) == 5
+    wait_for(lambda: state(conn, schema, bad.id) == "FAILURE", 30, "the failure")
+    revoked = jq.add.apply_async((7, 7), queue="nowhere")
+    app.control.cancel(revoked.id)
+    running = jq.sleep.delay(60)
+    wait_for(lambda: state(conn, schema, running.id) == "STARTED", 30, "the job to start")
+    app.enqueue_many("add", [(i, i) for i in range(3000)], queue="backlog")
+    client = Client(serve(scan_budget=200, scan_time=30))
+
+    def shows(query: str, job_id: str) -> bool:
+        return f'data-testid="job-{job_id}"' in client.page("/jobs?" + query)
+
+    assert shows("state=SUCCESS", ok.id)
+    assert shows("state=FAILURE", bad.id)
+    assert shows("state=REVOKED", revoked.id)
+    assert shows("state=STARTED", running.id)
+    assert shows("task=boom", bad.id)
+    assert shows("exception=CustomError", bad.id)
+    assert shows("args=" + urllib.parse.quote("[2, 3]"), ok.id)
+    assert shows("state=FAILURE&queue=default&exception=CustomError", bad.id)
+    pending = client.page("/jobs?state=PENDING&queue=backlog")
+    assert len(re.findall(r'<tr data-testid="job-', pending)) == 50
+    assert "About 3,000 job(s) match. 50 shown, newest first." in pending
+    assert 'data-testid="failure-boom-CustomError"' in client.page("/failures")
+    assert 'data-testid="failure-boom-CustomError"' in client.page("/failures?window=all")
+
+    # With no time to walk, a page says how far back it looked, and its Next
+    # link goes on from there until the job is found.
+    hurried = Client(serve(scan_budget=200, scan_time=0))
+    path, pages = "/jobs?task=boom", 0
+    while True:
+        page = hurried.page(path)
+        if f'data-testid="job-{bad.id}"' in page:
+            break
+        assert "searched back to" in page, page
+        found = re.search(r'href="(/jobs\?[^"]*after=[^"]+)"[^>]*rel="next"', page)
+        assert found, "a Next link"
+        path, pages = html.unescape(found.group(1)), pages + 1
+        assert pages < 40
+    assert pages > 0  # it did have to go on
+
+
 def test_actions_change_the_database_through_the_operations_and_are_logged(
     jq: Any, schema: str, conn: Any, serve: Any, caplog: Any
 ) -> None:
