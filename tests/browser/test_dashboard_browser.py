@@ -299,7 +299,7 @@ def test_the_overview_shows_a_job_enqueued_meanwhile_running_then_done(
     job = tasks.sleep.apply_async((4,), queue="watched")
     # The overview refreshes itself every 3 s (htmx, GET /partials/overview):
     # no reload. The job runs 4 s, so one refresh sees it running.
-    running = row.locator("td").nth(4)  # Queue, Due, Scheduled, Oldest due, Running
+    running = row.get_by_test_id("queue-running")
     expect(running).to_have_text("1")
     expect(running).to_have_text("0", timeout=20_000)
     assert job.get(timeout=5) == 4
