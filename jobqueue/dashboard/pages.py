@@ -424,9 +424,11 @@ def workflow(request: Request) -> Response:
         parent = nodes.get(str(r[3])) if r[3] else None
         (parent.children if parent is not None and parent is not node else tops).append(node)
     counts = {s: sum(1 for n in nodes.values() if n.state == s) for s in STATE_ORDER}
+    members = {c: sum(1 for n in nodes.values() if n.chord == c) for c in chords}
     return dash.render(
         request, "workflow.html", nav="workflows", root=root, tops=tops, chords=chords,
-        counts=counts, total=len(rows), truncated=len(rows) >= limit,
+        nodes=nodes, members=members, counts=counts, total=len(rows),
+        truncated=len(rows) >= limit,
     )  # fmt: skip
 
 

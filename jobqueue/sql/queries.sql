@@ -1609,7 +1609,10 @@ SELECT j.root_id, count(*), count(*) FILTER (WHERE j.state = 'SUCCESS'),
        count(*) FILTER (WHERE j.state = 'REVOKED'),
        min(j.created_at), max(j.finished_at),
        count(DISTINCT j.group_id), count(DISTINCT j.options ->> 'chord'),
-       (SELECT r.task FROM {schema}.jobs AS r WHERE r.id = j.root_id)
+       -- The root job's task; a chord's root is the chord (no job has its
+       -- id): then the task of its first job.
+       COALESCE((SELECT r.task FROM {schema}.jobs AS r WHERE r.id = j.root_id),
+                (array_agg(j.task ORDER BY j.id))[1])
 FROM {schema}.jobs AS j
 WHERE j.root_id = ANY(%(roots)s::uuid[])
 GROUP BY j.root_id;
@@ -1624,5 +1627,9 @@ ORDER BY j.id
 LIMIT %(limit)s;
 
 -- name: dashboard_chords
-SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at
+-- Each chord's counter and its callback as the chord holds it (a task's
+-- name, or the kind of canvas, and the job id it will run as): the job
+-- exists only once the header is done.
+SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at,
+       COALESCE(c.body ->> 'task', c.body ->> 'type'), c.body ->> 'id'
 FROM {schema}.chords AS c WHERE c.id = ANY(%(ids)s::uuid[]);

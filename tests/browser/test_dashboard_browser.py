@@ -459,9 +459,14 @@ def test_a_workflow_in_progress_shows_its_chord_waiting_on_a_running_job(
     page.goto("/workflows")
     row = page.get_by_test_id(f"workflow-{root}")
     expect(row).to_contain_text("in progress")
+    expect(row.locator("td").nth(1)).to_have_text("add")  # a chord's root is no job: its first
     row.get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(f"/workflows/{root}$"))
-    expect(page.locator("body")).to_contain_text("1 to go")  # the chord waits on one job
+    chord_row = page.locator('tr[data-testid^="chord-"]')
+    expect(chord_row.get_by_test_id("chord-to-go")).to_have_text("1")  # waits on one job
+    expect(chord_row.get_by_test_id("chord-callback")).to_contain_text("PENDING")
+    expect(chord_row.get_by_test_id("chord-callback")).to_contain_text("echo")
+    expect(page.get_by_text("chord header")).to_have_count(3)  # each member says it, no count
     node = page.get_by_test_id(f"node-{slow}")
     expect(node.locator(".state").first).to_have_text(states.STARTED)
     # The person stops the slow one from there: the chord's body fails.
@@ -470,6 +475,7 @@ def test_a_workflow_in_progress_shows_its_chord_waiting_on_a_running_job(
     wait_for(lambda: job_row(db, board_schema, str(slow))[0] == states.REVOKED, 30, "the revoke")
     page.goto(f"/workflows/{root}")
     expect(page.get_by_test_id(f"node-{slow}").locator(".state").first).to_have_text(states.REVOKED)
+    expect(page.locator('tr[data-testid^="chord-"]').locator(".state").first).to_have_text("FAILED")
 
 
 def test_a_schedule_runs_now_and_pauses_from_its_page(
