@@ -100,6 +100,7 @@ class Dashboard:
             seconds=seconds,
             pretty=pretty,
             compact=compact,
+            readable=readable,
             num=num,
             rate=rate_text,
         )
@@ -323,6 +324,17 @@ def pretty(value: Any) -> str:
     if value is None:
         return "null"
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+# A value whose JSON fits on this many characters is shown on one line.
+READABLE_WIDTH = 100
+
+
+def readable(value: Any) -> str:
+    """JSON on one line when it is short ([42, "a@b.c"]), indented when it is
+    long: a few short arguments one per line push a failed job's page down."""
+    text = compact(value)
+    return text if len(text) <= READABLE_WIDTH else pretty(value)
 
 
 def compact(value: Any) -> str:

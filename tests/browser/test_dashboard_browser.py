@@ -333,6 +333,9 @@ def test_a_failed_job_shows_its_traceback_and_a_retry_runs_it_again(
     expect(traceback).to_contain_text("Traceback (most recent call last)")
     expect(traceback).to_contain_text("raise CustomError(message)")  # tests/apps.py
     expect(traceback).to_contain_text(f"CustomError: {message}")
+    # The error comes first, above the fold at 1280x800; short arguments on one line.
+    expect(page.get_by_text(f"CustomError: {message}").first).to_be_in_viewport()
+    expect(page.get_by_test_id("job-args")).to_have_text(f'["{message}"]')
 
     page.get_by_test_id("action-retry").click()
     expect(page.get_by_test_id("flash")).to_be_visible()
