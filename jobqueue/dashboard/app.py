@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import LOCAL, SESSION_COOKIE, Auth, Sessions, csrf_ok
-from .charts import Sampler
+from .charts import Counts, History, Sampler
 from .reads import Reads
 
 if TYPE_CHECKING:
@@ -58,6 +58,9 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[..., Any]
+
+# Seconds the charts' first sample may spend reading the hour before it.
+HISTORY_TIMEOUT = 2.0
 
 
 class Dashboard:
@@ -87,7 +90,7 @@ class Dashboard:
         self.scan_budget = scan_budget
         self.scan_time = scan_time
         self.reads = Reads(app, timeout)
-        self.sampler = Sampler(self._sample, every=sample_every)
+        self.sampler = Sampler(self._sample, every=sample_every, first=self._first_sample)
         self.templates = Environment(
             loader=FileSystemLoader(str(HERE / "templates")),
             autoescape=select_autoescape(("html",), default=True),
@@ -108,6 +111,17 @@ class Dashboard:
     def _sample(self) -> dict[str, tuple[int, int]]:
         with self.reads.page() as reads:
             return {str(q): (int(s), int(f)) for q, s, f in reads.outcomes()}
+
+    def _first_sample(self, since: float) -> tuple[Counts, History]:
+        """The counters and, in the same snapshot, the jobs finished per
+        queue and minute since ``since``: at most ``HISTORY_TIMEOUT`` of
+        reading (a sampler's thread, no page waits on it)."""
+        with self.reads.page() as reads:
+            history: History = {}
+            for q, minute, ok, failed in reads.finished_minutes(since, HISTORY_TIMEOUT):
+                history.setdefault(str(q), {})[round(minute)] = (int(ok), int(failed))
+            counts = {str(q): (int(s), int(f)) for q, s, f in reads.outcomes()}
+        return counts, history
 
     # -- rendering ------------------------------------------------------------------
 

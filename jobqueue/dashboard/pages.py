@@ -118,7 +118,21 @@ def _overview(request: Request) -> dict[str, Any]:
         if not q.paused and q.due and q.oldest > dash.stale_after
     ]
     alive = [w for w in workers if w[12]]
-    return {"queues": queues, "alive": alive, "soon": soon, "banners": banners}
+    since = dash.sampler.since
+    # The charts cover less than their hour (the last hour's history was not
+    # read when the dashboard started): say since when.
+    partial = (
+        datetime.fromtimestamp(since, timezone.utc)
+        if since and since > time.time() - 3570
+        else None
+    )
+    return {
+        "queues": queues,
+        "alive": alive,
+        "soon": soon,
+        "banners": banners,
+        "sampling_since": partial,
+    }
 
 
 def _served(queue: str, workers: list[Any]) -> bool:

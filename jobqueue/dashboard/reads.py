@@ -150,6 +150,15 @@ class Reads:
         """(queue, succeeded, failed) counters: what the charts sample."""
         return self._run("dashboard_outcomes", {})
 
+    def finished_minutes(self, since: float, timeout: float) -> list[Row]:
+        """(queue, minute's start in epoch seconds, succeeded, failed) of the
+        jobs finished since ``since`` (epoch seconds), read for at most
+        ``timeout`` seconds (this transaction's later reads too)."""
+        self._run("dashboard_timeout", {"ms": f"{max(int(timeout * 1000), 1)}ms"})
+        return self._run(
+            "dashboard_finished_minutes", {"since": datetime.fromtimestamp(since, timezone.utc)}
+        )
+
     def workers(self) -> list[Row]:
         return self._run("dashboard_workers", {})
 

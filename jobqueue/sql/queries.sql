@@ -1301,6 +1301,28 @@ FROM {schema}.job_metrics AS m
 WHERE m.metric IN ('succeeded', 'failed')
 GROUP BY m.queue;
 
+-- name: dashboard_finished_minutes
+-- The charts' last hour before the dashboard started sampling, read once
+-- when it starts: jobs finished (SUCCESS or FAILURE) per queue and minute
+-- since %(since)s. finished_at has no index (one would end the completion's
+-- HOT updates), and a job finished now may have been made any time before;
+-- but job_counts keeps, per hour of ids, when its newest job finished
+-- (last_finished_at): only the hours of ids with a finish since then are
+-- read, each an id range of jobs' primary key. Usually the last hour or
+-- two of ids; the caller bounds it in time (statement_timeout) and charts
+-- from its own samples alone when it takes longer.
+SELECT j.queue, extract(epoch FROM date_trunc('minute', j.finished_at))::float8,
+       count(*) FILTER (WHERE j.state = 'SUCCESS'), count(*) FILTER (WHERE j.state = 'FAILURE')
+FROM (SELECT c.hour FROM {schema}.job_counts AS c
+      WHERE c.state IN ('SUCCESS', 'FAILURE') AND c.last_finished_at >= %(since)s::timestamptz
+      GROUP BY c.hour) AS h
+JOIN LATERAL (SELECT j.queue, j.finished_at, j.state FROM {schema}.jobs AS j
+              WHERE j.id >= {schema}.uuid7_floor(h.hour)
+                AND j.id < {schema}.uuid7_floor(h.hour + interval '1 hour')
+                AND j.finished_at >= %(since)s::timestamptz
+                AND j.state IN ('SUCCESS', 'FAILURE')) AS j ON true
+GROUP BY 1, 2;
+
 -- name: dashboard_workers
 -- Every registered worker, live ones first; running jobs from job_lease
 -- (running jobs only), grouped once.

@@ -166,10 +166,21 @@ def test_every_page_shows_what_it_should(
 
     live = client.page("/partials/overview")
     assert 'data-testid="queue-default"' in live and "<html" not in live
-    # The charts fill in from the sampled counters: the jobs above finished
-    # before the first sample, so a new one must be counted.
+    # The charts: the jobs above finished before the dashboard started, read
+    # from history at its first sample (6 added, the chain's 2 among them,
+    # 1 failed); one more is counted from the sampled counters.
+    wait_for(
+        lambda: "last hour: 6 succeeded, 1 failed" in client.page("/partials/overview"),
+        20,
+        "the last hour read from history",
+    )
+    assert 'data-testid="sampling-since"' not in client.page("/")
     jq.add.delay(1, 1).get(timeout=30)
-    wait_for(lambda: "1 succeeded" in client.page("/partials/overview"), 20, "a bar of the chart")
+    wait_for(
+        lambda: "last hour: 7 succeeded, 1 failed" in client.page("/partials/overview"),
+        20,
+        "a job counted by the sampled counters",
+    )
 
     jobs = client.page("/jobs")
     for job_id in (ok.id, bad.id, flow.id):
