@@ -1390,6 +1390,11 @@ ORDER BY t.task;
 -- is up, and the page says how far back it looked.
 
 -- name: dashboard_walk_all
+-- all_jobs, spelled out: records, and the waiting jobs that have none yet.
+-- Those are found among the newest %(budget)s rows of job_queue (an
+-- unrecorded job among the newest %(budget)s jobs is among them), not by
+-- filtering job_queue for them: behind a bulk-enqueued backlog (all
+-- recorded) that filter read the whole backlog on every step.
 WITH scanned AS MATERIALIZED (
     SELECT j.id, j.state,
            (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s::text[]))
@@ -1398,8 +1403,18 @@ WITH scanned AS MATERIALIZED (
            AND (%(exception)s::text IS NULL OR j.error ->> 'type' = %(exception)s::text)
            AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb
                 OR j.kwargs @> %(args)s::jsonb) AS hit
-    FROM {schema}.all_jobs AS j
-    WHERE j.id < %(high)s::uuid AND j.id >= %(low)s::uuid
+    FROM ((SELECT r.id, r.state, r.queue, r.task, r.error, r.args, r.kwargs
+           FROM {schema}.jobs AS r
+           WHERE r.id < %(high)s::uuid AND r.id >= %(low)s::uuid
+           ORDER BY r.id DESC
+           LIMIT %(budget)s)
+          UNION ALL
+          SELECT q.job_id, 'PENDING', q.queue, q.task, NULL::jsonb, q.args, q.kwargs
+          FROM (SELECT * FROM {schema}.job_queue AS w
+                WHERE w.job_id < %(high)s::uuid AND w.job_id >= %(low)s::uuid
+                ORDER BY w.job_id DESC
+                LIMIT %(budget)s) AS q
+          WHERE q.args IS NOT NULL) AS j
     ORDER BY j.id DESC
     LIMIT %(budget)s
 )

@@ -252,6 +252,7 @@ def test_a_backlog_of_waiting_jobs_hides_no_filter_s_jobs(
     app.control.cancel(revoked.id)
     running = jq.sleep.delay(60)
     wait_for(lambda: state(conn, schema, running.id) == "STARTED", 30, "the job to start")
+    waiting = jq.add.apply_async((40, 2), queue="later")  # no record yet: in job_queue only
     app.enqueue_many("add", [(i, i) for i in range(3000)], queue="backlog")
     client = Client(serve(scan_budget=200, scan_time=30))
 
@@ -266,6 +267,9 @@ def test_a_backlog_of_waiting_jobs_hides_no_filter_s_jobs(
     assert shows("exception=CustomError", bad.id)
     assert shows("args=" + urllib.parse.quote("[2, 3]"), ok.id)
     assert shows("state=FAILURE&queue=default&exception=CustomError", bad.id)
+    assert shows("queue=later", waiting.id)
+    assert shows("args=" + urllib.parse.quote("[40, 2]"), waiting.id)
+    assert shows("state=PENDING&queue=later", waiting.id)
     pending = client.page("/jobs?state=PENDING&queue=backlog")
     assert len(re.findall(r'<tr data-testid="job-', pending)) == 50
     assert "About 3,000 job(s) match. 50 shown, newest first." in pending
