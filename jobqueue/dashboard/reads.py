@@ -52,9 +52,7 @@ class JobFilter:
         return self.task is None and self.exception is None and self.args is None
 
 
-# The states job_counts counts per hour (finished, and waiting for a retry),
-# and those a job with an error can be in.
-COUNTED = ("RETRY", "SUCCESS", "FAILURE", "REVOKED")
+# The states a job with an error can be in (all counted per hour by job_counts).
 ERROR_STATES = ("FAILURE", "RETRY", "REVOKED")
 
 # Rows read by a walk's first steps: a dense filter fills its page from the
