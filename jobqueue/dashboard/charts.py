@@ -201,16 +201,17 @@ class Bar:
 
 def bars(minutes: list[Minute], width: int = 180, height: int = 32) -> list[Bar]:
     """One bar per minute (succeeded + failed, failed in red at its foot),
-    scaled to the busiest minute; minutes not sampled have no bar."""
+    scaled to the busiest minute; minutes not sampled or without a finished
+    job have no bar."""
     peak = max(((m.succeeded or 0) + (m.failed or 0) for m in minutes), default=0) or 1
     step = width / max(len(minutes), 1)
     out = []
     for i, m in enumerate(minutes):
-        if m.succeeded is None or m.failed is None:
-            continue
-        total = m.succeeded + m.failed
-        h = height * total / peak
-        fh = height * m.failed / peak
+        ok, failed = m.succeeded or 0, m.failed or 0
+        if not ok + failed:
+            continue  # not sampled, or nothing finished: no bar (the chart's title has totals)
+        h = height * (ok + failed) / peak
+        fh = height * failed / peak
         when = time.strftime("%H:%M", time.localtime(m.start))
         out.append(
             Bar(
@@ -219,7 +220,7 @@ def bars(minutes: list[Minute], width: int = 180, height: int = 32) -> list[Bar]
                 height=round(h, 2),
                 fy=round(height - fh, 2),
                 fheight=round(fh, 2),
-                title=f"{when}: {m.succeeded} succeeded, {m.failed} failed",
+                title=f"{when}: {ok} succeeded, {failed} failed",
             )
         )
     return out
