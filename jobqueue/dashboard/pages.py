@@ -111,12 +111,21 @@ def _overview(request: Request) -> dict[str, Any]:
         + (f", holding {held} running job(s) until the rescue" if held else "")
         for host, pid, age, held in lapsed
     ]
-    banners += [
-        f"Queue {q.name}: the oldest due job has waited {_secs(q.oldest)}"
-        + (" and no live worker serves this queue" if not _served(q.name, workers) else "")
-        for q in queues
-        if not q.paused and q.due and q.oldest > dash.stale_after
-    ]
+    stale = [q for q in queues if not q.paused and q.due and q.oldest > dash.stale_after]
+    if len(stale) <= STALE_BANNERS:
+        banners += [
+            f"Queue {q.name}: the oldest due job has waited {_secs(q.oldest)}"
+            + (" and no live worker serves this queue" if not _served(q.name, workers) else "")
+            for q in stale
+        ]
+    else:  # one banner, not a wall of them above the queues
+        unserved = [q.name for q in stale if not _served(q.name, workers)]
+        names = ", ".join(q.name for q in stale[:STALE_BANNERS])
+        banners.append(
+            f"{len(stale)} queues ({names}, …): due jobs have waited up to "
+            f"{_secs(max(q.oldest for q in stale))}"
+            + (f"; no live worker serves {', '.join(unserved)}" if unserved else "")
+        )
     alive = [w for w in workers if w[12]]
     since = dash.sampler.since
     # The charts cover less than their hour (the last hour's history was not
@@ -133,6 +142,10 @@ def _overview(request: Request) -> dict[str, Any]:
         "banners": banners,
         "sampling_since": partial,
     }
+
+
+# Stale queues named in a banner each; more share one banner.
+STALE_BANNERS = 3
 
 
 def _served(queue: str, workers: list[Any]) -> bool:

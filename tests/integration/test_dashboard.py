@@ -292,6 +292,21 @@ def test_a_backlog_of_waiting_jobs_hides_no_filter_s_jobs(
     assert pages > 0  # it did have to go on
 
 
+def test_many_stale_queues_share_one_banner(jq: Any, serve: Any) -> None:
+    for name in ("a1", "a2"):
+        jq.add.apply_async((1, 1), queue=name)
+    client = Client(serve(stale_after=0))
+    page = client.page("/")
+    assert page.count('data-testid="banner"') == 2
+    assert "Queue a1: the oldest due job has waited" in page
+    for name in ("a3", "a4", "a5"):
+        jq.add.apply_async((1, 1), queue=name)
+    page = client.page("/")
+    assert page.count('data-testid="banner"') == 1, page
+    assert "5 queues (a1, a2, a3, …): due jobs have waited up to" in page
+    assert "no live worker serves a1, a2, a3, a4, a5" in page
+
+
 def test_actions_change_the_database_through_the_operations_and_are_logged(
     jq: Any, schema: str, conn: Any, serve: Any, caplog: Any
 ) -> None:
