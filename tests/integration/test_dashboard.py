@@ -456,6 +456,8 @@ def test_read_only_mode_with_a_select_only_role(
         role_dsn = psycopg.conninfo.make_conninfo(**{**params, "user": role, "password": "pw"})
         client = Client(serve(app_dsn=role_dsn, read_only=True))
         for path in ("/", "/partials/overview", "/jobs", f"/jobs/{job.id}", "/failures",
+                     "/jobs?state=FAILURE", "/jobs?state=STARTED", "/jobs?state=PENDING",
+                     "/jobs?exception=CustomError", "/failures?window=all",
                      "/workflows", "/schedules", "/workers", "/limits", "/queues"):  # fmt: skip
             page = client.page(path)
             assert 'data-testid="action-' not in page and "bulk-retry" not in page, path
