@@ -9,9 +9,10 @@ Both run on a database of their own, created and dropped here.
 
 Page times: a schema holding ``--jobs`` finished jobs (benchmarks.history's
 loader, varied: 20 queues, 100 tasks, an argument each, 2 % failures with a
-traceback; half in a day ten days ago, a quarter in each of the last two days)
-and a live state: ``--waiting`` jobs enqueued by ``enqueue_many`` over the
-same queues and tasks, 200 of them claimed by one of 50 registered workers, 20
+traceback, each failure's attempt in job_attempts as a worker records it;
+half in a day ten days ago, a quarter in each of the last two days) and a
+live state: ``--waiting`` jobs enqueued by ``enqueue_many`` over the same
+queues and tasks, 200 of them claimed by one of 50 registered workers, 20
 schedules, 10 task limits, 2 paused queues, 20 chords waiting. Then
 ``jobqueue dashboard`` in a subprocess, and every page over HTTP on one
 keep-alive connection, as a browser asks for it: 3 warm-up rounds, then
@@ -202,6 +203,20 @@ def uuid_at(seconds: float) -> str:
     return f"{ms[:8]}-{ms[8:]}-7000-8000-000000000000"
 
 
+def failed_attempts(dsn: str, schema: str) -> None:
+    """Each loaded failure's attempt in job_attempts, as a worker's completion
+    records it (the history loader writes the jobs only): /failures reads
+    failures from there."""
+    s = f'"{schema}"'
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {s}.job_attempts (job_id, attempt, worker_id, started_at, finished_at, "
+            f"state, error) SELECT id, attempts, worker_id, started_at, finished_at, state, error "
+            f"FROM {s}.jobs WHERE state = 'FAILURE'"
+        )
+        conn.execute(f"VACUUM ANALYZE {s}.job_attempts")
+
+
 def live_state(dsn: str, schema: str, waiting: int) -> dict[str, str]:
     """The live part (see the module's docstring); returns the ids pages need."""
     shop = JobQueue(dsn, schema=schema, auto_migrate=False)
@@ -265,7 +280,8 @@ def pages(ids: dict[str, str]) -> list[str]:
         "/", "/partials/overview", "/jobs",
         *[f"/jobs?{urllib.parse.quote(f, safe='=&')}" for f in filters],
         f"/jobs?after={urllib.parse.quote(ids['cursor'])}",
-        f"/jobs/{ids['failure']}", "/failures", "/workflows", f"/workflows/{ids['root']}",
+        f"/jobs/{ids['failure']}", "/failures", "/failures?window=7d", "/failures?window=all",
+        "/workflows", f"/workflows/{ids['root']}",
         "/schedules", "/workers", "/limits", "/queues",
     ]  # fmt: skip
 
@@ -331,6 +347,7 @@ def page_times(args: argparse.Namespace) -> None:
         migrate.upgrade(dsn, schema)
         started = time.monotonic()
         prepare(dsn, schema, args.jobs, failed=50, varied=True)
+        failed_attempts(dsn, schema)
         ids = live_state(dsn, schema, args.waiting)
         print(f"built in {time.monotonic() - started:.0f} s (PostgreSQL {version})", flush=True)
         with dashboard(dsn, schema) as url:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobqueue.dashboard")
 
 BULK_CHUNK = 10_000  # ids per SQL call (the operations' own max_jobs)
-BULK_SCAN = 100_000  # rows of the list's walk per read, when collecting a bulk action's ids
+BULK_SCAN = 100_000  # rows of the list's walk per statement, when collecting a bulk action's ids
 
 
 def _dash(request: Request) -> Dashboard:
@@ -189,11 +189,11 @@ def _matching(dash: Dashboard, filters: Any, states: frozenset[str]) -> Any:
     before: str | None = None
     with dash.reads.page() as reads:
         while True:
-            scan = reads.job_ids(filters, before, BULK_SCAN)
-            yield [str(r[0]) for r in scan.rows if r[1] in states]
-            if scan.exhausted or scan.lowest is None:
+            walk = reads.walk(filters, before, BULK_CHUNK, BULK_SCAN)
+            yield [str(r[0]) for r in walk.rows if r[1] in states]
+            if walk.cursor is None:
                 return
-            before = scan.lowest
+            before = walk.cursor
 
 
 def _describe(values: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import LOCAL, SESSION_COOKIE, Auth, Sessions, csrf_ok
-from .charts import Sampler
+from .charts import Counts, History, Sampler
 from .reads import Reads
 
 if TYPE_CHECKING:
@@ -59,6 +59,9 @@ SECURITY_HEADERS = {
 
 Handler = Callable[..., Any]
 
+# Seconds the charts' first sample may spend reading the hour before it.
+HISTORY_TIMEOUT = 2.0
+
 
 class Dashboard:
     """Everything the pages and actions share: the app, its reads, the
@@ -76,6 +79,7 @@ class Dashboard:
         timeout: float,
         page_size: int,
         scan_budget: int,
+        scan_time: float,
     ) -> None:
         self.app = app
         self.read_only = read_only
@@ -84,8 +88,9 @@ class Dashboard:
         self.stale_after = stale_after
         self.page_size = page_size
         self.scan_budget = scan_budget
+        self.scan_time = scan_time
         self.reads = Reads(app, timeout)
-        self.sampler = Sampler(self._sample, every=sample_every)
+        self.sampler = Sampler(self._sample, every=sample_every, first=self._first_sample)
         self.templates = Environment(
             loader=FileSystemLoader(str(HERE / "templates")),
             autoescape=select_autoescape(("html",), default=True),
@@ -98,6 +103,7 @@ class Dashboard:
             seconds=seconds,
             pretty=pretty,
             compact=compact,
+            readable=readable,
             num=num,
             rate=rate_text,
         )
@@ -105,6 +111,17 @@ class Dashboard:
     def _sample(self) -> dict[str, tuple[int, int]]:
         with self.reads.page() as reads:
             return {str(q): (int(s), int(f)) for q, s, f in reads.outcomes()}
+
+    def _first_sample(self, since: float) -> tuple[Counts, History]:
+        """The counters and, in the same snapshot, the jobs finished per
+        queue and minute since ``since``: at most ``HISTORY_TIMEOUT`` of
+        reading (a sampler's thread, no page waits on it)."""
+        with self.reads.page() as reads:
+            history: History = {}
+            for q, minute, ok, failed in reads.finished_minutes(since, HISTORY_TIMEOUT):
+                history.setdefault(str(q), {})[round(minute)] = (int(ok), int(failed))
+            counts = {str(q): (int(s), int(f)) for q, s, f in reads.outcomes()}
+        return counts, history
 
     # -- rendering ------------------------------------------------------------------
 
@@ -323,6 +340,17 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
+# A value whose JSON fits on this many characters is shown on one line.
+READABLE_WIDTH = 100
+
+
+def readable(value: Any) -> str:
+    """JSON on one line when it is short ([42, "a@b.c"]), indented when it is
+    long: a few short arguments one per line push a failed job's page down."""
+    text = compact(value)
+    return text if len(text) <= READABLE_WIDTH else pretty(value)
+
+
 def compact(value: Any) -> str:
     """JSON on one line (autoescaped by the template)."""
     return json.dumps(value, ensure_ascii=False, default=str)
@@ -361,6 +389,7 @@ def create_app(
     timeout: float = 5.0,
     page_size: int = 50,
     scan_budget: int = 20_000,
+    scan_time: float = 0.15,
 ) -> Starlette:
     """The dashboard of ``app``'s schema as an ASGI application, to serve
     (``jobqueue dashboard``) or to mount in a Starlette or FastAPI app
@@ -375,7 +404,9 @@ def create_app(
     seconds a queue's oldest due job may wait before the overview warns.
     ``sample_every``: seconds between the charts' samples. ``timeout``:
     seconds a page's reads may take on the server. ``scan_budget``: rows a
-    filtered list reads at most per page."""
+    list's walk reads at most per statement. ``scan_time``: seconds a list
+    walks history for at most per page (then it says how far back it
+    looked, and its Next link goes on from there)."""
     from . import actions, pages
 
     dash = Dashboard(
@@ -388,6 +419,7 @@ def create_app(
         timeout=timeout,
         page_size=page_size,
         scan_budget=scan_budget,
+        scan_time=scan_time,
     )
     g = dash.guard
     routes = [

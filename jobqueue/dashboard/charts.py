@@ -12,9 +12,14 @@ already count every job that ends, per queue, and hold a few rows per
 (queue, task, session) whatever the history: ``Sampler`` reads their sums
 (``dashboard_outcomes``, a few milliseconds) every ``every`` seconds in a
 thread of the dashboard, and a minute's throughput is the difference of the
-counters across it. The price: the charts start when the dashboard starts
-(a minute it did not sample is shown empty, not as zero), and each
-dashboard process samples for itself.
+counters across it. Each dashboard process samples for itself.
+
+The hour before it started is read once, with the first sample and in the
+same snapshot (``first``: ``dashboard_finished_minutes``, jobs finished per
+queue and minute, reading only the hours of ids that job_counts says had a
+finish in that hour), bounded in time: when that read fails or takes too
+long, the charts start empty and say since when they sample (a minute not
+sampled is shown empty, not as zero).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ log = logging.getLogger("jobqueue.dashboard")
 MINUTES = 60
 
 Counts = dict[str, tuple[int, int]]  # queue -> (succeeded, failed), as the counters read
+# queue -> minute's start (whole epoch seconds) -> (succeeded, failed), before sampling began
+History = dict[str, dict[int, tuple[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -50,11 +57,16 @@ class Sampler:
         read: Callable[[], Counts],
         every: float = 10.0,
         clock: Callable[[], float] = time.time,
+        first: Callable[[float], tuple[Counts, History]] | None = None,
     ) -> None:
         self.read = read
+        self.first = first
         self.every = every
         self.clock = clock
         self.samples: deque[tuple[float, Counts]] = deque(maxlen=int(3900 / every) + 2)
+        self.history: History = {}
+        self.filled = False  # the hour before the first sample was read
+        self.since: float | None = None  # what the charts cover from (epoch seconds)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -80,6 +92,18 @@ class Sampler:
             self._stop.wait(self.every)
 
     def sample(self) -> None:
+        if self.since is None and self.first is not None:
+            start = self.clock()
+            try:
+                counts, history = self.first(start - 60 * MINUTES)
+            except Exception as exc:  # too slow, or the database away: sample from now on
+                log.info("charts: the last hour's history not read (%s); sampling from now", exc)
+            else:
+                with self._lock:
+                    self.history, self.filled = history, True
+                    self.since = start - 60 * MINUTES
+                    self.samples.append((start, counts))
+                return
         try:
             counts = self.read()
         except Exception as exc:  # the database away: the charts show a gap
@@ -91,29 +115,43 @@ class Sampler:
             log.info("sampling the outcome counters again")
         self._failing = False
         with self._lock:
-            self.samples.append((self.clock(), counts))
+            taken = self.clock()
+            if self.since is None:
+                self.since = taken
+            self.samples.append((taken, counts))
 
     def series(self, queue: str, now: float | None = None) -> list[Minute]:
         """The last ``MINUTES`` whole minutes and the current one, oldest first."""
         now = self.clock() if now is None else now
         with self._lock:
             samples = list(self.samples)
+            history = self.history.get(queue, {})
+            filled = self.filled
+        first_taken = samples[0][0] if samples else None
         current = now - now % 60
         out = []
         for i in range(MINUTES - 1, -1, -1):
             start = current - 60 * i
+            # Finished before the first sample: from the history read then.
+            old_ok, old_failed = (0, 0)
+            read_before = filled and first_taken is not None and start < first_taken
+            if read_before:
+                old_ok, old_failed = history.get(round(start), (0, 0))
             # From the last sample before the minute, or (the dashboard
             # started during it) its first sample: a partial minute.
             before = _at(samples, start, queue) or _first(samples, start, queue)
             after = _at(samples, min(start + 60, now), queue)
             if before is None or after is None or after[0] <= before[0]:
-                out.append(Minute(start, None, None))
+                if read_before and first_taken is not None and start + 60 <= first_taken:
+                    out.append(Minute(start, old_ok, old_failed))  # wholly before sampling
+                else:
+                    out.append(Minute(start, None, None))
                 continue
             out.append(
                 Minute(
                     start,
-                    max(after[1][0] - before[1][0], 0),  # never negative (a counter reset)
-                    max(after[1][1] - before[1][1], 0),
+                    old_ok + max(after[1][0] - before[1][0], 0),  # never negative (a reset)
+                    old_failed + max(after[1][1] - before[1][1], 0),
                 )
             )
         return out
@@ -163,16 +201,17 @@ class Bar:
 
 def bars(minutes: list[Minute], width: int = 180, height: int = 32) -> list[Bar]:
     """One bar per minute (succeeded + failed, failed in red at its foot),
-    scaled to the busiest minute; minutes not sampled have no bar."""
+    scaled to the busiest minute; minutes not sampled or without a finished
+    job have no bar."""
     peak = max(((m.succeeded or 0) + (m.failed or 0) for m in minutes), default=0) or 1
     step = width / max(len(minutes), 1)
     out = []
     for i, m in enumerate(minutes):
-        if m.succeeded is None or m.failed is None:
-            continue
-        total = m.succeeded + m.failed
-        h = height * total / peak
-        fh = height * m.failed / peak
+        ok, failed = m.succeeded or 0, m.failed or 0
+        if not ok + failed:
+            continue  # not sampled, or nothing finished: no bar (the chart's title has totals)
+        h = height * (ok + failed) / peak
+        fh = height * failed / peak
         when = time.strftime("%H:%M", time.localtime(m.start))
         out.append(
             Bar(
@@ -181,7 +220,7 @@ def bars(minutes: list[Minute], width: int = 180, height: int = 32) -> list[Bar]
                 height=round(h, 2),
                 fy=round(height - fh, 2),
                 fheight=round(fh, 2),
-                title=f"{when}: {m.succeeded} succeeded, {m.failed} failed",
+                title=f"{when}: {ok} succeeded, {failed} failed",
             )
         )
     return out

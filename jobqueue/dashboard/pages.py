@@ -7,8 +7,9 @@ JSON, an id that is not a UUID) renders the page with a message and status
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -110,14 +111,41 @@ def _overview(request: Request) -> dict[str, Any]:
         + (f", holding {held} running job(s) until the rescue" if held else "")
         for host, pid, age, held in lapsed
     ]
-    banners += [
-        f"Queue {q.name}: the oldest due job has waited {_secs(q.oldest)}"
-        + (" and no live worker serves this queue" if not _served(q.name, workers) else "")
-        for q in queues
-        if not q.paused and q.due and q.oldest > dash.stale_after
-    ]
+    stale = [q for q in queues if not q.paused and q.due and q.oldest > dash.stale_after]
+    if len(stale) <= STALE_BANNERS:
+        banners += [
+            f"Queue {q.name}: the oldest due job has waited {_secs(q.oldest)}"
+            + (" and no live worker serves this queue" if not _served(q.name, workers) else "")
+            for q in stale
+        ]
+    else:  # one banner, not a wall of them above the queues
+        unserved = [q.name for q in stale if not _served(q.name, workers)]
+        names = ", ".join(q.name for q in stale[:STALE_BANNERS])
+        banners.append(
+            f"{len(stale)} queues ({names}, …): due jobs have waited up to "
+            f"{_secs(max(q.oldest for q in stale))}"
+            + (f"; no live worker serves {', '.join(unserved)}" if unserved else "")
+        )
     alive = [w for w in workers if w[12]]
-    return {"queues": queues, "alive": alive, "soon": soon, "banners": banners}
+    since = dash.sampler.since
+    # The charts cover less than their hour (the last hour's history was not
+    # read when the dashboard started): say since when.
+    partial = (
+        datetime.fromtimestamp(since, timezone.utc)
+        if since and since > time.time() - 3570
+        else None
+    )
+    return {
+        "queues": queues,
+        "alive": alive,
+        "soon": soon,
+        "banners": banners,
+        "sampling_since": partial,
+    }
+
+
+# Stale queues named in a banner each; more share one banner.
+STALE_BANNERS = 3
 
 
 def _served(queue: str, workers: list[Any]) -> bool:
@@ -233,31 +261,20 @@ def jobs(request: Request) -> Response:
         after = _cursor(values.get("after"))
     except (BadInput, ValueError) as exc:
         return dash.render(
-            request,
-            "jobs.html",
-            status=400,
-            nav="jobs",
-            form=form,
-            error=str(exc),
-            scan=None,
-            estimate=None,
-            filters=None,
-            next_query=None,
-            states=STATE_ORDER,
+            request, "jobs.html", status=400, nav="jobs", form=form, error=str(exc), walk=None,
+            rows=[], estimate=None, filters=None, next_query=None, states=STATE_ORDER,
             query=filter_query(values),
-        )
+        )  # fmt: skip
+    deadline = time.monotonic() + dash.scan_time
     with dash.reads.page() as reads:
-        scan = reads.jobs(filters, after, dash.page_size, dash.scan_budget)
+        walk = reads.walk(filters, after, dash.page_size, dash.scan_budget, deadline)
+        rows = reads.rows([str(r[0]) for r in walk.rows])
         estimate = reads.estimate(filters) if filters.counted else None
-    next_query = None
-    if len(scan.rows) >= dash.page_size:
-        next_query = filter_query(values, after=str(scan.rows[-1][0]))
-    elif not scan.exhausted and scan.lowest:
-        next_query = filter_query(values, after=scan.lowest)
+    next_query = filter_query(values, after=walk.cursor) if walk.cursor else None
     return dash.render(
-        request, "jobs.html", nav="jobs", form=form, error=None, scan=scan, estimate=estimate,
-        filters=filters, next_query=next_query, states=STATE_ORDER, after=after,
-        query=filter_query(values),
+        request, "jobs.html", nav="jobs", form=form, error=None, walk=walk, rows=rows,
+        estimate=estimate, filters=filters, next_query=next_query, states=STATE_ORDER,
+        after=after, query=filter_query(values),
     )  # fmt: skip
 
 
@@ -300,26 +317,41 @@ def _record(row: Any) -> dict[str, Any]:
 # -- failures and workflows --------------------------------------------------------------
 
 
+FAILURE_WINDOWS = (("1h", "last hour", 1), ("24h", "last 24 hours", 24),
+                   ("7d", "last 7 days", 24 * 7), ("all", "all history", None))  # fmt: skip
+
+
 def failures(request: Request) -> Response:
     dash = _dash(request)
     values = request.query_params
+    window = values.get("window") or "24h"
+    hours = {key: h for key, _, h in FAILURE_WINDOWS}
     try:
         before = _cursor(values.get("after"))
-        since = _time(values.get("since") or None, "since")
+        if window not in hours:
+            raise BadInput(f"window: one of {', '.join(hours)}")
     except (BadInput, ValueError) as exc:
         return dash.error(request, 400, str(exc))
-    budget = dash.scan_budget * 5 // 2
+    span = hours[window]
+    since = datetime.now(timezone.utc) - timedelta(hours=span) if span else None
+    deadline = time.monotonic() + dash.scan_time
     with dash.reads.page() as reads:
-        scan = reads.failures(before, since, budget)
+        # Each failure read costs a probe of its job's record (a heap page of
+        # its own: 8 us at 10 M jobs on a stock server): steps of 1/8 of the
+        # budget (2,500) check the time every 20 ms or so.
+        walk = reads.failures(before, since, max(dash.scan_budget // 8, 500), deadline)
+        examples = reads.failure_examples([g[1] for g in walk.groups.values()])
         all_time = reads.failed_totals()
-    next_query = None
-    if not scan.exhausted and scan.lowest:
-        next_query = urlencode(
-            {"after": scan.lowest, **({"since": values["since"]} if since else {})}
-        )
+    rows = sorted(
+        ((task, exc, n, newest, *examples.get(newest, (None, None, None))[1:])
+         for (task, exc), (n, newest) in walk.groups.items()),
+        key=lambda r: (-r[2], r[0], r[1]),
+    )  # fmt: skip
+    next_query = urlencode({"window": window, "after": walk.cursor}) if walk.cursor else None
     return dash.render(
-        request, "failures.html", nav="failures", scan=scan, all_time=all_time,
-        next_query=next_query, since=values.get("since", ""),
+        request, "failures.html", nav="failures", walk=walk, rows=rows, all_time=all_time,
+        next_query=next_query, window=window, windows=FAILURE_WINDOWS, since=since,
+        after=before,
     )  # fmt: skip
 
 
@@ -422,9 +454,11 @@ def workflow(request: Request) -> Response:
         parent = nodes.get(str(r[3])) if r[3] else None
         (parent.children if parent is not None and parent is not node else tops).append(node)
     counts = {s: sum(1 for n in nodes.values() if n.state == s) for s in STATE_ORDER}
+    members = {c: sum(1 for n in nodes.values() if n.chord == c) for c in chords}
     return dash.render(
         request, "workflow.html", nav="workflows", root=root, tops=tops, chords=chords,
-        counts=counts, total=len(rows), truncated=len(rows) >= limit,
+        nodes=nodes, members=members, counts=counts, total=len(rows),
+        truncated=len(rows) >= limit,
     )  # fmt: skip
 
 

@@ -1299,6 +1299,28 @@ FROM {schema}.job_metrics AS m
 WHERE m.metric IN ('succeeded', 'failed')
 GROUP BY m.queue;
 
+-- name: dashboard_finished_minutes
+-- The charts' last hour before the dashboard started sampling, read once
+-- when it starts: jobs finished (SUCCESS or FAILURE) per queue and minute
+-- since %(since)s. finished_at has no index (one would end the completion's
+-- HOT updates), and a job finished now may have been made any time before;
+-- but job_counts keeps, per hour of ids, when its newest job finished
+-- (last_finished_at): only the hours of ids with a finish since then are
+-- read, each an id range of jobs' primary key. Usually the last hour or
+-- two of ids; the caller bounds it in time (statement_timeout) and charts
+-- from its own samples alone when it takes longer.
+SELECT j.queue, extract(epoch FROM date_trunc('minute', j.finished_at))::float8,
+       count(*) FILTER (WHERE j.state = 'SUCCESS'), count(*) FILTER (WHERE j.state = 'FAILURE')
+FROM (SELECT c.hour FROM {schema}.job_counts AS c
+      WHERE c.state IN ('SUCCESS', 'FAILURE') AND c.last_finished_at >= %(since)s::timestamptz
+      GROUP BY c.hour) AS h
+JOIN LATERAL (SELECT j.queue, j.finished_at, j.state FROM {schema}.jobs AS j
+              WHERE j.id >= {schema}.uuid7_floor(h.hour)
+                AND j.id < {schema}.uuid7_floor(h.hour + interval '1 hour')
+                AND j.finished_at >= %(since)s::timestamptz
+                AND j.state IN ('SUCCESS', 'FAILURE')) AS j ON true
+GROUP BY 1, 2;
+
 -- name: dashboard_workers
 -- Every registered worker, live ones first; running jobs from job_lease
 -- (running jobs only), grouped once.
@@ -1350,35 +1372,152 @@ SELECT t.task, t.rate_per_second, t.burst, t.concurrency_limit, t.declared_rate,
 FROM {schema}.task_limits AS t
 ORDER BY t.task;
 
--- name: dashboard_jobs
--- One page of the jobs list, newest first, below the id %(before)s and at or
--- above %(low)s (the time range as ids). The scan walks the primary keys of
--- all_jobs backwards (the day partitions of jobs, and job_queue, merged)
--- over at most %(budget)s rows, noting which match the filters; the page is
--- the first %(page)s matches, fetched by id. Every row carries how many rows
--- were scanned and the lowest one, so a page that did not fill links on from
--- there. Selective filters on a long history cost budget rows, not history.
+-- The jobs list is a walk newest first (dashboard/reads.py, Reads.walk), in
+-- steps of at most %(budget)s rows in the id range [%(low)s, %(high)s), each
+-- through the table that holds the jobs its filter can match: waiting jobs
+-- from job_queue, running ones from job_lease, finished and retrying ones
+-- from jobs over only the hours job_counts says hold some
+-- (dashboard_walk_hours), anything else from all_jobs. A backlog of waiting
+-- jobs (always the newest ids) is then never read by a filter on finished
+-- jobs, nor history by a filter on waiting or running ones. Each step
+-- returns its first %(page)s matches (id, state), and on every row how many
+-- rows it read and the lowest id read (where the next step goes on from).
+-- jobs has no index but its primary key and lineage ones (an index on state,
+-- task or error would cost every completion its HOT update): a filter the
+-- sources cannot narrow reads rows until the page is full or the page's time
+-- is up, and the page says how far back it looked.
+
+-- name: dashboard_walk_all
+-- all_jobs, spelled out: records, and the waiting jobs that have none yet.
+-- Those are found among the newest %(budget)s rows of job_queue (an
+-- unrecorded job among the newest %(budget)s jobs is among them), not by
+-- filtering job_queue for them: behind a bulk-enqueued backlog (all
+-- recorded) that filter read the whole backlog on every step.
 WITH scanned AS MATERIALIZED (
-    SELECT j.id,
-           (%(state)s::text IS NULL OR j.state = %(state)s::text)
+    SELECT j.id, j.state,
+           (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s::text[]))
            AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
            AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
            AND (%(exception)s::text IS NULL OR j.error ->> 'type' = %(exception)s::text)
            AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb
                 OR j.kwargs @> %(args)s::jsonb) AS hit
-    FROM {schema}.all_jobs AS j
-    WHERE j.id < %(before)s::uuid AND j.id >= %(low)s::uuid
+    FROM ((SELECT r.id, r.state, r.queue, r.task, r.error, r.args, r.kwargs
+           FROM {schema}.jobs AS r
+           WHERE r.id < %(high)s::uuid AND r.id >= %(low)s::uuid
+           ORDER BY r.id DESC
+           LIMIT %(budget)s)
+          UNION ALL
+          SELECT q.job_id, 'PENDING', q.queue, q.task, NULL::jsonb, q.args, q.kwargs
+          FROM (SELECT * FROM {schema}.job_queue AS w
+                WHERE w.job_id < %(high)s::uuid AND w.job_id >= %(low)s::uuid
+                ORDER BY w.job_id DESC
+                LIMIT %(budget)s) AS q
+          WHERE q.args IS NOT NULL) AS j
     ORDER BY j.id DESC
     LIMIT %(budget)s
-), hits AS (
-    SELECT s.id FROM scanned AS s WHERE s.hit ORDER BY s.id DESC LIMIT %(page)s
 )
-SELECT t.scanned, t.lowest, j.id, j.task, j.queue, j.state, j.args, j.kwargs,
-       j.error ->> 'type', j.attempts, j.created_at, j.started_at, j.finished_at, j.run_at
+SELECT t.scanned, t.lowest, h.id, h.state
 FROM (SELECT count(*) AS scanned,
              (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
-LEFT JOIN {schema}.all_jobs AS j ON j.id = ANY(ARRAY(SELECT h.id FROM hits AS h))
-ORDER BY j.id DESC NULLS LAST;
+LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
+                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
+ORDER BY h.id DESC NULLS LAST;
+
+-- name: dashboard_walk_history
+-- Records only (finished and retrying jobs all have one), over one hour
+-- that job_counts says holds some of %(states)s.
+WITH scanned AS MATERIALIZED (
+    SELECT j.id, j.state,
+           j.state = ANY(%(states)s::text[])
+           AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+           AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+           AND (%(exception)s::text IS NULL OR j.error ->> 'type' = %(exception)s::text)
+           AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb
+                OR j.kwargs @> %(args)s::jsonb) AS hit
+    FROM {schema}.jobs AS j
+    WHERE j.id < %(high)s::uuid AND j.id >= %(low)s::uuid
+    ORDER BY j.id DESC
+    LIMIT %(budget)s
+)
+SELECT t.scanned, t.lowest, h.id, h.state
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
+                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
+ORDER BY h.id DESC NULLS LAST;
+
+-- name: dashboard_walk_waiting
+-- job_queue's primary key, the record (if the job has one) by its primary
+-- key: LIMIT 1 keeps that a probe per row, never a join over jobs.
+WITH scanned AS MATERIALIZED (
+    SELECT q.job_id AS id, COALESCE(r.state, 'PENDING') AS state,
+           (%(states)s::text[] IS NULL OR COALESCE(r.state, 'PENDING') = ANY(%(states)s::text[]))
+           AND (%(queue)s::text IS NULL OR q.queue = %(queue)s::text)
+           AND (%(task)s::text IS NULL OR q.task = %(task)s::text)
+           AND (%(exception)s::text IS NULL OR r.error ->> 'type' = %(exception)s::text)
+           AND (%(args)s::jsonb IS NULL OR COALESCE(q.args, r.args) @> %(args)s::jsonb
+                OR COALESCE(q.kwargs, r.kwargs) @> %(args)s::jsonb) AS hit
+    FROM {schema}.job_queue AS q
+    LEFT JOIN LATERAL (SELECT j.state, j.args, j.kwargs, j.error FROM {schema}.jobs AS j
+                       WHERE q.args IS NULL AND j.id = q.job_id LIMIT 1) AS r ON true
+    WHERE q.job_id < %(high)s::uuid AND q.job_id >= %(low)s::uuid
+    ORDER BY q.job_id DESC
+    LIMIT %(budget)s
+)
+SELECT t.scanned, t.lowest, h.id, h.state
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
+                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
+ORDER BY h.id DESC NULLS LAST;
+
+-- name: dashboard_walk_running
+-- job_lease's primary key (running jobs only), each record by its key.
+WITH scanned AS MATERIALIZED (
+    SELECT l.job_id AS id, r.state,
+           (%(states)s::text[] IS NULL OR r.state = ANY(%(states)s::text[]))
+           AND (%(queue)s::text IS NULL OR l.queue = %(queue)s::text)
+           AND (%(task)s::text IS NULL OR l.task = %(task)s::text)
+           AND (%(exception)s::text IS NULL OR r.error ->> 'type' = %(exception)s::text)
+           AND (%(args)s::jsonb IS NULL OR r.args @> %(args)s::jsonb
+                OR r.kwargs @> %(args)s::jsonb) AS hit
+    FROM {schema}.job_lease AS l
+    JOIN LATERAL (SELECT j.state, j.args, j.kwargs, j.error FROM {schema}.jobs AS j
+                  WHERE j.id = l.job_id LIMIT 1) AS r ON true
+    WHERE l.job_id < %(high)s::uuid AND l.job_id >= %(low)s::uuid
+    ORDER BY l.job_id DESC
+    LIMIT %(budget)s
+)
+SELECT t.scanned, t.lowest, h.id, h.state
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
+                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
+ORDER BY h.id DESC NULLS LAST;
+
+-- name: dashboard_walk_hours
+-- The newest %(limit)s hours from %(low)s's to %(high)s's that hold a job of
+-- %(states)s (of %(queue)s), from the counters: a walk over finished jobs
+-- skips the hours that hold none (a backlog's, say) without reading them.
+-- job_counts' primary key starts with the hour.
+SELECT c.hour
+FROM {schema}.job_counts AS c
+WHERE c.state = ANY(%(states)s::text[])
+  AND (%(queue)s::text IS NULL OR c.queue = %(queue)s::text)
+  AND c.hour <= {schema}.uuid7_hour(%(high)s::uuid)
+  AND c.hour >= {schema}.uuid7_hour(%(low)s::uuid)
+GROUP BY c.hour
+HAVING sum(c.n) > 0
+ORDER BY c.hour DESC
+LIMIT %(limit)s;
+
+-- name: dashboard_jobs_rows
+-- A page of the jobs list: its matches by id.
+SELECT j.id, j.task, j.queue, j.state, j.args, j.kwargs, j.error ->> 'type', j.attempts,
+       j.created_at, j.started_at, j.finished_at, j.run_at
+FROM {schema}.all_jobs AS j
+WHERE j.id = ANY(%(ids)s::uuid[])
+ORDER BY j.id DESC;
 
 -- name: dashboard_jobs_estimate
 -- About how many jobs match a filter of queue, state and enqueue time alone,
@@ -1435,31 +1574,46 @@ FROM {schema}.chords AS c
 WHERE c.id = %(id)s::uuid;
 
 -- name: dashboard_failures
--- Failures among the newest %(budget)s jobs below %(before)s (and at or
--- above %(low)s), grouped by task and exception type, with the newest of
--- each group: a bounded walk of the primary keys, as dashboard_jobs.
+-- One step of the failures page's walk (Reads.failures): the attempts that
+-- ended in FAILURE among at most %(budget)s attempts in [%(low)s, %(high)s),
+-- newest first, grouped by task and exception type with the newest of each
+-- group. job_attempts holds the attempts that did not succeed only (a few
+-- in a hundred jobs), partitioned by job id as jobs is: its primary key
+-- walks failures without reading the successes around them. A failure
+-- counts if its job is still failed and it was the job's last attempt
+-- (one probe of jobs by primary key per failure). A job recorded failed
+-- without running (JobRecordMissing: no attempt) is not among them.
 WITH scanned AS MATERIALIZED (
-    SELECT j.id, CASE WHEN j.state = 'FAILURE' THEN j.task END AS task,
-           CASE WHEN j.state = 'FAILURE' THEN COALESCE(j.error ->> 'type', '') END AS exception
-    FROM {schema}.jobs AS j
-    WHERE j.id < %(before)s::uuid AND j.id >= %(low)s::uuid
-    ORDER BY j.id DESC
+    SELECT a.job_id, a.attempt, a.state
+    FROM {schema}.job_attempts AS a
+    WHERE a.job_id < %(high)s::uuid AND a.job_id >= %(low)s::uuid
+    ORDER BY a.job_id DESC, a.attempt DESC
     LIMIT %(budget)s
+), failed AS (
+    SELECT s.job_id, r.task, r.exception
+    FROM scanned AS s
+    JOIN LATERAL (SELECT j.task, COALESCE(j.error ->> 'type', '') AS exception
+                  FROM {schema}.jobs AS j
+                  WHERE j.id = s.job_id AND j.state = 'FAILURE' AND j.attempts = s.attempt
+                  LIMIT 1) AS r ON true
+    WHERE s.state = 'FAILURE'
 )
-SELECT t.scanned, t.lowest, g.task, g.exception, g.n, g.newest,
-       -- Scalar subqueries: one primary-key probe per group (a join to jobs
-       -- was planned as a hash join over every partition).
-       (SELECT j.error ->> 'message' FROM {schema}.jobs AS j WHERE j.id = g.newest),
-       (SELECT j.finished_at FROM {schema}.jobs AS j WHERE j.id = g.newest)
+SELECT t.scanned, t.lowest, g.task, g.exception, g.n, g.newest
 FROM (SELECT count(*) AS scanned,
-             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+             (SELECT s.job_id FROM scanned AS s ORDER BY s.job_id LIMIT 1) AS lowest
+      FROM scanned) AS t
 LEFT JOIN LATERAL (
     -- The newest of a group: uuid has no max() before PostgreSQL 16.
-    SELECT s.task, s.exception, count(*) AS n,
-           (array_agg(s.id ORDER BY s.id DESC))[1] AS newest
-    FROM scanned AS s WHERE s.task IS NOT NULL GROUP BY s.task, s.exception
-) AS g ON true
-ORDER BY g.n DESC NULLS LAST, g.task, g.exception;
+    SELECT f.task, f.exception, count(*) AS n,
+           (array_agg(f.job_id ORDER BY f.job_id DESC))[1] AS newest
+    FROM failed AS f GROUP BY f.task, f.exception
+) AS g ON true;
+
+-- name: dashboard_failure_examples
+-- The newest failure of each group: its message and when it failed.
+SELECT j.id, j.error ->> 'message', j.finished_at
+FROM {schema}.jobs AS j
+WHERE j.id = ANY(%(ids)s::uuid[]);
 
 -- name: dashboard_failed_totals
 -- Failures per task since the counters began (job_metrics: never decreases).
@@ -1490,7 +1644,10 @@ SELECT j.root_id, count(*), count(*) FILTER (WHERE j.state = 'SUCCESS'),
        count(*) FILTER (WHERE j.state = 'REVOKED'),
        min(j.created_at), max(j.finished_at),
        count(DISTINCT j.group_id), count(DISTINCT j.options ->> 'chord'),
-       (SELECT r.task FROM {schema}.jobs AS r WHERE r.id = j.root_id)
+       -- The root job's task; a chord's root is the chord (no job has its
+       -- id): then the task of its first job.
+       COALESCE((SELECT r.task FROM {schema}.jobs AS r WHERE r.id = j.root_id),
+                (array_agg(j.task ORDER BY j.id))[1])
 FROM {schema}.jobs AS j
 WHERE j.root_id = ANY(%(roots)s::uuid[])
 GROUP BY j.root_id;
@@ -1505,27 +1662,9 @@ ORDER BY j.id
 LIMIT %(limit)s;
 
 -- name: dashboard_chords
-SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at
+-- Each chord's counter and its callback as the chord holds it (a task's
+-- name, or the kind of canvas, and the job id it will run as): the job
+-- exists only once the header is done.
+SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at,
+       COALESCE(c.body ->> 'task', c.body ->> 'type'), c.body ->> 'id'
 FROM {schema}.chords AS c WHERE c.id = ANY(%(ids)s::uuid[]);
-
--- name: dashboard_job_ids
--- The ids and states of the jobs list's matches, for a bulk action over the
--- filter: the same bounded walk as dashboard_jobs, every match of it.
-WITH scanned AS MATERIALIZED (
-    SELECT j.id, j.state,
-           (%(state)s::text IS NULL OR j.state = %(state)s::text)
-           AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-           AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
-           AND (%(exception)s::text IS NULL OR j.error ->> 'type' = %(exception)s::text)
-           AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb
-                OR j.kwargs @> %(args)s::jsonb) AS hit
-    FROM {schema}.all_jobs AS j
-    WHERE j.id < %(before)s::uuid AND j.id >= %(low)s::uuid
-    ORDER BY j.id DESC
-    LIMIT %(budget)s
-)
-SELECT t.scanned, t.lowest, s.id, s.state
-FROM (SELECT count(*) AS scanned,
-             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
-LEFT JOIN scanned AS s ON s.hit
-ORDER BY s.id DESC NULLS LAST;

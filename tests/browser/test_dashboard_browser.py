@@ -299,7 +299,7 @@ def test_the_overview_shows_a_job_enqueued_meanwhile_running_then_done(
     job = tasks.sleep.apply_async((4,), queue="watched")
     # The overview refreshes itself every 3 s (htmx, GET /partials/overview):
     # no reload. The job runs 4 s, so one refresh sees it running.
-    running = row.locator("td").nth(4)  # Queue, Due, Scheduled, Oldest due, Running
+    running = row.get_by_test_id("queue-running")
     expect(running).to_have_text("1")
     expect(running).to_have_text("0", timeout=20_000)
     assert job.get(timeout=5) == 4
@@ -333,6 +333,9 @@ def test_a_failed_job_shows_its_traceback_and_a_retry_runs_it_again(
     expect(traceback).to_contain_text("Traceback (most recent call last)")
     expect(traceback).to_contain_text("raise CustomError(message)")  # tests/apps.py
     expect(traceback).to_contain_text(f"CustomError: {message}")
+    # The error comes first, above the fold at 1280x800; short arguments on one line.
+    expect(page.get_by_text(f"CustomError: {message}").first).to_be_in_viewport()
+    expect(page.get_by_test_id("job-args")).to_have_text(f'["{message}"]')
 
     page.get_by_test_id("action-retry").click()
     expect(page.get_by_test_id("flash")).to_be_visible()
@@ -459,9 +462,14 @@ def test_a_workflow_in_progress_shows_its_chord_waiting_on_a_running_job(
     page.goto("/workflows")
     row = page.get_by_test_id(f"workflow-{root}")
     expect(row).to_contain_text("in progress")
+    expect(row.locator("td").nth(1)).to_have_text("add")  # a chord's root is no job: its first
     row.get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(f"/workflows/{root}$"))
-    expect(page.locator("body")).to_contain_text("1 to go")  # the chord waits on one job
+    chord_row = page.locator('tr[data-testid^="chord-"]')
+    expect(chord_row.get_by_test_id("chord-to-go")).to_have_text("1")  # waits on one job
+    expect(chord_row.get_by_test_id("chord-callback")).to_contain_text("PENDING")
+    expect(chord_row.get_by_test_id("chord-callback")).to_contain_text("echo")
+    expect(page.get_by_text("chord header")).to_have_count(3)  # each member says it, no count
     node = page.get_by_test_id(f"node-{slow}")
     expect(node.locator(".state").first).to_have_text(states.STARTED)
     # The person stops the slow one from there: the chord's body fails.
@@ -470,6 +478,7 @@ def test_a_workflow_in_progress_shows_its_chord_waiting_on_a_running_job(
     wait_for(lambda: job_row(db, board_schema, str(slow))[0] == states.REVOKED, 30, "the revoke")
     page.goto(f"/workflows/{root}")
     expect(page.get_by_test_id(f"node-{slow}").locator(".state").first).to_have_text(states.REVOKED)
+    expect(page.locator('tr[data-testid^="chord-"]').locator(".state").first).to_have_text("FAILED")
 
 
 def test_a_schedule_runs_now_and_pauses_from_its_page(

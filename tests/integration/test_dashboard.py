@@ -166,10 +166,21 @@ def test_every_page_shows_what_it_should(
 
     live = client.page("/partials/overview")
     assert 'data-testid="queue-default"' in live and "<html" not in live
-    # The charts fill in from the sampled counters: the jobs above finished
-    # before the first sample, so a new one must be counted.
+    # The charts: the jobs above finished before the dashboard started, read
+    # from history at its first sample (6 added, the chain's 2 among them,
+    # 1 failed); one more is counted from the sampled counters.
+    wait_for(
+        lambda: "last hour: 6 succeeded, 1 failed" in client.page("/partials/overview"),
+        20,
+        "the last hour read from history",
+    )
+    assert 'data-testid="sampling-since"' not in client.page("/")
     jq.add.delay(1, 1).get(timeout=30)
-    wait_for(lambda: "1 succeeded" in client.page("/partials/overview"), 20, "a bar of the chart")
+    wait_for(
+        lambda: "last hour: 7 succeeded, 1 failed" in client.page("/partials/overview"),
+        20,
+        "a job counted by the sampled counters",
+    )
 
     jobs = client.page("/jobs")
     for job_id in (ok.id, bad.id, flow.id):
@@ -222,6 +233,78 @@ def test_every_page_shows_what_it_should(
     assert client.get("/static/htmx.min.js")[0] == 200
     assert client.get("/healthz")[2] == "ok"
     assert client.get("/jobs/not-a-uuid")[0] == 404
+
+
+def test_a_backlog_of_waiting_jobs_hides_no_filter_s_jobs(
+    jq: Any, schema: str, conn: Any, start_worker: Any, serve: Any
+) -> None:
+    """Waiting jobs always have the newest ids; a backlog of them (here 3,000,
+    and a walk of 200 rows per statement, as 100 k against 20,000) must not
+    hide the finished, failed, revoked or running jobs older than it from any
+    filter, nor from /failures."""
+    start_worker("--concurrency", "2")
+    app = jq.add.app
+    ok = jq.add.delay(2, 3)
+    bad = jq.boom.delay("backlogged")
+    assert ok.get(timeout=30) == 5
+    wait_for(lambda: state(conn, schema, bad.id) == "FAILURE", 30, "the failure")
+    revoked = jq.add.apply_async((7, 7), queue="nowhere")
+    app.control.cancel(revoked.id)
+    running = jq.sleep.delay(60)
+    wait_for(lambda: state(conn, schema, running.id) == "STARTED", 30, "the job to start")
+    waiting = jq.add.apply_async((40, 2), queue="later")  # no record yet: in job_queue only
+    app.enqueue_many("add", [(i, i) for i in range(3000)], queue="backlog")
+    client = Client(serve(scan_budget=200, scan_time=30))
+
+    def shows(query: str, job_id: str) -> bool:
+        return f'data-testid="job-{job_id}"' in client.page("/jobs?" + query)
+
+    assert shows("state=SUCCESS", ok.id)
+    assert shows("state=FAILURE", bad.id)
+    assert shows("state=REVOKED", revoked.id)
+    assert shows("state=STARTED", running.id)
+    assert shows("task=boom", bad.id)
+    assert shows("exception=CustomError", bad.id)
+    assert shows("args=" + urllib.parse.quote("[2, 3]"), ok.id)
+    assert shows("state=FAILURE&queue=default&exception=CustomError", bad.id)
+    assert shows("queue=later", waiting.id)
+    assert shows("args=" + urllib.parse.quote("[40, 2]"), waiting.id)
+    assert shows("state=PENDING&queue=later", waiting.id)
+    pending = client.page("/jobs?state=PENDING&queue=backlog")
+    assert len(re.findall(r'<tr data-testid="job-', pending)) == 50
+    assert "About 3,000 job(s) match. 50 shown, newest first." in pending
+    assert 'data-testid="failure-boom-CustomError"' in client.page("/failures")
+    assert 'data-testid="failure-boom-CustomError"' in client.page("/failures?window=all")
+
+    # With no time to walk, a page says how far back it looked, and its Next
+    # link goes on from there until the job is found.
+    hurried = Client(serve(scan_budget=200, scan_time=0))
+    path, pages = "/jobs?task=boom", 0
+    while True:
+        page = hurried.page(path)
+        if f'data-testid="job-{bad.id}"' in page:
+            break
+        assert "searched back to" in page, page
+        found = re.search(r'href="(/jobs\?[^"]*after=[^"]+)"[^>]*rel="next"', page)
+        assert found, "a Next link"
+        path, pages = html.unescape(found.group(1)), pages + 1
+        assert pages < 40
+    assert pages > 0  # it did have to go on
+
+
+def test_many_stale_queues_share_one_banner(jq: Any, serve: Any) -> None:
+    for name in ("a1", "a2"):
+        jq.add.apply_async((1, 1), queue=name)
+    client = Client(serve(stale_after=0))
+    page = client.page("/")
+    assert page.count('data-testid="banner"') == 2
+    assert "Queue a1: the oldest due job has waited" in page
+    for name in ("a3", "a4", "a5"):
+        jq.add.apply_async((1, 1), queue=name)
+    page = client.page("/")
+    assert page.count('data-testid="banner"') == 1, page
+    assert "5 queues (a1, a2, a3, …): due jobs have waited up to" in page
+    assert "no live worker serves a1, a2, a3, a4, a5" in page
 
 
 def test_actions_change_the_database_through_the_operations_and_are_logged(
@@ -373,6 +456,8 @@ def test_read_only_mode_with_a_select_only_role(
         role_dsn = psycopg.conninfo.make_conninfo(**{**params, "user": role, "password": "pw"})
         client = Client(serve(app_dsn=role_dsn, read_only=True))
         for path in ("/", "/partials/overview", "/jobs", f"/jobs/{job.id}", "/failures",
+                     "/jobs?state=FAILURE", "/jobs?state=STARTED", "/jobs?state=PENDING",
+                     "/jobs?exception=CustomError", "/failures?window=all",
                      "/workflows", "/schedules", "/workers", "/limits", "/queues"):  # fmt: skip
             page = client.page(path)
             assert 'data-testid="action-' not in page and "bulk-retry" not in page, path
