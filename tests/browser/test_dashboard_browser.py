@@ -347,6 +347,40 @@ def test_a_failed_job_shows_its_traceback_and_a_retry_runs_it_again(
     expect(page.get_by_test_id("traceback")).to_contain_text(f"CustomError: {message}")
 
 
+def test_with_javascript_off_every_page_reads_and_a_form_still_acts(
+    browser: Browser,
+    dashboard: Dashboard,
+    worker: WorkerProcess,
+    tasks: SimpleNamespace,
+    db: psycopg.Connection[Any],
+    board_schema: str,
+) -> None:
+    """Reading needs no JavaScript (server-rendered pages; htmx only
+    refreshes the overview), and the actions are plain forms."""
+    job = tasks.boom.delay("no-js")
+    assert isinstance(job.get(timeout=30, propagate=False), Exception)
+    context = browser.new_context(
+        base_url=dashboard.url, java_script_enabled=False, viewport={"width": 1280, "height": 800}
+    )
+    try:
+        page = context.new_page()
+        page.goto("/")
+        expect(page.get_by_test_id("queue-default")).to_be_visible()
+        page.goto(f"/jobs?task=boom&state={states.FAILURE}")
+        page.get_by_test_id(f"job-{job.id}").get_by_role("link").first.click()
+        expect(page.get_by_test_id("job-state")).to_have_text(states.FAILURE)
+        expect(page.get_by_test_id("traceback")).to_contain_text("CustomError: no-js")
+        for path in ("/failures", "/workflows", "/schedules", "/workers", "/limits", "/queues"):
+            page.goto(path)
+            expect(page.locator("h1")).to_be_visible()
+        page.goto(f"/jobs/{job.id}")
+        page.get_by_test_id("action-retry").click()  # a form post, no script
+        expect(page.get_by_test_id("flash")).to_be_visible()
+        wait_for(lambda: job_row(db, board_schema, job.id)[1] == 2, 30, "the re-run")
+    finally:
+        context.close()
+
+
 def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(
     page: Page, tasks: SimpleNamespace, db: psycopg.Connection[Any], board_schema: str
 ) -> None:
@@ -453,10 +487,12 @@ def test_a_workflow_in_progress_shows_its_chord_waiting_on_a_running_job(
 ) -> None:
     header = [tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.ticking.s(119).set(queue="slow")]
     chord(header)(tasks.echo.s())
-    slow, root = db.execute(
+    found = db.execute(
         f'SELECT id, root_id FROM "{board_schema}".jobs WHERE task = %s AND args = %s',
         ("ticking", "[119]"),
     ).fetchone()
+    assert found is not None, "the chord's slow header job was not recorded"
+    slow, root = found
     wait_for(lambda: job_row(db, board_schema, str(slow))[0] == states.STARTED, 30, "the slow one")
 
     page.goto("/workflows")
