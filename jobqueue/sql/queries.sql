@@ -1387,6 +1387,18 @@ ORDER BY t.task;
 -- sources cannot narrow reads rows until the page is full or the page's time
 -- is up, and the page says how far back it looked.
 
+-- name: dashboard_walk_page
+-- The end of every dashboard_walk_* statement, put in place of
+-- {dashboard_walk_page}: over its CTE `scanned (id, state, hit)`, the rows
+-- it read (scanned, and the lowest id, where the next page starts) and up to
+-- `page` hits, newest first. One row even when nothing matched.
+SELECT t.scanned, t.lowest, h.id, h.state
+FROM (SELECT count(*) AS scanned,
+             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
+LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
+                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
+ORDER BY h.id DESC NULLS LAST;
+
 -- name: dashboard_walk_all
 -- all_jobs, spelled out: records, and the waiting jobs that have none yet.
 -- Those are found among the newest %(budget)s rows of job_queue (an
@@ -1416,12 +1428,7 @@ WITH scanned AS MATERIALIZED (
     ORDER BY j.id DESC
     LIMIT %(budget)s
 )
-SELECT t.scanned, t.lowest, h.id, h.state
-FROM (SELECT count(*) AS scanned,
-             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
-LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
-                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
-ORDER BY h.id DESC NULLS LAST;
+{dashboard_walk_page};
 
 -- name: dashboard_walk_history
 -- Records only (finished and retrying jobs all have one), over one hour
@@ -1439,12 +1446,7 @@ WITH scanned AS MATERIALIZED (
     ORDER BY j.id DESC
     LIMIT %(budget)s
 )
-SELECT t.scanned, t.lowest, h.id, h.state
-FROM (SELECT count(*) AS scanned,
-             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
-LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
-                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
-ORDER BY h.id DESC NULLS LAST;
+{dashboard_walk_page};
 
 -- name: dashboard_walk_waiting
 -- job_queue's primary key, the record (if the job has one) by its primary
@@ -1464,12 +1466,7 @@ WITH scanned AS MATERIALIZED (
     ORDER BY q.job_id DESC
     LIMIT %(budget)s
 )
-SELECT t.scanned, t.lowest, h.id, h.state
-FROM (SELECT count(*) AS scanned,
-             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
-LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
-                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
-ORDER BY h.id DESC NULLS LAST;
+{dashboard_walk_page};
 
 -- name: dashboard_walk_running
 -- job_lease's primary key (running jobs only), each record by its key.
@@ -1488,12 +1485,7 @@ WITH scanned AS MATERIALIZED (
     ORDER BY l.job_id DESC
     LIMIT %(budget)s
 )
-SELECT t.scanned, t.lowest, h.id, h.state
-FROM (SELECT count(*) AS scanned,
-             (SELECT s.id FROM scanned AS s ORDER BY s.id LIMIT 1) AS lowest FROM scanned) AS t
-LEFT JOIN LATERAL (SELECT s.id, s.state FROM scanned AS s WHERE s.hit
-                   ORDER BY s.id DESC LIMIT %(page)s) AS h ON true
-ORDER BY h.id DESC NULLS LAST;
+{dashboard_walk_page};
 
 -- name: dashboard_walk_hours
 -- The newest %(limit)s hours from %(low)s's to %(high)s's that hold a job of
