@@ -3,6 +3,7 @@ time, in SQL (no restart needed); see docs/scheduling.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -27,26 +28,38 @@ def schedule_list(obj: Context) -> None:
         click.echo("\t".join("" if v is None else str(v) for v in row))
 
 
-def _set_enabled(obj: Context, name: str, enabled: bool) -> None:
-    if not obj.app().store.schedule_set_enabled(name, enabled):
-        raise click.ClickException(f"no schedule named {name!r}")
-    click.echo(f"{name}: {'resumed' if enabled else 'paused'}")
+def _operation(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except ValueError as exc:  # no such schedule (JQ002), said by the SQL function
+        raise click.ClickException(str(exc)) from None
 
 
 @schedule.command("pause")
 @click.argument("name")
 @click.pass_obj
 def schedule_pause(obj: Context, name: str) -> None:
-    """Stop enqueueing NAME until resumed."""
-    _set_enabled(obj, name, False)
+    """Stop enqueueing NAME until resumed (pause_schedule())."""
+    changed = _operation(lambda: obj.app().control.pause_schedule(name))
+    click.echo(f"{name}: paused" if changed else f"{name}: already paused")
 
 
 @schedule.command("resume")
 @click.argument("name")
 @click.pass_obj
 def schedule_resume(obj: Context, name: str) -> None:
-    """Resume NAME from its next fire time."""
-    _set_enabled(obj, name, True)
+    """Resume NAME from its next fire time (resume_schedule())."""
+    changed = _operation(lambda: obj.app().control.resume_schedule(name))
+    click.echo(f"{name}: resumed" if changed else f"{name}: was not paused")
+
+
+@schedule.command("run")
+@click.argument("name")
+@click.pass_obj
+def schedule_run(obj: Context, name: str) -> None:
+    """Enqueue one job of NAME now, paused or not (run_schedule()); prints its id."""
+    job_id = _operation(lambda: obj.app().control.run_schedule(name))
+    click.echo(f"{name}: enqueued {job_id}")
 
 
 @schedule.command("remove")

@@ -345,9 +345,6 @@ class Store:
     def schedule_list(self) -> list[Row]:
         return self.db.execute("schedule_list", {})
 
-    def schedule_set_enabled(self, name: str, enabled: bool) -> bool:
-        return bool(self.db.execute("schedule_set_enabled", {"name": name, "enabled": enabled}))
-
     def pause_schedule(self, name: str) -> bool:
         """The schedule stops firing (pause_schedule()); False if it was paused
         already. JQ002 if there is no such schedule."""

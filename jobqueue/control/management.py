@@ -68,6 +68,26 @@ class Control(RemoteControl):
         name = _queue_name(name)
         return bool(self.app.store.resume_queue(name))
 
+    # -- schedules --------------------------------------------------------------------
+
+    def pause_schedule(self, name: str) -> bool:
+        """Stop periodic schedule ``name`` from firing (pause_schedule()).
+        False if it was paused already; ValueError if there is none."""
+        name = _queue_name(name, "schedule")
+        return bool(self._sql_call(lambda: self.app.store.pause_schedule(name)))
+
+    def resume_schedule(self, name: str) -> bool:
+        """Let it fire again, planned from now (resume_schedule()): the ticks
+        missed while paused are not run. False if it was not paused."""
+        name = _queue_name(name, "schedule")
+        return bool(self._sql_call(lambda: self.app.store.resume_schedule(name)))
+
+    def run_schedule(self, name: str) -> str:
+        """Enqueue one job of the schedule now, paused or not (run_schedule());
+        its planned fire times do not move. The job's id."""
+        name = _queue_name(name, "schedule")
+        return str(self._sql_call(lambda: self.app.store.run_schedule(name)))
+
     def queues(self) -> list[QueueStats]:
         """Every queue of the ``queue_stats`` view, with ``paused``."""
         return [QueueStats.from_row(row) for row in self.app.store.queue_stats()]

@@ -234,7 +234,7 @@ def schedule_pause(request: Request) -> Response:
     name = request.path_params["name"]
 
     def run() -> str:
-        done = _dash(request).app.store.pause_schedule(name)
+        done = _dash(request).app.control.pause_schedule(name)
         return f"Schedule {name} paused." if done else f"Schedule {name} was already paused."
 
     return _act(request, f"pause schedule {name}", "/schedules", run)
@@ -244,7 +244,7 @@ def schedule_resume(request: Request) -> Response:
     name = request.path_params["name"]
 
     def run() -> str:
-        done = _dash(request).app.store.resume_schedule(name)
+        done = _dash(request).app.control.resume_schedule(name)
         return f"Schedule {name} resumed." if done else f"Schedule {name} was not paused."
 
     return _act(request, f"resume schedule {name}", "/schedules", run)
@@ -254,7 +254,7 @@ def schedule_run(request: Request) -> Response:
     name = request.path_params["name"]
 
     def run() -> str:
-        job_id = _dash(request).app.store.run_schedule(name)
+        job_id = _dash(request).app.control.run_schedule(name)
         return f"Schedule {name}: job {job_id} enqueued now."
 
     return _act(request, f"run schedule {name} now", "/schedules", run)

@@ -1162,9 +1162,6 @@ SELECT name, task, COALESCE(cron, interval_secs::text || 's'), timezone, enabled
        source, next_run_at, last_run_at
 FROM {schema}.schedules ORDER BY name;
 
--- name: schedule_set_enabled
-UPDATE {schema}.schedules SET enabled = %(enabled)s WHERE name = %(name)s RETURNING name;
-
 -- name: schedule_delete
 DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
 

@@ -8,6 +8,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from tests.conftest import wait_for
 
 
@@ -93,8 +95,24 @@ def test_schedule_cli(jq: Any, dsn: str, schema: str, conn: Any) -> None:
     )
     assert added.returncode == 0, added.stderr
     assert "nightly" in jobqueue(*base, "list").stdout
-    assert jobqueue(*base, "pause", "nightly").returncode == 0
+    paused = jobqueue(*base, "pause", "nightly")
+    assert paused.returncode == 0 and paused.stdout.strip() == "nightly: paused"
     assert conn.execute(f'SELECT enabled FROM "{schema}".schedules').fetchone() == (False,)
+    # The CLI calls the operations' SQL functions, as app.control and the dashboard do.
+    assert jobqueue(*base, "pause", "nightly").stdout.strip() == "nightly: already paused"
+    ran = jobqueue(*base, "run", "nightly")  # paused or not
+    assert ran.returncode == 0, ran.stderr
+    job_id = ran.stdout.strip().rsplit(" ", 1)[-1]
+    row = conn.execute(f'SELECT task, args FROM "{schema}".all_jobs WHERE id = %s', (job_id,))
+    assert row.fetchone() == ("add", [1, 2])
+    assert jobqueue(*base, "resume", "nightly").stdout.strip() == "nightly: resumed"
+    assert jq.app.control.pause_schedule("nightly") is True
+    assert jq.app.control.resume_schedule("nightly") is True
+    assert jq.app.control.resume_schedule("nightly") is False
+    missing = jobqueue(*base, "pause", "no-such")
+    assert missing.returncode == 1 and "no-such" in missing.stderr, missing.stderr
+    with pytest.raises(ValueError, match="no-such"):
+        jq.app.control.run_schedule("no-such")
     bad = jobqueue(*base, "add", "broken", "--task", "add", "--cron", "not cron")
     assert bad.returncode == 2 and "invalid cron expression" in bad.stderr
     assert jobqueue(*base, "remove", "nightly").returncode == 0
