@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from .exceptions import RemoteTraceback, TaskError
@@ -168,6 +171,23 @@ MAX_ERROR_TEXT = 64 * 1024
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+# The worker's own modules: frames of these above a task's (the slot that
+# called it) are left out of a stored traceback, as noise on a failed job's page.
+_WORKER_FILES = str(Path(__file__).resolve().parent / "worker") + os.sep
+
+
+def _from_the_task(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without its leading frames in jobqueue's worker (never all of
+    them: an error the worker raised itself keeps its last frame)."""
+    while (
+        tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_code.co_filename.startswith(_WORKER_FILES)
+    ):
+        tb = tb.tb_next
+    return tb
+
+
 def dump_error(exc: BaseException) -> str:
     """The stored form of a task failure: type, module, message, args and traceback.
 
@@ -179,7 +199,7 @@ def dump_error(exc: BaseException) -> str:
     cls = type(exc)
     message = error_text(exc)
     try:
-        trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+        trace = "".join(traceback.format_exception(cls, exc, _from_the_task(exc.__traceback__)))
     except Exception:
         trace = ""
     text = dumps(

@@ -4,6 +4,7 @@ surrogate is replaced, a ``__str__`` that raises gives a placeholder."""
 
 from __future__ import annotations
 
+import json
 import queue
 from typing import Any
 
@@ -93,6 +94,34 @@ def test_a_task_error_with_a_lone_surrogate_leaves_a_pool_storable_and_typed(
     assert stored is not None
     assert stored[0]["type"] == "CustomError"
     assert stored[0]["message"] == "text \ufffd from a bad decode"
+
+
+def test_a_stored_traceback_starts_at_the_task_not_at_the_worker_that_called_it() -> None:
+    """The worker's own frames above the task (the slot that called it) are
+    noise on a failed job's page; what the task called stays, jobqueue's
+    frames included."""
+    app = JobQueue("postgresql://unused.invalid/none", auto_migrate=False)
+
+    @app.task(name="deep")
+    def deep() -> None:
+        json.loads("{not json")
+
+    outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    pool = ThreadPool(app, size=1, hostname="test", report=outcomes.put)
+    pool.start()
+    try:
+        row = ("d1", "deep", "default", "[]", "{}", "{}", 1, None, None, None, False, False)
+        pool.submit(Job.from_row(row))
+        outcome = outcomes.get(timeout=10)
+    finally:
+        pool.close()
+    assert outcome.state == states.FAILURE and outcome.error is not None
+    trace = loads(outcome.error)["traceback"]
+    frames = [line for line in trace.splitlines() if line.startswith('  File "')]
+    assert frames[0].startswith(f'  File "{__file__}"'), trace  # the task itself
+    assert not any("jobqueue/worker/" in line for line in frames), trace
+    assert any("json/decoder.py" in line for line in frames), trace  # what it called stays
+    assert trace.startswith("Traceback (most recent call last):")
 
 
 @pytest.mark.parametrize("pool", ["threads"])
