@@ -141,24 +141,12 @@ class Reader:
                 # hinted attempt, and there is no record to look at.
                 key = (row[2], row[3], row[5], attempt)
                 middle = middles.get(key) or self._middle(key)
+                common = f'"uuid": "{job_id}", {middle}'
                 if kind == "started":
                     at = _number(row[6]) if row[6] is not None else repr(now)
-                    if received:
-                        append(
-                            f'{{"type": "task-received", "uuid": "{job_id}", {middle}{at}, '
-                            f'"root_id": {_uuid(row[15])}, "parent_id": {_uuid(row[16])}}}'
-                        )
-                    if started:
-                        append(f'{{"type": "task-started", "uuid": "{job_id}", {middle}{at}}}')
+                    _started(lines, common, at, row[15], row[16], received, started)
                 elif row[4] == "SUCCESS":
-                    result = row[12]
-                    if result is not None and len(result) > _RESULT_CHARS:
-                        result = result[:_RESULT_CHARS] + "…"
-                    append(
-                        f'{{"type": "task-succeeded", "uuid": "{job_id}", {middle}'
-                        f'{_number(row[7])}, "runtime": {_number(row[8])}, '
-                        f'"result": {_text(result)}}}'
-                    )
+                    append(_succeeded(common, _number(row[7]), row[8], row[12]))
                 else:
                     log.debug("events: succeeded of job %s (attempt %s) not borne out", *hint[1:])
             elif kind in TASK_KINDS:
@@ -257,22 +245,13 @@ class Reader:
         types = self.types
         if kind == "started":
             at = _number(started) if started is not None else repr(now)
-            if types is None or "task-received" in types:
-                lines.append(
-                    f'{{"type": "task-received", {common}{at}, '
-                    f'"root_id": {_uuid(root)}, "parent_id": {_uuid(parent)}}}'
-                )
-            if types is None or "task-started" in types:
-                lines.append(f'{{"type": "task-started", {common}{at}}}')
+            received = types is None or "task-received" in types
+            started_wanted = types is None or "task-started" in types
+            _started(lines, common, at, root, parent, received, started_wanted)
             return
         at = _number(finished) if finished is not None else repr(now)
         if kind == "succeeded":
-            if result is not None and len(result) > _RESULT_CHARS:
-                result = result[:_RESULT_CHARS] + "…"
-            lines.append(
-                f'{{"type": "task-succeeded", {common}{at}, "runtime": {_number(runtime)}, '
-                f'"result": {_text(result)}}}'
-            )
+            lines.append(_succeeded(common, at, runtime, result))
         elif kind in ("failed", "retried"):
             exception = _exception(error_type, error_message)
             line = (
@@ -329,6 +308,35 @@ class Reader:
         if active is not None:
             event["active"] = active
         return event
+
+
+def _started(
+    lines: list[str],
+    common: str,
+    at: str,
+    root: str | None,
+    parent: str | None,
+    received: bool,
+    started: bool,
+) -> None:
+    """A claim's events (those of the wanted types): ``common`` is what every
+    task event says from its uuid to its timestamp's key, ``at`` the time."""
+    if received:
+        lines.append(
+            f'{{"type": "task-received", {common}{at}, '
+            f'"root_id": {_uuid(root)}, "parent_id": {_uuid(parent)}}}'
+        )
+    if started:
+        lines.append(f'{{"type": "task-started", {common}{at}}}')
+
+
+def _succeeded(common: str, at: str, runtime: str | None, result: str | None) -> str:
+    if result is not None and len(result) > _RESULT_CHARS:
+        result = result[:_RESULT_CHARS] + "…"
+    return (
+        f'{{"type": "task-succeeded", {common}{at}, "runtime": {_number(runtime)}, '
+        f'"result": {_text(result)}}}'
+    )
 
 
 def _exception(kind: str | None, message: str | None) -> str | None:
