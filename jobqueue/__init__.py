@@ -19,6 +19,7 @@ from .exceptions import (
     Terminated,
     TimeLimitExceeded,
     TimeoutError,
+    UnknownSettingError,
     WorkerLostError,
 )
 from .result import AsyncResult, GroupResult
@@ -48,6 +49,7 @@ __all__ = [
     "Terminated",
     "TimeLimitExceeded",
     "TimeoutError",
+    "UnknownSettingError",
     "WorkerLostError",
     "__version__",
     "chain",

@@ -76,10 +76,9 @@ class JobQueue:
             self.conf.data_dir = Path(data_dir)
         else:
             self.conf.data_dir = default_data_dir(*_creator_module(self))
-        for key, value in settings.items():
-            if not hasattr(self.conf, key):
-                raise TypeError(f"JobQueue() got an unknown setting {key!r}")
-            setattr(self.conf, key, value)
+        # Resolved as app.conf.update() resolves them (Celery names included);
+        # an unknown name is an UnknownSettingError (also a TypeError).
+        self.conf._apply([(k, v, k) for k, v in settings.items()], "JobQueue()", check=False)
         self.conf.validate()
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: How a worker's child processes find this app (set by ``-A``).
@@ -93,6 +92,15 @@ class JobQueue:
 
     def __repr__(self) -> str:
         return f"<JobQueue schema={self.conf.schema!r} tasks={len(self.tasks)}>"
+
+    def config_from_object(
+        self, obj: Any, namespace: str | None = None, *, silent: bool = False
+    ) -> None:
+        """Celery's ``app.config_from_object``: load settings from a module path
+        (``"proj.settings"``), a module, a class, an object or a mapping; with
+        ``namespace="JOBQUEUE"``, only its ``JOBQUEUE_*`` names (for Django's
+        settings). See ``Settings.config_from_object``."""
+        self.conf.config_from_object(obj, namespace, silent=silent)
 
     def GroupResult(self, id: str) -> GroupResult | None:
         return GroupResult.restore(id, app=self)

@@ -3,16 +3,30 @@
 ``app.conf`` is a ``Settings``; change fields before starting workers. Values
 are validated by ``Settings.validate()`` when the app is created and again
 when it first connects.
+
+Every way a setting is given (``JobQueue(**settings)``, ``app.conf.x = v``,
+``app.conf.update()``, ``app.config_from_object()``) resolves its name in one
+function, ``resolve_setting``: a jobqueue setting, else a Celery name
+(``jobqueue.celeryconf``), else an ``UnknownSettingError`` naming the closest
+known setting.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import importlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .exceptions import ConfigurationError
+from .celeryconf import CELERY_SETTINGS, celery_setting, log_once
+from .exceptions import ConfigurationError, UnknownSettingError
 from .logs import env_format
 from .sql import validate_schema
 
@@ -89,6 +103,14 @@ class Settings:
     auto_migrate: bool | None = None
     #: Queue for tasks that name none.
     default_queue: str = "default"
+    #: Priority of jobs whose call and task name none (higher runs first).
+    default_priority: int = 0
+    #: Time limits (seconds) of jobs whose call and task set none (None: no limit).
+    #: A default yields to a limit given explicitly it would contradict.
+    default_time_limit: float | None = None
+    default_soft_time_limit: float | None = None
+    #: Run tasks in the calling process instead of enqueueing them (tests).
+    eager: bool = False
     #: Producer-side connection pool size (delay(), get(), enqueue_many()).
     pool_max_size: int = 10
     #: In a worker process (and each process-pool child): connections shared by
@@ -129,6 +151,12 @@ class Settings:
     task_routes: Any = None
     #: Periodic tasks: ``{name: {"task", "schedule", "args", "kwargs", "options"}}``.
     beat_schedule: dict[str, Any] = field(default_factory=dict)
+    #: The IANA time zone crontabs are read in when their entry names none.
+    timezone: str = "UTC"
+    #: ``jobqueue worker`` defaults, below its -c and --prefetch-multiplier
+    #: (None: 4 slots per CPU, at most 32; 128).
+    worker_concurrency: int | None = None
+    worker_prefetch_multiplier: int | None = None
     #: Finished jobs are deleted this many seconds after they finish (None: keep).
     result_expires: float | None = 86400.0
     #: ... and failed ones after this many (None: keep).
@@ -191,6 +219,71 @@ class Settings:
     #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.
     cli_options: str | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PLAIN:  # the dataclass's own __init__ and most assignments
+            object.__setattr__(self, name, value)
+        else:
+            self._apply([(name, value, name)], "app.conf", check=False)
+
+    def update(
+        self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), /, **settings: Any
+    ) -> None:
+        """Celery's ``conf.update``: set several settings (jobqueue's names or
+        Celery's). They are resolved and checked (``validate()``) together
+        before any is set, so a bad one changes nothing."""
+        items = [*dict(mapping).items(), *settings.items()]
+        self._apply([(k, v, k) for k, v in items], "app.conf.update()")
+
+    def config_from_object(
+        self, obj: Any, namespace: str | None = None, *, silent: bool = False
+    ) -> None:
+        """Celery's ``config_from_object``: the settings of ``obj``, a module
+        path (``"proj.settings"``, ``"proj.settings:Config"``), a module, a class
+        or object with attributes, or a mapping.
+
+        Without ``namespace``, a mapping's keys are all settings, and a module's
+        or object's are its public lowercase names, except those bound to code
+        (imports, functions, classes, modules) that are not a setting's name:
+        a typo in a setting is an error, an import is not. Uppercase names are
+        left alone (a Django settings module's own), but ``CELERY_``/``JOBQUEUE_``
+        ones are an error saying to pass ``namespace``. With ``namespace="X"``,
+        only names starting ``X_`` are read, the prefix removed and the rest
+        lowercased, as Celery reads ``CELERY_TASK_ROUTES`` (every one must be
+        a setting). Checked together, as ``update()``. ``silent``: an import
+        error leaves the settings as they are instead of raising."""
+        label = obj if isinstance(obj, str) else getattr(obj, "__name__", type(obj).__name__)
+        if isinstance(obj, str):
+            try:
+                obj = _import_object(obj)
+            except ImportError:
+                if silent:
+                    return
+                raise
+        where = f"config_from_object({label!r})"
+        self._apply(list(_settings_of(obj, namespace, where)), where)
+
+    def _apply(self, items: list[tuple[str, Any, str]], where: str, check: bool = True) -> None:
+        """Set ``items`` (name, value, the name as the user wrote it), each
+        resolved by ``resolve_setting``; with ``check``, only if the result
+        passes ``validate()``. Accepted Celery settings are logged once."""
+        resolved: list[tuple[str, Any]] = []
+        notes: list[tuple[str, Any]] = []
+        for name, value, shown in items:
+            setting, note = resolve_setting(name, value, where, shown)
+            if setting is not None:
+                resolved.append(setting)
+            if note is not None:
+                notes.append((note, value))
+        if check:
+            trial = copy.copy(self)
+            for name, value in resolved:
+                object.__setattr__(trial, name, value)
+            trial.validate()
+        for name, value in resolved:
+            object.__setattr__(self, name, value)
+        for name, value in notes:
+            log_once(name, value)
+
     def resolved_dsn(self) -> str | None:
         return self.dsn or os.environ.get(DSN_ENV) or None
 
@@ -242,3 +335,159 @@ class Settings:
                 raise ConfigurationError(
                     f"app.conf.{name} must be a positive integer, got {value!r}"
                 )
+        self._validate_defaults()
+
+    def _validate_defaults(self) -> None:
+        """The task defaults, the beat's time zone and the worker defaults."""
+        priority = self.default_priority
+        if not isinstance(priority, int) or isinstance(priority, bool) or not (
+            -32768 <= priority <= 32767
+        ):
+            raise ConfigurationError(
+                f"app.conf.default_priority must be an integer in [-32768, 32767], "
+                f"got {priority!r}"
+            )
+        for name in ("default_soft_time_limit", "default_time_limit"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise ConfigurationError(
+                    f"app.conf.{name} must be a positive number of seconds or None, got {value!r}"
+                )
+        soft, hard = self.default_soft_time_limit, self.default_time_limit
+        if soft is not None and hard is not None and soft > hard:
+            raise ConfigurationError(
+                f"app.conf.default_soft_time_limit ({soft}s) must not exceed "
+                f"app.conf.default_time_limit ({hard}s)"
+            )
+        if not isinstance(self.eager, bool):
+            raise ConfigurationError(f"app.conf.eager must be True or False, got {self.eager!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ConfigurationError(
+                f"app.conf.timezone must be an IANA time zone name such as 'Europe/Paris', "
+                f"got {self.timezone!r}"
+            ) from None
+        for name in ("worker_concurrency", "worker_prefetch_multiplier"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                hint = (
+                    " (Celery's 0, no limit, has no equivalent: a worker holds at most "
+                    "this many times its slots)"
+                    if name == "worker_prefetch_multiplier" and value == 0
+                    else ""
+                )
+                raise ConfigurationError(
+                    f"app.conf.{name} must be a positive integer or None, got {value!r}{hint}"
+                )
+
+
+#: Settings given in seconds that also take a timedelta, as Celery's do.
+_SECONDS = frozenset(
+    ("result_expires", "failed_result_expires", "default_time_limit", "default_soft_time_limit")
+)
+_FIELDS = frozenset(f.name for f in fields(Settings))
+#: Fields set as given (no conversion): ``Settings.__setattr__``'s fast path.
+_PLAIN = _FIELDS - _SECONDS - {"timezone"}
+
+
+def resolve_setting(
+    name: str, value: Any, where: str = "app.conf", shown: str | None = None
+) -> tuple[tuple[str, Any] | None, str | None]:
+    """What setting ``name`` to ``value`` means, the one place names are
+    resolved: ``((setting, value), None)`` to set a jobqueue setting (``name``
+    itself or the one a Celery alias names, the value converted: a timedelta to
+    seconds, a tzinfo to its name), or ``(None, celery_name)`` for a Celery
+    setting accepted as it is (to log once). Raises ConfigurationError for a
+    Celery value jobqueue cannot honour and UnknownSettingError (naming the
+    closest known setting) for any other name; ``where`` and ``shown`` (the
+    name as the user wrote it) are for the message."""
+    if name in _FIELDS:
+        return (name, _converted(name, value)), None
+    if name in CELERY_SETTINGS:
+        setting, note = celery_setting(name, value, where)
+        return ((setting, _converted(setting, value)) if setting else None), note
+    raise UnknownSettingError(f"{where} got an unknown setting {shown or name!r}{_hint(name)}")
+
+
+def _hint(name: str) -> str:
+    known = sorted(_FIELDS | CELERY_SETTINGS.keys())
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    if not close:
+        return "; see docs/configuration.md for every setting"
+    entry = CELERY_SETTINGS.get(close[0])
+    if entry is not None and entry.setting:
+        return f"; did you mean {close[0]!r} (jobqueue's {entry.setting!r})?"
+    return f"; did you mean {close[0]!r}?"
+
+
+def _converted(name: str, value: Any) -> Any:
+    if name in _SECONDS and isinstance(value, timedelta):
+        return value.total_seconds()
+    if name == "timezone":
+        if value is dt_timezone.utc:
+            return "UTC"
+        return getattr(value, "key", None) or getattr(value, "zone", None) or value
+    return value
+
+
+def _import_object(path: str) -> Any:
+    """``"pkg.module"``, ``"pkg.module:attr"`` or ``"pkg.module.attr"``."""
+    module, _, attr = path.partition(":")
+    if attr:
+        return getattr(importlib.import_module(module), attr)
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        parent, _, attr = path.rpartition(".")
+        if not parent or exc.name != path:  # the module itself failed to import something
+            raise
+        obj = importlib.import_module(parent)
+        if not hasattr(obj, attr):
+            raise
+        return getattr(obj, attr)
+
+
+#: Values a setting can have: what a config module's other names (imports,
+#: helpers) are not.
+_DATA = (type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset,
+         timedelta, datetime, date, time, Path)  # fmt: skip
+_NAMESPACES = ("CELERY_", "JOBQUEUE_")
+
+
+def _settings_of(obj: Any, namespace: str | None, where: str) -> Iterator[tuple[str, Any, str]]:
+    """(setting name, value, name as written) of a config object: see
+    ``Settings.config_from_object`` for which names are read."""
+    mapping = isinstance(obj, Mapping)
+    names = [n for n in (obj if mapping else dir(obj)) if isinstance(n, str)]
+
+    def get(name: str) -> Any:
+        return obj[name] if mapping else getattr(obj, name)
+
+    if namespace:
+        prefix = f"{namespace}_"
+        for name in names:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                yield name[len(prefix) :].lower(), get(name), name
+        return
+    for name in names:
+        if mapping:
+            yield name, get(name), name
+            continue
+        if name.startswith("_"):
+            continue
+        if name != name.lower():
+            if name.startswith(_NAMESPACES):
+                raise ConfigurationError(
+                    f"{where}: {name} looks like a namespaced setting; pass "
+                    f"namespace={name.partition('_')[0]!r} to read the {name.partition('_')[0]}_ "
+                    "names (uppercase names are not read without a namespace)"
+                )
+            continue
+        value = get(name)
+        if name in _FIELDS or name in CELERY_SETTINGS or isinstance(value, _DATA):
+            yield name, value, name

@@ -14,6 +14,13 @@ class ConfigurationError(JobQueueError):
     """A setting is missing or invalid; the message says what to change."""
 
 
+class UnknownSettingError(ConfigurationError, AttributeError, TypeError):
+    """A setting name that is neither jobqueue's nor a Celery name it knows; the
+    message names the closest known setting. Also an ``AttributeError`` (as for
+    any unknown attribute of ``app.conf``) and a ``TypeError`` (as for any
+    unknown keyword of ``JobQueue()``)."""
+
+
 class SchemaNotReadyError(ConfigurationError):
     """The database has no (or an outdated) jobqueue schema."""
 
