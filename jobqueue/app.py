@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
 
 from . import signals
+from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
+from .celeryconf import task_options as celery_task_options
 from .config import Settings, default_data_dir
 from .current import current_app, set_current
 from .db import Database
@@ -136,17 +138,20 @@ class JobQueue:
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``."""
-        unknown = set(options) - TASK_OPTIONS
+        known = TASK_OPTIONS.union(CELERY_TASK_OPTIONS)
+        unknown = set(options) - known
         if unknown:
             raise TypeError(
                 f"@app.task got unknown option(s) {sorted(unknown)}; "
-                f"known options: {sorted(TASK_OPTIONS)}"
+                f"known options: {sorted(known)}"
             )
+        options = celery_task_options(options, "@app.task")
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             settings = dict(options)
             name = settings.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
-            settings["priority"] = check_priority(settings.get("priority", 0))
+            if settings.get("priority") is not None:  # else app.conf.default_priority
+                settings["priority"] = check_priority(settings["priority"])
             task: Task[Any, Any] = Task(self, func, name=name, **settings)
             self.tasks[name] = task
             return task
@@ -323,7 +328,7 @@ class JobQueue:
         options: dict[str, Any] = registered.job_options() if registered else {}
         options_json = dumps(options)
         queue_name = queue_for(self, name, queue, task=registered)
-        priority_ = priority_for(priority, registered)
+        priority_ = priority_for(self, priority, registered)
         # The publish signals go job by job, and only while someone listens.
         publish = bool(
             signals.before_task_publish.receivers or signals.after_task_publish.receivers

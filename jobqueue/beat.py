@@ -40,8 +40,10 @@ class Beat:
         self.fired = 0
 
     def schedules(self) -> list[Schedule]:
+        conf = self.app.conf
         return [
-            Schedule.from_entry(name, entry) for name, entry in self.app.conf.beat_schedule.items()
+            Schedule.from_entry(name, entry, conf.timezone)
+            for name, entry in conf.beat_schedule.items()
         ]
 
     def run(self) -> None:

@@ -306,12 +306,53 @@ def celery_setting(name: str, value: Any, where: str) -> tuple[str | None, str |
 def log_once(name: str, value: Any) -> None:
     """Log an accepted Celery setting's line, once per process per setting."""
     entry = CELERY_SETTINGS[name]
-    shown = repr(value)  # only for "guaranteed" values: never a URL (credentials)
-    with _logged_lock:
-        if name in _logged:
-            return
-        _logged.add(name)
-    if entry.kind == "ignored":
-        log.log(entry.level, "Celery setting %s is not used: %s", name, entry.note)
+    if entry.kind == "ignored":  # its value is never shown: a URL has credentials
+        _log_once(name, entry.level, f"Celery setting {name} is not used: {entry.note}")
     else:
-        log.log(entry.level, "Celery setting %s=%s accepted: %s", name, shown, entry.note)
+        _log_once(name, entry.level, f"Celery setting {name}={value!r} accepted: {entry.note}")
+
+
+def _log_once(key: str, level: int, message: str) -> None:
+    with _logged_lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    log.log(level, "%s", message)
+
+
+#: Celery's task options that jobqueue accepts (``@app.task(acks_late=True)``):
+#: each is its app-wide setting (``task_<option>``) for one task.
+TASK_OPTIONS = ("track_started", "acks_late")
+_ACKS_EARLY = (
+    "acks_late=False: a job of this task whose worker is lost is recorded FAILURE "
+    "instead of running again (jobqueue's reject_on_worker_lost=False): at most one run"
+)
+
+
+def task_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """``options`` of ``@app.task`` without Celery's ``track_started`` and
+    ``acks_late``: each is accepted as its setting is (logged once as
+    ``task_track_started``/``task_acks_late``), except ``acks_late=False``,
+    Celery's acknowledgement before running: jobqueue still holds the job
+    under a lease, but a lost worker's job is recorded FAILURE rather than run
+    again (``reject_on_worker_lost=False``), which is what at-most-once asks."""
+    given = dict(options)
+    for option in TASK_OPTIONS:
+        if option not in given:
+            continue
+        value = given.pop(option)
+        if not isinstance(value, bool):
+            raise TypeError(f"{where}: {option} must be True or False, got {value!r}")
+        if option == "acks_late" and value is False:
+            if given.get("reject_on_worker_lost") is True:
+                raise ConfigurationError(
+                    f"{where}: acks_late=False (at most one run) contradicts "
+                    "reject_on_worker_lost=True (run again when the worker is lost)"
+                )
+            given["reject_on_worker_lost"] = False
+            _log_once("acks_late=False", logging.INFO, _ACKS_EARLY)
+            continue
+        name = f"task_{option}"
+        celery_setting(name, value, where)
+        log_once(name, value)
+    return given

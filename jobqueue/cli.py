@@ -26,7 +26,7 @@ from .roles import grant_command
 from .sql import validate_schema
 from .worker.executor import JOB_LOGGER
 from .worker.pools import POOLS
-from .worker.settings import WorkerSettings
+from .worker.settings import DEFAULT_PREFETCH_MULTIPLIER, WorkerSettings
 
 _WORKER = WorkerSettings()  # the defaults the worker options show
 
@@ -214,7 +214,7 @@ def main(
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Jobs run at once (default: 4 x CPUs, at most 32).",
+    help="Jobs run at once (default: app.conf.worker_concurrency, else 4 x CPUs, at most 32).",
 )
 @click.option(
     "-Q",
@@ -271,10 +271,10 @@ def main(
 @click.option(
     "--prefetch-multiplier",
     type=click.IntRange(min=1),
-    default=_WORKER.prefetch_multiplier,
-    show_default=True,
+    default=None,
     help="Hold at most this many x concurrency jobs: running ones plus about 0.1 s of "
-    "work claimed ahead. 1 disables prefetching.",
+    "work claimed ahead. 1 disables prefetching (default: "
+    f"app.conf.worker_prefetch_multiplier, else {DEFAULT_PREFETCH_MULTIPLIER}).",
 )
 @click.option(
     "--health-file",
@@ -311,7 +311,7 @@ def worker(
     shutdown_timeout: float,
     heartbeat_interval: float | None,
     lease_ttl: float | None,
-    prefetch_multiplier: int,
+    prefetch_multiplier: int | None,
     health_file: str | None,
     with_beat: bool,
     loglevel: str | None,

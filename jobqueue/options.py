@@ -5,11 +5,13 @@ Every way a job is made (``delay``/``apply_async``/``send_task``,
 one ``JobSpec``, with one precedence:
 
     the call's option  >  app.conf.task_routes (queue only)  >  the task's
-    (``@app.task(...)``)  >  the app's defaults (``app.conf``)
+    (``@app.task(...)``)  >  the app's defaults (``app.conf``: default_queue,
+    default_priority, default_time_limit, default_soft_time_limit)
 
 A task that is not registered in this process (``send_task`` by name) has no
-task level. Time limits given on the call replace the task's; both are
-checked once, here.
+task level; its job stores only the call's time limits, and the worker fills
+in the task's and then its app's defaults. Time limits given on the call
+replace the task's; both are checked once, here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .serialization import dump_arguments, dumps, loads
 
 if TYPE_CHECKING:
     from .app import JobQueue
+    from .config import Settings
     from .tasks import Task
 
 log = logging.getLogger("jobqueue.beat")
@@ -148,7 +151,7 @@ def resolve(
         args_json,
         kwargs_json,
         queue_for(app, name, call.get("queue"), args, kwargs, task),
-        priority_for(call.get("priority"), task),
+        priority_for(app, call.get("priority"), task),
         options,
         keys.get("rate_key"),
         keys.get("concurrency_key"),
@@ -181,9 +184,12 @@ def queue_for(
     return (task.queue if task else None) or app.conf.default_queue
 
 
-def priority_for(priority: Any, task: Task[Any, Any] | None) -> int:
+def priority_for(app: JobQueue, priority: Any, task: Task[Any, Any] | None) -> int:
+    """The call's priority, else the task's, else ``app.conf.default_priority``."""
     if priority is None:
-        priority = task.priority if task is not None else 0
+        priority = task.priority if task is not None else None
+        if priority is None:
+            priority = app.conf.default_priority
     return check_priority(priority)
 
 
@@ -202,6 +208,22 @@ def check_time_limits(soft: Any, hard: Any) -> tuple[float | None, float | None]
     if soft is not None and hard is not None and soft > hard:
         raise ValueError(f"soft_time_limit ({soft}s) must not exceed time_limit ({hard}s)")
     return (None if soft is None else float(soft)), (None if hard is None else float(hard))
+
+
+def default_limits(
+    conf: Settings, soft: float | None, hard: float | None
+) -> tuple[float | None, float | None]:
+    """``app.conf.default_soft_time_limit``/``default_time_limit`` (Celery's
+    ``task_soft_time_limit``/``task_time_limit``) for a limit that neither the
+    call nor the task set. A default yields to a limit given explicitly that it
+    would contradict (a default hard limit below a given soft one, a default
+    soft limit above a given hard one): the more specific setting wins."""
+    default_soft, default_hard = conf.default_soft_time_limit, conf.default_time_limit
+    if hard is None and default_hard is not None and (soft is None or soft <= default_hard):
+        hard = default_hard
+    if soft is None and default_soft is not None and (hard is None or default_soft <= hard):
+        soft = default_soft
+    return soft, hard
 
 
 def check_headers(headers: Any) -> dict[str, Any]:

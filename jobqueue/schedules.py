@@ -82,8 +82,12 @@ class Schedule:
             ) from None
 
     @classmethod
-    def from_entry(cls, name: str, entry: dict[str, Any]) -> Schedule:
-        """An ``app.conf.beat_schedule`` entry (Celery's shape)."""
+    def from_entry(
+        cls, name: str, entry: dict[str, Any], default_timezone: str = "UTC"
+    ) -> Schedule:
+        """An ``app.conf.beat_schedule`` entry (Celery's shape); ``default_timezone``:
+        the zone its cron expression is read in unless it names one
+        (``app.conf.timezone``)."""
         unknown = set(entry) - {
             "task",
             "schedule",
@@ -109,7 +113,7 @@ class Schedule:
             args=list(entry.get("args", ())),
             kwargs=dict(entry.get("kwargs", {})),
             options=dict(entry.get("options", {})),
-            timezone=entry.get("timezone", "UTC"),
+            timezone=entry.get("timezone") or default_timezone,
             catch_up=entry.get("catch_up", "once"),
             catch_up_limit=int(entry.get("catch_up_limit", 100)),
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
 from .limits import FlowControl
-from .options import call_options, check_time_limits, resolve
+from .options import call_options, check_time_limits, default_limits, resolve
 from .retry import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRIES,
@@ -111,7 +111,8 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.name = name
         self.queue: str | None = options.get("queue")
-        self.priority: int = options.get("priority", 0)
+        #: None: the job's priority is app.conf.default_priority (or the call's).
+        self.priority: int | None = options.get("priority")
         self.bind = bool(options.get("bind", False))
         self.ignore_result = bool(options.get("ignore_result", False))
         self.is_async = asyncio.iscoroutinefunction(fn)
@@ -321,10 +322,14 @@ class Task(Generic[P, R]):
         )
 
     def _settings(self, soft_time_limit: float | None, time_limit: float | None) -> dict[str, Any]:
-        """job_options without the limit keys: retry and rescue settings, time limits."""
+        """job_options without the limit keys: retry and rescue settings, time
+        limits (the call's, else the task's, else the app's defaults)."""
         soft, hard = check_time_limits(
-            soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
-            time_limit if time_limit is not None else self.time_limit,
+            *default_limits(
+                self.app.conf,
+                soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
+                time_limit if time_limit is not None else self.time_limit,
+            )
         )
         options: dict[str, Any] = {"max_retries": self.max_retries}
         if soft is not None:
@@ -350,11 +355,14 @@ class Task(Generic[P, R]):
         keys = self.flow.keys(self.name, args, kwargs or {})  # once: key functions are the user's
         if keys or soft_time_limit is not None or time_limit is not None:
             return dumps(self._settings(soft_time_limit, time_limit) | keys), keys
-        setting = (  # what _settings reads from the task
+        conf = self.app.conf
+        setting = (  # what _settings reads from the task and the app
             self.max_retries,
             self.soft_time_limit,
             self.time_limit,
             self.reject_on_worker_lost,
+            conf.default_soft_time_limit,
+            conf.default_time_limit,
         )
         cached = self._stored_options
         if cached is None or cached[0] != setting:

@@ -29,6 +29,7 @@ from ..exceptions import (
     Terminated,
     WorkerLostError,
 )
+from ..options import default_limits
 from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
 from ..tasks import Request, Task
 
@@ -173,13 +174,17 @@ class Job:
         return self.attempt - 1 - int(self.options.get("retries_base") or 0)
 
     def limits(self, task: Task[Any, Any] | None) -> tuple[float | None, float | None]:
-        """(soft, hard) time limits: the call's, else the task's."""
+        """(soft, hard) time limits: the call's, else the task's, else the app's
+        defaults (stored with the job by a producer that knew the task; filled
+        in here for one that did not: ``send_task`` by name)."""
         options = self._decode()[2]
         soft = options.get("soft_time_limit")
         hard = options.get("time_limit")
         if task is not None:
             soft = soft if soft is not None else task.soft_time_limit
             hard = hard if hard is not None else task.time_limit
+            if soft is None or hard is None:
+                soft, hard = default_limits(task.app.conf, soft, hard)
         return soft, hard
 
 

@@ -87,11 +87,12 @@ class Worker:
         self.settings = (settings or WorkerSettings()).with_options(**options).resolve(app)
         s = self.settings
         assert s.concurrency is not None and s.poll_interval is not None and s.hostname
+        assert s.prefetch_multiplier is not None  # resolved
         self.queues = list(s.queues)
         self.concurrency: int = s.concurrency
         self.poll_interval: float = s.poll_interval
         self.shutdown_timeout = s.shutdown_timeout
-        self.prefetch_multiplier = s.prefetch_multiplier
+        self.prefetch_multiplier: int = s.prefetch_multiplier
         self.hostname: str = s.hostname
         self.pool_kind = s.pool
         self._avg_runtime = 1.0  # seconds, moving average; start cautious (no prefetch)

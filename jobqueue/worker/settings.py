@@ -18,11 +18,16 @@ if TYPE_CHECKING:
     from ..app import JobQueue
 
 
+#: Jobs a worker holds at most, as a multiple of its slots, unless told otherwise.
+DEFAULT_PREFETCH_MULTIPLIER = 128
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     #: Queues to claim from, in this order of preference; none: app.conf.default_queue.
     queues: tuple[str, ...] = ()
-    #: Slots (threads or child processes); None: 4 per CPU, at most 32.
+    #: Slots (threads or child processes); None: app.conf.worker_concurrency,
+    #: else 4 per CPU, at most 32.
     concurrency: int | None = None
     #: Seconds between polls when no NOTIFY arrives; None: app.conf.poll_interval.
     poll_interval: float | None = None
@@ -34,8 +39,9 @@ class WorkerSettings:
     max_tasks_per_child: int | None = None
     #: Warm shutdown: seconds running jobs get to finish before they are released.
     shutdown_timeout: float = 30.0
-    #: At most this many times ``concurrency`` jobs held at once (claimed ahead).
-    prefetch_multiplier: int = 128
+    #: At most this many times ``concurrency`` jobs held at once (claimed ahead);
+    #: None: app.conf.worker_prefetch_multiplier, else DEFAULT_PREFETCH_MULTIPLIER.
+    prefetch_multiplier: int | None = None
     #: A file the worker creates once ready and touches at every heartbeat that
     #: got through; it stops touching it while fenced and removes it at exit.
     #: Liveness: its age under lease_ttl (docs/deployment.md, Kubernetes).
@@ -49,12 +55,21 @@ class WorkerSettings:
         return replace(self, **given)
 
     def resolve(self, app: JobQueue) -> WorkerSettings:
-        """Every default filled in from ``app``, every value checked."""
-        cpus = os.cpu_count() or 1
+        """Every default filled in: a value given here (the CLI's flags) wins
+        over the app's setting (``app.conf.worker_*``), which wins over the
+        built-in default. Every value checked."""
+        conf = app.conf
+        concurrency = self.concurrency
+        if concurrency is None:
+            concurrency = conf.worker_concurrency or min(32, (os.cpu_count() or 1) * 4)
+        prefetch = self.prefetch_multiplier
+        if prefetch is None:
+            prefetch = conf.worker_prefetch_multiplier or DEFAULT_PREFETCH_MULTIPLIER
         resolved = replace(
             self,
             queues=tuple(dict.fromkeys(self.queues or (app.conf.default_queue,))),
-            concurrency=min(32, cpus * 4) if self.concurrency is None else self.concurrency,
+            concurrency=concurrency,
+            prefetch_multiplier=prefetch,
             poll_interval=self.poll_interval if self.poll_interval else app.conf.poll_interval,
             hostname=self.hostname or f"jobqueue@{socket.gethostname()}",
         )
@@ -66,7 +81,7 @@ class WorkerSettings:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.poll_interval is not None and self.poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
-        if self.prefetch_multiplier < 1:
+        if self.prefetch_multiplier is not None and self.prefetch_multiplier < 1:
             raise ValueError(
                 f"prefetch_multiplier must be at least 1, got {self.prefetch_multiplier}"
             )
