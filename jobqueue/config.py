@@ -392,7 +392,7 @@ _SECONDS = frozenset(
 )
 _FIELDS = frozenset(f.name for f in fields(Settings))
 #: Fields set as given (no conversion): ``Settings.__setattr__``'s fast path.
-_PLAIN = _FIELDS - _SECONDS - {"timezone"}
+_PLAIN = _FIELDS - _SECONDS - {"timezone", "data_dir"}
 
 
 def resolve_setting(
@@ -428,6 +428,8 @@ def _hint(name: str) -> str:
 def _converted(name: str, value: Any) -> Any:
     if name in _SECONDS and isinstance(value, timedelta):
         return value.total_seconds()
+    if name == "data_dir" and isinstance(value, str):
+        return Path(value)
     if name == "timezone":
         if value is dt_timezone.utc:
             return "UTC"
