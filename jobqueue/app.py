@@ -142,8 +142,7 @@ class JobQueue:
         unknown = set(options) - known
         if unknown:
             raise TypeError(
-                f"@app.task got unknown option(s) {sorted(unknown)}; "
-                f"known options: {sorted(known)}"
+                f"@app.task got unknown option(s) {sorted(unknown)}; known options: {sorted(known)}"
             )
         options = celery_task_options(options, "@app.task")
 

@@ -203,12 +203,10 @@ CELERY_SETTINGS: dict[str, Entry] = {
     ),
     # -- no meaning here ------------------------------------------------------------
     "broker_url": _ignored(
-        "jobqueue's broker is the PostgreSQL database of app.conf.dsn "
-        "(else $JOBQUEUE_DSN)"
+        "jobqueue's broker is the PostgreSQL database of app.conf.dsn (else $JOBQUEUE_DSN)"
     ),
     "result_backend": _ignored(
-        "jobqueue keeps results in the PostgreSQL database of app.conf.dsn "
-        "(else $JOBQUEUE_DSN)"
+        "jobqueue keeps results in the PostgreSQL database of app.conf.dsn (else $JOBQUEUE_DSN)"
     ),
     "broker_transport_options": _ignored(
         "leases (app.conf.lease_ttl) replace a broker's visibility timeout"
@@ -219,13 +217,9 @@ CELERY_SETTINGS: dict[str, Entry] = {
     "broker_connection_max_retries": _ignored(
         "connections are retried for app.conf.db_retry_seconds"
     ),
-    "broker_heartbeat": _ignored(
-        "workers renew a lease every app.conf.heartbeat_interval"
-    ),
+    "broker_heartbeat": _ignored("workers renew a lease every app.conf.heartbeat_interval"),
     "result_persistent": _ignored("results are rows, as durable as the database"),
-    "task_queues": _ignored(
-        "queues need no declaration; a worker consumes those named with -Q"
-    ),
+    "task_queues": _ignored("queues need no declaration; a worker consumes those named with -Q"),
     "task_default_exchange": _ignored("a job names its queue, with no exchange"),
     "task_default_exchange_type": _ignored("a job names its queue, with no exchange"),
     "task_default_routing_key": _ignored("app.conf.task_routes routes by task name"),
@@ -237,9 +231,7 @@ CELERY_SETTINGS: dict[str, Entry] = {
         "jobqueue worker configures the root logger (--loglevel, --log-format)"
     ),
     "worker_log_format": _ignored("app.conf.log_format chooses text or JSON lines"),
-    "worker_task_log_format": _ignored(
-        "app.conf.log_format chooses text or JSON lines"
-    ),
+    "worker_task_log_format": _ignored("app.conf.log_format chooses text or JSON lines"),
     # -- cannot be honoured app-wide ----------------------------------------------
     "imports": _raises(
         "jobqueue imports no task modules for you: import them from the module that "
@@ -256,13 +248,9 @@ CELERY_SETTINGS: dict[str, Entry] = {
     "task_inherit_parent_priority": _raises(
         "a job's priority is its call's, its task's or app.conf.default_priority"
     ),
-    "beat_scheduler": _raises(
-        "the beat keeps its schedules in PostgreSQL: there is one scheduler"
-    ),
+    "beat_scheduler": _raises("the beat keeps its schedules in PostgreSQL: there is one scheduler"),
     "worker_pool": _raises(_WORKER_OPTION.format(flag="-P threads|processes")),
-    "worker_max_tasks_per_child": _raises(
-        _WORKER_OPTION.format(flag="--max-tasks-per-child N")
-    ),
+    "worker_max_tasks_per_child": _raises(_WORKER_OPTION.format(flag="--max-tasks-per-child N")),
     "worker_max_memory_per_child": _raises(
         "jobqueue has no memory limit per child; --max-tasks-per-child replaces children"
     ),

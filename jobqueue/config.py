@@ -340,12 +340,13 @@ class Settings:
     def _validate_defaults(self) -> None:
         """The task defaults, the beat's time zone and the worker defaults."""
         priority = self.default_priority
-        if not isinstance(priority, int) or isinstance(priority, bool) or not (
-            -32768 <= priority <= 32767
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or not (-32768 <= priority <= 32767)
         ):
             raise ConfigurationError(
-                f"app.conf.default_priority must be an integer in [-32768, 32767], "
-                f"got {priority!r}"
+                f"app.conf.default_priority must be an integer in [-32768, 32767], got {priority!r}"
             )
         for name in ("default_soft_time_limit", "default_time_limit"):
             value = getattr(self, name)
