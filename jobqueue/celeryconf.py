@@ -276,8 +276,8 @@ _logged_lock = threading.Lock()
 
 def celery_setting(name: str, value: Any, where: str) -> tuple[str | None, str | None]:
     """What Celery's setting ``name`` set to ``value`` means: ``(setting, None)``
-    for an alias (set ``setting`` to the value), ``(None, note)`` for a value
-    accepted as is (log ``note`` once: ``log_once``). Raises ConfigurationError
+    for an alias (set ``setting`` to the value), ``(None, name)`` for a value
+    accepted as is (to log once: ``log_once``). Raises ConfigurationError
     for a value jobqueue cannot honour. ``name`` must be in CELERY_SETTINGS."""
     entry = CELERY_SETTINGS[name]
     if entry.kind == "alias":

@@ -205,6 +205,8 @@ def test_what_jobqueue_cannot_honour_raises_with_the_reason(
 
 
 def test_a_refused_value_changes_nothing_given_with_it(app: JobQueue) -> None:
+    with pytest.raises(ConfigurationError, match="cannot be honoured"):
+        app.conf.task_serializer = "pickle"  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError, match="task_serializer='pickle'"):
         app.conf.update(task_default_queue="work", task_serializer="pickle")
     with pytest.raises(ConfigurationError, match="poll_interval must be a positive"):
@@ -519,6 +521,13 @@ def test_the_celery_table_in_the_docs_is_the_one_in_the_code() -> None:
         assert documented.get(name, ("", ""))[0] == "same name", name
         assert name in Settings.__dataclass_fields__
     assert set(documented) == set(celeryconf.CELERY_SETTINGS) | set(celeryconf.SAME_NAME)
+
+
+def test_every_alias_names_a_setting() -> None:
+    for name, entry in celeryconf.CELERY_SETTINGS.items():
+        assert (entry.kind == "alias") == (entry.setting is not None), name
+        if entry.setting is not None:
+            assert entry.setting in Settings.__dataclass_fields__, name
 
 
 def test_every_setting_is_in_the_docs() -> None:
