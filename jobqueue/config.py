@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .celeryconf import CELERY_SETTINGS, celery_setting, log_once
@@ -218,6 +218,16 @@ class Settings:
     #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
     #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.
     cli_options: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    if not TYPE_CHECKING:  # so type checkers still flag a misspelt setting read
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for names that are not fields: a Celery alias reads its setting
+            (``app.conf.task_always_eager`` is ``app.conf.eager``)."""
+            entry = CELERY_SETTINGS.get(name)
+            if entry is not None and entry.setting is not None:
+                return getattr(self, entry.setting)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN:  # the dataclass's own __init__ and most assignments

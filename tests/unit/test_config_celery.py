@@ -118,6 +118,14 @@ def test_celery_names_set_the_same_setting_whichever_way_they_are_given(
     assert getattr(way(celery, value), setting) == expected
 
 
+def test_a_celery_alias_reads_its_setting(app: JobQueue) -> None:
+    app.conf.eager = True
+    conf: Any = app.conf
+    assert conf.task_always_eager is True and conf.task_default_queue == "default"
+    with pytest.raises(AttributeError):
+        conf.broker_url  # not a setting here: nothing to read  # noqa: B018
+
+
 @pytest.mark.parametrize("way", WAYS)
 def test_an_unknown_name_raises_naming_the_closest_setting(
     way: Callable[[str, Any], Settings],
