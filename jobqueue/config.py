@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .celeryconf import CELERY_SETTINGS, celery_setting, log_once
+from .conf_objects import import_object, settings_of
 from .exceptions import ConfigurationError, UnknownSettingError
 from .logs import env_format
 from .sql import validate_schema
@@ -249,28 +249,22 @@ class Settings:
     ) -> None:
         """Celery's ``config_from_object``: the settings of ``obj``, a module
         path (``"proj.settings"``, ``"proj.settings:Config"``), a module, a class
-        or object with attributes, or a mapping.
-
-        Without ``namespace``, a mapping's keys are all settings, and a module's
-        or object's are its public lowercase names, except those bound to code
-        (imports, functions, classes, modules) that are not a setting's name:
-        a typo in a setting is an error, an import is not. Uppercase names are
-        left alone (a Django settings module's own), but ``CELERY_``/``JOBQUEUE_``
-        ones are an error saying to pass ``namespace``. With ``namespace="X"``,
-        only names starting ``X_`` are read, the prefix removed and the rest
-        lowercased, as Celery reads ``CELERY_TASK_ROUTES`` (every one must be
-        a setting). Checked together, as ``update()``. ``silent``: an import
-        error leaves the settings as they are instead of raising."""
+        or object with attributes, or a mapping; with ``namespace="X"``, only
+        its ``X_*`` names, as Celery reads Django's ``CELERY_*`` settings
+        (``jobqueue.conf_objects.settings_of`` says which names are read: a
+        config module's imports and helpers are not, a misspelt setting
+        raises). Checked together, as ``update()``. ``silent``: a module that
+        cannot be imported leaves the settings as they are."""
         label = obj if isinstance(obj, str) else getattr(obj, "__name__", type(obj).__name__)
         if isinstance(obj, str):
             try:
-                obj = _import_object(obj)
+                obj = import_object(obj)
             except ImportError:
                 if silent:
                     return
                 raise
         where = f"config_from_object({label!r})"
-        self._apply(list(_settings_of(obj, namespace, where)), where)
+        self._apply(list(settings_of(obj, namespace, where, _is_setting)), where)
 
     def _apply(self, items: list[tuple[str, Any, str]], where: str, check: bool = True) -> None:
         """Set ``items`` (name, value, the name as the user wrote it), each
@@ -406,6 +400,10 @@ _FIELDS = frozenset(f.name for f in fields(Settings))
 _PLAIN = _FIELDS - _SECONDS - {"timezone", "data_dir"}
 
 
+def _is_setting(name: str) -> bool:
+    return name in _FIELDS or name in CELERY_SETTINGS
+
+
 def resolve_setting(
     name: str, value: Any, where: str = "app.conf", shown: str | None = None
 ) -> tuple[tuple[str, Any] | None, str | None]:
@@ -446,61 +444,3 @@ def _converted(name: str, value: Any) -> Any:
             return "UTC"
         return getattr(value, "key", None) or getattr(value, "zone", None) or value
     return value
-
-
-def _import_object(path: str) -> Any:
-    """``"pkg.module"``, ``"pkg.module:attr"`` or ``"pkg.module.attr"``."""
-    module, _, attr = path.partition(":")
-    if attr:
-        return getattr(importlib.import_module(module), attr)
-    try:
-        return importlib.import_module(path)
-    except ModuleNotFoundError as exc:
-        parent, _, attr = path.rpartition(".")
-        if not parent or exc.name != path:  # the module itself failed to import something
-            raise
-        obj = importlib.import_module(parent)
-        if not hasattr(obj, attr):
-            raise
-        return getattr(obj, attr)
-
-
-#: Values a setting can have: what a config module's other names (imports,
-#: helpers) are not.
-_DATA = (type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset,
-         timedelta, datetime, date, time, Path)  # fmt: skip
-_NAMESPACES = ("CELERY_", "JOBQUEUE_")
-
-
-def _settings_of(obj: Any, namespace: str | None, where: str) -> Iterator[tuple[str, Any, str]]:
-    """(setting name, value, name as written) of a config object: see
-    ``Settings.config_from_object`` for which names are read."""
-    mapping = isinstance(obj, Mapping)
-    names = [n for n in (obj if mapping else dir(obj)) if isinstance(n, str)]
-
-    def get(name: str) -> Any:
-        return obj[name] if mapping else getattr(obj, name)
-
-    if namespace:
-        prefix = f"{namespace}_"
-        for name in names:
-            if name.startswith(prefix) and len(name) > len(prefix):
-                yield name[len(prefix) :].lower(), get(name), name
-        return
-    for name in names:
-        if mapping:
-            yield name, get(name), name
-            continue
-        if name.startswith("_"):
-            continue
-        if name != name.lower():
-            if name.startswith(_NAMESPACES):
-                raise ConfigurationError(
-                    f"{where}: {name} looks like a namespaced setting; pass "
-                    f"namespace={name.partition('_')[0]!r} to read the {name.partition('_')[0]}_ "
-                    "names (uppercase names are not read without a namespace)"
-                )
-            continue
-        value = get(name)
-        if name in _FIELDS or name in CELERY_SETTINGS or isinstance(value, _DATA):
-            yield name, value, name
