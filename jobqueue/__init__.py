@@ -22,6 +22,7 @@ from .exceptions import (
     WorkerLostError,
 )
 from .result import AsyncResult, GroupResult
+from .shared import shared_task
 from .tasks import Request, Task
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "chain",
     "chord",
     "group",
+    "shared_task",
     "signature",
     "states",
 ]

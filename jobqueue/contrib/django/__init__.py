@@ -1,0 +1,175 @@
+"""jobqueue in a Django project (docs/django.md).
+
+Where the app is made (``proj/jobs.py``, Celery's ``proj/celery.py``)::
+
+    import os
+
+    from jobqueue import JobQueue
+    from jobqueue.contrib.django import use_django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+
+    app = use_django(JobQueue())
+    app.autodiscover_tasks()
+
+and in ``settings.py``: ``"jobqueue.contrib.django"`` in ``INSTALLED_APPS``
+(the ``manage.py jobqueue`` command; task discovery once the apps are loaded)
+and ``JOBQUEUE_APP = "proj.jobs:app"`` (the app that command runs).
+
+``use_django`` makes three promises: the DSN is ``DATABASES["default"]``'s,
+read when first needed (not when the app is made, when Django's settings may
+still be loading); an enqueue inside ``transaction.atomic()`` that names no
+``connection=`` is written in that transaction (rolled back, the job never
+existed); and a worker or beat started outside ``manage.py`` (``jobqueue -A
+proj.jobs:app worker``, a process-pool child) sets Django up before it runs.
+Nothing here is imported by jobqueue's core.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ... import discovery, signals
+from ...app import JobQueue
+from ...db import django_driver
+from ...exceptions import ConfigurationError
+from ...redact import redact
+
+__all__ = ["django_dsn", "use_django"]
+
+#: The libpq connection keywords: what of Django's connection parameters a DSN
+#: can carry (Django's own, such as cursor_factory or isolation_level, cannot).
+_LIBPQ = frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
+def django_dsn(alias: str = "default") -> str:
+    """A libpq DSN for ``DATABASES[alias]``: Django's own connection
+    parameters (NAME, USER, PASSWORD, HOST, PORT and OPTIONS, as its backend
+    reads them), those libpq knows. A database that is not PostgreSQL is a
+    ConfigurationError."""
+    from django.db import connections
+    from django.db.utils import ConnectionDoesNotExist
+
+    try:
+        wrapper = connections[alias]
+    except ConnectionDoesNotExist as exc:
+        raise ConfigurationError(f"jobqueue: Django has no database {alias!r}: {exc}") from exc
+    if wrapper.vendor != "postgresql":
+        engine = wrapper.settings_dict.get("ENGINE")
+        raise ConfigurationError(
+            f"jobqueue needs PostgreSQL, but DATABASES[{alias!r}] uses {engine!r}: "
+            "use_django(app, alias=...) naming a PostgreSQL database, or give "
+            "JobQueue() a DSN of its own"
+        )
+    params = wrapper.get_connection_params()
+    return make_conninfo(
+        "",
+        **{
+            key: value
+            for key, value in params.items()
+            if key in _LIBPQ and isinstance(value, (str, int)) and value != ""
+        },
+    )
+
+
+class _Ambient:
+    """``Database.ambient`` for Django: inside ``atomic()`` on ``alias``, the
+    psycopg connection Django's transaction is open on; else None (the pool:
+    in autocommit, Django's connection would commit the job at once anyway,
+    and the pool's connection is not the one a request is using)."""
+
+    def __init__(self, app: JobQueue, alias: str) -> None:
+        self.app, self.alias = app, alias
+        self._checked = False
+
+    def __call__(self) -> psycopg.Connection[Any] | None:
+        from django.db import connections
+
+        wrapper = connections[self.alias]
+        if not wrapper.in_atomic_block:
+            return None
+        if not self._checked:
+            self._check_same_database()
+        return django_driver(wrapper)
+
+    def _check_same_database(self) -> None:
+        """Jobs written on Django's connection land in Django's database: if
+        the app's DSN was given another way (``JobQueue(dsn)``, ``--dsn``), it
+        must name the same one, or the jobs go where no worker looks."""
+        if self.app.conf.dsn:
+            ours, theirs = self.app.conf.dsn, django_dsn(self.alias)
+            if _database(ours) != _database(theirs):
+                raise ConfigurationError(
+                    f"jobqueue's DSN {redact(ours)} is not Django's database "
+                    f"{redact(theirs)} (DATABASES[{self.alias!r}]): an enqueue inside "
+                    "atomic() would write the job to Django's; drop the app's own DSN, or "
+                    "use_django(app, share_connection=False)"
+                )
+        self._checked = True
+
+
+def _database(dsn: str) -> tuple[str, str, str]:
+    params = conninfo_to_dict(dsn)
+    return (
+        str(params.get("host") or ""),
+        str(params.get("port") or "5432"),
+        str(params.get("dbname") or params.get("user") or ""),
+    )
+
+
+def use_django(
+    app: JobQueue, *, alias: str = "default", share_connection: bool = True
+) -> JobQueue:
+    """Make ``app`` a Django project's (returns it):
+
+    - its DSN is ``DATABASES[alias]``'s unless one is given (``JobQueue(dsn)``,
+      ``--dsn``), read at first use; ``$JOBQUEUE_DSN`` is not consulted;
+    - ``share_connection``: an enqueue (``delay``, ``apply_async``, canvas,
+      ``enqueue_many``, ``revoke``) inside ``transaction.atomic(using=alias)``
+      with no ``connection=`` is written in that transaction;
+    - a worker, beat or process-pool child of it calls ``django.setup()`` first
+      if the process has not (``$DJANGO_SETTINGS_MODULE`` must be set).
+    """
+    app.conf.dsn_source = lambda: django_dsn(alias)
+    app.db.ambient = _Ambient(app, alias) if share_connection else None
+    for signal in (signals.worker_init, signals.worker_process_init, signals.beat_init):
+        signal.connect(_setup_django, weak=False, dispatch_uid="jobqueue.contrib.django")
+    from django.apps import apps
+
+    if apps.ready:  # made after setup (a shell, a test): discovery need not wait
+        provide_installed_apps()
+    return app
+
+
+_setup_lock = threading.Lock()
+
+
+def _setup_django(*_: Any, **__: Any) -> None:
+    """Before a worker, beat or pool child runs: Django's apps loaded (its
+    tasks may use the ORM) and their task modules discovered."""
+    import django
+    from django.apps import apps
+    from django.core.exceptions import ImproperlyConfigured
+
+    with _setup_lock:
+        if not apps.ready:
+            try:
+                django.setup()
+            except ImproperlyConfigured as exc:
+                raise ConfigurationError(
+                    f"cannot set Django up for jobqueue ({exc}): set $DJANGO_SETTINGS_MODULE "
+                    "where the app is made, as in docs/django.md"
+                ) from exc
+    provide_installed_apps()
+
+
+def provide_installed_apps() -> None:
+    """Django's apps are loaded: ``autodiscover_tasks()`` without packages
+    means theirs (those waiting are imported now)."""
+    from django.apps import apps
+
+    discovery.provide_packages(lambda: [config.name for config in apps.get_app_configs()])

@@ -1,0 +1,48 @@
+"""``manage.py jobqueue worker|beat|db|...``: the ``jobqueue`` command line
+(jobqueue/cli.py), with ``-A`` taken from ``settings.JOBQUEUE_APP``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from jobqueue.cli import main
+from jobqueue.contrib.django.command import app_spec
+from jobqueue.exceptions import ConfigurationError
+
+
+class Command(BaseCommand):
+    help = "jobqueue's command line (worker, beat, db upgrade, ...) on JOBQUEUE_APP."
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """Hand every argument after ``jobqueue`` to the click CLI as it is:
+        Django's own parser would reject the CLI's options."""
+        args = argv[2:]
+        if not _names_app(args) and not _asks_help(args):
+            try:
+                spec = app_spec()
+            except ConfigurationError as exc:
+                raise CommandError(str(exc)) from exc
+            args = ["-A", str(spec), *args]
+        prog = f"{_prog(argv[0])} {argv[1]}"
+        main.main(args=args, prog_name=prog)
+
+    def handle(self, *args: Any, **options: Any) -> None:  # call_command()
+        raise CommandError(
+            "run `manage.py jobqueue ...` from a shell; from Python, use jobqueue.cli.main"
+        )
+
+
+def _names_app(args: list[str]) -> bool:
+    """Whether the arguments already name an app (``-A``, ``--app``)."""
+    return any(arg in ("-A", "--app") or arg.startswith("--app=") for arg in args)
+
+
+def _asks_help(args: list[str]) -> bool:
+    return bool(args) and args[0] in ("-h", "--help", "--version")
+
+
+def _prog(path: str) -> str:
+    return "manage.py" if path.endswith("manage.py") else path.rsplit("/", 1)[-1] or sys.argv[0]
