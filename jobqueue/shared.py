@@ -36,6 +36,8 @@ class SharedTask(Generic[P, R]):
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
+        self.__qualname__ = getattr(fn, "__qualname__", name)
+        self.__module__ = fn.__module__
 
     def __repr__(self) -> str:
         return f"<@shared_task: {self.name}>"

@@ -121,9 +121,7 @@ def _database(dsn: str) -> tuple[str, str, str]:
     )
 
 
-def use_django(
-    app: JobQueue, *, alias: str = "default", share_connection: bool = True
-) -> JobQueue:
+def use_django(app: JobQueue, *, alias: str = "default", share_connection: bool = True) -> JobQueue:
     """Make ``app`` a Django project's (returns it):
 
     - its DSN is ``DATABASES[alias]``'s unless one is given (``JobQueue(dsn)``,

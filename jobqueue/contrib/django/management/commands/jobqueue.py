@@ -23,8 +23,9 @@ class Command(BaseCommand):
         if not _names_app(args) and not _asks_help(args):
             try:
                 spec = app_spec()
-            except ConfigurationError as exc:
-                raise CommandError(str(exc)) from exc
+            except ConfigurationError as exc:  # one line, as Django prints a CommandError
+                self.stderr.write(f"CommandError: {exc}")
+                sys.exit(1)
             args = ["-A", str(spec), *args]
         prog = f"{_prog(argv[0])} {argv[1]}"
         main.main(args=args, prog_name=prog)
