@@ -51,6 +51,7 @@ def django_dsn(alias: str = "default") -> str:
     parameters (NAME, USER, PASSWORD, HOST, PORT and OPTIONS, as its backend
     reads them), those libpq knows. A database that is not PostgreSQL is a
     ConfigurationError."""
+    from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
     from django.db.utils import ConnectionDoesNotExist
 
@@ -65,7 +66,10 @@ def django_dsn(alias: str = "default") -> str:
             "use_django(app, alias=...) naming a PostgreSQL database, or give "
             "JobQueue() a DSN of its own"
         )
-    params = wrapper.get_connection_params()
+    try:
+        params = wrapper.get_connection_params()
+    except ImproperlyConfigured as exc:  # no NAME, a NAME too long...
+        raise ConfigurationError(f"jobqueue: DATABASES[{alias!r}]: {exc}") from exc
     return make_conninfo(
         "",
         **{
@@ -83,13 +87,13 @@ class _Ambient:
     and the pool's connection is not the one a request is using)."""
 
     def __init__(self, app: JobQueue, alias: str) -> None:
-        self.app, self.alias = app, alias
+        from django.db import connections  # Django's settings need not be loaded yet
+
+        self.app, self.alias, self.connections = app, alias, connections
         self._checked = False
 
     def __call__(self) -> psycopg.Connection[Any] | None:
-        from django.db import connections
-
-        wrapper = connections[self.alias]
+        wrapper = self.connections[self.alias]
         if not wrapper.in_atomic_block:
             return None
         if not self._checked:
