@@ -144,6 +144,22 @@ def test_committed_atomic_block_writes_the_job_at_commit(
     assert _jobs(conn, schema, [inner.id]) == 0
 
 
+def test_autocommit_off_is_a_transaction_too(
+    django_app: JobQueue, conn: psycopg.Connection[Any], schema: str
+) -> None:
+    add = _register(django_app)
+    transaction.set_autocommit(False)
+    try:
+        lost = add.delay(1, 1)
+        transaction.rollback()
+        kept = add.delay(2, 2)
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert _jobs(conn, schema, [lost.id]) == 0
+    assert _jobs(conn, schema, [kept.id]) == 1
+
+
 def test_outside_atomic_the_job_commits_at_once(
     django_app: JobQueue, conn: psycopg.Connection[Any], schema: str
 ) -> None:
@@ -367,6 +383,61 @@ def test_jobqueue_cli_worker_with_processes_sets_django_up(
         == (conninfo_to_dict(dsn)["dbname"])
     )
     assert django_app.send_task("reusable.tasks.shout", ("x",)).get(timeout=30) == "X!"
+
+
+def test_beat_outside_manage_py_sees_schedules_of_discovered_modules(
+    django_settings: None, dsn: str, schema: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """``jobqueue -A djproj.jobs:app beat``: Django is set up at beat_init and
+    the installed apps' tasks modules imported before the beat reads its
+    schedules (shop.tasks declares one)."""
+    log = tmp_path / "beat.log"
+    with log.open("wb") as out:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "jobqueue", "-A", "djproj.jobs:app", "beat"],
+            cwd=PROJECT,
+            env=_env(dsn, schema),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def declared() -> bool:
+                if beat.poll() is not None:
+                    raise AssertionError(f"beat exited:\n{log.read_text()}")
+                row = conn.execute(
+                    f'SELECT task FROM "{schema}".schedules WHERE name = %s', ("shop.hourly",)
+                ).fetchone()
+                return row == ("shop.tasks.hourly",)
+
+            wait_for(declared, 60, "the beat to declare shop.hourly")
+        finally:
+            beat.terminate()
+            beat.wait(30)
+
+
+def test_a_worker_whose_discovery_waits_for_django_refuses_to_start(
+    dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """autodiscover_tasks() without packages and no Django: the worker says
+    so in one line instead of running without the tasks."""
+    (tmp_path / "plainjobs.py").write_text(
+        "from jobqueue import JobQueue\napp = JobQueue()\napp.autodiscover_tasks()\n"
+    )
+    env = _env(dsn, schema)
+    env["PYTHONPATH"] = os.pathsep.join((str(tmp_path), env["PYTHONPATH"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "jobqueue", "-A", "plainjobs:app", "--dsn", dsn]
+        + ["--schema", schema, "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Django was never set up" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_manage_py_jobqueue_db_upgrade_on_djangos_database(

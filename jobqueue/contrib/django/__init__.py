@@ -81,8 +81,9 @@ def django_dsn(alias: str = "default") -> str:
 
 
 class _Ambient:
-    """``Database.ambient`` for Django: inside ``atomic()`` on ``alias``, the
-    psycopg connection Django's transaction is open on; else None (the pool:
+    """``Database.ambient`` for Django: inside ``atomic()`` on ``alias`` (or
+    with its autocommit off), the psycopg connection Django's transaction is
+    open on; else None (the pool:
     in autocommit, Django's connection would commit the job at once anyway,
     and the pool's connection is not the one a request is using)."""
 
@@ -94,7 +95,9 @@ class _Ambient:
 
     def __call__(self) -> psycopg.Connection[Any] | None:
         wrapper = self.connections[self.alias]
-        if not wrapper.in_atomic_block:
+        # In atomic(), or a transaction opened by set_autocommit(False); not
+        # get_autocommit(), which would open a connection just to answer.
+        if not wrapper.in_atomic_block and (wrapper.connection is None or wrapper.autocommit):
             return None
         if not self._checked:
             self._check_same_database()

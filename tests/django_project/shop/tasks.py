@@ -9,6 +9,12 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.periodic(3600, name="shop.hourly")
+@app.task
+def hourly() -> None:
+    """Declared in a discovered module: a beat must see it."""
+
+
 @app.task
 def database() -> str:
     """Django is set up in the worker: its ORM connection works here."""
