@@ -277,13 +277,15 @@ def _manage(dsn: str, schema: str, *args: str, **extra: str) -> subprocess.Compl
 class _Worker:
     """A worker of the test project, in a subprocess."""
 
-    def __init__(self, command: list[str], dsn: str, schema: str, log: Path) -> None:
+    def __init__(
+        self, command: list[str], dsn: str, schema: str, log: Path, env: dict[str, str]
+    ) -> None:
         self.schema, self.log_path = schema, log
         self.log_file = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, *command, "--loglevel", "info"],
             cwd=PROJECT,
-            env=_env(dsn, schema),
+            env=_env(dsn, schema, **env),
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
@@ -316,8 +318,9 @@ def project_worker(
 ) -> Iterator[Any]:
     workers: list[_Worker] = []
 
-    def start(*command: str) -> _Worker:
-        worker = _Worker(list(command), dsn, schema, tmp_path / f"worker{len(workers)}.log")
+    def start(*command: str, **env: str) -> _Worker:
+        log = tmp_path / f"worker{len(workers)}.log"
+        worker = _Worker(list(command), dsn, schema, log, env)
         workers.append(worker)
         worker.wait_ready(conn)
         return worker
@@ -369,6 +372,33 @@ def test_manage_py_worker_runs_what_committed_only(
     )
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.strip().splitlines()[-1] == "THERE!"
+
+
+def test_a_broken_django_connection_fails_one_task_not_every_later_one(
+    django_app: JobQueue, project_worker: Any, conn: psycopg.Connection[Any]
+) -> None:
+    """Django closes a broken connection at the end of a request; a worker
+    does it around each task, or one database restart would fail every task
+    of a thread from then on (persistent connections: CONN_MAX_AGE=None)."""
+    name = f"djproj_{secrets.token_hex(3)}"
+    project_worker(
+        "manage.py",
+        "jobqueue",
+        "worker",
+        "-c",
+        "1",
+        JQ_DJANGO_PERSISTENT="1",
+        JQ_DJANGO_APP_NAME=name,
+    )
+    database = django_app.send_task("shop.tasks.database").get(timeout=30)
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+        (name,),
+    ).fetchone()
+    assert killed == (1,)  # the worker thread's Django connection, kept between tasks
+    with pytest.raises(Exception, match=r"terminat|closed|connection"):
+        django_app.send_task("shop.tasks.database").get(timeout=30)
+    assert django_app.send_task("shop.tasks.database").get(timeout=30) == database
 
 
 def test_jobqueue_cli_worker_with_processes_sets_django_up(
@@ -426,9 +456,9 @@ def test_a_worker_whose_discovery_waits_for_django_refuses_to_start(
     )
     env = _env(dsn, schema)
     env["PYTHONPATH"] = os.pathsep.join((str(tmp_path), env["PYTHONPATH"]))
+    cli = ["--dsn", dsn, "--schema", schema]
     done = subprocess.run(
-        [sys.executable, "-m", "jobqueue", "-A", "plainjobs:app", "--dsn", dsn]
-        + ["--schema", schema, "worker"],
+        [sys.executable, "-m", "jobqueue", "-A", "plainjobs:app", *cli, "worker"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

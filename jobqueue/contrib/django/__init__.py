@@ -137,12 +137,16 @@ def use_django(app: JobQueue, *, alias: str = "default", share_connection: bool 
       ``enqueue_many``, ``revoke``) inside ``transaction.atomic(using=alias)``
       with no ``connection=`` is written in that transaction;
     - a worker, beat or process-pool child of it calls ``django.setup()`` first
-      if the process has not (``$DJANGO_SETTINGS_MODULE`` must be set).
+      if the process has not (``$DJANGO_SETTINGS_MODULE`` must be set);
+    - before and after each task, a worker closes Django's connections that a
+      request would have closed (``close_old_connections``).
     """
     app.conf.dsn_source = lambda: django_dsn(alias)
     app.db.ambient = _Ambient(app, alias) if share_connection else None
     for signal in (signals.worker_init, signals.worker_process_init, signals.beat_init):
         signal.connect(_setup_django, weak=False, dispatch_uid="jobqueue.contrib.django")
+    for signal in (signals.task_prerun, signals.task_postrun):
+        signal.connect(_close_old_connections, weak=False, dispatch_uid="jobqueue.contrib.django")
     from django.apps import apps
 
     if apps.ready:  # made after setup (a shell, a test): discovery need not wait
@@ -170,6 +174,17 @@ def _setup_django(*_: Any, **__: Any) -> None:
                     "where the app is made, as in docs/django.md"
                 ) from exc
     provide_installed_apps()
+
+
+def _close_old_connections(*_: Any, **__: Any) -> None:
+    """Around each task, in the thread that runs it: what Django does around
+    each request (its connections past CONN_MAX_AGE, or broken by an error,
+    are closed, and the next query opens a new one). Without it a worker
+    thread's connection lives forever, and once broken (a database restart)
+    fails every later task of that thread."""
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 def provide_installed_apps() -> None:

@@ -23,6 +23,9 @@ DATABASES = {
         "PASSWORD": _db.get("password", ""),
         "HOST": _db.get("host", ""),
         "PORT": _db.get("port", ""),
+        # Persistent connections, so a test can break one a worker holds.
+        "CONN_MAX_AGE": None if os.environ.get("JQ_DJANGO_PERSISTENT") == "1" else 0,
+        "OPTIONS": {"application_name": os.environ.get("JQ_DJANGO_APP_NAME", "djproj")},
     }
 }
 if os.environ.get("JQ_DJANGO_NO_APP") != "1":  # a test of the command's error without it
