@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from jobqueue import ConfigurationError, JobQueue, chain, states
+from jobqueue import ConfigurationError, JobQueue, chain, discovery, signals, states
 from jobqueue.contrib.django import django_dsn, use_django
 from tests.conftest import ROOT, wait_for
 
@@ -38,9 +38,11 @@ class Rollback(Exception):
 
 
 @pytest.fixture(scope="module")
-def django_settings(database_dsn: str) -> None:
+def django_settings(database_dsn: str) -> Iterator[None]:
     """Django in this process, on the rig's database (once: Django cannot be
-    set up twice), with a second database that is not PostgreSQL."""
+    set up twice), with a second database that is not PostgreSQL. Afterwards
+    what use_django connected process-wide is disconnected, so the tests that
+    follow in this process see jobqueue as they would without Django."""
     from django.conf import settings
 
     if not settings.configured:
@@ -61,6 +63,16 @@ def django_settings(database_dsn: str) -> None:
             },
         )
         django.setup()
+    yield
+    for signal in (
+        signals.worker_init,
+        signals.worker_process_init,
+        signals.beat_init,
+        signals.task_prerun,
+        signals.task_postrun,
+    ):
+        signal.disconnect(dispatch_uid="jobqueue.contrib.django")
+    discovery._source = None
 
 
 def _register(app: JobQueue) -> Any:
