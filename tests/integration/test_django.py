@@ -490,9 +490,14 @@ def test_manage_py_jobqueue_db_upgrade_on_djangos_database(
     assert before.returncode != 0 or "up to date" not in before.stdout
     upgraded = _manage(dsn, fresh, "jobqueue", "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    current = _manage(dsn, fresh, "jobqueue", "db", "current")
+    # Django's own --settings is applied by Django, not handed to the CLI.
+    current = _manage(dsn, fresh, "jobqueue", "--settings", "djproj.settings", "db", "current")
     assert current.returncode == 0, current.stderr
     assert "up to date" in current.stdout
+    helped = _manage(dsn, fresh, "help", "jobqueue")
+    assert helped.returncode == 0, helped.stderr
+    assert "Usage: manage.py jobqueue [OPTIONS] COMMAND" in helped.stdout
+    assert "worker" in helped.stdout
     row = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (fresh,)
     ).fetchone()

@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def run_from_argv(self, argv: list[str]) -> None:
         """Hand every argument after ``jobqueue`` to the click CLI as it is:
         Django's own parser would reject the CLI's options."""
-        args = argv[2:]
+        args = _without_django_options(argv[2:])
         if not _names_app(args) and not _asks_help(args):
             try:
                 spec = app_spec()
@@ -30,10 +30,29 @@ class Command(BaseCommand):
         prog = f"{_prog(argv[0])} {argv[1]}"
         main.main(args=args, prog_name=prog)
 
+    def print_help(self, prog_name: str, subcommand: str) -> None:
+        """``manage.py help jobqueue``: the CLI's help, not Django's options."""
+        main.main(args=["--help"], prog_name=f"{prog_name} {subcommand}", standalone_mode=False)
+
     def handle(self, *args: Any, **options: Any) -> None:  # call_command()
         raise CommandError(
             "run `manage.py jobqueue ...` from a shell; from Python, use jobqueue.cli.main"
         )
+
+
+def _without_django_options(args: list[str]) -> list[str]:
+    """The arguments without ``--settings`` and ``--pythonpath``, which Django
+    has applied before it ran this command (the CLI knows neither)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--settings", "--pythonpath"):
+            skip = True
+        elif not arg.startswith(("--settings=", "--pythonpath=")):
+            kept.append(arg)
+    return kept
 
 
 def _names_app(args: list[str]) -> bool:
