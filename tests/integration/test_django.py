@@ -19,16 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import django
 import psycopg
 import pytest
+from django.db import connection, connections, transaction
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobqueue import ConfigurationError, JobQueue, chain, discovery, signals, states
 from jobqueue.contrib.django import django_dsn, use_django
 from tests.conftest import ROOT, wait_for
-
-django = pytest.importorskip("django")
-from django.db import connection, connections, transaction  # noqa: E402
 
 PROJECT = ROOT / "tests" / "django_project"
 

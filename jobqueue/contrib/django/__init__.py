@@ -16,19 +16,20 @@ and in ``settings.py``: ``"jobqueue.contrib.django"`` in ``INSTALLED_APPS``
 (the ``manage.py jobqueue`` command; task discovery once the apps are loaded)
 and ``JOBQUEUE_APP = "proj.jobs:app"`` (the app that command runs).
 
-``use_django`` makes three promises: the DSN is ``DATABASES["default"]``'s,
+``use_django`` makes four promises: the DSN is ``DATABASES["default"]``'s,
 read when first needed (not when the app is made, when Django's settings may
 still be loading); an enqueue inside ``transaction.atomic()`` that names no
 ``connection=`` is written in that transaction (rolled back, the job never
-existed); and a worker or beat started outside ``manage.py`` (``jobqueue -A
-proj.jobs:app worker``, a process-pool child) sets Django up before it runs.
-Nothing here is imported by jobqueue's core.
+existed); a worker or beat started outside ``manage.py`` (``jobqueue -A
+proj.jobs:app worker``, a process-pool child) sets Django up before it runs;
+and a worker treats each task as Django treats a request (old or broken
+connections closed around it). Nothing here is imported by jobqueue's core.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -40,6 +41,8 @@ from ...exceptions import ConfigurationError
 from ...redact import redact
 
 __all__ = ["django_dsn", "use_django"]
+
+_App = TypeVar("_App", bound=JobQueue)
 
 #: The libpq connection keywords: what of Django's connection parameters a DSN
 #: can carry (Django's own, such as cursor_factory or isolation_level, cannot).
