@@ -138,8 +138,14 @@ class Store:
 
     def _copy(self, conn: psycopg.Connection[Any], params: Params) -> None:
         sql = self.sql
-        with conn.transaction(), conn.cursor() as cur:
+        # db_times first, outside transaction(): on a caller's connection with no
+        # statement run yet in its transaction, transaction() would be a BEGIN ...
+        # COMMIT of its own, committing the jobs before the caller's rollback; after
+        # a statement it is a savepoint in theirs (on the pool's autocommit
+        # connections, a transaction of our own either way).
+        with conn.cursor() as cur:
             run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
+        with conn.transaction(), conn.cursor() as cur:
             task, queue, priority = params["task"], params["queue"], params["priority"]
             # COPY's text format, built in bulk: far cheaper than a row at a time.
             shared = "\t".join(_copy_text(v) for v in (task, queue, priority))

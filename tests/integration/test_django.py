@@ -137,6 +137,18 @@ def test_rolled_back_atomic_block_leaves_no_job(
     assert result.state == states.PENDING
 
 
+def test_enqueue_many_first_in_atomic_is_rolled_back_with_it(
+    django_app: JobQueue, conn: psycopg.Connection[Any], schema: str
+) -> None:
+    """The COPY of enqueue_many as the block's first statement (it used to
+    commit on its own: see tests/integration/test_transactional.py)."""
+    add = _register(django_app)
+    with pytest.raises(Rollback), transaction.atomic():
+        lost = django_app.enqueue_many(add, [(1, 1), (2, 2)])
+        raise Rollback
+    assert _jobs(conn, schema, [r.id for r in lost]) == 0
+
+
 def test_committed_atomic_block_writes_the_job_at_commit(
     django_app: JobQueue, conn: psycopg.Connection[Any], schema: str
 ) -> None:
