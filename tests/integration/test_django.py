@@ -513,8 +513,12 @@ def test_manage_py_jobqueue_db_upgrade_on_djangos_database(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (fresh,)
     ).fetchone()
     assert row is not None and row[0] > 0  # made in Django's database
-    # Without JOBQUEUE_APP the command says what to set, in one line.
-    missing = _manage(dsn, fresh, "jobqueue", "worker", JQ_DJANGO_NO_APP="1")
+    # Without JOBQUEUE_APP: the app the project package imported (Celery's layout).
+    found = _manage(dsn, fresh, "jobqueue", "db", "current", JQ_DJANGO_NO_APP="1")
+    assert found.returncode == 0, found.stderr
+    assert "up to date" in found.stdout
+    # With neither, the command says what to set, in one line.
+    missing = _manage(dsn, fresh, "jobqueue", "worker", JQ_DJANGO_NO_APP="1", JQ_DJANGO_LAZY="1")
     assert missing.returncode != 0
     assert "set JOBQUEUE_APP in Django's settings" in missing.stderr
     assert "Traceback" not in missing.stderr

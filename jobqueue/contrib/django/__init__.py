@@ -13,8 +13,9 @@ Where the app is made (``proj/jobs.py``, Celery's ``proj/celery.py``)::
     app.autodiscover_tasks()
 
 and in ``settings.py``: ``"jobqueue.contrib.django"`` in ``INSTALLED_APPS``
-(the ``manage.py jobqueue`` command; task discovery once the apps are loaded)
-and ``JOBQUEUE_APP = "proj.jobs:app"`` (the app that command runs).
+(the ``manage.py jobqueue`` command; task discovery once the apps are loaded),
+and ``JOBQUEUE_APP = "proj.jobs:app"`` (the app that command runs) unless the
+project package imports its app, as Celery's layout does.
 
 ``use_django`` makes four promises: the DSN is ``DATABASES["default"]``'s,
 read when first needed (not when the app is made, when Django's settings may
@@ -28,6 +29,7 @@ connections closed around it). Nothing here is imported by jobqueue's core.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, TypeVar
 
@@ -39,6 +41,7 @@ from ...app import JobQueue
 from ...db import django_driver
 from ...exceptions import ConfigurationError
 from ...redact import redact
+from . import command
 
 __all__ = ["django_dsn", "use_django"]
 
@@ -131,7 +134,7 @@ def _database(dsn: str) -> tuple[str, str, str]:
     )
 
 
-def use_django(app: JobQueue, *, alias: str = "default", share_connection: bool = True) -> JobQueue:
+def use_django(app: _App, *, alias: str = "default", share_connection: bool = True) -> _App:
     """Make ``app`` a Django project's (returns it):
 
     - its DSN is ``DATABASES[alias]``'s unless one is given (``JobQueue(dsn)``,
@@ -145,6 +148,7 @@ def use_django(app: JobQueue, *, alias: str = "default", share_connection: bool 
       request would have closed (``close_old_connections``).
     """
     app.conf.dsn_source = lambda: django_dsn(alias)
+    command.remember(app, sys._getframe(1).f_globals.get("__name__"))
     app.db.ambient = _Ambient(app, alias) if share_connection else None
     for signal in (signals.worker_init, signals.worker_process_init, signals.beat_init):
         signal.connect(_setup_django, weak=False, dispatch_uid="jobqueue.contrib.django")

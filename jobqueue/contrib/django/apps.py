@@ -18,4 +18,4 @@ class JobQueueConfig(AppConfig):
         from .command import configured_app
 
         provide_installed_apps()
-        configured_app(required=False)
+        configured_app()
