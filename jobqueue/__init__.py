@@ -23,6 +23,7 @@ from .exceptions import (
     WorkerLostError,
 )
 from .result import AsyncResult, GroupResult
+from .shared import shared_task
 from .tasks import Request, Task
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "chain",
     "chord",
     "group",
+    "shared_task",
     "signature",
     "states",
 ]

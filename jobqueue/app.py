@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
 
-from . import signals
+from . import discovery, signals
 from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
 from .celeryconf import task_options as celery_task_options
 from .config import Settings, default_data_dir
@@ -30,6 +30,7 @@ from .options import (
 )
 from .result import AsyncResult, GroupResult, ResultWaiter
 from .serialization import dump_arguments, dumps
+from .shared import register_shared
 from .store import Store
 from .tasks import TASK_OPTIONS, P, R, Task
 
@@ -90,6 +91,7 @@ class JobQueue:
         self.hooks = Hooks()
         self.results = ResultWaiter(self)
         self._register_builtins()
+        register_shared(self)
         set_current(self)
 
     def __repr__(self) -> str:
@@ -156,6 +158,18 @@ class JobQueue:
             return task
 
         return register(fn) if fn is not None else register
+
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+    ) -> None:
+        """Import the ``tasks`` module (``related_name``) of each package that
+        has one, so its tasks are registered: given ``packages`` (or a function
+        returning them), at once; without, Django's installed apps, as soon as
+        Django's app registry is ready (``jobqueue.contrib.django``; at once if
+        it already is). See ``jobqueue.discovery``."""
+        discovery.autodiscover(self, packages, related_name)
 
     def _register_builtins(self) -> None:
         """``task.map`` / ``task.starmap`` run as one job of these."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import signals
+from . import discovery, signals
 from .options import resolve, schedule_options
 from .schedules import Schedule, Timing, fires_due
 from .serialization import dumps
@@ -51,7 +51,8 @@ class Beat:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        signals.beat_init.send(self)
+        signals.beat_init.send(self)  # its receivers may set a framework up
+        discovery.check_settled(self.app)
         declared = self.schedules()
         log.info("beat ready: %d schedule(s) declared in code", len(declared))
         delay = 0.1

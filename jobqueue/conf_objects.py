@@ -41,6 +41,10 @@ def import_object(path: str) -> Any:
 _DATA = (type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset,
          timedelta, datetime, date, time, Path)  # fmt: skip
 _NAMESPACES = ("CELERY_", "JOBQUEUE_")
+#: Names under a namespace that point at the app rather than configure it:
+#: Django's ``JOBQUEUE_APP`` (jobqueue.contrib.django), like ``$JOBQUEUE_APP``
+#: for the CLI. ``config_from_object(settings, namespace="JOBQUEUE")`` skips it.
+_POINTERS = frozenset({"app"})
 
 
 def settings_of(
@@ -68,7 +72,9 @@ def settings_of(
         prefix = f"{namespace}_"
         for name in names:
             if name.startswith(prefix) and len(name) > len(prefix):
-                yield name[len(prefix) :].lower(), get(name), name
+                setting = name[len(prefix) :].lower()
+                if setting not in _POINTERS:
+                    yield setting, get(name), name
         return
     for name in names:
         if mapping:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from datetime import timezone as dt_timezone
@@ -218,6 +218,12 @@ class Settings:
     #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
     #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.
     cli_options: str | None = field(default=None, init=False, repr=False, compare=False)
+    #: Not a setting: where the DSN comes from when ``dsn`` is not set, asked
+    #: at first use and before $JOBQUEUE_DSN (an integration's: jobqueue.contrib.
+    #: django's reads DATABASES, which may not be loaded when the app is made).
+    dsn_source: Callable[[], str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     if not TYPE_CHECKING:  # so type checkers still flag a misspelt setting read
 
@@ -289,7 +295,11 @@ class Settings:
             log_once(name, value)
 
     def resolved_dsn(self) -> str | None:
-        return self.dsn or os.environ.get(DSN_ENV) or None
+        if self.dsn:
+            return self.dsn
+        if self.dsn_source is not None:
+            return self.dsn_source()
+        return os.environ.get(DSN_ENV) or None
 
     def validate(self) -> None:
         validate_schema(self.schema)

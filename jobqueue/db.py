@@ -93,6 +93,10 @@ class Database:
         # A worker process: the pool only serves its tasks (see for_worker).
         self._worker = False
         self._abortive_close = False
+        #: The transaction an enqueue joins when it names no connection: a
+        #: function returning the caller's open connection, or None for the
+        #: pool (jobqueue.contrib.django: Django's, inside ``atomic()``).
+        self.ambient: Callable[[], Any] | None = None
 
     @property
     def schema(self) -> str:
@@ -459,6 +463,8 @@ def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:
     if isinstance(connection, psycopg.Connection):
         return connection
     module = type(connection).__module__
+    if module.startswith("django."):
+        return django_driver(connection)
     if module.startswith("sqlalchemy.") and not module.startswith("sqlalchemy.ext.asyncio"):
         core = (
             connection.connection()
@@ -469,6 +475,28 @@ def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:
         if isinstance(driver, psycopg.Connection):
             return driver
     return None
+
+
+def django_driver(connection: Any) -> psycopg.Connection[Any]:
+    """The psycopg 3 connection a Django connection (``django.db.connection``,
+    ``connections[alias]``) wraps, connecting it if it is not yet: statements
+    sent on it are in whatever transaction Django has open (``atomic()``), or
+    commit at once in its autocommit mode. Recognised without importing Django."""
+    vendor = getattr(connection, "vendor", None)
+    if vendor != "postgresql":
+        raise TypeError(
+            f"connection= is a Django connection to {vendor or 'an unknown database'!r}, "
+            f"not PostgreSQL (alias {getattr(connection, 'alias', '?')!r})"
+        )
+    connection.ensure_connection()
+    driver = connection.connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(
+            "connection= is a Django connection on "
+            f"{type(driver).__module__.partition('.')[0]}; jobqueue joins only psycopg 3 "
+            "connections (Django 4.2+ uses psycopg 3 whenever it is installed)"
+        )
+    return driver
 
 
 def _fetch(cursor: Any) -> list[Row]:
@@ -488,6 +516,8 @@ def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
     if isinstance(connection, psycopg.Connection):
         return _fetch(connection.execute(statement, params))
     module = type(connection).__module__
+    if module.startswith("django."):
+        return _fetch(django_driver(connection).execute(statement, params))
     if module.startswith("sqlalchemy.") and not module.startswith("sqlalchemy.ext.asyncio"):
         if hasattr(connection, "exec_driver_sql"):  # Core Connection
             return _fetch_sqlalchemy(connection.exec_driver_sql(statement, dict(params)))
@@ -495,8 +525,9 @@ def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
             core = connection.connection()
             return _fetch_sqlalchemy(core.exec_driver_sql(statement, dict(params)))
     raise TypeError(
-        "connection= must be a psycopg Connection, a SQLAlchemy Connection or a "
-        f"SQLAlchemy ORM Session, got {type(connection).__module__}.{type(connection).__name__}"
+        "connection= must be a psycopg Connection, a SQLAlchemy Connection or ORM "
+        "Session, or a Django connection, got "
+        f"{type(connection).__module__}.{type(connection).__name__}"
     )
 
 

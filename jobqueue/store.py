@@ -69,6 +69,14 @@ class Store:
             self._reporting[name] = False
         return rows
 
+    def _joined(self, connection: Any) -> Any:
+        """The caller's connection, else the transaction the app is set to join
+        when none is named (``Database.ambient``), else None: the pool. Only
+        writes a caller would want undone with their transaction join it."""
+        if connection is None and self.db.ambient is not None:
+            return self.db.ambient()
+        return connection
+
     # -- enqueue ---------------------------------------------------------------
 
     def insert_job(self, params: Params, connection: Any = None) -> None:
@@ -78,6 +86,7 @@ class Store:
         the record at once (job_insert_recorded): a job whose commit reply was
         lost may since have been claimed (its row in job_queue gone, its record
         written), and only both tables' keys see that."""
+        connection = self._joined(connection)
         self.db.execute(
             "job_insert",
             params,
@@ -91,12 +100,14 @@ class Store:
         """One job whose id the caller chose: it may be taken, by a record or
         by an uncommitted insert it then waits for, so both tables' keys must
         see it (DuplicateJobError if taken)."""
+        connection = self._joined(connection)
         self.db.execute("job_insert_recorded", params, connection, may_wait=True, idempotent=True)
 
     def insert_job_unique(self, params: Params, connection: Any = None) -> str:
         """One job of a unique task; the id of the job holding its key: this
         one, or another (then nothing is written). The key's lock and the
         insert share a transaction."""
+        connection = self._joined(connection)
         with self.db.transaction(connection) as conn:
             self.db.run(conn, "unique_lock", {"unique_keys": [params["unique_key"]]})
             rows = self.db.run(conn, "job_insert_unique", params)
@@ -106,6 +117,7 @@ class Store:
     def insert_jobs(self, params: Params, connection: Any = None) -> None:
         """Many jobs of one task: COPY where the connection allows, else one
         INSERT (job_insert_many)."""
+        connection = self._joined(connection)
         if not self.copy_jobs(params, connection):
             self.db.execute("job_insert_many", params, connection, idempotent=True)
 
@@ -126,8 +138,14 @@ class Store:
 
     def _copy(self, conn: psycopg.Connection[Any], params: Params) -> None:
         sql = self.sql
-        with conn.transaction(), conn.cursor() as cur:
+        # db_times first, outside transaction(): on a caller's connection with no
+        # statement run yet in its transaction, transaction() would be a BEGIN ...
+        # COMMIT of its own, committing the jobs before the caller's rollback; after
+        # a statement it is a savepoint in theirs (on the pool's autocommit
+        # connections, a transaction of our own either way).
+        with conn.cursor() as cur:
             run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
+        with conn.transaction(), conn.cursor() as cur:
             task, queue, priority = params["task"], params["queue"], params["priority"]
             # COPY's text format, built in bulk: far cheaper than a row at a time.
             shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
@@ -166,6 +184,7 @@ class Store:
     def insert_jobs_unique(self, params: Params, connection: Any = None) -> dict[str, str]:
         """Many jobs of a unique task (keys distinct within the batch): each key
         held by another job, with that job's id."""
+        connection = self._joined(connection)
         with self.db.transaction(connection) as conn:
             self.db.run(conn, "unique_lock", {"unique_keys": params["unique_keys"]})
             rows = self.db.run(conn, "job_insert_many_unique", params)
@@ -173,6 +192,7 @@ class Store:
 
     def insert_canvas(self, canvas: str, groups: str, root: str, connection: Any = None) -> None:
         """A whole canvas (JSON from canvas.Freezer) in one statement."""
+        connection = self._joined(connection)
         params = {"canvas": canvas, "groups": groups, "root": root}
         self.db.execute("canvas_insert", params, connection)
 
@@ -182,6 +202,7 @@ class Store:
         """Revoke jobs; how many were unfinished. One transaction: the rows are
         locked first (a completion in flight commits before), and what follows
         the jobs that end now (callbacks, chords) learns of it in it."""
+        connection = self._joined(connection)
         params = {"ids": ids, "terminate": terminate}
         with self.db.transaction(connection) as conn:
             self.db.run(conn, "job_revoke_lock", {"ids": ids})

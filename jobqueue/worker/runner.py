@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from .. import __version__, signals
+from .. import __version__, discovery, signals
 from ..db import transient
 from ..exceptions import MalformedJob, SchemaChangedError, TaskRevokedError
 from ..ids import uuid7
@@ -148,7 +148,8 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        signals.worker_init.send(self)
+        signals.worker_init.send(self)  # its receivers may set a framework up
+        discovery.check_settled(self.app)
         self.lease.remove_health()  # a killed predecessor's must not read as ready
         self.wakeups = self._wakeup_mode()  # its first contact retries for db_retry_seconds
         self.lease.start()

@@ -98,3 +98,19 @@ def test_uncommitted_job_is_invisible_to_workers_until_commit(
 def test_rejects_unknown_connection_types(jq: Any) -> None:
     with pytest.raises(TypeError, match="connection= must be"):
         jq.add.apply_async((1, 2), connection=object())
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_enqueue_many_first_in_a_transaction_is_rolled_back_with_it(
+    adapter: str, jq: Any, dsn: str, schema: str, conn: Any
+) -> None:
+    """enqueue_many's COPY as the transaction's first statement: psycopg's
+    transaction() on an idle non-autocommit connection is a BEGIN ... COMMIT
+    of its own, which committed the jobs before the caller's rollback."""
+    with ADAPTERS[adapter](dsn, "rollback") as (c, _):
+        lost = jq.app.enqueue_many(jq.add, [(1, 2), (3, 4)], connection=c)
+    ids = [r.id for r in lost]
+    leftovers = conn.execute(
+        f'SELECT count(*) FROM "{schema}".all_jobs WHERE id = ANY(%s::uuid[])', (ids,)
+    ).fetchone()
+    assert leftovers == (0,)

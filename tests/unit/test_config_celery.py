@@ -334,6 +334,7 @@ def test_a_namespace_reads_only_its_names_and_each_must_be_a_setting(app: JobQue
         "CELERY_TASK_DEFAULT_QUEUE": "other",
         "DATABASES": {},
         "jobqueue_default_queue": "lowercase: another prefix",
+        "JOBQUEUE_APP": "proj.jobs:app",  # jobqueue.contrib.django's pointer, not a setting
     }
     app.config_from_object(settings, namespace="JOBQUEUE")
     assert (app.conf.default_queue, app.conf.default_time_limit) == ("work", 60)
