@@ -20,7 +20,7 @@ from psycopg import sql
 
 from . import states
 from .current import current_app
-from .exceptions import TaskRevokedError, TimeoutError
+from .exceptions import ChordError, TaskError, TaskRevokedError, TimeoutError
 from .ids import check_id
 from .serialization import rebuild_error
 from .sql import channels
@@ -159,7 +159,7 @@ class AsyncResult:
         return 0 if row is None else max(int(row["attempts"]) - 1, 0)
 
     def _exception(self, row: dict[str, Any]) -> BaseException:
-        return _exception(self.id, row)
+        return _exception(self.id, row, self.app)
 
     # -- waiting -------------------------------------------------------------
 
@@ -196,17 +196,72 @@ class AsyncResult:
         return done > 0
 
 
-def _exception(job_id: str, row: dict[str, Any]) -> BaseException:
+def _exception(job_id: str, row: dict[str, Any], app: JobQueue | None = None) -> BaseException:
     if row["state"] == states.REVOKED:
         message = (row["error"] or {}).get("message") or "revoked"
         return TaskRevokedError(f"task {row.get('task') or ''}[{job_id}] {message}")
-    return rebuild_error(row["error"] or {"type": "TaskError", "message": row["state"]})
+    error = row["error"] or {"type": "TaskError", "message": row["state"]}
+    exc = rebuild_error(error)
+    if app is not None and isinstance(exc, ChordError) and error.get("failed_job"):
+        return _chord_error(app, exc, str(error["failed_job"]))
+    return exc
 
 
-def _value(job_id: str, row: dict[str, Any], propagate: bool) -> Any:
+# Chords nest (a header member may be a chord): how far back a ChordError is
+# followed to the header job that failed first.
+_CHORD_DEPTH = 16
+
+
+def _chord_error(app: JobQueue, exc: ChordError, failed_job: str, depth: int = 0) -> BaseException:
+    """A chord's ``ChordError`` that is also an instance of the failed header
+    job's own exception type, as Celery re-raises it, so ``except ValueError``
+    around ``result.get()`` still catches a chord whose header raised
+    ValueError. The header's exception is its ``__cause__``. Where the type
+    cannot be combined with ChordError (not importable here, an incompatible
+    layout, a constructor that refuses the message), the plain ChordError
+    with that ``__cause__``."""
+    exc.failed_job = failed_job  # type: ignore[attr-defined]
+    row = app.store.get_job(failed_job) if depth < _CHORD_DEPTH else None
+    if row is None:  # deleted by retention: the message still names it
+        return exc
+    state, error = row[3], row[5]
+    if state == states.REVOKED:
+        original = _exception(failed_job, {"state": state, "error": error, "task": row[1]})
+    else:
+        original = rebuild_error(error or {"type": "TaskError", "message": state})
+        if isinstance(original, ChordError) and (error or {}).get("failed_job"):
+            original = _chord_error(app, original, str(error["failed_job"]), depth + 1)
+    first = original  # through nested chords, to the header job that raised
+    while isinstance(first, ChordError) and isinstance(first.__cause__, BaseException):
+        first = first.__cause__
+    combined: BaseException = exc
+    if not isinstance(first, (ChordError, TaskError)):  # TaskError: the type is not here
+        try:
+            combined = _chord_type(type(first))(*exc.args)
+            combined.failed_job = failed_job  # type: ignore[attr-defined]
+        except Exception:  # a layout conflict, a constructor wanting other arguments
+            combined = exc
+    combined.__cause__ = original
+    return combined
+
+
+_chord_types: dict[type[BaseException], type[ChordError]] = {}
+
+
+def _chord_type(cls: type[BaseException]) -> type[ChordError]:
+    """ChordError and ``cls`` in one class, made once per type (so two such
+    errors have the same type); named ChordError, so tracebacks read as before."""
+    made = _chord_types.get(cls)
+    if made is None:
+        made = type("ChordError", (ChordError, cls), {"__module__": ChordError.__module__})
+        _chord_types[cls] = made
+    return made
+
+
+def _value(job_id: str, row: dict[str, Any], propagate: bool, app: JobQueue | None = None) -> Any:
     if row["state"] == states.SUCCESS:
         return row["result"]
-    exc = _exception(job_id, row)
+    exc = _exception(job_id, row, app)
     if propagate:
         raise exc
     return exc
@@ -295,7 +350,7 @@ class GroupResult:
         return [
             r._values(rows, propagate)
             if isinstance(r, GroupResult)
-            else _value(r.id, rows[r.id], propagate)
+            else _value(r.id, rows[r.id], propagate, self.app)
             for r in self.results
         ]
 

@@ -1,0 +1,50 @@
+"""Tasks for the Celery-parity tests (``tests.apps_parity:app`` in the worker).
+
+Kept apart from ``tests.apps`` so these tasks (class-based ones, tasks that
+reject or return results and signatures) do not change what the other tests'
+worker registers.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from jobqueue import JobQueue
+from tests.apps import CustomError
+
+
+class PairError(Exception):
+    """An exception whose constructor needs two arguments: a ChordError cannot
+    also be one (it is built from a message alone)."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(code, detail)
+        self.code, self.detail = code, detail
+
+
+def build(app: JobQueue) -> SimpleNamespace:
+    @app.task(name="p.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="p.tsum")
+    def tsum(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    @app.task(name="p.raise_custom", max_retries=0)
+    def raise_custom(message: str) -> None:
+        raise CustomError(message)
+
+    @app.task(name="p.raise_pair", max_retries=0)
+    def raise_pair(code: int) -> None:
+        raise PairError(code, "paired")
+
+    @app.task(name="p.raise_value", max_retries=0)
+    def raise_value(message: str) -> None:
+        raise ValueError(message)
+
+    return SimpleNamespace(app=app, **{k.removeprefix("p."): v for k, v in app.tasks.items()})
+
+
+app = JobQueue()
+tasks = build(app)
