@@ -8,8 +8,9 @@ worker registers.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
-from jobqueue import JobQueue
+from jobqueue import JobQueue, Reject
 from tests.apps import CustomError
 
 
@@ -42,6 +43,22 @@ def build(app: JobQueue) -> SimpleNamespace:
     @app.task(name="p.raise_value", max_retries=0)
     def raise_value(message: str) -> None:
         raise ValueError(message)
+
+    # -- Reject ------------------------------------------------------------------
+
+    @app.task(name="p.refuse", autoretry_for=(Exception,))  # Reject is never autoretried
+    def refuse(reason: str) -> None:
+        raise Reject(reason, requeue=False)
+
+    @app.task(name="p.requeue_once", bind=True)
+    def requeue_once(self: Any) -> int:
+        if self.request.retries == 0:
+            raise Reject("not yet", requeue=True)
+        return self.request.retries
+
+    @app.task(name="p.requeue_always", max_retries=2)
+    def requeue_always() -> None:
+        raise Reject("never", requeue=True)
 
     return SimpleNamespace(app=app, **{k.removeprefix("p."): v for k, v in app.tasks.items()})
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..exceptions import (
     MalformedJob,
+    Reject,
     Retry,
     TaskNotRegistered,
     TaskRevokedError,
@@ -335,6 +336,8 @@ def _run(
         )
         reason = retry.exc or retry
         return retry_outcome(job, reason, retry.countdown or 0.0), None, reason
+    except Reject as reject:
+        return rejected(task, job, reject, time.perf_counter() - started), None, reject
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started), None, exc
 
@@ -502,6 +505,18 @@ def failed(
         exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
     )
     return _outcome(job, states.FAILURE, error=dump_error(exc))
+
+
+def rejected(task: Task[Any, Any], job: Job, reject: Reject, elapsed: float) -> Outcome:
+    """The task raised ``Reject``: back to the queue now if it asked to be
+    requeued and has retries left (as a lost job), else FAILURE with the
+    Reject, never autoretried."""
+    if reject.requeue and not task.policy.exhausted(job.retries):
+        _say(logging.WARNING, job, states.RETRY, "%s; back to the queue", reject,
+             duration=elapsed, exc=reject)  # fmt: skip
+        return _outcome(job, states.RETRY, error=dump_error(reject), delay=0.0)
+    _say(logging.ERROR, job, states.FAILURE, "%s", reject, duration=elapsed, exc=reject)
+    return _outcome(job, states.FAILURE, error=dump_error(reject))
 
 
 def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
