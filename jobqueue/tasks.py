@@ -92,6 +92,21 @@ class Request:
     #: Which run of the job this is, from 1 (``retries`` restarts from 0 when
     #: ``retry_jobs`` resets them; this never does).
     attempt: int = 1
+    #: The job's priority (None when the task was called directly).
+    priority: int | None = None
+
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        """Celery's ``request.delivery_info``, from the job: no exchange (``""``),
+        the queue as the routing key, the priority, and ``redelivered``: whether
+        an earlier attempt of the job ran (a retry, or a rescue after its
+        worker was lost)."""
+        return {
+            "exchange": "",
+            "routing_key": self.queue,
+            "priority": self.priority,
+            "redelivered": self.attempt > 1,
+        }
 
     def __getattr__(self, name: str) -> Any:
         """A header by name, as Celery's request offers them

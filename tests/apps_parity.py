@@ -60,6 +60,12 @@ def build(app: JobQueue) -> SimpleNamespace:
     def requeue_always() -> None:
         raise Reject("never", requeue=True)
 
+    @app.task(name="p.delivery", bind=True)
+    def delivery(self: Any, fail_first: bool = False) -> dict[str, Any]:
+        if fail_first and self.request.retries == 0:
+            raise self.retry(countdown=0)
+        return dict(self.request.delivery_info)
+
     return SimpleNamespace(app=app, **{k.removeprefix("p."): v for k, v in app.tasks.items()})
 
 

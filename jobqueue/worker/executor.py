@@ -125,6 +125,7 @@ class Job:
     # time.monotonic() after which it must not start (its `expires`); None: never
     expires_deadline: float | None = None
     age: float | None = None  # seconds since the job was enqueued, at its claim
+    priority: int | None = None
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -132,8 +133,9 @@ class Job:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Job:
         """A row of job_claim: 12 columns, then (as releases added them)
-        ``expires_in`` (seconds until the job expires, NULL without an expiry)
-        and ``age`` (seconds since it was enqueued)."""
+        ``expires_in`` (seconds until the job expires, NULL without an expiry),
+        ``age`` (seconds since it was enqueued) and ``priority``, and the
+        claim's ``events`` column last."""
         job_id, task, queue, args, kwargs, options, attempt, run_at, root, parent, *flags = row
         expired, in_canvas, *rest = flags
         expires_in = rest[0] if rest else None
@@ -142,6 +144,8 @@ class Job:
         job = cls(job_id, task, queue, payload, attempt, run_at, root, parent, expired, in_canvas)
         job.expires_deadline = deadline
         job.age = float(rest[1]) if len(rest) > 1 and rest[1] is not None else None
+        if len(rest) > 3:  # `events` is last: a priority is before it
+            job.priority = rest[2]
         return job
 
     def has_expired(self) -> bool:
@@ -307,6 +311,7 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
         time_limit=hard,
         headers=options.get("headers"),
         attempt=job.attempt,
+        priority=job.priority,
     )
 
 

@@ -48,3 +48,13 @@ def test_a_job_always_requeued_stops_at_max_retries(pq: Any, worker: Any) -> Non
     with pytest.raises(Reject, match="never"):
         result.get(timeout=30)
     assert result.retries == 2
+
+
+# -- Request.delivery_info -------------------------------------------------------
+
+
+def test_delivery_info_describes_the_job(pq: Any, worker: Any) -> None:
+    info = pq.delivery.apply_async(queue="default", priority=5).get(timeout=30)
+    assert info == {"exchange": "", "routing_key": "default", "priority": 5, "redelivered": False}
+    again = pq.delivery.apply_async((True,), priority=-2).get(timeout=30)
+    assert again == {"exchange": "", "routing_key": "default", "priority": -2, "redelivered": True}
