@@ -22,7 +22,7 @@ from .exceptions import (
     TimeoutError,
     WorkerLostError,
 )
-from .result import AsyncResult, GroupResult
+from .result import AsyncResult, GroupResult, ResultSet
 from .tasks import Request, Task
 
 __version__ = "0.1.0"
@@ -39,6 +39,7 @@ __all__ = [
     "MaxRetriesExceededError",
     "Reject",
     "Request",
+    "ResultSet",
     "Retry",
     "SchemaNotReadyError",
     "Signature",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue import ChordError, JobQueue, TaskRevokedError, chord
+from jobqueue import ChordError, JobQueue, ResultSet, TaskRevokedError, chord, group, states
 from tests.apps import CustomError
 from tests.apps_parity import PairError, build
 
@@ -76,3 +76,48 @@ def test_a_revoked_header_job_gives_a_task_revoked_chord_error(
     with pytest.raises(TaskRevokedError) as caught:
         result.get(timeout=30)
     assert isinstance(caught.value, ChordError)
+
+
+# -- ResultSet -------------------------------------------------------------------
+
+
+def test_a_result_set_waits_for_its_members(pq: Any, worker: Any) -> None:
+    first, second, bad = pq.add.delay(1, 1), pq.add.delay(2, 2), pq.raise_value.delay("no")
+    results = ResultSet([first, second])
+    assert len(results) == 2 and list(results) == [first, second] and results[1] == second
+    assert results.get(timeout=30) == [2, 4] and results.join(timeout=30) == [2, 4]
+    assert results.ready() and results.successful() and not results.failed()
+    assert results.completed_count() == 2
+    seen: list[tuple[str, Any]] = []
+    results.join(timeout=30, callback=lambda job_id, value: seen.append((job_id, value)))
+    assert seen == [(first.id, 2), (second.id, 4)]
+
+    results.add(bad)
+    results.add(bad)  # a member already: once
+    assert len(results) == 3
+    with pytest.raises(ValueError, match="no"):
+        results.get(timeout=30)
+    values = results.get(timeout=30, propagate=False)
+    assert values[:2] == [2, 4] and isinstance(values[2], ValueError)
+    assert results.failed() and not results.successful() and results.completed_count() == 2
+    results.discard(bad.id)
+    results.discard(bad)  # not a member: nothing
+    with pytest.raises(KeyError):
+        results.remove(bad)
+    assert results.successful()
+
+    # A group's result is a ResultSet; sets nest.
+    group_result = group(pq.add.s(3, 3), pq.add.s(4, 4))()
+    assert isinstance(group_result, ResultSet)
+    nested = ResultSet([first, group_result])
+    assert nested.get(timeout=30) == [2, [6, 8]]
+    assert nested.completed_count() == 3
+
+
+def test_a_result_set_revokes_its_members(pq: Any) -> None:
+    results = ResultSet([pq.add.delay(1, 1), pq.add.delay(2, 2)])  # no worker: they wait
+    assert results.waiting() and not results.ready() and results.completed_count() == 0
+    results.revoke()
+    assert results.ready() and not results.successful()
+    assert [r.state for r in results] == [states.REVOKED, states.REVOKED]
+    assert ResultSet([], app=pq.app).get(timeout=1) == []
