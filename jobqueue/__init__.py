@@ -22,7 +22,8 @@ from .exceptions import (
     TimeoutError,
     WorkerLostError,
 )
-from .result import AsyncResult, GroupResult, ResultSet
+from .result import AsyncResult
+from .result_set import GroupResult, ResultSet
 from .tasks import Request, Task
 
 __version__ = "0.1.0"

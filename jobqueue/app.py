@@ -26,7 +26,8 @@ from .options import (
     timing,
     with_headers,
 )
-from .result import AsyncResult, GroupResult, ResultWaiter
+from .result import AsyncResult, ResultWaiter
+from .result_set import GroupResult
 from .serialization import dump_arguments, dumps
 from .store import Store
 from .tasks import TASK_OPTIONS, P, R, Task

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .current import current_app
-from .ids import new_id
+from .ids import check_id, new_id
 from .options import CALL_OPTIONS, INHERITED, SIGNATURE_OPTIONS, resolve
 from .serialization import dumps, loads
 
@@ -110,6 +110,28 @@ class Signature:
             return chain(self, other)
         return NotImplemented
 
+    # -- ids ---------------------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The id its job will have (its ``task_id`` option): set by ``freeze()``
+        or given; None until then."""
+        task_id = self.options.get("task_id")
+        return None if task_id is None else str(task_id)
+
+    def freeze(self, _id: str | None = None, **_ignored: Any) -> Any:
+        """Choose the ids of every job this signature will make, now, without
+        enqueueing it; returns the result ``apply_async()`` will return (an
+        ``AsyncResult``, or a ``GroupResult`` for a group), so its id can be
+        stored or passed on first. ``_id``: the id to give the job whose
+        result that is. Celery's other keywords (``group_id``, ``chord``,
+        ``root_id``...) are accepted and ignored: the enqueue decides those.
+        The ids are kept in the signature (and in its copies): enqueue it once."""
+        _assign_ids(self, _id)
+        app = self._resolve_app()
+        sig, root = _with_root(self)
+        return Freezer(app, root, publish=False).freeze(sig, member=None)[1]
+
     # -- enqueueing ------------------------------------------------------------
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
@@ -172,6 +194,11 @@ class chain(Signature):
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks)
 
+    @property
+    def id(self) -> str | None:
+        """The id of its last job (the chain's result), once frozen."""
+        return self.tasks[-1].id
+
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> Signature:
@@ -207,6 +234,12 @@ class group(Signature):
 
     def __repr__(self) -> str:
         return f"group({self.tasks!r})"
+
+    @property
+    def id(self) -> str | None:
+        """The group's id (its ``GroupResult``'s), once frozen."""
+        frozen = self.__dict__.get("_frozen_id")
+        return None if frozen is None else str(frozen)
 
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
@@ -245,6 +278,11 @@ class chord(Signature):
 
     def __repr__(self) -> str:
         return f"chord({self.header.tasks!r}, {self.body!r})"
+
+    @property
+    def id(self) -> str | None:
+        """The id of its body's job (the chord's result), once frozen."""
+        return None if self.body is None else self.body.id
 
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
@@ -326,6 +364,31 @@ def _first_app(sigs: list[Signature]) -> JobQueue | None:
     return next((s.app for s in sigs if s.app is not None), None)
 
 
+def _assign_ids(sig: Signature, job_id: str | None = None) -> None:
+    """Fix the ids ``sig`` will give its jobs (``freeze``): a task signature's
+    ``task_id``, a group's id (its chord's, when it is a header) and the id of
+    the job that collects it when it is a step; the last job's is ``job_id``
+    if given. Ids already fixed stay."""
+    if type(sig) is Signature:
+        if job_id is not None:
+            sig.options["task_id"] = check_id(job_id, "task_id")
+        elif sig.options.get("task_id") is None:
+            sig.options["task_id"] = new_id()
+    elif isinstance(sig, chain):
+        for step in sig.tasks[:-1]:
+            _assign_ids(step)
+        _assign_ids(sig.tasks[-1], job_id)
+    elif isinstance(sig, group):
+        sig.__dict__.setdefault("_frozen_id", job_id or new_id())
+        sig.__dict__.setdefault("_collect_id", new_id())
+        for member in sig.tasks:
+            _assign_ids(member)
+    elif isinstance(sig, chord):
+        _assign_ids(sig.header)
+        if sig.body is not None:
+            _assign_ids(sig.body, job_id)
+
+
 def _with_root(sig: Signature) -> tuple[Signature, str]:
     """The workflow's root id: its first job's id when it starts with a task
     (as in Celery), else a fresh id naming the workflow."""
@@ -345,9 +408,10 @@ class Freezer:
     """Turns a signature tree into the JSON ``spawn`` understands, choosing
     every id, and builds the matching result objects."""
 
-    def __init__(self, app: JobQueue, root: str) -> None:
+    def __init__(self, app: JobQueue, root: str, publish: bool = True) -> None:
         self.app = app
         self.root = root
+        self.publish = publish  # False: ``freeze()``, nothing will be written now
         self.groups: list[dict[str, Any]] = []
         # Every step's job, for after_task_publish once the canvas is written.
         self.specs: list[tuple[JobSpec, Sequence[Any], Mapping[str, Any]]] = []
@@ -368,7 +432,9 @@ class Freezer:
             # One result standing for a list: collect the group with a chord whose
             # body (an identity) carries the membership and what follows. The
             # group's own error callbacks are added once, as the chord's header.
-            collect = Signature("jobqueue.identity", app=self.app)
+            collect = Signature(
+                "jobqueue.identity", app=self.app, task_id=sig.__dict__.get("_collect_id")
+            )
             return self._chord(chord(sig, collect), member, extra_links, errbacks, inherit)
         errbacks = [*errbacks, *self.callbacks(sig, "link_error")]
         if type(sig) is Signature:
@@ -401,8 +467,9 @@ class Freezer:
         spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
         # Each step is published now, in the caller's context (a trace's, say),
         # though the database creates later steps only when their turn comes.
-        spec = self.app._publishing(spec, sig.args, sig.kwargs)
-        self.specs.append((spec, sig.args, sig.kwargs))
+        if self.publish:
+            spec = self.app._publishing(spec, sig.args, sig.kwargs)
+            self.specs.append((spec, sig.args, sig.kwargs))
         options: dict[str, Any] = loads(spec.options)
         links = [*self.callbacks(sig, "link"), *extra_links]
         if links:
@@ -438,12 +505,16 @@ class Freezer:
     ) -> tuple[dict[str, Any], Any]:
         # Fold from the end: each step links to the rest, a group followed by
         # more steps becomes a chord, and the last step carries the membership.
+        # Each step's result is the parent of the next one's (result.parent).
         tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks, inherit)
+        later = result
         for step in reversed(sig.tasks[:-1]):
             if isinstance(step, group):
-                tail = self._chord_tree(step, tail, errbacks, inherit)
+                tail, earlier = self._chord_tree(step, tail, errbacks, inherit)
             else:
-                tail, _ = self.freeze(step, None, [tail], errbacks, inherit)
+                tail, earlier = self.freeze(step, None, [tail], errbacks, inherit)
+            _set_parent(later, earlier)
+            later = earlier
         return tail, result
 
     def _group(
@@ -453,9 +524,9 @@ class Freezer:
         inherit: Mapping[str, Any],
         chord_id: str | None = None,
     ) -> tuple[dict[str, Any], Any]:
-        from .result import GroupResult
+        from .result_set import GroupResult
 
-        group_id = chord_id or new_id()
+        group_id = chord_id or sig.__dict__.get("_frozen_id") or new_id()
         members, results = [], []
         for index, item in enumerate(sig.tasks):
             membership = {"group_id": group_id, "group_index": index, "chord": chord_id}
@@ -480,7 +551,9 @@ class Freezer:
         if sig.body is None:
             raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
         body, result = self.freeze(sig.body, member, extra_links, errbacks, inherit)
-        return self._chord_tree(sig.header, body, errbacks, inherit), result
+        tree, header = self._chord_tree(sig.header, body, errbacks, inherit)
+        _set_parent(result, header)
+        return tree, result
 
     def _chord_tree(
         self,
@@ -488,9 +561,19 @@ class Freezer:
         body: dict[str, Any],
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        chord_id = new_id()
+    ) -> tuple[dict[str, Any], Any]:
+        """The chord's tree, and its header's ``GroupResult``."""
+        chord_id = header.__dict__.get("_frozen_id") or new_id()
         errbacks = [*errbacks, *self.callbacks(header, "link_error")]
         inherit = {**inherit, **{k: v for k, v in header.options.items() if k in INHERITED}}
-        tree, _ = self._group(header, errbacks, inherit, chord_id=chord_id)
-        return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}
+        tree, results = self._group(header, errbacks, inherit, chord_id=chord_id)
+        return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}, results
+
+
+def _set_parent(result: Any, parent: Any) -> None:
+    """``parent`` becomes the parent of the earliest result ``result`` already
+    descends from (a chord body's parent is its header, whose parent is then
+    the step before the chord)."""
+    while result._parent is not None:
+        result = result._parent
+    result._parent = parent

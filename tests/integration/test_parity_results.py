@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from jobqueue import ChordError, JobQueue, ResultSet, TaskRevokedError, chord, group, states
+from jobqueue import (
+    ChordError,
+    GroupResult,
+    JobQueue,
+    ResultSet,
+    TaskRevokedError,
+    chain,
+    chord,
+    group,
+    states,
+)
 from tests.apps import CustomError
 from tests.apps_parity import PairError, build
 
@@ -121,3 +131,69 @@ def test_a_result_set_revokes_its_members(pq: Any) -> None:
     assert results.ready() and not results.successful()
     assert [r.state for r in results] == [states.REVOKED, states.REVOKED]
     assert ResultSet([], app=pq.app).get(timeout=1) == []
+
+
+# -- AsyncResult.parent ------------------------------------------------------------
+
+
+def test_a_chain_result_walks_back_to_its_first_step(pq: Any, worker: Any) -> None:
+    result = chain(pq.add.s(1, 1), pq.add.s(10), pq.add.s(100))()
+    first, second = result.parent.parent, result.parent
+    assert first.parent is None
+    assert result.get(timeout=30) == 112
+    assert second.get(timeout=30) == 12 and first.get(timeout=30) == 2
+    # Read back from the rows: the job whose completion created each step.
+    stored = pq.app.AsyncResult(result.id)
+    assert stored.parent == second and stored.parent.parent == first
+    assert stored.parent.parent.parent is None
+
+
+def test_a_chord_body_s_parent_is_its_header(pq: Any, worker: Any) -> None:
+    result = (pq.add.s(1, 1) | group(pq.add.s(1), pq.add.s(2)) | pq.tsum.s())()
+    header = result.parent
+    assert isinstance(header, GroupResult) and len(header) == 2
+    assert header.parent is not None and header.parent.parent is None
+    assert result.get(timeout=30) == 7
+    assert header.get(timeout=30) == [3, 4] and header.parent.get(timeout=30) == 2
+    assert pq.app.AsyncResult(result.id).parent in header.results  # the last header job
+
+
+# -- freeze() and ids ----------------------------------------------------------------
+
+
+def test_a_frozen_signature_has_its_id_before_it_is_enqueued(pq: Any, worker: Any) -> None:
+    sig = pq.add.s(2, 2)
+    assert sig.id is None
+    frozen = sig.freeze()
+    assert sig.id == frozen.id and pq.app.store.get_job(frozen.id) is None  # nothing written
+    assert sig.freeze().id == frozen.id  # frozen once
+    assert sig.apply_async().id == frozen.id and frozen.get(timeout=30) == 4
+    chosen = pq.add.s(3, 3)
+    assert chosen.freeze(_id=frozen.id.replace(frozen.id[-4:], "abcd")).id.endswith("abcd")
+
+
+def test_frozen_workflows_keep_their_ids(pq: Any, worker: Any) -> None:
+    steps = chain(pq.add.s(1, 1), pq.add.s(2), pq.add.s(3))
+    assert steps.id is None
+    frozen = steps.freeze()
+    assert steps.id == frozen.id == steps.tasks[-1].id
+    assert frozen.parent is not None and frozen.parent.parent.id == steps.tasks[0].id
+    applied = steps()
+    assert applied.id == frozen.id and applied.parent.parent.id == steps.tasks[0].id
+    assert frozen.get(timeout=30) == 7
+
+    members = group(pq.add.s(1, 1), pq.add.s(2, 2))
+    group_frozen = members.freeze()
+    assert members.id == group_frozen.id and [r.id for r in group_frozen] == [
+        t.id for t in members.tasks
+    ]
+    group_applied = members()
+    assert group_applied.id == group_frozen.id
+    assert [r.id for r in group_applied] == [r.id for r in group_frozen]
+    restored = GroupResult.restore(members.id, app=pq.app)
+    assert restored is not None and restored.get(timeout=30) == [2, 4]
+
+    summed = chord([pq.add.s(1, 1), pq.add.s(2, 2)], pq.tsum.s())
+    chord_frozen = summed.freeze()
+    assert summed.id == chord_frozen.id and isinstance(chord_frozen.parent, GroupResult)
+    assert summed().id == chord_frozen.id and chord_frozen.get(timeout=30) == 6
