@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .current import current_app
 from .ids import check_id, new_id
-from .options import CALL_OPTIONS, INHERITED, SIGNATURE_OPTIONS, resolve
+from .options import CALL_OPTIONS, INHERITED, SIGNATURE_OPTIONS, resolve, unknown_options
 from .serialization import dumps, loads
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Signature:
     def set(self, **options: Any) -> Signature:
         unknown = set(options) - SIGNATURE_OPTIONS
         if unknown:
-            raise TypeError(f"unknown signature option(s) {sorted(unknown)}")
+            raise unknown_options(unknown, "signature")
         for key in ("link", "link_error"):
             if key in options:
                 value = options.pop(key)

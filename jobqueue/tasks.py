@@ -303,7 +303,9 @@ class Task(Generic[P, R]):
         """Enqueue with options: any of ``jobqueue.options.CALL_OPTIONS`` (queue,
         priority, countdown, eta, expires, task_id, soft_time_limit,
         time_limit, headers: JSON values the task reads as
-        ``self.request.headers``). With ``connection=`` the job is written inside the
+        ``self.request.headers``, ignore_result, and Celery's serializer,
+        compression, retry, retry_policy and add_to_parent: see
+        ``options.extra_options``). With ``connection=`` the job is written inside the
         caller's open transaction and exists only if it commits. ``link`` /
         ``link_error``: signatures enqueued with this job's result (or id) when
         it succeeds (or fails)."""

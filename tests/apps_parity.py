@@ -66,6 +66,10 @@ def build(app: JobQueue) -> SimpleNamespace:
             raise self.retry(countdown=0)
         return dict(self.request.delivery_info)
 
+    @app.task(name="p.quiet", ignore_result=True)
+    def quiet() -> int:
+        return 42
+
     return SimpleNamespace(app=app, **{k.removeprefix("p."): v for k, v in app.tasks.items()})
 
 

@@ -346,7 +346,13 @@ def _run(
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started), None, exc
 
-    if task.ignore_result:
+    options = job.options
+    ignore = options.get("ignore_result")  # apply_async(ignore_result=...)
+    # What follows in a workflow (a link, a chord's body) is given the stored
+    # result: a step keeps it whatever it says, as Celery passes it on.
+    if (task.ignore_result if ignore is None else ignore) and not (
+        job.in_canvas and ("link" in options or "chord" in options)
+    ):
         encoded = None
     else:
         try:

@@ -58,3 +58,56 @@ def test_delivery_info_describes_the_job(pq: Any, worker: Any) -> None:
     assert info == {"exchange": "", "routing_key": "default", "priority": 5, "redelivered": False}
     again = pq.delivery.apply_async((True,), priority=-2).get(timeout=30)
     assert again == {"exchange": "", "routing_key": "default", "priority": -2, "redelivered": True}
+
+
+# -- Celery's per-call options --------------------------------------------------------
+
+
+def test_ignore_result_per_call(pq: Any, worker: Any, schema: str, conn: Any) -> None:
+    ignored = pq.add.apply_async((1, 2), ignore_result=True)
+    kept = pq.quiet.apply_async(ignore_result=False)  # the task ignores results; this call not
+    assert kept.get(timeout=30) == 42
+    assert ignored.get(timeout=30) is None and ignored.state == states.SUCCESS
+    row = conn.execute(f'SELECT result FROM "{schema}".jobs WHERE id = %s', [ignored.id]).fetchone()
+    assert row == (None,)
+    # In a workflow, a step whose result the next one needs keeps it (Celery
+    # passes it on); the last step's is ignored.
+    chained = (pq.add.s(1, 1) | pq.add.s(1) | pq.quiet.si()).apply_async(ignore_result=True)
+    assert chained.get(timeout=30) is None and chained.parent.get(timeout=30) == 3
+
+
+def test_celery_call_options_accepted_or_refused_with_a_reason(
+    pq: Any, schema: str, conn: Any
+) -> None:
+    accepted = [
+        {"serializer": "json"},
+        {"compression": "gzip"},
+        {"retry": True, "retry_policy": {"max_retries": 3, "interval_start": 0}},
+        {"add_to_parent": False},
+    ]
+    for options in accepted:
+        assert pq.add.apply_async((1, 1), **options).state == states.PENDING
+        assert pq.app.send_task("p.add", (1, 1), **options).state == states.PENDING
+        assert pq.add.s(1, 1).set(**options).apply_async().state == states.PENDING
+
+    def count() -> int:
+        return int(conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()[0])
+
+    written = count()
+    refused = [
+        ({"serializer": "pickle"}, ValueError, "JSON .*only"),
+        ({"compression": "rar"}, ValueError, "unknown compression"),
+        ({"retry": "yes"}, TypeError, "retry must be True or False"),
+        ({"retry_policy": {"tries": 3}}, TypeError, "unknown key"),
+        ({"ignore_result": 1}, TypeError, "ignore_result must be"),
+        ({"shadow": "other"}, TypeError, "shadow= is not supported: .*headers="),
+        ({"routing_key": "math"}, TypeError, "routing_key= is not supported: .*queue="),
+        ({"exchange": "tasks"}, TypeError, "exchange= is not supported"),
+        ({"producer": object()}, TypeError, "unknown option"),
+    ]
+    for options, error, message in refused:
+        with pytest.raises(error, match=message):
+            pq.add.apply_async((1, 1), **options)
+        with pytest.raises(error, match=message):
+            pq.add.s(1, 1).set(**options).apply_async()
+    assert count() == written  # nothing written
