@@ -423,10 +423,13 @@ class Freezer:
         extra_links: Sequence[dict[str, Any]] = (),
         errbacks: Sequence[dict[str, Any]] = (),
         inherit: Mapping[str, Any] | None = None,
+        given: bool = False,
     ) -> tuple[dict[str, Any], Any]:
         """``member``: group/chord membership for the job that ends ``sig``;
         ``extra_links``: what runs after it; ``errbacks``: inherited error
-        callbacks; ``inherit``: option defaults from enclosing signatures."""
+        callbacks; ``inherit``: option defaults from enclosing signatures;
+        ``given``: its first job is given a value in front of its arguments
+        (a parent's result, a failed job's id)."""
         inherit = {**(inherit or {}), **{k: v for k, v in sig.options.items() if k in INHERITED}}
         if isinstance(sig, group) and (member is not None or extra_links):
             # One result standing for a list: collect the group with a chord whose
@@ -435,21 +438,22 @@ class Freezer:
             collect = Signature(
                 "jobqueue.identity", app=self.app, task_id=sig.__dict__.get("_collect_id")
             )
-            return self._chord(chord(sig, collect), member, extra_links, errbacks, inherit)
+            collected = chord(sig, collect)
+            return self._chord(collected, member, extra_links, errbacks, inherit, given)
         errbacks = [*errbacks, *self.callbacks(sig, "link_error")]
         if type(sig) is Signature:
-            return self._task(sig, member, extra_links, errbacks, inherit)
+            return self._task(sig, member, extra_links, errbacks, inherit, given)
         if isinstance(sig, group):
-            return self._group(sig, errbacks, inherit)
+            return self._group(sig, errbacks, inherit, given=given)
         links = [*self.callbacks(sig, "link"), *extra_links]  # after the last step
         if isinstance(sig, chain):
-            return self._chain(sig, member, links, errbacks, inherit)
+            return self._chain(sig, member, links, errbacks, inherit, given)
         if isinstance(sig, chord):
-            return self._chord(sig, member, links, errbacks, inherit)
+            return self._chord(sig, member, links, errbacks, inherit, given)
         raise TypeError(f"cannot enqueue {sig!r}")
 
     def callbacks(self, sig: Signature, key: str) -> list[dict[str, Any]]:
-        return [self.freeze(s, None)[0] for s in sig.options.get(key, [])]
+        return [self.freeze(s, None, given=True)[0] for s in sig.options.get(key, [])]
 
     def _task(
         self,
@@ -458,12 +462,16 @@ class Freezer:
         extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
+        given: bool = False,
     ) -> tuple[dict[str, Any], Any]:
         from .result import AsyncResult
 
         opts = {**inherit, **sig.options}
         call = {k: v for k, v in opts.items() if k in CALL_OPTIONS and v is not None}
         task = self.app.tasks.get(sig.task_name)
+        if task is not None and task.typing:  # with a stand-in for what it will be given
+            task.check_arguments((None, *sig.args) if given and not sig.immutable else sig.args,
+                                 sig.kwargs)  # fmt: skip
         spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
         # Each step is published now, in the caller's context (a trace's, say),
         # though the database creates later steps only when their turn comes.
@@ -502,17 +510,20 @@ class Freezer:
         extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
+        given: bool = False,
     ) -> tuple[dict[str, Any], Any]:
         # Fold from the end: each step links to the rest, a group followed by
         # more steps becomes a chord, and the last step carries the membership.
         # Each step's result is the parent of the next one's (result.parent).
-        tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks, inherit)
+        last = len(sig.tasks) > 1 or given  # the last step is given the one before's result
+        tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks, inherit, last)
         later = result
-        for step in reversed(sig.tasks[:-1]):
+        for index in range(len(sig.tasks) - 2, -1, -1):
+            step, fed = sig.tasks[index], index > 0 or given
             if isinstance(step, group):
-                tail, earlier = self._chord_tree(step, tail, errbacks, inherit)
+                tail, earlier = self._chord_tree(step, tail, errbacks, inherit, fed)
             else:
-                tail, earlier = self.freeze(step, None, [tail], errbacks, inherit)
+                tail, earlier = self.freeze(step, None, [tail], errbacks, inherit, fed)
             _set_parent(later, earlier)
             later = earlier
         return tail, result
@@ -523,6 +534,7 @@ class Freezer:
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
         chord_id: str | None = None,
+        given: bool = False,
     ) -> tuple[dict[str, Any], Any]:
         from .result_set import GroupResult
 
@@ -532,7 +544,7 @@ class Freezer:
             membership = {"group_id": group_id, "group_index": index, "chord": chord_id}
             # A group's own links run after each member, as in Celery (fresh ids each).
             links = self.callbacks(sig, "link")
-            tree, result = self.freeze(item, membership, links, errbacks, inherit)
+            tree, result = self.freeze(item, membership, links, errbacks, inherit, given)
             members.append(tree)
             results.append(result)
         self.groups.append({"id": group_id, "members": [str(r.id) for r in results]})
@@ -547,11 +559,12 @@ class Freezer:
         extra_links: Sequence[dict[str, Any]],
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
+        given: bool = False,
     ) -> tuple[dict[str, Any], Any]:
         if sig.body is None:
             raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
-        body, result = self.freeze(sig.body, member, extra_links, errbacks, inherit)
-        tree, header = self._chord_tree(sig.header, body, errbacks, inherit)
+        body, result = self.freeze(sig.body, member, extra_links, errbacks, inherit, True)
+        tree, header = self._chord_tree(sig.header, body, errbacks, inherit, given)
         _set_parent(result, header)
         return tree, result
 
@@ -561,12 +574,13 @@ class Freezer:
         body: dict[str, Any],
         errbacks: Sequence[dict[str, Any]],
         inherit: Mapping[str, Any],
+        given: bool = False,
     ) -> tuple[dict[str, Any], Any]:
         """The chord's tree, and its header's ``GroupResult``."""
         chord_id = header.__dict__.get("_frozen_id") or new_id()
         errbacks = [*errbacks, *self.callbacks(header, "link_error")]
         inherit = {**inherit, **{k: v for k, v in header.options.items() if k in INHERITED}}
-        tree, results = self._group(header, errbacks, inherit, chord_id=chord_id)
+        tree, results = self._group(header, errbacks, inherit, chord_id=chord_id, given=given)
         return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}, results
 
 

@@ -70,6 +70,18 @@ def build(app: JobQueue) -> SimpleNamespace:
     def quiet() -> int:
         return 42
 
+    @app.task(name="p.untyped", typing=False)
+    def untyped(x: int) -> int:
+        return x
+
+    @app.task(name="p.bound", bind=True)
+    def bound(self: Any, x: int, y: int = 0) -> int:
+        return x + y
+
+    @app.task(name="p.keywords")
+    def keywords(x: int, *rest: int, scale: int = 1, **extra: Any) -> int:
+        return (x + sum(rest)) * scale
+
     return SimpleNamespace(app=app, **{k.removeprefix("p."): v for k, v in app.tasks.items()})
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue import JobQueue, Reject, states
+from jobqueue import JobQueue, Reject, chord, group, states
 from tests.apps_parity import build
 
 APP = "tests.apps_parity:app"
@@ -111,3 +111,49 @@ def test_celery_call_options_accepted_or_refused_with_a_reason(
         with pytest.raises(error, match=message):
             pq.add.s(1, 1).set(**options).apply_async()
     assert count() == written  # nothing written
+
+
+# -- enqueue-time argument check (Celery's typing=True) ---------------------------------
+
+
+def test_wrong_arguments_raise_at_the_call_and_write_nothing(
+    pq: Any, schema: str, conn: Any
+) -> None:
+    def count() -> int:
+        return int(conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()[0])
+
+    before = count()
+    wrong = [
+        lambda: pq.add.delay(5),
+        lambda: pq.add.delay(1, 2, 3),
+        lambda: pq.add.delay(1, z=2),
+        lambda: pq.add.apply_async((1,), {"x": 1}),
+        lambda: pq.bound.delay(),  # self is not an argument to give
+        lambda: pq.bound.delay(1, 2, 3),
+        lambda: pq.keywords.delay(scale=2),
+        lambda: pq.add.s(1).delay(),  # a signature enqueued on its own
+        lambda: (pq.add.s(1, 1) | pq.add.s(2, 3)).delay(),  # a step given one more
+        lambda: (pq.add.s(1, 1) | pq.add.si(2)).delay(),  # immutable: given nothing
+        lambda: chord([pq.add.s(1, 1)], pq.add.s(1, 2)).delay(),  # a body given the list
+        lambda: pq.add.s(1, 1).set(link=pq.add.s(1, 2)).delay(),  # a callback too
+        lambda: group(pq.add.s(1, 1), pq.add.s(1)).delay(),
+    ]
+    for call in wrong:
+        with pytest.raises(TypeError, match="cannot take these arguments"):
+            call()
+    assert count() == before
+    right = [
+        lambda: pq.add.delay(1, 2),
+        lambda: pq.add.delay(x=1, y=2),
+        lambda: pq.bound.delay(1),
+        lambda: pq.keywords.delay(1, 2, 3, scale=2, other=1),
+        lambda: pq.untyped.delay(1, 2, 3),  # typing=False: not checked
+        lambda: pq.app.send_task("p.add", (1,)),  # send_task is not checked (as in Celery)
+        lambda: pq.app.send_task("elsewhere.task", (1, 2, 3)),
+        lambda: (pq.add.s(1, 1) | pq.add.s(2) | pq.add.si(1, 1)).delay(),
+        lambda: chord([pq.add.s(1, 1)], pq.tsum.s()).delay(),
+        lambda: pq.add.s(1, 1).set(link=pq.add.s(1)).delay(),
+    ]
+    for call in right:
+        call()
+    assert count() > before
