@@ -8,16 +8,18 @@ parameters.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
 from .limits import FlowControl
-from .options import call_options, check_time_limits, resolve
+from .options import call_options, check_priority, check_time_limits, resolve
 from .retry import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRIES,
@@ -120,15 +122,70 @@ class Request:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-class Task(Generic[P, R]):
-    """A registered task. Call it to run it here and now; ``delay`` to enqueue."""
+#: A Task subclass's overridable methods, called in the worker process around
+#: each attempt (``worker/task_hooks.py``), as Celery calls them.
+HOOKS = ("before_start", "on_success", "on_retry", "on_failure", "after_return")
 
-    def __init__(self, app: JobQueue, fn: Callable[..., R], *, name: str, **options: Any) -> None:
+
+def _class_options(cls: type) -> dict[str, Any]:
+    """The task options a Task subclass gives as class attributes (Celery's
+    way to set defaults), the most derived winning; jobqueue's own Task and
+    an app's ``app.Task`` give none."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not Task and issubclass(klass, Task):
+            found.update((k, v) for k, v in vars(klass).items() if k in TASK_OPTIONS)
+    return found
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call it to run it here and now; ``delay`` to enqueue.
+
+    ``@app.task`` makes one from a function. As in Celery, a task can also be
+    a class: subclass ``app.Task`` (bound to the app) and define ``run``,
+    then ``app.register_task(MyTask())``; or subclass ``jobqueue.Task`` (or
+    ``app.Task``) as a base for functions, ``@app.task(base=MyBase)``. Class
+    attributes named like ``@app.task``'s options (``name``, ``queue``,
+    ``max_retries``, ``autoretry_for``, ``rate_limit``...) are defaults that
+    the decorator's options override, and the hooks (``before_start``,
+    ``on_success``, ``on_retry``, ``on_failure``, ``after_return``) are
+    called in the worker process that runs each attempt."""
+
+    #: The app, on a per-app base class (``app.Task``) and on every task.
+    app: JobQueue
+
+    def __init__(
+        self,
+        app: JobQueue | None = None,
+        fn: Callable[..., R] | None = None,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
+        cls = type(self)
+        given = _class_options(cls)
+        class_name = given.pop("name", None)
+        options = {**given, **options}
+        if app is None:
+            app = getattr(cls, "app", None)
+            if app is None:
+                raise TypeError(
+                    f"{cls.__name__}() has no app: subclass app.Task, or use it as a base "
+                    f"with @app.task(base={cls.__name__})"
+                )
+        if fn is None:  # a class-based task: its run() method is the function
+            if cls.run is Task.run:
+                raise TypeError(f"{cls.__name__} defines no run() method")
+            fn = self.run  # bound: called without self
+            options["bind"] = False
+            name = name or class_name or f"{cls.__module__}.{cls.__qualname__}"
+        elif name is None:
+            name = f"{fn.__module__}.{fn.__qualname__}"
         self.app = app
         self.fn = fn
         self.name = name
         self.queue: str | None = options.get("queue")
-        self.priority: int = options.get("priority", 0)
+        self.priority: int = check_priority(options.get("priority", 0))
         self.bind = bool(options.get("bind", False))
         self.ignore_result = bool(options.get("ignore_result", False))
         self.is_async = asyncio.iscoroutinefunction(fn)
@@ -139,9 +196,10 @@ class Task(Generic[P, R]):
             raise ValueError(
                 f"max_retries must be None or an integer >= 0, got {self.max_retries!r}"
             )
+        self.default_retry_delay = float(options.get("default_retry_delay", DEFAULT_RETRY_DELAY))
         self.policy = RetryPolicy(
             max_retries=self.max_retries,
-            default_retry_delay=float(options.get("default_retry_delay", DEFAULT_RETRY_DELAY)),
+            default_retry_delay=self.default_retry_delay,
             autoretry_for=exception_types(options.get("autoretry_for"), "autoretry_for"),
             dont_autoretry_for=exception_types(
                 options.get("dont_autoretry_for"), "dont_autoretry_for"
@@ -162,13 +220,54 @@ class Task(Generic[P, R]):
         # signature when a job is enqueued (check_arguments).
         self.typing = bool(options.get("typing", True))
         self._binder: tuple[Callable[..., Any], int, int] | None = _UNSET
+        # The hooks this task's class overrides: the worker calls only these
+        # (none for a plain @app.task: nothing to do per job).
+        self._hooks = frozenset(h for h in HOOKS if getattr(cls, h) is not getattr(Task, h))
         # A context variable, not a thread-local: an async task runs on the
         # pool's event loop thread, in a copy of its slot thread's context, and
         # sees its own request there.
         self._request: ContextVar[Request | None] = ContextVar(f"request:{name}", default=None)
-        self.__doc__ = fn.__doc__
-        self.__name__ = getattr(fn, "__name__", name)
+        self.__doc__ = fn.__doc__ if fn.__doc__ is not None else cls.__doc__
+        self.__name__ = getattr(fn, "__name__", name) if cls.run is Task.run else cls.__name__
         self.__wrapped__ = fn
+        if cls.run is Task.run:  # a function's task: run() is the function, as in Celery
+            self.__dict__["run"] = functools.partial(fn, self) if self.bind else fn
+
+    # -- a subclass's body and hooks (Celery's names and arguments) ----------
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """A class-based task's body: define it in the subclass."""
+        raise NotImplementedError(f"{type(self).__name__} defines no run() method")
+
+    def before_start(self, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Called in the worker just before the task runs."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Called in the worker when the task returned (before the result is recorded)."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        """Called in the worker when the attempt ends in a retry."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        """Called in the worker when the attempt fails the job."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called in the worker after every attempt, with its state and its
+        return value (or exception)."""
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
@@ -432,3 +531,15 @@ class Task(Generic[P, R]):
 
 def _listed(value: Signature | list[Signature] | None) -> list[Signature]:
     return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+
+class AppTaskBase:
+    """Gives an app its ``app.Task`` (a base of the app class, so that the
+    name ``Task`` in the app's own code still means jobqueue's Task)."""
+
+    @cached_property
+    def Task(self) -> type[Task[Any, Any]]:
+        """This app's base class for class-based tasks, as Celery's ``app.Task``:
+        ``class Add(app.Task): def run(self, x, y): ...``, then
+        ``app.register_task(Add())``. Made once per app."""
+        return type("Task", (Task,), {"app": self, "__module__": Task.__module__})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from jobqueue import JobQueue, Reject
+from jobqueue import JobQueue, Reject, Task
 from tests.apps import CustomError
 
 
@@ -21,6 +21,64 @@ class PairError(Exception):
     def __init__(self, code: int, detail: str) -> None:
         super().__init__(code, detail)
         self.code, self.detail = code, detail
+
+
+class Journaled(Task[Any, Any]):
+    """A base whose hooks note each call in the file named by the job's first
+    argument (hooks run in the worker: the test reads the file)."""
+
+    def _note(self, args: list[Any], line: str) -> None:
+        with open(args[0], "a") as journal:
+            journal.write(line + "\n")
+
+    def before_start(self, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self._note(args, f"before_start {task_id == self.request.id}")
+
+    def on_success(
+        self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        self._note(args, f"on_success {retval}")
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        self._note(args, f"on_retry {type(exc).__name__} {einfo is not None}")
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        self._note(args, f"on_failure {type(exc).__name__} {einfo is not None}")
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        self._note(args, f"after_return {status} {retval!r}")
+
+
+class BrokenHooks(Task[Any, Any]):
+    """Hooks that raise: logged, the job's outcome stands."""
+
+    def before_start(self, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        raise RuntimeError("before_start is broken")
+
+    def on_success(
+        self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        raise RuntimeError("on_success is broken")
+
+
+class Defaults(Task[Any, Any]):
+    """Class attributes as defaults for the tasks made with it."""
+
+    queue = "p-defaults"
+    priority = 3
+    max_retries = 7
 
 
 def build(app: JobQueue) -> SimpleNamespace:
@@ -81,6 +139,57 @@ def build(app: JobQueue) -> SimpleNamespace:
     @app.task(name="p.keywords")
     def keywords(x: int, *rest: int, scale: int = 1, **extra: Any) -> int:
         return (x + sum(rest)) * scale
+
+    # -- class-based tasks ----------------------------------------------------------
+
+    class Multiply(app.Task):  # type: ignore[name-defined,misc]
+        name = "p.multiply"
+        max_retries = 2
+
+        def run(self, x: int, y: int) -> int:
+            return x * y
+
+    class ClassFlaky(app.Task):  # type: ignore[name-defined,misc]
+        """Class attributes set its retry policy."""
+
+        name = "p.class_flaky"
+        autoretry_for = (OSError,)
+        max_retries = 3
+        retry_backoff = 0.1
+        retry_jitter = False
+
+        def run(self, failures: int) -> int:
+            if self.request.retries < failures:
+                raise OSError("not yet")
+            return int(self.request.retries)
+
+    app.register_task(Multiply())
+    app.register_task(ClassFlaky)  # the class: made with this app
+
+    @app.task(
+        name="p.journaled",
+        base=Journaled,
+        autoretry_for=(OSError,),
+        max_retries=1,
+        retry_backoff=0.1,
+        retry_jitter=False,
+    )
+    def journaled(path: str, mode: str) -> int:
+        if mode == "fail":
+            raise OSError("always")
+        return 7
+
+    @app.task(name="p.broken_hooks", base=BrokenHooks)
+    def broken_hooks() -> str:
+        return "fine"
+
+    @app.task(name="p.defaults", base=Defaults)
+    def defaults() -> str:
+        return "defaults"
+
+    @app.task(name="p.overridden", base=Defaults, queue="default")
+    def overridden() -> str:
+        return "overridden"
 
     return SimpleNamespace(app=app, **{k.removeprefix("p."): v for k, v in app.tasks.items()})
 

@@ -32,6 +32,7 @@ from ..exceptions import (
 )
 from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
 from ..tasks import Request, Task
+from . import task_hooks
 
 if TYPE_CHECKING:
     from ..app import JobQueue
@@ -278,7 +279,12 @@ def execute(
     try:
         if _PRERUN.receivers:
             _PRERUN.send(task, task_id=job.id, task=task, args=request.args, kwargs=request.kwargs)
+        hooked = task._hooks  # a Task subclass's (empty for a plain @app.task)
+        if hooked:
+            task_hooks.before(task, request)
         outcome, value, exc = _run(task, job, request.args, request.kwargs, run_async)
+        if hooked:
+            task_hooks.after(task, request, outcome.state, value, exc)
         # Nobody listening (the usual case): four dict tests, no call.
         if _SUCCESS.receivers or _FAILURE.receivers or _RETRY.receivers or _POSTRUN.receivers:
             if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked

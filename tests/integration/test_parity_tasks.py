@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from jobqueue import JobQueue, Reject, chord, group, states
-from tests.apps_parity import build
+from jobqueue import JobQueue, Reject, Task, chord, group, states
+from tests.apps_parity import Defaults, build
+from tests.conftest import wait_for
 
 APP = "tests.apps_parity:app"
 
@@ -157,3 +158,83 @@ def test_wrong_arguments_raise_at_the_call_and_write_nothing(
     for call in right:
         call()
     assert count() > before
+
+
+# -- class-based tasks -------------------------------------------------------------------
+
+
+def test_app_task_is_a_base_class_of_this_app(pq: Any, dsn: str, schema: str) -> None:
+    assert pq.app.Task is pq.app.Task and issubclass(pq.app.Task, Task)
+    other = JobQueue(dsn, schema=schema, auto_migrate=False)
+    try:
+        assert other.Task is not pq.app.Task and other.Task.app is other
+
+        class Orphan(Task[Any, Any]):
+            def run(self) -> None: ...
+
+        with pytest.raises(TypeError, match="has no app"):
+            Orphan()
+
+        class NoBody(other.Task):  # type: ignore[name-defined,misc]
+            pass
+
+        with pytest.raises(TypeError, match="defines no run"):
+            NoBody()
+
+        class Elsewhere(other.Task):  # type: ignore[name-defined,misc]
+            def run(self) -> None: ...
+
+        with pytest.raises(ValueError, match="another app"):
+            pq.app.register_task(Elsewhere())
+        with pytest.raises(TypeError, match="base="):
+            pq.app.task(base=object)(lambda: None)
+    finally:
+        other.close()
+
+
+def test_class_attributes_are_defaults(pq: Any) -> None:
+    multiply = pq.app.tasks["p.multiply"]
+    assert multiply.max_retries == 2 and multiply(6, 7) == 42 and multiply.run(2, 3) == 6
+    assert type(multiply).__name__ == "Multiply" and multiply.name == "p.multiply"
+    flaky = pq.app.tasks["p.class_flaky"]
+    assert flaky.max_retries == 3 and flaky.policy.autoretries(OSError())
+    assert pq.defaults.queue == "p-defaults" and pq.defaults.priority == 3
+    assert pq.defaults.max_retries == 7 and isinstance(pq.defaults, Defaults)
+    assert pq.overridden.queue == "default" and pq.overridden.priority == 3  # the option wins
+    assert pq.defaults.delay().state == states.PENDING  # its queue: p-defaults
+    with pytest.raises(TypeError, match="cannot take these arguments"):
+        multiply.delay(1)  # run()'s signature, without self
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_class_based_tasks_and_hooks_run_in_a_worker(
+    pq: Any, start_worker: Any, tmp_path: Any, pool: str
+) -> None:
+    start_worker("--pool", pool, "--concurrency", "2", app=APP)
+    assert pq.app.tasks["p.multiply"].delay(6, 7).get(timeout=30) == 42
+    assert pq.app.tasks["p.class_flaky"].delay(2).get(timeout=30) == 2
+
+    ok, failing = tmp_path / "ok.log", tmp_path / "failing.log"
+    assert pq.journaled.delay(str(ok), "ok").get(timeout=30) == 7
+    with pytest.raises(OSError, match="always"):
+        pq.journaled.delay(str(failing), "fail").get(timeout=30)
+    assert ok.read_text().splitlines() == [
+        "before_start True",
+        "on_success 7",
+        "after_return SUCCESS 7",
+    ]
+    assert failing.read_text().splitlines() == [
+        "before_start True",
+        "on_retry OSError True",
+        "after_return RETRY OSError('always')",
+        "before_start True",
+        "on_failure OSError True",
+        "after_return FAILURE OSError('always')",
+    ]
+
+
+def test_a_hook_that_raises_is_logged_and_the_outcome_stands(pq: Any, worker: Any) -> None:
+    result = pq.broken_hooks.delay()
+    assert result.get(timeout=30) == "fine" and result.state == states.SUCCESS
+    wait_for(lambda: "on_success raised RuntimeError" in worker.log, 10, "the hook's log line")
+    assert "before_start raised RuntimeError: before_start is broken" in worker.log
