@@ -173,6 +173,18 @@ class Signature:
     def _children(self) -> list[Signature]:
         return []
 
+    def _as_dict(self) -> dict[str, Any]:
+        """The signature as a task's stored result (serialization.dump_result;
+        nested signatures are encoded in turn)."""
+        return {
+            "kind": "task",
+            "task": self.task_name,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "options": self.options,
+            "immutable": self.immutable,
+        }
+
 
 class chain(Signature):
     """Run signatures one after another, each result becoming the next one's
@@ -198,6 +210,9 @@ class chain(Signature):
     def id(self) -> str | None:
         """The id of its last job (the chain's result), once frozen."""
         return self.tasks[-1].id
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {"kind": "chain", "tasks": self.tasks, "options": self.options}
 
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
@@ -240,6 +255,9 @@ class group(Signature):
         """The group's id (its ``GroupResult``'s), once frozen."""
         frozen = self.__dict__.get("_frozen_id")
         return None if frozen is None else str(frozen)
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {"kind": "group", "tasks": self.tasks, "options": self.options}
 
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
@@ -284,6 +302,9 @@ class chord(Signature):
         """The id of its body's job (the chord's result), once frozen."""
         return None if self.body is None else self.body.id
 
+    def _as_dict(self) -> dict[str, Any]:
+        return {"kind": "chord", "header": self.header, "body": self.body, "options": self.options}
+
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> Signature:
@@ -315,6 +336,35 @@ def signature(
     if isinstance(task, Signature):
         return task.clone(args, kwargs, **options)
     return Signature(task, args, kwargs, **options)
+
+
+def signature_from_dict(fields: Mapping[str, Any], app: JobQueue | None = None) -> Signature:
+    """A signature from its stored form (``Signature._as_dict``, with nested
+    signatures already rebuilt): what a task that returned one gives back."""
+    kind, options = fields.get("kind"), dict(fields.get("options") or {})
+    options.pop("link", None), options.pop("link_error", None)  # set below, as signatures
+    sig: Signature
+    if kind == "chain":
+        sig = chain(*fields["tasks"], app=app, **options)
+    elif kind == "group":
+        sig = group(*fields["tasks"], app=app, **options)
+    elif kind == "chord":
+        sig = chord(fields["header"], fields["body"], app=app, **options)
+    else:
+        sig = Signature(
+            str(fields["task"]),
+            fields.get("args") or (),
+            fields.get("kwargs"),
+            app=app,
+            immutable=bool(fields.get("immutable")),
+            **options,
+        )
+    stored = fields.get("options") or {}
+    for callback in stored.get("link") or ():
+        sig.link(callback)
+    for errback in stored.get("link_error") or ():
+        sig.link_error(errback)
+    return sig
 
 
 def chunks(task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> Chunks:

@@ -22,7 +22,7 @@ from . import states
 from .current import current_app
 from .exceptions import ChordError, TaskError, TaskRevokedError, TimeoutError
 from .ids import check_id
-from .serialization import rebuild_error
+from .serialization import rebuild_error, revive
 from .sql import channels
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class AsyncResult:
             return None
         if row["state"] in states.EXCEPTION_STATES and row["error"]:
             return self._exception(row)
-        return row["result"]
+        return revive(row["result"], self.app)
 
     @property
     def info(self) -> Any:
@@ -197,7 +197,7 @@ class AsyncResult:
         """
         row = self.app.results.wait(self, timeout, interval)
         if row["state"] == states.SUCCESS:
-            return row["result"]
+            return revive(row["result"], self.app)
         if propagate:
             raise self._exception(row)
         return self._exception(row)
@@ -284,7 +284,7 @@ def _chord_type(cls: type[BaseException]) -> type[ChordError]:
 
 def _value(job_id: str, row: dict[str, Any], propagate: bool, app: JobQueue | None = None) -> Any:
     if row["state"] == states.SUCCESS:
-        return row["result"]
+        return revive(row["result"], app)
     exc = _exception(job_id, row, app)
     if propagate:
         raise exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from jobqueue import JobQueue, Reject, Task
+from jobqueue import AsyncResult, JobQueue, Reject, Signature, Task, group
 from tests.apps import CustomError
 
 
@@ -139,6 +139,38 @@ def build(app: JobQueue) -> SimpleNamespace:
     @app.task(name="p.keywords")
     def keywords(x: int, *rest: int, scale: int = 1, **extra: Any) -> int:
         return (x + sum(rest)) * scale
+
+    # -- returning results and signatures -------------------------------------------------
+
+    @app.task(name="p.returns_result")
+    def returns_result(x: int) -> AsyncResult:
+        return app.tasks["p.add"].delay(x, x)
+
+    @app.task(name="p.returns_group")
+    def returns_group() -> Any:
+        return group(app.tasks["p.add"].s(1, 1), app.tasks["p.add"].s(2, 2)).apply_async()
+
+    @app.task(name="p.returns_signature")
+    def returns_signature() -> Signature:
+        add = app.tasks["p.add"]
+        return (add.s(2, 2) | add.s(3)).set(queue="default")
+
+    @app.task(name="p.returns_mixed")
+    def returns_mixed(x: int) -> dict[str, Any]:
+        return {
+            "user": {"__jobqueue__": "result", "id": "not one of ours"},
+            "result": app.tasks["p.add"].delay(x, 1),
+            "list": [1, {"__jobqueue__": "tagged", "value": 2}],
+        }
+
+    @app.task(name="p.returns_user_tag")
+    def returns_user_tag() -> dict[str, Any]:
+        return {"__jobqueue__": "tagged", "value": {"__jobqueue__": "result", "id": "x"}}
+
+    @app.task(name="p.describe")
+    def describe(value: Any) -> list[str]:
+        values = value if isinstance(value, list) else [value]
+        return [f"{type(v).__name__}:{v.get(timeout=30)}" for v in values]
 
     # -- class-based tasks ----------------------------------------------------------
 

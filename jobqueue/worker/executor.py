@@ -30,7 +30,16 @@ from ..exceptions import (
     Terminated,
     WorkerLostError,
 )
-from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
+from ..serialization import (
+    MAX_NESTING,
+    TAG,
+    dump_error,
+    dump_result,
+    dumps,
+    error_text,
+    loads,
+    revive_arguments,
+)
 from ..tasks import Request, Task
 from . import task_hooks
 
@@ -301,6 +310,8 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
     """What a running task knows of its job (``self.request``); ``MalformedJob``
     if its payload cannot be decoded."""
     args, kwargs, options = job._decode()
+    if task is not None and TAG in job.payload:  # a result or signature given on (tagged)
+        args = revive_arguments(args, task.app)
     soft, hard = job.limits(task)
     return Request(
         id=job.id,
@@ -362,7 +373,7 @@ def _run(
         encoded = None
     else:
         try:
-            encoded = dumps(value)
+            encoded = dump_result(value)  # AsyncResults and signatures too, tagged
         except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             error = TypeError(
                 f"result of task {job.task!r} is not JSON serializable: "

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from jobqueue import (
+    AsyncResult,
     ChordError,
     GroupResult,
     JobQueue,
@@ -20,6 +21,7 @@ from jobqueue import (
     group,
     states,
 )
+from jobqueue.serialization import dump_result, loads, revive
 from tests.apps import CustomError
 from tests.apps_parity import PairError, build
 
@@ -197,3 +199,66 @@ def test_frozen_workflows_keep_their_ids(pq: Any, worker: Any) -> None:
     chord_frozen = summed.freeze()
     assert summed.id == chord_frozen.id and isinstance(chord_frozen.parent, GroupResult)
     assert summed().id == chord_frozen.id and chord_frozen.get(timeout=30) == 6
+
+
+# -- a task returning results and signatures --------------------------------------------
+
+
+def test_a_returned_async_result_comes_back_as_one(pq: Any, worker: Any) -> None:
+    inner = pq.returns_result.delay(20).get(timeout=30)
+    assert isinstance(inner, AsyncResult) and inner.app is pq.app
+    assert inner.get(timeout=30) == 40
+    group_result = pq.returns_group.delay().get(timeout=30)
+    assert isinstance(group_result, GroupResult) and group_result.get(timeout=30) == [2, 4]
+    assert GroupResult.restore(group_result.id, app=pq.app) is not None
+    # A chain step and a chord body are given them revived.
+    assert (pq.returns_result.s(5) | pq.describe.s())().get(timeout=30) == ["AsyncResult:10"]
+    header = [pq.returns_result.s(1), pq.returns_result.s(2)]
+    assert chord(header, pq.describe.s())().get(timeout=30) == [
+        "AsyncResult:2",
+        "AsyncResult:4",
+    ]
+
+
+def test_a_returned_signature_comes_back_and_is_not_run(
+    pq: Any, worker: Any, schema: str, conn: Any
+) -> None:
+    sig = pq.returns_signature.delay().get(timeout=30)
+    assert isinstance(sig, chain)
+    assert [repr(t) for t in sig.tasks] == ["p.add.s(2, 2)", "p.add.s(3)"]
+    assert sig.options == {"queue": "default"}
+    added = conn.execute(f"SELECT count(*) FROM \"{schema}\".jobs WHERE task = 'p.add'").fetchone()
+    assert added == (0,)  # returned, not run (as in Celery: only replace() would run it)
+    assert sig.delay().get(timeout=30) == 7
+
+
+def test_user_dicts_are_never_mistaken_for_tagged_values(pq: Any, worker: Any) -> None:
+    mixed = pq.returns_mixed.delay(3).get(timeout=30)
+    assert mixed["user"] == {"__jobqueue__": "result", "id": "not one of ours"}
+    assert mixed["list"] == [1, {"__jobqueue__": "tagged", "value": 2}]
+    assert isinstance(mixed["result"], AsyncResult) and mixed["result"].get(timeout=30) == 4
+    assert pq.returns_user_tag.delay().get(timeout=30) == {
+        "__jobqueue__": "tagged",
+        "value": {"__jobqueue__": "result", "id": "x"},
+    }
+
+
+def test_every_kind_of_signature_and_result_round_trips(pq: Any) -> None:
+    add, tsum = pq.add, pq.tsum
+    canvas = chord(
+        [add.s(1, 1), add.si(2, 2).set(priority=3)], tsum.s().on_error(add.si(0, 0))
+    ) | group(add.s(1), add.s(2))
+    values = {
+        "canvas": canvas,
+        "results": ResultSet([pq.app.AsyncResult(add.s(1, 1).freeze().id)]),
+        "group": group(add.s(1, 1)).freeze(),
+    }
+    back = revive(loads(dump_result(values)), pq.app)
+    assert repr(back["canvas"]) == repr(canvas)
+    body = back["canvas"].tasks[0].body
+    assert [repr(e) for e in body.options["link_error"]] == ["p.add.si(0, 0)"]
+    assert back["canvas"].tasks[0].header.tasks[1].options == {"priority": 3}
+    assert isinstance(back["results"], ResultSet)
+    assert back["results"][0].id == values["results"][0].id
+    assert isinstance(back["group"], GroupResult) and back["group"].id == values["group"].id
+    assert loads(dump_result({"plain": [1, 2]})) == {"plain": [1, 2]}  # stored as it is
