@@ -80,7 +80,9 @@ SIGNATURE_OPTIONS = frozenset((*CALL_OPTIONS, "link", "link_error"))
 INHERITED = tuple(o for o in CALL_OPTIONS if o != "task_id")
 #: A schedule's options: every tick is a new job (no task_id) due when it
 #: fires (no eta).
-SCHEDULE_OPTIONS = tuple(o for o in CALL_OPTIONS if o not in ("task_id", "eta"))
+SCHEDULE_OPTIONS = tuple(
+    o for o in CALL_OPTIONS if o not in ("task_id", "eta") and o not in EXTRA_OPTIONS
+)
 
 
 class JobSpec(NamedTuple):
