@@ -10,6 +10,7 @@ from .exceptions import (
     JobQueueError,
     MalformedJob,
     MaxRetriesExceededError,
+    Reject,
     Retry,
     SchemaNotReadyError,
     SoftTimeLimitExceeded,
@@ -22,7 +23,8 @@ from .exceptions import (
     UnknownSettingError,
     WorkerLostError,
 )
-from .result import AsyncResult, GroupResult
+from .result import AsyncResult
+from .result_set import GroupResult, ResultSet
 from .shared import shared_task
 from .tasks import Request, Task
 
@@ -38,7 +40,9 @@ __all__ = [
     "JobQueueError",
     "MalformedJob",
     "MaxRetriesExceededError",
+    "Reject",
     "Request",
+    "ResultSet",
     "Retry",
     "SchemaNotReadyError",
     "Signature",

@@ -21,18 +21,18 @@ from .ids import check_id, new_id
 from .options import (
     JobSpec,
     call_options,
-    check_priority,
     priority_for,
     queue_for,
     resolve,
     timing,
     with_headers,
 )
-from .result import AsyncResult, GroupResult, ResultWaiter
+from .result import AsyncResult, ResultWaiter
+from .result_set import GroupResult
 from .serialization import dump_arguments, dumps
 from .shared import register_shared
 from .store import Store
-from .tasks import TASK_OPTIONS, P, R, Task
+from .tasks import TASK_OPTIONS, AppTaskBase, P, R, Task
 
 if TYPE_CHECKING:
     from .control import Control
@@ -56,7 +56,7 @@ def _creator_module(app: JobQueue) -> tuple[str | None, str | None]:
     return name, file if isinstance(file, str) else None
 
 
-class JobQueue:
+class JobQueue(AppTaskBase):
     """A jobqueue application.
 
     ``JobQueue(dsn=None, *, schema="jobqueue")``: the DSN comes from the
@@ -139,21 +139,25 @@ class JobQueue:
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:  # type: ignore[misc]
-        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``."""
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``.
+        ``base=``: the Task subclass to make it of (its class attributes are
+        defaults, its hooks run in the worker), as in Celery."""
+        base = options.pop("base", None) or Task
+        if not (isinstance(base, type) and issubclass(base, Task)):
+            raise TypeError(f"@app.task(base=...) takes a subclass of jobqueue.Task, got {base!r}")
         known = TASK_OPTIONS.union(CELERY_TASK_OPTIONS)
         unknown = set(options) - known
         if unknown:
             raise TypeError(
-                f"@app.task got unknown option(s) {sorted(unknown)}; known options: {sorted(known)}"
+                f"@app.task got unknown option(s) {sorted(unknown)}; "
+                f"known options: {sorted(known | {'base'})}"
             )
         options = celery_task_options(options, "@app.task")
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             settings = dict(options)
             name = settings.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
-            if settings.get("priority") is not None:  # else app.conf.default_priority
-                settings["priority"] = check_priority(settings["priority"])
-            task: Task[Any, Any] = Task(self, func, name=name, **settings)
+            task: Task[Any, Any] = base(self, func, name=name, **settings)
             self.tasks[name] = task
             return task
 
@@ -170,6 +174,25 @@ class JobQueue:
         Django's app registry is ready (``jobqueue.contrib.django``; at once if
         it already is). See ``jobqueue.discovery``."""
         discovery.autodiscover(self, packages, related_name)
+
+    def register_task(
+        self, task: Task[Any, Any] | type[Task[Any, Any]], **options: Any
+    ) -> Task[Any, Any]:
+        """Register a class-based task (an instance, or the class: it is made
+        with this app), under its ``name``; returns the registered task.
+        ``options``: as ``@app.task``'s, over the class's attributes."""
+        if isinstance(task, type):
+            if not issubclass(task, Task):
+                raise TypeError(f"register_task() takes a Task subclass, got {task!r}")
+            task = task(self, **options)
+        elif not isinstance(task, Task):
+            raise TypeError(f"register_task() takes a Task, got {task!r}")
+        elif options:
+            raise TypeError("register_task(): options go with a class, not an instance")
+        if task.app is not self:
+            raise ValueError(f"task {task.name!r} belongs to another app ({task.app!r})")
+        self.tasks[task.name] = task
+        return task
 
     def _register_builtins(self) -> None:
         """``task.map`` / ``task.starmap`` run as one job of these."""

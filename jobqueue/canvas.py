@@ -1,10 +1,10 @@
 """Canvas: signatures and the workflows built from them (Celery's names).
 
 ``Signature`` is a task call not yet made; ``chain``, ``group`` and ``chord``
-combine them. Enqueueing a canvas *freezes* it: every job gets its id up
-front, links become JSON in their parent's options, and the whole canvas is
-written by one SQL call (``spawn``) in one transaction. From then on the
-database drives it: the transaction that finishes a job also creates what
+combine them. Enqueueing a canvas *freezes* it (``freezer``): every job gets
+its id up front, links become JSON in their parent's options, and the whole
+canvas is written by one SQL call (``spawn``) in one transaction. From then on
+the database drives it: the transaction that finishes a job also creates what
 comes next (see migration 0003), so nothing polls and nothing can stall.
 """
 
@@ -15,13 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .current import current_app
-from .ids import new_id
-from .options import CALL_OPTIONS, INHERITED, SIGNATURE_OPTIONS, resolve
-from .serialization import dumps, loads
+from .options import SIGNATURE_OPTIONS, unknown_options
+from .serialization import dumps
 
 if TYPE_CHECKING:
     from .app import JobQueue
-    from .options import JobSpec
     from .tasks import Task
 
 
@@ -60,7 +58,7 @@ class Signature:
     def set(self, **options: Any) -> Signature:
         unknown = set(options) - SIGNATURE_OPTIONS
         if unknown:
-            raise TypeError(f"unknown signature option(s) {sorted(unknown)}")
+            raise unknown_options(unknown, "signature")
         for key in ("link", "link_error"):
             if key in options:
                 value = options.pop(key)
@@ -110,6 +108,28 @@ class Signature:
             return chain(self, other)
         return NotImplemented
 
+    # -- ids ---------------------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The id its job will have (its ``task_id`` option): set by ``freeze()``
+        or given; None until then."""
+        task_id = self.options.get("task_id")
+        return None if task_id is None else str(task_id)
+
+    def freeze(self, _id: str | None = None, **_ignored: Any) -> Any:
+        """Choose the ids of every job this signature will make, now, without
+        enqueueing it; returns the result ``apply_async()`` will return (an
+        ``AsyncResult``, or a ``GroupResult`` for a group), so its id can be
+        stored or passed on first. ``_id``: the id to give the job whose
+        result that is. Celery's other keywords (``group_id``, ``chord``,
+        ``root_id``...) are accepted and ignored: the enqueue decides those.
+        The ids are kept in the signature (and in its copies): enqueue it once."""
+        assign_ids(self, _id)
+        app = self._resolve_app()
+        sig, root = with_root(self)
+        return Freezer(app, root, publish=False).freeze(sig, member=None)[1]
+
     # -- enqueueing ------------------------------------------------------------
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
@@ -125,7 +145,7 @@ class Signature:
         """Enqueue the whole canvas in one transaction (``connection=`` to join yours);
         returns an ``AsyncResult`` or, for a group, a ``GroupResult``."""
         sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
-        sig, root = _with_root(sig)
+        sig, root = with_root(sig)
         app = sig._resolve_app()
         freezer = Freezer(app, root)
         tree, result = freezer.freeze(sig, member=None)
@@ -151,6 +171,18 @@ class Signature:
     def _children(self) -> list[Signature]:
         return []
 
+    def _as_dict(self) -> dict[str, Any]:
+        """The signature as a task's stored result (serialization.dump_result;
+        nested signatures are encoded in turn)."""
+        return {
+            "kind": "task",
+            "task": self.task_name,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "options": self.options,
+            "immutable": self.immutable,
+        }
+
 
 class chain(Signature):
     """Run signatures one after another, each result becoming the next one's
@@ -171,6 +203,14 @@ class chain(Signature):
 
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks)
+
+    @property
+    def id(self) -> str | None:
+        """The id of its last job (the chain's result), once frozen."""
+        return self.tasks[-1].id
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {"kind": "chain", "tasks": self.tasks, "options": self.options}
 
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
@@ -207,6 +247,15 @@ class group(Signature):
 
     def __repr__(self) -> str:
         return f"group({self.tasks!r})"
+
+    @property
+    def id(self) -> str | None:
+        """The group's id (its ``GroupResult``'s), once frozen."""
+        frozen = self.__dict__.get("_frozen_id")
+        return None if frozen is None else str(frozen)
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {"kind": "group", "tasks": self.tasks, "options": self.options}
 
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
@@ -246,6 +295,14 @@ class chord(Signature):
     def __repr__(self) -> str:
         return f"chord({self.header.tasks!r}, {self.body!r})"
 
+    @property
+    def id(self) -> str | None:
+        """The id of its body's job (the chord's result), once frozen."""
+        return None if self.body is None else self.body.id
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {"kind": "chord", "header": self.header, "body": self.body, "options": self.options}
+
     def clone(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> Signature:
@@ -277,6 +334,35 @@ def signature(
     if isinstance(task, Signature):
         return task.clone(args, kwargs, **options)
     return Signature(task, args, kwargs, **options)
+
+
+def signature_from_dict(fields: Mapping[str, Any], app: JobQueue | None = None) -> Signature:
+    """A signature from its stored form (``Signature._as_dict``, with nested
+    signatures already rebuilt): what a task that returned one gives back."""
+    kind, options = fields.get("kind"), dict(fields.get("options") or {})
+    options.pop("link", None), options.pop("link_error", None)  # set below, as signatures
+    sig: Signature
+    if kind == "chain":
+        sig = chain(*fields["tasks"], app=app, **options)
+    elif kind == "group":
+        sig = group(*fields["tasks"], app=app, **options)
+    elif kind == "chord":
+        sig = chord(fields["header"], fields["body"], app=app, **options)
+    else:
+        sig = Signature(
+            str(fields["task"]),
+            fields.get("args") or (),
+            fields.get("kwargs"),
+            app=app,
+            immutable=bool(fields.get("immutable")),
+            **options,
+        )
+    stored = fields.get("options") or {}
+    for callback in stored.get("link") or ():
+        sig.link(callback)
+    for errback in stored.get("link_error") or ():
+        sig.link_error(errback)
+    return sig
 
 
 def chunks(task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> Chunks:
@@ -326,171 +412,6 @@ def _first_app(sigs: list[Signature]) -> JobQueue | None:
     return next((s.app for s in sigs if s.app is not None), None)
 
 
-def _with_root(sig: Signature) -> tuple[Signature, str]:
-    """The workflow's root id: its first job's id when it starts with a task
-    (as in Celery), else a fresh id naming the workflow."""
-    if type(sig) is Signature:
-        task_id = sig.options.get("task_id")
-        return (sig, task_id) if task_id else (sig.clone(task_id=(task_id := new_id())), task_id)
-    if isinstance(sig, chain):
-        first, root = _with_root(sig.tasks[0])
-        copy = sig._copy()
-        assert isinstance(copy, chain)
-        copy.tasks = [first, *sig.tasks[1:]]
-        return copy, root
-    return sig, new_id()
-
-
-class Freezer:
-    """Turns a signature tree into the JSON ``spawn`` understands, choosing
-    every id, and builds the matching result objects."""
-
-    def __init__(self, app: JobQueue, root: str) -> None:
-        self.app = app
-        self.root = root
-        self.groups: list[dict[str, Any]] = []
-        # Every step's job, for after_task_publish once the canvas is written.
-        self.specs: list[tuple[JobSpec, Sequence[Any], Mapping[str, Any]]] = []
-
-    def freeze(
-        self,
-        sig: Signature,
-        member: dict[str, Any] | None,
-        extra_links: Sequence[dict[str, Any]] = (),
-        errbacks: Sequence[dict[str, Any]] = (),
-        inherit: Mapping[str, Any] | None = None,
-    ) -> tuple[dict[str, Any], Any]:
-        """``member``: group/chord membership for the job that ends ``sig``;
-        ``extra_links``: what runs after it; ``errbacks``: inherited error
-        callbacks; ``inherit``: option defaults from enclosing signatures."""
-        inherit = {**(inherit or {}), **{k: v for k, v in sig.options.items() if k in INHERITED}}
-        if isinstance(sig, group) and (member is not None or extra_links):
-            # One result standing for a list: collect the group with a chord whose
-            # body (an identity) carries the membership and what follows. The
-            # group's own error callbacks are added once, as the chord's header.
-            collect = Signature("jobqueue.identity", app=self.app)
-            return self._chord(chord(sig, collect), member, extra_links, errbacks, inherit)
-        errbacks = [*errbacks, *self.callbacks(sig, "link_error")]
-        if type(sig) is Signature:
-            return self._task(sig, member, extra_links, errbacks, inherit)
-        if isinstance(sig, group):
-            return self._group(sig, errbacks, inherit)
-        links = [*self.callbacks(sig, "link"), *extra_links]  # after the last step
-        if isinstance(sig, chain):
-            return self._chain(sig, member, links, errbacks, inherit)
-        if isinstance(sig, chord):
-            return self._chord(sig, member, links, errbacks, inherit)
-        raise TypeError(f"cannot enqueue {sig!r}")
-
-    def callbacks(self, sig: Signature, key: str) -> list[dict[str, Any]]:
-        return [self.freeze(s, None)[0] for s in sig.options.get(key, [])]
-
-    def _task(
-        self,
-        sig: Signature,
-        member: dict[str, Any] | None,
-        extra_links: Sequence[dict[str, Any]],
-        errbacks: Sequence[dict[str, Any]],
-        inherit: Mapping[str, Any],
-    ) -> tuple[dict[str, Any], Any]:
-        from .result import AsyncResult
-
-        opts = {**inherit, **sig.options}
-        call = {k: v for k, v in opts.items() if k in CALL_OPTIONS and v is not None}
-        task = self.app.tasks.get(sig.task_name)
-        spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
-        # Each step is published now, in the caller's context (a trace's, say),
-        # though the database creates later steps only when their turn comes.
-        spec = self.app._publishing(spec, sig.args, sig.kwargs)
-        self.specs.append((spec, sig.args, sig.kwargs))
-        options: dict[str, Any] = loads(spec.options)
-        links = [*self.callbacks(sig, "link"), *extra_links]
-        if links:
-            options["link"] = links
-        if errbacks:
-            options["link_error"] = list(errbacks)
-        if member and member.get("chord"):
-            options["chord"] = member["chord"]
-        tree = {
-            "type": "task",
-            "id": spec.id,
-            "task": sig.task_name,
-            "args": loads(spec.args),
-            "kwargs": loads(spec.kwargs),
-            "immutable": sig.immutable,
-            "options": options,
-            "queue": spec.queue,
-            "priority": spec.priority,
-            "countdown": spec.countdown,
-            "expires_in": spec.expires_in,
-        }
-        if member:
-            tree["group_id"], tree["group_index"] = member["group_id"], member["group_index"]
-        return tree, AsyncResult(spec.id, app=self.app)
-
-    def _chain(
-        self,
-        sig: chain,
-        member: dict[str, Any] | None,
-        extra_links: Sequence[dict[str, Any]],
-        errbacks: Sequence[dict[str, Any]],
-        inherit: Mapping[str, Any],
-    ) -> tuple[dict[str, Any], Any]:
-        # Fold from the end: each step links to the rest, a group followed by
-        # more steps becomes a chord, and the last step carries the membership.
-        tail, result = self.freeze(sig.tasks[-1], member, extra_links, errbacks, inherit)
-        for step in reversed(sig.tasks[:-1]):
-            if isinstance(step, group):
-                tail = self._chord_tree(step, tail, errbacks, inherit)
-            else:
-                tail, _ = self.freeze(step, None, [tail], errbacks, inherit)
-        return tail, result
-
-    def _group(
-        self,
-        sig: group,
-        errbacks: Sequence[dict[str, Any]],
-        inherit: Mapping[str, Any],
-        chord_id: str | None = None,
-    ) -> tuple[dict[str, Any], Any]:
-        from .result import GroupResult
-
-        group_id = chord_id or new_id()
-        members, results = [], []
-        for index, item in enumerate(sig.tasks):
-            membership = {"group_id": group_id, "group_index": index, "chord": chord_id}
-            # A group's own links run after each member, as in Celery (fresh ids each).
-            links = self.callbacks(sig, "link")
-            tree, result = self.freeze(item, membership, links, errbacks, inherit)
-            members.append(tree)
-            results.append(result)
-        self.groups.append({"id": group_id, "members": [str(r.id) for r in results]})
-        return {"type": "group", "id": group_id, "tasks": members}, GroupResult(
-            group_id, results, app=self.app
-        )
-
-    def _chord(
-        self,
-        sig: chord,
-        member: dict[str, Any] | None,
-        extra_links: Sequence[dict[str, Any]],
-        errbacks: Sequence[dict[str, Any]],
-        inherit: Mapping[str, Any],
-    ) -> tuple[dict[str, Any], Any]:
-        if sig.body is None:
-            raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
-        body, result = self.freeze(sig.body, member, extra_links, errbacks, inherit)
-        return self._chord_tree(sig.header, body, errbacks, inherit), result
-
-    def _chord_tree(
-        self,
-        header: group,
-        body: dict[str, Any],
-        errbacks: Sequence[dict[str, Any]],
-        inherit: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        chord_id = new_id()
-        errbacks = [*errbacks, *self.callbacks(header, "link_error")]
-        inherit = {**inherit, **{k: v for k, v in header.options.items() if k in INHERITED}}
-        tree, _ = self._group(header, errbacks, inherit, chord_id=chord_id)
-        return {"type": "chord", "id": chord_id, "header": tree["tasks"], "body": body}
+# The freezer (ids, the JSON spawn reads, the result objects) is a module of
+# its own; imported last, as it builds on the classes above.
+from .freezer import Freezer, assign_ids, with_root  # noqa: E402

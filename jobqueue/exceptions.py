@@ -95,6 +95,27 @@ class Retry(JobQueueError):
         super().__init__(message or f"retry in {countdown}s" + (f": {exc!r}" if exc else ""))
 
 
+class Reject(JobQueueError):
+    """Raised by a task to refuse its job, as Celery's ``Reject``:
+    ``raise Reject(reason, requeue=False)``.
+
+    ``requeue=True`` puts the job back in its queue at once, as a job whose
+    worker was lost (the attempt counts, so a job that is always rejected
+    stops at ``max_retries``: then it fails with this error); ``requeue=False``
+    fails it now with this error, without autoretry. Celery's REJECTED
+    state is FAILURE here: a job always ends in a state that its waiters see
+    as finished, and its error callbacks and chord run as for any failure;
+    ``app.control.retry`` runs it again."""
+
+    def __init__(self, reason: Any = None, requeue: bool = False) -> None:
+        self.reason = reason
+        self.requeue = requeue
+        super().__init__(reason, requeue)
+
+    def __str__(self) -> str:
+        return f"rejected{' (requeue)' if self.requeue else ''}: {self.reason}"
+
+
 class MaxRetriesExceededError(JobQueueError):
     """``self.retry()`` was called with no retries left and no exception to re-raise."""
 

@@ -46,6 +46,32 @@ CALL_OPTIONS = (
     "soft_time_limit",
     "time_limit",
     "headers",
+    # Celery's other per-call options (see extra_options): rarely given, so
+    # resolve() looks at them only when the call has one.
+    "ignore_result",
+    "add_to_parent",
+    "retry",
+    "retry_policy",
+    "serializer",
+    "compression",
+)
+#: The per-call options resolve() handles apart (extra_options).
+EXTRA_OPTIONS = frozenset(CALL_OPTIONS[CALL_OPTIONS.index("ignore_result") :])
+#: Celery call options jobqueue refuses, each with the reason and what to do.
+REFUSED_OPTIONS = {
+    "shadow": "jobqueue names a job by its task in logs, events and the dashboard; "
+    "pass a display name in headers= instead",
+    "routing_key": "jobqueue has no exchanges or routing keys: a job goes to the "
+    "queue named by queue= (or app.conf.task_routes)",
+    "exchange": "jobqueue has no exchanges: a job goes to the queue named by queue= "
+    "(or app.conf.task_routes)",
+}
+#: Celery's compression names: accepted and ignored, as PostgreSQL compresses
+#: large jsonb values itself (TOAST, above ~2 kB).
+COMPRESSIONS = frozenset(("zlib", "gzip", "bzip2", "lzma", "brotli", "zstd", "lz4"))
+#: Celery's retry_policy keys (publish retries).
+RETRY_POLICY_KEYS = frozenset(
+    ("max_retries", "interval_start", "interval_step", "interval_max", "retry_errors", "timeout")
 )
 #: Header names a job has of its own (its columns), shown to before_task_publish
 #: receivers as Celery shows them; ``headers=`` may not give them.
@@ -57,7 +83,9 @@ SIGNATURE_OPTIONS = frozenset((*CALL_OPTIONS, "link", "link_error"))
 INHERITED = tuple(o for o in CALL_OPTIONS if o != "task_id")
 #: A schedule's options: every tick is a new job (no task_id) due when it
 #: fires (no eta).
-SCHEDULE_OPTIONS = tuple(o for o in CALL_OPTIONS if o not in ("task_id", "eta"))
+SCHEDULE_OPTIONS = tuple(
+    o for o in CALL_OPTIONS if o not in ("task_id", "eta") and o not in EXTRA_OPTIONS
+)
 
 
 class JobSpec(NamedTuple):
@@ -115,8 +143,60 @@ def call_options(given: Mapping[str, Any], where: str) -> dict[str, Any]:
     not a call option is a TypeError naming ``where``."""
     unknown = set(given) - set(CALL_OPTIONS)
     if unknown:
-        raise TypeError(f"{where} got unknown option(s) {sorted(unknown)}")
+        raise unknown_options(unknown, where)
     return {k: v for k, v in given.items() if v is not None}
+
+
+def unknown_options(unknown: set[str], where: str) -> TypeError:
+    """The error for options that are not call options: with the reason for
+    those of Celery's that jobqueue refuses."""
+    refused = sorted(unknown & REFUSED_OPTIONS.keys())
+    if refused:
+        return TypeError(f"{where}: {refused[0]}= is not supported: {REFUSED_OPTIONS[refused[0]]}")
+    return TypeError(f"{where} got unknown option(s) {sorted(unknown)}")
+
+
+def extra_options(call: Mapping[str, Any], options: str) -> str:
+    """Celery's rarer per-call options, checked; the job's stored options
+    (JSON) with what the worker reads of them.
+
+    - ``ignore_result``: stored with the job; the worker keeps no result (or,
+      False, keeps it for a task that ignores results).
+    - ``serializer``: ``"json"`` only; jobqueue stores JSON (jsonb) only.
+    - ``compression``: accepted and ignored, PostgreSQL compresses large values.
+    - ``retry``, ``retry_policy`` (publish retries): accepted and ignored, the
+      enqueue retries transient database errors itself (``db_retry_seconds``).
+    - ``add_to_parent``: accepted and ignored, a job enqueued from a task is
+      not recorded as its child."""
+    serializer = call.get("serializer")
+    if serializer is not None and serializer not in ("json", "application/json"):
+        raise ValueError(
+            f"serializer={serializer!r} is not supported: jobqueue stores arguments and "
+            "results as JSON (jsonb) only"
+        )
+    compression = call.get("compression")
+    if compression is not None and compression not in COMPRESSIONS:
+        raise ValueError(
+            f"unknown compression {compression!r} (Celery's names are accepted and "
+            "ignored: PostgreSQL compresses large jsonb values itself)"
+        )
+    for name in ("retry", "add_to_parent", "ignore_result"):
+        value = call.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    policy = call.get("retry_policy")
+    if policy is not None:
+        if not isinstance(policy, Mapping):
+            raise TypeError(f"retry_policy must be a mapping, got {type(policy).__name__}")
+        unknown = set(policy) - RETRY_POLICY_KEYS
+        if unknown:
+            raise TypeError(f"retry_policy got unknown key(s) {sorted(unknown)}")
+    ignore = call.get("ignore_result")
+    if ignore is None:
+        return options
+    decoded = loads(options)
+    decoded["ignore_result"] = ignore
+    return dumps(decoded)
 
 
 def resolve(
@@ -139,6 +219,8 @@ def resolve(
         options, keys = task.stored_options(soft, hard, args, kwargs)
     else:
         options, keys = dumps(unregistered_options(soft, hard)), {}
+    if call and not EXTRA_OPTIONS.isdisjoint(call):
+        options = extra_options(call, options)
     task_id, headers = call.get("task_id"), call.get("headers")
     countdown, eta, expires_at, expires_in = (
         relative_timing(call)

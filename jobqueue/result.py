@@ -1,4 +1,5 @@
-"""Results: ``AsyncResult`` reads a job's row; ``ResultWaiter`` wakes waiters.
+"""Results: ``AsyncResult`` reads a job's row; ``ResultWaiter`` wakes waiters
+(``ResultSet`` and ``GroupResult``: ``result_set``).
 
 Waiting uses one LISTEN connection per app (not one per ``get()``): workers
 send the ids of finished jobs on ``<schema>_done`` when their completion
@@ -12,7 +13,6 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +20,9 @@ from psycopg import sql
 
 from . import states
 from .current import current_app
-from .exceptions import TaskRevokedError, TimeoutError
+from .exceptions import ChordError, TaskError, TaskRevokedError, TimeoutError
 from .ids import check_id
-from .serialization import rebuild_error
+from .serialization import rebuild_error, revive
 from .sql import channels
 
 if TYPE_CHECKING:
@@ -40,12 +40,14 @@ class AsyncResult:
         self.id = check_id(id, "id")
         self.app = app
         self._row: dict[str, Any] | None = None
+        # Known here when a canvas made this result (None: read the job's row).
+        self._parent: AsyncResult | ResultSet | None = None
 
     @classmethod
     def trusted(cls, id: str, app: JobQueue) -> AsyncResult:
         """For ids jobqueue made itself: skips re-validating (bulk enqueue)."""
         result = cls.__new__(cls)
-        result.id, result.app, result._row = id, app, None
+        result.id, result.app, result._row, result._parent = id, app, None, None
         return result
 
     def __repr__(self) -> str:
@@ -118,7 +120,7 @@ class AsyncResult:
             return None
         if row["state"] in states.EXCEPTION_STATES and row["error"]:
             return self._exception(row)
-        return row["result"]
+        return revive(row["result"], self.app)
 
     @property
     def info(self) -> Any:
@@ -127,6 +129,28 @@ class AsyncResult:
         if row is not None and row["state"] == states.STARTED and row["progress_state"]:
             return row["progress"]
         return self.result
+
+    @property
+    def parent(self) -> AsyncResult | ResultSet | None:
+        """The result of the job before this one in its workflow: the previous
+        step of a chain, a chord header's ``GroupResult`` for its body, the job
+        an error callback or a link ran after. In the process that enqueued the
+        workflow it is known at once, before any of it ran (``chain(...)()``
+        returns the last step's result: ``.parent`` walks back to the first);
+        elsewhere it is read from the job's ``parent_id`` once the job exists
+        (the header job whose completion started a chord body). None for a job
+        enqueued on its own."""
+        if self._parent is not None:
+            return self._parent
+        row = self._fetch()
+        if row is None or row["parent_id"] is None:
+            return None
+        self._parent = AsyncResult(str(row["parent_id"]), app=self.app)
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: AsyncResult | ResultSet | None) -> None:
+        self._parent = value
 
     @property
     def children(self) -> list[AsyncResult]:
@@ -159,7 +183,7 @@ class AsyncResult:
         return 0 if row is None else max(int(row["attempts"]) - 1, 0)
 
     def _exception(self, row: dict[str, Any]) -> BaseException:
-        return _exception(self.id, row)
+        return _exception(self.id, row, self.app)
 
     # -- waiting -------------------------------------------------------------
 
@@ -173,7 +197,7 @@ class AsyncResult:
         """
         row = self.app.results.wait(self, timeout, interval)
         if row["state"] == states.SUCCESS:
-            return row["result"]
+            return revive(row["result"], self.app)
         if propagate:
             raise self._exception(row)
         return self._exception(row)
@@ -196,108 +220,75 @@ class AsyncResult:
         return done > 0
 
 
-def _exception(job_id: str, row: dict[str, Any]) -> BaseException:
+def _exception(job_id: str, row: dict[str, Any], app: JobQueue | None = None) -> BaseException:
     if row["state"] == states.REVOKED:
         message = (row["error"] or {}).get("message") or "revoked"
         return TaskRevokedError(f"task {row.get('task') or ''}[{job_id}] {message}")
-    return rebuild_error(row["error"] or {"type": "TaskError", "message": row["state"]})
-
-
-def _value(job_id: str, row: dict[str, Any], propagate: bool) -> Any:
-    if row["state"] == states.SUCCESS:
-        return row["result"]
-    exc = _exception(job_id, row)
-    if propagate:
-        raise exc
+    error = row["error"] or {"type": "TaskError", "message": row["state"]}
+    exc = rebuild_error(error)
+    if app is not None and isinstance(exc, ChordError) and error.get("failed_job"):
+        return _chord_error(app, exc, str(error["failed_job"]))
     return exc
 
 
-class GroupResult:
-    """The results of a group, in the group's order (Celery's GroupResult)."""
+# Chords nest (a header member may be a chord): how far back a ChordError is
+# followed to the header job that failed first.
+_CHORD_DEPTH = 16
 
-    def __init__(
-        self, id: str, results: list[AsyncResult | GroupResult], app: JobQueue | None = None
-    ) -> None:
-        if app is None:
-            app = current_app()
-        self.id = check_id(id, "id")
-        self.results = list(results)
-        self.app = app
 
-    def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+def _chord_error(app: JobQueue, exc: ChordError, failed_job: str, depth: int = 0) -> BaseException:
+    """A chord's ``ChordError`` that is also an instance of the failed header
+    job's own exception type, as Celery re-raises it, so ``except ValueError``
+    around ``result.get()`` still catches a chord whose header raised
+    ValueError. The header's exception is its ``__cause__``. Where the type
+    cannot be combined with ChordError (not importable here, an incompatible
+    layout, a constructor that refuses the message), the plain ChordError
+    with that ``__cause__``."""
+    exc.failed_job = failed_job  # type: ignore[attr-defined]
+    row = app.store.get_job(failed_job) if depth < _CHORD_DEPTH else None
+    if row is None:  # deleted by retention: the message still names it
+        return exc
+    state, error = row[3], row[5]
+    if state == states.REVOKED:
+        original = _exception(failed_job, {"state": state, "error": error, "task": row[1]})
+    else:
+        original = rebuild_error(error or {"type": "TaskError", "message": state})
+        if isinstance(original, ChordError) and (error or {}).get("failed_job"):
+            original = _chord_error(app, original, str(error["failed_job"]), depth + 1)
+    first = original  # through nested chords, to the header job that raised
+    while isinstance(first, ChordError) and isinstance(first.__cause__, BaseException):
+        first = first.__cause__
+    combined: BaseException = exc
+    if not isinstance(first, (ChordError, TaskError)):  # TaskError: the type is not here
+        try:
+            combined = _chord_type(type(first))(*exc.args)
+            combined.failed_job = failed_job  # type: ignore[attr-defined]
+        except Exception:  # a layout conflict, a constructor wanting other arguments
+            combined = exc
+    combined.__cause__ = original
+    return combined
 
-    def __len__(self) -> int:
-        return len(self.results)
 
-    def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
-        return iter(self.results)
+_chord_types: dict[type[BaseException], type[ChordError]] = {}
 
-    def __getitem__(self, index: int) -> AsyncResult | GroupResult:
-        return self.results[index]
 
-    @property
-    def children(self) -> list[AsyncResult | GroupResult]:
-        return self.results
+def _chord_type(cls: type[BaseException]) -> type[ChordError]:
+    """ChordError and ``cls`` in one class, made once per type (so two such
+    errors have the same type); named ChordError, so tracebacks read as before."""
+    made = _chord_types.get(cls)
+    if made is None:
+        made = type("ChordError", (ChordError, cls), {"__module__": ChordError.__module__})
+        _chord_types[cls] = made
+    return made
 
-    def leaves(self) -> list[AsyncResult]:
-        out: list[AsyncResult] = []
-        for r in self.results:
-            out.extend(r.leaves() if isinstance(r, GroupResult) else [r])
-        return out
 
-    @classmethod
-    def restore(cls, id: str, app: JobQueue | None = None) -> GroupResult | None:
-        """The group saved under ``id`` when its canvas was enqueued, or None."""
-        if app is None:
-            app = current_app()
-        members = app.store.group_members(check_id(id, "id"))
-        if members is None:
-            return None
-        return cls(id, [AsyncResult(m, app=app) for m in members], app=app)
-
-    def save(self) -> GroupResult:
-        return self  # groups are saved when their canvas is enqueued
-
-    def _states(self) -> list[str]:
-        ids = [r.id for r in self.leaves()]
-        found = {str(r[0]): r[1] for r in self.app.store.get_jobs(ids)}
-        return [found.get(i, states.PENDING) for i in ids]
-
-    def completed_count(self) -> int:
-        return sum(s == states.SUCCESS for s in self._states())
-
-    def ready(self) -> bool:
-        return all(s in states.READY_STATES for s in self._states())
-
-    def successful(self) -> bool:
-        return all(s == states.SUCCESS for s in self._states())
-
-    def failed(self) -> bool:
-        return any(s == states.FAILURE for s in self._states())
-
-    def waiting(self) -> bool:
-        return not self.ready()
-
-    def revoke(self, terminate: bool = False) -> None:
-        self.app.revoke([r.id for r in self.leaves()], terminate=terminate)
-
-    def get(
-        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
-    ) -> list[Any]:
-        """Wait for every member; their results in order (nested groups nest)."""
-        rows = self.app.results.wait_many([r.id for r in self.leaves()], timeout, interval)
-        return self._values(rows, propagate)
-
-    join = get
-
-    def _values(self, rows: dict[str, dict[str, Any]], propagate: bool) -> list[Any]:
-        return [
-            r._values(rows, propagate)
-            if isinstance(r, GroupResult)
-            else _value(r.id, rows[r.id], propagate)
-            for r in self.results
-        ]
+def _value(job_id: str, row: dict[str, Any], propagate: bool, app: JobQueue | None = None) -> Any:
+    if row["state"] == states.SUCCESS:
+        return revive(row["result"], app)
+    exc = _exception(job_id, row, app)
+    if propagate:
+        raise exc
+    return exc
 
 
 class ResultWaiter:
@@ -448,3 +439,8 @@ class ResultWaiter:
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+# Sets of results live in their own module; importable from here as before.
+from .result_set import GroupResult as GroupResult  # noqa: E402
+from .result_set import ResultSet as ResultSet  # noqa: E402

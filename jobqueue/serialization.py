@@ -81,6 +81,108 @@ def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
+# -- results that are results or signatures ------------------------------------------
+#
+# A task may return an AsyncResult, a GroupResult, a ResultSet or a signature
+# (chain, group, chord), as Celery lets it; JSON has no such types, so they are
+# stored as tagged objects, {"__jobqueue__": <kind>, ...}, and a result that
+# holds any is stored wrapped: {"__jobqueue__": "tagged", "value": <value>}.
+# Only a wrapped result is walked when it is read (every other result is
+# returned as stored: one dict test), and inside it a user's own dict that has
+# the key "__jobqueue__" is stored as {"__jobqueue__": "dict", "value": {...}},
+# so no user value is ever mistaken for a tagged one. Arguments are not
+# escaped: "__jobqueue__": "tagged" is reserved in them (a chain step is given
+# its parent's wrapped result as an argument, and revived).
+
+TAG = "__jobqueue__"
+_TAG_TEXT = f'"{TAG}"'
+
+
+def _tagged(value: Any) -> Any:
+    """The JSON form of a result or signature (the encoder's ``default``)."""
+    from .canvas import Signature
+    from .result import AsyncResult
+    from .result_set import GroupResult, ResultSet
+
+    if isinstance(value, AsyncResult):
+        return {TAG: "result", "id": value.id}
+    if isinstance(value, GroupResult):
+        return {TAG: "group_result", "id": value.id, "results": value.results}
+    if isinstance(value, ResultSet):
+        return {TAG: "result_set", "results": value.results}
+    if isinstance(value, Signature):
+        return {TAG: "signature", **value._as_dict()}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_result_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_tagged
+)
+
+
+def dump_result(value: Any) -> str:
+    """A task's return value as stored: JSON, with results and signatures
+    tagged (the text is wrapped and user dicts escaped only when they occur:
+    otherwise this is ``dumps`` and one substring search)."""
+    text = _result_encoder.encode(value)
+    if _TAG_TEXT not in text:
+        return text
+    return _result_encoder.encode({TAG: "tagged", "value": _escaped(value)})
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, dict):
+        inner = {k: _escaped(v) for k, v in value.items()}
+        return {TAG: "dict", "value": inner} if TAG in value else inner
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def revive(value: Any, app: Any) -> Any:
+    """A stored result as the task returned it: a wrapped result's tagged
+    objects become AsyncResults (of ``app``), GroupResults, ResultSets and
+    signatures again; any other value is returned as it is."""
+    if type(value) is dict and value.get(TAG) == "tagged" and "value" in value:
+        return _revived(value["value"], app)
+    return value
+
+
+def revive_arguments(args: list[Any], app: Any) -> list[Any]:
+    """Arguments with the wrapped results in them revived (a chain step's
+    parent result; a chord body's list of header results)."""
+    return [
+        revive(a, app) if type(a) is dict else revive_arguments(a, app) if type(a) is list else a
+        for a in args
+    ]
+
+
+def _revived(value: Any, app: Any) -> Any:
+    if isinstance(value, list):
+        return [_revived(v, app) for v in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get(TAG)
+    if kind is None:
+        return {k: _revived(v, app) for k, v in value.items()}
+    if kind == "dict":
+        return {k: _revived(v, app) for k, v in value["value"].items()}
+    from .canvas import signature_from_dict
+    from .result import AsyncResult
+    from .result_set import GroupResult, ResultSet
+
+    if kind == "result":
+        return AsyncResult(value["id"], app=app)
+    if kind == "group_result":
+        return GroupResult(value["id"], _revived(value["results"], app), app=app)
+    if kind == "result_set":
+        return ResultSet(_revived(value["results"], app), app=app)
+    if kind == "signature":
+        fields = {k: _revived(v, app) for k, v in value.items() if k != TAG}
+        return signature_from_dict(fields, app)
+    return {k: _revived(v, app) for k, v in value.items()}  # not ours: as stored
+
+
 def loads(text: str) -> Any:
     return _decoder.decode(text)
 

@@ -264,12 +264,13 @@ WITH candidate AS (
 -- slot that runs a job decodes its arguments (executor.Job). expires_in: the
 -- seconds left before the job expires, checked again when a slot starts it;
 -- age: seconds since it was enqueued (a worker that does not know the task
--- hands it back for that long: unknown_task_grace).
+-- hands it back for that long: unknown_task_grace); priority: for the task's
+-- self.request.delivery_info.
 SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts, run_at,
        root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
-       extract(epoch FROM now() - created_at)::float8 AS age{events_end}
+       extract(epoch FROM now() - created_at)::float8 AS age, priority{events_end}
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..exceptions import (
     MalformedJob,
+    Reject,
     Retry,
     TaskNotRegistered,
     TaskRevokedError,
@@ -30,8 +31,18 @@ from ..exceptions import (
     WorkerLostError,
 )
 from ..options import default_limits
-from ..serialization import MAX_NESTING, dump_error, dumps, error_text, loads
+from ..serialization import (
+    MAX_NESTING,
+    TAG,
+    dump_error,
+    dump_result,
+    dumps,
+    error_text,
+    loads,
+    revive_arguments,
+)
 from ..tasks import Request, Task
+from . import task_hooks
 
 if TYPE_CHECKING:
     from ..app import JobQueue
@@ -125,6 +136,7 @@ class Job:
     # time.monotonic() after which it must not start (its `expires`); None: never
     expires_deadline: float | None = None
     age: float | None = None  # seconds since the job was enqueued, at its claim
+    priority: int | None = None
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -132,8 +144,9 @@ class Job:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Job:
         """A row of job_claim: 12 columns, then (as releases added them)
-        ``expires_in`` (seconds until the job expires, NULL without an expiry)
-        and ``age`` (seconds since it was enqueued)."""
+        ``expires_in`` (seconds until the job expires, NULL without an expiry),
+        ``age`` (seconds since it was enqueued) and ``priority``, and the
+        claim's ``events`` column last."""
         job_id, task, queue, args, kwargs, options, attempt, run_at, root, parent, *flags = row
         expired, in_canvas, *rest = flags
         expires_in = rest[0] if rest else None
@@ -142,6 +155,8 @@ class Job:
         job = cls(job_id, task, queue, payload, attempt, run_at, root, parent, expired, in_canvas)
         job.expires_deadline = deadline
         job.age = float(rest[1]) if len(rest) > 1 and rest[1] is not None else None
+        if len(rest) > 3:  # `events` is last: a priority is before it
+            job.priority = rest[2]
         return job
 
     def has_expired(self) -> bool:
@@ -278,7 +293,12 @@ def execute(
     try:
         if _PRERUN.receivers:
             _PRERUN.send(task, task_id=job.id, task=task, args=request.args, kwargs=request.kwargs)
+        hooked = task._hooks  # a Task subclass's (empty for a plain @app.task)
+        if hooked:
+            task_hooks.before(task, request)
         outcome, value, exc = _run(task, job, request.args, request.kwargs, run_async)
+        if hooked:
+            task_hooks.after(task, request, outcome.state, value, exc)
         # Nobody listening (the usual case): four dict tests, no call.
         if _SUCCESS.receivers or _FAILURE.receivers or _RETRY.receivers or _POSTRUN.receivers:
             if isinstance(exc, Terminated):  # stopped by the pool, which sent task_revoked
@@ -295,6 +315,8 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
     """What a running task knows of its job (``self.request``); ``MalformedJob``
     if its payload cannot be decoded."""
     args, kwargs, options = job._decode()
+    if task is not None and TAG in job.payload:  # a result or signature given on (tagged)
+        args = revive_arguments(args, task.app)
     soft, hard = job.limits(task)
     return Request(
         id=job.id,
@@ -311,6 +333,7 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
         time_limit=hard,
         headers=options.get("headers"),
         attempt=job.attempt,
+        priority=job.priority,
     )
 
 
@@ -340,14 +363,22 @@ def _run(
         )
         reason = retry.exc or retry
         return retry_outcome(job, reason, retry.countdown or 0.0), None, reason
+    except Reject as reject:
+        return rejected(task, job, reject, time.perf_counter() - started), None, reject
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started), None, exc
 
-    if task.ignore_result:
+    options = job.options
+    ignore = options.get("ignore_result")  # apply_async(ignore_result=...)
+    # What follows in a workflow (a link, a chord's body) is given the stored
+    # result: a step keeps it whatever it says, as Celery passes it on.
+    if (task.ignore_result if ignore is None else ignore) and not (
+        job.in_canvas and ("link" in options or "chord" in options)
+    ):
         encoded = None
     else:
         try:
-            encoded = dumps(value)
+            encoded = dump_result(value)  # AsyncResults and signatures too, tagged
         except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             error = TypeError(
                 f"result of task {job.task!r} is not JSON serializable: "
@@ -507,6 +538,18 @@ def failed(
         exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
     )
     return _outcome(job, states.FAILURE, error=dump_error(exc))
+
+
+def rejected(task: Task[Any, Any], job: Job, reject: Reject, elapsed: float) -> Outcome:
+    """The task raised ``Reject``: back to the queue now if it asked to be
+    requeued and has retries left (as a lost job), else FAILURE with the
+    Reject, never autoretried."""
+    if reject.requeue and not task.policy.exhausted(job.retries):
+        _say(logging.WARNING, job, states.RETRY, "%s; back to the queue", reject,
+             duration=elapsed, exc=reject)  # fmt: skip
+        return _outcome(job, states.RETRY, error=dump_error(reject), delay=0.0)
+    _say(logging.ERROR, job, states.FAILURE, "%s", reject, duration=elapsed, exc=reject)
+    return _outcome(job, states.FAILURE, error=dump_error(reject))
 
 
 def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:

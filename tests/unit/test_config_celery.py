@@ -418,6 +418,17 @@ def test_acks_late_false_asks_for_at_most_one_run(app: JobQueue) -> None:
         app.task(acks_late="yes")(lambda: None)
 
 
+def test_celery_task_options_as_class_attributes_mean_the_same(app: JobQueue) -> None:
+    class AtMostOnce(app.Task):  # type: ignore[name-defined,misc]
+        acks_late = False
+        track_started = True
+
+        def run(self) -> None: ...
+
+    task = app.register_task(AtMostOnce)
+    assert task.reject_on_worker_lost is False
+
+
 # -- where the defaults apply ----------------------------------------------------------------
 
 
