@@ -124,15 +124,21 @@ class Signature:
     ) -> Any:
         """Enqueue the whole canvas in one transaction (``connection=`` to join yours);
         returns an ``AsyncResult`` or, for a group, a ``GroupResult``."""
+        freezer, canvas, result = self._frozen(args, kwargs, options)
+        freezer.app.store.insert_canvas(canvas, dumps(freezer.groups), freezer.root, connection)
+        freezer.published()
+        return result
+
+    def _frozen(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
+    ) -> tuple[Freezer, str, Any]:
+        """``apply_async``'s first step (``jobqueue.aio`` shares it): every
+        step resolved and published; the freezer, the canvas (JSON) and the result."""
         sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
         sig, root = _with_root(sig)
-        app = sig._resolve_app()
-        freezer = Freezer(app, root)
+        freezer = Freezer(sig._resolve_app(), root)
         tree, result = freezer.freeze(sig, member=None)
-        app.store.insert_canvas(dumps(tree), dumps(freezer.groups), root, connection)
-        for spec, step_args, step_kwargs in freezer.specs:
-            app._published(spec, step_args, step_kwargs)
-        return result
+        return freezer, dumps(tree), result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A task signature runs the task here and now, as in Celery; chains,
@@ -381,6 +387,11 @@ class Freezer:
         if isinstance(sig, chord):
             return self._chord(sig, member, links, errbacks, inherit)
         raise TypeError(f"cannot enqueue {sig!r}")
+
+    def published(self) -> None:
+        """The canvas was written: ``after_task_publish`` for each step."""
+        for spec, step_args, step_kwargs in self.specs:
+            self.app._published(spec, step_args, step_kwargs)
 
     def callbacks(self, sig: Signature, key: str) -> list[dict[str, Any]]:
         return [self.freeze(s, None)[0] for s in sig.options.get(key, [])]
