@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from .store import Store
 from .tasks import TASK_OPTIONS, P, R, Task
 
 if TYPE_CHECKING:
+    from .aio import AsyncSide
     from .control import Control
     from .events import Events
 
@@ -184,6 +186,18 @@ class JobQueue:
         spec = resolve(self, name, task, args, kwargs, call_options(options, "send_task()"))
         return self.enqueue(spec, task, args, kwargs, connection)
 
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``send_task`` for async code (``jobqueue.aio``)."""
+        return await self.aio.send_task(name, args, kwargs, connection, options)
+
     def enqueue(
         self,
         spec: JobSpec,
@@ -328,6 +342,24 @@ class JobQueue:
             holders = self.store.insert_jobs_unique(batch.params, connection)
         return self._batch_enqueued(batch, holders)
 
+    async def aenqueue_many(
+        self,
+        task: Task[Any, Any] | str,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        connection: Any = None,
+    ) -> list[AsyncResult]:
+        """``enqueue_many`` for async code (``jobqueue.aio``): ``connection=`` an
+        async connection whose transaction the jobs join."""
+        return await self.aio.enqueue_many(
+            task, items, queue, priority, countdown, eta, expires, connection
+        )
+
     def _batch(
         self,
         task: Task[Any, Any] | str,
@@ -467,6 +499,14 @@ class JobQueue:
         return Control(self)
 
     @cached_property
+    def aio(self) -> AsyncSide:
+        """The async API's connections and waiters (``jobqueue.aio``), used by
+        ``adelay``, ``aapply_async``, ``aenqueue_many``, ``aget``..."""
+        from .aio import AsyncSide
+
+        return AsyncSide(self)
+
+    @cached_property
     def events(self) -> Events:
         """The live stream of task and worker events:
         ``app.events.stream(...)``, ``app.events.Receiver(handlers)`` (see
@@ -486,6 +526,17 @@ class JobQueue:
     def close(self) -> None:
         self.results.stop()
         self.db.close()
+
+    async def aclose(self) -> None:
+        """``close`` for async code: also closes the running event loop's
+        async pool and result listener (call it where the loop ends, such as
+        an ASGI app's lifespan shutdown)."""
+        if "aio" in self.__dict__:
+            await self.aio.close()
+        if self.db._pool is not None:  # the sync API was used too: closing it joins threads
+            await asyncio.to_thread(self.close)
+        else:
+            self.results.stop()
 
 
 class _Batch(NamedTuple):

@@ -129,6 +129,20 @@ class Signature:
         freezer.published()
         return result
 
+    async def aapply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> Any:
+        """``apply_async`` for async code (``jobqueue.aio``): ``connection=``
+        an async connection whose transaction the canvas joins."""
+        return await self._resolve_app().aio.apply_canvas(self, args, kwargs, connection, options)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.aapply_async(args, kwargs)
+
     def _frozen(
         self, args: Sequence[Any], kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
     ) -> tuple[Freezer, str, Any]:
@@ -309,6 +323,9 @@ class Chunks:
         return self.apply_async()
 
     __call__ = delay
+
+    async def aapply_async(self, connection: Any = None, **options: Any) -> Any:
+        return await self.group().aapply_async(connection=connection, **options)
 
 
 def map_signature(task: Task[Any, Any], items: Iterable[Any]) -> Signature:

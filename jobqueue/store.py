@@ -18,7 +18,7 @@ that follow it; a unique key's lock with its insert) is one method.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,40 +128,14 @@ class Store:
         sql = self.sql
         with conn.transaction(), conn.cursor() as cur:
             run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
-            task, queue, priority = params["task"], params["queue"], params["priority"]
-            # COPY's text format, built in bulk: far cheaper than a row at a time.
-            shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
-            due, until = _copy_text(run_at), _copy_text(expires_at)
-            rows = list(
-                zip(
-                    params["ids"],
-                    params["args"],
-                    params["kwargs"],
-                    params["options"],
-                    params["rate_keys"],
-                    params["concurrency_keys"],
-                    strict=True,
-                )
-            )
+            jobs, queue_rows = copy_chunks(params, run_at, expires_at)
             with cur.copy(sql["job_copy"]) as copy:
-                for start in range(0, len(rows), _COPY_CHUNK):  # the server parses as we build
-                    copy.write(
-                        "".join(
-                            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t"
-                            f"{due}\t{until}\n"
-                            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
-                        )
-                    )
-            head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
+                for chunk in jobs:  # the server parses as we build
+                    copy.write(chunk)
             with cur.copy(sql["job_queue_copy"]) as copy:
-                for start in range(0, len(rows), _COPY_CHUNK):
-                    copy.write(
-                        "".join(
-                            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
-                            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
-                        )
-                    )
-            cur.execute(sql["queue_notify"], {"queue": queue})
+                for chunk in queue_rows:
+                    copy.write(chunk)
+            cur.execute(sql["queue_notify"], {"queue": params["queue"]})
 
     def insert_jobs_unique(self, params: Params, connection: Any = None) -> dict[str, str]:
         """Many jobs of a unique task (keys distinct within the batch): each key
@@ -627,6 +601,45 @@ def _filters(given: Mapping[str, Any]) -> dict[str, Any]:
     if params["ids"] is not None:
         params["ids"] = [str(i) for i in params["ids"]]
     return params
+
+
+def copy_chunks(
+    params: Params, run_at: datetime, expires_at: datetime | None
+) -> tuple[Iterator[str], Iterator[str]]:
+    """The rows of ``job_copy`` and ``job_queue_copy`` for a batch
+    (``insert_jobs``' parameters; the times from ``db_times``), in COPY's text
+    format, a chunk at a time (the async path writes the same)."""
+    task, queue, priority = params["task"], params["queue"], params["priority"]
+    # COPY's text format, built in bulk: far cheaper than a row at a time.
+    shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
+    due, until = _copy_text(run_at), _copy_text(expires_at)
+    rows = list(
+        zip(
+            params["ids"],
+            params["args"],
+            params["kwargs"],
+            params["options"],
+            params["rate_keys"],
+            params["concurrency_keys"],
+            strict=True,
+        )
+    )
+    head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
+    jobs = (
+        "".join(
+            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t{due}\t{until}\n"
+            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
+        )
+        for start in range(0, len(rows), _COPY_CHUNK)
+    )
+    queue_rows = (
+        "".join(
+            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
+            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
+        )
+        for start in range(0, len(rows), _COPY_CHUNK)
+    )
+    return jobs, queue_rows
 
 
 _COPY_CHUNK = 5000

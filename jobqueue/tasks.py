@@ -322,6 +322,28 @@ class Task(Generic[P, R]):
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         return resolve(self.app, self.name, self, args, kwargs, call), args, kwargs
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """``delay`` for async code (``jobqueue.aio``): the insert is awaited."""
+        return await self.app.aio.apply_async(self, args, kwargs, None, None, None, {})
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        link: Signature | list[Signature] | None = None,
+        link_error: Signature | list[Signature] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``apply_async`` for async code: the same options and checks;
+        ``connection=`` a psycopg ``AsyncConnection``, a SQLAlchemy
+        ``AsyncConnection`` or an ``AsyncSession``, whose transaction the job
+        joins (see ``jobqueue.aio``)."""
+        return await self.app.aio.apply_async(
+            self, args, kwargs, link, link_error, connection, options
+        )
+
     def job_options(
         self,
         soft_time_limit: float | None = None,
