@@ -13,8 +13,8 @@ a retry). Statements are prepared on the server unless ``app.conf.pooler`` /
 An ``AsyncConnectionPool`` belongs to the event loop that opened it (its
 locks and maintenance tasks live there), so there is one per loop, opened
 lazily by the first statement run on that loop; ``await app.aclose()`` closes
-the running loop's. A loop that closed without it leaves its pool behind:
-the next loop to open one drops it, and its sockets close when collected.
+the running loop's, and so does the loop's own shutdown (``asyncio.run``
+cancelling its tasks), through a task that only waits for that.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -48,6 +48,7 @@ class AsyncDatabase:
         self.db = db
         self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] = {}
+        self._guards: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     @property
     def sql(self) -> dict[str, str]:
@@ -78,6 +79,7 @@ class AsyncDatabase:
                 raise
             self._forget_closed_loops()
             self._pools[loop] = pool
+            self._guards[loop] = loop.create_task(self._guard(loop, pool), name="jobqueue-pool")
             del self._opening[loop]
             opening.set_result(pool)
             return pool
@@ -103,17 +105,35 @@ class AsyncDatabase:
         await pool.open(wait=True, timeout=30)
         return pool
 
+    async def _guard(self, loop: asyncio.AbstractEventLoop, pool: AsyncConnectionPool[Any]) -> None:
+        """Close ``pool`` when this task is cancelled: by ``close()``, or by
+        the loop's shutdown (``asyncio.run`` cancels every task as it ends).
+        Without it, a loop ending with the pool open could hang: the pool's
+        maintenance tasks survive being cancelled while they reconnect, and
+        ``asyncio.run`` waits for them forever."""
+        try:
+            await loop.create_future()  # never done: only cancellation ends it
+        finally:
+            if self._pools.get(loop) is pool:
+                del self._pools[loop]
+            self._guards.pop(loop, None)
+            await pool.close(timeout=5.0)
+
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._pools if loop.is_closed()]:
-            log.debug("dropping the async pool of a closed event loop (no app.aclose() there)")
+            log.debug("dropping the async pool of a closed event loop")
             del self._pools[loop]
+            self._guards.pop(loop, None)
 
     async def close(self) -> None:
         """Close the running loop's pool (and forget those of closed loops)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        guard = self._guards.get(loop)
         self._forget_closed_loops()
-        if pool is not None:
-            await pool.close()
+        if guard is not None:
+            guard.cancel()
+            with suppress(asyncio.CancelledError):
+                await guard
 
     # -- running our statements ------------------------------------------------
 

@@ -7,6 +7,7 @@ each test is its own event loop, as an application's would be.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
@@ -18,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 import jobqueue
-from jobqueue import DuplicateJobError, chain, chord, group, signals, states
-from tests.apps import CustomError
+from jobqueue import DuplicateJobError, JobQueue, chain, chord, group, signals, states
+from tests.apps import CustomError, build
 
 T = TypeVar("T")
 
@@ -368,3 +369,88 @@ def test_several_event_loops_and_aclose(jq: Any, conn: Any, schema: str) -> None
 
     assert run(close()) == 1  # only this loop's: the others' were dropped
     assert count_jobs(conn, schema, [first, second]) == 2
+
+
+@pytest.mark.parametrize("pooler", ["none", "transaction"])
+def test_the_async_pool_prepares_and_listens_as_the_sync_path_does(
+    pooler: str, dsn: str, schema: str, start_worker: Any
+) -> None:
+    """Statements prepared on the server unless behind a transaction pooler
+    (db.prepared); there, with no listen_dsn, aget() polls instead of LISTEN."""
+    app = JobQueue(dsn, schema=schema, auto_migrate=False, pooler=pooler)
+    tasks = build(app)
+    start_worker()
+
+    async def main() -> tuple[list[str], int, bool]:
+        first = await tasks.add.adelay(1, 2)
+        await tasks.add.adelay(3, 4)
+        pool = await app.aio.db.pool()
+        async with pool.connection() as c:  # the one connection the enqueues used
+            cursor = await c.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [str(row[0]) for row in await cursor.fetchall()]
+        value = await first.aget(timeout=20)
+        polling = app.aio.waiter().polling
+        await app.aclose()
+        return prepared, value, polling
+
+    try:
+        prepared, value, polling = run(main())
+    finally:
+        app.close()
+    inserts = [s for s in prepared if f'"{schema}".job_queue' in s]
+    assert bool(inserts) == (pooler == "none"), prepared
+    assert value == 3
+    assert polling == (pooler == "transaction")
+
+
+def test_a_dropped_pool_connection_is_retried_and_writes_one_job(
+    jq: Any, conn: Any, schema: str
+) -> None:
+    """The server ends the pool's session between two enqueues (as a restart
+    or an idle timeout would): the next enqueue fails on it, retries on a new
+    connection, and the job is written once."""
+
+    async def main() -> str:
+        await jq.add.adelay(1, 1)  # the pool is open, its connection idle
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'jobqueue' AND datname = current_database()"
+        ).fetchone()
+        assert ended is not None and ended[0] >= 1
+        result = await jq.add.adelay(2, 2)
+        await jq.app.aclose()
+        return str(result.id)
+
+    job_id = run(main())
+    assert count_jobs(conn, schema, [job_id]) == 1
+
+
+def test_a_loop_ending_without_aclose_ends_and_closes_the_pool(jq: Any, conn: Any) -> None:
+    """An error escapes asyncio.run() while the pool is reconnecting (its
+    session was ended, no retries allowed): the loop still ends at once, and
+    its pool is closed with it. (psycopg_pool's maintenance tasks survive a
+    cancellation while they connect: asyncio.run waited for them forever.)"""
+    jq.app.conf.db_retry_seconds = 0
+
+    async def main() -> None:
+        await jq.add.adelay(1, 1)
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'jobqueue' AND datname = current_database()"
+        )
+        await jq.add.adelay(2, 2)  # fails on the ended session; the pool reconnects
+
+    raised: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            run(main())
+        except BaseException as exc:  # reported below
+            raised.append(exc)
+
+    thread = threading.Thread(target=in_thread, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "asyncio.run() did not end"
+    assert [type(e) for e in raised] == [psycopg.errors.AdminShutdown]
+    assert jq.app.aio.db._pools == {}
