@@ -146,7 +146,7 @@ class AsyncSide:
         loop = asyncio.get_running_loop()
         waiter = self._waiters.get(loop)
         if waiter is None:
-            for closed in [other for other in self._waiters if other.is_closed()]:
+            for closed in [other for other in list(self._waiters) if other.is_closed()]:
                 del self._waiters[closed]
             waiter = self._waiters[loop] = AsyncResultWaiter(self.app, self.store)
         return waiter

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from .. import db as db_module
 from ..db import Row, transient
 from ..exceptions import DuplicateJobError
 
@@ -87,19 +88,28 @@ class AsyncDatabase:
 
     async def _open(self) -> AsyncConnectionPool[Any]:
         await self.ready()
-        settings = self.db.settings
-        kwargs: dict[str, Any] = {"autocommit": True, "application_name": "jobqueue"}
+        db, settings = self.db, self.db.settings
+        # In a worker (its async tasks enqueue), sized and set up as the sync
+        # task pool is (Database.pool): small, emptied when idle, its sockets
+        # giving up within the lease.
+        worker = db._worker
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": "jobqueue-tasks" if worker else "jobqueue",
+            **(db.worker_socket_options() if worker else {}),
+        }
         # Only our own few statements run on these connections: prepare each at
         # its first use (psycopg's default waits for the fifth), or never
         # behind a transaction pooler, as the sync path decides (db.prepared).
-        kwargs["prepare_threshold"] = 0 if self.db.prepared else None
+        kwargs["prepare_threshold"] = 0 if db.prepared else None
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.db.dsn(),
-            min_size=1,
-            max_size=settings.pool_max_size,
-            max_idle=600.0,
+            db.dsn(),
+            min_size=0 if worker else 1,
+            max_size=settings.task_pool_max_size if worker else settings.pool_max_size,
+            max_idle=60.0 if worker else 600.0,
             kwargs=kwargs,
             open=False,
+            configure=_abort_on_close if db._abortive_close else None,
             name="jobqueue-async",
         )
         await pool.open(wait=True, timeout=30)
@@ -120,7 +130,7 @@ class AsyncDatabase:
             await pool.close(timeout=5.0)
 
     def _forget_closed_loops(self) -> None:
-        for loop in [loop for loop in self._pools if loop.is_closed()]:
+        for loop in [loop for loop in list(self._pools) if loop.is_closed()]:
             log.debug("dropping the async pool of a closed event loop")
             del self._pools[loop]
             self._guards.pop(loop, None)
@@ -202,6 +212,11 @@ class AsyncDatabase:
     async def run(self, connection: Any, name: str, params: Params) -> list[Row]:
         """Run named statement ``name`` on a connection from ``transaction()``."""
         return await run_on(connection, self.db.sql[name], params)
+
+
+async def _abort_on_close(conn: psycopg.AsyncConnection[Any]) -> None:
+    """``jobqueue.db._abort_on_close`` for a process-pool child's async pool."""
+    db_module._abort_on_close(conn)  # type: ignore[arg-type]  # it only reads the socket
 
 
 async def run_on(connection: Any, statement: str, params: Params) -> list[Row]:

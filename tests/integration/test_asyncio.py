@@ -454,3 +454,21 @@ def test_a_loop_ending_without_aclose_ends_and_closes_the_pool(jq: Any, conn: An
     assert not thread.is_alive(), "asyncio.run() did not end"
     assert [type(e) for e in raised] == [psycopg.errors.AdminShutdown]
     assert jq.app.aio.db._pools == {}
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_an_async_task_enqueues_from_a_worker(
+    pool: str, dsn: str, schema: str, start_worker: Any
+) -> None:
+    """An async task awaits adelay() on the worker's own event loop (a pool
+    per loop, sized as the worker's task pool)."""
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    tasks = build(app)
+    start_worker("--pool", pool, app="tests.apps_aio:app")
+    try:
+        parent = app.send_task("aio.enqueue_add", (21,))
+        child = app.AsyncResult(parent.get(timeout=20))
+        assert child.get(timeout=20) == 42
+        assert tasks.add.name == child.task_name
+    finally:
+        app.close()
