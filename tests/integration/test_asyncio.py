@@ -297,7 +297,7 @@ def count_jobs_in(conn: Any, schema: str) -> int:
     return int(row[0])
 
 
-def test_a_taken_task_id_and_a_sync_connection(jq: Any, dsn: str) -> None:
+def test_a_taken_task_id_and_connections_of_the_wrong_kind(jq: Any, dsn: str) -> None:
     async def main() -> None:
         first = await jq.add.aapply_async((1, 2), task_id="0190d9f0-0000-7000-8000-000000000001")
         with pytest.raises(DuplicateJobError, match="already exists"):
@@ -306,6 +306,11 @@ def test_a_taken_task_id_and_a_sync_connection(jq: Any, dsn: str) -> None:
             await jq.add.aapply_async((1, 2), connection=sync_conn)
         with pytest.raises(TypeError, match=r"AsyncSession, got builtins\.str"):
             await jq.add.aapply_async((1, 2), connection="postgresql://")
+        async with await psycopg.AsyncConnection.connect(dsn) as async_conn:
+            with pytest.raises(TypeError, match=r"async API: await task\.aapply_async"):
+                jq.add.apply_async((1, 2), connection=async_conn)
+            with pytest.raises(TypeError, match="async API"):
+                jq.app.enqueue_many(jq.add, [(1, 2)], connection=async_conn)
         await jq.app.aclose()
 
     run(main())
