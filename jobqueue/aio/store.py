@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..copytext import copy_chunks
 from ..db import Row
-from ..store import copy_chunks
 from .db import AsyncDatabase, Params, psycopg_connection
 
 
