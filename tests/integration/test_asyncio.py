@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -477,3 +478,26 @@ def test_an_async_task_enqueues_from_a_worker(
         assert tasks.add.name == child.task_name
     finally:
         app.close()
+
+
+def test_sqlalchemy_with_asyncpg_is_refused_in_one_line(jq: Any, dsn: str) -> None:
+    """Our statements' %(name)s placeholders need SQLAlchemy's psycopg driver:
+    asyncpg's session is refused before anything runs, saying which to use."""
+    p = conninfo_to_dict(dsn)
+    url = f"postgresql+asyncpg://{p.get('user', 'postgres')}@{p.get('host', '127.0.0.1')}"
+    url += f":{p.get('port', 5432)}/{p['dbname']}"
+
+    async def main() -> str:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with AsyncSession(engine) as session, session.begin():
+                with pytest.raises(TypeError) as refused:
+                    await jq.add.aapply_async((1, 2), connection=session)
+        finally:
+            await engine.dispose()
+        return str(refused.value)
+
+    message = run(main())
+    assert message == (
+        "connection= must use SQLAlchemy's psycopg driver (postgresql+psycopg://), not 'asyncpg'"
+    )
