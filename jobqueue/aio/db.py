@@ -63,28 +63,39 @@ class AsyncDatabase:
             await asyncio.to_thread(self.db.ensure_schema)
 
     async def pool(self) -> AsyncConnectionPool[Any]:
-        """The running loop's pool, opened on first use."""
+        """The running loop's pool, opened on first use (by one caller: the
+        others on the loop wait for it, and try themselves if it was cancelled)."""
         loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is not None:
-            return pool
-        opening = self._opening.get(loop)
-        if opening is None:  # the first caller on this loop opens it; others wait for it
-            opening = self._opening[loop] = loop.create_future()
+        while True:
+            pool = self._pools.get(loop)
+            if pool is not None:
+                return pool
+            opening = self._opening.get(loop)
+            if opening is None:
+                break
             try:
-                pool = await self._open()
-            except BaseException as exc:
-                del self._opening[loop]
-                opening.set_exception(exc)
-                opening.exception()  # retrieved: no "never retrieved" warning if nobody waits
-                raise
-            self._forget_closed_loops()
-            self._pools[loop] = pool
-            self._guards[loop] = loop.create_task(self._guard(loop, pool), name="jobqueue-pool")
+                opened: AsyncConnectionPool[Any] = await asyncio.shield(opening)
+                return opened
+            except asyncio.CancelledError:
+                if not opening.cancelled():
+                    raise  # this caller was cancelled, not the one opening
+        opening = self._opening[loop] = loop.create_future()
+        try:
+            pool = await self._open()
+        except BaseException as exc:
             del self._opening[loop]
-            opening.set_result(pool)
-            return pool
-        return await asyncio.shield(opening)
+            if isinstance(exc, asyncio.CancelledError):
+                opening.cancel()
+            else:
+                opening.set_exception(exc)
+                opening.exception()  # retrieved: no warning when nobody else waits
+            raise
+        self._forget_closed_loops()
+        self._pools[loop] = pool
+        self._guards[loop] = loop.create_task(self._guard(loop, pool), name="jobqueue-pool")
+        del self._opening[loop]
+        opening.set_result(pool)
+        return pool
 
     async def _open(self) -> AsyncConnectionPool[Any]:
         await self.ready()
@@ -112,7 +123,11 @@ class AsyncDatabase:
             configure=_abort_on_close if db._abortive_close else None,
             name="jobqueue-async",
         )
-        await pool.open(wait=True, timeout=30)
+        try:
+            await pool.open(wait=True, timeout=30)
+        except BaseException:
+            await pool.close()  # its maintenance tasks must not outlive the attempt
+            raise
         return pool
 
     async def _guard(self, loop: asyncio.AbstractEventLoop, pool: AsyncConnectionPool[Any]) -> None:

@@ -501,3 +501,23 @@ def test_sqlalchemy_with_asyncpg_is_refused_in_one_line(jq: Any, dsn: str) -> No
     assert message == (
         "connection= must use SQLAlchemy's psycopg driver (postgresql+psycopg://), not 'asyncpg'"
     )
+
+
+def test_the_first_enqueues_on_a_loop_open_one_pool(jq: Any, conn: Any, schema: str) -> None:
+    """Coroutines enqueueing at once on a new loop share the pool the first
+    one opens; if that one is cancelled while opening, another opens it."""
+
+    async def main() -> tuple[list[str], int, bool]:
+        first = asyncio.ensure_future(jq.add.adelay(0, 0))
+        await asyncio.sleep(0)  # it starts opening the pool (the first contact, in a thread)
+        others = [asyncio.ensure_future(jq.add.adelay(i, i)) for i in range(1, 10)]
+        await asyncio.sleep(0)  # they wait for it
+        first.cancel()
+        results = await asyncio.gather(*others)
+        pools = len(jq.app.aio.db._pools)
+        await jq.app.aclose()
+        return [r.id for r in results], pools, first.cancelled()
+
+    ids, pools, cancelled = run(main())
+    assert (pools, cancelled) == (1, True)
+    assert count_jobs(conn, schema, ids) == 9
