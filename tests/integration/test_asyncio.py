@@ -521,3 +521,16 @@ def test_the_first_enqueues_on_a_loop_open_one_pool(jq: Any, conn: Any, schema: 
     ids, pools, cancelled = run(main())
     assert (pools, cancelled) == (1, True)
     assert count_jobs(conn, schema, ids) == 9
+
+
+def test_aclose_closes_the_sync_pool_too(jq: Any) -> None:
+    jq.add.delay(1, 1)  # the sync pool opens
+    assert jq.app.db._pool is not None
+
+    async def main() -> None:
+        await jq.add.adelay(2, 2)
+        await jq.app.aclose()
+
+    run(main())
+    assert jq.app.db._pool is None
+    assert jq.app.aio.db._pools == {}
