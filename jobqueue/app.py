@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, NamedTuple, overload
 
 from . import discovery, signals
 from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
@@ -35,6 +36,7 @@ from .store import Store
 from .tasks import TASK_OPTIONS, AppTaskBase, P, R, Task
 
 if TYPE_CHECKING:
+    from .aio import AsyncSide
     from .control import Control
     from .events import Events
 
@@ -233,6 +235,18 @@ class JobQueue(AppTaskBase):
         spec = resolve(self, name, task, args, kwargs, call_options(options, "send_task()"))
         return self.enqueue(spec, task, args, kwargs, connection)
 
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``send_task`` for async code (``jobqueue.aio``)."""
+        return await self.aio.send_task(name, args, kwargs, connection, options)
+
     def enqueue(
         self,
         spec: JobSpec,
@@ -241,28 +255,51 @@ class JobQueue(AppTaskBase):
         kwargs: Mapping[str, Any],
         connection: Any = None,
     ) -> AsyncResult:
-        """Write one resolved job (``send_task`` and ``apply_async`` come here)."""
+        """Write one resolved job (``send_task`` and ``apply_async`` come here;
+        ``jobqueue.aio`` runs the same three steps with ``await``)."""
+        spec, params = self._job_params(spec, task, args, kwargs)
+        if "unique_key" in params:
+            holder = self.store.insert_job_unique(params, connection)
+        elif spec.id_given:
+            self.store.insert_job_recorded(params, connection)
+            holder = spec.id
+        else:
+            self.store.insert_job(params, connection)
+            holder = spec.id
+        return self._enqueued(spec, args, kwargs, holder)
+
+    def _job_params(
+        self,
+        spec: JobSpec,
+        task: Task[Any, Any] | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> tuple[JobSpec, dict[str, Any]]:
+        """``enqueue``'s first step: the job as published, and the insert's
+        parameters (with ``unique_key`` for a unique task's job)."""
         spec = self._publishing(spec, args, kwargs)
         params = spec.params()
         key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
-        if key is None:
-            if not spec.id_given:
-                self.store.insert_job(params, connection)
-                self._published(spec, args, kwargs)
-                return AsyncResult.trusted(spec.id, self)
-            self.store.insert_job_recorded(params, connection)
-            self._published(spec, args, kwargs)
+        if key is not None:
+            assert task is not None
+            params.update(
+                unique_key=key,
+                unique_states=list(task.flow.unique_states),
+                unique_window=task.flow.unique_window,
+            )
+        return spec, params
+
+    def _enqueued(
+        self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any], holder: str
+    ) -> AsyncResult:
+        """``enqueue``'s last step: ``holder`` is the job now holding the call
+        (another when a unique task's key was taken: nothing was written)."""
+        if holder != spec.id:
+            return AsyncResult(holder, app=self)
+        self._published(spec, args, kwargs)
+        if spec.id_given:
             return AsyncResult(spec.id, app=self)
-        assert task is not None
-        params.update(
-            unique_key=key,
-            unique_states=list(task.flow.unique_states),
-            unique_window=task.flow.unique_window,
-        )
-        holder = self.store.insert_job_unique(params, connection)
-        if holder == spec.id:
-            self._published(spec, args, kwargs)
-        return AsyncResult(holder, app=self)
+        return AsyncResult.trusted(spec.id, self)
 
     def _publishing(self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobSpec:
         """What every job passes just before it is written (``enqueue``, each
@@ -344,6 +381,47 @@ class JobQueue(AppTaskBase):
         of positional arguments, or a mapping of keyword arguments. For a
         ``unique`` task, items whose key is taken (or repeated) get the holder's
         result and write nothing."""
+        batch = self._batch(task, items, queue, priority, countdown, eta, expires)
+        if batch is None:
+            return []
+        holders = None
+        if batch.holder_of is None:
+            self.store.insert_jobs(batch.params, connection)
+        else:
+            holders = self.store.insert_jobs_unique(batch.params, connection)
+        return self._batch_enqueued(batch, holders)
+
+    async def aenqueue_many(
+        self,
+        task: Task[Any, Any] | str,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        connection: Any = None,
+    ) -> list[AsyncResult]:
+        """``enqueue_many`` for async code (``jobqueue.aio``): ``connection=`` an
+        async connection whose transaction the jobs join."""
+        return await self.aio.enqueue_many(
+            task, items, queue, priority, countdown, eta, expires, connection
+        )
+
+    def _batch(
+        self,
+        task: Task[Any, Any] | str,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        queue: str | None,
+        priority: int | None,
+        countdown: float | None,
+        eta: datetime | None,
+        expires: float | datetime | None,
+    ) -> _Batch | None:
+        """``enqueue_many``'s first step (``jobqueue.aio`` shares it): every
+        item checked and encoded, the before-publish signals and hook sent;
+        None for no items."""
         name = task if isinstance(task, str) else task.name
         registered = self.tasks.get(name) if isinstance(task, str) else task
         ids: list[str] = []
@@ -402,7 +480,7 @@ class JobQueue(AppTaskBase):
                 flow.unique_for(name, args, kwargs) if unique and flow else None
             )
         if not ids:
-            return []
+            return None
         countdown_, eta_, expires_at, expires_in = timing(countdown, eta, expires)
         params = {
             "task": name,
@@ -419,48 +497,33 @@ class JobQueue(AppTaskBase):
             self.hooks.emit("before_publish_many", task=name, ids=ids, queue=params["queue"])
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
-            self.store.insert_jobs(params, connection)
-            results = [AsyncResult.trusted(job_id, self) for job_id in ids]
-        else:
-            results = self._enqueue_many_unique(registered, ids, params, connection)
-        if signals.after_task_publish.receivers:
-            for (job_id, args, kwargs, headers), result in zip(sent, results, strict=True):
-                if result.id == job_id:  # else a unique job found its key held: nothing written
-                    signals.send_after_publish(name, job_id, args, kwargs, queue_name, headers)
-        return results
+            return _Batch(name, queue_name, ids, params, sent, None)
+        holder_of = _unique_batch(registered, ids, params)
+        return _Batch(name, queue_name, ids, params, sent, holder_of)
 
-    def _enqueue_many_unique(
-        self, task: Task[Any, Any], ids: list[str], params: dict[str, Any], connection: Any
+    def _batch_enqueued(
+        self, batch: _Batch, holders: Mapping[str, str] | None
     ) -> list[AsyncResult]:
-        # A key repeated within the batch goes to its first item.
-        first: dict[str, str] = {}
-        holder_of = []
-        for job_id, key in zip(ids, params["unique_keys"], strict=True):
-            holder_of.append(first.setdefault(key, job_id))
-        keep = [
-            i
-            for i, (job_id, holder) in enumerate(zip(ids, holder_of, strict=True))
-            if job_id == holder
-        ]
-        for column in (
-            "ids",
-            "args",
-            "kwargs",
-            "options",
-            "rate_keys",
-            "concurrency_keys",
-            "unique_keys",
-        ):
-            params[column] = [params[column][i] for i in keep]
-        params.update(
-            unique_states=list(task.flow.unique_states), unique_window=task.flow.unique_window
-        )
-        holders = self.store.insert_jobs_unique(params, connection)
-        by_id = {
-            job_id: holders.get(key, job_id)
-            for job_id, key in zip(params["ids"], params["unique_keys"], strict=True)
-        }
-        return [AsyncResult(by_id[h], app=self) for h in holder_of]
+        """``enqueue_many``'s last step: the results, and the after-publish
+        signals of the jobs written. ``holders``: for a unique task, the job
+        holding each key that was taken (insert_jobs_unique)."""
+        if batch.holder_of is None:
+            results = [AsyncResult.trusted(job_id, self) for job_id in batch.ids]
+        else:
+            params = batch.params
+            holders = holders or {}
+            by_id = {
+                job_id: holders.get(key, job_id)
+                for job_id, key in zip(params["ids"], params["unique_keys"], strict=True)
+            }
+            results = [AsyncResult(by_id[h], app=self) for h in batch.holder_of]
+        if signals.after_task_publish.receivers:
+            for (job_id, args, kwargs, headers), result in zip(batch.sent, results, strict=True):
+                if result.id == job_id:  # else a unique job found its key held: nothing written
+                    signals.send_after_publish(
+                        batch.task, job_id, args, kwargs, batch.queue, headers
+                    )
+        return results
 
     def revoke(
         self, ids: str | Iterable[str], terminate: bool = False, connection: Any = None
@@ -485,6 +548,14 @@ class JobQueue(AppTaskBase):
         return Control(self)
 
     @cached_property
+    def aio(self) -> AsyncSide:
+        """The async API's connections and waiters (``jobqueue.aio``), used by
+        ``adelay``, ``aapply_async``, ``aenqueue_many``, ``aget``..."""
+        from .aio import AsyncSide
+
+        return AsyncSide(self)
+
+    @cached_property
     def events(self) -> Events:
         """The live stream of task and worker events:
         ``app.events.stream(...)``, ``app.events.Receiver(handlers)`` (see
@@ -504,6 +575,54 @@ class JobQueue(AppTaskBase):
     def close(self) -> None:
         self.results.stop()
         self.db.close()
+
+    async def aclose(self) -> None:
+        """``close`` for async code: also closes the running event loop's
+        async pool and result listener (call it where the loop ends, such as
+        an ASGI app's lifespan shutdown)."""
+        if "aio" in self.__dict__:
+            await self.aio.close()
+        if self.db._pool is not None:  # the sync API was used too: closing it joins threads
+            await asyncio.to_thread(self.close)
+        else:
+            self.results.stop()
+
+
+class _Batch(NamedTuple):
+    """``enqueue_many``'s jobs, ready to write (``JobQueue._batch``)."""
+
+    task: str
+    queue: str
+    ids: list[str]
+    params: dict[str, Any]  # job_insert_many's (or job_insert_many_unique's)
+    sent: list[tuple[str, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]]
+    holder_of: list[str] | None  # a unique task's: each item's first job of its key
+
+
+def _unique_batch(task: Task[Any, Any], ids: list[str], params: dict[str, Any]) -> list[str]:
+    """Keep only the first item of each unique key in ``params`` (a key
+    repeated within the batch goes to its first item); each item's first job."""
+    first: dict[str, str] = {}
+    holder_of = []
+    for job_id, key in zip(ids, params["unique_keys"], strict=True):
+        holder_of.append(first.setdefault(key, job_id))
+    keep = [
+        i for i, (job_id, holder) in enumerate(zip(ids, holder_of, strict=True)) if job_id == holder
+    ]
+    for column in (
+        "ids",
+        "args",
+        "kwargs",
+        "options",
+        "rate_keys",
+        "concurrency_keys",
+        "unique_keys",
+    ):
+        params[column] = [params[column][i] for i in keep]
+    params.update(
+        unique_states=list(task.flow.unique_states), unique_window=task.flow.unique_window
+    )
+    return holder_of
 
 
 __all__ = ["JobQueue", "current_app"]

@@ -144,15 +144,35 @@ class Signature:
     ) -> Any:
         """Enqueue the whole canvas in one transaction (``connection=`` to join yours);
         returns an ``AsyncResult`` or, for a group, a ``GroupResult``."""
+        freezer, canvas, result = self._frozen(args, kwargs, options)
+        freezer.app.store.insert_canvas(canvas, dumps(freezer.groups), freezer.root, connection)
+        freezer.published()
+        return result
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> Any:
+        """``apply_async`` for async code (``jobqueue.aio``): ``connection=``
+        an async connection whose transaction the canvas joins."""
+        return await self._resolve_app().aio.apply_canvas(self, args, kwargs, connection, options)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.aapply_async(args, kwargs)
+
+    def _frozen(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
+    ) -> tuple[Freezer, str, Any]:
+        """``apply_async``'s first step (``jobqueue.aio`` shares it): every
+        step resolved and published; the freezer, the canvas (JSON) and the result."""
         sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
         sig, root = with_root(sig)
-        app = sig._resolve_app()
-        freezer = Freezer(app, root)
+        freezer = Freezer(sig._resolve_app(), root)
         tree, result = freezer.freeze(sig, member=None)
-        app.store.insert_canvas(dumps(tree), dumps(freezer.groups), root, connection)
-        for spec, step_args, step_kwargs in freezer.specs:
-            app._published(spec, step_args, step_kwargs)
-        return result
+        return freezer, dumps(tree), result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A task signature runs the task here and now, as in Celery; chains,
@@ -389,6 +409,9 @@ class Chunks:
         return self.apply_async()
 
     __call__ = delay
+
+    async def aapply_async(self, connection: Any = None, **options: Any) -> Any:
+        return await self.group().aapply_async(connection=connection, **options)
 
 
 def map_signature(task: Task[Any, Any], items: Iterable[Any]) -> Signature:

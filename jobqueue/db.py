@@ -524,10 +524,15 @@ def run_on(connection: Any, statement: str, params: Params) -> list[Row]:
         if hasattr(connection, "connection") and hasattr(connection, "commit"):  # ORM Session
             core = connection.connection()
             return _fetch_sqlalchemy(core.exec_driver_sql(statement, dict(params)))
+    hint = ""
+    if isinstance(connection, psycopg.AsyncConnection) or module.startswith(
+        "sqlalchemy.ext.asyncio"
+    ):
+        hint = " (an async connection goes to the async API: await task.aapply_async(...))"
     raise TypeError(
         "connection= must be a psycopg Connection, a SQLAlchemy Connection or ORM "
         "Session, or a Django connection, got "
-        f"{type(connection).__module__}.{type(connection).__name__}"
+        f"{type(connection).__module__}.{type(connection).__name__}{hint}"
     )
 
 

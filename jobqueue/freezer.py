@@ -69,6 +69,11 @@ class Freezer:
         # Every step's job, for after_task_publish once the canvas is written.
         self.specs: list[tuple[JobSpec, Sequence[Any], Mapping[str, Any]]] = []
 
+    def published(self) -> None:
+        """The canvas was written: ``after_task_publish`` for each step."""
+        for spec, step_args, step_kwargs in self.specs:
+            self.app._published(spec, step_args, step_kwargs)
+
     def freeze(
         self,
         sig: Signature,

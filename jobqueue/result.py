@@ -31,6 +31,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_JOB_COLUMNS = (
+    "id",
+    "task",
+    "queue",
+    "state",
+    "result",
+    "error",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker_id",
+    "root_id",
+    "parent_id",
+    "group_id",
+    "group_index",
+    "progress_state",
+    "progress",
+)  # job_get's
+
+
 class AsyncResult:
     """A handle on one job's state and outcome, Celery style."""
 
@@ -65,28 +86,11 @@ class AsyncResult:
         if self._row is not None and self._row["state"] in states.READY_STATES:
             return self._row  # finished jobs never change: no need to ask again
         row = self.app.store.get_job(self.id)
-        if row is None:
-            return None
-        keys = (
-            "id",
-            "task",
-            "queue",
-            "state",
-            "result",
-            "error",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "worker_id",
-            "root_id",
-            "parent_id",
-            "group_id",
-            "group_index",
-            "progress_state",
-            "progress",
-        )
-        self._row = dict(zip(keys, row, strict=True))
+        return None if row is None else self._remember(row)
+
+    def _remember(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """Keep a ``job_get`` row (by column name) as this result's last look."""
+        self._row = dict(zip(_JOB_COLUMNS, row, strict=True))
         return self._row
 
     @property
@@ -203,6 +207,13 @@ class AsyncResult:
         return self._exception(row)
 
     wait = get
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+    ) -> Any:
+        """``get`` for async code: waits on the event loop (``jobqueue.aio``)."""
+        row = await self.app.aio.waiter().wait(self, timeout, interval)
+        return _value(self.id, row, propagate)
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
         """Cancel the job: a waiting one never runs (REVOKED); a running one is

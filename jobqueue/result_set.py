@@ -147,6 +147,14 @@ class ResultSet:
     join = get
     join_native = get
 
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+    ) -> list[Any]:
+        """``get`` for async code: waits on the event loop (``jobqueue.aio``)."""
+        ids = [r.id for r in self.leaves()]
+        rows = await self.app.aio.waiter().wait_many(ids, timeout, interval) if ids else {}
+        return self._values(rows, propagate)
+
     def _values(self, rows: dict[str, dict[str, Any]], propagate: bool) -> list[Any]:
         return [
             r._values(rows, propagate)

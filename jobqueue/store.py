@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 
+from .copytext import copy_chunks
 from .db import Database, Row, psycopg_connection
 
 Params = Mapping[str, Any]
@@ -146,40 +147,14 @@ class Store:
         with conn.cursor() as cur:
             run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
         with conn.transaction(), conn.cursor() as cur:
-            task, queue, priority = params["task"], params["queue"], params["priority"]
-            # COPY's text format, built in bulk: far cheaper than a row at a time.
-            shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
-            due, until = _copy_text(run_at), _copy_text(expires_at)
-            rows = list(
-                zip(
-                    params["ids"],
-                    params["args"],
-                    params["kwargs"],
-                    params["options"],
-                    params["rate_keys"],
-                    params["concurrency_keys"],
-                    strict=True,
-                )
-            )
+            jobs, queue_rows = copy_chunks(params, run_at, expires_at)
             with cur.copy(sql["job_copy"]) as copy:
-                for start in range(0, len(rows), _COPY_CHUNK):  # the server parses as we build
-                    copy.write(
-                        "".join(
-                            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t"
-                            f"{due}\t{until}\n"
-                            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
-                        )
-                    )
-            head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
+                for chunk in jobs:  # the server parses as we build
+                    copy.write(chunk)
             with cur.copy(sql["job_queue_copy"]) as copy:
-                for start in range(0, len(rows), _COPY_CHUNK):
-                    copy.write(
-                        "".join(
-                            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
-                            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
-                        )
-                    )
-            cur.execute(sql["queue_notify"], {"queue": queue})
+                for chunk in queue_rows:
+                    copy.write(chunk)
+            cur.execute(sql["queue_notify"], {"queue": params["queue"]})
 
     def insert_jobs_unique(self, params: Params, connection: Any = None) -> dict[str, str]:
         """Many jobs of a unique task (keys distinct within the batch): each key
@@ -648,22 +623,6 @@ def _filters(given: Mapping[str, Any]) -> dict[str, Any]:
     if params["ids"] is not None:
         params["ids"] = [str(i) for i in params["ids"]]
     return params
-
-
-_COPY_CHUNK = 5000
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: Any) -> str:
-    """A value in COPY's text format (NULL is \\N)."""
-    if value is None:
-        return "\\N"
-    return str(value).translate(_COPY_ESCAPES)
-
-
-def _copy_json(text: str) -> str:
-    # json.dumps never emits raw tabs or newlines; only backslashes need doubling.
-    return text.replace("\\", "\\\\") if "\\" in text else text
 
 
 def schema_version(conn: psycopg.Connection[Any], sql: Mapping[str, str]) -> str | None:

@@ -34,6 +34,7 @@ from .serialization import dumps
 if TYPE_CHECKING:
     from .app import JobQueue
     from .canvas import Chunks, Signature
+    from .options import JobSpec
     from .result import AsyncResult
 
 P = ParamSpec("P")
@@ -467,6 +468,22 @@ class Task(Generic[P, R]):
         caller's open transaction and exists only if it commits. ``link`` /
         ``link_error``: signatures enqueued with this job's result (or id) when
         it succeeds (or fails)."""
+        job = self._job(args, kwargs, link, link_error, options)
+        if isinstance(job, tuple):
+            return self.app.enqueue(job[0], self, job[1], job[2], connection)
+        result: AsyncResult = job.apply_async(connection=connection)
+        return result
+
+    def _job(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        link: Signature | list[Signature] | None,
+        link_error: Signature | list[Signature] | None,
+        options: Mapping[str, Any],
+    ) -> tuple[JobSpec, tuple[Any, ...], dict[str, Any]] | Signature:
+        """``apply_async``'s first step (``jobqueue.aio`` shares it): the job
+        resolved, with its arguments; or, with callbacks, the signature to enqueue."""
         call = call_options(options, f"{self.name}.apply_async()") if options else _NO_OPTIONS
         if link is not None or link_error is not None:
             from .canvas import Signature
@@ -476,13 +493,33 @@ class Task(Generic[P, R]):
                 sig.link(callback)
             for errback in _listed(link_error):
                 sig.link_error(errback)
-            result: AsyncResult = sig.apply_async(connection=connection)
-            return result
+            return sig
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         if self.typing:
             self.check_arguments(args, kwargs)
-        spec = resolve(self.app, self.name, self, args, kwargs, call)
-        return self.app.enqueue(spec, self, args, kwargs, connection)
+        return resolve(self.app, self.name, self, args, kwargs, call), args, kwargs
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """``delay`` for async code (``jobqueue.aio``): the insert is awaited."""
+        return await self.app.aio.apply_async(self, args, kwargs, None, None, None, {})
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        link: Signature | list[Signature] | None = None,
+        link_error: Signature | list[Signature] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``apply_async`` for async code: the same options and checks;
+        ``connection=`` a psycopg ``AsyncConnection``, a SQLAlchemy
+        ``AsyncConnection`` or an ``AsyncSession``, whose transaction the job
+        joins (see ``jobqueue.aio``)."""
+        return await self.app.aio.apply_async(
+            self, args, kwargs, link, link_error, connection, options
+        )
 
     def job_options(
         self,
