@@ -3,6 +3,7 @@
 from . import states
 from .app import JobQueue
 from .canvas import Signature, chain, chord, group, signature
+from .eager import EagerGroupResult, EagerResult
 from .exceptions import (
     ChordError,
     ConfigurationError,
@@ -31,6 +32,8 @@ __all__ = [
     "ChordError",
     "ConfigurationError",
     "DuplicateJobError",
+    "EagerGroupResult",
+    "EagerResult",
     "GroupResult",
     "JobQueue",
     "JobQueueError",

@@ -194,6 +194,10 @@ class JobQueue:
     ) -> AsyncResult:
         """Write one resolved job (``send_task`` and ``apply_async`` come here)."""
         spec = self._publishing(spec, args, kwargs)
+        if self.conf.eager:  # run here and now instead (jobqueue.eager): no transaction
+            from .eager.run import run_spec
+
+            return run_spec(self, spec, args, kwargs)
         params = spec.params()
         key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
         if key is None:
@@ -368,6 +372,10 @@ class JobQueue:
         }
         if self.hooks.wanted("before_publish_many"):
             self.hooks.emit("before_publish_many", task=name, ids=ids, queue=params["queue"])
+        if self.conf.eager:  # run here and now instead (jobqueue.eager)
+            from .eager.run import run_many
+
+            return list(run_many(self, params, sent))
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
             self.store.insert_jobs(params, connection)

@@ -127,12 +127,34 @@ class Signature:
         sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
         sig, root = _with_root(sig)
         app = sig._resolve_app()
+        if app.conf.eager:  # run here and now instead (jobqueue.eager): no transaction
+            from .eager.run import run_canvas
+
+            return run_canvas(app, sig, root)
         freezer = Freezer(app, root)
         tree, result = freezer.freeze(sig, member=None)
         app.store.insert_canvas(dumps(tree), dumps(freezer.groups), root, connection)
         for spec, step_args, step_kwargs in freezer.specs:
             app._published(spec, step_args, step_kwargs)
         return result
+
+    def apply(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        throw: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the whole canvas here and now, as workers would, with no database
+        (``jobqueue.eager``); an ``EagerResult`` or, for a group, an
+        ``EagerGroupResult``. ``throw`` (default ``app.conf.eager_propagates``):
+        raise the first failed job's exception instead."""
+        from .eager.run import run_canvas
+
+        sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
+        sig, root = _with_root(sig)
+        return run_canvas(sig._resolve_app(), sig, root, throw)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A task signature runs the task here and now, as in Celery; chains,

@@ -124,6 +124,13 @@ class Settings:
     db_retry_seconds: float = 10.0
     #: AsyncResult.get(): seconds between state re-checks if no NOTIFY arrives.
     result_recheck_interval: float = 1.0
+    #: Eager mode (Celery's task_always_eager; jobqueue.eager): delay(), apply_async(),
+    #: send_task(), enqueue_many() and canvases run here and now, with no database.
+    #: (testing branch; the config branch declares it too, with its alias: keep one.)
+    eager: bool = False
+    #: Eager mode: the call raises a failed job's exception (Celery's
+    #: task_eager_propagates) instead of returning a FAILURE result.
+    eager_propagates: bool = False
     #: Where tasks go when a call names no queue: a mapping of task names or
     #: globs to queue names, a callable ``(task, args, kwargs) -> queue``, or a list.
     task_routes: Any = None

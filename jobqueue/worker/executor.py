@@ -124,6 +124,7 @@ class Job:
     # time.monotonic() after which it must not start (its `expires`); None: never
     expires_deadline: float | None = None
     age: float | None = None  # seconds since the job was enqueued, at its claim
+    eager: bool = False  # run in the caller's process by jobqueue.eager, not claimed
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -262,13 +263,21 @@ def execute(
     """Run one job's task here (a pool's slot); the signals of its run are sent
     here too, with its request pushed: task_prerun, then task_success,
     task_retry or task_failure, then task_postrun."""
+    return run_attempt(app, job, hostname, run_async)[0]
+
+
+def run_attempt(
+    app: JobQueue, job: Job, hostname: str, run_async: AsyncRunner = asyncio.run
+) -> tuple[Outcome, Any, BaseException | None]:
+    """``execute``, also returning the task's return value and what it raised
+    (eager mode, jobqueue.eager, keeps them for its results)."""
     task = app.tasks.get(job.task)
     if task is None:
-        return unknown_task(app, job)
+        return unknown_task(app, job), None, None
     try:
         request = make_request(job, task, hostname)
     except MalformedJob as bad:  # the pools check first (precheck); a direct call may not
-        return malformed(job, bad)
+        return malformed(job, bad), None, bad
     task._push_request(request)
     try:
         if _PRERUN.receivers:
@@ -281,7 +290,7 @@ def execute(
             else:
                 send_outcome(task, job, request, outcome, exc, value)
                 _send_postrun(task, job, value if exc is None else exc, outcome.state)
-        return outcome
+        return outcome, value, exc
     finally:
         task._push_request(None)
 
@@ -306,6 +315,7 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
         time_limit=hard,
         headers=options.get("headers"),
         attempt=job.attempt,
+        is_eager=job.eager,
     )
 
 
