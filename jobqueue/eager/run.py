@@ -232,16 +232,23 @@ class EagerRun:
         # worker's would get (a tuple arrives as a list...).
         payload = f"[{dumps(record.args)},{dumps(record.kwargs)},{dumps(record.options)}]"
         job = Job(
-            row["id"], row["task"], row["queue"], payload, 1, None, row["root_id"], row["parent_id"]
+            id=row["id"],
+            task=row["task"],
+            queue=row["queue"],
+            payload=payload,
+            attempt=1,
+            run_at=None,
+            root_id=row["root_id"],
+            parent_id=row["parent_id"],
+            eager=True,
         )
-        job.eager = True
-        row.update(started_at=_now(), worker_id=None)
+        row["started_at"] = _now()
+        exc: BaseException | None
         if row["task"] not in self.app.tasks:
-            exc: BaseException | None = TaskNotRegistered(
+            exc = TaskNotRegistered(
                 f"task {row['task']!r} is not registered in this process: eager mode "
                 "(app.conf.eager, apply()) runs only tasks registered here"
             )
-            assert exc is not None
             outcome = Outcome(job.id, 1, states.FAILURE, error=dump_error(exc))
         else:
             while True:

@@ -11,7 +11,7 @@ no:jobqueue.testing`` turns it off).
 Fixtures:
 
 - ``jobqueue_app``: the app under test on this session's schema, emptied
-  before the test; its settings and tasks as they were after it;
+  before the test; its settings as they were after it;
 - ``jobqueue_worker``: ``.drain()`` runs the due jobs in a real worker in this
   process until none is left (``TestWorker``);
 - ``jobqueue_eager_app``: the app with ``conf.eager`` on, for tests that need
@@ -104,6 +104,7 @@ def jobqueue_app(
     app = jobqueue_database.attach(jobqueue_session_app)
     jobqueue_database.reset()
     with _restored(app):
+        app.conf.eager = False  # for this test: a conftest may turn it on for the others
         yield app
 
 
@@ -125,7 +126,8 @@ def jobqueue_eager_app(jobqueue_session_app: JobQueue) -> Iterator[JobQueue]:
 
 
 class _restored:
-    """The app's settings and registered tasks, as they were, after the test."""
+    """The app's settings as they were, after the test. Not its tasks: a module
+    a test imports registers its tasks once, and later tests need them."""
 
     def __init__(self, app: JobQueue) -> None:
         self.app = app
@@ -134,9 +136,6 @@ class _restored:
         # A shallow copy of each setting, one level down: a test that fills
         # beat_schedule or task_routes in place leaves the next one unchanged.
         self.conf = {k: copy.copy(v) for k, v in vars(self.app.conf).items()}
-        self.tasks = dict(self.app.tasks)
 
     def __exit__(self, *exc: Any) -> None:
         vars(self.app.conf).update(self.conf)
-        self.app.tasks.clear()
-        self.app.tasks.update(self.tasks)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 DSN_ENV = "JOBQUEUE_TEST_DSN"
 
 #: What ``attach`` changes on an app, restored at the end of the session.
-_REPOINTED = ("dsn", "schema", "embedded", "auto_migrate", "eager")
+_REPOINTED = ("dsn", "schema", "embedded", "auto_migrate")
 
 
 def session_schema() -> str:
@@ -72,7 +72,7 @@ class TestDatabase:
         parts = (app.db, app.store, app.results)
         app.close()
         app.conf.dsn, app.conf.schema = self.dsn, self.schema
-        app.conf.embedded, app.conf.auto_migrate, app.conf.eager = False, False, False
+        app.conf.embedded, app.conf.auto_migrate = False, False
         app.conf.validate()
         # New connections' owners, for the new settings (the old ones cache
         # their DSN); Control and Events read these from the app when used.
