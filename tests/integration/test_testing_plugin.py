@@ -105,6 +105,13 @@ def test_drain_runs_what_jobs_cause(jobqueue_app, jobqueue_worker):
     assert len(enqueued_jobs(add, state="SUCCESS")) == 3 + 2 + 3
 
 
+def test_drain_with_a_process_pool(jobqueue_worker):
+    # The children import proj.tasks:app afresh: they must reach the test schema too.
+    result = fanout.delay(2)
+    drained = jobqueue_worker.drain(pool="processes", concurrency=2)
+    assert drained.succeeded == 3 and result.get(timeout=5) == 2
+
+
 def test_drain_counts_failures(jobqueue_worker):
     boom.delay()
     drained = jobqueue_worker.drain()
@@ -189,7 +196,7 @@ def test_a_projects_suite_with_the_plugin(server_dsn: str, tmp_path: Path) -> No
         f"--basetemp={tmp_path / 'inner'}",
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "16 passed" in run.stdout, run.stdout
+    assert "17 passed" in run.stdout, run.stdout
     # Per-test set-up of jobqueue_app, once the session's schema exists.
     setups = [float(line) for line in (project / "setup.txt").read_text().split()]
     assert len(setups) == 10, setups
