@@ -369,3 +369,65 @@ def test_eager_mode_runs_a_canvas_as_a_worker_does(
             assert [type(r.result) for r in _leaves(eager) if r.failed()] == errors
     finally:
         app.close()
+
+
+# -- the reset between tests ------------------------------------------------------------
+
+_KEPT = {"alembic_version", "schema_compat", "history_plan", "history_partitions"}
+
+
+def _table_rows(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
+    tables = conn.execute(
+        "SELECT c.relname FROM pg_class AS c WHERE c.relnamespace = %s::regnamespace "
+        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+        (f'"{schema}"',),
+    ).fetchall()
+    counts = {}
+    for (name,) in tables:
+        row = conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()
+        counts[name] = int(row[0]) if row else 0
+    return counts
+
+
+def test_reset_leaves_the_tables_as_a_fresh_migration_does(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    """After jobs of every kind ran (and failed, retried, waited, counted...),
+    every table the test could have written is empty again, and the schema's
+    bookkeeping is as a fresh migration (the rig's ``schema``) leaves it."""
+    from jobqueue.testing import TestDatabase
+
+    fresh = _table_rows(conn, schema)
+    database = TestDatabase(dsn)
+    app = database.attach(JobQueue())
+    try:
+        t = _tasks(app)
+
+        @app.task(name="limited", rate_limit="100/s", concurrency_limit=2, unique=True)
+        def limited(x: int) -> int:
+            return x
+
+        chord([t.add.s(1, 1), t.boom.s()], t.tsum.s())()
+        (t.add.s(1, 2) | t.add.s(3))()
+        t.flaky.delay(1)
+        t.add.apply_async((1, 1), countdown=3600)
+        limited.delay(1)
+        app.enqueue_many(t.add, [(i, i) for i in range(5)])
+        app.control.pause_queue("paused")
+        TestWorker(app).drain(timeout=60)
+        used = _table_rows(conn, database.schema)
+        assert sum(n for name, n in used.items() if name not in _KEPT) > 20, used
+        database.reset()
+        after = _table_rows(conn, database.schema)
+    finally:
+        database.close()
+    assert after.keys() == fresh.keys()
+    assert {k: n for k, n in after.items() if k not in _KEPT} == dict.fromkeys(
+        set(after) - _KEPT, 0
+    )
+    assert {k: fresh[k] for k in _KEPT if k != "history_partitions"} == {
+        k: after[k] for k in _KEPT if k != "history_partitions"
+    }
+    with psycopg.connect(dsn, autocommit=True) as c:
+        gone = c.execute("SELECT to_regnamespace(%s)", (database.schema,)).fetchone()
+        assert gone == (None,), "close() left the session's schema"
