@@ -196,6 +196,16 @@ class AsyncResult:
         return done > 0
 
 
+def __getattr__(name: str) -> Any:
+    """``jobqueue.result.EagerResult`` (Celery's ``celery.result.EagerResult``),
+    from jobqueue.eager, which imports this module."""
+    if name in ("EagerResult", "EagerGroupResult"):
+        from . import eager
+
+        return getattr(eager, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _exception(job_id: str, row: dict[str, Any]) -> BaseException:
     if row["state"] == states.REVOKED:
         message = (row["error"] or {}).get("message") or "revoked"

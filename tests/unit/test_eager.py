@@ -111,8 +111,10 @@ def tasks(app: JobQueue) -> Any:
 
 
 def test_apply_returns_a_finished_eager_result(app: JobQueue, tasks: Any) -> None:
+    from jobqueue.result import EagerResult as where_celery_has_it
+
     result = tasks.add.apply((2, 3))
-    assert isinstance(result, EagerResult)
+    assert isinstance(result, EagerResult) and where_celery_has_it is EagerResult
     assert (result.state, result.get(), result.result) == (states.SUCCESS, 5, 5)
     assert result.ready() and result.successful() and not result.failed()
     assert result.traceback is None and result.retries == 0
