@@ -43,11 +43,12 @@ class TestDatabase:
 
     __test__ = False  # not a test class, for pytest's collector
 
-    def __init__(self, dsn: str, schema: str | None = None) -> None:
+    def __init__(self, dsn: str) -> None:
         from ..migrate import upgrade
 
         self.dsn = dsn
-        self.schema = schema or session_schema()
+        # Always a new schema of its own: reset() empties every table of it.
+        self.schema = session_schema()
         self._sql = queries(self.schema)
         upgrade(dsn, self.schema)
         self._conn: psycopg.Connection[Any] | None = psycopg.connect(dsn, autocommit=True)
