@@ -3,6 +3,7 @@
 from . import states
 from .app import JobQueue
 from .canvas import Signature, chain, chord, group, signature
+from .eager import EagerGroupResult, EagerResult
 from .exceptions import (
     ChordError,
     ConfigurationError,
@@ -35,6 +36,8 @@ __all__ = [
     "ChordError",
     "ConfigurationError",
     "DuplicateJobError",
+    "EagerGroupResult",
+    "EagerResult",
     "GroupResult",
     "JobQueue",
     "JobQueueError",

@@ -257,6 +257,8 @@ class JobQueue(AppTaskBase):
     ) -> AsyncResult:
         """Write one resolved job (``send_task`` and ``apply_async`` come here;
         ``jobqueue.aio`` runs the same three steps with ``await``)."""
+        if self.conf.eager:
+            return self._run_eagerly(spec, args, kwargs)
         spec, params = self._job_params(spec, task, args, kwargs)
         if "unique_key" in params:
             holder = self.store.insert_job_unique(params, connection)
@@ -288,6 +290,15 @@ class JobQueue(AppTaskBase):
                 unique_window=task.flow.unique_window,
             )
         return spec, params
+
+    def _run_eagerly(
+        self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> AsyncResult:
+        """Eager mode's ``enqueue``: the job published and run here and now
+        (``jobqueue.eager``), with no transaction and nothing written."""
+        from .eager.run import run_spec
+
+        return run_spec(self, self._publishing(spec, args, kwargs), args, kwargs)
 
     def _enqueued(
         self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any], holder: str
@@ -384,6 +395,10 @@ class JobQueue(AppTaskBase):
         batch = self._batch(task, items, queue, priority, countdown, eta, expires)
         if batch is None:
             return []
+        if batch.eager:
+            from .eager.run import run_many
+
+            return list(run_many(self, batch.params, batch.sent))
         holders = None
         if batch.holder_of is None:
             self.store.insert_jobs(batch.params, connection)
@@ -495,6 +510,8 @@ class JobQueue(AppTaskBase):
         }
         if self.hooks.wanted("before_publish_many"):
             self.hooks.emit("before_publish_many", task=name, ids=ids, queue=params["queue"])
+        if self.conf.eager:  # run at the call instead, every item (jobqueue.eager)
+            return _Batch(name, queue_name, ids, params, sent, None, eager=True)
         if registered is None or not registered.flow.unique:
             del params["unique_keys"]
             return _Batch(name, queue_name, ids, params, sent, None)
@@ -597,6 +614,7 @@ class _Batch(NamedTuple):
     params: dict[str, Any]  # job_insert_many's (or job_insert_many_unique's)
     sent: list[tuple[str, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]]
     holder_of: list[str] | None  # a unique task's: each item's first job of its key
+    eager: bool = False  # app.conf.eager: to run at the call, not to write
 
 
 def _unique_batch(task: Task[Any, Any], ids: list[str], params: dict[str, Any]) -> list[str]:

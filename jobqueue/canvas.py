@@ -144,6 +144,12 @@ class Signature:
     ) -> Any:
         """Enqueue the whole canvas in one transaction (``connection=`` to join yours);
         returns an ``AsyncResult`` or, for a group, a ``GroupResult``."""
+        if self._resolve_app().conf.eager:  # run here and now instead (jobqueue.eager)
+            from .eager.run import run_canvas
+
+            sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
+            sig, root = with_root(sig)
+            return run_canvas(sig._resolve_app(), sig, root)
         freezer, canvas, result = self._frozen(args, kwargs, options)
         freezer.app.store.insert_canvas(canvas, dumps(freezer.groups), freezer.root, connection)
         freezer.published()
@@ -173,6 +179,24 @@ class Signature:
         freezer = Freezer(sig._resolve_app(), root)
         tree, result = freezer.freeze(sig, member=None)
         return freezer, dumps(tree), result
+
+    def apply(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        throw: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the whole canvas here and now, as workers would, with no database
+        (``jobqueue.eager``); an ``EagerResult`` or, for a group, an
+        ``EagerGroupResult``. ``throw`` (default ``app.conf.eager_propagates``):
+        raise the first failed job's exception instead."""
+        from .eager.run import run_canvas
+
+        sig = self.clone(args, kwargs, **options) if (args or kwargs or options) else self
+        sig, root = with_root(sig)
+        return run_canvas(sig._resolve_app(), sig, root, throw)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A task signature runs the task here and now, as in Celery; chains,

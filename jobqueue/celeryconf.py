@@ -109,6 +109,7 @@ CELERY_SETTINGS: dict[str, Entry] = {
     "task_time_limit": _alias("default_time_limit"),
     "task_soft_time_limit": _alias("default_soft_time_limit"),
     "task_always_eager": _alias("eager"),
+    "task_eager_propagates": _alias("eager_propagates"),
     # -- what jobqueue always does -----------------------------------------------------
     "task_serializer": _guaranteed(
         "jobqueue encodes every job as JSON", _is("json"), f"{_JSON}; use 'json'"

@@ -109,8 +109,6 @@ class Settings:
     #: A default yields to a limit given explicitly it would contradict.
     default_time_limit: float | None = None
     default_soft_time_limit: float | None = None
-    #: Run tasks in the calling process instead of enqueueing them (tests).
-    eager: bool = False
     #: Producer-side connection pool size (delay(), get(), enqueue_many()).
     pool_max_size: int = 10
     #: In a worker process (and each process-pool child): connections shared by
@@ -146,6 +144,13 @@ class Settings:
     db_retry_seconds: float = 10.0
     #: AsyncResult.get(): seconds between state re-checks if no NOTIFY arrives.
     result_recheck_interval: float = 1.0
+    #: Eager mode (Celery's task_always_eager; jobqueue.eager): delay(), apply_async(),
+    #: send_task(), enqueue_many() and canvases run here and now, with no database.
+    #: (testing branch; the config branch declares it too, with its alias: keep one.)
+    eager: bool = False
+    #: Eager mode: the call raises a failed job's exception (Celery's
+    #: task_eager_propagates) instead of returning a FAILURE result.
+    eager_propagates: bool = False
     #: Where tasks go when a call names no queue: a mapping of task names or
     #: globs to queue names, a callable ``(task, args, kwargs) -> queue``, or a list.
     task_routes: Any = None

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -231,14 +232,42 @@ class AsyncResult:
         return done > 0
 
 
-def _exception(job_id: str, row: dict[str, Any], app: JobQueue | None = None) -> BaseException:
+def __getattr__(name: str) -> Any:
+    """``jobqueue.result.EagerResult`` (Celery's ``celery.result.EagerResult``),
+    from jobqueue.eager, which imports this module."""
+    if name in ("EagerResult", "EagerGroupResult"):
+        from . import eager
+
+        return getattr(eager, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: How a ChordError finds the header job that failed: (state, error, task) of a
+#: job by id, or None (the store's by default; an eager run's from memory).
+JobLookup = Callable[[str], "tuple[str, dict[str, Any] | None, str | None] | None"]
+
+
+def _stored_job(app: JobQueue) -> JobLookup:
+    def lookup(job_id: str) -> tuple[str, dict[str, Any] | None, str | None] | None:
+        row = app.store.get_job(job_id)
+        return None if row is None else (row[3], row[5], row[1])
+
+    return lookup
+
+
+def _exception(
+    job_id: str,
+    row: dict[str, Any],
+    app: JobQueue | None = None,
+    lookup: JobLookup | None = None,
+) -> BaseException:
     if row["state"] == states.REVOKED:
         message = (row["error"] or {}).get("message") or "revoked"
         return TaskRevokedError(f"task {row.get('task') or ''}[{job_id}] {message}")
     error = row["error"] or {"type": "TaskError", "message": row["state"]}
     exc = rebuild_error(error)
     if app is not None and isinstance(exc, ChordError) and error.get("failed_job"):
-        return _chord_error(app, exc, str(error["failed_job"]))
+        return _chord_error(lookup or _stored_job(app), exc, str(error["failed_job"]))
     return exc
 
 
@@ -247,7 +276,9 @@ def _exception(job_id: str, row: dict[str, Any], app: JobQueue | None = None) ->
 _CHORD_DEPTH = 16
 
 
-def _chord_error(app: JobQueue, exc: ChordError, failed_job: str, depth: int = 0) -> BaseException:
+def _chord_error(
+    lookup: JobLookup, exc: ChordError, failed_job: str, depth: int = 0
+) -> BaseException:
     """A chord's ``ChordError`` that is also an instance of the failed header
     job's own exception type, as Celery re-raises it, so ``except ValueError``
     around ``result.get()`` still catches a chord whose header raised
@@ -256,16 +287,17 @@ def _chord_error(app: JobQueue, exc: ChordError, failed_job: str, depth: int = 0
     layout, a constructor that refuses the message), the plain ChordError
     with that ``__cause__``."""
     exc.failed_job = failed_job  # type: ignore[attr-defined]
-    row = app.store.get_job(failed_job) if depth < _CHORD_DEPTH else None
+    row = lookup(failed_job) if depth < _CHORD_DEPTH else None
     if row is None:  # deleted by retention: the message still names it
         return exc
-    state, error = row[3], row[5]
+    state, error, task = row
     if state == states.REVOKED:
-        original = _exception(failed_job, {"state": state, "error": error, "task": row[1]})
+        original = _exception(failed_job, {"state": state, "error": error, "task": task})
     else:
         original = rebuild_error(error or {"type": "TaskError", "message": state})
-        if isinstance(original, ChordError) and (error or {}).get("failed_job"):
-            original = _chord_error(app, original, str(error["failed_job"]), depth + 1)
+        inner = (error or {}).get("failed_job")
+        if isinstance(original, ChordError) and inner:
+            original = _chord_error(lookup, original, str(inner), depth + 1)
     first = original  # through nested chords, to the header job that raised
     while isinstance(first, ChordError) and isinstance(first.__cause__, BaseException):
         first = first.__cause__

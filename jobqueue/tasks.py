@@ -34,6 +34,7 @@ from .serialization import dumps
 if TYPE_CHECKING:
     from .app import JobQueue
     from .canvas import Chunks, Signature
+    from .eager import EagerResult
     from .options import JobSpec
     from .result import AsyncResult
 
@@ -114,6 +115,9 @@ class Request:
             "priority": self.priority,
             "redelivered": self.attempt > 1,
         }
+    #: Run in the caller's process by ``Task.apply()`` or eager mode
+    #: (``jobqueue.eager``), not by a worker (Celery's name).
+    is_eager: bool = False
 
     def __getattr__(self, name: str) -> Any:
         """A header by name, as Celery's request offers them
@@ -291,6 +295,28 @@ class Task(Generic[P, R]):
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
 
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        throw: bool | None = None,
+        **options: Any,
+    ) -> EagerResult:
+        """Run as a worker would, here and now, with no database (Celery's
+        ``apply``): the same ``self.request``, signals, retries (run at once,
+        not after their countdown), JSON round trip of arguments and result,
+        and ``link``/``link_error`` callbacks. Returns an ``EagerResult``;
+        ``throw`` (default ``app.conf.eager_propagates``) raises the task's
+        exception instead. ``options``: ``apply_async``'s. See jobqueue.eager."""
+        from .canvas import Signature
+
+        if task_id is not None:
+            options["task_id"] = task_id
+        result: EagerResult = Signature(self, args or (), kwargs, **options).apply(throw=throw)
+        return result
+
     @property
     def request(self) -> Request:
         """The job being run by this thread (set by the worker)."""
@@ -355,6 +381,11 @@ class Task(Generic[P, R]):
             return
         if state in ALL_STATES:
             raise ValueError(f"update_state() takes a custom state, not {state!r}")
+        if request.is_eager:
+            # Nothing can watch an eager job while it runs (its caller is
+            # running it, and it has no row): checked, then dropped.
+            dumps(meta)
+            return
         # Only our own attempt may write our row; another job's, any.
         attempt = request.retries + 1 if task_id in (None, request.id) else None
         self.app.store.set_progress(task_id or request.id, state, dumps(meta), attempt)

@@ -60,6 +60,8 @@ class AsyncSide:
     ) -> AsyncResult:
         """``JobQueue.enqueue``, awaiting the insert."""
         app, store = self.app, self.store
+        if app.conf.eager:
+            return app._run_eagerly(spec, args, kwargs)
         spec, params = app._job_params(spec, task, args, kwargs)
         if "unique_key" in params:
             holder = await store.insert_job_unique(params, connection)
@@ -118,6 +120,10 @@ class AsyncSide:
         batch = app._batch(task, items, queue, priority, countdown, eta, expires)
         if batch is None:
             return []
+        if batch.eager:
+            from ..eager.run import run_many
+
+            return list(run_many(app, batch.params, batch.sent))
         holders = None
         if batch.holder_of is None:
             await self.store.insert_jobs(batch.params, connection)
@@ -134,6 +140,8 @@ class AsyncSide:
         options: Mapping[str, Any],
     ) -> Any:
         """``Signature.apply_async``, awaiting the insert."""
+        if self.app.conf.eager:  # run at the call, as the sync path does
+            return sig.apply_async(args, kwargs, **options)
         freezer, canvas, result = sig._frozen(args, kwargs, options)
         await self.store.insert_canvas(canvas, dumps(freezer.groups), freezer.root, connection)
         freezer.published()

@@ -1658,3 +1658,37 @@ LIMIT %(limit)s;
 SELECT c.id, c.state, c.remaining, c.created_at, c.finished_at,
        COALESCE(c.body ->> 'task', c.body ->> 'type'), c.body ->> 'id'
 FROM {schema}.chords AS c WHERE c.id = ANY(%(ids)s::uuid[]);
+
+-- name: testing_reset
+-- jobqueue.testing, between two tests: the schema as a fresh migration leaves
+-- it. Every table is emptied except those whose rows are the schema's own
+-- bookkeeping: its revision (alembic_version, schema_compat) and its history
+-- partitions (history_plan, history_partitions: a partition some test's
+-- worker created stays, empty, and recorded). Tables found in the catalog,
+-- so a table a later migration adds is emptied too. DELETE, not TRUNCATE: on
+-- tables this small it costs about 1 ms, where one TRUNCATE of them all
+-- costs about 35 (a new file for each). Two passes: deleting finished jobs
+-- writes job_counts rows (its statement trigger), which the second removes.
+DO $$
+DECLARE
+    t    regclass;
+    pass integer;
+BEGIN
+    FOR pass IN 1..2 LOOP
+        FOR t IN
+            SELECT c.oid::regclass FROM pg_class AS c
+            WHERE c.relnamespace = '{schema}'::regnamespace
+              AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+              AND c.relname NOT IN ('alembic_version', 'schema_compat', 'history_plan',
+                                    'history_partitions')
+            ORDER BY c.relname
+        LOOP
+            EXECUTE 'DELETE FROM ' || t::text;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- name: testing_schema_drop
+-- jobqueue.testing, at the end of a session: the schema it created, and all in it.
+DROP SCHEMA IF EXISTS {schema} CASCADE;

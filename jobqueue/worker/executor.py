@@ -137,6 +137,7 @@ class Job:
     expires_deadline: float | None = None
     age: float | None = None  # seconds since the job was enqueued, at its claim
     priority: int | None = None
+    eager: bool = False  # run in the caller's process by jobqueue.eager, not claimed
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -282,13 +283,21 @@ def execute(
     """Run one job's task here (a pool's slot); the signals of its run are sent
     here too, with its request pushed: task_prerun, then task_success,
     task_retry or task_failure, then task_postrun."""
+    return run_attempt(app, job, hostname, run_async)[0]
+
+
+def run_attempt(
+    app: JobQueue, job: Job, hostname: str, run_async: AsyncRunner = asyncio.run
+) -> tuple[Outcome, Any, BaseException | None]:
+    """``execute``, also returning the task's return value and what it raised
+    (eager mode, jobqueue.eager, keeps them for its results)."""
     task = app.tasks.get(job.task)
     if task is None:
-        return unknown_task(app, job)
+        return unknown_task(app, job), None, None
     try:
         request = make_request(job, task, hostname)
     except MalformedJob as bad:  # the pools check first (precheck); a direct call may not
-        return malformed(job, bad)
+        return malformed(job, bad), None, bad
     task._push_request(request)
     try:
         if _PRERUN.receivers:
@@ -306,7 +315,7 @@ def execute(
             else:
                 send_outcome(task, job, request, outcome, exc, value)
                 _send_postrun(task, job, value if exc is None else exc, outcome.state)
-        return outcome
+        return outcome, value, exc
     finally:
         task._push_request(None)
 
@@ -334,6 +343,7 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
         headers=options.get("headers"),
         attempt=job.attempt,
         priority=job.priority,
+        is_eager=job.eager,
     )
 
 

@@ -333,9 +333,16 @@ class Worker:
             timeout = self.poll_interval
             free = self._capacity() - len(self._in_flight)
             if free > 0 and not self.lease.fenced:
+                # until_empty: nothing held before this claim means every outcome
+                # (and what its completion spawned) committed before it looked.
+                idle = self.settings.until_empty and not self._in_flight
                 try:
                     with self._work as conn:
                         taken = self._claim(conn, free)
+                        if idle and taken == 0:
+                            log.info("worker %s: nothing left to run; stopping", self.hostname)
+                            self.stop()
+                            continue
                         if taken == free:
                             self._waiting.stop(conn)
                             continue  # there may be more: claim again as slots free up

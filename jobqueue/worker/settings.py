@@ -46,6 +46,10 @@ class WorkerSettings:
     #: got through; it stops touching it while fenced and removes it at exit.
     #: Liveness: its age under lease_ttl (docs/deployment.md, Kubernetes).
     health_file: str | None = None
+    #: Stop (warm) once nothing is running and a claim finds nothing due: what
+    #: was enqueued has run, and what it caused too (RQ's burst mode; the
+    #: drain() of jobqueue.testing). Jobs due later (countdown, retries) stay.
+    until_empty: bool = False
 
     def with_options(self, **options: Any) -> WorkerSettings:
         """A copy with ``options`` set (None leaves a setting as it is)."""
