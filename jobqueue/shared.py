@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, overload
 
+from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
 from .current import all_apps, current_app
 from .tasks import TASK_OPTIONS, P, R
 
@@ -84,11 +85,12 @@ def shared_task(**options: Any) -> Callable[[Callable[P, R]], SharedTask[P, R]]:
 def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """``@shared_task`` or ``@shared_task(name=..., ...)``, with the options of
     ``@app.task``: register the function with every app, now and to come."""
-    unknown = set(options) - TASK_OPTIONS
+    known = TASK_OPTIONS.union(CELERY_TASK_OPTIONS, {"base"})  # what @app.task takes
+    unknown = set(options) - known
     if unknown:
         raise TypeError(
             f"@shared_task got unknown option(s) {sorted(unknown)}; "
-            f"known options: {sorted(TASK_OPTIONS)}"
+            f"known options: {sorted(known)}"
         )
 
     def register(func: Callable[..., Any]) -> SharedTask[Any, Any]:

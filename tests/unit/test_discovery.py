@@ -118,3 +118,20 @@ def test_shared_task_options_and_an_apps_own_task_of_that_name() -> None:
     assert fresh.tasks["report"].bind and fresh.tasks["report"].max_retries == 1
     with pytest.raises(TypeError, match=r"@shared_task got unknown option\(s\) \['retries'\]"):
         shared_task(retries=3)
+
+
+def test_shared_task_takes_what_app_task_takes() -> None:
+    """Celery's acks_late and a base class, as @app.task takes them (a
+    TypeError before: the option check knew only jobqueue's own names)."""
+    from jobqueue import Task
+
+    class Audited(Task):  # type: ignore[type-arg]
+        max_retries = 7
+
+    @shared_task(acks_late=False, base=Audited)
+    def once() -> None: ...
+
+    app = JobQueue("postgresql://unused/none")
+    task = app.tasks[once.name]
+    assert isinstance(task, Audited)
+    assert task.max_retries == 7 and task.reject_on_worker_lost is False
