@@ -3,6 +3,7 @@
 from . import states
 from .app import JobQueue
 from .canvas import Signature, chain, chord, group, signature
+from .current import current_app
 from .eager import EagerGroupResult, EagerResult
 from .exceptions import (
     ChordError,
@@ -62,6 +63,7 @@ __all__ = [
     "__version__",
     "chain",
     "chord",
+    "current_app",
     "group",
     "shared_task",
     "signature",
