@@ -1,0 +1,136 @@
+"""The fenced blocks of a Markdown page, with the test marks written above them.
+
+A block's marks are HTML comments directly above its fence (blank lines
+between are allowed); they render as nothing on GitHub and in the docs site:
+
+    <!-- no-run: why this block cannot run -->
+    <!-- setup: hidden_code(); more = 1 -->
+    <!-- setup:
+    multi_line_hidden_code()
+    -->
+
+This module only parses; ``harness.py`` runs what it finds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Info strings the harness executes; every other fence (console, sh, text,
+#: json, yaml, ...) is shown, not run.
+RUN_LANGUAGES = frozenset({"python", "py", "pycon", "sql"})
+
+_FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<rest>.*)$")
+_MARK = re.compile(r"^<!--\s*(?P<kind>no-run|setup)\s*:(?P<body>.*?)-->$", re.DOTALL)
+_ANY_MARK = re.compile(r"^<!--\s*(no-run|setup|test|skip|norun|no_run)\b", re.IGNORECASE)
+
+
+class MarkError(ValueError):
+    """A mark the harness cannot read (misspelt, or no reason given)."""
+
+
+@dataclass
+class Block:
+    page: str  # path relative to the repository, as the failure message names it
+    line: int  # 1-based line of the opening fence
+    lang: str
+    code: str
+    setups: list[tuple[int, str]] = field(default_factory=list)  # (line, code)
+    no_run: str | None = None  # the reason
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+    @property
+    def runs(self) -> bool:
+        return self.lang in RUN_LANGUAGES and self.no_run is None
+
+
+def parse(text: str, page: str) -> list[Block]:
+    """Every fenced block of ``text``, in order, with the marks above it."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, fence = len(m["indent"]), m["fence"]
+        end = i + 1
+        while end < len(lines) and not (
+            lines[end].strip().startswith(fence) and not lines[end].strip().strip(fence[0])
+        ):
+            end += 1
+        body = "\n".join(_unindent(line, indent) for line in lines[i + 1 : end])
+        block = Block(page, i + 1, m["lang"].lower(), body + "\n")
+        _attach_marks(block, lines, i)
+        blocks.append(block)
+        i = end + 1
+    return blocks
+
+
+def _attach_marks(block: Block, lines: list[str], fence_index: int) -> None:
+    """Read the comments above the fence, nearest last, into ``block``."""
+    j = fence_index - 1
+    found: list[tuple[int, str]] = []
+    while j >= 0:
+        if not lines[j].strip():
+            j -= 1
+            continue
+        if not lines[j].rstrip().endswith("-->"):
+            break
+        start = j
+        while start >= 0 and "<!--" not in lines[start]:
+            start -= 1
+        if start < 0:
+            break
+        comment = "\n".join(line.strip() if k == start else line
+                            for k, line in enumerate(lines[start : j + 1], start)).strip()
+        found.append((start + 1, comment))
+        j = start - 1
+    for line, comment in reversed(found):
+        m = _MARK.match(comment)
+        if not m:
+            if _ANY_MARK.match(comment):
+                raise MarkError(
+                    f"{block.page}:{line}: unreadable test mark {comment[:60]!r}: write "
+                    "<!-- no-run: <reason> --> or <!-- setup: <python> -->"
+                )
+            continue  # an ordinary comment
+        if m["kind"] == "no-run":
+            reason = m["body"].strip()
+            if not reason:
+                raise MarkError(f"{block.page}:{line}: <!-- no-run: ... --> needs a reason")
+            block.no_run = reason
+        else:
+            # The code keeps its own line numbers: a traceback points into the page.
+            body = m["body"]
+            if body.startswith(("\n", " \n")) or not body.strip().splitlines()[0:1]:
+                block.setups.append((line + 1, _dedent(body.split("\n", 1)[1])))
+            elif "\n" in body.strip():
+                first, rest = body.strip().split("\n", 1)
+                block.setups.append((line, first + "\n" + _dedent(rest)))
+            else:
+                block.setups.append((line, body.strip() + "\n"))
+
+
+def _unindent(line: str, indent: int) -> str:
+    """A fenced line without the fence's own indentation (a fence inside a list item)."""
+    return line if not indent or not line[:indent].isspace() and line.strip() else line[indent:]
+
+
+def _dedent(code: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(code).strip() + "\n"
+
+
+def pages(root: Path) -> list[Path]:
+    """The pages under test: README.md and every docs/ page (the generated
+    API reference holds no examples of its own)."""
+    found = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    return [p for p in found if "reference" not in p.relative_to(root).parts[:2]]

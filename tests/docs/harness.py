@@ -1,0 +1,277 @@
+"""Runs one Markdown page's blocks in order, as a reader would type them.
+
+- One namespace per page (``__name__`` is ``proj.tasks``, the module the docs'
+  examples live in, so a task defined in a block is named ``proj.tasks.<fn>``
+  as the prose says). Hidden set-ups (``<!-- setup: ... -->``) run in it just
+  before their block.
+- A Python block whose first line is ``# some/path.py`` is a file the reader
+  creates: it is written under the page's directory (on ``sys.path``), imported,
+  and its public names are put in the namespace for the blocks that follow.
+- A block starting with ``>>>`` is a session: run by doctest, its printed
+  output compared (``...`` matches anything).
+- A SQL block is sent as written on an autocommit connection; a placeholder
+  ``<result id>`` is replaced by the namespace's ``result_id`` (a set-up
+  defines it).
+- Every ``postgresql://`` (or ``postgresql+psycopg://``) string literal in a
+  Python block is pointed at the test database, and ``$JOBQUEUE_DSN`` is set
+  to it, so ``JobQueue()`` finds it as the docs say it will.
+
+The page gets the database's ``jobqueue`` schema, freshly migrated, and a
+fresh ``public`` schema (for the examples' own tables such as ``orders``).
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import io
+import os
+import re
+import shutil
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from jobqueue import JobQueue, migrate
+
+from .blocks import Block
+
+HINT = (
+    "Fix the example if the docs are wrong. If it needs context the prose gives "
+    "(an app, a task, a row), add a hidden set-up right above its fence: "
+    "<!-- setup: python code -->. If it truly cannot run here (a fragment, a "
+    "long-running server), mark it: <!-- no-run: the reason -->. "
+    "See docs/contributing.md#examples-are-tested."
+)
+
+_DSN_LITERAL = re.compile(r"""(?P<q>["'])postgresql(?P<plus>\+psycopg)?://[^"'\n]*(?P=q)""")
+_PLACEHOLDER = re.compile(r"<(?P<name>[a-z][a-z ]*[a-z])>")
+_MODULE_FILE = re.compile(r"^#\s*(?P<path>[\w./-]+\.py)\s*$")
+
+
+class BlockFailed(AssertionError):
+    """One block did not run; the message names the page, the line and the fix."""
+
+
+def url(conninfo: str, driver: str = "") -> str:
+    """``conninfo`` (key=value or URI) as a URI, for SQLAlchemy and the docs' literals."""
+    p = conninfo_to_dict(conninfo)
+    user = quote(str(p.get("user") or ""), safe="")
+    password = f":{quote(str(p['password']), safe='')}" if p.get("password") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = p.get("host") or "localhost"
+    port = f":{p['port']}" if p.get("port") else ""
+    return f"postgresql{driver}://{auth}{host}{port}/{p.get('dbname') or ''}"
+
+
+class Harness:
+    """What hidden set-ups may use, as ``harness`` in the page's namespace."""
+
+    def __init__(self, dsn: str, workdir: Path) -> None:
+        self.dsn = url(dsn)
+        self.workdir = workdir
+        self._workers: list[tuple[Any, threading.Thread]] = []
+        self.apps: list[JobQueue] = []
+
+    def worker(self, app: JobQueue, **options: Any) -> Any:
+        """Start an in-process worker for ``app`` (stopped when the page ends);
+        returns once it is ready. ``options`` are ``Worker``'s (queues=[...])."""
+        from jobqueue.worker.runner import Worker
+
+        options.setdefault("concurrency", 4)
+        ready = threading.Event()
+        app.hooks.connect("worker_ready", lambda **_: ready.set())
+        worker = Worker(app, **options)
+        thread = threading.Thread(target=worker.run, name="docs-worker", daemon=True)
+        thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("the docs worker did not start within 30 s")
+        self._workers.append((worker, thread))
+        return worker
+
+    def sql(self, statement: str, params: Any = None) -> list[Any]:
+        """Run SQL on the test database (autocommit); the rows, if any."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def stop(self) -> None:
+        for worker, _ in self._workers:
+            worker.stop()
+        for _, thread in self._workers:
+            thread.join(30)
+
+
+def prepare_database(dsn: str) -> None:
+    """A fresh ``jobqueue`` schema at head and an empty ``public`` schema."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS jobqueue CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    migrate.upgrade(dsn, "jobqueue")
+
+
+def drop_new_schemas(dsn: str, before: set[str]) -> None:
+    """Drop the schemas a page created (``schema="jq"`` in an example)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace").fetchall()
+        for (name,) in rows:
+            if name not in before:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def schemas(dsn: str) -> set[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+class PageRun:
+    """The state of one page's run: its namespace, files and workers."""
+
+    def __init__(self, dsn: str, workdir: Path, page_setup: Path | None = None) -> None:
+        self.harness = Harness(dsn, workdir)
+        self.workdir = workdir
+        self.ns: dict[str, Any] = {"__name__": "proj.tasks", "harness": self.harness}
+        self.page_setup = page_setup
+        self._modules_before = set(sys.modules)
+
+    # -- the page ---------------------------------------------------------------
+
+    def run(self, blocks: list[Block]) -> int:
+        """Run every runnable block in order; the number run."""
+        sys.path.insert(0, str(self.workdir))
+        ran = 0
+        try:
+            if self.page_setup is not None:
+                code = compile(self.page_setup.read_text(), str(self.page_setup), "exec")
+                exec(code, self.ns)
+            for block in blocks:
+                if not block.runs:
+                    continue
+                self.block(block)
+                ran += 1
+        finally:
+            self.close()
+        return ran
+
+    def close(self) -> None:
+        self.harness.stop()
+        apps = {id(v): v for v in self.ns.values() if isinstance(v, JobQueue)}
+        for name in set(sys.modules) - self._modules_before:
+            module = sys.modules.pop(name)
+            if str(getattr(module, "__file__", "") or "").startswith(str(self.workdir)):
+                apps.update({id(v): v for v in vars(module).values() if isinstance(v, JobQueue)})
+        for app in apps.values():
+            app.close()
+        if str(self.workdir) in sys.path:
+            sys.path.remove(str(self.workdir))
+        importlib.invalidate_caches()
+
+    def block(self, block: Block) -> None:
+        for line, code in block.setups:
+            self._guard(block, lambda c=code, n=line: self._exec(c, block.page, n), "its set-up")
+        if block.lang == "sql":
+            self._guard(block, lambda: self._sql(block), "")
+        elif block.code.lstrip().startswith(">>>"):
+            self._guard(block, lambda: self._doctest(block), "")
+        elif m := _MODULE_FILE.match(block.code.splitlines()[0]):
+            self._guard(block, lambda: self._module(block, m["path"]), "")
+        else:
+            code = _DSN_LITERAL.sub(self._dsn_literal, block.code)
+            self._guard(block, lambda: self._exec(code, block.page, block.line + 1), "")
+
+    # -- kinds of block --------------------------------------------------------------
+
+    def _exec(self, code: str, page: str, first_line: int) -> None:
+        # Blank lines in front keep the page's line numbers in the traceback.
+        exec(compile("\n" * (first_line - 1) + code, page, "exec"), self.ns)
+
+    def _dsn_literal(self, m: re.Match[str]) -> str:
+        return repr(url(self.harness.dsn, m["plus"] or ""))
+
+    def _module(self, block: Block, relative: str) -> None:
+        path = self.workdir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in path.relative_to(self.workdir).parents:
+            init = self.workdir / parent / "__init__.py"
+            if parent != Path(".") and not init.exists():
+                init.write_text("")
+        path.write_text(_DSN_LITERAL.sub(self._dsn_literal, block.code))
+        name = ".".join(Path(relative).with_suffix("").parts)
+        importlib.invalidate_caches()
+        sys.modules.pop(name, None)
+        module = importlib.import_module(name)
+        self.ns.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+
+    def _doctest(self, block: Block) -> None:
+        parser = doctest.DocTestParser()
+        test = parser.get_doctest(block.code, self.ns, block.where, block.page, block.line)
+        out = io.StringIO()
+        runner = doctest.DocTestRunner(
+            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+        )
+        result = runner.run(test, out=out.write, clear_globs=False)
+        if result.failed:
+            raise BlockFailed(out.getvalue())
+
+    def _sql(self, block: Block) -> None:
+        def value(m: re.Match[str]) -> str:
+            key = m["name"].replace(" ", "_")
+            if key not in self.ns:
+                raise BlockFailed(
+                    f"placeholder <{m['name']}>: define {key} in a hidden set-up "
+                    f"(<!-- setup: {key} = ... -->)"
+                )
+            return str(self.ns[key])
+
+        statement = _PLACEHOLDER.sub(value, block.code)
+        with psycopg.connect(self.harness.dsn, autocommit=True) as conn:
+            conn.execute(statement)
+
+    # -- failures ----------------------------------------------------------------
+
+    def _guard(self, block: Block, run: Any, part: str) -> None:
+        try:
+            run()
+        except BlockFailed as exc:
+            raise BlockFailed(self._message(block, part, str(exc))) from None
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            mine = (block.page, str(self.workdir))
+            frames = [
+                f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(mine)
+            ]
+            where = "".join(traceback.format_list(frames))
+            detail = f"{where}{type(exc).__name__}: {exc}"
+            raise BlockFailed(self._message(block, part, detail)) from None
+
+    def _message(self, block: Block, part: str, detail: str) -> str:
+        what = f"the {block.lang} block at {block.where}" + (f" ({part})" if part else "")
+        return f"{what} failed:\n{detail.rstrip()}\n\n{HINT}"
+
+
+def run_page(path: Path, root: Path, dsn: str, workdir: Path, blocks: list[Block]) -> int:
+    """Run ``path``'s blocks against a fresh ``jobqueue`` schema on ``dsn``."""
+    prepare_database(dsn)
+    before = schemas(dsn)
+    setup = root / "tests" / "docs" / "setups" / (path.stem.lower() + ".py")
+    old_env = {k: os.environ.get(k) for k in ("JOBQUEUE_DSN", "JOBQUEUE_EMBEDDED")}
+    os.environ["JOBQUEUE_DSN"] = url(dsn)
+    os.environ["JOBQUEUE_EMBEDDED"] = "0"
+    try:
+        return PageRun(dsn, workdir, setup if setup.exists() else None).run(blocks)
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        drop_new_schemas(dsn, before)
+        shutil.rmtree(workdir, ignore_errors=True)
