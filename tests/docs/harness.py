@@ -31,6 +31,7 @@ import shutil
 import sys
 import threading
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -53,6 +54,11 @@ HINT = (
 _DSN_LITERAL = re.compile(r"""(?P<q>["'])postgresql(?P<plus>\+psycopg)?://[^"'\n]*(?P=q)""")
 _PLACEHOLDER = re.compile(r"<(?P<name>[a-z][a-z ]*[a-z])>")
 _MODULE_FILE = re.compile(r"^#\s*(?P<path>[\w./-]+\.py)\s*$")
+
+
+#: The module the examples live in (``proj/tasks.py`` in the docs): a task a
+#: block defines is named ``proj.tasks.<function>``, as the prose says.
+PAGE_MODULE = "proj.tasks"
 
 
 class BlockFailed(AssertionError):
@@ -111,15 +117,27 @@ class Harness:
 def prepare_database(dsn: str) -> None:
     """A fresh ``jobqueue`` schema at head and an empty ``public`` schema."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        _end_other_sessions(conn)
         conn.execute("DROP SCHEMA IF EXISTS jobqueue CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
     migrate.upgrade(dsn, "jobqueue")
 
 
+def _end_other_sessions(conn: psycopg.Connection[Any]) -> None:
+    """End what a page left open on the test database (a reader's ``conn`` in
+    the middle of a transaction), so the next page's DROP is not blocked.
+    The database is this test session's own: only the docs' sessions are here."""
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+
 def drop_new_schemas(dsn: str, before: set[str]) -> None:
     """Drop the schemas a page created (``schema="jq"`` in an example)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        _end_other_sessions(conn)
         rows = conn.execute("SELECT nspname FROM pg_namespace").fetchall()
         for (name,) in rows:
             if name not in before:
@@ -137,9 +155,14 @@ class PageRun:
     def __init__(self, dsn: str, workdir: Path, page_setup: Path | None = None) -> None:
         self.harness = Harness(dsn, workdir)
         self.workdir = workdir
-        self.ns: dict[str, Any] = {"__name__": "proj.tasks", "harness": self.harness}
         self.page_setup = page_setup
         self._modules_before = set(sys.modules)
+        # The namespace is a real module's, so what looks a class's module up in
+        # sys.modules (SQLAlchemy's annotations, pickle) finds the page's names.
+        module = types.ModuleType(PAGE_MODULE)
+        sys.modules[PAGE_MODULE] = module
+        self.ns: dict[str, Any] = vars(module)
+        self.ns["harness"] = self.harness
 
     # -- the page ---------------------------------------------------------------
 
@@ -202,8 +225,13 @@ class PageRun:
             init = self.workdir / parent / "__init__.py"
             if parent != Path(".") and not init.exists():
                 init.write_text("")
-        path.write_text(_DSN_LITERAL.sub(self._dsn_literal, block.code))
+        code = _DSN_LITERAL.sub(self._dsn_literal, block.code)
+        path.write_text(code)
         name = ".".join(Path(relative).with_suffix("").parts)
+        if name == PAGE_MODULE:  # the page's own module: run in its namespace
+            self.ns["__file__"] = str(path)
+            self._exec(code, block.page, block.line + 1)
+            return
         importlib.invalidate_caches()
         sys.modules.pop(name, None)
         module = importlib.import_module(name)
@@ -217,6 +245,7 @@ class PageRun:
             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
         )
         result = runner.run(test, out=out.write, clear_globs=False)
+        self.ns.update(test.globs)  # DocTest ran on a copy: what it defined is the page's
         if result.failed:
             raise BlockFailed(out.getvalue())
 

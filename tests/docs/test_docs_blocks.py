@@ -16,13 +16,13 @@ PAGES = pages(ROOT)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-def test_page_examples_run(page: Path, database_dsn: str, tmp_path: Path) -> None:
+def test_page_examples_run(page: Path, docs_dsn: str, tmp_path: Path) -> None:
     relative = str(page.relative_to(ROOT))
     blocks = parse(page.read_text(), relative)
     started = time.monotonic()
     failure = None
     try:
-        ran = run_page(page, ROOT, database_dsn, tmp_path / "page", blocks)
+        ran = run_page(page, ROOT, docs_dsn, tmp_path / "page", blocks)
     except BlockFailed as exc:
         failure = str(exc)
     if failure is not None:  # outside the except: the message alone, no chained traceback
