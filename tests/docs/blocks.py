@@ -8,6 +8,7 @@ between are allowed); they render as nothing on GitHub and in the docs site:
     <!-- setup:
     multi_line_hidden_code()
     -->
+    <!-- teardown: undo_what_the_block_did() -->   (run when the page ends)
 
 This module only parses; ``harness.py`` runs what it finds.
 """
@@ -23,8 +24,8 @@ from pathlib import Path
 RUN_LANGUAGES = frozenset({"python", "py", "pycon", "sql"})
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<rest>.*)$")
-_MARK = re.compile(r"^<!--\s*(?P<kind>no-run|setup)\s*:(?P<body>.*?)-->$", re.DOTALL)
-_ANY_MARK = re.compile(r"^<!--\s*(no-run|setup|test|skip|norun|no_run)\b", re.IGNORECASE)
+_MARK = re.compile(r"^<!--\s*(?P<kind>no-run|setup|teardown)\s*:(?P<body>.*?)-->$", re.DOTALL)
+_ANY_MARK = re.compile(r"^<!--\s*(no-run|setup|teardown|test|skip|norun|no_run)\b", re.IGNORECASE)
 
 
 class MarkError(ValueError):
@@ -38,6 +39,7 @@ class Block:
     lang: str
     code: str
     setups: list[tuple[int, str]] = field(default_factory=list)  # (line, code)
+    teardowns: list[tuple[int, str]] = field(default_factory=list)  # run when the page ends
     no_run: str | None = None  # the reason
 
     @property
@@ -106,16 +108,16 @@ def _attach_marks(block: Block, lines: list[str], fence_index: int) -> None:
             if not reason:
                 raise MarkError(f"{block.page}:{line}: <!-- no-run: ... --> needs a reason")
             block.no_run = reason
-        else:
-            # The code keeps its own line numbers: a traceback points into the page.
-            body = m["body"]
-            if body.startswith(("\n", " \n")) or not body.strip().splitlines()[0:1]:
-                block.setups.append((line + 1, _dedent(body.split("\n", 1)[1])))
-            elif "\n" in body.strip():
-                first, rest = body.strip().split("\n", 1)
-                block.setups.append((line, first + "\n" + _dedent(rest)))
-            else:
-                block.setups.append((line, body.strip() + "\n"))
+            continue
+        target = block.setups if m["kind"] == "setup" else block.teardowns
+        # The code keeps its own line numbers: a traceback points into the page.
+        body = m["body"]
+        if not body.strip():
+            raise MarkError(f"{block.page}:{line}: an empty <!-- {m['kind']}: --> mark")
+        if body.lstrip(" ").startswith("\n"):  # <!-- setup:\n code\n -->
+            target.append((line + 1, _dedent(body.lstrip(" ")[1:])))
+        else:  # <!-- setup: code --> (more lines may follow)
+            target.append((line, _dedent(body.lstrip(" "))))
 
 
 def _unindent(line: str, indent: int) -> str:

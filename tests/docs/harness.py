@@ -23,6 +23,7 @@ fresh ``public`` schema (for the examples' own tables such as ``orders``).
 from __future__ import annotations
 
 import doctest
+import gc
 import importlib
 import io
 import os
@@ -157,12 +158,14 @@ class PageRun:
         self.workdir = workdir
         self.page_setup = page_setup
         self._modules_before = set(sys.modules)
+        self._apps_before = _apps()
         # The namespace is a real module's, so what looks a class's module up in
         # sys.modules (SQLAlchemy's annotations, pickle) finds the page's names.
         module = types.ModuleType(PAGE_MODULE)
         sys.modules[PAGE_MODULE] = module
         self.ns: dict[str, Any] = vars(module)
         self.ns["harness"] = self.harness
+        self._teardowns: list[tuple[Block, int, str]] = []
 
     # -- the page ---------------------------------------------------------------
 
@@ -184,19 +187,21 @@ class PageRun:
         return ran
 
     def close(self) -> None:
+        for block, line, code in reversed(self._teardowns):
+            self._guard(block, lambda c=code, n=line: self._exec(c, block.page, n), "its teardown")
         self.harness.stop()
-        apps = {id(v): v for v in self.ns.values() if isinstance(v, JobQueue)}
         for name in set(sys.modules) - self._modules_before:
-            module = sys.modules.pop(name)
-            if str(getattr(module, "__file__", "") or "").startswith(str(self.workdir)):
-                apps.update({id(v): v for v in vars(module).values() if isinstance(v, JobQueue)})
-        for app in apps.values():
+            sys.modules.pop(name)
+        # Every app the page made, the ones it rebound included: their pools and
+        # result listeners must not outlive the page's database.
+        for app in _apps() - self._apps_before:
             app.close()
         if str(self.workdir) in sys.path:
             sys.path.remove(str(self.workdir))
         importlib.invalidate_caches()
 
     def block(self, block: Block) -> None:
+        self._teardowns.extend((block, line, code) for line, code in block.teardowns)
         for line, code in block.setups:
             self._guard(block, lambda c=code, n=line: self._exec(c, block.page, n), "its set-up")
         if block.lang == "sql":
@@ -286,21 +291,22 @@ class PageRun:
         return f"{what} failed:\n{detail.rstrip()}\n\n{HINT}"
 
 
+def _apps() -> set[JobQueue]:
+    return {o for o in gc.get_objects() if isinstance(o, JobQueue)}
+
+
 def run_page(path: Path, root: Path, dsn: str, workdir: Path, blocks: list[Block]) -> int:
     """Run ``path``'s blocks against a fresh ``jobqueue`` schema on ``dsn``."""
     prepare_database(dsn)
     before = schemas(dsn)
     setup = root / "tests" / "docs" / "setups" / (path.stem.lower() + ".py")
-    old_env = {k: os.environ.get(k) for k in ("JOBQUEUE_DSN", "JOBQUEUE_EMBEDDED")}
+    old_env = dict(os.environ)  # a set-up may set variables the example reads
     os.environ["JOBQUEUE_DSN"] = url(dsn)
     os.environ["JOBQUEUE_EMBEDDED"] = "0"
     try:
         return PageRun(dsn, workdir, setup if setup.exists() else None).run(blocks)
     finally:
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.clear()
+        os.environ.update(old_env)
         drop_new_schemas(dsn, before)
         shutil.rmtree(workdir, ignore_errors=True)
