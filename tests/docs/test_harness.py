@@ -1,0 +1,96 @@
+"""The docs harness itself: what it runs, what it refuses, what it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .blocks import MarkError, parse
+from .harness import BlockFailed, run_page
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PAGE = """# A page
+
+<!-- setup: x = 40 -->
+```python
+y = x + 2
+```
+
+<!-- no-run: a fragment -->
+```python
+...  # not run
+```
+
+```console
+$ not run either
+```
+
+```sql
+SELECT 1;
+```
+
+<!-- teardown: print("torn down") -->
+    ```python
+    # proj/extra.py
+    VALUE = 42
+    ```
+
+```python
+assert VALUE + y == 84  # the module's names, and the first block's
+```
+"""
+
+
+def test_parse_reads_marks_languages_and_lines() -> None:
+    blocks = parse(PAGE, "page.md")
+    assert [(b.line, b.lang, b.runs) for b in blocks] == [
+        (4, "python", True),
+        (9, "python", False),
+        (13, "console", False),
+        (17, "sql", True),
+        (22, "python", True),
+        (27, "python", True),
+    ]
+    assert blocks[0].setups == [(3, "x = 40\n")]
+    assert blocks[1].no_run == "a fragment"
+    assert blocks[4].teardowns == [(21, 'print("torn down")\n')]
+    assert blocks[4].code.startswith("# proj/extra.py\n")  # the list item's indent removed
+
+
+def test_a_mark_without_a_reason_or_misspelt_is_refused() -> None:
+    with pytest.raises(MarkError, match=r"page.md:1: <!-- no-run: ... --> needs a reason"):
+        parse("<!-- no-run: -->\n```python\npass\n```\n", "page.md")
+    with pytest.raises(MarkError, match=r"page.md:1: unreadable test mark"):
+        parse("<!-- norun because -->\n```python\npass\n```\n", "page.md")
+
+
+def test_a_page_runs_in_order_in_one_namespace(docs_dsn: str, tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(PAGE)
+    blocks = parse(PAGE, "page.md")
+    assert run_page(page, ROOT, docs_dsn, tmp_path / "work", blocks) == 4
+
+
+@pytest.mark.parametrize(
+    ("block", "says"),
+    [
+        ("```python\nx = 1\nundefined_name\n```\n", "NameError: name 'undefined_name'"),
+        ("```sql\nSELECT * FROM no_such_table;\n```\n", 'relation "no_such_table"'),
+        ("```sql\nSELECT '<job id>'::uuid;\n```\n", "define job_id in a hidden set-up"),
+        ("```python\n>>> 1 + 1\n3\n```\n", "Expected:\n    3\nGot:\n    2"),
+    ],
+)
+def test_a_failing_block_names_page_line_and_the_fix(
+    docs_dsn: str, tmp_path: Path, block: str, says: str
+) -> None:
+    text = "# A page\n\n" + block
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    with pytest.raises(BlockFailed) as failed:
+        run_page(page, ROOT, docs_dsn, tmp_path / "work", parse(text, "docs/page.md"))
+    message = str(failed.value)
+    assert "block at docs/page.md:3 failed" in message
+    assert says in message
+    assert "<!-- setup:" in message and "<!-- no-run:" in message
