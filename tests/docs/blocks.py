@@ -90,8 +90,10 @@ def _attach_marks(block: Block, lines: list[str], fence_index: int) -> None:
             start -= 1
         if start < 0:
             break
-        comment = "\n".join(line.strip() if k == start else line
-                            for k, line in enumerate(lines[start : j + 1], start)).strip()
+        comment = "\n".join(
+            line.strip() if k == start else line
+            for k, line in enumerate(lines[start : j + 1], start)
+        ).strip()
         found.append((start + 1, comment))
         j = start - 1
     for line, comment in reversed(found):
@@ -122,7 +124,7 @@ def _attach_marks(block: Block, lines: list[str], fence_index: int) -> None:
 
 def _unindent(line: str, indent: int) -> str:
     """A fenced line without the fence's own indentation (a fence inside a list item)."""
-    return line if not indent or not line[:indent].isspace() and line.strip() else line[indent:]
+    return line if not indent or (not line[:indent].isspace() and line.strip()) else line[indent:]
 
 
 def _dedent(code: str) -> str:

@@ -33,6 +33,8 @@ import sys
 import threading
 import traceback
 import types
+from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -175,20 +177,38 @@ class PageRun:
         ran = 0
         try:
             if self.page_setup is not None:
-                code = compile(self.page_setup.read_text(), str(self.page_setup), "exec")
-                exec(code, self.ns)
+                self._page_setup(self.page_setup)
             for block in blocks:
                 if not block.runs:
                     continue
                 self.block(block)
                 ran += 1
-        finally:
-            self.close()
+        except BaseException:
+            with suppress(BlockFailed):  # the block's failure is the one to report
+                self.close()
+            raise
+        self.close()
         return ran
 
+    def _page_setup(self, path: Path) -> None:
+        try:
+            exec(compile(path.read_text(), str(path), "exec"), self.ns)
+        except Exception as exc:
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+            where = "".join(traceback.format_list(frames))
+            raise BlockFailed(
+                f"the page's set-up {path} failed:\n{where}{type(exc).__name__}: {exc}"
+            ) from None
+
     def close(self) -> None:
-        for block, line, code in reversed(self._teardowns):
-            self._guard(block, lambda c=code, n=line: self._exec(c, block.page, n), "its teardown")
+        """Teardowns, then what the page left running: always all of it."""
+        try:
+            for block, line, code in reversed(self._teardowns):
+                self._guard(block, partial(self._exec, code, block.page, line), "its teardown")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         self.harness.stop()
         for name in set(sys.modules) - self._modules_before:
             sys.modules.pop(name)
@@ -203,7 +223,7 @@ class PageRun:
     def block(self, block: Block) -> None:
         self._teardowns.extend((block, line, code) for line, code in block.teardowns)
         for line, code in block.setups:
-            self._guard(block, lambda c=code, n=line: self._exec(c, block.page, n), "its set-up")
+            self._guard(block, partial(self._exec, code, block.page, line), "its set-up")
         if block.lang == "sql":
             self._guard(block, lambda: self._sql(block), "")
         elif block.code.lstrip().startswith(">>>"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .blocks import parse, pages
+from .blocks import pages, parse
 from .harness import BlockFailed, run_page
 
 ROOT = Path(__file__).resolve().parents[2]
