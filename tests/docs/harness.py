@@ -44,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from jobqueue import JobQueue, migrate
 
+from . import claims
 from .blocks import Block
 
 HINT = (
@@ -232,13 +233,19 @@ class PageRun:
             self._guard(block, lambda: self._module(block, m["path"]), "")
         else:
             code = _DSN_LITERAL.sub(self._dsn_literal, block.code)
-            self._guard(block, lambda: self._exec(code, block.page, block.line + 1), "")
+            self._guard(block, lambda: self._exec_checked(code, block.page, block.line + 1), "")
 
     # -- kinds of block --------------------------------------------------------------
 
     def _exec(self, code: str, page: str, first_line: int) -> None:
         # Blank lines in front keep the page's line numbers in the traceback.
         exec(compile("\n" * (first_line - 1) + code, page, "exec"), self.ns)
+
+    def _exec_checked(self, code: str, page: str, first_line: int) -> None:
+        """A reader's block: as ``_exec``, with the results its comments claim checked."""
+        tree = claims.instrument("\n" * (first_line - 1) + code, page)
+        self.ns[claims.CHECK] = claims.claim
+        exec(compile(tree, page, "exec"), self.ns)
 
     def _dsn_literal(self, m: re.Match[str]) -> str:
         return repr(url(self.harness.dsn, m["plus"] or ""))

@@ -66,6 +66,18 @@ def test_a_mark_without_a_reason_or_misspelt_is_refused() -> None:
         parse("<!-- norun because -->\n```python\npass\n```\n", "page.md")
 
 
+def test_claims_in_comments_are_checked_and_prose_is_not() -> None:
+    from .claims import literal_claim
+
+    assert literal_claim("5") == "5"
+    assert literal_claim("[0, 2, 4], in order") == "[0, 2, 4]"
+    assert literal_claim("(1, 2): immutable") == "(1, 2)"
+    assert literal_claim("True; False if already paused") == "True"
+    assert literal_claim("every queue") is None
+    assert literal_claim("True if it went back") is None
+    assert literal_claim("[0, 2, 4, ..., 18]") is None  # illustrative
+
+
 def test_a_page_runs_in_order_in_one_namespace(docs_dsn: str, tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(PAGE)
@@ -80,6 +92,8 @@ def test_a_page_runs_in_order_in_one_namespace(docs_dsn: str, tmp_path: Path) ->
         ("```sql\nSELECT * FROM no_such_table;\n```\n", 'relation "no_such_table"'),
         ("```sql\nSELECT '<job id>'::uuid;\n```\n", "define job_id in a hidden set-up"),
         ("```python\n>>> 1 + 1\n3\n```\n", "Expected:\n    3\nGot:\n    2"),
+        ("```python\nx = 2\nx + 1  # 4: a wrong claim\n```\n", "says 4, the code gives 3"),
+        ("```python\nprint('a' * 2)  # 'aaa'\n```\n", "says 'aaa', the code gives 'aa'"),
     ],
 )
 def test_a_failing_block_names_page_line_and_the_fix(

@@ -24,7 +24,12 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         text=True,
         timeout=170,
     )
-    assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stderr}"
+    assert done.returncode == 0, (
+        f"mkdocs build --strict failed:\n{done.stderr}\n"
+        "A new page goes in mkdocs.yml's nav (and docs/index.md's list); a link names a page "
+        "relative to this one (other.md#anchor, GitHub's anchor); a docstring's reST that "
+        "breaks the build: see docs/contributing.md#the-site-and-the-api-reference"
+    )
     reference = (site / "reference" / "app" / "index.html").read_text()
     assert "Register a function as a task" in reference  # JobQueue.task's docstring
     assert (site / "contributing" / "index.html").exists()
