@@ -25,7 +25,13 @@ RUN_LANGUAGES = frozenset({"python", "py", "pycon", "sql"})
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<rest>.*)$")
 _MARK = re.compile(r"^<!--\s*(?P<kind>no-run|setup|teardown)\s*:(?P<body>.*?)-->$", re.DOTALL)
-_ANY_MARK = re.compile(r"^<!--\s*(no-run|setup|teardown|test|skip|norun|no_run)\b", re.IGNORECASE)
+_RUN = re.compile(r"^<!--\s*run\s*-->$")
+_ANY_MARK = re.compile(
+    r"^<!--\s*(no-run|setup|teardown|run|test|skip|norun|no_run)\b", re.IGNORECASE
+)
+#: Shell blocks are shown, not run, unless marked <!-- run --> (cheap, safe
+#: commands against the test database): each command must exit 0.
+SHELL_LANGUAGES = frozenset({"console", "sh", "shell", "bash"})
 
 
 class MarkError(ValueError):
@@ -41,6 +47,7 @@ class Block:
     setups: list[tuple[int, str]] = field(default_factory=list)  # (line, code)
     teardowns: list[tuple[int, str]] = field(default_factory=list)  # run when the page ends
     no_run: str | None = None  # the reason
+    run_shell: bool = False  # a shell block marked <!-- run -->
 
     @property
     def where(self) -> str:
@@ -48,7 +55,9 @@ class Block:
 
     @property
     def runs(self) -> bool:
-        return self.lang in RUN_LANGUAGES and self.no_run is None
+        if self.no_run is not None:
+            return False
+        return self.lang in RUN_LANGUAGES or (self.run_shell and self.lang in SHELL_LANGUAGES)
 
 
 def parse(text: str, page: str) -> list[Block]:
@@ -97,12 +106,17 @@ def _attach_marks(block: Block, lines: list[str], fence_index: int) -> None:
         found.append((start + 1, comment))
         j = start - 1
     for line, comment in reversed(found):
+        if _RUN.match(comment):
+            if block.lang not in SHELL_LANGUAGES:
+                raise MarkError(f"{block.page}:{line}: <!-- run --> is for shell blocks")
+            block.run_shell = True
+            continue
         m = _MARK.match(comment)
         if not m:
             if _ANY_MARK.match(comment):
                 raise MarkError(
                     f"{block.page}:{line}: unreadable test mark {comment[:60]!r}: write "
-                    "<!-- no-run: <reason> --> or <!-- setup: <python> -->"
+                    "<!-- no-run: <reason> -->, <!-- setup: <python> --> or <!-- run -->"
                 )
             continue  # an ordinary comment
         if m["kind"] == "no-run":

@@ -29,6 +29,7 @@ import io
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import traceback
@@ -45,7 +46,7 @@ from psycopg.conninfo import conninfo_to_dict
 from jobqueue import JobQueue, migrate
 
 from . import claims
-from .blocks import Block
+from .blocks import SHELL_LANGUAGES, Block
 
 HINT = (
     "Fix the example if the docs are wrong. If it needs context the prose gives "
@@ -159,6 +160,7 @@ class PageRun:
     def __init__(self, dsn: str, workdir: Path, page_setup: Path | None = None) -> None:
         self.harness = Harness(dsn, workdir)
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.page_setup = page_setup
         self._modules_before = set(sys.modules)
         self._apps_before = _apps()
@@ -227,6 +229,8 @@ class PageRun:
             self._guard(block, partial(self._exec, code, block.page, line), "its set-up")
         if block.lang == "sql":
             self._guard(block, lambda: self._sql(block), "")
+        elif block.lang in SHELL_LANGUAGES:
+            self._guard(block, lambda: self._shell(block), "")
         elif block.code.lstrip().startswith(">>>"):
             self._guard(block, lambda: self._doctest(block), "")
         elif m := _MODULE_FILE.match(block.code.splitlines()[0]):
@@ -295,6 +299,28 @@ class PageRun:
         with psycopg.connect(self.harness.dsn, autocommit=True) as conn:
             conn.execute(statement)
 
+    def _shell(self, block: Block) -> None:
+        """Each command of the block (``$ `` lines in a console block, every
+        line of an sh block; ``\\`` continues one) in bash, in the page's
+        directory, with ``jobqueue`` on PATH and ``$JOBQUEUE_DSN`` the test
+        database's; a prompt gets ``y``. Each must exit 0 within 60 s."""
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env["PYTHONPATH"] = os.pathsep.join([str(self.workdir), env.get("PYTHONPATH", "")])
+        for command in shell_commands(block):
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=self.workdir,
+                env=env,
+                input="y\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if done.returncode:
+                raise BlockFailed(
+                    f"$ {command}\nexit status {done.returncode}\n{done.stdout}{done.stderr}"
+                )
+
     # -- failures ----------------------------------------------------------------
 
     def _guard(self, block: Block, run: Any, part: str) -> None:
@@ -316,6 +342,41 @@ class PageRun:
     def _message(self, block: Block, part: str, detail: str) -> str:
         what = f"the {block.lang} block at {block.where}" + (f" ({part})" if part else "")
         return f"{what} failed:\n{detail.rstrip()}\n\n{HINT}"
+
+
+def shell_commands(block: Block) -> list[str]:
+    """The commands of a shell block, continuation lines joined, comments kept
+    (bash drops them)."""
+    lines = block.code.splitlines()
+    if block.lang == "console":
+        lines = _console(lines)
+    commands: list[str] = []
+    pending = ""
+    for line in lines:
+        if not line.strip() and not pending:
+            continue
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        commands.append(pending)
+        pending = ""
+    return commands
+
+
+def _console(lines: list[str]) -> list[str]:
+    """A console block's commands: ``$ `` lines and the lines continuing them."""
+    out: list[str] = []
+    continuing = False
+    for line in lines:
+        if line.startswith("$ "):
+            out.append(line[2:])
+        elif continuing:
+            out.append(line)
+        else:
+            continue
+        continuing = line.rstrip().endswith("\\")
+    return out
 
 
 def _apps() -> set[JobQueue]:

@@ -108,3 +108,23 @@ def test_a_failing_block_names_page_line_and_the_fix(
     assert "block at docs/page.md:3 failed" in message
     assert says in message
     assert "<!-- setup:" in message and "<!-- no-run:" in message
+
+
+def test_a_shell_block_runs_only_when_marked_and_each_command_must_succeed(
+    docs_dsn: str, tmp_path: Path
+) -> None:
+    text = (
+        "```console\n$ false   # shown, not run\n```\n\n"
+        "<!-- run -->\n```console\n$ jobqueue queue pause emails \\\n"
+        "    --reason 'provider down'\nemails: paused\n"
+        "$ jobqueue schedule pause no-such-schedule\n```\n"
+    )
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    with pytest.raises(BlockFailed) as failed:
+        run_page(page, ROOT, docs_dsn, tmp_path / "work", parse(text, "docs/page.md"))
+    message = str(failed.value)
+    assert "console block at docs/page.md:6 failed" in message
+    assert (
+        "$ jobqueue schedule pause no-such-schedule\nexit status 1" in message
+    )  # the first one ran
