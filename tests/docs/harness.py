@@ -22,9 +22,12 @@ fresh ``public`` schema (for the examples' own tables such as ``orders``).
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import doctest
 import gc
 import importlib
+import inspect
 import io
 import os
 import re
@@ -171,6 +174,9 @@ class PageRun:
         self.ns: dict[str, Any] = vars(module)
         self.ns["harness"] = self.harness
         self._teardowns: list[tuple[Block, int, str]] = []
+        # The page's event loop, current for its blocks as the REPL's is.
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
 
     # -- the page ---------------------------------------------------------------
 
@@ -212,6 +218,9 @@ class PageRun:
             self._release()
 
     def _release(self) -> None:
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+        asyncio.set_event_loop(None)
         self.harness.stop()
         for name in set(sys.modules) - self._modules_before:
             sys.modules.pop(name)
@@ -246,10 +255,17 @@ class PageRun:
         exec(compile("\n" * (first_line - 1) + code, page, "exec"), self.ns)
 
     def _exec_checked(self, code: str, page: str, first_line: int) -> None:
-        """A reader's block: as ``_exec``, with the results its comments claim checked."""
+        """A reader's block: as ``_exec``, with the results its comments claim
+        checked. ``await`` at the top level runs as in ``python -m asyncio``,
+        on one event loop for the whole page (what one block opens on it, the
+        next may use)."""
         tree = claims.instrument("\n" * (first_line - 1) + code, page)
         self.ns[claims.CHECK] = claims.claim
-        exec(compile(tree, page, "exec"), self.ns)
+        compiled = compile(tree, page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        if compiled.co_flags & inspect.CO_COROUTINE:
+            self._loop.run_until_complete(eval(compiled, self.ns))
+        else:
+            exec(compiled, self.ns)
 
     def _dsn_literal(self, m: re.Match[str]) -> str:
         return repr(url(self.harness.dsn, m["plus"] or ""))

@@ -40,6 +40,16 @@ SELECT 1;
 ```python
 assert VALUE + y == 84  # the module's names, and the first block's
 ```
+
+```python
+import asyncio
+
+task = asyncio.ensure_future(asyncio.sleep(0, result=y))
+```
+
+```python
+await task  # 42: top-level await, one event loop for the page
+```
 """
 
 
@@ -52,6 +62,8 @@ def test_parse_reads_marks_languages_and_lines() -> None:
         (17, "sql", True),
         (22, "python", True),
         (27, "python", True),
+        (31, "python", True),
+        (37, "python", True),
     ]
     assert blocks[0].setups == [(3, "x = 40\n")]
     assert blocks[1].no_run == "a fragment"
@@ -82,7 +94,7 @@ def test_a_page_runs_in_order_in_one_namespace(docs_dsn: str, tmp_path: Path) ->
     page = tmp_path / "page.md"
     page.write_text(PAGE)
     blocks = parse(PAGE, "page.md")
-    assert run_page(page, ROOT, docs_dsn, tmp_path / "work", blocks) == 4
+    assert run_page(page, ROOT, docs_dsn, tmp_path / "work", blocks) == 6
 
 
 @pytest.mark.parametrize(
