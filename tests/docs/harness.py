@@ -79,9 +79,11 @@ def url(conninfo: str, driver: str = "") -> str:
     user = quote(str(p.get("user") or ""), safe="")
     password = f":{quote(str(p['password']), safe='')}" if p.get("password") else ""
     auth = f"{user}{password}@" if user else ""
-    host = p.get("host") or "localhost"
-    port = f":{p['port']}" if p.get("port") else ""
-    return f"postgresql{driver}://{auth}{host}{port}/{p.get('dbname') or ''}"
+    host, port, dbname = str(p.get("host") or "localhost"), p.get("port"), p.get("dbname") or ""
+    if host.startswith("/"):  # a Unix socket (the embedded server): host and port as query
+        query = f"?host={quote(host, safe='/')}" + (f"&port={port}" if port else "")
+        return f"postgresql{driver}://{auth}/{dbname}{query}"
+    return f"postgresql{driver}://{auth}{host}{f':{port}' if port else ''}/{dbname}"
 
 
 class Harness:
