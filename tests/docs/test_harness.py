@@ -122,6 +122,17 @@ def test_a_failing_block_names_page_line_and_the_fix(
     assert "<!-- setup:" in message and "<!-- no-run:" in message
 
 
+def test_a_test_file_is_written_for_pytest_to_run(docs_dsn: str, tmp_path: Path) -> None:
+    text = (
+        "```python\n# tests/test_example.py\ndef test_it():\n    assert 1 + 1 == 2\n```\n\n"
+        "<!-- run -->\n```console\n"
+        "$ python -m pytest -q -p no:cacheprovider tests/test_example.py\n1 passed\n```\n"
+    )
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    assert run_page(page, ROOT, docs_dsn, tmp_path / "work", parse(text, "docs/page.md")) == 2
+
+
 def test_a_shell_block_runs_only_when_marked_and_each_command_must_succeed(
     docs_dsn: str, tmp_path: Path
 ) -> None:
