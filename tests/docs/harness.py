@@ -6,12 +6,17 @@
   before their block.
 - A Python block whose first line is ``# some/path.py`` is a file the reader
   creates: it is written under the page's directory (on ``sys.path``), imported,
-  and its public names are put in the namespace for the blocks that follow.
+  and its public names are put in the namespace for the blocks that follow
+  (a ``test_*.py`` or ``conftest.py`` is only written, for pytest to run).
+- Any other Python block runs with the results its comments claim checked
+  (``claims.py``); ``await`` at its top level runs on the page's event loop.
 - A block starting with ``>>>`` is a session: run by doctest, its printed
   output compared (``...`` matches anything).
 - A SQL block is sent as written on an autocommit connection; a placeholder
   ``<result id>`` is replaced by the namespace's ``result_id`` (a set-up
   defines it).
+- A shell block marked ``<!-- run -->`` runs command by command in bash; each
+  must exit 0.
 - Every ``postgresql://`` (or ``postgresql+psycopg://``) string literal in a
   Python block is pointed at the test database, and ``$JOBQUEUE_DSN`` is set
   to it, so ``JobQueue()`` finds it as the docs say it will.
@@ -31,6 +36,7 @@ import inspect
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -61,6 +67,7 @@ HINT = (
 
 _DSN_LITERAL = re.compile(r"""(?P<q>["'])postgresql(?P<plus>\+psycopg)?://[^"'\n]*(?P=q)""")
 _PLACEHOLDER = re.compile(r"<(?P<name>[a-z][a-z ]*[a-z])>")
+_PLAIN_CLI = re.compile(r"^jobqueue\s")
 _MODULE_FILE = re.compile(r"^#\s*(?P<path>[\w./-]+\.py)\s*$")
 
 
@@ -93,7 +100,6 @@ class Harness:
         self.dsn = url(dsn)
         self.workdir = workdir
         self._workers: list[tuple[Any, threading.Thread]] = []
-        self.apps: list[JobQueue] = []
 
     def worker(self, app: JobQueue, **options: Any) -> Any:
         """Start an in-process worker for ``app`` (stopped when the page ends);
@@ -102,14 +108,14 @@ class Harness:
 
         options.setdefault("concurrency", 4)
         ready = threading.Event()
-        app.hooks.connect("worker_ready", lambda **_: ready.set())
-        worker = Worker(app, **options)
-        thread = threading.Thread(target=worker.run, name="docs-worker", daemon=True)
+        started = Worker(app, **options)
+        app.hooks.connect("worker_ready", lambda worker, **_: worker is started and ready.set())
+        thread = threading.Thread(target=started.run, name="docs-worker", daemon=True)
         thread.start()
         if not ready.wait(30):
             raise RuntimeError("the docs worker did not start within 30 s")
-        self._workers.append((worker, thread))
-        return worker
+        self._workers.append((started, thread))
+        return started
 
     def sql(self, statement: str, params: Any = None) -> list[Any]:
         """Run SQL on the test database (autocommit); the rows, if any."""
@@ -321,12 +327,18 @@ class PageRun:
 
     def _shell(self, block: Block) -> None:
         """Each command of the block (``$ `` lines in a console block, every
-        line of an sh block; ``\\`` continues one) in bash, in the page's
-        directory, with ``jobqueue`` on PATH and ``$JOBQUEUE_DSN`` the test
-        database's; a prompt gets ``y``. Each must exit 0 within 60 s."""
+        line of an sh block; ``\\`` continues one), with ``$JOBQUEUE_DSN`` the
+        test database's; a prompt gets ``y``. Each must exit 0 within 60 s.
+        A plain ``jobqueue ...`` command (no pipe, redirection, variable or
+        second command) runs this checkout's CLI in-process, which spares a
+        second of interpreter start-up each; any other runs in bash, in the
+        page's directory, with this interpreter's ``jobqueue`` on PATH."""
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         env["PYTHONPATH"] = os.pathsep.join([str(self.workdir), env.get("PYTHONPATH", "")])
         for command in shell_commands(block):
+            if _PLAIN_CLI.match(command) and not set(command) & set("|&;<>$`("):
+                self._cli(command)
+                continue
             done = subprocess.run(
                 ["bash", "-c", command],
                 cwd=self.workdir,
@@ -340,6 +352,19 @@ class PageRun:
                 raise BlockFailed(
                     f"$ {command}\nexit status {done.returncode}\n{done.stdout}{done.stderr}"
                 )
+
+    def _cli(self, command: str) -> None:
+        from click.testing import CliRunner
+
+        from jobqueue.cli import main
+
+        args = shlex.split(command, comments=True)[1:]
+        done = CliRunner().invoke(main, args, input="y\n", catch_exceptions=True)
+        if done.exit_code:
+            crash = ""
+            if done.exc_info and not isinstance(done.exception, SystemExit):
+                crash = "".join(traceback.format_exception(*done.exc_info))
+            raise BlockFailed(f"$ {command}\nexit status {done.exit_code}\n{done.output}{crash}")
 
     # -- failures ----------------------------------------------------------------
 
