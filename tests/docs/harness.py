@@ -425,7 +425,9 @@ def _console(lines: list[str]) -> list[str]:
 
 
 def _apps() -> set[JobQueue]:
-    return {o for o in gc.get_objects() if isinstance(o, JobQueue)}
+    # type(), not isinstance(): isinstance reads __class__, which a lazy object
+    # (django.conf.settings) answers by configuring itself, or raising.
+    return {o for o in gc.get_objects() if issubclass(type(o), JobQueue)}
 
 
 def run_page(path: Path, root: Path, dsn: str, workdir: Path, blocks: list[Block]) -> int:
