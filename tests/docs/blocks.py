@@ -26,8 +26,11 @@ RUN_LANGUAGES = frozenset({"python", "py", "pycon", "sql"})
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<rest>.*)$")
 _MARK = re.compile(r"^<!--\s*(?P<kind>no-run|setup|teardown)\s*:(?P<body>.*?)-->$", re.DOTALL)
 _RUN = re.compile(r"^<!--\s*run\s*-->$")
+#: A page whose examples change what a process keeps (Django's settings,
+#: global registries) runs in a process of its own: <!-- own-process: why -->.
+OWN_PROCESS = re.compile(r"^<!--\s*own-process:\s*\S.*?-->$", re.MULTILINE)
 _ANY_MARK = re.compile(
-    r"^<!--\s*(no-run|setup|teardown|run|test|skip|norun|no_run)\b", re.IGNORECASE
+    r"^<!--\s*(no-run|setup|teardown|run|own-process|test|skip|norun|no_run)\b", re.IGNORECASE
 )
 #: Shell blocks are shown, not run, unless marked <!-- run --> (cheap, safe
 #: commands against the test database): each command must exit 0.
@@ -106,6 +109,8 @@ def _attach_marks(block: Block, lines: list[str], fence_index: int) -> None:
         found.append((start + 1, comment))
         j = start - 1
     for line, comment in reversed(found):
+        if OWN_PROCESS.match(comment):
+            continue  # a page's mark (test_docs_blocks.py), wherever it stands
         if _RUN.match(comment):
             if block.lang not in SHELL_LANGUAGES:
                 raise MarkError(f"{block.page}:{line}: <!-- run --> is for shell blocks")

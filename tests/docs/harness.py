@@ -55,7 +55,7 @@ from psycopg.conninfo import conninfo_to_dict
 from jobqueue import JobQueue, migrate
 
 from . import claims
-from .blocks import SHELL_LANGUAGES, Block
+from .blocks import SHELL_LANGUAGES, Block, MarkError, parse
 
 HINT = (
     "Fix the example if the docs are wrong. If it needs context the prose gives "
@@ -445,3 +445,41 @@ def run_page(path: Path, root: Path, dsn: str, workdir: Path, blocks: list[Block
         os.environ.update(old_env)
         drop_new_schemas(dsn, before)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_page_own_process(
+    path: Path, root: Path, dsn: str, workdir: Path, blocks: list[Block]
+) -> int:
+    """``run_page`` in a new interpreter (``main`` below): what the page's
+    examples change in a process (Django's settings) stays there."""
+    label = blocks[0].page if blocks else path.name  # as failures name the page
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.docs.harness", str(path), label, dsn, str(workdir)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    if done.returncode:
+        raise BlockFailed(done.stderr.strip())
+    return int(done.stdout.split()[-1])
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.docs.harness PAGE NAME DSN WORKDIR``: one page in a process
+    of its own (a page marked ``<!-- own-process: ... -->``, whose examples
+    change what a process keeps, such as Django's settings). Prints how many
+    blocks ran, or the failure, on stderr, exit status 1."""
+    page, name, dsn, workdir = Path(argv[0]), argv[1], argv[2], Path(argv[3])
+    root = Path(__file__).resolve().parents[2]
+    try:
+        ran = run_page(page, root, dsn, workdir, parse(page.read_text(), name))
+    except (BlockFailed, MarkError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(ran)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

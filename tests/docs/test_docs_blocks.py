@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .blocks import pages, parse
-from .harness import BlockFailed, run_page
+from .blocks import OWN_PROCESS, pages, parse
+from .harness import BlockFailed, run_page, run_page_own_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = pages(ROOT)
@@ -18,11 +18,13 @@ PAGES = pages(ROOT)
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_examples_run(page: Path, docs_dsn: str, tmp_path: Path) -> None:
     relative = str(page.relative_to(ROOT))
-    blocks = parse(page.read_text(), relative)
+    text = page.read_text()
+    blocks = parse(text, relative)
     started = time.monotonic()
     failure = None
+    run = run_page_own_process if OWN_PROCESS.search(text) else run_page
     try:
-        ran = run_page(page, ROOT, docs_dsn, tmp_path / "page", blocks)
+        ran = run(page, ROOT, docs_dsn, tmp_path / "page", blocks)
     except BlockFailed as exc:
         failure = str(exc)
     if failure is not None:  # outside the except: the message alone, no chained traceback

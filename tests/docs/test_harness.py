@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,25 @@ def test_a_failing_block_names_page_line_and_the_fix(
     assert "block at docs/page.md:3 failed" in message
     assert says in message
     assert "<!-- setup:" in message and "<!-- no-run:" in message
+
+
+def test_a_page_marked_own_process_runs_in_another_interpreter(
+    docs_dsn: str, tmp_path: Path
+) -> None:
+    from .blocks import OWN_PROCESS
+    from .harness import run_page_own_process
+
+    text = (
+        "<!-- own-process: it marks sys.modules -->\n\n"
+        "```python\nimport sys\nsys.modules['docs_marker'] = sys\n```\n\n"
+        "```python\nundefined_here\n```\n"
+    )
+    assert OWN_PROCESS.search(text)
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    with pytest.raises(BlockFailed, match=r"(?s)block at .*page.md:8 failed.*undefined_here"):
+        run_page_own_process(page, ROOT, docs_dsn, tmp_path / "work", parse(text, "page.md"))
+    assert "docs_marker" not in sys.modules
 
 
 def test_a_test_file_is_written_for_pytest_to_run(docs_dsn: str, tmp_path: Path) -> None:
