@@ -276,6 +276,11 @@ class PageRun:
             exec(compiled, self.ns)
 
     def _dsn_literal(self, m: re.Match[str]) -> str:
+        written = m[0][1:-1].replace("+psycopg", "", 1)
+        try:
+            conninfo_to_dict(written)
+        except psycopg.ProgrammingError:
+            return m[0]  # a malformed DSN is the example's point (its error): kept
         return repr(url(self.harness.dsn, m["plus"] or ""))
 
     def _module(self, block: Block, relative: str) -> None:

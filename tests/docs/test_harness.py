@@ -91,6 +91,21 @@ def test_claims_in_comments_are_checked_and_prose_is_not() -> None:
     assert literal_claim("[0, 2, 4, ..., 18]") is None  # illustrative
 
 
+def test_dsn_literals_point_at_the_test_database_unless_malformed(
+    docs_dsn: str, tmp_path: Path
+) -> None:
+    text = (
+        "```python\nimport psycopg\n"
+        "with psycopg.connect('postgresql://app:secret@db.example/shop') as conn:\n"
+        "    conn.execute('SELECT 1')\n"
+        "bad = 'postgresql://app@db.example/shop?nosuch=1'\n"
+        "assert 'nosuch' in bad  # kept as written\n```\n"
+    )
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    assert run_page(page, ROOT, docs_dsn, tmp_path / "work", parse(text, "page.md")) == 1
+
+
 def test_a_page_runs_in_order_in_one_namespace(docs_dsn: str, tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(PAGE)
