@@ -96,9 +96,10 @@ def url(conninfo: str, driver: str = "") -> str:
 class Harness:
     """What hidden set-ups may use, as ``harness`` in the page's namespace."""
 
-    def __init__(self, dsn: str, workdir: Path) -> None:
+    def __init__(self, dsn: str, workdir: Path, ns: dict[str, Any]) -> None:
         self.dsn = url(dsn)
         self.workdir = workdir
+        self._ns = ns
         self._workers: list[tuple[Any, threading.Thread]] = []
 
     def worker(self, app: JobQueue, **options: Any) -> Any:
@@ -116,6 +117,13 @@ class Harness:
             raise RuntimeError("the docs worker did not start within 30 s")
         self._workers.append((started, thread))
         return started
+
+    def example_tasks(self) -> None:
+        """The docs' ``proj/tasks.py`` (``setups/proj_tasks.py``: ``app`` and
+        the quickstart's and canvas's tasks) in the page's namespace, which is
+        the module ``proj.tasks``: ``from proj.tasks import add`` works."""
+        path = Path(__file__).parent / "setups" / "proj_tasks.py"
+        exec(compile(path.read_text(), str(path), "exec"), self._ns)
 
     def sql(self, statement: str, params: Any = None) -> list[Any]:
         """Run SQL on the test database (autocommit); the rows, if any."""
@@ -169,7 +177,6 @@ class PageRun:
     """The state of one page's run: its namespace, files and workers."""
 
     def __init__(self, dsn: str, workdir: Path, page_setup: Path | None = None) -> None:
-        self.harness = Harness(dsn, workdir)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.page_setup = page_setup
@@ -180,6 +187,7 @@ class PageRun:
         module = types.ModuleType(PAGE_MODULE)
         sys.modules[PAGE_MODULE] = module
         self.ns: dict[str, Any] = vars(module)
+        self.harness = Harness(dsn, workdir, self.ns)
         self.ns["harness"] = self.harness
         self._teardowns: list[tuple[Block, int, str]] = []
         # The page's event loop, current for its blocks as the REPL's is.

@@ -157,6 +157,16 @@ def test_a_page_marked_own_process_runs_in_another_interpreter(
     assert "docs_marker" not in sys.modules
 
 
+def test_the_example_tasks_are_the_pages_proj_tasks(docs_dsn: str, tmp_path: Path) -> None:
+    text = (
+        "<!-- setup: harness.example_tasks(); harness.worker(app) -->\n"
+        "```python\nfrom proj.tasks import add\n\nadd.delay(2, 3).get(timeout=10)  # 5\n```\n"
+    )
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    assert run_page(page, ROOT, docs_dsn, tmp_path / "work", parse(text, "page.md")) == 1
+
+
 def test_a_test_file_is_written_for_pytest_to_run(docs_dsn: str, tmp_path: Path) -> None:
     text = (
         "```python\n# tests/test_example.py\ndef test_it():\n    assert 1 + 1 == 2\n```\n\n"
