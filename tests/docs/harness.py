@@ -40,6 +40,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import traceback
 import types
@@ -124,6 +125,19 @@ class Harness:
         the module ``proj.tasks``: ``from proj.tasks import add`` works."""
         path = Path(__file__).parent / "setups" / "proj_tasks.py"
         exec(compile(path.read_text(), str(path), "exec"), self._ns)
+
+    def write(self, relative: str, text: str) -> Path:
+        """A file of the reader's project that the page does not show (e.g.
+        ``proj/models.py``), under the page's directory (on ``sys.path``);
+        its packages get an ``__init__.py``."""
+        path = self.workdir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in Path(relative).parents:
+            if parent != Path(".") and not (self.workdir / parent / "__init__.py").exists():
+                (self.workdir / parent / "__init__.py").write_text("")
+        path.write_text(textwrap.dedent(text))
+        importlib.invalidate_caches()
+        return path
 
     def sql(self, statement: str, params: Any = None) -> list[Any]:
         """Run SQL on the test database (autocommit); the rows, if any."""

@@ -160,7 +160,9 @@ def test_a_page_marked_own_process_runs_in_another_interpreter(
 def test_the_example_tasks_are_the_pages_proj_tasks(docs_dsn: str, tmp_path: Path) -> None:
     text = (
         "<!-- setup: harness.example_tasks(); harness.worker(app) -->\n"
-        "```python\nfrom proj.tasks import add\n\nadd.delay(2, 3).get(timeout=10)  # 5\n```\n"
+        "<!-- setup: harness.write('proj/models.py', 'ORDER = 42\\n') -->\n"
+        "```python\nfrom proj.models import ORDER\nfrom proj.tasks import add\n\n"
+        "add.delay(2, ORDER).get(timeout=10)  # 44\n```\n"
     )
     page = tmp_path / "page.md"
     page.write_text(text)
