@@ -14,6 +14,7 @@ from . import signals
 from .config import Settings, default_data_dir
 from .current import current_app, set_current
 from .db import Database
+from .dsn import normalize
 from .hooks import Hooks
 from .ids import check_id, new_id
 from .options import (
@@ -71,6 +72,8 @@ class JobQueue:
         auto_migrate: bool | None = None,
         **settings: Any,
     ) -> None:
+        if dsn is not None:
+            normalize(dsn)  # a malformed DSN fails here, where it was written
         self.conf = Settings(dsn=dsn, schema=schema, auto_migrate=auto_migrate)
         if data_dir is not None:
             self.conf.data_dir = Path(data_dir)

@@ -19,6 +19,7 @@ from . import __version__, loader, logs
 from . import embedded as emb
 from .app import JobQueue
 from .config import DSN_ENV, EMBEDDED_ENV, Settings
+from .dsn import normalize
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .logs import env_format
 from .redact import redact
@@ -167,6 +168,15 @@ class _Group(click.Group):
             raise click.ClickException(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
+def _check_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize(value, "--dsn")
+    except JobQueueError as exc:
+        raise click.UsageError(str(exc)) from None  # the message names --dsn
+
+
 def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
@@ -188,6 +198,7 @@ def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option(
     "--dsn",
     metavar="DSN",
+    callback=_check_dsn,
     help="PostgreSQL DSN (default: the app's, else $JOBQUEUE_DSN, else the embedded server).",
 )
 @click.option(

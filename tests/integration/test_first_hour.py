@@ -1,0 +1,74 @@
+"""The first hour, as a new user lives it: the command line and a real database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from jobqueue import JobQueue
+from tests.conftest import ROOT
+
+
+def jobqueue(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobqueue", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def sqlalchemy_form(dsn: str) -> str:
+    """The DSN as SQLAlchemy writes it: postgresql+psycopg://user@host:port/dbname."""
+    p = conninfo_to_dict(dsn)
+    where = f"{p.get('host') or ''}:{p['port']}" if p.get("port") else p.get("host") or ""
+    url = f"postgresql+psycopg://{p.get('user') or ''}@{where}/{p['dbname']}"
+    return url if not (p.get("host") or "").startswith("/") else f"{url}?host={p['host']}"
+
+
+def test_the_sqlalchemy_form_of_a_dsn_enqueues_and_reads(dsn: str, schema: str) -> None:
+    app = JobQueue(sqlalchemy_form(dsn), schema=schema, auto_migrate=False)
+    try:
+
+        @app.task(name="fh.add")
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        result = add.delay(2, 3)
+        assert app.store.get_job(result.id) is not None
+    finally:
+        app.close()
+
+
+def test_the_sqlalchemy_form_works_on_the_command_line(dsn: str, schema: str) -> None:
+    done = jobqueue("--schema", schema, "db", "current", env={"JOBQUEUE_DSN": sqlalchemy_form(dsn)})
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, env",
+    [
+        (["--dsn", "postgresql://u:se cret@127.0.0.1/x", "db", "current"], {}),
+        (["db", "current"], {"JOBQUEUE_DSN": "postgresql://u:se cret@127.0.0.1/x"}),
+        (["-A", "tests.apps:app", "stats"], {"JOBQUEUE_DSN": "host='x password=secret"}),
+    ],
+)
+def test_a_malformed_dsn_is_one_line_on_the_command_line(
+    args: list[str], env: dict[str, str]
+) -> None:
+    done = jobqueue(*args, env=env)
+    assert done.returncode in (1, 2), done
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "not a valid DSN" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr and "se cret" not in done.stderr
