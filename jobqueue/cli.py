@@ -22,7 +22,7 @@ from .config import DSN_ENV, EMBEDDED_ENV, Settings
 from .dsn import normalize
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .logs import env_format
-from .redact import redact
+from .redact import mask, redact
 from .roles import grant_command
 from .sql import validate_schema
 from .worker.executor import JOB_LOGGER
@@ -156,12 +156,48 @@ def _log_format_option(fn: Any) -> Any:
     )(fn)
 
 
+#: The options of ``jobqueue`` itself, which go before the command.
+_GLOBAL_OPTIONS = ("-A", "--app", "--dsn", "--schema", "--embedded")
+
+
+def _moved_before(argv: list[str], option: str) -> str:
+    """``argv`` (after ``jobqueue``) with ``option`` (and its value) moved to the
+    front: the command line the user meant, a DSN's password hidden."""
+    rest = list(argv)
+    for i, word in enumerate(rest):
+        if word == option:
+            count = 1 if option == "--embedded" else 2
+        elif word.startswith(f"{option}=") or (option == "-A" and word.startswith("-A")):
+            count = 1  # --app=proj.tasks:app, -Aproj.tasks:app
+        else:
+            continue
+        moved = [mask(w) for w in rest[i : i + count]]
+        del rest[i : i + count]
+        return shlex.join(["jobqueue", *moved, *rest])
+    return shlex.join(["jobqueue", option, "...", *rest])
+
+
 class _Group(click.Group):
     """Turns jobqueue's own errors into a one-line message and exit code 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["jobqueue.argv"] = list(args)  # for the hint of invoke()
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            # `jobqueue worker -A proj.tasks:app`: Celery 5 moved -A before the
+            # command too, and says so; so do we, with the line to type.
+            if exc.option_name not in _GLOBAL_OPTIONS:
+                raise
+            argv = ctx.meta.get("jobqueue.argv", [])
+            raise click.UsageError(
+                f"{exc.option_name} is an option of jobqueue itself: it goes before the "
+                f"command, as in `{_moved_before(argv, exc.option_name)}`",
+                ctx=exc.ctx,
+            ) from None
         except JobQueueError as exc:
             raise click.ClickException(str(exc)) from exc
         except psycopg.OperationalError as exc:

@@ -72,3 +72,30 @@ def test_a_malformed_dsn_is_one_line_on_the_command_line(
     assert len(errors) == 1 and "not a valid DSN" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert "secret" not in done.stderr and "se cret" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["worker", "-A", "tests.apps:app", "-c", "2"],
+            "-A is an option of jobqueue itself: it goes before the command, as in "
+            "`jobqueue -A tests.apps:app worker -c 2`",
+        ),
+        (
+            ["db", "upgrade", "--app=tests.apps:app"],
+            "`jobqueue --app=tests.apps:app db upgrade`",
+        ),
+        (
+            ["stats", "--dsn", "postgresql://u:secret@h/d"],
+            "`jobqueue --dsn 'postgresql://u:***@h/d' stats`",
+        ),
+    ],
+)
+def test_a_global_option_after_the_command_says_where_it_goes(
+    args: list[str], expected: str
+) -> None:
+    done = jobqueue(*args)
+    assert done.returncode == 2, done
+    assert expected in done.stderr
+    assert "secret" not in done.stderr
