@@ -99,3 +99,22 @@ def test_a_global_option_after_the_command_says_where_it_goes(
     assert done.returncode == 2, done
     assert expected in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_a_task_given_to_dash_a_names_its_app(tmp_path: Path) -> None:
+    (tmp_path / "fh_tasks.py").write_text(
+        "from jobqueue import JobQueue\n\n"
+        "app = JobQueue()\n\n\n"
+        "@app.task\n"
+        "def add(x, y):\n"
+        "    return x + y\n"
+    )
+    done = jobqueue("-A", "fh_tasks:add", "worker", cwd=tmp_path)
+    assert done.returncode == 2, done
+    assert "fh_tasks:add is a task (fh_tasks.add), not the app" in done.stderr
+    assert "-A fh_tasks:app" in done.stderr
+
+
+def test_a_bare_module_given_to_dash_a_finds_its_app(dsn: str, schema: str) -> None:
+    done = jobqueue("-A", "tests.apps", "--dsn", dsn, "--schema", schema, "stats")
+    assert done.returncode == 0, done.stderr

@@ -3,9 +3,13 @@ SQLAlchemy's form or malformed, ``-A`` naming a task or a bare module."""
 
 from __future__ import annotations
 
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
-from jobqueue import JobQueue
+from jobqueue import JobQueue, loader
 from jobqueue.dsn import normalize
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.redact import mask, redact
@@ -54,3 +58,56 @@ def test_a_malformed_dsn_fails_where_the_app_is_made() -> None:
 def test_redact_hides_the_password_of_a_dsn_that_does_not_parse() -> None:
     assert redact("postgresql://u:se cret@db/app") == "postgresql://u:***@db/app"
     assert mask('bad "secret"', "host=db password=secret") == 'bad "***"'
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module ``fh_proj_<n>`` with an app named ``app`` and a task ``add``;
+    ``fh_two_<n>`` holds two apps, ``fh_other_<n>`` one app named ``queue``."""
+    suffix = tmp_path.name.replace("-", "_")
+    (tmp_path / f"fh_proj_{suffix}.py").write_text(
+        textwrap.dedent(
+            """
+            from jobqueue import JobQueue
+
+            app = JobQueue("postgresql://nobody@127.0.0.1:1/none")
+
+            @app.task
+            def add(x, y):
+                return x + y
+            """
+        )
+    )
+    (tmp_path / f"fh_two_{suffix}.py").write_text(
+        "from jobqueue import JobQueue\nfirst = JobQueue()\nsecond = JobQueue()\n"
+    )
+    (tmp_path / f"fh_other_{suffix}.py").write_text(
+        "from jobqueue import JobQueue\nqueue = JobQueue()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield suffix
+    for name in ("fh_proj", "fh_two", "fh_other"):
+        sys.modules.pop(f"{name}_{suffix}", None)
+
+
+def test_a_task_given_as_the_app_names_the_app(project: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        loader.load_app(f"fh_proj_{project}:add")
+    assert str(raised.value) == (
+        f"fh_proj_{project}:add is a task (fh_proj_{project}.add), not the app: "
+        f"pass the JobQueue it belongs to, -A fh_proj_{project}:app"
+    )
+
+
+def test_a_missing_attribute_names_the_apps_there_are(project: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"pass -A fh_proj_{project}:app$"):
+        loader.load_app(f"fh_proj_{project}:ap")
+
+
+def test_a_bare_module_is_searched_for_its_app(project: str) -> None:
+    module = sys.modules.get(f"fh_proj_{project}") or __import__(f"fh_proj_{project}")
+    assert loader.load_app(f"fh_proj_{project}") is module.app
+    other = __import__(f"fh_other_{project}")
+    assert loader.load_app(f"fh_other_{project}") is other.queue  # the only JobQueue
+    with pytest.raises(ConfigurationError, match="holds 2 JobQueue apps: pass one"):
+        loader.load_app(f"fh_two_{project}")
