@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
 from .limits import FlowControl
-from .options import call_options, check_time_limits, resolve
+from .options import call_options, check_queue, check_time_limits, resolve
 from .retry import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRIES,
@@ -110,7 +110,8 @@ class Task(Generic[P, R]):
         self.app = app
         self.fn = fn
         self.name = name
-        self.queue: str | None = options.get("queue")
+        queue = options.get("queue")
+        self.queue: str | None = None if queue is None else check_queue(queue, f"{name}'s queue")
         self.priority: int = options.get("priority", 0)
         self.bind = bool(options.get("bind", False))
         self.ignore_result = bool(options.get("ignore_result", False))

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -118,3 +119,21 @@ def test_a_task_given_to_dash_a_names_its_app(tmp_path: Path) -> None:
 def test_a_bare_module_given_to_dash_a_finds_its_app(dsn: str, schema: str) -> None:
     done = jobqueue("-A", "tests.apps", "--dsn", dsn, "--schema", schema, "stats")
     assert done.returncode == 0, done.stderr
+
+
+def test_a_bad_queue_in_one_step_writes_no_step(jq: Any, conn: Any, schema: str) -> None:
+    from jobqueue import group
+
+    canvas = group(jq.add.s(1, 2), jq.add.s(3, 4).set(queue="emails,default"))
+    with pytest.raises(ValueError, match="contains a comma"):
+        canvas.apply_async()
+    with pytest.raises(ValueError, match="must not be empty"):
+        jq.add.apply_async((1, 2), queue="")  # was silently the default queue
+    row = conn.execute(f'SELECT count(*) FROM "{schema}".all_jobs').fetchone()
+    assert row == (0,)
+
+
+def test_a_worker_queue_too_long_is_a_usage_error() -> None:
+    done = jobqueue("-A", "tests.apps:app", "worker", "-Q", "default," + "q" * 300)
+    assert done.returncode == 2, done
+    assert "at most 255" in done.stderr and "Traceback" not in done.stderr

@@ -12,7 +12,10 @@ import pytest
 from jobqueue import JobQueue, loader
 from jobqueue.dsn import normalize
 from jobqueue.exceptions import ConfigurationError
+from jobqueue.options import check_queue
 from jobqueue.redact import mask, redact
+from jobqueue.schedules import Schedule
+from jobqueue.worker.settings import WorkerSettings
 
 
 @pytest.mark.parametrize(
@@ -111,3 +114,58 @@ def test_a_bare_module_is_searched_for_its_app(project: str) -> None:
     assert loader.load_app(f"fh_other_{project}") is other.queue  # the only JobQueue
     with pytest.raises(ConfigurationError, match="holds 2 JobQueue apps: pass one"):
         loader.load_app(f"fh_two_{project}")
+
+
+# -- queue names ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "queue, error, words",
+    [
+        ("x,y", ValueError, "contains a comma"),
+        ("", ValueError, "must not be empty"),
+        (" email", ValueError, "whitespace"),
+        ("email\n", ValueError, "whitespace"),
+        ("q" * 256, ValueError, "at most 255"),
+        (3, TypeError, "must be a string"),
+    ],
+)
+def test_a_queue_no_worker_could_consume_is_refused(
+    queue: object, error: type[Exception], words: str
+) -> None:
+    app = JobQueue("postgresql://nobody@127.0.0.1:1/none")  # refused before any connection
+
+    @app.task(name="fh.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    for attempt in (
+        lambda: add.apply_async((1, 2), queue=queue),
+        lambda: app.send_task("fh.add", (1, 2), queue=queue),
+        lambda: app.enqueue_many(add, [(1, 2)], queue=queue),
+        lambda: (add.s(1, 2) | add.s(3).set(queue=queue)).apply_async(),
+        lambda: app.task(name="fh.other", queue=queue)(lambda: None),
+    ):
+        with pytest.raises(error, match=words):
+            attempt()
+    assert check_queue("q" * 255) == "q" * 255
+    assert check_queue("inner space") == "inner space"  # -Q strips only the ends
+
+
+def test_routes_the_default_queue_and_schedules_are_checked_where_they_come_from() -> None:
+    app = JobQueue("postgresql://nobody@127.0.0.1:1/none", task_routes={"fh.*": "a,b"})
+
+    @app.task(name="fh.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(ValueError, match=r"task_routes' queue for 'fh.add' 'a,b'"):
+        add.delay(1, 2)
+    app.conf.task_routes = None
+    app.conf.default_queue = ""
+    with pytest.raises(ValueError, match=r"app\.conf\.default_queue must not be empty"):
+        add.delay(1, 2)
+    with pytest.raises(ValueError, match=r"beat_schedule\['tick'\]'s queue"):
+        Schedule.from_entry("tick", {"task": "fh.add", "schedule": 60, "options": {"queue": 7}})
+    with pytest.raises(ValueError, match="a worker's queue 'x ' begins or ends"):
+        WorkerSettings(queues=("x ",)).resolve(app)
