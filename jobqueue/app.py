@@ -277,6 +277,14 @@ class JobQueue:
         """Decorate a task to run it on ``schedule``: ``@app.periodic(crontab(minute=0))``."""
 
         def register(task: Task[P, R]) -> Task[P, R]:
+            if not isinstance(task, Task):
+                # Decorators apply bottom-up: under @app.task, this one gets the
+                # bare function, before it is a task with a name.
+                what = getattr(task, "__name__", repr(task))
+                raise TypeError(
+                    f"@app.periodic decorates a task, and got {what!r}: put it above "
+                    "@app.task (decorators apply from the bottom up)"
+                )
             self.add_periodic_task(schedule, task, name=name or task.name, **entry)
             return task
 

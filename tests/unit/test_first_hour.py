@@ -169,3 +169,18 @@ def test_routes_the_default_queue_and_schedules_are_checked_where_they_come_from
         Schedule.from_entry("tick", {"task": "fh.add", "schedule": 60, "options": {"queue": 7}})
     with pytest.raises(ValueError, match="a worker's queue 'x ' begins or ends"):
         WorkerSettings(queues=("x ",)).resolve(app)
+
+
+def test_periodic_below_task_says_to_put_it_above() -> None:
+    app = JobQueue("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(TypeError, match=r"got 'report': put it above @app\.task"):
+
+        @app.task
+        @app.periodic(60)
+        def report() -> None: ...
+
+    @app.periodic(60)
+    @app.task
+    def cleanup() -> None: ...
+
+    assert app.conf.beat_schedule[cleanup.name]["task"] == cleanup.name
