@@ -149,7 +149,11 @@ class JobQueue:
         return register(fn) if fn is not None else register
 
     def _register_builtins(self) -> None:
-        """``task.map`` / ``task.starmap`` run as one job of these."""
+        """``task.map`` / ``task.starmap`` run as one job of these; HTTP tasks
+        (``jobqueue.http.request``) on every app, so every worker runs them."""
+        from . import http
+
+        http.register(self)
 
         @self.task(name="jobqueue.map", max_retries=0)
         def map_(task: str, items: list[Any]) -> list[Any]:
