@@ -223,6 +223,17 @@ class _CurrentAppTask:
         check_call(*args, **kwargs)
         return task(current_app()).s(*args, **kwargs)
 
+    def si(self, *args: Any, **kwargs: Any) -> Any:
+        """An immutable signature (a chain's result is not prepended)."""
+        check_call(*args, **kwargs)
+        return task(current_app()).si(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else of the current app's task (its options, ``signature``...)."""
+        if name.startswith("_"):  # inspect, copy and docs tools probe these: not the task's
+            raise AttributeError(name)
+        return getattr(task(current_app()), name)
+
     def __call__(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         """Make the request here and now, under this process's app settings."""
         check_call(method, url, **kwargs)

@@ -21,7 +21,7 @@ import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from .exceptions import ConfigurationError
 from .http import (
@@ -147,7 +147,7 @@ def perform(
     """Make the request (following redirects, each checked); the response as
     the job's result, or one of this module's errors."""
     if params:
-        url = f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(dict(params), doseq=True)}"
+        url = _with_params(url, params)
     sent = {k.lower(): v for k, v in (headers or {}).items()}
     sent.setdefault("user-agent", user_agent)
     body: bytes | None = None
@@ -191,6 +191,13 @@ def perform(
             "truncated": truncated,
         }
     raise HTTPStatusError(f"{method} {origin(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+def _with_params(url: str, params: Mapping[str, Any]) -> str:
+    """``url`` with ``params`` added to its query (a fragment is never sent)."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(dict(params), doseq=True)) if q)
+    return urlunsplit(parts._replace(query=query, fragment=""))
 
 
 def _exchange(

@@ -68,3 +68,10 @@ def test_messages_show_the_origin_not_the_secret_path() -> None:
     assert origin("https://hooks.example.com/services/T000/SECRET?token=x") == (
         "https://hooks.example.com"
     )
+
+
+def test_params_join_the_query_and_drop_the_fragment() -> None:
+    from jobqueue.outbound import _with_params
+
+    assert _with_params("https://e.com/a?x=1#top", {"y": [2, 3]}) == "https://e.com/a?x=1&y=2&y=3"
+    assert _with_params("https://e.com/a", {"q": "a b"}) == "https://e.com/a?q=a+b"
