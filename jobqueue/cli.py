@@ -22,7 +22,7 @@ from .config import DSN_ENV, EMBEDDED_ENV, Settings
 from .dsn import normalize
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .logs import env_format
-from .redact import mask, redact
+from .redact import redact
 from .roles import grant_command
 from .sql import validate_schema
 from .worker.executor import JOB_LOGGER
@@ -156,48 +156,66 @@ def _log_format_option(fn: Any) -> Any:
     )(fn)
 
 
-#: The options of ``jobqueue`` itself, which go before the command.
-_GLOBAL_OPTIONS = ("-A", "--app", "--dsn", "--schema", "--embedded")
+#: The options of ``jobqueue`` itself that take a value, and its flags.
+_GLOBAL_VALUES = ("-A", "--app", "--dsn", "--schema")
+_GLOBAL_FLAGS = ("--embedded",)
 
 
-def _moved_before(argv: list[str], option: str) -> str:
-    """``argv`` (after ``jobqueue``) with ``option`` (and its value) moved to the
-    front: the command line the user meant, a DSN's password hidden."""
-    rest = list(argv)
-    for i, word in enumerate(rest):
-        if word == option:
-            count = 1 if option == "--embedded" else 2
-        elif word.startswith(f"{option}=") or (option == "-A" and word.startswith("-A")):
-            count = 1  # --app=proj.tasks:app, -Aproj.tasks:app
+def _global_option(args: list[str], i: int) -> int:
+    """How many words of ``args`` from ``i`` are one of jobqueue's own options
+    (``-A x``, ``--app=x``, ``-Ax``, ``--embedded``); 0 if none."""
+    word = args[i]
+    if word in _GLOBAL_VALUES:
+        return 2 if i + 1 < len(args) else 1
+    if word in _GLOBAL_FLAGS or (word.startswith("-A") and not word.startswith("--")):
+        return 1
+    return 1 if any(word.startswith(f"{o}=") for o in _GLOBAL_VALUES if o.startswith("--")) else 0
+
+
+def _globals_first(args: list[str]) -> list[str]:
+    """``args`` with jobqueue's own options given after the command moved before
+    it: ``jobqueue worker -A proj.tasks:app`` is read as ``jobqueue -A
+    proj.tasks:app worker``. (Celery 5 refuses that order; no command of ours
+    has options of these names, so moving them is never ambiguous.) Words after
+    ``--`` are left alone."""
+    i = 0
+    while i < len(args):  # past the options before the command
+        taken = _global_option(args, i)
+        if taken:
+            i += taken
+        elif args[i] in ("-h", "--help", "--version") or args[i] == "--":
+            return args
+        elif args[i].startswith("-"):
+            return args  # an unknown option: click says so
         else:
-            continue
-        moved = [mask(w) for w in rest[i : i + count]]
-        del rest[i : i + count]
-        return shlex.join(["jobqueue", *moved, *rest])
-    return shlex.join(["jobqueue", option, "...", *rest])
+            break
+    command, moved, rest = i, [], []
+    j = command + 1
+    while j < len(args):
+        if args[j] == "--":
+            rest += args[j:]
+            break
+        taken = _global_option(args, j)
+        if taken:
+            moved += args[j : j + taken]
+            j += taken
+        else:
+            rest.append(args[j])
+            j += 1
+    if not moved:
+        return args
+    return [*args[:command], *moved, *args[command : command + 1], *rest]
 
 
 class _Group(click.Group):
     """Turns jobqueue's own errors into a one-line message and exit code 1."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["jobqueue.argv"] = list(args)  # for the hint of invoke()
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, _globals_first(args))
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except click.NoSuchOption as exc:
-            # `jobqueue worker -A proj.tasks:app`: Celery 5 moved -A before the
-            # command too, and says so; so do we, with the line to type.
-            if exc.option_name not in _GLOBAL_OPTIONS:
-                raise
-            argv = ctx.meta.get("jobqueue.argv", [])
-            raise click.UsageError(
-                f"{exc.option_name} is an option of jobqueue itself: it goes before the "
-                f"command, as in `{_moved_before(argv, exc.option_name)}`",
-                ctx=exc.ctx,
-            ) from None
         except JobQueueError as exc:
             raise click.ClickException(str(exc)) from exc
         except psycopg.OperationalError as exc:

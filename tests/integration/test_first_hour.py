@@ -75,31 +75,18 @@ def test_a_malformed_dsn_is_one_line_on_the_command_line(
     assert "secret" not in done.stderr and "se cret" not in done.stderr
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (
-            ["worker", "-A", "tests.apps:app", "-c", "2"],
-            "-A is an option of jobqueue itself: it goes before the command, as in "
-            "`jobqueue -A tests.apps:app worker -c 2`",
-        ),
-        (
-            ["db", "upgrade", "--app=tests.apps:app"],
-            "`jobqueue --app=tests.apps:app db upgrade`",
-        ),
-        (
-            ["stats", "--dsn", "postgresql://u:secret@h/d"],
-            "`jobqueue --dsn 'postgresql://u:***@h/d' stats`",
-        ),
-    ],
-)
-def test_a_global_option_after_the_command_says_where_it_goes(
-    args: list[str], expected: str
-) -> None:
-    done = jobqueue(*args)
-    assert done.returncode == 2, done
-    assert expected in done.stderr
-    assert "secret" not in done.stderr
+def test_global_options_after_the_command_are_taken_as_given_before(dsn: str, schema: str) -> None:
+    # Celery 5 refuses `celery worker -A proj`; the order costs new users time,
+    # and no command of ours has options of these names.
+    done = jobqueue("db", "current", "-A", "tests.apps:app", f"--dsn={dsn}", "--schema", schema)
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
+    done = jobqueue("worker", "-Atests.apps:app", "-c", "0")
+    assert done.returncode == 2 and "0 is not in the range" in done.stderr  # -A was accepted
+    done = jobqueue("stats", "--dsn", "postgresql://u:se cret@h/d")
+    assert "--dsn is not a valid DSN" in done.stderr and "se cret" not in done.stderr
+    done = jobqueue("db", "current", "--", "-A", "tests.apps:app")  # after --: arguments
+    assert done.returncode == 2 and "unexpected extra arguments" in done.stderr
 
 
 def test_a_task_given_to_dash_a_names_its_app(tmp_path: Path) -> None:
