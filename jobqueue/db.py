@@ -111,7 +111,12 @@ class Database:
                     self.settings.validate()
                     configured = self.settings.resolved_dsn()
                     if configured:
-                        source = "app.conf.dsn" if self.settings.dsn else f"${DSN_ENV}"
+                        if self.settings.dsn:
+                            source = "app.conf.dsn"
+                        elif configured == os.environ.get(DSN_ENV):
+                            source = f"${DSN_ENV}"
+                        else:  # an integration's (Django's DATABASES)
+                            source = "the app's DSN"
                         self._dsn = normalize(configured, source)
                     elif not self.settings.embedded:
                         raise ConfigurationError(
