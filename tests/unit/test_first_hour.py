@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobqueue import JobQueue, loader
+from jobqueue.cli_args import globals_first
 from jobqueue.dsn import normalize
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.options import check_queue
@@ -184,3 +185,19 @@ def test_periodic_below_task_says_to_put_it_above() -> None:
     def cleanup() -> None: ...
 
     assert app.conf.beat_schedule[cleanup.name]["task"] == cleanup.name
+
+
+@pytest.mark.parametrize(
+    "given, read",
+    [
+        ("worker -A p:app -c 2", "-A p:app worker -c 2"),
+        ("db upgrade --app=p:app head", "--app=p:app db upgrade head"),
+        ("--dsn D stats --schema s --embedded", "--dsn D --schema s --embedded stats"),
+        ("worker -Ap:app", "-Ap:app worker"),
+        ("db current -- -A p:app", "db current -- -A p:app"),  # after --: arguments
+        ("--help", "--help"),
+        ("-A p:app worker", "-A p:app worker"),
+    ],
+)
+def test_global_options_after_the_command_are_read_before_it(given: str, read: str) -> None:
+    assert globals_first(given.split()) == read.split()
