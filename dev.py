@@ -40,7 +40,16 @@ def install(extra: str = "") -> None:
 def demo() -> None:
     install()
     env = {k: v for k, v in os.environ.items() if k != "JOBQUEUE_DSN"}
-    run(BIN / "jobqueue", "demo", env=env)
+    command = [str(BIN / "jobqueue"), "demo"]
+    print("+", " ".join(command), flush=True)
+    demo = subprocess.Popen(command, cwd=ROOT, env=env)
+    while True:
+        # Ctrl-C reaches the demo too, which stops the embedded server it
+        # started before it exits: wait for that (subprocess.run would kill it).
+        try:
+            sys.exit(demo.wait())
+        except KeyboardInterrupt:
+            continue
 
 
 def test(pytest_args: list[str]) -> None:

@@ -17,6 +17,7 @@ from .celeryconf import task_options as celery_task_options
 from .config import Settings, default_data_dir
 from .current import current_app, set_current
 from .db import Database
+from .dsn import normalize
 from .hooks import Hooks
 from .ids import check_id, new_id
 from .options import (
@@ -76,6 +77,8 @@ class JobQueue(AppTaskBase):
         auto_migrate: bool | None = None,
         **settings: Any,
     ) -> None:
+        if dsn is not None:
+            normalize(dsn)  # a malformed DSN fails here, where it was written
         self.conf = Settings(dsn=dsn, schema=schema, auto_migrate=auto_migrate)
         if data_dir is not None:
             self.conf.data_dir = Path(data_dir)
@@ -197,7 +200,11 @@ class JobQueue(AppTaskBase):
         return task
 
     def _register_builtins(self) -> None:
-        """``task.map`` / ``task.starmap`` run as one job of these."""
+        """``task.map`` / ``task.starmap`` run as one job of these; HTTP tasks
+        (``jobqueue.http.request``) on every app, so every worker runs them."""
+        from . import http
+
+        http.register(self)
 
         @self.task(name="jobqueue.map", max_retries=0)
         def map_(task: str, items: list[Any]) -> list[Any]:
@@ -371,6 +378,14 @@ class JobQueue(AppTaskBase):
         """Decorate a task to run it on ``schedule``: ``@app.periodic(crontab(minute=0))``."""
 
         def register(task: Task[P, R]) -> Task[P, R]:
+            if not isinstance(task, Task):
+                # Decorators apply bottom-up: under @app.task, this one gets the
+                # bare function, before it is a task with a name.
+                what = getattr(task, "__name__", repr(task))
+                raise TypeError(
+                    f"@app.periodic decorates a task, and got {what!r}: put it above "
+                    "@app.task (decorators apply from the bottom up)"
+                )
             self.add_periodic_task(schedule, task, name=name or task.name, **entry)
             return task
 

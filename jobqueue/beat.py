@@ -107,7 +107,13 @@ class Beat:
                 try:
                     with conn.transaction():  # a savepoint: one bad schedule spoils nothing
                         fired += self._fire(conn, *row)
-                except (ValueError, KeyError, psycopg.DataError, psycopg.ProgrammingError):
+                except (
+                    ValueError,
+                    TypeError,
+                    KeyError,
+                    psycopg.DataError,
+                    psycopg.ProgrammingError,
+                ):
                     log.exception("schedule %r cannot be planned; retrying in a minute", row[0])
                     self._store.schedule_postpone(conn, row[0])
         self.fired += fired

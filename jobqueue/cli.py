@@ -18,7 +18,9 @@ import psycopg
 from . import __version__, loader, logs
 from . import embedded as emb
 from .app import JobQueue
+from .cli_args import globals_first
 from .config import DSN_ENV, EMBEDDED_ENV, Settings
+from .dsn import normalize
 from .exceptions import ConfigurationError, JobQueueError, SchemaChangedError
 from .logs import env_format
 from .redact import redact
@@ -158,6 +160,9 @@ def _log_format_option(fn: Any) -> Any:
 class _Group(click.Group):
     """Turns jobqueue's own errors into a one-line message and exit code 1."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, globals_first(args))
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -165,6 +170,15 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
         except psycopg.OperationalError as exc:
             raise click.ClickException(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
+def _check_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize(value, "--dsn")
+    except JobQueueError as exc:
+        raise click.UsageError(str(exc)) from None  # the message names --dsn
 
 
 def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -188,6 +202,7 @@ def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option(
     "--dsn",
     metavar="DSN",
+    callback=_check_dsn,
     help="PostgreSQL DSN (default: the app's, else $JOBQUEUE_DSN, else the embedded server).",
 )
 @click.option(

@@ -219,6 +219,19 @@ class Settings:
     #: "text"; their ``--log-format`` wins over both. Checked by them, not by
     #: validate(): a typo meant for workers must not stop producers.
     log_format: str = field(default_factory=env_format)
+    # -- HTTP tasks (jobqueue.http; docs/http-tasks.md): read by the worker that
+    # makes the request, when it makes it.
+    #: Addresses that are not public (private, loopback, link-local, shared,
+    #: reserved...) that a URL may reach: False none, True all, or a list of
+    #: networks ("10.0.5.0/24", "127.0.0.1"). Off, a user-supplied URL cannot
+    #: reach internal services.
+    http_allow_private: bool | list[str] = False
+    #: If not empty, the only hosts a URL may name: names or globs
+    #: ("api.example.com", "*.example.com").
+    http_allowed_hosts: list[str] = field(default_factory=list)
+    #: The most of a response's body read and stored in the result; the rest
+    #: is dropped and the result says "truncated".
+    http_max_body_bytes: int = 65_536
     #: Not a setting: the global options of a ``jobqueue`` command that reaches
     #: this app's database (``-A proj.tasks:app``, set by ``-A``; the CLI adds
     #: ``--dsn``/``--schema`` when it replaces the app's own), for error messages.

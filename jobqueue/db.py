@@ -23,7 +23,8 @@ from psycopg_pool import ConnectionPool
 from sqlalchemy import exc as sqlalchemy_exc
 
 from . import direct, embedded
-from .config import Settings
+from .config import DSN_ENV, Settings
+from .dsn import normalize
 from .exceptions import ConfigurationError, DuplicateJobError, SchemaNotReadyError
 from .redact import redact
 from .sql import queries
@@ -114,7 +115,13 @@ class Database:
                     self.settings.validate()
                     configured = self.settings.resolved_dsn()
                     if configured:
-                        self._dsn = configured
+                        if self.settings.dsn:
+                            source = "app.conf.dsn"
+                        elif configured == os.environ.get(DSN_ENV):
+                            source = f"${DSN_ENV}"
+                        else:  # an integration's (Django's DATABASES)
+                            source = "the app's DSN"
+                        self._dsn = normalize(configured, source)
                     elif not self.settings.embedded:
                         raise ConfigurationError(
                             "no DSN configured, and the embedded PostgreSQL fallback is off "
@@ -141,7 +148,8 @@ class Database:
         if not self.transaction_pooled:
             return psycopg.connect(self.dsn(), autocommit=True, **kwargs)
         if self.settings.listen_dsn:
-            return psycopg.connect(self.settings.listen_dsn, autocommit=True, **kwargs)
+            listen_dsn = normalize(self.settings.listen_dsn, "app.conf.listen_dsn")
+            return psycopg.connect(listen_dsn, autocommit=True, **kwargs)
         return None
 
     @property

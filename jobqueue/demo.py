@@ -3,7 +3,9 @@
 Starts a worker in a subprocess, then in two transactions writes an order row
 and enqueues a job for it: the committed one runs, the rolled-back one never
 existed. Uses whatever database the app resolves (the embedded server when no
-DSN is configured).
+DSN is configured). An embedded server it started is stopped when it ends,
+Ctrl-C included; one that was already running is left running, with the
+command that stops it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 
 import psycopg
 
+from . import embedded
 from .app import JobQueue
 
 app = JobQueue()
@@ -34,6 +37,26 @@ def _say(text: str) -> None:
 def run() -> int:
     logging.basicConfig(format="demo: %(message)s")
     logging.getLogger("jobqueue.embedded").setLevel(logging.INFO)
+    data_dir = app.conf.data_dir
+    # What this demo starts, it stops: a server that ran before it is the user's.
+    ours = not app.conf.resolved_dsn() and not embedded.is_running(data_dir)
+    try:
+        return _run()
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    finally:
+        app.close()
+        if ours and embedded.stop(data_dir):
+            _say(f"stopped the embedded PostgreSQL it started in {embedded.pgdata(data_dir)}")
+        elif not app.conf.resolved_dsn() and embedded.is_running(data_dir):
+            _say(
+                f"the embedded PostgreSQL in {embedded.pgdata(data_dir)} was already running "
+                f"and still is; stop it with: {embedded.stop_command(data_dir)}"
+            )
+
+
+def _run() -> int:
     dsn = app.db.dsn()
     app.db.ensure_schema()
     worker = subprocess.Popen(
@@ -50,6 +73,9 @@ def run() -> int:
             "warning",
         ],
         env={**os.environ, "JOBQUEUE_DSN": dsn},
+        # Not in the terminal's process group: Ctrl-C reaches the demo alone,
+        # which stops the worker (SIGTERM) before the server.
+        start_new_session=True,
     )
     try:
         with psycopg.connect(dsn) as conn:
@@ -80,6 +106,19 @@ def run() -> int:
             _say("OK: committed work ran, rolled-back work never existed" if ok else "FAILED")
             return 0 if ok else 1
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
-        app.close()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        _wait(worker)
+
+
+def _wait(worker: subprocess.Popen[bytes]) -> None:
+    """Until the worker has exited, even through a second Ctrl-C (the stop of
+    the server waits for the worker's connections to close)."""
+    while True:
+        try:
+            worker.wait(timeout=30)
+            return
+        except KeyboardInterrupt:
+            continue
+        except subprocess.TimeoutExpired:
+            worker.kill()

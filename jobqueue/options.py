@@ -248,6 +248,45 @@ def resolve(
     )
 
 
+#: The longest queue name: AMQP's (Celery's brokers), so every name a Celery
+#: app uses fits; the column is text, but a name travels in every NOTIFY of
+#: its jobs and in every entry of the claim's index.
+MAX_QUEUE_LENGTH = 255
+
+
+def check_queue(queue: Any, what: str = "queue") -> str:
+    """A queue name a worker can consume: a non-empty string, at most
+    MAX_QUEUE_LENGTH characters, without a comma (``-Q a,b`` splits on
+    commas) or whitespace at its ends (which ``-Q`` strips). ``what`` says
+    where the name came from in the error."""
+    if (  # the hot path: every delay() that names or defaults a queue
+        type(queue) is str
+        and 0 < len(queue) <= MAX_QUEUE_LENGTH
+        and "," not in queue
+        and not queue[0].isspace()
+        and not queue[-1].isspace()
+    ):
+        return queue
+    if not isinstance(queue, str):
+        raise TypeError(f"{what} must be a string, got {type(queue).__name__} {queue!r}")
+    if not queue:
+        raise ValueError(f"{what} must not be empty (omit it for the default queue)")
+    if len(queue) > MAX_QUEUE_LENGTH:
+        raise ValueError(
+            f"{what} {queue[:40]!r}... is {len(queue)} characters long; "
+            f"at most {MAX_QUEUE_LENGTH} are allowed"
+        )
+    if "," in queue:
+        raise ValueError(
+            f"{what} {queue!r} contains a comma: a worker's -Q splits on commas, so no "
+            "worker could consume it; send each job to one queue"
+        )
+    raise ValueError(
+        f"{what} {queue!r} begins or ends with whitespace, which a worker's -Q strips; "
+        f"use {queue.strip()!r}"
+    )
+
+
 def queue_for(
     app: JobQueue,
     name: str,
@@ -256,14 +295,19 @@ def queue_for(
     kwargs: Mapping[str, Any] | None = None,
     task: Task[Any, Any] | None = None,
 ) -> str:
-    if queue:
-        return queue
+    """The queue of one job of task ``name``: the call's ``queue``, else
+    task_routes', else the task's, else app.conf.default_queue; each checked
+    (``check_queue``) where it is taken, so the error names where it came from."""
+    if queue is not None:
+        return check_queue(queue)
     if app.conf.task_routes:
         routed = route(app.conf.task_routes, name, args, kwargs or {})
         if routed:
-            return routed
+            return check_queue(routed, f"app.conf.task_routes' queue for {name!r}")
     task = task if task is not None else app.tasks.get(name)
-    return (task.queue if task else None) or app.conf.default_queue
+    if task is not None and task.queue is not None:
+        return task.queue  # checked by @app.task
+    return check_queue(app.conf.default_queue, "app.conf.default_queue")
 
 
 def priority_for(app: JobQueue, priority: Any, task: Task[Any, Any] | None) -> int:

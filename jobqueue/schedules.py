@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from .options import check_queue
+
 GRACE = timedelta(seconds=10)
 CATCH_UP = ("once", "skip", "all")
 
@@ -105,6 +107,12 @@ class Schedule:
         if not isinstance(task_name, str):
             raise ValueError(f"beat_schedule[{name!r}] needs a task name")
         cron, interval = parse_schedule(entry.get("schedule"))
+        options = dict(entry.get("options", {}))
+        if options.get("queue") is not None:
+            try:
+                check_queue(options["queue"], f"beat_schedule[{name!r}]'s queue")
+            except TypeError as exc:  # the beat's callers expect a ValueError
+                raise ValueError(str(exc)) from None
         return cls(
             name=name,
             task=task_name,
@@ -112,7 +120,7 @@ class Schedule:
             interval=interval,
             args=list(entry.get("args", ())),
             kwargs=dict(entry.get("kwargs", {})),
-            options=dict(entry.get("options", {})),
+            options=options,
             timezone=entry.get("timezone") or default_timezone,
             catch_up=entry.get("catch_up", "once"),
             catch_up_limit=int(entry.get("catch_up_limit", 100)),

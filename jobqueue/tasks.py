@@ -21,7 +21,14 @@ from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
 from .celeryconf import task_options as celery_task_options
 from .exceptions import MaxRetriesExceededError, Retry
 from .limits import FlowControl
-from .options import call_options, check_priority, check_time_limits, default_limits, resolve
+from .options import (
+    call_options,
+    check_priority,
+    check_queue,
+    check_time_limits,
+    default_limits,
+    resolve,
+)
 from .retry import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRIES,
@@ -197,7 +204,8 @@ class Task(Generic[P, R]):
         self.app = app
         self.fn = fn
         self.name = name
-        self.queue: str | None = options.get("queue")
+        queue = options.get("queue")
+        self.queue: str | None = None if queue is None else check_queue(queue, f"{name}'s queue")
         #: None: the job's priority is app.conf.default_priority (or the call's).
         priority = options.get("priority")
         self.priority: int | None = None if priority is None else check_priority(priority)

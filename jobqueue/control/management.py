@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..options import check_queue
 from .filters import FINISHED, RETRYABLE, UNFINISHED, WAITING, Filters
 from .jobs import Attempt, Job, QueueStats
 from .remote import RemoteControl
@@ -223,7 +224,7 @@ class Control(RemoteControl):
         if to_queue is None and to_priority is None and to_eta is None:
             raise ValueError("move needs a destination: to_queue, to_priority or to_eta")
         if to_queue is not None:
-            _queue_name(to_queue, "to_queue")
+            check_queue(to_queue, "to_queue")  # a queue jobs go to: one a worker can consume
         if to_priority is not None:
             from ..options import check_priority
 

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ..options import check_queue
 from .pools import POOLS
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class WorkerSettings:
         return resolved
 
     def check(self) -> None:
+        for queue in self.queues:
+            check_queue(queue, "a worker's queue")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.poll_interval is not None and self.poll_interval <= 0:
