@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg  # type: ignore[import-not-found]
+import asyncpg  # type: ignore[import-not-found,import-untyped,unused-ignore]
 from pgqueuer import Queries  # type: ignore[import-not-found]
 from pgqueuer.db import AsyncpgDriver  # type: ignore[import-not-found]
 

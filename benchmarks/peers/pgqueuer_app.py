@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg  # type: ignore[import-not-found]
+import asyncpg  # type: ignore[import-not-found,import-untyped,unused-ignore]
 from pgqueuer import PgQueuer  # type: ignore[import-not-found]
 
 from benchmarks.peers._common import record_latency

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..exceptions import TaskNotRegistered
 from ..serialization import dump_error, dumps, loads
-from ..worker.executor import Job, Outcome, run_attempt
+from ..worker.executor import Outcome, run_attempt
+from ..worker.job import Job
 from .result import EagerGroupResult, EagerResult
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from .. import __version__
-from .executor import Job
+from .job import Job
 
 if TYPE_CHECKING:
     from .runner import Worker

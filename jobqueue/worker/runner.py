@@ -54,7 +54,8 @@ from ..ids import uuid7
 from ..migrate import head_revision
 from ..sql import channels
 from .completer import Completer
-from .executor import Job, Outcome, expired, make_request, revoked
+from .executor import Outcome, expired, make_request, revoked
+from .job import Job
 from .lease import Lease
 from .pools import make_pool
 from .remote import RemoteControl

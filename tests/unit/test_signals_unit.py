@@ -10,7 +10,8 @@ import pytest
 
 from jobqueue import Request, states
 from jobqueue.signals import Signal, send_before_publish
-from jobqueue.worker.executor import Job, precheck
+from jobqueue.worker.executor import precheck
+from jobqueue.worker.job import Job
 
 
 @pytest.fixture

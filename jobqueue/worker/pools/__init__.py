@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..executor import Job, Outcome
+from ..executor import Outcome
+from ..job import Job
 
 if TYPE_CHECKING:
     from ...app import JobQueue

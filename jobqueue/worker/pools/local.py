@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from ..executor import Job
+from ..job import Job
 
 
 class LocalQueue:

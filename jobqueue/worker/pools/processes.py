@@ -35,7 +35,6 @@ from ...logs import configure as configure_logging
 from ...logs import current_format as log_format
 from ..executor import (
     JOB_LOGGER,
-    Job,
     Outcome,
     broken,
     execute,
@@ -45,6 +44,7 @@ from ..executor import (
     precheck,
     revoked,
 )
+from ..job import Job
 from . import Gate, Report
 from .local import LocalQueue
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
-from ..executor import Job, Outcome, broken, execute, failed, precheck, revoked
+from ..executor import Outcome, broken, execute, failed, precheck, revoked
+from ..job import Job
 from . import Gate, Report
 from .local import LocalQueue
 from .watchdog import Watchdog
