@@ -25,10 +25,11 @@ from .exceptions import (
     UnknownSettingError,
     WorkerLostError,
 )
+from .request import Request
 from .result import AsyncResult
 from .result_set import GroupResult, ResultSet
 from .shared import shared_task
-from .tasks import Request, Task
+from .tasks import Task
 
 __version__ = "0.1.0"
 

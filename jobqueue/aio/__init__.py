@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import batch as batching
 from ..options import call_options, resolve
 from ..serialization import dumps
 from .db import AsyncDatabase
@@ -117,7 +118,7 @@ class AsyncSide:
     ) -> list[AsyncResult]:
         """``JobQueue.enqueue_many``, awaiting the insert."""
         app = self.app
-        batch = app._batch(task, items, queue, priority, countdown, eta, expires)
+        batch = batching.build(app, task, items, queue, priority, countdown, eta, expires)
         if batch is None:
             return []
         if batch.eager:
@@ -129,7 +130,7 @@ class AsyncSide:
             await self.store.insert_jobs(batch.params, connection)
         else:
             holders = await self.store.insert_jobs_unique(batch.params, connection)
-        return app._batch_enqueued(batch, holders)
+        return batching.results(app, batch, holders)
 
     async def apply_canvas(
         self,

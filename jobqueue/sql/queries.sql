@@ -261,7 +261,7 @@ WITH candidate AS (
 )
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
--- slot that runs a job decodes its arguments (executor.Job). expires_in: the
+-- slot that runs a job decodes its arguments (worker/job.py). expires_in: the
 -- seconds left before the job expires, checked again when a slot starts it;
 -- age: seconds since it was enqueued (a worker that does not know the task
 -- hands it back for that long: unknown_task_grace); priority: for the task's

@@ -29,6 +29,7 @@ from ..exceptions import (
     Terminated,
     WorkerLostError,
 )
+from ..request import Request
 from ..serialization import (
     TAG,
     dump_error,
@@ -37,7 +38,7 @@ from ..serialization import (
     error_text,
     revive_arguments,
 )
-from ..tasks import Request, Task
+from ..tasks import Task
 from . import task_hooks
 from .job import Job
 

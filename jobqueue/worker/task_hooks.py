@@ -15,8 +15,9 @@ import logging
 from typing import Any
 
 from .. import states
+from ..request import Request
 from ..signals import ExceptionInfo
-from ..tasks import Request, Task
+from ..tasks import Task
 
 log = logging.getLogger("jobqueue.task")
 
