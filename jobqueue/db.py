@@ -416,23 +416,12 @@ class Database:
                 with self.pool().connection(timeout=wait) as conn:
                     return _fetch(conn.execute(statement, params))
             except psycopg.errors.UniqueViolation as exc:
-                if attempt > 1 and idempotent:
-                    return []  # the earlier try committed before its connection dropped
-                if idempotent:
-                    raise DuplicateJobError(
-                        f"a job with this id already exists ({exc.diag.message_detail})"
-                    ) from exc
+                if committed_before(exc, attempt, idempotent):
+                    return []
                 raise
             except psycopg.OperationalError as exc:
-                if not transient(exc) or time.monotonic() + delay > deadline:
+                if not may_retry(exc, name, delay, deadline):
                     raise
-                log.warning(
-                    "%s failed (%s: %s); retrying in %.2fs",
-                    name,
-                    type(exc).__name__,
-                    str(exc).strip(),
-                    delay,
-                )
                 if self._pool is not None:
                     self._return_lane()
                     self._pool.check()  # drop every broken idle connection at once
@@ -464,6 +453,32 @@ def _abort_on_close(conn: psycopg.Connection[Any]) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
         sock.close()
+
+
+def committed_before(exc: psycopg.errors.UniqueViolation, attempt: int, idempotent: bool) -> bool:
+    """What a duplicate key means to ``execute`` (sync and async): for an
+    ``idempotent`` insert on a retry, that the earlier try committed before its
+    connection dropped (True: nothing to do); on the first try, that the id
+    chosen by the caller is taken (DuplicateJobError). Else False: re-raise."""
+    if not idempotent:
+        return False
+    if attempt > 1:
+        return True
+    raise DuplicateJobError(
+        f"a job with this id already exists ({exc.diag.message_detail})"
+    ) from exc
+
+
+def may_retry(exc: psycopg.OperationalError, name: str, delay: float, deadline: float) -> bool:
+    """Whether ``execute`` (sync and async) tries statement ``name`` again after
+    ``exc`` in ``delay`` seconds: a transient failure with time left before
+    ``deadline``. Says so in the log when it does."""
+    if not transient(exc) or time.monotonic() + delay > deadline:
+        return False
+    log.warning(
+        "%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, str(exc).strip(), delay
+    )
+    return True
 
 
 def psycopg_connection(connection: Any) -> psycopg.Connection[Any] | None:

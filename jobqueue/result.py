@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -334,6 +334,36 @@ def _value(job_id: str, row: dict[str, Any], propagate: bool, app: JobQueue | No
     return exc
 
 
+def collect_ready(
+    rows: Iterable[tuple[Any, ...]], done: dict[str, dict[str, Any]], ids: list[str]
+) -> bool:
+    """Add the finished jobs among ``rows`` (id, state, result, error) to
+    ``done``; whether every one of ``ids`` is now done (``wait_many``, sync
+    and async)."""
+    for job_id, state, result, error in rows:
+        if state in states.READY_STATES:
+            done[str(job_id)] = {"state": state, "result": result, "error": error}
+    return len(done) == len(set(ids))
+
+
+def until_deadline(
+    pause: float,
+    deadline: float | None,
+    timeout: float | None,
+    done: dict[str, Any],
+    ids: list[str],
+) -> float:
+    """``pause``, cut to what is left before ``deadline``; TimeoutError once
+    nothing is (``wait_many``, sync and async)."""
+    if deadline is None:
+        return pause
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        wanted = len(set(ids))
+        raise TimeoutError(f"{wanted - len(done)} of {wanted} jobs not ready after {timeout}s")
+    return min(pause, remaining)
+
+
 class ResultWaiter:
     """One LISTEN connection per app, fanning finished-job notices out to waiters."""
 
@@ -399,21 +429,10 @@ class ResultWaiter:
         try:
             while True:
                 pending = [i for i in ids if i not in done]
-                for row in self.app.store.get_jobs(pending):
-                    job_id, state, result, error = row
-                    if state in states.READY_STATES:
-                        done[str(job_id)] = {"state": state, "result": result, "error": error}
-                if len(done) == len(set(ids)):
+                if collect_ready(self.app.store.get_jobs(pending), done, ids):
                     return done
                 pause, looks = self._pause(recheck, looks), looks + 1
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"{len(set(ids)) - len(done)} of {len(set(ids))} "
-                            f"jobs not ready after {timeout}s"
-                        )
-                    pause = min(pause, remaining)
+                pause = until_deadline(pause, deadline, timeout, done, ids)
                 event.wait(pause)
                 event.clear()
         finally:

@@ -30,8 +30,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .. import db as db_module
-from ..db import Row, transient
-from ..exceptions import DuplicateJobError
+from ..db import Row, committed_before, may_retry
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -192,23 +191,12 @@ class AsyncDatabase:
                     cursor = await conn.execute(statement, params)
                     return await cursor.fetchall() if cursor.description is not None else []
             except psycopg.errors.UniqueViolation as exc:
-                if attempt > 1 and idempotent:
-                    return []  # the earlier try committed before its connection dropped
-                if idempotent:
-                    raise DuplicateJobError(
-                        f"a job with this id already exists ({exc.diag.message_detail})"
-                    ) from exc
+                if committed_before(exc, attempt, idempotent):
+                    return []
                 raise
             except psycopg.OperationalError as exc:
-                if not transient(exc) or time.monotonic() + delay > deadline:
+                if not may_retry(exc, name, delay, deadline):
                     raise
-                log.warning(
-                    "%s failed (%s: %s); retrying in %.2fs",
-                    name,
-                    type(exc).__name__,
-                    str(exc).strip(),
-                    delay,
-                )
                 await pool.check()  # drop every broken idle connection at once
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -24,6 +24,7 @@ from psycopg import sql
 
 from .. import states
 from ..exceptions import TimeoutError
+from ..result import collect_ready, until_deadline
 from ..sql import channels
 
 if TYPE_CHECKING:
@@ -93,20 +94,10 @@ class AsyncResultWaiter:
         try:
             while True:
                 pending = [i for i in ids if i not in done]
-                for job_id, state, value, error in await self.store.get_jobs(pending):
-                    if state in states.READY_STATES:
-                        done[str(job_id)] = {"state": state, "result": value, "error": error}
-                if len(done) == len(set(ids)):
+                if collect_ready(await self.store.get_jobs(pending), done, ids):
                     return done
                 pause, looks = self._pause(recheck, looks), looks + 1
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"{len(set(ids)) - len(done)} of {len(set(ids))} "
-                            f"jobs not ready after {timeout}s"
-                        )
-                    pause = min(pause, remaining)
+                pause = until_deadline(pause, deadline, timeout, done, ids)
                 await _woken(event, pause)
         finally:
             for job_id in ids:
