@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -346,22 +347,25 @@ def collect_ready(
     return len(done) == len(set(ids))
 
 
-def until_deadline(
-    pause: float,
-    deadline: float | None,
-    timeout: float | None,
-    done: dict[str, Any],
-    ids: list[str],
-) -> float:
-    """``pause``, cut to what is left before ``deadline``; TimeoutError once
-    nothing is (``wait_many``, sync and async)."""
+def until_deadline(pause: float, deadline: float | None, message: Callable[[], str]) -> float:
+    """``pause``, cut to what is left before ``deadline``; once nothing is,
+    TimeoutError with ``message()`` (``wait`` and ``wait_many``, sync and async)."""
     if deadline is None:
         return pause
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        wanted = len(set(ids))
-        raise TimeoutError(f"{wanted - len(done)} of {wanted} jobs not ready after {timeout}s")
+        raise TimeoutError(message())
     return min(pause, remaining)
+
+
+def not_ready(job_id: str, timeout: float | None, row: dict[str, Any] | None) -> str:
+    state = states.PENDING if row is None else row["state"]
+    return f"task {job_id} not ready after {timeout}s (state {state})"
+
+
+def none_ready(timeout: float | None, done: dict[str, Any], ids: list[str]) -> str:
+    wanted = len(set(ids))
+    return f"{wanted - len(done)} of {wanted} jobs not ready after {timeout}s"
 
 
 class ResultWaiter:
@@ -394,14 +398,7 @@ class ResultWaiter:
                 if row is not None and row["state"] in states.READY_STATES:
                     return row
                 pause, looks = self._pause(recheck, looks), looks + 1
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        state = states.PENDING if row is None else row["state"]
-                        raise TimeoutError(
-                            f"task {result.id} not ready after {timeout}s (state {state})"
-                        )
-                    pause = min(pause, remaining)
+                pause = until_deadline(pause, deadline, partial(not_ready, result.id, timeout, row))
                 event.wait(pause)
                 event.clear()
         finally:
@@ -432,7 +429,7 @@ class ResultWaiter:
                 if collect_ready(self.app.store.get_jobs(pending), done, ids):
                     return done
                 pause, looks = self._pause(recheck, looks), looks + 1
-                pause = until_deadline(pause, deadline, timeout, done, ids)
+                pause = until_deadline(pause, deadline, partial(none_ready, timeout, done, ids))
                 event.wait(pause)
                 event.clear()
         finally:

@@ -17,14 +17,14 @@ import logging
 import time
 from collections import defaultdict
 from contextlib import suppress
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from .. import states
-from ..exceptions import TimeoutError
-from ..result import collect_ready, until_deadline
+from ..result import collect_ready, none_ready, not_ready, until_deadline
 from ..sql import channels
 
 if TYPE_CHECKING:
@@ -66,14 +66,7 @@ class AsyncResultWaiter:
                 if row is not None and row["state"] in states.READY_STATES:
                     return row
                 pause, looks = self._pause(recheck, looks), looks + 1
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        state = states.PENDING if row is None else row["state"]
-                        raise TimeoutError(
-                            f"task {result.id} not ready after {timeout}s (state {state})"
-                        )
-                    pause = min(pause, remaining)
+                pause = until_deadline(pause, deadline, partial(not_ready, result.id, timeout, row))
                 await _woken(event, pause)
         finally:
             self._forget(result.id, event)
@@ -97,7 +90,7 @@ class AsyncResultWaiter:
                 if collect_ready(await self.store.get_jobs(pending), done, ids):
                     return done
                 pause, looks = self._pause(recheck, looks), looks + 1
-                pause = until_deadline(pause, deadline, timeout, done, ids)
+                pause = until_deadline(pause, deadline, partial(none_ready, timeout, done, ids))
                 await _woken(event, pause)
         finally:
             for job_id in ids:
