@@ -502,8 +502,12 @@ def test_sqlalchemy_with_asyncpg_is_refused_in_one_line(jq: Any, dsn: str) -> No
     """Our statements' %(name)s placeholders need SQLAlchemy's psycopg driver:
     asyncpg's session is refused before anything runs, saying which to use."""
     p = conninfo_to_dict(dsn)
-    url = f"postgresql+asyncpg://{p.get('user', 'postgres')}@{p.get('host', '127.0.0.1')}"
-    url += f":{p.get('port', 5432)}/{p['dbname']}"
+    host = p.get("host", "127.0.0.1")
+    if host.startswith("/"):  # a unix socket (the embedded server): named by ?host=
+        url = f"postgresql+asyncpg://{p.get('user', 'postgres')}@/{p['dbname']}?host={host}"
+    else:
+        url = f"postgresql+asyncpg://{p.get('user', 'postgres')}@{host}"
+        url += f":{p.get('port', 5432)}/{p['dbname']}"
 
     async def main() -> str:
         engine = create_async_engine(url, poolclass=NullPool)

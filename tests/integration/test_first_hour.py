@@ -31,9 +31,11 @@ def jobqueue(
 def sqlalchemy_form(dsn: str) -> str:
     """The DSN as SQLAlchemy writes it: postgresql+psycopg://user@host:port/dbname."""
     p = conninfo_to_dict(dsn)
-    where = f"{p.get('host') or ''}:{p['port']}" if p.get("port") else p.get("host") or ""
+    host = p.get("host") or ""
+    socket = host.startswith("/")  # a unix socket (the embedded server): named by ?host=
+    where = "" if socket else f"{host}:{p['port']}" if p.get("port") else host
     url = f"postgresql+psycopg://{p.get('user') or ''}@{where}/{p['dbname']}"
-    return url if not (p.get("host") or "").startswith("/") else f"{url}?host={p['host']}"
+    return f"{url}?host={host}" if socket else url
 
 
 def test_the_sqlalchemy_form_of_a_dsn_enqueues_and_reads(dsn: str, schema: str) -> None:
