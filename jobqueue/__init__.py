@@ -6,6 +6,7 @@ from .canvas import Signature, chain, chord, group, signature
 from .current import current_app
 from .eager import EagerGroupResult, EagerResult
 from .exceptions import (
+    AtomicError,
     ChordError,
     ConfigurationError,
     DuplicateJobError,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "AtomicError",
     "ChordError",
     "ConfigurationError",
     "DuplicateJobError",

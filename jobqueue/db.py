@@ -140,6 +140,18 @@ class Database:
         self.ensure_schema()
         return psycopg.connect(self.dsn(), autocommit=autocommit, **self._options(kwargs))
 
+    def task_connect(self, application_name: str) -> psycopg.Connection[Row]:
+        """A dedicated autocommit connection for a task's own work (an atomic
+        task's transaction), set up as the tasks' pool sets up its own: in a
+        worker, with its socket options (and reset when a fenced child dies)."""
+        options: dict[str, Any] = {"application_name": application_name}
+        if self._worker:
+            options.update(self.worker_socket_options())
+        conn = self.connect(autocommit=True, **options)
+        if self._abortive_close:
+            _abort_on_close(conn)
+        return conn
+
     def listen_connect(self, **kwargs: Any) -> psycopg.Connection[Row] | None:
         """A connection that may LISTEN: the DSN itself unless it goes through a
         transaction pooler (where a LISTEN lands on a server session that

@@ -132,5 +132,10 @@ class WorkerLostError(JobQueueError):
     """The process running the job died (killed, crashed, or lost its lease)."""
 
 
+class AtomicError(JobQueueError, RuntimeError):
+    """An atomic task's transaction used the wrong way: committed by the task
+    itself, or asked for outside a run of the task."""
+
+
 class Terminated(JobQueueError):
     """Raised inside a running task revoked with ``terminate=True``."""

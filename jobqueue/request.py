@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .atomic import Transaction
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Request:
     #: Run in the caller's process by ``Task.apply()`` or eager mode
     #: (``jobqueue.eager``), not by a worker (Celery's name).
     is_eager: bool = False
+    #: An atomic task's transaction (``self.connection``, ``self.session``).
+    transaction: Transaction | None = field(default=None, repr=False, compare=False)
 
     @property
     def delivery_info(self) -> dict[str, Any]:

@@ -89,8 +89,7 @@ def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     unknown = set(options) - known
     if unknown:
         raise TypeError(
-            f"@shared_task got unknown option(s) {sorted(unknown)}; "
-            f"known options: {sorted(known)}"
+            f"@shared_task got unknown option(s) {sorted(unknown)}; known options: {sorted(known)}"
         )
 
     def register(func: Callable[..., Any]) -> SharedTask[Any, Any]:

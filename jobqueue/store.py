@@ -416,15 +416,23 @@ class Store:
         return next_run_at, now
 
     def complete(
-        self, conn: psycopg.Connection[Any], params: Params, advance: list[str]
+        self,
+        conn: psycopg.Connection[Any],
+        params: Params,
+        advance: list[str],
+        *,
+        nested: bool = False,
     ) -> list[str]:
         """Record a batch of outcomes (executor.outcome_params) and, in the same
         transaction, create what follows the ``advance`` jobs. Returns the ids
         whose outcome changed nothing (the lease was no longer this worker's).
-        The events go with it while someone listens (job_complete_many_events)."""
+        The events go with it while someone listens (job_complete_many_events).
+        ``nested``: inside the caller's transaction (an atomic task's), each
+        try in a savepoint, so a form refused for a listener (JQ004) does not
+        abort the caller's work with it."""
 
         def run(name: str) -> list[Row]:
-            if not advance:  # the common case: one autocommit statement, one round trip
+            if not advance and not nested:  # the common case: one autocommit statement
                 return self._on(conn, name, params)
             with conn.transaction():
                 rows = self._on(conn, name, params)
@@ -466,6 +474,26 @@ class Store:
             if finished:
                 self._on(conn, "job_advance", {"ids": finished})
         return int(workers), int(jobs)
+
+    def hold_lease(self, conn: psycopg.Connection[Any], job_id: str, attempt: int) -> str | None:
+        """In an atomic task's transaction: lock the attempt's lease; the worker
+        id it is held under, None if it is gone (job_lease_hold)."""
+        rows = self._on(conn, "job_lease_hold", {"id": job_id, "attempt": attempt})
+        return rows[0][0] if rows else None
+
+    def end_atomic(self, job_id: str) -> int:
+        """End the open atomic transaction of ``job_id``, if any (atomic_end)."""
+        with self.db.pool().connection(timeout=5.0) as conn:  # once: a pool thread waits
+            return int(self._on(conn, "atomic_end", {"id": job_id})[0][0])
+
+    def attempt_committed(self, conn: psycopg.Connection[Any], job_id: str, attempt: int) -> bool:
+        """Whether the atomic transaction of ``attempt``, whose commit went
+        unanswered, committed; once the server has ended it (job_lease_wait)."""
+        params = {"id": job_id, "attempt": attempt}
+        if self._on(conn, "job_lease_wait", params)[0][0]:
+            return False  # the lease is still there: the commit would have taken it
+        rows = self._on(conn, "job_attempt_state", params)
+        return bool(rows) and rows[0][0] == "SUCCESS"
 
     def lease_orphans(
         self, conn: psycopg.Connection[Any], worker_id: str, running: Sequence[str]

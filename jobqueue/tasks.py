@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
 from .celeryconf import task_options as celery_task_options
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import AtomicError, MaxRetriesExceededError, Retry
 from .limits import FlowControl
 from .options import (
     call_options,
@@ -39,7 +39,11 @@ from .retry import (
 from .serialization import dumps
 
 if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.orm import Session
+
     from .app import JobQueue
+    from .atomic import Transaction
     from .canvas import Chunks, Signature
     from .eager import EagerResult
     from .options import JobSpec
@@ -76,6 +80,7 @@ TASK_OPTIONS = frozenset(
         "unique_window",
         "unique_states",
         "typing",
+        "atomic",
     }
 )
 
@@ -184,6 +189,14 @@ class Task(Generic[P, R]):
         # Celery's meaning (True: a job whose worker died goes back to the queue),
         # but on by default: jobqueue never loses a job unless told to.
         self.reject_on_worker_lost = bool(options.get("reject_on_worker_lost", True))
+        #: Its writes through self.connection / self.session and its job's
+        #: completion commit together (jobqueue/atomic.py).
+        self.atomic = bool(options.get("atomic", False))
+        if self.atomic and self.is_async:
+            raise TypeError(
+                f"task {name!r}: atomic=True is for `def` tasks; an `async def` task "
+                "cannot share the worker's transaction (make it a `def` task)"
+            )
         self.flow = FlowControl.from_options(options)
         self._stored_options: tuple[tuple[Any, ...], str] | None = None
         # Celery's typing=True: arguments are checked against the function's
@@ -279,6 +292,35 @@ class Task(Generic[P, R]):
         if current is None:
             return Request(id="", task=self.name, args=[], kwargs={}, called_directly=True)
         return current
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """An atomic task's connection (``@app.task(atomic=True, bind=True)``),
+        in the transaction that commits its writes with its job's completion
+        when the task returns (or rolls both back if it raises)."""
+        return self._transaction().connection
+
+    @property
+    def session(self) -> Session:
+        """A SQLAlchemy ``Session`` in an atomic task's transaction (over
+        ``self.connection``): its pending changes are written when the task
+        returns, and commit with the job; its ``commit()`` releases a
+        savepoint, its ``rollback()`` rolls back to it."""
+        return self._transaction().session
+
+    def _transaction(self) -> Transaction:
+        transaction = self.request.transaction
+        if transaction is None:
+            if not self.atomic:
+                raise AtomicError(
+                    f"task {self.name!r} has no transaction of its own: declare it "
+                    "@app.task(atomic=True) to get self.connection and self.session"
+                )
+            raise AtomicError(
+                f"task {self.name!r} is not running as a job: its transaction exists "
+                "only while a worker (or apply(), or eager mode) runs it"
+            )
+        return transaction
 
     def _push_request(self, request: Request | None) -> None:
         self._request.set(request)

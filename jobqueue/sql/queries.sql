@@ -417,9 +417,15 @@ WITH dead AS (
 ), buried AS (
     DELETE FROM {schema}.workers AS w USING dead AS d WHERE w.id = d.id
 ), lost AS (
+    -- A lease held by an open atomic transaction (job_lease_hold) is skipped:
+    -- that attempt may still commit, and its job must not run again before it
+    -- ends. It is rescued by a later pass if that transaction rolls back.
     DELETE FROM {schema}.job_lease AS l
-    WHERE l.worker_id IN (SELECT id FROM dead)
-       OR NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = l.worker_id)
+    WHERE l.ctid = ANY(ARRAY(
+        SELECT s.ctid FROM {schema}.job_lease AS s
+        WHERE s.worker_id IN (SELECT id FROM dead)
+           OR NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = s.worker_id)
+        FOR UPDATE SKIP LOCKED))
     RETURNING l.job_id, l.attempt, l.worker_id
 ), decided AS (
     SELECT l.job_id, l.attempt, l.worker_id,
@@ -533,6 +539,41 @@ SELECT (SELECT count(*) FROM target) AS revoked,
         FROM target WHERE state = 'STARTED') AS signalled,
        ARRAY(SELECT id FROM target WHERE state = 'REVOKED') AS finished,
        {events_notify} AS events;
+
+-- name: job_lease_hold
+-- An atomic task's transaction locks its job's lease before the task runs, and
+-- completes the job (job_complete_many) before it commits: the task's writes
+-- and the job's outcome commit together. While it is open no rescuer takes the
+-- lease (job_rescue skips locked ones), so the job cannot run again while this
+-- attempt may still commit. No row: the lease is gone (rescued, released), and
+-- the attempt must not run. The lease's worker id is the one to complete with.
+-- The session is named after the job for the transaction (atomic_end).
+SELECT worker_id::text,
+       set_config('application_name', 'jobqueue-atomic ' || %(id)s::text, true)
+FROM {schema}.job_lease
+WHERE job_id = %(id)s::uuid AND attempt = %(attempt)s
+FOR UPDATE;
+
+-- name: atomic_end
+-- A pool stopped an atomic task (time limit, termination, a killed child):
+-- its transaction ends now, on the server, before its outcome is recorded. A
+-- killed process's transaction would otherwise stay open until the statement
+-- it runs ends (the server only notices a gone client when it next talks to
+-- it), and the completer's release of the lease would wait on it. Found by
+-- the session's name (job_lease_hold), so it works through PgBouncer too.
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE application_name = 'jobqueue-atomic ' || %(id)s::text AND pid <> pg_backend_pid();
+
+-- name: job_lease_wait
+-- An atomic transaction's commit went unanswered: wait until the server has
+-- ended it (its lock on the lease), then say whether the lease is still there
+-- (it did not commit: the commit would have taken it). Then job_attempt_state.
+SELECT count(*) FROM (SELECT 1 FROM {schema}.job_lease
+                      WHERE job_id = %(id)s::uuid AND attempt = %(attempt)s
+                      FOR UPDATE) AS held;
+
+-- name: job_attempt_state
+SELECT state FROM {schema}.jobs WHERE id = %(id)s::uuid AND attempts = %(attempt)s;
 
 -- name: lease_orphans
 -- Leases this worker holds but does not know about: a claim that committed

@@ -78,13 +78,15 @@ class Completer:
         its jobs in the worker: out of flight, the prefetch estimate updated.
         On the worker's session, or on ``conn`` (the cold exit's own)."""
         w = self.worker
+        # An atomic task's outcome was recorded with its writes: only settled here.
+        pending = [o for o in batch if not o.recorded]
         with w._lock:
             # All of them: the recorded state may differ from the outcome (a
             # revocation turns a retry into REVOKED); advance() skips unfinished jobs.
-            advance = [o.job_id for o in batch if o.job_id in w._canvas]
+            advance = [o.job_id for o in pending if o.job_id in w._canvas]
         delay = 0.1
         tries = 0
-        while True:  # an outcome computed while the database is away is kept until it returns
+        while pending:  # an outcome computed while the database is away is kept until it returns
             # The recording session; should it fail, the working session at
             # once: a worker that can heartbeat can record its outcomes, so
             # it never holds leases it cannot settle.
@@ -92,12 +94,10 @@ class Completer:
             tries += 1
             try:
                 if conn is not None:
-                    record_or_split(conn, w._store, w.id, batch, advance)
+                    record_or_split(conn, w._store, w.id, pending, advance)
                 else:
                     with session as own:
-                        record_or_split(own, w._store, w.id, batch, advance)
-                if w.app.hooks.wanted("outcomes_recorded"):
-                    w.app.hooks.emit("outcomes_recorded", worker=w, outcomes=batch)
+                        record_or_split(own, w._store, w.id, pending, advance)
                 break
             except psycopg.Error as exc:  # transient (record_or_split handles the rest)
                 if conn is not None:
@@ -105,10 +105,15 @@ class Completer:
                 if tries % 2:
                     continue  # now on the other session
                 log.warning(
-                    "could not record %d outcome(s) (%s); retrying in %.1fs", len(batch), exc, delay
+                    "could not record %d outcome(s) (%s); retrying in %.1fs",
+                    len(pending),
+                    exc,
+                    delay,
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
+        if w.app.hooks.wanted("outcomes_recorded"):
+            w.app.hooks.emit("outcomes_recorded", worker=w, outcomes=batch)
         with w._lock:
             for outcome in batch:
                 w._in_flight.pop(outcome.job_id, None)

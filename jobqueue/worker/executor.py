@@ -39,7 +39,7 @@ from ..serialization import (
     revive_arguments,
 )
 from ..tasks import Task
-from . import task_hooks
+from . import atomic, task_hooks
 from .job import Job
 
 if TYPE_CHECKING:
@@ -74,6 +74,9 @@ class Outcome:
     # Whose outcome, for the hooks' subscribers (notifications, logs): not written.
     task: str = ""
     queue: str = ""
+    # Recorded already, with the task's writes, by its atomic transaction
+    # (worker/atomic.py): the completer only settles it.
+    recorded: bool = False
 
 
 def _outcome(job: Job, state: str, **fields: Any) -> Outcome:
@@ -160,7 +163,16 @@ def run_attempt(
         hooked = task._hooks  # a Task subclass's (empty for a plain @app.task)
         if hooked:
             task_hooks.before(task, request)
-        outcome, value, exc = _run(task, job, request.args, request.kwargs, run_async)
+        if task.atomic:
+            outcome, value, exc = atomic.run(
+                app,
+                task,
+                job,
+                request,
+                lambda: _run(task, job, request.args, request.kwargs, run_async),
+            )
+        else:
+            outcome, value, exc = _run(task, job, request.args, request.kwargs, run_async)
         if hooked:
             task_hooks.after(task, request, outcome.state, value, exc)
         # Nobody listening (the usual case): four dict tests, no call.
@@ -437,10 +449,11 @@ def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
     return _outcome(job, states.RETRY, error=dump_error(exc), delay=seconds)
 
 
-def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
+def lost(task: Task[Any, Any] | None, job: Job, reason: str, *, signal: bool = True) -> Outcome:
     """The process running the attempt died: back to the queue (the attempt
     counts) unless the task says ``reject_on_worker_lost=False`` or has no
-    retries left. The same rule as the SQL lease rescue."""
+    retries left. The same rule as the SQL lease rescue. ``signal``: send its
+    task_retry or task_failure from here (its process is gone)."""
     exc = WorkerLostError(reason)
     requeue = task is None or task.reject_on_worker_lost
     if requeue and not (task is not None and task.policy.exhausted(job.retries)):
@@ -449,7 +462,8 @@ def lost(task: Task[Any, Any] | None, job: Job, reason: str) -> Outcome:
     else:
         _say(logging.ERROR, job, states.FAILURE, "lost (%s)", reason, exc=exc)
         outcome = _outcome(job, states.FAILURE, error=dump_error(exc))
-    send_outcome(task, job, None, outcome, exc)  # its process is gone: sent from here
+    if signal:
+        send_outcome(task, job, None, outcome, exc)  # its process is gone: sent from here
     return outcome
 
 

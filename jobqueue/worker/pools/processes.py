@@ -33,6 +33,7 @@ from ...exceptions import (
 )
 from ...logs import configure as configure_logging
 from ...logs import current_format as log_format
+from .. import atomic
 from ..executor import (
     JOB_LOGGER,
     Outcome,
@@ -287,6 +288,7 @@ class _Slot:
                     return self._child_gone(job)
                 if deadline is not None and time.monotonic() > deadline:
                     self.interrupt(job.id, "time_limit")
+                    self._end_transaction(job)
                     return killed(
                         task,
                         job,
@@ -299,9 +301,17 @@ class _Slot:
             with self.lock:
                 self.job = None
 
+    def _end_transaction(self, job: Job) -> None:
+        """The child running an atomic task is gone: its transaction too, now
+        (not when the statement it ran ends), so its lease can be released."""
+        task = self.pool.app.tasks.get(job.task)
+        if task is not None and task.atomic:
+            atomic.end_transaction(self.pool.app, job.id)
+
     def _child_gone(self, job: Job) -> Outcome:
         assert self.child is not None
         self.child.join(5)
+        self._end_transaction(job)
         task = self.pool.app.tasks.get(job.task)
         if self.reason == "terminate":
             exc = Terminated(f"job {job.id} revoked with terminate=True")

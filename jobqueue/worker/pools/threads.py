@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
+from .. import atomic
 from ..executor import Outcome, broken, execute, failed, precheck, revoked
 from ..job import Job
 from . import Gate, Report
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _INTERRUPTS = (SoftTimeLimitExceeded, TimeLimitExceeded, Terminated)
+_STOPS = (TimeLimitExceeded, Terminated)  # what _stop delivers
 
 
 @dataclass
@@ -166,9 +168,20 @@ class ThreadPool:
             entry.outcome = execute(
                 self.app, job, self.hostname, run_async=lambda coro: self._await(entry, coro)
             )
+        except _STOPS:
+            if entry.interrupt is None:
+                raise
         finally:
             for key in entry.timers:
                 self._dog().cancel(key)
+        stop = entry.interrupt
+        if isinstance(stop, _STOPS) and not entry.settled:
+            # An atomic task's job stopped by _stop, its transaction rolled back:
+            # the outcome is the stop's (the interrupt arrived as a bare class).
+            outcome = entry.outcome
+            if outcome is None or not outcome.recorded:
+                terminated = isinstance(stop, Terminated)
+                entry.outcome = revoked(job, stop, task) if terminated else failed(task, job, stop)
         self._finish(entry)
 
     def _finish(self, entry: _Running, fault: BaseException | None = None) -> None:
@@ -212,7 +225,21 @@ class ThreadPool:
                 _raise_in_thread(entry.thread, SoftTimeLimitExceeded)
 
     def _stop(self, job_id: str, exc: BaseException) -> bool:
-        """Hard limit or termination: report now, interrupt the thread, refill its slot."""
+        """Hard limit or termination: report now, interrupt the thread, refill its slot.
+
+        An atomic task's transaction is ended on the server first. Should that
+        fail, the job is only interrupted (and its statement cancelled): its
+        outcome must not be recorded while its transaction could still commit,
+        so its own thread reports it once that transaction rolled back."""
+        if atomic.running(job_id) and not atomic.end_transaction(self.app, job_id):
+            with self._lock:
+                entry = self._running.get(job_id)
+                if entry is None or entry.settled:
+                    return False
+                entry.interrupt = exc
+                _raise_in_thread(entry.thread, type(exc))
+            atomic.interrupt(job_id)
+            return True
         with self._lock:
             entry = self._running.get(job_id)
             if entry is None or not self._settle(entry):
