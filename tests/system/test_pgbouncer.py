@@ -519,3 +519,48 @@ def test_prepared_statements_through_pgbouncer_with_max_prepared_statements(
     assert [r.get(timeout=30) for r in results] == [2 * i for i in range(200)]
     with jq.app.db.pool().connection() as pooled:
         assert pooled.prepare_threshold is not None
+
+
+def test_atomic_tasks_through_pgbouncer_in_transaction_mode(
+    dbname: str,
+    schema: str,
+    conn: psycopg.Connection[Any],
+    start_pgbouncer: PgBouncers,
+    tmp_path: Path,
+) -> None:
+    """An atomic task's transaction holds one server connection of the pool for
+    its run: its writes and its job's success commit together through the
+    pooler, and a time limit ends a transaction stuck in a statement on the
+    server (found by its application_name, which the pooler passes on)."""
+    from tests.apps_atomic import build as build_atomic
+
+    bouncer = start_pgbouncer("transaction", pool_size=4)
+    through = bouncer.dsn(dbname)
+    conn.execute(f'CREATE TABLE "{schema}".effects (job uuid, n int)')
+    worker = WorkerProcess(
+        through,
+        schema,
+        ["--concurrency", "2", "--poll-interval", "0.2"],
+        tmp_path / "atomic-worker.log",
+        app="tests.apps_atomic:app",
+    )
+    try:
+        worker.wait_ready(conn)
+        app = JobQueue(through, schema=schema, auto_migrate=False, pooler="transaction")
+        ja = build_atomic(app)
+        try:
+            results = [ja.insert.delay(i) for i in range(50)]
+            assert [r.get(timeout=60) for r in results] == list(range(50))
+            failed = ja.insert_then_fail.delay(99)
+            with pytest.raises(ValueError, match="failed after writing 99"):
+                failed.get(timeout=60)
+            stuck = ja.slow.apply_async((60,), time_limit=1)
+            with pytest.raises(Exception, match="time limit"):
+                stuck.get(timeout=30)
+            assert ja.insert.delay(100).get(timeout=30) == 100  # the worker went on
+        finally:
+            app.close()
+    finally:
+        worker.terminate()
+    found = conn.execute(f'SELECT n FROM "{schema}".effects ORDER BY n').fetchall()
+    assert [n for (n,) in found] == [*range(50), 100]
