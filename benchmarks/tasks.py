@@ -7,6 +7,10 @@ benchmark builds its own app per schema and registers the same task names with
 
 from __future__ import annotations
 
+from typing import Any
+
+from psycopg import sql
+
 from jobqueue import JobQueue, Task
 
 
@@ -14,6 +18,20 @@ def register(app: JobQueue) -> Task[[], None]:
     @app.task(name="noop")
     def noop() -> None:
         return None
+
+    def insert(schema: str) -> sql.Composed:
+        return sql.SQL("INSERT INTO {}.effects (n) VALUES (%s)").format(sql.Identifier(schema))
+
+    @app.task(name="write_row")
+    def write_row(n: int) -> None:
+        """One row, the usual way: through the worker's task pool, in autocommit."""
+        with app.db.pool().connection() as conn:
+            conn.execute(insert(app.conf.schema), [n])
+
+    @app.task(name="write_row_atomic", atomic=True, bind=True)
+    def write_row_atomic(self: Any, n: int) -> None:
+        """One row in the job's own transaction (benchmarks/atomic.py)."""
+        self.connection.execute(insert(app.conf.schema), [n])
 
     return noop
 

@@ -151,7 +151,7 @@ def _in_transaction(
             if worker_id is not None:
                 advance = [job.id] if job.in_canvas else []
                 params = executor.outcome_params([outcome], worker_id)
-                if store.complete(conn, params, advance, nested=True):
+                if store.complete_within(conn, params, advance):
                     raise _LeaseGone  # cannot be: the lease is locked
             committing = True
         outcome.recorded = not eager
