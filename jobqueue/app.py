@@ -24,6 +24,7 @@ from .ids import check_id
 from .options import (
     JobSpec,
     call_options,
+    dependencies,
     resolve,
     with_headers,
 )
@@ -236,7 +237,10 @@ class JobQueue(AppTaskBase):
         nothing) when there is one."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         task = self.tasks.get(name)
+        depends_on, on_failure = dependencies(options, "send_task()")
         spec = resolve(self, name, task, args, kwargs, call_options(options, "send_task()"))
+        if depends_on is not None:
+            spec = spec._replace(depends_on=depends_on, on_dependency_failure=on_failure)
         return self.enqueue(spec, task, args, kwargs, connection)
 
     async def asend_task(
@@ -264,7 +268,10 @@ class JobQueue(AppTaskBase):
         if self.conf.eager:
             return self._run_eagerly(spec, args, kwargs)
         spec, params = self._job_params(spec, task, args, kwargs)
-        if "unique_key" in params:
+        if "depends_on" in params:
+            self.store.insert_job_dependent(params, connection)
+            holder = spec.id
+        elif "unique_key" in params:
             holder = self.store.insert_job_unique(params, connection)
         elif spec.id_given:
             self.store.insert_job_recorded(params, connection)
@@ -288,10 +295,19 @@ class JobQueue(AppTaskBase):
         key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
         if key is not None:
             assert task is not None
+            if spec.depends_on is not None:
+                raise ValueError(
+                    f"task {spec.task!r} is unique: depends_on= cannot be combined with a "
+                    "unique task's key (yet)"
+                )
             params.update(
                 unique_key=key,
                 unique_states=list(task.flow.unique_states),
                 unique_window=task.flow.unique_window,
+            )
+        if spec.depends_on is not None:
+            params.update(
+                depends_on=list(spec.depends_on), on_dependency_failure=spec.on_dependency_failure
             )
         return spec, params
 

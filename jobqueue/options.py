@@ -17,7 +17,7 @@ replace the task's; both are checked once, here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -114,11 +114,15 @@ class JobSpec(NamedTuple):
     # Given with headers= (checked: a JSON object); stored in ``options`` under
     # "headers", with what before_task_publish receivers add, when published.
     headers: dict[str, Any] | None = None
+    # depends_on= (``dependencies``): the ids of the jobs it waits for, and
+    # what a dependency that does not succeed does to it.
+    depends_on: tuple[str, ...] | None = None
+    on_dependency_failure: str = "fail"
 
     def params(self) -> dict[str, Any]:
         """The statements' parameters (a dict display: ~0.4 us under ``_asdict``)."""
         (id, task, args, kwargs, queue, priority, options, rate_key, concurrency_key,
-         countdown, eta, expires_at, expires_in, root_id, parent_id, _, _) = self  # fmt: skip
+         countdown, eta, expires_at, expires_in, root_id, parent_id, *_) = self  # fmt: skip
         return {
             "id": id,
             "task": task,
@@ -136,6 +140,40 @@ class JobSpec(NamedTuple):
             "root_id": root_id,
             "parent_id": parent_id,
         }
+
+
+#: A single job's options for its dependencies (``apply_async``, ``send_task``):
+#: not call options, since a workflow's steps cannot take them.
+DEPENDENCY_OPTIONS = ("depends_on", "on_dependency_failure")
+#: What a dependency that ends FAILURE or REVOKED (or is deleted) does to the
+#: job that depends on it: fails it (DependencyFailed), cancels it (REVOKED),
+#: or lets it run once every dependency is settled.
+ON_DEPENDENCY_FAILURE = ("fail", "cancel", "run")
+
+
+def dependencies(options: dict[str, Any], where: str) -> tuple[tuple[str, ...] | None, str]:
+    """Take ``depends_on`` and ``on_dependency_failure`` out of ``options``
+    (a call's keywords), checked: ids (strings or UUIDs) or results (anything
+    with an ``id``: AsyncResult, EagerResult), and a policy of ON_DEPENDENCY_FAILURE."""
+    given = options.pop("depends_on", None)
+    policy = options.pop("on_dependency_failure", None)
+    if given is None:
+        if policy is not None:
+            raise TypeError(f"{where}: on_dependency_failure= needs depends_on=")
+        return None, "fail"
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        given = [given]  # one id or one result
+    ids = []
+    for item in given:
+        value = getattr(item, "id", item)
+        ids.append(check_id(value, "depends_on: a job id"))
+    policy = "fail" if policy is None else policy
+    if policy not in ON_DEPENDENCY_FAILURE:
+        raise ValueError(
+            f"{where}: on_dependency_failure must be one of {', '.join(ON_DEPENDENCY_FAILURE)}, "
+            f"got {policy!r}"
+        )
+    return tuple(ids), policy
 
 
 def call_options(given: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -79,6 +79,8 @@ TABLES = (
     "control_requests_id_seq",
     "control_replies",
     "job_metrics",  # revision 0015
+    "job_waits",  # revision 0018: dependencies, written only by their SECURITY DEFINER functions
+    "job_dependencies",
 )
 VIEWS = (
     "all_jobs",
@@ -148,6 +150,14 @@ FUNCTIONS = (
     "pause_schedule",
     "resume_schedule",
     "run_schedule",
+    # revision 0018: dependencies (depend, dependencies_settle and
+    # dependencies_sweep are SECURITY DEFINER; EXECUTE is the privilege)
+    "advance_canvas",
+    "dependency_wait",
+    "dependency_release",
+    "dependencies_settle",
+    "depend",
+    "dependencies_sweep",
 )
 
 
@@ -255,6 +265,13 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("EXECUTE", "fail_tree", _CANVAS),
     Rule("EXECUTE", "fail_chord", _CANVAS),
     Rule("EXECUTE", "advance", _CANVAS),
+    # Dependencies (revision 0018): a job enqueued with depends_on, and what a
+    # revoke counts for the jobs that wait on the revoked one.
+    Rule("EXECUTE", "advance_canvas", _CANVAS),
+    Rule("EXECUTE", "depend", "apply_async(depends_on=...), enqueue(depends_on => ...) (0018)"),
+    Rule("EXECUTE", "dependency_wait", "a dependent waits in job_queue until then (0018)"),
+    Rule("EXECUTE", "dependencies_settle", "advance(): jobs waiting on a revoked one (0018)"),
+    Rule("SELECT", "job_dependencies", "advance() looks whether any job waits at all (0018)"),
     # Operations (revision 0013): the app that enqueues and revokes also
     # manages its jobs and queues (app.control, the CLI). The functions run
     # as the schema's owner, so EXECUTE is all they need.
@@ -296,7 +313,11 @@ _ALL_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
 _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "jobs": (_ALL_DML, "claim, completion, retries, rescue, release, progress, retention"),
     "job_queue": (_ALL_DML, "claim (and admit() deferring limited jobs), retries, rescue"),
-    "job_lease": (("SELECT", "INSERT", "DELETE"), "claim, completion, rescue, orphans"),
+    "job_lease": (
+        ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        "claim, completion, rescue, orphans; UPDATE for row locks only (FOR UPDATE): an "
+        "atomic task's transaction holds its lease, the rescue skips held ones (0018)",
+    ),
     "job_attempts": (("SELECT", "INSERT", "DELETE"), "failed attempts; retention"),
     "workers": (_ALL_DML, "registration, heartbeat, rescue of dead workers"),
     "maintenance_leader": (_ALL_DML, "the heartbeat elects the maintenance leader"),
@@ -310,6 +331,7 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "schedule_ticks": (("SELECT", "INSERT", "DELETE"), "the beat's ticks; retention"),
     "history_plan": (("SELECT",), "retention's row-wise prune (job_prune) reads the period"),
     "queue_pauses": (("SELECT",), "the claim skips paused queues (revision 0013)"),
+    "job_dependencies": (("SELECT",), "completions look whether any job waits at all (0018)"),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",
@@ -333,6 +355,11 @@ _WORKER_FUNCTIONS = {
     "job_metrics_fold": "the maintenance leader folds closed sessions' metric rows (0015)",
     "events_notify": "claims, completions, rescues and the worker's row report events (0016)",
     "events_listening": "claims and completions without events stop for a listener (0016)",
+    "advance_canvas": "completion, rescue and revoke create what follows a job (0018)",
+    "depend": "jobs enqueued with depends_on by tasks (0018)",
+    "dependency_wait": "jobs enqueued with depends_on by tasks (0018)",
+    "dependencies_settle": "completions count the jobs that wait on finished ones (0018)",
+    "dependencies_sweep": "the maintenance leader counts what completions missed (0018)",
 }
 
 WORKER: tuple[Rule, ...] = (

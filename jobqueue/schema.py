@@ -222,6 +222,24 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("job_id", UUID, primary_key=True),
         sa.Column("chord_id", UUID, nullable=False),
     )
+    sa.Table(  # a dependent's counter (depends_on, 0018)
+        "job_waits",
+        md,
+        sa.Column("job_id", UUID, primary_key=True),
+        sa.Column("remaining", sa.Integer, nullable=False),
+        sa.Column("on_failure", sa.Text, nullable=False, server_default="fail"),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(
+            "on_failure IN ('fail', 'cancel', 'run')", name="job_waits_on_failure_check"
+        ),
+    )
+    sa.Table(  # a dependency still to be counted for a dependent (0018)
+        "job_dependencies",
+        md,
+        sa.Column("dependency", UUID, primary_key=True),
+        sa.Column("dependent", UUID, primary_key=True),
+        sa.Index("job_dependencies_dependent_idx", "dependent"),
+    )
     sa.Table(
         "task_limits",
         md,

@@ -104,6 +104,18 @@ class Store:
         connection = self._joined(connection)
         self.db.execute("job_insert_recorded", params, connection, may_wait=True, idempotent=True)
 
+    def insert_job_dependent(self, params: Params, connection: Any = None) -> None:
+        """One job that waits for the jobs in ``params["depends_on"]``
+        (job_insert_dependent, depend()): ``ValueError`` naming a dependency
+        that does not exist, or the job itself."""
+        connection = self._joined(connection)
+        try:
+            self.db.execute(
+                "job_insert_dependent", params, connection, may_wait=True, idempotent=True
+            )
+        except psycopg.Error as exc:
+            raise refused_dependencies(exc) from exc
+
     def insert_job_unique(self, params: Params, connection: Any = None) -> str:
         """One job of a unique task; the id of the job holding its key: this
         one, or another (then nothing is written). The key's lock and the
@@ -499,6 +511,10 @@ class Store:
         rows = self._on(conn, "job_attempt_state", params)
         return bool(rows) and rows[0][0] == "SUCCESS"
 
+    def sweep_dependencies(self, conn: psycopg.Connection[Any]) -> int:
+        """Count finished dependencies the completions missed (dependencies_sweep)."""
+        return int(self._on(conn, "dependencies_sweep", {})[0][0])
+
     def lease_orphans(
         self, conn: psycopg.Connection[Any], worker_id: str, running: Sequence[str]
     ) -> list[str]:
@@ -664,3 +680,12 @@ def schema_version(conn: psycopg.Connection[Any], sql: Mapping[str, str]) -> str
 
 
 __all__ = ["FILTERS", "VACUUMED", "Store", "schema_version"]
+
+
+def refused_dependencies(exc: psycopg.Error) -> Exception:
+    """What depend() refuses (a dependency that does not exist: JQ002; the job
+    itself, a bad policy: 22023) as the ValueError a caller expects; any other
+    error as it is."""
+    if exc.sqlstate in ("JQ002", "22023") and exc.diag.message_primary:
+        return ValueError(exc.diag.message_primary.removeprefix("jobqueue: "))
+    return exc

@@ -26,6 +26,7 @@ from .options import (
     check_queue,
     check_time_limits,
     default_limits,
+    dependencies,
     resolve,
 )
 from .request import Request
@@ -512,7 +513,17 @@ class Task(Generic[P, R]):
     ) -> tuple[JobSpec, tuple[Any, ...], dict[str, Any]] | Signature:
         """``apply_async``'s first step (``jobqueue.aio`` shares it): the job
         resolved, with its arguments; or, with callbacks, the signature to enqueue."""
+        depends_on, on_failure = None, "fail"
+        if options and ("depends_on" in options or "on_dependency_failure" in options):
+            options = dict(options)
+            depends_on, on_failure = dependencies(options, f"{self.name}.apply_async()")
         call = call_options(options, f"{self.name}.apply_async()") if options else _NO_OPTIONS
+        if depends_on is not None and (link is not None or link_error is not None):
+            raise TypeError(
+                f"{self.name}.apply_async(): depends_on= cannot be combined with link= or "
+                "link_error= (a job with callbacks is a workflow); chain the callbacks after "
+                "a job that depends on the others instead"
+            )
         if link is not None or link_error is not None:
             from .canvas import Signature
 
@@ -525,7 +536,10 @@ class Task(Generic[P, R]):
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         if self.typing:
             self.check_arguments(args, kwargs)
-        return resolve(self.app, self.name, self, args, kwargs, call), args, kwargs
+        spec = resolve(self.app, self.name, self, args, kwargs, call)
+        if depends_on is not None:
+            spec = spec._replace(depends_on=depends_on, on_dependency_failure=on_failure)
+        return spec, args, kwargs
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """``delay`` for async code (``jobqueue.aio``): the insert is awaited."""

@@ -190,6 +190,16 @@ def build(app: JobQueue) -> SimpleNamespace:
     def record_error(failed_job_id: str, tag: str) -> str:
         return f"{tag}: {failed_job_id}"
 
+    @app.task(name="atomic_note", bind=True, atomic=True)
+    def atomic_note(self: Any, table: str) -> str:
+        """One row in ``table`` (schema.table) through the job's own transaction."""
+        schema_name, _, table_name = table.partition(".")
+        statement = sql.SQL("INSERT INTO {} (job) VALUES (%s)").format(
+            sql.Identifier(schema_name, table_name)
+        )
+        self.connection.execute(statement, [self.request.id])
+        return str(self.request.id)
+
     @app.task(name="progress", bind=True)
     def progress(self: Any, steps: int) -> int:
         for step in range(steps):

@@ -64,7 +64,10 @@ class AsyncSide:
         if app.conf.eager:
             return app._run_eagerly(spec, args, kwargs)
         spec, params = app._job_params(spec, task, args, kwargs)
-        if "unique_key" in params:
+        if "depends_on" in params:
+            await store.insert_job_dependent(params, connection)
+            holder = spec.id
+        elif "unique_key" in params:
             holder = await store.insert_job_unique(params, connection)
         elif spec.id_given:
             await store.insert_job_recorded(params, connection)

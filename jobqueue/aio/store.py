@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from ..copytext import copy_chunks
 from ..db import Row
+from ..store import refused_dependencies
 from .db import AsyncDatabase, Params, psycopg_connection
 
 
@@ -31,6 +34,13 @@ class AsyncStore:
     async def insert_job_recorded(self, params: Params, connection: Any = None) -> None:
         """One job whose id the caller chose (DuplicateJobError if taken)."""
         await self.db.execute("job_insert_recorded", params, connection, idempotent=True)
+
+    async def insert_job_dependent(self, params: Params, connection: Any = None) -> None:
+        """One job that waits for others (``Store.insert_job_dependent``)."""
+        try:
+            await self.db.execute("job_insert_dependent", params, connection, idempotent=True)
+        except psycopg.Error as exc:
+            raise refused_dependencies(exc) from exc
 
     async def insert_job_unique(self, params: Params, connection: Any = None) -> str:
         """One job of a unique task; the id of the job holding its key."""

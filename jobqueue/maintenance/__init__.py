@@ -12,7 +12,8 @@ the steps on one worker only.
 - ``Retention``: finished jobs and bookkeeping past their age are deleted
   (whole partitions where every job in them expired);
 - ``Vacuum``: the tables on the claim path are vacuumed and analyzed;
-- ``MetricsFold``: the metric counters of closed sessions are folded into one.
+- ``MetricsFold``: the metric counters of closed sessions are folded into one;
+- ``Dependencies``: finished dependencies the completions missed are counted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from ..db import transient
+from .dependencies import Dependencies
 from .metrics import MetricsFold
 from .partitions import Partitions
 from .rescue import Rescue
@@ -58,6 +60,7 @@ class Maintenance:
                 Retention(app.store, app.conf),
                 Vacuum(app.store),
                 MetricsFold(app.store),
+                Dependencies(app.store),
             ]
         )
 
@@ -72,4 +75,13 @@ class Maintenance:
                 log.exception("maintenance step %s failed; the others go on", step.name)
 
 
-__all__ = ["Maintenance", "MetricsFold", "Partitions", "Rescue", "Retention", "Step", "Vacuum"]
+__all__ = [
+    "Dependencies",
+    "Maintenance",
+    "MetricsFold",
+    "Partitions",
+    "Rescue",
+    "Retention",
+    "Step",
+    "Vacuum",
+]

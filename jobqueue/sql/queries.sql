@@ -366,6 +366,14 @@ WITH input AS MATERIALIZED (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
     SELECT id, attempts, worker_id, started_at, state, error
     FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
+), waited AS (
+    -- Jobs enqueued with depends_on count the ones that just finished
+    -- (dependencies_settle, 0018), while any job waits at all: otherwise one
+    -- probe of an empty table.
+    SELECT {schema}.dependencies_settle(ARRAY(
+               SELECT id FROM finished WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED')))
+               AS counted
+    WHERE EXISTS (SELECT 1 FROM {schema}.job_dependencies)
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
@@ -378,7 +386,8 @@ SELECT count(*) AS finished,
        -- Outcomes that changed nothing: this worker no longer held the lease
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
-             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused  -- hashed: linear
+             WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
+       (SELECT counted FROM waited) AS counted
 {events_end};
 
 -- name: job_complete_many_without_events
@@ -539,6 +548,35 @@ SELECT (SELECT count(*) FROM target) AS revoked,
         FROM target WHERE state = 'STARTED') AS signalled,
        ARRAY(SELECT id FROM target WHERE state = 'REVOKED') AS finished,
        {events_notify} AS events;
+
+-- name: job_insert_dependent
+-- A job enqueued with depends_on (0018): its record and its row in job_queue,
+-- due at dependency_wait() until depend() has counted every job it waits for
+-- (those already finished at once: then it is due now, and notified).
+WITH job AS (
+    INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, options,
+                               run_at, expires_at, root_id, parent_id)
+    VALUES (%(id)s::uuid, %(task)s, %(queue)s, %(priority)s, %(args)s::jsonb,
+            %(kwargs)s::jsonb, %(options)s::jsonb,
+            COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+            COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+            %(root_id)s::uuid, %(parent_id)s::uuid)
+    RETURNING id, task, queue, priority
+), waiting AS (
+    INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
+                                    concurrency_key)
+    SELECT id, queue, priority, {schema}.dependency_wait(), task, %(rate_key)s,
+           %(concurrency_key)s
+    FROM job
+    RETURNING job_id
+)
+SELECT {schema}.depend((SELECT job_id FROM waiting), %(depends_on)s::uuid[],
+                       %(on_dependency_failure)s);
+
+-- name: dependencies_sweep
+-- The maintenance leader's round (0018): dependencies that finished but were
+-- not counted (see dependencies_sweep() in schema.sql).
+SELECT {schema}.dependencies_sweep();
 
 -- name: job_lease_hold
 -- An atomic task's transaction locks its job's lease before the task runs, and

@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0017), in
+-- The jobqueue schema as it stands at the newest migration (revision 0018), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -623,7 +623,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0017');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0018');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -741,6 +741,8 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
 $$;
 
 -- Writes the job's record at once (jobs and job_queue), and always notifies.
+-- With depends_on, the job waits for those jobs (depend()): it is due once
+-- they are all counted, and notified then.
 -- Refuses arguments nested more than 200 levels deep: what the producer also
 -- refuses (jobqueue.serialization.MAX_NESTING). A worker decodes JSON
 -- recursively, in a thread whose stack already holds the worker's own frames;
@@ -753,7 +755,9 @@ CREATE FUNCTION {schema}.enqueue(
     priority   integer DEFAULT 0,
     run_at     timestamptz DEFAULT NULL,
     expires_at timestamptz DEFAULT NULL,
-    id         uuid DEFAULT NULL
+    id         uuid DEFAULT NULL,
+    depends_on uuid[] DEFAULT NULL,
+    on_dependency_failure text DEFAULT 'fail'
 ) RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -779,6 +783,13 @@ BEGIN
     INSERT INTO {schema}.jobs (id, task, queue, priority, args, kwargs, run_at, expires_at)
     VALUES (new_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.args,
             enqueue.kwargs, due, enqueue.expires_at);
+    IF enqueue.depends_on IS NOT NULL THEN
+        INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
+        VALUES (new_id, enqueue.queue, enqueue.priority, {schema}.dependency_wait(),
+                enqueue.task);
+        PERFORM {schema}.depend(new_id, enqueue.depends_on, enqueue.on_dependency_failure);
+        RETURN new_id;
+    END IF;
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task)
     VALUES (new_id, enqueue.queue, enqueue.priority, due, enqueue.task);
     PERFORM pg_notify('{channel_jobs}', enqueue.queue);
@@ -963,9 +974,10 @@ BEGIN
 END
 $$;
 
--- Run in the transaction that finished `ids`: callbacks, error callbacks,
--- chord counting. Jobs not finished, or already advanced, change nothing.
-CREATE FUNCTION {schema}.advance(ids uuid[]) RETURNS integer LANGUAGE plpgsql AS $$
+-- What follows finished jobs in a canvas (advance() runs it): callbacks,
+-- error callbacks, chord counting. Jobs not finished, or already advanced,
+-- change nothing.
+CREATE FUNCTION {schema}.advance_canvas(ids uuid[]) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     j       record;
     c       record;
@@ -1017,11 +1029,232 @@ BEGIN
 END
 $$;
 
+-- Run in the transaction that finished `ids`: what follows them in a canvas
+-- (advance_canvas), then the jobs that wait on them (dependencies_settle;
+-- one probe of an empty table when no job waits on any). Jobs not finished,
+-- or already advanced, change nothing.
+CREATE FUNCTION {schema}.advance(ids uuid[]) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := {schema}.advance_canvas(ids);
+BEGIN
+    IF EXISTS (SELECT 1 FROM {schema}.job_dependencies) THEN
+        PERFORM {schema}.dependencies_settle(ids);
+    END IF;
+    RETURN n;
+END
+$$;
+
 -- Every job of a workflow (canvas), by root id; waiting jobs too.
 CREATE VIEW {schema}.workflow_jobs AS
 SELECT root_id, id, task, state, parent_id, group_id, group_index, queue, attempts,
        created_at, started_at, finished_at, error ->> 'type' AS error_type
 FROM {schema}.all_jobs;
+
+
+-- ===========================================================================
+-- Dependencies: a job that waits for other jobs (apply_async(depends_on=...),
+-- enqueue(..., depends_on => ...))
+--
+-- A dependent has its record in jobs (PENDING) and its row in job_queue from
+-- the start, due at the end of time (dependency_wait()), so every operation
+-- on waiting jobs (cancel, purge, move, filters) applies to it unchanged. It
+-- counts its dependencies as chords count their members: one row per
+-- dependency in job_dependencies, deleted when that dependency is counted
+-- (once), and a counter in job_waits; at 0 its row becomes due. The work is
+-- done where jobs finish: the completion, the rescue and revocations (through
+-- advance()), and the operations (revoke_waiting). A dependency that
+-- finishes while the transaction adding the dependent is still open is not
+-- seen by either side; the maintenance leader's dependencies_sweep() counts
+-- it on its next round.
+-- ===========================================================================
+
+-- A dependent's counter. on_failure: what a dependency that ends FAILURE or
+-- REVOKED (or is deleted) does to it: 'fail' (FAILURE, DependencyFailed),
+-- 'cancel' (REVOKED) or 'run' (it runs once every dependency is settled).
+CREATE TABLE {schema}.job_waits (
+    job_id     uuid PRIMARY KEY,
+    remaining  integer NOT NULL,
+    on_failure text NOT NULL DEFAULT 'fail',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT job_waits_on_failure_check CHECK (on_failure IN ('fail', 'cancel', 'run'))
+);
+
+-- A dependency still to be counted for a dependent; deleting the row counts it.
+CREATE TABLE {schema}.job_dependencies (
+    dependency uuid NOT NULL,
+    dependent  uuid NOT NULL,
+    PRIMARY KEY (dependency, dependent)
+);
+CREATE INDEX job_dependencies_dependent_idx ON {schema}.job_dependencies (dependent);
+
+-- When a dependent is due while it waits: the end of time, as a timestamp
+-- every client can read ('infinity' is not one in Python).
+CREATE FUNCTION {schema}.dependency_wait() RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$ SELECT timestamptz '9999-12-31 00:00:00+00' $$;
+
+-- A dependent may run: its row becomes due at its own time (countdown, eta).
+CREATE FUNCTION {schema}.dependency_release(dependent uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+BEGIN
+    DELETE FROM {schema}.job_waits WHERE job_id = dependent;
+    UPDATE {schema}.job_queue AS w
+    SET run_at = greatest(j.run_at, now())
+    FROM {schema}.jobs AS j
+    WHERE w.job_id = dependent AND j.id = dependent AND w.run_at = {schema}.dependency_wait()
+    RETURNING w.queue INTO q;
+    IF FOUND THEN
+        PERFORM pg_notify('{channel_jobs}', q);
+    END IF;
+END
+$$;
+
+-- Jobs `ids` finished (or may have): each dependent waiting on one of them
+-- counts it. A dependency that ended FAILURE or REVOKED, or is gone (deleted),
+-- fails or cancels a dependent whose on_failure says so, and what waits on
+-- that dependent in turn (a loop, not recursion: chains of any length).
+-- Dependents are locked in id order, so concurrent callers never deadlock.
+-- Returns how many dependencies were counted.
+CREATE FUNCTION {schema}.dependencies_settle(ids uuid[]) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e      record;
+    w      record;
+    ended  uuid[];
+    n      integer := 0;
+    failed jsonb;
+BEGIN
+    WHILE cardinality(ids) > 0 LOOP
+        ended := '{}';
+        FOR e IN
+            WITH counted AS (
+                DELETE FROM {schema}.job_dependencies AS d
+                WHERE d.dependency = ANY(ids)
+                  AND (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency
+                               AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
+                       OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j
+                                       WHERE j.id = d.dependency)
+                               OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
+                                          WHERE q.job_id = d.dependency)))
+                RETURNING d.dependency, d.dependent
+            )
+            SELECT c.dependency, c.dependent, COALESCE(j.state, 'DELETED') AS state, j.error
+            FROM counted AS c
+            LEFT JOIN {schema}.jobs AS j ON j.id = c.dependency
+            ORDER BY c.dependent
+        LOOP
+            n := n + 1;
+            SELECT * INTO w FROM {schema}.job_waits WHERE job_id = e.dependent FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;  -- it ended already (a dependency failed it, cancelled)
+            IF e.state = 'SUCCESS' OR w.on_failure = 'run' THEN
+                UPDATE {schema}.job_waits SET remaining = remaining - 1
+                WHERE job_id = w.job_id RETURNING * INTO w;
+                IF w.remaining <= 0 THEN
+                    PERFORM {schema}.dependency_release(w.job_id);
+                END IF;
+                CONTINUE;
+            END IF;
+            -- A dependency that did not succeed: the dependent ends unrun.
+            DELETE FROM {schema}.job_waits WHERE job_id = w.job_id;
+            DELETE FROM {schema}.job_dependencies WHERE dependent = w.job_id;
+            DELETE FROM {schema}.job_queue WHERE job_id = w.job_id;
+            CONTINUE WHEN NOT FOUND;  -- not waiting any more (cancelled, purged)
+            failed := jsonb_build_object(
+                'type', CASE w.on_failure WHEN 'cancel' THEN 'TaskRevokedError'
+                                          ELSE 'DependencyFailed' END,
+                'module', 'jobqueue.exceptions', 'traceback', NULL, 'failed_job', e.dependency,
+                'message', format('job %s it depends on ended %s%s', e.dependency, e.state,
+                                  COALESCE(': ' || (e.error ->> 'type') || ': '
+                                           || (e.error ->> 'message'), '')));
+            UPDATE {schema}.jobs
+            SET state = CASE w.on_failure WHEN 'cancel' THEN 'REVOKED' ELSE 'FAILURE' END,
+                revoked_at = CASE w.on_failure WHEN 'cancel' THEN now() END,
+                finished_at = now(), error = failed
+            WHERE id = w.job_id AND state = 'PENDING';
+            IF FOUND THEN
+                PERFORM pg_notify('{channel_done}', w.job_id::text);
+                ended := ended || w.job_id;
+            END IF;
+        END LOOP;
+        EXIT WHEN cardinality(ended) = 0;
+        PERFORM {schema}.advance_canvas(ended);  -- their error callbacks, their chords
+        ids := ended;  -- and what waits on them
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- `dependent` (its record and its row in job_queue just written, due at
+-- dependency_wait()) waits for `dependencies`: each must be a job that exists
+-- (waiting, running or finished; written in this transaction, or committed).
+-- Those already finished are counted at once; with none left to wait for,
+-- the dependent is due now.
+CREATE FUNCTION {schema}.depend(dependent uuid, dependencies uuid[],
+                                on_failure text DEFAULT 'fail') RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    deps    uuid[] := ARRAY(SELECT DISTINCT d FROM unnest(dependencies) AS d
+                            WHERE d IS NOT NULL ORDER BY d);
+    d       uuid;
+BEGIN
+    IF on_failure IS NULL OR on_failure NOT IN ('fail', 'cancel', 'run') THEN
+        RAISE EXCEPTION 'jobqueue: on_dependency_failure must be fail, cancel or run, got %',
+            quote_nullable(on_failure) USING ERRCODE = '22023';
+    END IF;
+    IF dependent = ANY(deps) THEN
+        RAISE EXCEPTION 'jobqueue: job % cannot depend on itself', dependent
+            USING ERRCODE = '22023';
+    END IF;
+    FOREACH d IN ARRAY deps LOOP
+        -- Three statements, three snapshots: a waiting job whose claim commits
+        -- between the first two has its record by the third.
+        PERFORM 1 FROM {schema}.jobs AS j WHERE j.id = d;
+        CONTINUE WHEN FOUND;
+        PERFORM 1 FROM {schema}.job_queue AS q WHERE q.job_id = d;
+        CONTINUE WHEN FOUND;
+        PERFORM 1 FROM {schema}.jobs AS j WHERE j.id = d;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'jobqueue: job % depends on job %, which does not exist '
+                            '(enqueue it first, or in the same transaction)', dependent, d
+                USING ERRCODE = 'JQ002';
+        END IF;
+    END LOOP;
+    INSERT INTO {schema}.job_waits (job_id, remaining, on_failure)
+    VALUES (dependent, cardinality(deps), depend.on_failure);
+    INSERT INTO {schema}.job_dependencies (dependency, dependent)
+    SELECT x, dependent FROM unnest(deps) AS x;
+    IF cardinality(deps) = 0 THEN
+        PERFORM {schema}.dependency_release(dependent);
+    ELSE
+        PERFORM {schema}.dependencies_settle(ARRAY(
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.id = ANY(deps) AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED')));
+    END IF;
+END
+$$;
+
+-- The maintenance leader's round: dependencies that finished (or were
+-- deleted) but are still to be counted: a dependency that finished while the
+-- transaction adding its dependent was open, or one finished by a worker of
+-- an earlier release. Returns how many were counted.
+CREATE FUNCTION {schema}.dependencies_sweep() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN {schema}.dependencies_settle(ARRAY(
+        SELECT DISTINCT d.dependency FROM {schema}.job_dependencies AS d
+        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency
+                      AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
+           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency)
+                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
+                              WHERE q.job_id = d.dependency))));
+END
+$$;
+
+-- SECURITY DEFINER: EXECUTE is the privilege (jobqueue db grant).
+REVOKE EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.depend(uuid, uuid[], text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep() FROM PUBLIC;
 
 
 -- ===========================================================================
@@ -1338,12 +1571,14 @@ $$;
 
 -- Waiting jobs whose job_queue rows the caller locked end REVOKED, as
 -- job_revoke ends a waiting job: out of the queue, a record written for one
--- that had none, waiters told, what follows them in a canvas advanced.
+-- that had none, waiters told, what follows them in a canvas advanced, and
+-- the jobs that wait on them counted.
 CREATE FUNCTION {schema}.revoke_waiting(ids uuid[], terminate boolean, message text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     n      bigint;
     canvas uuid[];
+    ended  uuid[];
 BEGIN
     WITH unqueued AS (
         DELETE FROM {schema}.job_queue AS q
@@ -1379,11 +1614,15 @@ BEGIN
               GROUP BY t.chunk) AS c
     )
     SELECT count(*),
-           array_agg(t.id) FILTER (WHERE t.options ?| ARRAY['link', 'link_error', 'chord'])
-    INTO n, canvas
+           array_agg(t.id) FILTER (WHERE t.options ?| ARRAY['link', 'link_error', 'chord']),
+           array_agg(t.id)
+    INTO n, canvas, ended
     FROM target AS t, told;
     IF canvas IS NOT NULL THEN
-        PERFORM {schema}.advance(canvas);
+        PERFORM {schema}.advance_canvas(canvas);
+    END IF;
+    IF ended IS NOT NULL AND EXISTS (SELECT 1 FROM {schema}.job_dependencies) THEN
+        PERFORM {schema}.dependencies_settle(ended);
     END IF;
     RETURN n;
 END

@@ -64,8 +64,8 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
         assert len(rows) == 5 and {r[-1] for r in rows} == {None}
         more = _claim(conn, schema, worker, 5, "job_claim_events")
         assert len(more) == 5 and {r[-1] for r in more} == {None}
-        assert _complete(conn, schema, worker, rows)[4] is None
-        assert _complete(conn, schema, worker, more, "job_complete_many_events")[4] is None
+        assert _complete(conn, schema, worker, rows)[-1] is None
+        assert _complete(conn, schema, worker, more, "job_complete_many_events")[-1] is None
         assert _claim(conn, schema, worker, 10) == []  # an empty claim
         assert _payloads(spy) == []
 
@@ -89,7 +89,7 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
             leases = f'SELECT count(*) FROM "{schema}".job_lease'
             assert conn.execute(leases).fetchone()[0] == 250
             row = _complete(conn, schema, worker, rows, "job_complete_many_events")
-            assert row[0] == 250 and row[4] == 3
+            assert row[0] == 250 and row[-1] == 3
             succeeded = _payloads(spy)
         assert _claim(conn, schema, worker, 10) == []
         assert _payloads(spy) == []  # the lock is gone with its session

@@ -32,6 +32,7 @@ from jobqueue import (
     TaskRevokedError,
     chord,
     group,
+    migrate,
     states,
 )
 from jobqueue.cli import Context
@@ -414,6 +415,19 @@ def test_a_producer_enqueues_runs_workflows_revokes_and_reads_results(
         body.get(timeout=30)
     assert body.state == states.FAILURE
 
+    # Dependencies (0018): a job waiting on others (depend()), released by the
+    # worker role's completion; a waiting dependent revoked (advance() counts
+    # it for what waits on it: dependencies_settle()).
+    first_dep = add.apply_async((1, 1), countdown=0.5)
+    dependent = add.apply_async((3, 3), depends_on=[first_dep])
+    assert dependent.get(timeout=30) == 6
+    gate = add.apply_async((1, 1), countdown=60)
+    waiting_dependent = add.apply_async((4, 4), depends_on=[gate])
+    next_in_line = add.apply_async((5, 5), depends_on=[waiting_dependent])
+    waiting_dependent.revoke()
+    wait_for(lambda: next_in_line.state == states.FAILURE, 30, "what waits on it to fail")
+    gate.revoke()
+
     # Revoking a running job, with terminate.
     running = jq.ticking.delay(60)
     wait_for(lambda: running.state == states.STARTED, 20, "the job to start")
@@ -431,6 +445,36 @@ def test_a_producer_enqueues_runs_workflows_revokes_and_reads_results(
 
     assert worker.proc.poll() is None
     _denied_everywhere(worker.log)
+
+
+def test_the_upgrade_to_0018_lets_granted_workers_lock_leases(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """A worker role granted before 0018 may delete leases but not lock them;
+    the migration grants it UPDATE on job_lease, so no grant need run again.
+    enqueue(), made again with two more parameters, keeps its grants both ways
+    (a producer's EXECUTE, PUBLIC's taken away)."""
+    role, producer = make_role(), make_role()
+    _no_public_execute(conn, schema)
+    grant(dsn, schema, worker=role.name, producer=producer.name)
+    conn.execute(f'REVOKE UPDATE ON "{schema}".job_lease FROM "{role.name}"')
+    query = "SELECT has_table_privilege(%s, %s, 'UPDATE')"
+    table = f'"{schema}".job_lease'
+    may_enqueue = (
+        "SELECT has_function_privilege(%s, p.oid, 'EXECUTE') FROM pg_proc AS p "
+        "WHERE p.pronamespace = %s::regnamespace AND p.proname = 'enqueue'"
+    )
+    quoted = f'"{schema}"'
+    migrate.downgrade(dsn, schema, "0017")
+    assert conn.execute(query, (role.name, table)).fetchone() == (False,)
+    assert conn.execute(may_enqueue, (producer.name, quoted)).fetchone() == (True,)
+    assert conn.execute(may_enqueue, ("public", quoted)).fetchone() == (False,)
+    migrate.upgrade(dsn, schema)
+    assert conn.execute(query, (role.name, table)).fetchone() == (True,)
+    assert conn.execute(may_enqueue, (producer.name, quoted)).fetchone() == (True,)
+    assert conn.execute(may_enqueue, ("public", quoted)).fetchone() == (False,)
+    with psycopg.connect(producer.dsn, autocommit=True) as own:
+        own.execute(f"SELECT {quoted}.enqueue('add', '[1, 2]')")
 
 
 def test_a_reader_reads_every_view_and_no_table(
@@ -517,6 +561,16 @@ def test_a_worker_role_runs_the_whole_life_cycle_without_ddl(
     keyed = [jq.per_account.delay("acme", 0.05) for _ in range(2)]
     assert [r.get(timeout=30) for r in keyed] == ["acme", "acme"]
     assert chord(jq.add.s(i, i) for i in range(3))(jq.tsum.s()).get(timeout=30) == 6
+
+    # An atomic task (row locks on its lease: UPDATE on job_lease), and a job
+    # waiting on it (the completion counts dependencies: dependencies_settle()).
+    conn.execute(f'CREATE TABLE "{schema}".atomic_notes (job uuid)')
+    conn.execute(f'GRANT INSERT ON "{schema}".atomic_notes TO "{role.name}"')
+    noted = jq.atomic_note.delay(f"{schema}.atomic_notes")
+    after = jq.add.apply_async((20, 22), depends_on=[noted])
+    assert after.get(timeout=30) == 42 and noted.get(timeout=30) == noted.id
+    notes = conn.execute(f'SELECT job::text FROM "{schema}".atomic_notes').fetchall()
+    assert notes == [(noted.id,)]
 
     # The beat (tests.apps: `add(1, 1)` every second) ticks, and its jobs run.
     ticked = (
