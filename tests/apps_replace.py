@@ -4,6 +4,8 @@ test_replace.py, tests/system/test_replace_kill.py): workers load
 
 from __future__ import annotations
 
+import os
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -78,8 +80,17 @@ def build(app: JobQueue) -> SimpleNamespace:
         return tag
 
     @app.task(name="swap", bind=True)
-    def swap(self: Any, table: str, tag: str) -> Any:
-        """Replaces itself with ``mark(table, tag)`` then ``add`` (the kill test)."""
+    def swap(self: Any, table: str, tag: str, pause: float = 0.0) -> Any:
+        """After ``pause`` seconds, replaces itself with ``mark(table, tag)``
+        then ``identity(tag)`` (the kill test)."""
+        time.sleep(pause)
+        raise self.replace(chain(mark.si(table, tag), identity.si(tag)))
+
+    @app.task(name="swap_gated", bind=True)
+    def swap_gated(self: Any, table: str, tag: str, gate: str) -> Any:
+        """``swap`` once the file ``gate`` is gone."""
+        while os.path.exists(gate):
+            time.sleep(0.005)
         raise self.replace(chain(mark.si(table, tag), identity.si(tag)))
 
     return SimpleNamespace(app=app, **app.tasks)
