@@ -223,9 +223,10 @@ class EagerRun:
         job gives its callbacks and chord membership to its replacement."""
         row = record.row
         job_id = row["id"]
+        in_chord = bool(record.options.get("chord"))
         for key in ("link", "link_error", "chord"):
             record.options.pop(key, None)
-        if row["group_id"] is not None:
+        if row["group_id"] is not None and in_chord:
             members = self.groups.get(row["group_id"], [])
             members.remove((row["group_index"], job_id))
             row["group_id"] = row["group_index"] = None

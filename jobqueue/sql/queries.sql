@@ -890,7 +890,11 @@ WITH held AS (
 ), detached AS (
     UPDATE {schema}.jobs AS j
     SET options = j.options - 'link' - 'link_error' - 'chord',
-        group_id = NULL, group_index = NULL
+        -- a chord's body reads its header's results by group_id: the
+        -- replacement's last job holds this place now (a plain group's
+        -- member keeps it: nothing reads results by it)
+        group_id = CASE WHEN j.options ? 'chord' THEN NULL ELSE j.group_id END,
+        group_index = CASE WHEN j.options ? 'chord' THEN NULL ELSE j.group_index END
     FROM held
     WHERE j.id = held.job_id AND j.state = 'STARTED' AND j.attempts = %(attempt)s
     RETURNING j.id

@@ -73,6 +73,11 @@ def test_chain_continues_after_the_replacement(rq: Any, worker: Any) -> None:
     assert [c.id for c in parent.children] == [replacement.id]
 
 
+def test_replace_inside_a_plain_group(rq: Any, worker: Any) -> None:
+    result = group(rq.become.s(1, "chain"), rq.add.s(1, 1), rq.become.s(1, "group"))()
+    assert result.get(timeout=30) == [12, 2, [2, 3]]
+
+
 def test_replace_inside_a_chord_header(rq: Any, worker: Any) -> None:
     add, become, tsum, identity = rq.add, rq.become, rq.tsum, rq.identity
     result = chord([add.s(1, 1), become.s(1, "chain"), add.s(3, 3)], identity.s())()
