@@ -219,7 +219,13 @@ class AsyncResult:
         self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
     ) -> Any:
         """``get`` for async code: waits on the event loop (``jobqueue.aio``)."""
+        started = time.monotonic()
         row = await self.app.aio.waiter().wait(self, timeout, interval)
+        if row["state"] == states.SUCCESS:
+            replacement = replaced_by(row["result"], self.app)
+            if replacement is not None:  # self.replace(): its replacement's outcome
+                left = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
+                return await replacement.aget(timeout=left, propagate=propagate, interval=interval)
         return _value(self.id, row, propagate)
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -156,3 +157,11 @@ def test_replace_misuse(rq: Any) -> None:
         rq.become(1, "task")
     with pytest.raises(RuntimeError, match="outside a worker"):
         rq.grow(1, 1)
+
+
+def test_aget_follows_the_replacement(rq: Any, worker: Any) -> None:
+    async def main() -> Any:
+        result = await rq.become.adelay(1, "chain")
+        return await result.aget(timeout=30)
+
+    assert asyncio.run(main()) == 12
