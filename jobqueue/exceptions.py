@@ -139,3 +139,18 @@ class AtomicError(JobQueueError, RuntimeError):
 
 class Terminated(JobQueueError):
     """Raised inside a running task revoked with ``terminate=True``."""
+
+
+class Replaced(JobQueueError):
+    """Raised by ``self.replace(sig)``: this attempt ends, and ``sig`` runs in
+    the job's place (Celery's ``Ignore`` after a replace). Not an error: the
+    job records ``SUCCESS`` with a pointer to the replacement."""
+
+    def __init__(self, sig: Any) -> None:
+        self.sig = sig
+        super().__init__(f"replaced by {sig!r}")
+
+
+class ChordMembershipError(JobQueueError, RuntimeError):
+    """``self.add_to_chord()`` from a task that is not a member of a chord's
+    header (a plain job, a plain group's member), or whose chord is over."""

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from .canvas import Signature, chain, chord, group
 from .ids import check_id, new_id
 from .options import CALL_OPTIONS, INHERITED, resolve
-from .serialization import loads
+from .serialization import dumps, loads
 
 if TYPE_CHECKING:
     from .app import JobQueue
     from .options import JobSpec
+    from .request import Request
 
 
 def assign_ids(sig: Signature, job_id: str | None = None) -> None:
@@ -249,3 +250,73 @@ def _set_parent(result: Any, parent: Any) -> None:
     while result._parent is not None:
         result = result._parent
     result._parent = parent
+
+
+def freeze_replacement(
+    app: JobQueue,
+    sig: Signature,
+    job_id: str,
+    root: str,
+    options: Mapping[str, Any],
+    eager_membership: tuple[str, int] | None = None,
+    eager: bool = False,
+) -> tuple[dict[str, str], Any]:
+    """``self.replace(sig)`` of job ``job_id``: the replacement's canvas with
+    every id chosen, carrying what the job carried (its ``link``s, so a
+    chain's next steps, run after the replacement's last job with its result;
+    its ``link_error``s on every job of it; its chord membership on its last
+    job). Returns job_replace's parameters (without the lease's) and the
+    replacement's result."""
+    member: dict[str, Any] | None = None
+    chord_id = options.get("chord")
+    if chord_id:
+        if eager:  # no row: the eager run knows it
+            group_id, group_index = eager_membership or (None, None)
+        else:
+            rows = app.db.execute("job_membership", {"id": job_id})
+            group_id, group_index = rows[0] if rows else (None, None)
+        if group_id is not None:
+            member = {"group_id": group_id, "group_index": group_index, "chord": chord_id}
+    freezer = Freezer(app, root)
+    tree, result = freezer.freeze(
+        sig.clone(),
+        member,
+        extra_links=list(options.get("link") or ()),
+        errbacks=list(options.get("link_error") or ()),
+    )
+    params = {"canvas": dumps(tree), "groups": dumps(freezer.groups), "root": root}
+    return params, result
+
+
+def add_to_chord(app: JobQueue, request: Request, sig: Signature) -> Any:
+    """``self.add_to_chord(sig)``: ``sig`` becomes one more member of the
+    chord ``request.chord`` (its place: after the header's members), counted
+    by the statement that writes it (chord_add)."""
+    from .exceptions import ChordMembershipError
+
+    chord_id = request.chord
+    with app.db.transaction() as conn:
+        rows = app.db.run(conn, "chord_lock", {"id": chord_id})
+        if not rows:
+            raise ChordMembershipError(f"chord {chord_id} is not known (deleted by retention?)")
+        state, root, size = rows[0]
+        if state != "PENDING":
+            raise ChordMembershipError(
+                f"chord {chord_id} is {state}: its body "
+                + ("ran already" if state == "DONE" else "will never run (a member failed)")
+                + "; add_to_chord() cannot add to it"
+            )
+        freezer = Freezer(app, root or request.root_id or request.id)
+        member = {"group_id": chord_id, "group_index": size, "chord": chord_id}
+        tree, result = freezer.freeze(sig.clone(), member)
+        params = {
+            "chord": chord_id,
+            "member": str(result.id),
+            "canvas": dumps(tree),
+            "groups": dumps(freezer.groups),
+            "root": freezer.root,
+            "parent": request.id,
+        }
+        app.db.run(conn, "chord_add", params)
+    freezer.published()
+    return result

@@ -41,6 +41,9 @@ class Request:
     #: Run in the caller's process by ``Task.apply()`` or eager mode
     #: (``jobqueue.eager``), not by a worker (Celery's name).
     is_eager: bool = False
+    #: The chord whose header this job is a member of (Celery's ``request.chord``
+    #: holds the body; here its id), else None. ``self.add_to_chord()`` uses it.
+    chord: str | None = None
     #: An atomic task's transaction (``self.connection``, ``self.session``).
     transaction: Transaction | None = field(default=None, repr=False, compare=False)
 

@@ -24,7 +24,7 @@ from . import states
 from .current import current_app
 from .exceptions import ChordError, TaskError, TaskRevokedError, TimeoutError
 from .ids import check_id
-from .serialization import rebuild_error, revive
+from .serialization import rebuild_error, replaced_by, revive
 from .sql import channels
 
 if TYPE_CHECKING:
@@ -201,8 +201,13 @@ class AsyncResult:
         Raises ``jobqueue.TimeoutError`` (a builtin ``TimeoutError``) if it is
         not finished within ``timeout`` seconds.
         """
+        started = time.monotonic()
         row = self.app.results.wait(self, timeout, interval)
         if row["state"] == states.SUCCESS:
+            replacement = replaced_by(row["result"], self.app)
+            if replacement is not None:  # self.replace(): its replacement's outcome
+                left = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
+                return replacement.get(timeout=left, propagate=propagate, interval=interval)
             return revive(row["result"], self.app)
         if propagate:
             raise self._exception(row)
@@ -214,7 +219,13 @@ class AsyncResult:
         self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
     ) -> Any:
         """``get`` for async code: waits on the event loop (``jobqueue.aio``)."""
+        started = time.monotonic()
         row = await self.app.aio.waiter().wait(self, timeout, interval)
+        if row["state"] == states.SUCCESS:
+            replacement = replaced_by(row["result"], self.app)
+            if replacement is not None:  # self.replace(): its replacement's outcome
+                left = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
+                return await replacement.aget(timeout=left, propagate=propagate, interval=interval)
         return _value(self.id, row, propagate)
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
@@ -328,6 +339,9 @@ def _chord_type(cls: type[BaseException]) -> type[ChordError]:
 
 def _value(job_id: str, row: dict[str, Any], propagate: bool, app: JobQueue | None = None) -> Any:
     if row["state"] == states.SUCCESS:
+        replacement = replaced_by(row["result"], app)
+        if replacement is not None:  # self.replace(): its replacement's outcome
+            return replacement.get(propagate=propagate)
         return revive(row["result"], app)
     exc = _exception(job_id, row, app)
     if propagate:

@@ -130,6 +130,20 @@ def dump_result(value: Any) -> str:
     return _result_encoder.encode({TAG: "tagged", "value": _escaped(value)})
 
 
+def dump_replaced(result: Any) -> str:
+    """The stored result of a job that ``self.replace()``d itself: a pointer to
+    its replacement's result, which ``AsyncResult.get()`` follows."""
+    return _result_encoder.encode({TAG: "replaced", "by": _tagged(result)})
+
+
+def replaced_by(value: Any, app: Any) -> Any:
+    """The replacement's result (an ``AsyncResult`` or ``GroupResult``) if
+    ``value`` is a replaced job's stored result, else None."""
+    if type(value) is dict and value.get(TAG) == "replaced" and "by" in value:
+        return _revived(value["by"], app)
+    return None
+
+
 def _escaped(value: Any) -> Any:
     if isinstance(value, dict):
         inner = {k: _escaped(v) for k, v in value.items()}
@@ -143,8 +157,11 @@ def revive(value: Any, app: Any) -> Any:
     """A stored result as the task returned it: a wrapped result's tagged
     objects become AsyncResults (of ``app``), GroupResults, ResultSets and
     signatures again; any other value is returned as it is."""
-    if type(value) is dict and value.get(TAG) == "tagged" and "value" in value:
-        return _revived(value["value"], app)
+    if type(value) is dict and value.get(TAG) in ("tagged", "replaced"):
+        if value.get(TAG) == "replaced" and "by" in value:
+            return _revived(value["by"], app)  # the replacement's result
+        if "value" in value:
+            return _revived(value["value"], app)
     return value
 
 

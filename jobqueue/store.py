@@ -435,12 +435,22 @@ class Store:
         whose outcome changed nothing (the lease was no longer this worker's).
         The events go with it while someone listens (job_complete_many_events)."""
 
+        # self.replace(): each replacement is written first, under the lease
+        # of its job's attempt (see executor.outcome_params).
+        replacements = params.get("replacements") or []
+        if replacements:
+            params = {k: v for k, v in params.items() if k != "replacements"}
+
         def run(name: str) -> list[Row]:
-            if not advance:  # the common case: one autocommit statement, one round trip
-                return self._on(conn, name, params)
+            if not advance and not replacements:  # the common case: one autocommit
+                return self._on(conn, name, params)  # statement, one round trip
             with conn.transaction():
+                for replacement in replacements:
+                    if self._on(conn, "job_replace", replacement):
+                        self._on(conn, "job_replace_spawn", replacement)
                 rows = self._on(conn, name, params)
-                self._on(conn, "job_advance", {"ids": advance})
+                if advance:
+                    self._on(conn, "job_advance", {"ids": advance})
             return rows
 
         rows = self._with_events("job_complete_many", run, lambda rows: bool(rows and rows[0][0]))

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
 from .celeryconf import task_options as celery_task_options
-from .exceptions import AtomicError, MaxRetriesExceededError, Retry
+from .exceptions import (
+    AtomicError,
+    ChordMembershipError,
+    MaxRetriesExceededError,
+    Replaced,
+    Retry,
+)
 from .limits import FlowControl
 from .options import (
     call_options,
@@ -387,6 +393,59 @@ class Task(Generic[P, R]):
         # Only our own attempt may write our row; another job's, any.
         attempt = request.retries + 1 if task_id in (None, request.id) else None
         self.app.store.set_progress(task_id or request.id, state, dumps(meta), attempt)
+
+    def replace(self, sig: Signature) -> NoReturn:
+        """Replace this job with ``sig`` (a task signature, chain, group or
+        chord), as Celery's ``self.replace``: ``sig`` is enqueued in the job's
+        place and takes over its callbacks (``link``, a chain's next steps,
+        ``link_error``) and its chord membership. Raises ``Replaced``, which
+        ends this attempt; the job records ``SUCCESS`` and its result points to
+        the replacement (``AsyncResult.get()`` follows it). The replacement is
+        written in the transaction that records the job's outcome."""
+        from .canvas import Signature
+
+        if not isinstance(sig, Signature):
+            raise TypeError(f"replace() takes a signature, got {type(sig).__name__}")
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"{self.name}.replace() called outside a worker")
+        if self.atomic:
+            raise RuntimeError(
+                f"{self.name}.replace(): an atomic task cannot be replaced (its "
+                "transaction commits its writes with its own success)"
+            )
+        raise Replaced(sig)
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> AsyncResult:
+        """Add ``sig`` to the chord this job is a header member of, as Celery's
+        ``self.add_to_chord``: the chord's body waits for it too and receives
+        its result after the header's. The chord's counter is raised in the
+        statement that writes the new member. Returns its ``AsyncResult``.
+        Raises ``ChordMembershipError`` if this job is not in a chord's header
+        (a member of a plain group is not), or if the chord already failed.
+        ``lazy`` is accepted for Celery and ignored."""
+        from .canvas import Signature
+
+        if not isinstance(sig, Signature):
+            raise TypeError(f"add_to_chord() takes a signature, got {type(sig).__name__}")
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"{self.name}.add_to_chord() called outside a worker")
+        if not request.chord:
+            raise ChordMembershipError(
+                f"{self.name}[{request.id}] is not a member of a chord's header: "
+                "add_to_chord() needs a chord whose body waits for the new member "
+                "(a plain group has no body to give its result to)"
+            )
+        if request.is_eager:
+            raise ChordMembershipError(
+                f"{self.name}.add_to_chord() is not supported in eager mode (apply(), "
+                "app.conf.eager): it needs the chord's row in the database"
+            )
+        from .freezer import add_to_chord
+
+        result: AsyncResult = add_to_chord(self.app, request, sig)
+        return result
 
     # -- canvas ------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..result import AsyncResult, _exception
 from ..result_set import GroupResult, ResultSet
+from ..serialization import replaced_by
 
 if TYPE_CHECKING:
     from .run import EagerRun
@@ -55,6 +56,10 @@ class EagerResult(AsyncResult):
         """The result, or the task's exception raised (``propagate=False``:
         returned). Never waits: the job is finished."""
         row = self._row
+        if row is not None and row["state"] == "SUCCESS":
+            replacement = replaced_by(row["result"], self.app)
+            if replacement is not None:  # self.replace(): its replacement's outcome
+                return self._run.eager(replacement).get(propagate=propagate)
         if row is None or row["state"] == "SUCCESS":
             return None if row is None else row["result"]
         exc = self._exception(row)

@@ -218,6 +218,21 @@ class EagerRun:
             self.groups.setdefault(row["group_id"], []).append((row["group_index"], job_id))
         return record
 
+    def replace(self, record: Record, replacement: dict[str, str]) -> None:
+        """``self.replace()``: what job_replace and job_replace_spawn do. The
+        job gives its callbacks and chord membership to its replacement."""
+        row = record.row
+        job_id = row["id"]
+        in_chord = bool(record.options.get("chord"))
+        for key in ("link", "link_error", "chord"):
+            record.options.pop(key, None)
+        if row["group_id"] is not None and in_chord:
+            members = self.groups.get(row["group_id"], [])
+            members.remove((row["group_index"], job_id))
+            row["group_id"] = row["group_index"] = None
+        self.chord_members.discard(job_id)
+        self.spawn(loads(replacement["canvas"]), None, job_id, replacement["root"])
+
     # -- the worker's side ------------------------------------------------------------
 
     def drain(self) -> None:
@@ -243,6 +258,8 @@ class EagerRun:
             parent_id=row["parent_id"],
             eager=True,
         )
+        if row["group_id"] is not None:
+            job.membership = (row["group_id"], row["group_index"])
         row["started_at"] = _now()
         exc: BaseException | None
         if row["task"] not in self.app.tasks:
@@ -267,6 +284,8 @@ class EagerRun:
         row.update(attempts=job.attempt, state=outcome.state, finished_at=_now())
         if outcome.state == states.SUCCESS:
             row["result"] = None if outcome.result is None else loads(outcome.result)
+            if outcome.replacement is not None:
+                self.replace(record, outcome.replacement)
         else:
             row["error"] = None if outcome.error is None else loads(outcome.error)
             # The task's own exception, unless the executor failed the job with

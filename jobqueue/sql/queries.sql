@@ -907,6 +907,85 @@ SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, NULL, %(root)s::uuid);
 -- bodies); called in the transaction that finished them.
 SELECT {schema}.advance(%(ids)s::uuid[]);
 
+-- name: job_membership
+-- self.replace() of a chord's header member: its place in the header, which
+-- the replacement's last job takes over.
+SELECT group_id::text, group_index FROM {schema}.jobs WHERE id = %(id)s::uuid;
+
+-- name: job_replace
+-- self.replace(): in the transaction that records the replaced job's outcome,
+-- before job_complete_many, and only while this worker holds that attempt's
+-- lease (locked until the commit). The job gives up its callbacks and its
+-- chord membership (its chord_members row; the replacement's last job gets
+-- one, so `remaining` is unchanged), the replacement's groups are
+-- registered, and no row is returned when the lease is not ours (the outcome
+-- is then refused too). job_replace_spawn writes the replacement after it.
+WITH held AS (
+    SELECT l.job_id FROM {schema}.job_lease AS l
+    WHERE l.job_id = %(id)s::uuid AND l.worker_id = %(worker_id)s
+      AND l.attempt = %(attempt)s
+    FOR UPDATE
+), detached AS (
+    UPDATE {schema}.jobs AS j
+    SET options = j.options - 'link' - 'link_error' - 'chord',
+        -- a chord's body reads its header's results by group_id: the
+        -- replacement's last job holds this place now (a plain group's
+        -- member keeps it: nothing reads results by it)
+        group_id = CASE WHEN j.options ? 'chord' THEN NULL ELSE j.group_id END,
+        group_index = CASE WHEN j.options ? 'chord' THEN NULL ELSE j.group_index END
+    FROM held
+    WHERE j.id = held.job_id AND j.state = 'STARTED' AND j.attempts = %(attempt)s
+    RETURNING j.id
+), uncounted AS (
+    DELETE FROM {schema}.chord_members AS m USING detached AS d WHERE m.job_id = d.id
+), registered AS (
+    INSERT INTO {schema}.groups (id, members, root_id)
+    SELECT (g ->> 'id')::uuid,
+           ARRAY(SELECT jsonb_array_elements_text(g -> 'members'))::uuid[],
+           %(root)s::uuid
+    FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+    WHERE EXISTS (SELECT FROM detached)
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT id FROM detached;
+
+-- name: job_replace_spawn
+-- The replacement (ids chosen up front: spawning twice writes nothing more),
+-- a child of the replaced job.
+SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, %(id)s::uuid, %(root)s::uuid);
+
+-- name: chord_lock
+-- self.add_to_chord(): the chord's row, locked until the new member is
+-- written (its header's size gives the new member's place).
+SELECT c.state, c.root_id::text, cardinality(g.members)
+FROM {schema}.chords AS c
+JOIN {schema}.groups AS g ON g.id = c.id
+WHERE c.id = %(id)s::uuid
+FOR UPDATE OF c;
+
+-- name: chord_add
+-- self.add_to_chord(): one more header member, counted (`remaining` + 1) and
+-- listed in the header's group by the statement that spawns it. Nothing when
+-- the chord is no longer PENDING.
+WITH counted AS (
+    UPDATE {schema}.chords SET remaining = remaining + 1
+    WHERE id = %(chord)s::uuid AND state = 'PENDING'
+    RETURNING id
+), listed AS (
+    UPDATE {schema}.groups SET members = members || %(member)s::uuid
+    WHERE id = (SELECT id FROM counted)
+), registered AS (
+    INSERT INTO {schema}.groups (id, members, root_id)
+    SELECT (g ->> 'id')::uuid,
+           ARRAY(SELECT jsonb_array_elements_text(g -> 'members'))::uuid[],
+           %(root)s::uuid
+    FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+    WHERE EXISTS (SELECT FROM counted)
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, %(parent)s::uuid, %(root)s::uuid)
+FROM counted;
+
 -- name: job_progress
 -- update_state() from a running task: only its current attempt may write.
 UPDATE {schema}.jobs SET progress_state = %(state)s, progress = %(meta)s::jsonb

@@ -23,6 +23,7 @@ from .. import signals, states
 from ..exceptions import (
     MalformedJob,
     Reject,
+    Replaced,
     Retry,
     TaskNotRegistered,
     TaskRevokedError,
@@ -33,6 +34,7 @@ from ..request import Request
 from ..serialization import (
     TAG,
     dump_error,
+    dump_replaced,
     dump_result,
     dumps,
     error_text,
@@ -77,6 +79,8 @@ class Outcome:
     # Recorded already, with the task's writes, by its atomic transaction
     # (worker/atomic.py): the completer only settles it.
     recorded: bool = False
+    # self.replace(): job_replace's parameters (JSON text), written with the outcome.
+    replacement: dict[str, str] | None = None
 
 
 def _outcome(job: Job, state: str, **fields: Any) -> Outcome:
@@ -120,11 +124,11 @@ def _say(
     )
 
 
-def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, str]:
+def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, Any]:
     """job_complete_many's parameters: one text per column, so binding costs a
     few joins instead of six list adaptations (results and errors are already
     JSON text; json.dumps quotes them, and None becomes SQL NULL again)."""
-    return {
+    params: dict[str, Any] = {
         "ids": ",".join([o.job_id for o in batch]),
         "attempts": ",".join([str(o.attempt) for o in batch]),
         "states": ",".join([o.state for o in batch]),
@@ -133,6 +137,14 @@ def outcome_params(batch: Sequence[Outcome], worker_id: str) -> dict[str, str]:
         "delays": json.dumps([o.delay for o in batch]),
         "worker_id": worker_id,
     }
+    replacements = [
+        {**o.replacement, "id": o.job_id, "attempt": o.attempt, "worker_id": worker_id}
+        for o in batch
+        if o.replacement is not None and o.state == states.SUCCESS
+    ]
+    if replacements:  # written by Store.complete before the outcomes
+        params["replacements"] = replacements
+    return params
 
 
 def execute(
@@ -211,6 +223,7 @@ def make_request(job: Job, task: Task[Any, Any] | None, hostname: str | None) ->
         attempt=job.attempt,
         priority=job.priority,
         is_eager=job.eager,
+        chord=options.get("chord"),
     )
 
 
@@ -242,6 +255,8 @@ def _run(
         return retry_outcome(job, reason, retry.countdown or 0.0), None, reason
     except Reject as reject:
         return rejected(task, job, reject, time.perf_counter() - started), None, reject
+    except Replaced as replaced:
+        return replaced_outcome(task, job, replaced, time.perf_counter() - started)
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started), None, exc
 
@@ -267,6 +282,36 @@ def _run(
     runtime = time.perf_counter() - started
     _say(logging.INFO, job, states.SUCCESS, "succeeded in %.4fs", runtime, duration=runtime)
     return _outcome(job, states.SUCCESS, result=encoded, runtime=runtime), value, None
+
+
+def replaced_outcome(
+    task: Task[Any, Any], job: Job, replaced: Replaced, elapsed: float
+) -> tuple[Outcome, Any, BaseException | None]:
+    """The task called ``self.replace(sig)``: SUCCESS, its result a pointer to
+    the replacement (``{"__jobqueue__": "replaced", "by": ...}``), which the
+    completer writes in the same transaction (job_replace). A replacement
+    that cannot be built fails the job."""
+    from ..freezer import freeze_replacement
+
+    try:
+        params, result = freeze_replacement(
+            task.app,
+            replaced.sig,
+            job.id,
+            job.root_id or job.id,
+            job.options,
+            job.membership,
+            job.eager,
+        )
+        encoded = dump_replaced(result)
+    except Exception as exc:  # not JSON, an unknown option, the database away
+        _say(
+            logging.ERROR, job, states.FAILURE, "replace failed: %s", exc, duration=elapsed, exc=exc
+        )
+        return _outcome(job, states.FAILURE, error=dump_error(exc)), None, exc
+    _say(logging.INFO, job, states.SUCCESS, "replaced by %s", result.id, duration=elapsed)
+    outcome = _outcome(job, states.SUCCESS, result=encoded, runtime=elapsed, replacement=params)
+    return outcome, result, None
 
 
 # -- signals of an attempt's end ------------------------------------------------------

@@ -98,6 +98,9 @@ class Job:
     age: float | None = None  # seconds since the job was enqueued, at its claim
     priority: int | None = None
     eager: bool = False  # run in the caller's process by jobqueue.eager, not claimed
+    # An eager job's place in its group (group id, index): what self.replace()
+    # reads from the jobs row when a worker runs the job.
+    membership: tuple[str, int] | None = None
     _decoded: tuple[list[Any], dict[str, Any], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
