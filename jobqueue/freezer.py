@@ -288,6 +288,40 @@ def freeze_replacement(
     return params, result
 
 
+def add_to_group(app: JobQueue, request: Request, sig: Signature) -> Any:
+    """``self.add_to_group(sig)``: ``sig`` becomes one more member of the
+    group the running job belongs to (its place: after the group's members),
+    listed by the statement that writes it (group_add)."""
+    from .exceptions import ChordMembershipError
+
+    with app.db.transaction() as conn:
+        rows = app.db.run(conn, "group_lock", {"id": request.id})
+        if not rows:
+            raise ChordMembershipError(
+                f"{request.task}[{request.id}] is not a member of a group: add_to_group() "
+                "adds to the group the running job belongs to"
+            )
+        group_id, root, size, is_chord = rows[0]
+        if is_chord:
+            raise ChordMembershipError(
+                f"{request.task}[{request.id}] is in a chord's header: use add_to_chord(), "
+                "so that the chord's body waits for the new member"
+            )
+        freezer = Freezer(app, root or request.root_id or request.id)
+        tree, result = freezer.freeze(sig.clone(), {"group_id": group_id, "group_index": size})
+        params = {
+            "group": group_id,
+            "member": str(result.id),
+            "canvas": dumps(tree),
+            "groups": dumps(freezer.groups),
+            "root": freezer.root,
+            "parent": request.id,
+        }
+        app.db.run(conn, "group_add", params)
+    freezer.published()
+    return result
+
+
 def add_to_chord(app: JobQueue, request: Request, sig: Signature) -> Any:
     """``self.add_to_chord(sig)``: ``sig`` becomes one more member of the
     chord ``request.chord`` (its place: after the header's members), counted

@@ -435,7 +435,7 @@ class Task(Generic[P, R]):
             raise ChordMembershipError(
                 f"{self.name}[{request.id}] is not a member of a chord's header: "
                 "add_to_chord() needs a chord whose body waits for the new member "
-                "(a plain group has no body to give its result to)"
+                "(a plain group has no body to give its result to: use add_to_group())"
             )
         if request.is_eager:
             raise ChordMembershipError(
@@ -445,6 +445,29 @@ class Task(Generic[P, R]):
         from .freezer import add_to_chord
 
         result: AsyncResult = add_to_chord(self.app, request, sig)
+        return result
+
+    def add_to_group(self, sig: Signature) -> AsyncResult:
+        """Add ``sig`` to the group this job is a member of (a plain group; in a
+        chord's header use ``add_to_chord``): it is listed in the group, so
+        ``GroupResult.restore(group_id)`` and the dashboard see it, and runs
+        at once. Returns its ``AsyncResult``. Raises ``ChordMembershipError``
+        if this job is in no group."""
+        from .canvas import Signature
+
+        if not isinstance(sig, Signature):
+            raise TypeError(f"add_to_group() takes a signature, got {type(sig).__name__}")
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"{self.name}.add_to_group() called outside a worker")
+        if request.is_eager:
+            raise ChordMembershipError(
+                f"{self.name}.add_to_group() is not supported in eager mode (apply(), "
+                "app.conf.eager): it needs the group's row in the database"
+            )
+        from .freezer import add_to_group
+
+        result: AsyncResult = add_to_group(self.app, request, sig)
         return result
 
     # -- canvas ------------------------------------------------------------

@@ -68,6 +68,22 @@ def build(app: JobQueue) -> SimpleNamespace:
             return f"{type(exc).__name__}: {exc}"
         return "added"
 
+    @app.task(name="spread", bind=True)
+    def spread(self: Any, x: int, extra: int) -> int:
+        """A plain group's member that adds ``extra`` members to its group."""
+        for i in range(extra):
+            self.add_to_group(add.s(x, 1000 * (i + 1)))
+        return x
+
+    @app.task(name="spread_misused", bind=True)
+    def spread_misused(self: Any) -> str:
+        """add_to_group() misuse, reported as a result: the error's type and message."""
+        try:
+            self.add_to_group(add.s(1, 1))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "added"
+
     @app.task(name="mark", bind=True)
     def mark(self: Any, table: str, tag: str) -> str:
         """One row per run (idempotent per job: a job run twice keeps one row)."""

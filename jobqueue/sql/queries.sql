@@ -963,6 +963,37 @@ JOIN {schema}.groups AS g ON g.id = c.id
 WHERE c.id = %(id)s::uuid
 FOR UPDATE OF c;
 
+-- name: group_lock
+-- self.add_to_group(): the group of the running job (its record's group_id),
+-- locked until the new member is written; not for a chord's header (whose
+-- body counts its members: add_to_chord).
+SELECT g.id::text, g.root_id::text, cardinality(g.members),
+       EXISTS (SELECT 1 FROM {schema}.chords AS c WHERE c.id = g.id)
+FROM {schema}.jobs AS j
+JOIN {schema}.groups AS g ON g.id = j.group_id
+WHERE j.id = %(id)s::uuid
+FOR UPDATE OF g;
+
+-- name: group_add
+-- self.add_to_group(): one more member, listed in the group (so
+-- GroupResult.restore() and the dashboard see it) by the statement that
+-- spawns it.
+WITH listed AS (
+    UPDATE {schema}.groups SET members = members || %(member)s::uuid
+    WHERE id = %(group)s::uuid
+    RETURNING id
+), registered AS (
+    INSERT INTO {schema}.groups (id, members, root_id)
+    SELECT (g ->> 'id')::uuid,
+           ARRAY(SELECT jsonb_array_elements_text(g -> 'members'))::uuid[],
+           %(root)s::uuid
+    FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+    WHERE EXISTS (SELECT FROM listed)
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT {schema}.spawn(%(canvas)s::jsonb, NULL, %(parent)s::uuid, %(root)s::uuid)
+FROM listed;
+
 -- name: chord_add
 -- self.add_to_chord(): one more header member, counted (`remaining` + 1) and
 -- listed in the header's group by the statement that spawns it. Nothing when

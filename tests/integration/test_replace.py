@@ -152,6 +152,21 @@ def test_add_to_chord_misuse_raises_clear_errors(rq: Any, worker: Any) -> None:
     assert said.startswith("ChordMembershipError: ") and "FAILED" in said
 
 
+def test_add_to_group_lists_the_new_members(rq: Any, worker: Any, db: Any) -> None:
+    grouped = group(rq.add.s(1, 1), rq.spread.s(5, 2))()
+    assert grouped.get(timeout=30) == [2, 5]  # the group as it was enqueued
+    restored = GroupResult.restore(grouped.id, app=rq.app)
+    assert restored is not None and restored.get(timeout=30) == [2, 5, 1005, 2005]
+    (members,) = db.execute(
+        "SELECT cardinality(members) FROM groups WHERE id = %s", [grouped.id]
+    ).fetchone()
+    assert members == 4
+    alone = rq.spread_misused.delay().get(timeout=30)
+    assert alone.startswith("ChordMembershipError: ") and "not a member of a group" in alone
+    in_chord = chord([rq.spread_misused.s()], rq.identity.s())().get(timeout=30)
+    assert in_chord[0].startswith("ChordMembershipError: ") and "add_to_chord()" in in_chord[0]
+
+
 def test_replace_misuse(rq: Any) -> None:
     with pytest.raises(RuntimeError, match="outside a worker"):
         rq.become(1, "task")
