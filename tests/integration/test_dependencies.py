@@ -28,9 +28,7 @@ def test_waits_for_jobs_enqueued_by_other_transactions_and_sql(
     start_worker("--concurrency", "4", *FAST)
     slow = jq.sleep.delay(1.0)
     with psycopg.connect(dsn, autocommit=True) as other:  # another process's enqueue, in SQL
-        from_sql = other.execute(
-            f"SELECT \"{schema}\".enqueue('add', '[20, 22]')"
-        ).fetchone()[0]
+        from_sql = other.execute(f"SELECT \"{schema}\".enqueue('add', '[20, 22]')").fetchone()[0]
     after = jq.add.apply_async((1, 2), depends_on=[slow, str(from_sql)])
     wait_for(lambda: jq.app.AsyncResult(str(from_sql)).state == states.SUCCESS, 20, "from_sql")
     assert after.state == states.PENDING  # slow is still running
@@ -93,9 +91,7 @@ def test_bad_dependencies_are_refused_and_write_nothing(jq: Any, schema: str, co
     assert conn.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone() == (0,)
 
 
-def test_dependency_and_dependent_in_one_transaction(
-    jq: Any, dsn: str, start_worker: Any
-) -> None:
+def test_dependency_and_dependent_in_one_transaction(jq: Any, dsn: str, start_worker: Any) -> None:
     start_worker(*FAST)
     with psycopg.connect(dsn) as own:
         first = jq.add.apply_async((1, 1), connection=own)

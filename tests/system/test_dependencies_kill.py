@@ -64,9 +64,7 @@ def test_kill_9_dependents_run_once_after_their_dependencies(
 
     found = conn.execute(f'SELECT state, count(*) FROM "{schema}".jobs GROUP BY 1').fetchall()
     assert found == [(states.SUCCESS, GROUPS * 4)]
-    rows = conn.execute(
-        f'SELECT count(*), count(DISTINCT job) FROM "{schema}".effects'
-    ).fetchone()
+    rows = conn.execute(f'SELECT count(*), count(DISTINCT job) FROM "{schema}".effects').fetchone()
     assert rows == (GROUPS * 4, GROUPS * 4)  # every job's write, exactly once
     early = 0
     for dependent, deps in dependents.items():
