@@ -64,7 +64,7 @@ def test_kill_9_at_random_points_leaves_every_write_exactly_once(
     ).fetchall()
     assert states_found == [(states.SUCCESS, JOBS)]
     per_job = conn.execute(
-        f'SELECT count(*), count(DISTINCT job), max(c) FROM (SELECT job, count(*) AS c '
+        f"SELECT count(*), count(DISTINCT job), max(c) FROM (SELECT job, count(*) AS c "
         f'FROM "{schema}".effects GROUP BY job) AS e'
     ).fetchone()
     assert per_job == (JOBS, JOBS, 1)  # every job's row, each exactly once
@@ -72,7 +72,7 @@ def test_kill_9_at_random_points_leaves_every_write_exactly_once(
         map(str, ids)
     )
     rerun, lost = conn.execute(
-        f"SELECT (SELECT count(*) FROM \"{schema}\".jobs WHERE attempts > 1), "
+        f'SELECT (SELECT count(*) FROM "{schema}".jobs WHERE attempts > 1), '
         f"(SELECT count(*) FROM \"{schema}\".job_history WHERE error_type = 'WorkerLostError')"
     ).fetchone()
     # A job whose write committed was never run again: its SUCCESS is its
