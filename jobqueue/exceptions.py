@@ -95,6 +95,16 @@ class Retry(JobQueueError):
         super().__init__(message or f"retry in {countdown}s" + (f": {exc!r}" if exc else ""))
 
 
+class Snooze(JobQueueError):
+    """``raise self.snooze(seconds)`` (or ``return Snooze(seconds)``): this run
+    ends and the job runs again in ``seconds``, without using one of its
+    retries; the run is kept in its history as SNOOZED."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"snoozed for {seconds}s")
+
+
 class Reject(JobQueueError):
     """Raised by a task to refuse its job, as Celery's ``Reject``:
     ``raise Reject(reason, requeue=False)``.

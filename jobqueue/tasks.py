@@ -24,6 +24,7 @@ from .exceptions import (
     MaxRetriesExceededError,
     Replaced,
     Retry,
+    Snooze,
 )
 from .limits import FlowControl
 from .options import (
@@ -41,6 +42,7 @@ from .retry import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_DELAY,
     RetryPolicy,
+    check_backoff,
     exception_types,
 )
 from .serialization import dumps
@@ -186,7 +188,7 @@ class Task(Generic[P, R]):
             dont_autoretry_for=exception_types(
                 options.get("dont_autoretry_for"), "dont_autoretry_for"
             ),
-            retry_backoff=options.get("retry_backoff", False),
+            retry_backoff=check_backoff(options.get("retry_backoff", False)),
             retry_backoff_max=float(options.get("retry_backoff_max", DEFAULT_BACKOFF_MAX)),
             retry_jitter=bool(options.get("retry_jitter", True)),
         )
@@ -332,6 +334,13 @@ class Task(Generic[P, R]):
     def _push_request(self, request: Request | None) -> None:
         self._request.set(request)
 
+    def snooze(self, seconds: float) -> Snooze:
+        """``raise self.snooze(seconds)``: end this run and run the job again in
+        ``seconds``, without using one of its retries (``return Snooze(s)``
+        does the same). The run is kept in the job's history as SNOOZED;
+        ``self.request.retries`` is unchanged in the next run."""
+        return Snooze(seconds)
+
     def retry(
         self,
         args: Any = None,
@@ -370,7 +379,7 @@ class Task(Generic[P, R]):
             moment = eta if eta.tzinfo else eta.astimezone()
             countdown = max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
         if countdown is None:
-            countdown = self.policy.countdown(request.retries)
+            countdown = self.policy.countdown(request.retries, exc)
         raise Retry(exc=exc, countdown=countdown, eta=eta)
 
     def update_state(

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
-from jobqueue import JobQueue, SoftTimeLimitExceeded
+from jobqueue import JobQueue, Snooze, SoftTimeLimitExceeded
 
 
 class CustomError(Exception):
@@ -189,6 +189,42 @@ def build(app: JobQueue) -> SimpleNamespace:
     @app.task(name="record_error")
     def record_error(failed_job_id: str, tag: str) -> str:
         return f"{tag}: {failed_job_id}"
+
+    @app.task(name="snoozer", bind=True, max_retries=0)
+    def snoozer(self: Any, times: int, seconds: float) -> dict[str, int]:
+        """Snoozes its first ``times`` runs; it may never retry (max_retries=0)."""
+        if self.request.attempt <= times:
+            raise self.snooze(seconds)
+        return {"attempt": self.request.attempt, "retries": self.request.retries}
+
+    @app.task(name="snooze_returned", bind=True)
+    def snooze_returned(self: Any) -> Any:
+        """``return Snooze(...)`` on its first run."""
+        return Snooze(0.05) if self.request.attempt == 1 else "woke"
+
+    @app.task(name="snooze_forever", bind=True)
+    def snooze_forever(self: Any) -> None:
+        raise self.snooze(float("inf"))
+
+    @app.task(
+        name="backoff_fn",
+        bind=True,
+        autoretry_for=(ValueError,),
+        max_retries=2,
+        retry_backoff=lambda attempt, exc: 0.3 * attempt if isinstance(exc, ValueError) else 0,
+    )
+    def backoff_fn(self: Any) -> int:
+        if self.request.attempt < 3:
+            raise ValueError(f"attempt {self.request.attempt}")
+        return self.request.attempt
+
+    @app.task(
+        name="backoff_broken",
+        autoretry_for=(ValueError,),
+        retry_backoff=lambda attempt, exc: -1,
+    )
+    def backoff_broken() -> None:
+        raise ValueError("needs a retry")
 
     @app.task(name="atomic_note", bind=True, atomic=True)
     def atomic_note(self: Any, table: str) -> str:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..exceptions import TaskNotRegistered
 from ..serialization import dump_error, dumps, loads
-from ..worker.executor import Outcome, run_attempt
+from ..worker.executor import SNOOZED, Outcome, run_attempt
 from ..worker.job import Job
 from .result import EagerGroupResult, EagerResult
 
@@ -271,7 +271,9 @@ class EagerRun:
         else:
             while True:
                 outcome, _, exc = run_attempt(self.app, job, _HOSTNAME, _run_coroutine)
-                if outcome.state != states.RETRY:
+                if outcome.state == SNOOZED:  # again at once, its retries untouched
+                    _snoozed(job)
+                elif outcome.state != states.RETRY:
                     break
                 if job.attempt >= MAX_ATTEMPTS:
                     exc = RuntimeError(
@@ -415,3 +417,12 @@ def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _snoozed(job: Job) -> None:
+    """What job_complete_many does to a snoozed job's options: one more run
+    that used no retry (retries_base + 1)."""
+    args, kwargs, options = job._decode()
+    options = {**options, "retries_base": int(options.get("retries_base") or 0) + 1}
+    job.payload = f"[{dumps(args)},{dumps(kwargs)},{dumps(options)}]"
+    job._decoded = None

@@ -25,6 +25,7 @@ from ..exceptions import (
     Reject,
     Replaced,
     Retry,
+    Snooze,
     TaskNotRegistered,
     TaskRevokedError,
     Terminated,
@@ -255,11 +256,15 @@ def _run(
         return retry_outcome(job, reason, retry.countdown or 0.0), None, reason
     except Reject as reject:
         return rejected(task, job, reject, time.perf_counter() - started), None, reject
+    except Snooze as snooze:
+        return snoozed(job, snooze, time.perf_counter() - started), None, None
     except Replaced as replaced:
         return replaced_outcome(task, job, replaced, time.perf_counter() - started)
     except BaseException as exc:  # SystemExit & co. raised by a task fail its job, not the slot
         return failed(task, job, exc, time.perf_counter() - started), None, exc
 
+    if type(value) is Snooze:  # `return Snooze(seconds)`
+        return snoozed(job, value, time.perf_counter() - started), None, None
     options = job.options
     ignore = options.get("ignore_result")  # apply_async(ignore_result=...)
     # What follows in a workflow (a link, a chord's body) is given the stored
@@ -432,7 +437,11 @@ def failed(
     retries left, else the job fails with it."""
     after = "" if elapsed is None else f" (after {elapsed:.3f}s)"
     if task is not None and task.policy.autoretries(exc) and not task.policy.exhausted(job.retries):
-        delay = task.policy.countdown(job.retries)
+        try:
+            delay = task.policy.countdown(job.retries, exc)
+        except ValueError as bad:  # a retry_backoff function that failed
+            _say(logging.ERROR, job, states.FAILURE, "%s", bad, duration=elapsed, exc=bad)
+            return _outcome(job, states.FAILURE, error=dump_error(bad))
         _say(
             logging.WARNING,
             job,
@@ -474,7 +483,22 @@ def rejected(task: Task[Any, Any], job: Job, reject: Reject, elapsed: float) -> 
     return _outcome(job, states.FAILURE, error=dump_error(reject))
 
 
-def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
+SNOOZED = "SNOOZED"  # an outcome (job_complete_many): back to the queue, no retry used
+
+
+def snoozed(job: Job, snooze: Snooze, elapsed: float) -> Outcome:
+    """``self.snooze(seconds)``: the job waits ``seconds`` and runs again; its
+    retries are untouched (the run is kept in its history as SNOOZED). A
+    delay that cannot be stored fails the job, naming it."""
+    outcome = retry_outcome(job, snooze, snooze.seconds, what="snooze")
+    if outcome.state != states.RETRY:
+        return outcome
+    _say(logging.INFO, job, SNOOZED, "snoozed for %.1fs", outcome.delay or 0.0, duration=elapsed)
+    outcome.state = SNOOZED
+    return outcome
+
+
+def retry_outcome(job: Job, exc: BaseException, delay: float, what: str = "retry") -> Outcome:
     """Another attempt in ``delay`` seconds, or a failure naming the delay when
     it cannot be stored (not a finite number of seconds within MAX_RETRY_DELAY)."""
     try:
@@ -486,8 +510,8 @@ def retry_outcome(job: Job, exc: BaseException, delay: float) -> Outcome:
             seconds = 0.0  # "in the past" means now, as for an ETA already passed
         else:
             error = ValueError(
-                f"retry of task {job.task!r} asked for a delay of {delay!r} seconds; "
-                f"a retry delay must be a finite number of seconds up to {MAX_RETRY_DELAY:.0f}"
+                f"{what} of task {job.task!r} asked for a delay of {delay!r} seconds; "
+                f"a {what} delay must be a finite number of seconds up to {MAX_RETRY_DELAY:.0f}"
             )
             _say(logging.ERROR, job, states.FAILURE, "%s", error, exc=error)
             return _outcome(job, states.FAILURE, error=dump_error(error))
