@@ -140,10 +140,27 @@ def test_terminate_rolls_back(ja: Any, schema: str, conn: Any, start_worker: Any
     assert rows(conn, schema) == []
 
 
+@pytest.mark.parametrize("pool", POOLS)
+def test_terminate_at_once_is_a_revocation_not_the_connection_error(
+    pool: str, ja: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """Revoked the moment it starts: ending its transaction makes the task's
+    statement fail at once, and the job must still end REVOKED (the stop is
+    marked before the transaction is ended), not FAILURE with AdminShutdown."""
+    start_worker("--pool", pool, app=APP)
+    for _ in range(3):
+        running = ja.slow.delay(60)
+        wait_for(lambda running=running: running.state == states.STARTED, 20, "a start")
+        ja.app.control.revoke(running.id, terminate=True)
+        wait_for(lambda running=running: running.ready(), 30, "the job to end")
+        assert running.state == states.REVOKED, running.result
+    assert rows(conn, schema) == []
+
+
 def _in_transaction(conn: Any) -> bool:
     found = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE application_name LIKE 'jobqueue-atomic %%' AND state <> 'idle'"
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'jobqueue-atomic %%' AND state <> 'idle'"
     ).fetchone()
     return bool(found and found[0])
 

@@ -274,10 +274,14 @@ class _Slot:
                     raise
                 return self._child_gone(job)  # killed before it took the job
             while True:
-                if self.conn.poll(_CHECK_EVERY):
+                try:
+                    ready = self.conn.poll(_CHECK_EVERY)
+                except OSError:  # the child was killed: the pipe was reset
+                    return self._child_gone(job)
+                if ready:
                     try:
                         outcome: Outcome = self.conn.recv()
-                    except EOFError:
+                    except (EOFError, OSError):  # gone (a kill can reset the pipe)
                         return self._child_gone(job)
                     self.done += 1
                     limit = self.pool.max_tasks_per_child

@@ -227,19 +227,23 @@ class ThreadPool:
     def _stop(self, job_id: str, exc: BaseException) -> bool:
         """Hard limit or termination: report now, interrupt the thread, refill its slot.
 
-        An atomic task's transaction is ended on the server first. Should that
-        fail, the job is only interrupted (and its statement cancelled): its
+        An atomic task's transaction is ended on the server first, the stop
+        marked before (so a thread that sees its statement fail, and finishes
+        before this reports, reports this stop, not that error). Should ending
+        it fail, the job is only interrupted (and its statement cancelled): its
         outcome must not be recorded while its transaction could still commit,
         so its own thread reports it once that transaction rolled back."""
-        if atomic.running(job_id) and not atomic.end_transaction(self.app, job_id):
+        if atomic.running(job_id):
             with self._lock:
                 entry = self._running.get(job_id)
                 if entry is None or entry.settled:
                     return False
                 entry.interrupt = exc
-                _raise_in_thread(entry.thread, type(exc))
-            atomic.interrupt(job_id)
-            return True
+            if not atomic.end_transaction(self.app, job_id):
+                with self._lock:
+                    _raise_in_thread(entry.thread, type(exc))
+                atomic.interrupt(job_id)
+                return True
         with self._lock:
             entry = self._running.get(job_id)
             if entry is None or not self._settle(entry):
