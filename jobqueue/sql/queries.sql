@@ -374,6 +374,15 @@ WITH input AS MATERIALIZED (
                SELECT id FROM finished WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED')))
                AS counted
     WHERE EXISTS (SELECT 1 FROM {schema}.job_dependencies)
+), batched AS (
+    -- Batch members count the ones that just finished (batches_settle, 0019),
+    -- while any member waits at all: otherwise one probe of an empty table.
+    -- Read after `waited` (the column order), so batch rows are locked last,
+    -- as advance() locks them.
+    SELECT {schema}.batches_settle(ARRAY(
+               SELECT id FROM finished WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED')))
+               AS counted
+    WHERE EXISTS (SELECT 1 FROM {schema}.batch_members)
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
@@ -387,7 +396,8 @@ SELECT count(*) AS finished,
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
              WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
-       (SELECT counted FROM waited) AS counted
+       (SELECT counted FROM waited) AS counted,
+       (SELECT counted FROM batched) AS batched
 {events_end};
 
 -- name: job_complete_many_without_events
@@ -577,6 +587,31 @@ SELECT {schema}.depend((SELECT job_id FROM waiting), %(depends_on)s::uuid[],
 -- The maintenance leader's round (0018): dependencies that finished but were
 -- not counted (see dependencies_sweep() in schema.sql).
 SELECT {schema}.dependencies_sweep();
+
+-- name: batches_sweep
+-- The maintenance leader's round (0019): batch members that finished (or
+-- were deleted) but were not counted (see batches_sweep() in schema.sql).
+SELECT {schema}.batches_sweep();
+
+-- name: batch_open
+-- A new batch (app.batch()), its callbacks frozen signatures (0019).
+SELECT {schema}.batch_open(%(id)s::uuid, %(on_complete)s::jsonb, %(on_success)s::jsonb,
+                           %(on_failure)s::jsonb);
+
+-- name: batch_add
+-- Jobs just enqueued in this transaction join an open batch (0019).
+SELECT {schema}.batch_add(%(batch)s::uuid, %(ids)s::uuid[]);
+
+-- name: batch_close
+-- No job may join the batch any more; DONE at once if every member settled.
+SELECT {schema}.batch_close(%(batch)s::uuid);
+
+-- name: batch_progress
+-- One batch's counts and its callbacks' job ids (the batch_progress view).
+SELECT state, total, pending, succeeded, failed, revoked, closed, completed,
+       on_complete_job, on_success_job, on_failure_job
+FROM {schema}.batch_progress
+WHERE id = %(batch)s::uuid;
 
 -- name: job_lease_hold
 -- An atomic task's transaction locks its job's lease before the task runs, and

@@ -1,0 +1,201 @@
+"""Batches: jobs added in one or many transactions and processes, counted
+where they finish (no polling), with callbacks spawned exactly once; real
+workers."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobqueue import BatchClosedError, JobQueue, states
+from tests.apps import build
+from tests.conftest import wait_for
+
+FAST = ("--heartbeat-interval", "0.5")
+
+
+def _callbacks(conn: Any, schema: str, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every callback job spawned for the batch: (task, the counts it was given)."""
+    rows = conn.execute(
+        f"SELECT task, args -> 0 FROM \"{schema}\".jobs WHERE args -> 0 ->> 'batch' = %s "
+        "ORDER BY task",
+        [batch_id],
+    ).fetchall()
+    return [(task, counts) for task, counts in rows]
+
+
+def _counts(batch_id: str, succeeded: int, failed: int = 0, revoked: int = 0) -> dict[str, Any]:
+    return {
+        "batch": batch_id,
+        "total": succeeded + failed + revoked,
+        "succeeded": succeeded,
+        "failed": failed,
+        "revoked": revoked,
+    }
+
+
+def _add_from_another_process(dsn: str, schema: str, batch_id: str, n: int) -> None:
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    try:
+        tasks = build(app)
+        batch = app.Batch(batch_id)
+        for i in range(n):
+            batch.add(tasks.add, i, i)
+    finally:
+        app.close()
+
+
+def test_adds_across_transactions_and_processes_then_on_complete_once(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    batch = jq.app.batch(
+        on_complete=jq.echo.s("complete"),
+        on_success=jq.echo.s("success"),
+        on_failure=jq.echo.s("failure"),
+    )
+    first = batch.add(jq.add, 1, 2)  # its own transaction
+    with psycopg.connect(dsn) as own:  # several jobs in the caller's transaction
+        more = batch.add_many(jq.add, [(i, 1) for i in range(5)], connection=own)
+        signed = batch.add(jq.add.s(10), 5, connection=own)
+        own.commit()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_add_from_another_process, args=(dsn, schema, batch.id, 3)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    before = batch.progress()
+    assert (before.state, before.total, before.pending, before.closed) == ("OPEN", 10, 10, False)
+
+    start_worker("--concurrency", "4", *FAST)
+    assert first.get(timeout=30) == 3 and signed.get(timeout=30) == 15
+    assert [r.get(timeout=30) for r in more] == [1, 2, 3, 4, 5]
+    wait_for(lambda: batch.progress().pending == 0, 30, "every member counted")
+    assert batch.progress().completed is False  # not closed yet: no callback
+    assert _callbacks(conn, schema, batch.id) == []
+
+    assert batch.close() == "DONE"  # every member settled: callbacks now
+    counts = _counts(batch.id, 10)
+    assert batch.on_complete is not None and batch.on_success is not None
+    assert batch.on_complete.get(timeout=30) == {"args": [counts, "complete"], "kwargs": {}}
+    assert batch.on_success.get(timeout=30) == {"args": [counts, "success"], "kwargs": {}}
+    assert batch.close() == "DONE"  # closing again changes nothing
+    assert _callbacks(conn, schema, batch.id) == [("echo", counts), ("echo", counts)]
+    done = batch.progress()
+    assert done == ("DONE", 10, 0, 10, 0, 0, True, True)
+    assert jq.app.AsyncResult(batch.on_failure.id).state == states.PENDING  # never spawned
+
+
+def test_closed_before_members_finish_with_failures_and_a_revoked_member(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    batch = jq.app.batch(
+        on_complete=jq.echo.s("complete"),
+        on_success=jq.echo.s("success"),
+        on_failure=jq.echo.s("failure"),
+    )
+    good = [batch.add(jq.add, i, i) for i in range(3)]
+    bad = [batch.add(jq.boom, "no") for _ in range(2)]
+    later = batch.add(jq.add.s(1, 1).set(countdown=600))
+    assert batch.close() == "CLOSED"
+    with pytest.raises(BatchClosedError, match="closed"):
+        batch.add(jq.add, 1, 1)
+    later.revoke()  # a waiting member revoked: counted by advance()
+    start_worker("--concurrency", "2", *FAST)
+    assert [r.get(timeout=30) for r in good] == [0, 2, 4]
+    for r in bad:
+        r.get(timeout=30, propagate=False)
+    counts = _counts(batch.id, 3, failed=2, revoked=1)
+    wait_for(lambda: batch.progress().completed, 30, "the batch to complete")
+    assert batch.on_complete.get(timeout=30)["args"] == [counts, "complete"]
+    assert batch.on_failure.get(timeout=30)["args"] == [counts, "failure"]
+    assert _callbacks(conn, schema, batch.id) == [("echo", counts), ("echo", counts)]
+    assert batch.progress() == ("DONE", 6, 0, 3, 2, 1, True, True)
+    # Nothing joined after the close: the refused add wrote no job either.
+    assert conn.execute(
+        f'SELECT count(*) FROM "{schema}".all_jobs WHERE task = %s', ["add"]
+    ).fetchone() == (4,)
+
+
+def test_a_rolled_back_add_leaves_no_member_and_an_empty_batch_completes_at_once(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    batch = jq.app.batch(on_complete=jq.echo.s())
+    with psycopg.connect(dsn) as own:
+        batch.add(jq.add, 1, 1, connection=own)
+        assert batch.progress().total == 0  # not committed: not seen
+        own.rollback()
+    assert batch.progress().total == 0
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".batch_members').fetchone() == (0,)
+    start_worker(*FAST)
+    assert batch.close() == "DONE"
+    assert batch.on_complete.get(timeout=30) == {"args": [_counts(batch.id, 0)], "kwargs": {}}
+    with pytest.raises(BatchClosedError):
+        batch.add(jq.add, 1, 1)
+
+
+def test_sql_functions_and_the_progress_view(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    s = f'"{schema}"'
+    with psycopg.connect(dsn, autocommit=True) as psql:
+        batch_id = str(psql.execute(f"SELECT {s}.batch_open()").fetchone()[0])
+        joined = psql.execute(
+            f"SELECT {s}.batch_add(%s, ARRAY[{s}.enqueue('add', '[1, 2]'), "
+            f"{s}.enqueue('boom', '[\"x\"]')])",
+            [batch_id],
+        ).fetchone()
+        assert joined == (2,)
+        row = psql.execute(
+            f"SELECT state, total, pending, closed, completed FROM {s}.batch_progress "
+            "WHERE id = %s",
+            [batch_id],
+        ).fetchone()
+        assert row == ("OPEN", 2, 2, False, False)
+        assert psql.execute(f"SELECT {s}.batch_close(%s)", [batch_id]).fetchone() == ("CLOSED",)
+        with pytest.raises(psycopg.Error, match="is closed") as refused:
+            psql.execute(f"SELECT {s}.batch_add(%s, ARRAY[{s}.enqueue('add', '[1, 1]')])",
+                         [batch_id])  # fmt: skip
+        assert refused.value.sqlstate == "JQ005"
+        with pytest.raises(psycopg.Error, match="no batch"):
+            psql.execute(f"SELECT {s}.batch_close('01a24cee-0000-7000-8000-000000000000')")
+    start_worker(*FAST)
+    batch = jq.app.Batch(batch_id)
+    wait_for(lambda: batch.progress().completed, 30, "the batch to complete")
+    assert batch.progress() == ("DONE", 2, 0, 1, 1, 0, True, True)
+    assert batch.on_complete is None  # opened without callbacks
+
+
+def test_a_member_that_finished_before_it_joined_and_a_deleted_one_count(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    start_worker(*FAST)
+    done = jq.add.delay(2, 2)
+    assert done.get(timeout=30) == 4
+    waiting = jq.add.apply_async((1, 1), countdown=600)
+    batch = jq.app.batch(on_complete=jq.echo.s())
+    with jq.app.db.pool().connection() as c, c.transaction():
+        jq.app.store.batch_add(c, batch.id, [done.id, waiting.id])
+    assert batch.progress()[:6] == ("OPEN", 2, 1, 1, 0, 0)  # the finished one at once
+    assert batch.close() == "CLOSED"
+    for table, column in (("job_queue", "job_id"), ("jobs", "id")):  # deleted, as purged
+        conn.execute(f'DELETE FROM "{schema}".{table} WHERE {column} = %s', [waiting.id])
+    wait_for(lambda: batch.progress().completed, 30, "the sweep to count the deleted member")
+    assert batch.on_complete.get(timeout=30)["args"] == [_counts(batch.id, 1, revoked=1)]
+
+
+def test_the_completion_counts_in_its_own_transaction(jq: Any, start_worker: Any) -> None:
+    """Not the sweep: with a heartbeat (and so a maintenance round) a minute
+    apart, each member is counted by the statement that completed it."""
+    start_worker("--heartbeat-interval", "60", "--lease-ttl", "120")
+    batch = jq.app.batch()
+    for i in range(5):
+        assert batch.add(jq.add, i, 1).get(timeout=30) == i + 1
+        assert batch.progress()[:4] == ("OPEN", i + 1, 0, i + 1)
+    failed = batch.add(jq.boom, "no")
+    failed.get(timeout=30, propagate=False)
+    assert batch.progress()[:6] == ("OPEN", 6, 0, 5, 1, 0)
+    assert batch.close() == "DONE"
