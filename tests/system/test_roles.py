@@ -428,6 +428,23 @@ def test_a_producer_enqueues_runs_workflows_revokes_and_reads_results(
     wait_for(lambda: next_in_line.state == states.FAILURE, 30, "what waits on it to fail")
     gate.revoke()
 
+    # Batches (0019): opened, added to and closed by the producer (batch_open,
+    # batch_add, batch_close), a waiting member revoked (advance() counts it:
+    # batches_settle()), the rest counted by the worker role's completion; the
+    # progress view read; on_failure spawned once.
+    batch = app.batch(on_complete=jq.echo.s(), on_failure=jq.echo.s("failed"))
+    members = [batch.add(add, i, i) for i in range(3)]
+    parked = batch.add(add.s(9, 9).set(countdown=600))
+    parked.revoke()
+    assert batch.close() in ("CLOSED", "DONE")
+    assert [m.get(timeout=30) for m in members] == [0, 2, 4]
+    wait_for(lambda: batch.progress().completed, 30, "the batch to complete")
+    assert batch.progress()[:6] == ("DONE", 4, 0, 3, 0, 1)
+    counts = {"batch": batch.id, "total": 4, "succeeded": 3, "failed": 0, "revoked": 1}
+    assert batch.on_complete is not None and batch.on_failure is not None
+    assert batch.on_complete.get(timeout=30)["args"] == [counts]
+    assert batch.on_failure.get(timeout=30)["args"] == [counts, "failed"]
+
     # Revoking a running job, with terminate.
     running = jq.ticking.delay(60)
     wait_for(lambda: running.state == states.STARTED, 20, "the job to start")
