@@ -20,9 +20,15 @@ batch members in its completion statement; jobs it finishes are counted by
 batch_close() and by the batches_sweep() of a worker of this release (the
 maintenance leader's round), so only batches need a worker of this release.
 
-Roles: the new functions are granted by jobqueue db grant (producers and
-workers: batch_open, batch_add, batch_close, batches_settle; workers:
-batches_sweep); a deployment that uses batches runs it again.
+Roles: no new grant to run. Every role that may run advance() (producers
+and workers of jobqueue db grant) is granted SELECT on batch_members (the
+completion and advance() look whether any member waits) and EXECUTE on
+batches_settle, batch_open, batch_add and batch_close; every role that reads
+all_jobs, SELECT on batch_progress; workers, EXECUTE on batches_sweep. The
+same statements read job_dependencies and count dependencies (0018), which
+0018 did not grant to roles granted before it (a worker granted at 0017 could
+not complete a job after 0018 until jobqueue db grant ran again): those
+grants are given here too.
 """
 
 from alembic import context, op
@@ -364,6 +370,46 @@ REVOKE EXECUTE ON FUNCTION {schema}.batch_open(uuid, jsonb, jsonb, jsonb) FROM P
 REVOKE EXECUTE ON FUNCTION {schema}.batch_add(uuid, uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_close(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep() FROM PUBLIC;
+
+-- Roles granted before this release keep working without a new grant: the
+-- completion statement and advance() read batch_members (as their caller)
+-- and call batches_settle(). Every role that may run advance() (jobqueue db
+-- grant's producers and workers) gets what batches need; every role that
+-- reads all_jobs (readers too) the progress view; workers (those that may
+-- delete leases) the sweep. Not taken back by the downgrade (it drops them).
+DO $do$
+DECLARE
+    g oid;
+BEGIN
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_proc AS p, aclexplode(p.proacl) AS a
+             WHERE p.oid = '{schema}.advance(uuid[])'::regprocedure
+               AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 LOOP
+        EXECUTE format('GRANT SELECT ON {schema}.batch_members TO %s', g::regrole);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_settle(uuid[]), '
+                       '{schema}.batch_open(uuid, jsonb, jsonb, jsonb), '
+                       '{schema}.batch_add(uuid, uuid[]), {schema}.batch_close(uuid) TO %s',
+                       g::regrole);
+        -- What 0018 left to a new grant: dependencies read and counted by
+        -- the same statements (a worker granted before 0018 could not
+        -- complete a job until granted again).
+        EXECUTE format('GRANT SELECT ON {schema}.job_dependencies TO %s', g::regrole);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]), '
+                       '{schema}.depend(uuid, uuid[], text), {schema}.dependency_wait(), '
+                       '{schema}.advance_canvas(uuid[]) TO %s', g::regrole);
+    END LOOP;
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_class AS c, aclexplode(c.relacl) AS a
+             WHERE c.oid = '{schema}.all_jobs'::regclass AND a.privilege_type = 'SELECT'
+               AND a.grantee <> 0 LOOP
+        EXECUTE format('GRANT SELECT ON {schema}.batch_progress TO %s', g::regrole);
+    END LOOP;
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_class AS c, aclexplode(c.relacl) AS a
+             WHERE c.oid = '{schema}.job_lease'::regclass AND a.privilege_type = 'DELETE'
+               AND a.grantee <> 0 LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_sweep(), '
+                       '{schema}.dependencies_sweep() TO %s', g::regrole);
+    END LOOP;
+END
+$do$;
 """
 
 DOWNGRADE = r"""

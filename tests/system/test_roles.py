@@ -494,6 +494,48 @@ def test_the_upgrade_to_0018_lets_granted_workers_lock_leases(
         own.execute(f"SELECT {quoted}.enqueue('add', '[1, 2]')")
 
 
+def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """Roles granted before 0019 keep completing and revoking after it (the
+    completion and advance() read batch_members and job_dependencies as
+    their caller) and may use batches, without a new grant; what 0019 grants
+    is what grant() does."""
+    worker, producer, reader = make_role(), make_role(), make_role()
+    _no_public_execute(conn, schema)
+    quoted = f'"{schema}"'
+    checks = (
+        "SELECT has_table_privilege(%(r)s, %(s)s || '.batch_members', 'SELECT'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batches_settle(uuid[])', 'EXECUTE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batch_add(uuid, uuid[])', 'EXECUTE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batches_sweep()', 'EXECUTE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.batch_progress', 'SELECT'), "
+        "has_table_privilege(%(r)s, %(s)s || '.job_dependencies', 'SELECT'), "
+        "has_function_privilege(%(r)s, %(s)s || '.dependencies_settle(uuid[])', 'EXECUTE')"
+    )
+
+    def privileges(role: Role) -> Any:
+        return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
+
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    # As if granted at 0017: 0018's dependencies too (0019 grants what 0018 did not).
+    migrate.downgrade(dsn, schema, "0017")
+    migrate.upgrade(dsn, schema)
+    assert privileges(worker) == (True,) * 7
+    assert privileges(producer) == (True, True, True, False, True, True, True)
+    assert privileges(reader) == (False, False, False, False, True, False, False)
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert privileges(worker) == (True,) * 7  # the same as a new grant
+    assert privileges(producer) == (True, True, True, False, True, True, True)
+    assert privileges(reader) == (False, False, False, False, True, False, False)
+    with psycopg.connect(producer.dsn, autocommit=True) as own:
+        batch = own.execute(f"SELECT {quoted}.batch_open()").fetchone()[0]
+        own.execute(
+            f"SELECT {quoted}.batch_add(%s, ARRAY[{quoted}.enqueue('add', '[1, 2]')])", [batch]
+        )
+        assert own.execute(f"SELECT {quoted}.batch_close(%s)", [batch]).fetchone() == ("CLOSED",)
+
+
 def test_a_reader_reads_every_view_and_no_table(
     dsn: str,
     schema: str,
