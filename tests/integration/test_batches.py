@@ -5,6 +5,7 @@ workers."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from typing import Any
 
 import psycopg
@@ -199,3 +200,56 @@ def test_the_completion_counts_in_its_own_transaction(jq: Any, start_worker: Any
     failed.get(timeout=30, propagate=False)
     assert batch.progress()[:6] == ("OPEN", 6, 0, 5, 1, 0)
     assert batch.close() == "DONE"
+
+
+def test_close_waits_for_an_open_add_and_counts_a_member_that_finished_meanwhile(
+    jq: Any, dsn: str, schema: str, start_worker: Any
+) -> None:
+    """A job enqueued earlier joins in a transaction that stays open while it
+    finishes: its completion cannot see the membership. close() waits for
+    that transaction (its FOR KEY SHARE), then counts the member itself."""
+    start_worker(*FAST)
+    early = jq.sleep.delay(0.2)
+    batch = jq.app.batch(on_complete=jq.echo.s())
+    with psycopg.connect(dsn) as own, psycopg.connect(dsn, autocommit=True) as watch:
+        batch.add_many(jq.add, [(1, 1)], connection=own)
+        jq.app.store.batch_add(own, batch.id, [early.id])
+        assert early.get(timeout=30) == 0.2  # finished, the add still open
+        closed: list[str] = []
+        closer = threading.Thread(target=lambda: closed.append(batch.close()))
+        closer.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%%batch_close%%'"
+        )
+        wait_for(lambda: watch.execute(waiting).fetchone()[0] == 1, 30, "close to wait")
+        assert closed == []
+        own.commit()
+        closer.join(30)
+    assert closed and closed[0] in ("CLOSED", "DONE")
+    counts = _counts(batch.id, 2)
+    assert batch.on_complete.get(timeout=30) == {"args": [counts], "kwargs": {}}
+    assert batch.progress() == ("DONE", 2, 0, 2, 0, 0, True, True)
+
+
+def test_refused_adds_write_nothing(jq: Any, schema: str, conn: Any) -> None:
+    batch = jq.app.batch()
+    ghost = "01a24cee-0000-7000-8000-000000000000"
+    with pytest.raises(ValueError, match="does not exist"), jq.app.db.pool().connection() as c:
+        batch._join(c, [ghost])
+    with pytest.raises(ValueError, match="no batch"):
+        jq.app.Batch(ghost).add(jq.add, 1, 1)
+    with pytest.raises(TypeError, match="without callbacks"):
+        batch.add(jq.add.s(1, 1).set(link=jq.add.s(2)))
+    member = batch.add(jq.add, 1, 1)
+    other = jq.app.batch()
+    with (
+        pytest.raises(ValueError, match="belongs to a batch already"),
+        jq.app.db.pool().connection() as c,
+        c.transaction(),
+    ):
+        other._join(c, [member.id])
+    assert batch.progress().total == 1 and other.progress().total == 0
+    assert conn.execute(
+        f'SELECT count(*) FROM "{schema}".all_jobs WHERE task = %s', ["add"]
+    ).fetchone() == (1,)
