@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 
-from .exceptions import BatchClosedError
+from .exceptions import BatchClosedError, DuplicateJobError
 from .ids import check_id, new_id
 from .serialization import dumps
 
@@ -94,7 +94,7 @@ class Batch:
         }
         try:
             app.store.batch_open(params, connection)
-        except psycopg.errors.UniqueViolation as exc:
+        except (psycopg.errors.UniqueViolation, DuplicateJobError) as exc:
             raise ValueError(f"a batch with id {batch.id} exists already") from exc
         return batch
 
@@ -162,8 +162,9 @@ class Batch:
 
     def close(self, connection: Any = None) -> str:
         """No job may join any more; once every member settled (at once if
-        they have), the callbacks are enqueued, once. Waits for transactions
-        still adding jobs to it. Returns the state: ``CLOSED`` or ``DONE``."""
+        they have been counted), the callbacks are enqueued, once. Waits for
+        transactions still adding jobs to it. Returns the state: ``CLOSED``
+        or ``DONE``."""
         try:
             return self.app.store.batch_close(self.id, self.app.store._joined(connection))
         except psycopg.Error as exc:

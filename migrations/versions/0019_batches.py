@@ -17,8 +17,8 @@ this is applied and during the rollout. Nothing they run changes: new tables
 and functions, and advance() and revoke_waiting() keep their signatures
 (their bodies also count batch members). A worker of 0018 does not count
 batch members in its completion statement; jobs it finishes are counted by
-batch_close() and by the batches_sweep() of a worker of this release (the
-maintenance leader's round), so only batches need a worker of this release.
+the batches_sweep() of a worker of this release (the maintenance leader's
+round), so only batches need a worker of this release.
 
 Roles: no new grant to run. Every role that may run advance() (producers
 and workers of jobqueue db grant) is granted SELECT on batch_members (the
@@ -57,8 +57,7 @@ UPGRADE = r"""
 -- for an open transaction that adds jobs; batch_close() (FOR UPDATE) waits
 -- for those. A member that finishes while the transaction adding it is open
 -- (a job enqueued earlier), one finished by a worker of an earlier release,
--- and a deleted one are counted by batch_close() and the maintenance
--- leader's batches_sweep().
+-- and a deleted one are counted by the maintenance leader's batches_sweep().
 -- ===========================================================================
 
 -- A batch and its counters; the members still to count are in batch_members
@@ -227,10 +226,12 @@ END
 $$;
 
 -- No job may join batch `batch` any more. Waits for open transactions adding
--- jobs to it (FOR UPDATE), counts the members that finished but were not
--- counted, and finishes the batch if none is left (a closed empty batch
--- completes at once). Closing a closed batch changes nothing. Returns the
--- batch's state: CLOSED, or DONE.
+-- jobs to it (FOR UPDATE), and finishes the batch if no member is left to
+-- count (a closed empty batch completes at once). It counts no member itself:
+-- deleting member rows while holding the batch row would deadlock with a
+-- completion that deleted one and waits for the row; batches_sweep() counts
+-- what the completions missed. Closing a closed batch changes nothing.
+-- Returns the batch's state: CLOSED, or DONE.
 CREATE FUNCTION {schema}.batch_close(batch uuid) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -244,8 +245,6 @@ BEGIN
         UPDATE {schema}.batches SET state = 'CLOSED', closed_at = now()
         WHERE id = batch_close.batch;
     END IF;
-    PERFORM {schema}.batches_settle(ARRAY(
-        SELECT m.job_id FROM {schema}.batch_members AS m WHERE m.batch_id = batch_close.batch));
     PERFORM {schema}.batch_finish(batch_close.batch);
     RETURN (SELECT b.state FROM {schema}.batches AS b WHERE b.id = batch_close.batch);
 END
