@@ -74,7 +74,8 @@ def main() -> int:
                 print(
                     f"{workers} worker(s), {options.jobs:,} jobs: plain {plain:,.0f} jobs/s, "
                     f"one batch {batch:,.0f} jobs/s ({batch / plain:.2f}x); on_complete "
-                    f"created {statistics.median(lags):.1f} ms (median) after the last member",
+                    f"created {statistics.median(lags):.1f} ms (median) after the last member "
+                    "(0: by the transaction that completed it)",
                     flush=True,
                 )
         finally:
