@@ -60,7 +60,7 @@ def test_kill_9_on_complete_runs_once_with_the_right_counts(
         live[index] = start_worker(*pools[index], *FAST_LEASE, app=APP)
 
     for start in range(0, MEMBERS, CHUNK):  # added while the first ones drain
-        batch.add_many(ja.insert, [(n, 0.2) for n in range(start, start + CHUNK)])
+        batch.add_many(ja.insert, [(n, 0.5) for n in range(start, start + CHUNK)])
         if start == MEMBERS // 2:
             kill_one()
     assert batch.close() in ("CLOSED", "DONE")
