@@ -257,3 +257,17 @@ def test_refused_adds_write_nothing(jq: Any, schema: str, conn: Any) -> None:
     assert conn.execute(
         f'SELECT count(*) FROM "{schema}".all_jobs WHERE task = %s', ["add"]
     ).fetchone() == (1,)
+
+
+def test_a_cancelled_member_counts_at_once_without_any_worker(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """The operations (cancel_jobs: revoke_waiting()) count members in their
+    own transaction: no worker, so no maintenance round, is needed."""
+    batch = jq.app.batch(on_complete=jq.echo.s(), on_failure=jq.echo.s("failure"))
+    members = batch.add_many(jq.add, [(1, 1), (2, 2)])
+    assert jq.app.control.cancel([m.id for m in members]) == 2
+    assert batch.progress() == ("OPEN", 2, 0, 0, 0, 2, False, False)
+    assert batch.close() == "DONE"
+    assert _callbacks(conn, schema, batch.id) == [("echo", _counts(batch.id, 0, revoked=2))] * 2
+    assert batch.on_failure is not None and batch.on_failure.state == states.PENDING  # enqueued
