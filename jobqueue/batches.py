@@ -64,6 +64,18 @@ def _refused(exc: psycopg.Error) -> Exception:
     return exc
 
 
+def _no_eager(app: JobQueue) -> None:
+    if app.conf.eager:
+        raise RuntimeError("batches need the database: they do not run in eager mode")
+
+
+def _one_task(sig: Signature) -> None:
+    from .canvas import Signature
+
+    if type(sig) is not Signature or sig.options.get("link") or sig.options.get("link_error"):
+        raise TypeError(f"batch.add(): one task's signature, without callbacks, got {sig!r}")
+
+
 class Batch:
     """A handle on a batch: ``app.batch(...)`` opens one, ``app.Batch(id)``
     names one opened elsewhere (another process, SQL's ``batch_open()``)."""
@@ -115,25 +127,16 @@ class Batch:
         from .canvas import Signature
         from .tasks import Task
 
-        if self.app.conf.eager:
-            raise RuntimeError("batches need the database: they do not run in eager mode")
+        _no_eager(self.app)
+        if isinstance(task, Signature):
+            _one_task(task)
         with self.app.store.db.transaction(self.app.store._joined(connection)) as conn:
-            if isinstance(task, Signature):
-                if (
-                    type(task) is not Signature
-                    or task.options.get("link")
-                    or task.options.get("link_error")
-                ):
-                    raise TypeError(
-                        f"batch.add(): one task's signature, without callbacks, got {task!r}"
-                    )
-                result = task.apply_async(args, kwargs, connection=conn)
-            elif isinstance(task, Task):
+            if isinstance(task, (Signature, Task)):
                 result = task.apply_async(args, kwargs, connection=conn)
             else:
                 result = self.app.send_task(str(task), args, kwargs, connection=conn)
             self._join(conn, [result.id])
-        return result  # type: ignore[no-any-return]
+        return result
 
     def add_many(
         self,
@@ -144,13 +147,71 @@ class Batch:
     ) -> list[AsyncResult]:
         """``app.enqueue_many(task, items, **options)`` whose jobs belong to
         the batch, in one transaction (``connection=``: yours)."""
-        if self.app.conf.eager:
-            raise RuntimeError("batches need the database: they do not run in eager mode")
+        _no_eager(self.app)
         with self.app.store.db.transaction(self.app.store._joined(connection)) as conn:
             results = self.app.enqueue_many(task, items, connection=conn, **options)
             if results:
                 self._join(conn, [r.id for r in results])
         return results
+
+    async def aadd(
+        self,
+        task: Task[Any, Any] | Signature | str,
+        *args: Any,
+        connection: Any = None,
+        **kwargs: Any,
+    ) -> AsyncResult:
+        """``add`` for async code (``jobqueue.aio``): ``connection=`` an async
+        connection whose transaction the job and its membership join."""
+        from .canvas import Signature
+        from .tasks import Task
+
+        _no_eager(self.app)
+        if isinstance(task, Signature):
+            _one_task(task)
+        async with self.app.aio.db.transaction(connection) as conn:
+            if isinstance(task, (Signature, Task)):
+                result = await task.aapply_async(args, kwargs, connection=conn)
+            else:
+                result = await self.app.asend_task(str(task), args, kwargs, connection=conn)
+            await self._ajoin(conn, [result.id])
+        return result
+
+    async def aadd_many(
+        self,
+        task: Task[Any, Any] | str,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        connection: Any = None,
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """``add_many`` for async code (``jobqueue.aio``)."""
+        _no_eager(self.app)
+        async with self.app.aio.db.transaction(connection) as conn:
+            results = await self.app.aenqueue_many(task, items, connection=conn, **options)
+            if results:
+                await self._ajoin(conn, [r.id for r in results])
+        return results
+
+    async def aclose(self, connection: Any = None) -> str:
+        """``close`` for async code (``jobqueue.aio``)."""
+        try:
+            rows = await self.app.aio.db.execute("batch_close", {"batch": self.id}, connection)
+        except psycopg.Error as exc:
+            raise _refused(exc) from exc
+        return str(rows[0][0])
+
+    async def aprogress(self) -> BatchProgress:
+        """``progress`` for async code (``jobqueue.aio``)."""
+        rows = await self.app.aio.db.execute("batch_progress", {"batch": self.id})
+        if not rows:
+            raise ValueError(f"there is no batch {self.id}")
+        return BatchProgress(*tuple(rows[0])[:8])
+
+    async def _ajoin(self, conn: Any, ids: list[str]) -> None:
+        try:
+            await self.app.aio.db.run(conn, "batch_add", {"batch": self.id, "ids": ids})
+        except psycopg.Error as exc:
+            raise _refused(exc) from exc
 
     def _join(self, conn: Any, ids: list[str]) -> None:
         try:

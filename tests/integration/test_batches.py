@@ -4,6 +4,7 @@ workers."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import threading
 from typing import Any
@@ -271,3 +272,30 @@ def test_a_cancelled_member_counts_at_once_without_any_worker(
     assert batch.close() == "DONE"
     assert _callbacks(conn, schema, batch.id) == [("echo", _counts(batch.id, 0, revoked=2))] * 2
     assert batch.on_failure is not None and batch.on_failure.state == states.PENDING  # enqueued
+
+
+def test_async_add_close_and_progress(
+    jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
+) -> None:
+    batch = jq.app.batch(on_complete=jq.echo.s())
+
+    async def produce() -> tuple[list[Any], Any]:
+        one = await batch.aadd(jq.add, 1, 2)
+        many = await batch.aadd_many(jq.add, [(2, 2), (3, 3)])
+        async with await psycopg.AsyncConnection.connect(dsn) as own:
+            rolled_back = await batch.aadd(jq.add.s(9, 9), connection=own)
+            await own.rollback()
+        progress = await batch.aprogress()
+        assert progress[:3] == ("OPEN", 3, 3)
+        assert await batch.aclose() == "CLOSED"
+        with pytest.raises(BatchClosedError):
+            await batch.aadd("add", 1, 1)
+        return [one, *many], rolled_back
+
+    members, rolled_back = asyncio.run(produce())
+    start_worker(*FAST)
+    assert [m.get(timeout=30) for m in members] == [3, 4, 6]
+    assert batch.on_complete.get(timeout=30) == {"args": [_counts(batch.id, 3)], "kwargs": {}}
+    assert asyncio.run(batch.aprogress()) == ("DONE", 3, 0, 3, 0, 0, True, True)
+    never = f'SELECT count(*) FROM "{schema}".all_jobs WHERE id = %s'
+    assert conn.execute(never, [rolled_back.id]).fetchone() == (0,)  # rolled back
