@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from jobqueue import BatchClosedError, JobQueue, states
+from jobqueue.ids import new_id
+from jobqueue.sql import load
+from jobqueue.worker.executor import Outcome, outcome_params
 from tests.apps import build
 from tests.conftest import wait_for
 
@@ -299,3 +303,48 @@ def test_async_add_close_and_progress(
     assert asyncio.run(batch.aprogress()) == ("DONE", 3, 0, 3, 0, 0, True, True)
     never = f'SELECT count(*) FROM "{schema}".all_jobs WHERE id = %s'
     assert conn.execute(never, [rolled_back.id]).fetchone() == (0,)  # rolled back
+
+
+def test_members_completed_by_a_worker_of_0018_are_counted_by_the_sweep(
+    jq: Any, dsn: str, schema: str, start_worker: Any
+) -> None:
+    """During the rollout a worker of 0018 completes members with its own
+    statement, which counts none; a worker of this release counts them on
+    its maintenance round, and the batch completes once."""
+    releases = Path(__file__).parent.parent / "migrations" / "releases"
+    old = load((releases / "0018.sql").read_text(), schema)
+    batch = jq.app.batch(on_complete=jq.echo.s())
+    members = batch.add_many(jq.add, [(1, 1), (2, 2)])
+    assert batch.close() == "CLOSED"
+    worker_id = new_id()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(
+            old["worker_register"],
+            {
+                "id": worker_id,
+                "hostname": "old",
+                "pid": 0,
+                "queues": ["default"],
+                "concurrency": 8,
+                "version": "0018",
+                "lease_ttl": 300,
+                "tasks": None,
+                "pool": "threads",
+            },
+        )
+        claim = {
+            "queues": ["default"],
+            "limit": 50,
+            "worker_id": worker_id,
+            "revision": 18,
+            "skip_tasks": [],
+        }
+        rows = c.execute(old["job_claim"], claim).fetchall()
+        done = [Outcome(r[0], r[6], states.SUCCESS, result="0") for r in rows]
+        assert len(done) == 2
+        c.execute(old["job_complete_many"], outcome_params(done, worker_id))
+    assert [m.state for m in members] == [states.SUCCESS] * 2
+    assert batch.progress()[:4] == ("CLOSED", 2, 2, 0)  # not counted by 0018's statement
+    start_worker(*FAST)
+    wait_for(lambda: batch.progress().completed, 30, "the sweep to count them")
+    assert batch.on_complete.get(timeout=30) == {"args": [_counts(batch.id, 2)], "kwargs": {}}
