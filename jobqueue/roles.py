@@ -352,6 +352,7 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "queue_pauses": (("SELECT",), "the claim skips paused queues (revision 0013)"),
     "job_dependencies": (("SELECT",), "completions look whether any job waits at all (0018)"),
     "batch_members": (("SELECT",), "completions look whether any batch waits at all (0019)"),
+    "batches": (("SELECT", "DELETE"), "retention deletes completed batches past their age (0019)"),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",

@@ -1253,8 +1253,8 @@ SELECT {schema}.history_partitions_ahead();
 SELECT name, kept FROM {schema}.history_prune(%(success_age)s::float8, %(failure_age)s::float8);
 
 -- name: meta_prune
--- The bookkeeping of canvases, schedules, unique keys and limits past the same
--- age. A rate row goes once its bucket has been full that long (a new row
+-- The bookkeeping of canvases, batches, schedules, unique keys and limits past
+-- the same age. A rate row goes once its bucket has been full that long (a new row
 -- would start full too); a concurrency row, which only carries the lock,
 -- once that old with no job of its key running. admit() makes a row again if
 -- one goes while a claim is between its insert and its lock.
@@ -1266,6 +1266,12 @@ WITH old_groups AS (
     DELETE FROM {schema}.chords WHERE id IN (
         SELECT id FROM {schema}.chords
         WHERE state <> 'PENDING' AND finished_at < now() - make_interval(secs => %(age)s)
+        LIMIT %(batch)s)
+), old_batches AS (
+    -- Completed batches (0019): their member rows went as they were counted.
+    DELETE FROM {schema}.batches WHERE id IN (
+        SELECT id FROM {schema}.batches
+        WHERE state = 'DONE' AND finished_at < now() - make_interval(secs => %(age)s)
         LIMIT %(batch)s)
 ), old_ticks AS (
     DELETE FROM {schema}.schedule_ticks WHERE (schedule, fire_at) IN (

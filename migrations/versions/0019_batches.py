@@ -24,7 +24,8 @@ Roles: no new grant to run. Every role that may run advance() (producers
 and workers of jobqueue db grant) is granted SELECT on batch_members (the
 completion and advance() look whether any member waits) and EXECUTE on
 batches_settle, batch_open, batch_add and batch_close; every role that reads
-all_jobs, SELECT on batch_progress; workers, EXECUTE on batches_sweep. The
+all_jobs, SELECT on batch_progress; workers, EXECUTE on batches_sweep and
+SELECT, DELETE on batches (retention deletes completed batches). The
 same statements read job_dependencies and count dependencies (0018), which
 0018 did not grant to roles granted before it (a worker granted at 0017 could
 not complete a job after 0018 until jobqueue db grant ran again): those
@@ -375,7 +376,8 @@ REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep() FROM PUBLIC;
 -- and call batches_settle(). Every role that may run advance() (jobqueue db
 -- grant's producers and workers) gets what batches need; every role that
 -- reads all_jobs (readers too) the progress view; workers (those that may
--- delete leases) the sweep. Not taken back by the downgrade (it drops them).
+-- delete leases) the sweep and retention's delete of completed batches. Not
+-- taken back by the downgrade (it drops them).
 DO $do$
 DECLARE
     g oid;
@@ -406,6 +408,7 @@ BEGIN
                AND a.grantee <> 0 LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_sweep(), '
                        '{schema}.dependencies_sweep() TO %s', g::regrole);
+        EXECUTE format('GRANT SELECT, DELETE ON {schema}.batches TO %s', g::regrole);
     END LOOP;
 END
 $do$;

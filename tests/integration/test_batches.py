@@ -348,3 +348,21 @@ def test_members_completed_by_a_worker_of_0018_are_counted_by_the_sweep(
     start_worker(*FAST)
     wait_for(lambda: batch.progress().completed, 30, "the sweep to count them")
     assert batch.on_complete.get(timeout=30) == {"args": [_counts(batch.id, 2)], "kwargs": {}}
+
+
+def test_retention_deletes_completed_batches_past_their_age(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    from jobqueue.maintenance import Retention
+
+    done, still_open = jq.app.batch(), jq.app.batch()
+    assert done.close() == "DONE"  # empty: completes at once
+    jq.app.conf.result_expires = jq.app.conf.failed_result_expires = 0.01
+    conn.execute(
+        f"UPDATE \"{schema}\".batches SET finished_at = now() - interval '1 minute' WHERE id = %s",
+        [done.id],
+    )
+    with jq.app.db.connect() as own:
+        Retention(jq.app.store, jq.app.conf).prune(own)
+    left = conn.execute(f'SELECT id::text FROM "{schema}".batches').fetchall()
+    assert left == [(still_open.id,)]

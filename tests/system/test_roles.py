@@ -511,7 +511,8 @@ def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
         "has_function_privilege(%(r)s, %(s)s || '.batches_sweep()', 'EXECUTE'), "
         "has_table_privilege(%(r)s, %(s)s || '.batch_progress', 'SELECT'), "
         "has_table_privilege(%(r)s, %(s)s || '.job_dependencies', 'SELECT'), "
-        "has_function_privilege(%(r)s, %(s)s || '.dependencies_settle(uuid[])', 'EXECUTE')"
+        "has_function_privilege(%(r)s, %(s)s || '.dependencies_settle(uuid[])', 'EXECUTE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.batches', 'DELETE')"
     )
 
     def privileges(role: Role) -> Any:
@@ -521,13 +522,13 @@ def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
     # As if granted at 0017: 0018's dependencies too (0019 grants what 0018 did not).
     migrate.downgrade(dsn, schema, "0017")
     migrate.upgrade(dsn, schema)
-    assert privileges(worker) == (True,) * 7
-    assert privileges(producer) == (True, True, True, False, True, True, True)
-    assert privileges(reader) == (False, False, False, False, True, False, False)
+    assert privileges(worker) == (True,) * 8
+    assert privileges(producer) == (True, True, True, False, True, True, True, False)
+    assert privileges(reader) == (False, False, False, False, True, False, False, False)
     grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
-    assert privileges(worker) == (True,) * 7  # the same as a new grant
-    assert privileges(producer) == (True, True, True, False, True, True, True)
-    assert privileges(reader) == (False, False, False, False, True, False, False)
+    assert privileges(worker) == (True,) * 8  # the same as a new grant
+    assert privileges(producer) == (True, True, True, False, True, True, True, False)
+    assert privileges(reader) == (False, False, False, False, True, False, False, False)
     with psycopg.connect(producer.dsn, autocommit=True) as own:
         batch = own.execute(f"SELECT {quoted}.batch_open()").fetchone()[0]
         own.execute(
