@@ -2,11 +2,13 @@
 
 from . import states
 from .app import JobQueue
+from .batches import Batch, BatchProgress
 from .canvas import Signature, chain, chord, group, signature
 from .current import current_app
 from .eager import EagerGroupResult, EagerResult
 from .exceptions import (
     AtomicError,
+    BatchClosedError,
     ChordError,
     ChordMembershipError,
     ConfigurationError,
@@ -40,6 +42,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "AtomicError",
+    "Batch",
+    "BatchClosedError",
+    "BatchProgress",
     "ChordError",
     "ChordMembershipError",
     "ConfigurationError",

@@ -36,6 +36,8 @@ from .tasks import TASK_OPTIONS, AppTaskBase, P, R, Task
 
 if TYPE_CHECKING:
     from .aio import AsyncSide
+    from .batches import Batch
+    from .canvas import Signature
     from .control import Control
     from .events import Events
 
@@ -111,6 +113,31 @@ class JobQueue(AppTaskBase):
 
     def GroupResult(self, id: str) -> GroupResult | None:
         return GroupResult.restore(id, app=self)
+
+    def batch(
+        self,
+        on_complete: Signature | None = None,
+        on_success: Signature | None = None,
+        on_failure: Signature | None = None,
+        *,
+        batch_id: str | None = None,
+        connection: Any = None,
+    ) -> Batch:
+        """Open a batch: jobs added to it (``batch.add(...)``, in any
+        transactions, by any process holding its id) are counted as they
+        settle; once it is closed (``batch.close()``) and every one settled,
+        ``on_complete`` is enqueued once with the counts (``{"batch", "total",
+        "succeeded", "failed", "revoked"}``) as its first argument, and
+        ``on_success`` (every member succeeded) or ``on_failure`` (not)."""
+        from .batches import Batch
+
+        return Batch.open(self, on_complete, on_success, on_failure, batch_id, connection)
+
+    def Batch(self, id: str) -> Batch:
+        """A batch opened elsewhere (another process, SQL's batch_open()), by id."""
+        from .batches import Batch
+
+        return Batch(self, id)
 
     # -- tasks -----------------------------------------------------------------
 

@@ -164,3 +164,8 @@ class Replaced(JobQueueError):
 class ChordMembershipError(JobQueueError, RuntimeError):
     """``self.add_to_chord()`` from a task that is not a member of a chord's
     header (a plain job, a plain group's member), or whose chord is over."""
+
+
+class BatchClosedError(JobQueueError, ValueError):
+    """A job added to a batch that was closed (``batch.close()``): nothing
+    was written; roll back the transaction the add joined, if any."""

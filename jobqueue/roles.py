@@ -81,6 +81,8 @@ TABLES = (
     "job_metrics",  # revision 0015
     "job_waits",  # revision 0018: dependencies, written only by their SECURITY DEFINER functions
     "job_dependencies",
+    "batches",  # revision 0019: batches, written only by their SECURITY DEFINER functions
+    "batch_members",
 )
 VIEWS = (
     "all_jobs",
@@ -89,6 +91,7 @@ VIEWS = (
     "task_stats",
     "workflow_jobs",
     "unserved_tasks",  # revision 0011
+    "batch_progress",  # revision 0019
 )
 FUNCTIONS = (
     "uuid7",
@@ -158,6 +161,14 @@ FUNCTIONS = (
     "dependencies_settle",
     "depend",
     "dependencies_sweep",
+    # revision 0019: batches (all but batch_finish are SECURITY DEFINER;
+    # EXECUTE is the privilege; batch_finish runs inside them)
+    "batch_finish",
+    "batches_settle",
+    "batch_open",
+    "batch_add",
+    "batch_close",
+    "batches_sweep",
 )
 
 
@@ -272,6 +283,14 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("EXECUTE", "dependency_wait", "a dependent waits in job_queue until then (0018)"),
     Rule("EXECUTE", "dependencies_settle", "advance(): jobs waiting on a revoked one (0018)"),
     Rule("SELECT", "job_dependencies", "advance() looks whether any job waits at all (0018)"),
+    # Batches (revision 0019): app.batch(), batch.add/close/progress, and what
+    # a revoke counts for the batch of the revoked job.
+    Rule("EXECUTE", "batch_open", "app.batch(), batch_open() from SQL (0019)"),
+    Rule("EXECUTE", "batch_add", "batch.add(), batch_add() from SQL (0019)"),
+    Rule("EXECUTE", "batch_close", "batch.close(), batch_close() from SQL (0019)"),
+    Rule("EXECUTE", "batches_settle", "advance(): the batch of a revoked job (0019)"),
+    Rule("SELECT", "batch_members", "advance() looks whether any batch waits at all (0019)"),
+    Rule("SELECT", "batch_progress", "batch.progress() (0019)"),
     # Operations (revision 0013): the app that enqueues and revokes also
     # manages its jobs and queues (app.control, the CLI). The functions run
     # as the schema's owner, so EXECUTE is all they need.
@@ -332,6 +351,8 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "history_plan": (("SELECT",), "retention's row-wise prune (job_prune) reads the period"),
     "queue_pauses": (("SELECT",), "the claim skips paused queues (revision 0013)"),
     "job_dependencies": (("SELECT",), "completions look whether any job waits at all (0018)"),
+    "batch_members": (("SELECT",), "completions look whether any batch waits at all (0019)"),
+    "batches": (("SELECT", "DELETE"), "retention deletes completed batches past their age (0019)"),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",
@@ -360,6 +381,11 @@ _WORKER_FUNCTIONS = {
     "dependency_wait": "jobs enqueued with depends_on by tasks (0018)",
     "dependencies_settle": "completions count the jobs that wait on finished ones (0018)",
     "dependencies_sweep": "the maintenance leader counts what completions missed (0018)",
+    "batches_settle": "completions count the members of batches that finished (0019)",
+    "batches_sweep": "the maintenance leader counts batch members completions missed (0019)",
+    "batch_open": "batches opened by tasks (0019)",
+    "batch_add": "batches that tasks add jobs to (0019)",
+    "batch_close": "batches closed by tasks (0019)",
 }
 
 WORKER: tuple[Rule, ...] = (
@@ -372,6 +398,7 @@ WORKER: tuple[Rule, ...] = (
         for privilege in privileges
     ),
     Rule("SELECT", "all_jobs", "AsyncResult in tasks (job_get, job_get_many)"),
+    Rule("SELECT", "batch_progress", "batch.progress() in tasks (0019)"),
     *(Rule("EXECUTE", name, why) for name, why in _WORKER_FUNCTIONS.items()),
 )
 # PostgreSQL 17+: VACUUM and ANALYZE without owning the table.

@@ -240,6 +240,29 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("dependent", UUID, primary_key=True),
         sa.Index("job_dependencies_dependent_idx", "dependent"),
     )
+    sa.Table(  # a batch and its counters by outcome (app.batch(), 0019)
+        "batches",
+        md,
+        sa.Column("id", UUID, primary_key=True),
+        sa.Column("state", sa.Text, nullable=False, server_default="OPEN"),
+        sa.Column("succeeded", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("revoked", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("on_complete", JSONB),
+        sa.Column("on_success", JSONB),
+        sa.Column("on_failure", JSONB),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.Column("closed_at", TZ),
+        sa.Column("finished_at", TZ),
+        sa.CheckConstraint("state IN ('OPEN', 'CLOSED', 'DONE')", name="batches_state_check"),
+    )
+    sa.Table(  # a batch member still to be counted (0019)
+        "batch_members",
+        md,
+        sa.Column("job_id", UUID, primary_key=True),
+        sa.Column("batch_id", UUID, nullable=False),
+        sa.Index("batch_members_batch_idx", "batch_id"),
+    )
     sa.Table(
         "task_limits",
         md,

@@ -525,6 +525,30 @@ class Store:
         """Count finished dependencies the completions missed (dependencies_sweep)."""
         return int(self._on(conn, "dependencies_sweep", {})[0][0])
 
+    def sweep_batches(self, conn: psycopg.Connection[Any]) -> int:
+        """Count finished batch members the completions missed (batches_sweep)."""
+        return int(self._on(conn, "batches_sweep", {})[0][0])
+
+    # -- batches (0019) ----------------------------------------------------------
+
+    def batch_open(self, params: Params, connection: Any = None) -> None:
+        """A new batch (batch_open()), its callbacks frozen."""
+        self.db.execute("batch_open", params, self._joined(connection), idempotent=True)
+
+    def batch_add(self, conn: Any, batch: str, ids: list[str]) -> None:
+        """Jobs just written on ``conn`` join ``batch`` (batch_add())."""
+        self.db.run(conn, "batch_add", {"batch": batch, "ids": ids})
+
+    def batch_close(self, batch: str, connection: Any = None) -> str:
+        """No job may join ``batch`` any more (batch_close()); its state."""
+        rows = self.db.execute("batch_close", {"batch": batch}, connection, may_wait=True)
+        return str(rows[0][0])
+
+    def batch_progress(self, batch: str) -> tuple[Any, ...] | None:
+        """``batch``'s row of the batch_progress view, or None."""
+        rows = self.db.execute("batch_progress", {"batch": batch})
+        return tuple(rows[0]) if rows else None
+
     def lease_orphans(
         self, conn: psycopg.Connection[Any], worker_id: str, running: Sequence[str]
     ) -> list[str]:

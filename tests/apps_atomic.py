@@ -81,6 +81,13 @@ def build(app: JobQueue) -> SimpleNamespace:
         self.connection.execute(statement, [self.request.id])
         self.connection.execute("SELECT pg_sleep(%s)", [seconds])
 
+    @app.task(name="atomic.batch_done", atomic=True, bind=True, max_retries=None)
+    def batch_done(self: Any, counts: dict[str, Any]) -> dict[str, Any]:
+        """A batch's on_complete: one row (n: the batch's total) per run."""
+        statement = sql.SQL("INSERT INTO {} (job, n) VALUES (%s, %s)").format(_table(app))
+        self.connection.execute(statement, [self.request.id, counts["total"]])
+        return counts
+
     @app.task(name="atomic.total")
     def total(values: list[int]) -> int:
         return sum(values)

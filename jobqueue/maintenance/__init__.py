@@ -13,7 +13,8 @@ the steps on one worker only.
   (whole partitions where every job in them expired);
 - ``Vacuum``: the tables on the claim path are vacuumed and analyzed;
 - ``MetricsFold``: the metric counters of closed sessions are folded into one;
-- ``Dependencies``: finished dependencies the completions missed are counted.
+- ``Dependencies``: finished dependencies the completions missed are counted;
+- ``Batches``: finished batch members the completions missed are counted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from ..db import transient
+from .batches import Batches
 from .dependencies import Dependencies
 from .metrics import MetricsFold
 from .partitions import Partitions
@@ -61,6 +63,7 @@ class Maintenance:
                 Vacuum(app.store),
                 MetricsFold(app.store),
                 Dependencies(app.store),
+                Batches(app.store),
             ]
         )
 
@@ -76,6 +79,7 @@ class Maintenance:
 
 
 __all__ = [
+    "Batches",
     "Dependencies",
     "Maintenance",
     "MetricsFold",

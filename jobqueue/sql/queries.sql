@@ -388,6 +388,15 @@ WITH input AS MATERIALIZED (
                SELECT id FROM finished WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED')))
                AS counted
     WHERE EXISTS (SELECT 1 FROM {schema}.job_dependencies)
+), batched AS (
+    -- Batch members count the ones that just finished (batches_settle, 0019),
+    -- while any member waits at all: otherwise one probe of an empty table.
+    -- Read after `waited` (the column order), so batch rows are locked last,
+    -- as advance() locks them.
+    SELECT {schema}.batches_settle(ARRAY(
+               SELECT id FROM finished WHERE state IN ('SUCCESS', 'FAILURE', 'REVOKED')))
+               AS counted
+    WHERE EXISTS (SELECT 1 FROM {schema}.batch_members)
 )
 SELECT count(*) AS finished,
        (SELECT count(pg_notify('{channel_done}', ids))
@@ -401,7 +410,8 @@ SELECT count(*) AS finished,
        -- (rescued elsewhere, or a duplicate). The worker logs each.
        ARRAY(SELECT o.job_id::text FROM outcome AS o
              WHERE o.job_id NOT IN (SELECT id FROM finished)) AS refused,  -- hashed: linear
-       (SELECT counted FROM waited) AS counted
+       (SELECT counted FROM waited) AS counted,
+       (SELECT counted FROM batched) AS batched
 {events_end};
 
 -- name: job_complete_many_without_events
@@ -591,6 +601,31 @@ SELECT {schema}.depend((SELECT job_id FROM waiting), %(depends_on)s::uuid[],
 -- The maintenance leader's round (0018): dependencies that finished but were
 -- not counted (see dependencies_sweep() in schema.sql).
 SELECT {schema}.dependencies_sweep();
+
+-- name: batches_sweep
+-- The maintenance leader's round (0019): batch members that finished (or
+-- were deleted) but were not counted (see batches_sweep() in schema.sql).
+SELECT {schema}.batches_sweep();
+
+-- name: batch_open
+-- A new batch (app.batch()), its callbacks frozen signatures (0019).
+SELECT {schema}.batch_open(%(id)s::uuid, %(on_complete)s::jsonb, %(on_success)s::jsonb,
+                           %(on_failure)s::jsonb);
+
+-- name: batch_add
+-- Jobs just enqueued in this transaction join an open batch (0019).
+SELECT {schema}.batch_add(%(batch)s::uuid, %(ids)s::uuid[]);
+
+-- name: batch_close
+-- No job may join the batch any more; DONE at once if every member settled.
+SELECT {schema}.batch_close(%(batch)s::uuid);
+
+-- name: batch_progress
+-- One batch's counts and its callbacks' job ids (the batch_progress view).
+SELECT state, total, pending, succeeded, failed, revoked, closed, completed,
+       on_complete_job, on_success_job, on_failure_job
+FROM {schema}.batch_progress
+WHERE id = %(batch)s::uuid;
 
 -- name: job_lease_hold
 -- An atomic task's transaction locks its job's lease before the task runs, and
@@ -1263,8 +1298,8 @@ SELECT {schema}.history_partitions_ahead();
 SELECT name, kept FROM {schema}.history_prune(%(success_age)s::float8, %(failure_age)s::float8);
 
 -- name: meta_prune
--- The bookkeeping of canvases, schedules, unique keys and limits past the same
--- age. A rate row goes once its bucket has been full that long (a new row
+-- The bookkeeping of canvases, batches, schedules, unique keys and limits past
+-- the same age. A rate row goes once its bucket has been full that long (a new row
 -- would start full too); a concurrency row, which only carries the lock,
 -- once that old with no job of its key running. admit() makes a row again if
 -- one goes while a claim is between its insert and its lock.
@@ -1276,6 +1311,12 @@ WITH old_groups AS (
     DELETE FROM {schema}.chords WHERE id IN (
         SELECT id FROM {schema}.chords
         WHERE state <> 'PENDING' AND finished_at < now() - make_interval(secs => %(age)s)
+        LIMIT %(batch)s)
+), old_batches AS (
+    -- Completed batches (0019): their member rows went as they were counted.
+    DELETE FROM {schema}.batches WHERE id IN (
+        SELECT id FROM {schema}.batches
+        WHERE state = 'DONE' AND finished_at < now() - make_interval(secs => %(age)s)
         LIMIT %(batch)s)
 ), old_ticks AS (
     DELETE FROM {schema}.schedule_ticks WHERE (schedule, fire_at) IN (

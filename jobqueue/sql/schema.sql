@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0018), in
+-- The jobqueue schema as it stands at the newest migration (revision 0019), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -623,7 +623,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0018');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0019');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -1030,15 +1030,19 @@ END
 $$;
 
 -- Run in the transaction that finished `ids`: what follows them in a canvas
--- (advance_canvas), then the jobs that wait on them (dependencies_settle;
--- one probe of an empty table when no job waits on any). Jobs not finished,
--- or already advanced, change nothing.
+-- (advance_canvas), then the jobs that wait on them (dependencies_settle),
+-- then the batches they belong to (batches_settle; each one probe of an empty
+-- table while nothing waits). Jobs not finished, or already advanced, change
+-- nothing.
 CREATE FUNCTION {schema}.advance(ids uuid[]) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     n integer := {schema}.advance_canvas(ids);
 BEGIN
     IF EXISTS (SELECT 1 FROM {schema}.job_dependencies) THEN
         PERFORM {schema}.dependencies_settle(ids);
+    END IF;
+    IF EXISTS (SELECT 1 FROM {schema}.batch_members) THEN
+        PERFORM {schema}.batches_settle(ids);
     END IF;
     RETURN n;
 END
@@ -1255,6 +1259,255 @@ $$;
 REVOKE EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.depend(uuid, uuid[], text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep() FROM PUBLIC;
+
+
+-- ===========================================================================
+-- Batches: jobs that belong together, with callbacks once all of them
+-- settled (app.batch(on_complete=..., on_success=..., on_failure=...))
+--
+-- A batch is a row in batches, OPEN while jobs join it (batch_add), CLOSED
+-- once batch_close() says no more will, DONE once every member settled
+-- (SUCCESS, FAILURE, REVOKED, or deleted): then, once (the state moves
+-- under the row lock), on_complete is spawned with the counts, and
+-- on_success or on_failure. Members are counted as chords count theirs: one
+-- row per member still to count in batch_members, deleted when it is counted
+-- (once), and counters by outcome in batches. The work is done where jobs
+-- finish: the completion, the rescue and revocations (through advance()),
+-- and the operations (revoke_waiting). A job that joins (FOR KEY SHARE on
+-- the batch row) never waits for a completion, and a completion never waits
+-- for an open transaction that adds jobs; batch_close() (FOR UPDATE) waits
+-- for those. A member that finishes while the transaction adding it is open
+-- (a job enqueued earlier), one finished by a worker of an earlier release,
+-- and a deleted one are counted by the maintenance leader's batches_sweep().
+-- ===========================================================================
+
+-- A batch and its counters; the members still to count are in batch_members
+-- (total = succeeded + failed + revoked + those). Callbacks: frozen
+-- signatures (spawn()), given the counts as their first argument.
+CREATE TABLE {schema}.batches (
+    id          uuid PRIMARY KEY,
+    state       text NOT NULL DEFAULT 'OPEN',
+    succeeded   integer NOT NULL DEFAULT 0,
+    failed      integer NOT NULL DEFAULT 0,
+    revoked     integer NOT NULL DEFAULT 0,
+    on_complete jsonb,
+    on_success  jsonb,
+    on_failure  jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    closed_at   timestamptz,
+    finished_at timestamptz,
+    CONSTRAINT batches_state_check CHECK (state IN ('OPEN', 'CLOSED', 'DONE'))
+);
+
+-- A member still to be counted; deleting the row counts it. A job belongs to
+-- one batch at most.
+CREATE TABLE {schema}.batch_members (
+    job_id   uuid PRIMARY KEY,
+    batch_id uuid NOT NULL
+);
+CREATE INDEX batch_members_batch_idx ON {schema}.batch_members (batch_id);
+
+-- A closed batch whose members are all counted becomes DONE, once: its
+-- callbacks are spawned. The caller counted its members first (deleted their
+-- rows), so whoever takes the row lock last sees every count. Returns whether
+-- it finished the batch now.
+CREATE FUNCTION {schema}.batch_finish(batch uuid) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    b      record;
+    counts jsonb;
+BEGIN
+    SELECT * INTO b FROM {schema}.batches WHERE id = batch_finish.batch FOR NO KEY UPDATE;
+    IF NOT FOUND OR b.state <> 'CLOSED' THEN
+        RETURN false;
+    END IF;
+    -- A statement after the lock: it sees the counts of whoever held it before.
+    IF EXISTS (SELECT 1 FROM {schema}.batch_members WHERE batch_id = b.id) THEN
+        RETURN false;
+    END IF;
+    UPDATE {schema}.batches SET state = 'DONE', finished_at = now() WHERE id = b.id;
+    counts := jsonb_build_object('batch', b.id, 'total', b.succeeded + b.failed + b.revoked,
+                                 'succeeded', b.succeeded, 'failed', b.failed,
+                                 'revoked', b.revoked);
+    IF b.on_complete IS NOT NULL THEN
+        PERFORM {schema}.spawn(b.on_complete, jsonb_build_array(counts), NULL, NULL);
+    END IF;
+    IF b.failed + b.revoked = 0 AND b.on_success IS NOT NULL THEN
+        PERFORM {schema}.spawn(b.on_success, jsonb_build_array(counts), NULL, NULL);
+    ELSIF b.failed + b.revoked > 0 AND b.on_failure IS NOT NULL THEN
+        PERFORM {schema}.spawn(b.on_failure, jsonb_build_array(counts), NULL, NULL);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Jobs `ids` finished (or may have): the batches they belong to count them,
+-- by outcome (a deleted member counts as revoked), and a closed batch with
+-- none left to count is finished (batch_finish). Members are counted (their
+-- rows deleted) before any batch row is locked, batch rows in id order, so
+-- concurrent callers never deadlock. Returns how many members were counted.
+CREATE FUNCTION {schema}.batches_settle(ids uuid[]) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    b record;
+    n integer := 0;
+BEGIN
+    FOR c IN
+        WITH counted AS (
+            DELETE FROM {schema}.batch_members AS m
+            WHERE m.job_id = ANY(ids)
+              AND (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id
+                           AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
+                   OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id)
+                           OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
+                                      WHERE q.job_id = m.job_id)))
+            RETURNING m.job_id, m.batch_id
+        )
+        SELECT k.batch_id,
+               count(*) FILTER (WHERE j.state = 'SUCCESS')::integer AS succeeded,
+               count(*) FILTER (WHERE j.state = 'FAILURE')::integer AS failed,
+               count(*) FILTER (WHERE j.state IS NULL OR j.state = 'REVOKED')::integer
+                   AS revoked
+        FROM counted AS k
+        LEFT JOIN {schema}.jobs AS j ON j.id = k.job_id
+        GROUP BY k.batch_id
+        ORDER BY k.batch_id
+    LOOP
+        n := n + c.succeeded + c.failed + c.revoked;
+        UPDATE {schema}.batches
+        SET succeeded = succeeded + c.succeeded, failed = failed + c.failed,
+            revoked = revoked + c.revoked
+        WHERE id = c.batch_id
+        RETURNING * INTO b;
+        IF FOUND AND b.state = 'CLOSED' THEN
+            PERFORM {schema}.batch_finish(b.id);
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- A new batch, OPEN; `id` chosen by the caller or made here. Callbacks are
+-- frozen signatures (what spawn() reads), each given the counts
+-- {"batch", "total", "succeeded", "failed", "revoked"} as first argument.
+CREATE FUNCTION {schema}.batch_open(id uuid DEFAULT NULL, on_complete jsonb DEFAULT NULL,
+                                    on_success jsonb DEFAULT NULL,
+                                    on_failure jsonb DEFAULT NULL) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid := COALESCE(batch_open.id, {schema}.uuid7());
+BEGIN
+    INSERT INTO {schema}.batches (id, on_complete, on_success, on_failure)
+    VALUES (new_id, batch_open.on_complete, batch_open.on_success, batch_open.on_failure);
+    RETURN new_id;
+END
+$$;
+
+-- Jobs `jobs` join batch `batch`, which must be OPEN (JQ005 otherwise); each
+-- must exist (written in this transaction, or committed) and belong to no
+-- batch yet. Those already finished are counted at once. The batch row is
+-- held FOR KEY SHARE until the transaction ends: batch_close() waits for it,
+-- completions do not. Returns how many jobs joined.
+CREATE FUNCTION {schema}.batch_add(batch uuid, jobs uuid[]) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s       text;
+    members uuid[] := ARRAY(SELECT DISTINCT x FROM unnest(jobs) AS x WHERE x IS NOT NULL);
+    x       uuid;
+BEGIN
+    SELECT b.state INTO s FROM {schema}.batches AS b WHERE b.id = batch_add.batch FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jobqueue: there is no batch %', batch USING ERRCODE = 'JQ002';
+    END IF;
+    IF s <> 'OPEN' THEN
+        RAISE EXCEPTION 'jobqueue: batch % is closed: no job may join it', batch
+            USING ERRCODE = 'JQ005';
+    END IF;
+    FOREACH x IN ARRAY members LOOP
+        PERFORM 1 FROM {schema}.jobs AS j WHERE j.id = x
+        UNION ALL
+        SELECT 1 FROM {schema}.job_queue AS q WHERE q.job_id = x;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'jobqueue: job % cannot join batch %: it does not exist', x, batch
+                USING ERRCODE = 'JQ002';
+        END IF;
+    END LOOP;
+    SELECT m.job_id INTO x FROM {schema}.batch_members AS m WHERE m.job_id = ANY(members) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'jobqueue: job % belongs to a batch already', x USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO {schema}.batch_members (job_id, batch_id)
+    SELECT m, batch_add.batch FROM unnest(members) AS m;
+    PERFORM {schema}.batches_settle(ARRAY(
+        SELECT j.id FROM {schema}.jobs AS j
+        WHERE j.id = ANY(members) AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED')));
+    RETURN cardinality(members);
+END
+$$;
+
+-- No job may join batch `batch` any more. Waits for open transactions adding
+-- jobs to it (FOR UPDATE), and finishes the batch if no member is left to
+-- count (a closed empty batch completes at once). It counts no member itself:
+-- deleting member rows while holding the batch row would deadlock with a
+-- completion that deleted one and waits for the row; batches_sweep() counts
+-- what the completions missed. Closing a closed batch changes nothing.
+-- Returns the batch's state: CLOSED, or DONE.
+CREATE FUNCTION {schema}.batch_close(batch uuid) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s text;
+BEGIN
+    SELECT b.state INTO s FROM {schema}.batches AS b WHERE b.id = batch_close.batch FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jobqueue: there is no batch %', batch USING ERRCODE = 'JQ002';
+    END IF;
+    IF s = 'OPEN' THEN
+        UPDATE {schema}.batches SET state = 'CLOSED', closed_at = now()
+        WHERE id = batch_close.batch;
+    END IF;
+    PERFORM {schema}.batch_finish(batch_close.batch);
+    RETURN (SELECT b.state FROM {schema}.batches AS b WHERE b.id = batch_close.batch);
+END
+$$;
+
+-- The maintenance leader's round: members that finished (or were deleted)
+-- but are still to be counted: one that finished while the transaction
+-- adding it was open, one finished by a worker of an earlier release, one
+-- deleted. Returns how many were counted.
+CREATE FUNCTION {schema}.batches_sweep() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN {schema}.batches_settle(ARRAY(
+        SELECT m.job_id FROM {schema}.batch_members AS m
+        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id
+                      AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
+           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id)
+                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
+                              WHERE q.job_id = m.job_id))));
+END
+$$;
+
+-- Each batch's progress: pending is what is still to be counted; the ids
+-- of the jobs its callbacks will be (or are).
+CREATE VIEW {schema}.batch_progress AS
+SELECT b.id, b.state, b.succeeded + b.failed + b.revoked + COALESCE(m.pending, 0) AS total,
+       COALESCE(m.pending, 0) AS pending, b.succeeded, b.failed, b.revoked,
+       b.state <> 'OPEN' AS closed, b.state = 'DONE' AS completed,
+       b.created_at, b.closed_at, b.finished_at,
+       (b.on_complete ->> 'id')::uuid AS on_complete_job,
+       (b.on_success ->> 'id')::uuid AS on_success_job,
+       (b.on_failure ->> 'id')::uuid AS on_failure_job
+FROM {schema}.batches AS b
+LEFT JOIN LATERAL (SELECT count(*)::integer AS pending FROM {schema}.batch_members AS x
+                   WHERE x.batch_id = b.id) AS m ON true;
+
+-- SECURITY DEFINER: EXECUTE is the privilege (jobqueue db grant).
+REVOKE EXECUTE ON FUNCTION {schema}.batches_settle(uuid[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.batch_open(uuid, jsonb, jsonb, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.batch_add(uuid, uuid[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.batch_close(uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep() FROM PUBLIC;
 
 
 -- ===========================================================================
@@ -1571,8 +1824,8 @@ $$;
 
 -- Waiting jobs whose job_queue rows the caller locked end REVOKED, as
 -- job_revoke ends a waiting job: out of the queue, a record written for one
--- that had none, waiters told, what follows them in a canvas advanced, and
--- the jobs that wait on them counted.
+-- that had none, waiters told, what follows them in a canvas advanced, the
+-- jobs that wait on them and the batches they belong to counted.
 CREATE FUNCTION {schema}.revoke_waiting(ids uuid[], terminate boolean, message text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -1623,6 +1876,9 @@ BEGIN
     END IF;
     IF ended IS NOT NULL AND EXISTS (SELECT 1 FROM {schema}.job_dependencies) THEN
         PERFORM {schema}.dependencies_settle(ended);
+    END IF;
+    IF ended IS NOT NULL AND EXISTS (SELECT 1 FROM {schema}.batch_members) THEN
+        PERFORM {schema}.batches_settle(ended);
     END IF;
     RETURN n;
 END

@@ -90,6 +90,8 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
     assert before == {
         "tables": [
             "alembic_version",
+            "batch_members",
+            "batches",
             "chord_members",
             "chords",
             "control_replies",
@@ -117,6 +119,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
         ],
         "views": [
             "all_jobs",
+            "batch_progress",
             "job_history",
             "queue_stats",
             "task_stats",
@@ -127,6 +130,12 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "admit",
             "advance",
             "advance_canvas",
+            "batch_add",
+            "batch_close",
+            "batch_finish",
+            "batch_open",
+            "batches_settle",
+            "batches_sweep",
             "cancel_jobs",
             "canvas_ids",
             "canvas_unfail",

@@ -428,6 +428,23 @@ def test_a_producer_enqueues_runs_workflows_revokes_and_reads_results(
     wait_for(lambda: next_in_line.state == states.FAILURE, 30, "what waits on it to fail")
     gate.revoke()
 
+    # Batches (0019): opened, added to and closed by the producer (batch_open,
+    # batch_add, batch_close), a waiting member revoked (advance() counts it:
+    # batches_settle()), the rest counted by the worker role's completion; the
+    # progress view read; on_failure spawned once.
+    batch = app.batch(on_complete=jq.echo.s(), on_failure=jq.echo.s("failed"))
+    members = [batch.add(add, i, i) for i in range(3)]
+    parked = batch.add(add.s(9, 9).set(countdown=600))
+    parked.revoke()
+    assert batch.close() in ("CLOSED", "DONE")
+    assert [m.get(timeout=30) for m in members] == [0, 2, 4]
+    wait_for(lambda: batch.progress().completed, 30, "the batch to complete")
+    assert batch.progress()[:6] == ("DONE", 4, 0, 3, 0, 1)
+    counts = {"batch": batch.id, "total": 4, "succeeded": 3, "failed": 0, "revoked": 1}
+    assert batch.on_complete is not None and batch.on_failure is not None
+    assert batch.on_complete.get(timeout=30)["args"] == [counts]
+    assert batch.on_failure.get(timeout=30)["args"] == [counts, "failed"]
+
     # Revoking a running job, with terminate.
     running = jq.ticking.delay(60)
     wait_for(lambda: running.state == states.STARTED, 20, "the job to start")
@@ -475,6 +492,49 @@ def test_the_upgrade_to_0018_lets_granted_workers_lock_leases(
     assert conn.execute(may_enqueue, ("public", quoted)).fetchone() == (False,)
     with psycopg.connect(producer.dsn, autocommit=True) as own:
         own.execute(f"SELECT {quoted}.enqueue('add', '[1, 2]')")
+
+
+def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """Roles granted before 0019 keep completing and revoking after it (the
+    completion and advance() read batch_members and job_dependencies as
+    their caller) and may use batches, without a new grant; what 0019 grants
+    is what grant() does."""
+    worker, producer, reader = make_role(), make_role(), make_role()
+    _no_public_execute(conn, schema)
+    quoted = f'"{schema}"'
+    checks = (
+        "SELECT has_table_privilege(%(r)s, %(s)s || '.batch_members', 'SELECT'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batches_settle(uuid[])', 'EXECUTE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batch_add(uuid, uuid[])', 'EXECUTE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batches_sweep()', 'EXECUTE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.batch_progress', 'SELECT'), "
+        "has_table_privilege(%(r)s, %(s)s || '.job_dependencies', 'SELECT'), "
+        "has_function_privilege(%(r)s, %(s)s || '.dependencies_settle(uuid[])', 'EXECUTE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.batches', 'DELETE')"
+    )
+
+    def privileges(role: Role) -> Any:
+        return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
+
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    # As if granted at 0017: 0018's dependencies too (0019 grants what 0018 did not).
+    migrate.downgrade(dsn, schema, "0017")
+    migrate.upgrade(dsn, schema)
+    assert privileges(worker) == (True,) * 8
+    assert privileges(producer) == (True, True, True, False, True, True, True, False)
+    assert privileges(reader) == (False, False, False, False, True, False, False, False)
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert privileges(worker) == (True,) * 8  # the same as a new grant
+    assert privileges(producer) == (True, True, True, False, True, True, True, False)
+    assert privileges(reader) == (False, False, False, False, True, False, False, False)
+    with psycopg.connect(producer.dsn, autocommit=True) as own:
+        batch = own.execute(f"SELECT {quoted}.batch_open()").fetchone()[0]
+        own.execute(
+            f"SELECT {quoted}.batch_add(%s, ARRAY[{quoted}.enqueue('add', '[1, 2]')])", [batch]
+        )
+        assert own.execute(f"SELECT {quoted}.batch_close(%s)", [batch]).fetchone() == ("CLOSED",)
 
 
 def test_a_reader_reads_every_view_and_no_table(
