@@ -20,9 +20,11 @@ finishes are counted by advance() for workflow steps, and otherwise by the
 dependencies_sweep() of a worker of this release (the maintenance leader's
 round), so only dependents need a worker of this release.
 
-Roles: every role that may delete leases (the workers of jobqueue db grant)
-is granted UPDATE on job_lease, which this release's workers need for the
-row locks of atomic tasks and of the rescue (FOR UPDATE): no new grant to run.
+Roles: roles granted before it get what this release needs, so no grant has
+to run again: every role that may run advance() (producers, workers) reads
+job_dependencies and counts dependencies; every role that may delete leases
+(workers) gets UPDATE on job_lease (the row locks of atomic tasks and of the
+rescue, FOR UPDATE) and the sweep.
 """
 
 from alembic import context, op
@@ -447,18 +449,31 @@ REVOKE EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.depend(uuid, uuid[], text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep() FROM PUBLIC;
 
--- Workers of this release lock leases (an atomic task's transaction holds its
--- lease; the rescue skips held ones), which takes UPDATE on job_lease: every
--- role that may delete leases (jobqueue db grant's workers) gets it here, so
--- a deployment need not grant again. Not taken back by the downgrade.
+-- Roles granted before this revision (jobqueue db grant) get what this
+-- release needs, so a deployment need not grant again. Every role that may
+-- run advance() (producers and workers): the completion statement and
+-- advance() read job_dependencies (as their caller) and count dependencies.
+-- Workers (those that may delete leases) also lock leases (an atomic task's
+-- transaction holds its lease; the rescue skips held ones: UPDATE on
+-- job_lease) and sweep. Not taken back by the downgrade (it drops the objects).
 DO $do$
 DECLARE
     g oid;
 BEGIN
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_proc AS p, aclexplode(p.proacl) AS a
+             WHERE p.oid = '{schema}.advance(uuid[])'::regprocedure
+               AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 LOOP
+        EXECUTE format('GRANT SELECT ON {schema}.job_dependencies TO %s', g::regrole);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]), '
+                       '{schema}.depend(uuid, uuid[], text), {schema}.dependency_wait(), '
+                       '{schema}.advance_canvas(uuid[]) TO %s', g::regrole);
+    END LOOP;
     FOR g IN SELECT DISTINCT a.grantee FROM pg_class AS c, aclexplode(c.relacl) AS a
              WHERE c.oid = '{schema}.job_lease'::regclass AND a.privilege_type = 'DELETE'
                AND a.grantee <> 0 LOOP
         EXECUTE format('GRANT UPDATE ON {schema}.job_lease TO %s', g::regrole);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.dependencies_sweep() TO %s',
+                       g::regrole);
     END LOOP;
 END
 $do$;

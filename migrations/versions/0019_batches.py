@@ -25,11 +25,7 @@ and workers of jobqueue db grant) is granted SELECT on batch_members (the
 completion and advance() look whether any member waits) and EXECUTE on
 batches_settle, batch_open, batch_add and batch_close; every role that reads
 all_jobs, SELECT on batch_progress; workers, EXECUTE on batches_sweep and
-SELECT, DELETE on batches (retention deletes completed batches). The
-same statements read job_dependencies and count dependencies (0018), which
-0018 did not grant to roles granted before it (a worker granted at 0017 could
-not complete a job after 0018 until jobqueue db grant ran again): those
-grants are given here too.
+SELECT, DELETE on batches (retention deletes completed batches).
 """
 
 from alembic import context, op
@@ -390,13 +386,6 @@ BEGIN
                        '{schema}.batch_open(uuid, jsonb, jsonb, jsonb), '
                        '{schema}.batch_add(uuid, uuid[]), {schema}.batch_close(uuid) TO %s',
                        g::regrole);
-        -- What 0018 left to a new grant: dependencies read and counted by
-        -- the same statements (a worker granted before 0018 could not
-        -- complete a job until granted again).
-        EXECUTE format('GRANT SELECT ON {schema}.job_dependencies TO %s', g::regrole);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]), '
-                       '{schema}.depend(uuid, uuid[], text), {schema}.dependency_wait(), '
-                       '{schema}.advance_canvas(uuid[]) TO %s', g::regrole);
     END LOOP;
     FOR g IN SELECT DISTINCT a.grantee FROM pg_class AS c, aclexplode(c.relacl) AS a
              WHERE c.oid = '{schema}.all_jobs'::regclass AND a.privilege_type = 'SELECT'
@@ -406,8 +395,7 @@ BEGIN
     FOR g IN SELECT DISTINCT a.grantee FROM pg_class AS c, aclexplode(c.relacl) AS a
              WHERE c.oid = '{schema}.job_lease'::regclass AND a.privilege_type = 'DELETE'
                AND a.grantee <> 0 LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_sweep(), '
-                       '{schema}.dependencies_sweep() TO %s', g::regrole);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_sweep() TO %s', g::regrole);
         EXECUTE format('GRANT SELECT, DELETE ON {schema}.batches TO %s', g::regrole);
     END LOOP;
 END

@@ -519,7 +519,7 @@ def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
         return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
 
     grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
-    # As if granted at 0017: 0018's dependencies too (0019 grants what 0018 did not).
+    # As if granted at 0017: 0018 and 0019 grant what a new grant gives.
     migrate.downgrade(dsn, schema, "0017")
     migrate.upgrade(dsn, schema)
     assert privileges(worker) == (True,) * 8

@@ -1,5 +1,5 @@
 -- The statements a worker and a producer of the previous release (schema
--- revision 0018, code at dc7acac) run, as that release shipped them: the
+-- revision 0018, code at d042be5) run, as that release shipped them: the
 -- upgrade tests play that release's processes against a schema moving to
 -- the new head. Frozen: never edit; the next release adds its own file.
 
@@ -267,19 +267,30 @@ WITH input AS MATERIALIZED (
     -- RELEASED: the worker handed the job back unrun (it does not know the
     -- task): back to the queue after the delay, the attempt not counted, no
     -- history row, the previous state and error kept.
+    -- SNOOZED (self.snooze()): back to the queue, PENDING, after the delay;
+    -- the run stays an attempt (with its history row) but uses no retry
+    -- (retries_base + 1, as retry_jobs(reset_retries) counts them).
     UPDATE {schema}.jobs AS j
-    SET state = CASE WHEN o.state IN ('RETRY', 'RELEASED') AND j.revoked_at IS NOT NULL
+    SET state = CASE WHEN o.state IN ('RETRY', 'RELEASED', 'SNOOZED')
+                          AND j.revoked_at IS NOT NULL
                          THEN 'REVOKED'
                      WHEN o.state = 'RELEASED'
                          THEN CASE WHEN j.attempts > 1 THEN 'RETRY' ELSE 'PENDING' END
+                     WHEN o.state = 'SNOOZED' THEN 'PENDING'
                      ELSE o.state END,
         attempts = CASE WHEN o.state = 'RELEASED' THEN j.attempts - 1 ELSE j.attempts END,
+        options = CASE WHEN o.state = 'SNOOZED'
+                       THEN jsonb_set(j.options, '{retries_base}', to_jsonb(
+                                COALESCE((j.options ->> 'retries_base')::integer, 0) + 1))
+                       ELSE j.options END,
         result = o.result::jsonb,
-        error = CASE WHEN o.state = 'RELEASED' THEN j.error ELSE o.error::jsonb END,
-        run_at = CASE WHEN o.state IN ('RETRY', 'RELEASED')
+        error = CASE WHEN o.state IN ('RELEASED', 'SNOOZED') THEN j.error
+                     ELSE o.error::jsonb END,
+        run_at = CASE WHEN o.state IN ('RETRY', 'RELEASED', 'SNOOZED')
                       THEN now() + make_interval(secs => COALESCE(o.delay::float8, 0))
                       ELSE j.run_at END,
-        finished_at = CASE WHEN o.state IN ('RETRY', 'RELEASED') AND j.revoked_at IS NULL
+        finished_at = CASE WHEN o.state IN ('RETRY', 'RELEASED', 'SNOOZED')
+                                AND j.revoked_at IS NULL
                            THEN NULL ELSE now() END
     FROM outcome AS o
     JOIN released AS r ON r.job_id = o.job_id
@@ -288,7 +299,8 @@ WITH input AS MATERIALIZED (
     WHERE j.id = ANY((SELECT ids FROM input)::uuid[])
       AND j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
     RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
-              j.worker_id, j.started_at, j.error, j.options, o.state AS outcome
+              j.worker_id, j.started_at, j.error, j.options, o.state AS outcome,
+              o.error AS outcome_error
 ), retried AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
                                     concurrency_key)
@@ -298,7 +310,9 @@ WITH input AS MATERIALIZED (
     RETURNING queue
 ), history AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, state, error)
-    SELECT id, attempts, worker_id, started_at, state, error
+    SELECT id, attempts, worker_id, started_at,
+           CASE WHEN outcome = 'SNOOZED' AND state = 'PENDING' THEN 'SNOOZED' ELSE state END,
+           CASE WHEN outcome = 'SNOOZED' THEN outcome_error::jsonb ELSE error END
     FROM finished WHERE outcome NOT IN ('SUCCESS', 'RELEASED')
 ), waited AS (
     -- Jobs enqueued with depends_on count the ones that just finished
