@@ -158,6 +158,8 @@ FUNCTIONS = (
     "dependencies_settle",
     "depend",
     "dependencies_sweep",
+    # revision 0019: a waiting job changed in place (SECURITY DEFINER)
+    "update_job",
 )
 
 
@@ -272,6 +274,7 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("EXECUTE", "dependency_wait", "a dependent waits in job_queue until then (0018)"),
     Rule("EXECUTE", "dependencies_settle", "advance(): jobs waiting on a revoked one (0018)"),
     Rule("SELECT", "job_dependencies", "advance() looks whether any job waits at all (0018)"),
+    Rule("EXECUTE", "update_job", "AsyncResult.update(), unique replace and debounce (0019)"),
     # Operations (revision 0013): the app that enqueues and revokes also
     # manages its jobs and queues (app.control, the CLI). The functions run
     # as the schema's owner, so EXECUTE is all they need.
@@ -360,6 +363,7 @@ _WORKER_FUNCTIONS = {
     "dependency_wait": "jobs enqueued with depends_on by tasks (0018)",
     "dependencies_settle": "completions count the jobs that wait on finished ones (0018)",
     "dependencies_sweep": "the maintenance leader counts what completions missed (0018)",
+    "update_job": "unique replace and debounce enqueued by tasks (0019)",
 }
 
 WORKER: tuple[Rule, ...] = (
