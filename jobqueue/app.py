@@ -331,6 +331,8 @@ class JobQueue(AppTaskBase):
                 unique_key=key,
                 unique_states=list(task.flow.unique_states),
                 unique_window=task.flow.unique_window,
+                on_duplicate=task.flow.on_duplicate,
+                take_over=False,
             )
         if spec.depends_on is not None:
             params.update(

@@ -36,6 +36,11 @@ class Batch(NamedTuple):
 def unique_batch(task: Task[Any, Any], ids: list[str], params: dict[str, Any]) -> list[str]:
     """Keep only the first item of each unique key in ``params`` (a key
     repeated within the batch goes to its first item); each item's first job."""
+    if task.flow.on_duplicate != "keep":
+        raise ValueError(
+            f"enqueue_many(): task {task.name!r} has on_duplicate={task.flow.on_duplicate!r}, "
+            "which changes a waiting holder job by job: enqueue its jobs one at a time"
+        )
     first: dict[str, str] = {}
     holder_of = []
     for job_id, key in zip(ids, params["unique_keys"], strict=True):

@@ -36,6 +36,13 @@ def parse_rate(value: str | float | int) -> float:
     return rate
 
 
+#: A unique task's duplicate while its key's holder waits: dropped ("keep",
+#: the default), or changing the holder in place: its arguments ("replace"),
+#: its arguments and due time ("debounce"). A holder that no longer waits (it
+#: runs) hands the key to the duplicate, which is enqueued.
+ON_DUPLICATE = ("keep", "replace", "debounce")
+
+
 @dataclass(frozen=True)
 class FlowControl:
     rate_per_second: float | None = None
@@ -47,6 +54,10 @@ class FlowControl:
     unique_key: KeyFunction | str | None = None
     unique_window: float | None = None
     unique_states: tuple[str, ...] = DEFAULT_UNIQUE_STATES
+    #: What a duplicate does while the key's holder still waits: "keep" (it is
+    #: dropped, the holder returned), "replace" (the holder takes its
+    #: arguments), "debounce" (and its due time). See ON_DUPLICATE.
+    on_duplicate: str = "keep"
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> FlowControl:
@@ -68,6 +79,13 @@ class FlowControl:
             if options.get(name) is not None and not callable(options[name]):
                 raise TypeError(f"{name} must be a function of the task's arguments")
         unique_key = options.get("unique_key")
+        on_duplicate = options.get("on_duplicate", "keep")
+        if on_duplicate not in ON_DUPLICATE:
+            raise ValueError(
+                f"on_duplicate must be one of {', '.join(ON_DUPLICATE)}, got {on_duplicate!r}"
+            )
+        if on_duplicate != "keep" and not (options.get("unique") or unique_key is not None):
+            raise ValueError(f"on_duplicate={on_duplicate!r} needs unique=True (or a unique_key)")
         return cls(
             rate_per_second=None if rate is None else parse_rate(rate),
             burst=burst,
@@ -78,6 +96,7 @@ class FlowControl:
             unique_key=unique_key,
             unique_window=None if window is None else float(window),
             unique_states=unique_states,
+            on_duplicate=on_duplicate,
         )
 
     def keys(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, str]:

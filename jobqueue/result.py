@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -234,6 +234,36 @@ class AsyncResult:
         finish but never retried. Recorded in SQL: no worker needs to be online."""
         self.app.revoke([self.id], terminate=terminate)
         self._row = None
+
+    def update(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        priority: int | None = None,
+        connection: Any = None,
+    ) -> bool:
+        """Change the job while it waits: its arguments (``args``, ``kwargs``:
+        each replaced whole), its due time (``countdown`` seconds from now, or
+        ``eta``), its priority; None leaves one as it is. False if the job no
+        longer waits (it runs or ran, as it was). In SQL: ``update_job()``."""
+        from .options import check_priority, timing
+        from .serialization import dumps
+
+        changes: dict[str, Any] = {
+            "args": None if args is None else dumps(list(args)),
+            "kwargs": None if kwargs is None else dumps(dict(kwargs)),
+            "countdown": None,
+            "eta": None,
+            "priority": None if priority is None else check_priority(priority),
+        }
+        if countdown is not None or eta is not None:
+            changes["countdown"], changes["eta"], _, _ = timing(countdown, eta, None)
+        changed = self.app.store.update_job(self.id, changes, connection)
+        self._row = None
+        return changed
 
     def retry(self, reset_retries: bool = False) -> bool:
         """Run a FAILURE or REVOKED job again, as a new attempt (its attempt

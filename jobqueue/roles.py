@@ -169,6 +169,8 @@ FUNCTIONS = (
     "batch_add",
     "batch_close",
     "batches_sweep",
+    # revision 0020: a waiting job changed in place (SECURITY DEFINER)
+    "update_job",
 )
 
 
@@ -291,6 +293,7 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("EXECUTE", "batches_settle", "advance(): the batch of a revoked job (0019)"),
     Rule("SELECT", "batch_members", "advance() looks whether any batch waits at all (0019)"),
     Rule("SELECT", "batch_progress", "batch.progress() (0019)"),
+    Rule("EXECUTE", "update_job", "AsyncResult.update(), unique replace and debounce (0020)"),
     # Operations (revision 0013): the app that enqueues and revokes also
     # manages its jobs and queues (app.control, the CLI). The functions run
     # as the schema's owner, so EXECUTE is all they need.
@@ -386,6 +389,7 @@ _WORKER_FUNCTIONS = {
     "batch_open": "batches opened by tasks (0019)",
     "batch_add": "batches that tasks add jobs to (0019)",
     "batch_close": "batches closed by tasks (0019)",
+    "update_job": "unique replace and debounce enqueued by tasks (0020)",
 }
 
 WORKER: tuple[Rule, ...] = (

@@ -123,9 +123,25 @@ class Store:
         connection = self._joined(connection)
         with self.db.transaction(connection) as conn:
             self.db.run(conn, "unique_lock", {"unique_keys": [params["unique_key"]]})
+            if params["on_duplicate"] != "keep":  # replace, debounce: the holder changed
+                updated = self.db.run(conn, "unique_update", params)
+                if updated:
+                    return str(updated[0][0])
+                params = {**params, "take_over": True}
             rows = self.db.run(conn, "job_insert_unique", params)
         holder = rows[0][0] if rows else None
         return str(holder) if holder is not None else str(params["id"])
+
+    def update_job(self, job_id: str, changes: Params, connection: Any = None) -> bool:
+        """Change a waiting job in place (update_job): whether it was waiting."""
+        connection = self._joined(connection)
+        try:
+            rows = self.db.execute("update_job", {"id": job_id, **changes}, connection)
+        except psycopg.Error as exc:
+            if exc.sqlstate == "JQ002" and exc.diag.message_primary:
+                raise ValueError(exc.diag.message_primary.removeprefix("jobqueue: ")) from exc
+            raise
+        return bool(rows[0][0])
 
     def insert_jobs(self, params: Params, connection: Any = None) -> None:
         """Many jobs of one task: COPY where the connection allows, else one

@@ -90,6 +90,7 @@ TASK_OPTIONS = frozenset(
         "unique_states",
         "typing",
         "atomic",
+        "on_duplicate",
     }
 )
 

@@ -190,6 +190,17 @@ def build(app: JobQueue) -> SimpleNamespace:
     def record_error(failed_job_id: str, tag: str) -> str:
         return f"{tag}: {failed_job_id}"
 
+    @app.task(name="latest", unique_key="one", on_duplicate="replace")
+    def latest(value: Any, pause: float = 0.0) -> Any:
+        """The newest arguments of a burst win (on_duplicate='replace')."""
+        time.sleep(pause)
+        return value
+
+    @app.task(name="settled", unique_key="one", on_duplicate="debounce")
+    def settled(value: Any) -> Any:
+        """Runs once a burst of calls has settled (on_duplicate='debounce')."""
+        return value
+
     @app.task(name="snoozer", bind=True, max_retries=0)
     def snoozer(self: Any, times: int, seconds: float) -> dict[str, int]:
         """Snoozes its first ``times`` runs; it may never retry (max_retries=0)."""

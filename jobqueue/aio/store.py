@@ -46,6 +46,11 @@ class AsyncStore:
         """One job of a unique task; the id of the job holding its key."""
         async with self.db.transaction(connection) as conn:
             await self.db.run(conn, "unique_lock", {"unique_keys": [params["unique_key"]]})
+            if params["on_duplicate"] != "keep":  # replace, debounce (Store.insert_job_unique)
+                updated = await self.db.run(conn, "unique_update", params)
+                if updated:
+                    return str(updated[0][0])
+                params = {**params, "take_over": True}
             rows = await self.db.run(conn, "job_insert_unique", params)
         holder = rows[0][0] if rows else None
         return str(holder) if holder is not None else str(params["id"])

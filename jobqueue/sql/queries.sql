@@ -1094,13 +1094,15 @@ FROM (SELECT DISTINCT hashtextextended(k, {lock_unique}) AS h
 -- name: job_insert_unique
 -- Like job_insert, unless the unique key is held: by a job still in one of
 -- the key's counting states, within its window. Returns the holder's id.
+-- take_over: the key goes to this job whatever holds it (replace and
+-- debounce, once unique_update found the holder no longer waiting).
 WITH holder AS (
     INSERT INTO {schema}.unique_keys AS u (key, job_id, states, expires_at)
     VALUES (%(unique_key)s, %(id)s::uuid, %(unique_states)s::text[],
             now() + make_interval(secs => %(unique_window)s))
     ON CONFLICT (key) DO UPDATE
     SET job_id = EXCLUDED.job_id, states = EXCLUDED.states, expires_at = EXCLUDED.expires_at
-    WHERE u.expires_at <= now()
+    WHERE %(take_over)s OR u.expires_at <= now()
        OR NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j
                       WHERE j.id = u.job_id AND j.state = ANY(u.states))
     RETURNING job_id
@@ -1123,6 +1125,34 @@ WITH holder AS (
 SELECT COALESCE((SELECT job_id FROM holder),
                 (SELECT job_id FROM {schema}.unique_keys WHERE key = %(unique_key)s)),
        (SELECT count(pg_notify('{channel_jobs}', queue)) FROM waiting WHERE {wake_wanted});
+
+-- name: update_job
+-- AsyncResult.update(): eta wins over countdown (seconds from the database's now).
+SELECT {schema}.update_job(
+    %(id)s::uuid, %(args)s::jsonb, %(kwargs)s::jsonb,
+    CASE WHEN %(eta)s::timestamptz IS NOT NULL THEN %(eta)s::timestamptz
+         WHEN %(countdown)s::float8 IS NOT NULL
+             THEN now() + make_interval(secs => %(countdown)s::float8) END,
+    %(priority)s::integer);
+
+-- name: unique_update
+-- A unique task's replace and debounce modes (on_duplicate), under the key's
+-- lock (unique_lock): the holder, if it still counts and still waits, takes
+-- this call's arguments and, to debounce, its due time, in place
+-- (update_job); its id. No row: the holder is gone or no longer waits (it
+-- runs), and job_insert_unique takes the key over for this call.
+WITH holder AS MATERIALIZED (
+    SELECT u.job_id FROM {schema}.unique_keys AS u
+    WHERE u.key = %(unique_key)s AND (u.expires_at IS NULL OR u.expires_at > now())
+      AND EXISTS (SELECT 1 FROM {schema}.jobs AS j
+                  WHERE j.id = u.job_id AND j.state = ANY(u.states))
+)
+SELECT h.job_id::text FROM holder AS h
+WHERE {schema}.update_job(
+    h.job_id, %(args)s::jsonb, %(kwargs)s::jsonb,
+    CASE WHEN %(on_duplicate)s = 'debounce'
+         THEN COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)) END,
+    NULL);
 
 -- name: job_insert_many_unique
 -- Bulk job_insert_unique (keys distinct within the batch). Returns each key

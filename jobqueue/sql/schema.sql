@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0019), in
+-- The jobqueue schema as it stands at the newest migration (revision 0020), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -623,7 +623,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0019');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0020');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -2273,6 +2273,66 @@ REVOKE EXECUTE ON FUNCTION {schema}.canvas_unfail FROM PUBLIC;
 
 
 -- ===========================================================================
+-- A waiting job changed in place (revision 0020).
+-- A waiting job changed in place (AsyncResult.update(), jobqueue jobs update,
+-- a unique task's replace and debounce modes): its arguments, its due time,
+-- its priority. NULL leaves a field as it is. Only while it waits: its row in
+-- job_queue is locked first, so a claim that holds it wins (then false: it
+-- runs, or ran, as it was). A job waiting on dependencies keeps waiting; its
+-- new due time applies once they are counted. Workers of its queue are
+-- notified (it may be due sooner). Bad input raises JQ002. Returns whether
+-- the job was waiting and changed.
+CREATE FUNCTION {schema}.update_job(id uuid, args jsonb DEFAULT NULL, kwargs jsonb DEFAULT NULL,
+                                    run_at timestamptz DEFAULT NULL,
+                                    priority integer DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w       record;
+    waiting boolean;
+BEGIN
+    IF update_job.args IS NOT NULL AND jsonb_typeof(update_job.args) <> 'array' THEN
+        RAISE EXCEPTION 'jobqueue: update_job: args must be a JSON array, got %',
+            jsonb_typeof(update_job.args) USING ERRCODE = 'JQ002';
+    END IF;
+    IF update_job.kwargs IS NOT NULL AND jsonb_typeof(update_job.kwargs) <> 'object' THEN
+        RAISE EXCEPTION 'jobqueue: update_job: kwargs must be a JSON object, got %',
+            jsonb_typeof(update_job.kwargs) USING ERRCODE = 'JQ002';
+    END IF;
+    IF {schema}.json_depth(COALESCE(update_job.args, '[]')) > 200
+       OR {schema}.json_depth(COALESCE(update_job.kwargs, '{}')) > 200 THEN
+        RAISE EXCEPTION 'jobqueue: update_job: the arguments nest arrays and objects more '
+                        'than 200 levels deep' USING ERRCODE = 'JQ002';
+    END IF;
+    IF update_job.priority IS NOT NULL AND update_job.priority NOT BETWEEN -32768 AND 32767 THEN
+        RAISE EXCEPTION 'jobqueue: update_job: priority must be in [-32768, 32767], got %',
+            update_job.priority USING ERRCODE = 'JQ002';
+    END IF;
+    SELECT * INTO w FROM {schema}.job_queue AS q WHERE q.job_id = update_job.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    waiting := w.run_at = {schema}.dependency_wait();
+    UPDATE {schema}.job_queue AS q
+    SET args = CASE WHEN q.args IS NULL THEN NULL ELSE COALESCE(update_job.args, q.args) END,
+        kwargs = CASE WHEN q.kwargs IS NULL THEN NULL
+                      ELSE COALESCE(update_job.kwargs, q.kwargs) END,
+        run_at = CASE WHEN waiting THEN q.run_at ELSE COALESCE(update_job.run_at, q.run_at) END,
+        priority = COALESCE(update_job.priority, q.priority)
+    WHERE q.job_id = update_job.id;
+    UPDATE {schema}.jobs AS j
+    SET args = COALESCE(update_job.args, j.args),
+        kwargs = COALESCE(update_job.kwargs, j.kwargs),
+        run_at = COALESCE(update_job.run_at, j.run_at),
+        priority = COALESCE(update_job.priority, j.priority)
+    WHERE j.id = update_job.id AND j.state IN ('PENDING', 'RETRY');
+    PERFORM pg_notify('{channel_jobs}', w.queue);
+    RETURN true;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION {schema}.update_job(uuid, jsonb, jsonb, timestamptz, integer)
+    FROM PUBLIC;
+
 -- Schedules as operations (revision 0017): pause, resume and run now, for
 -- the dashboard (jobqueue/dashboard), Python and psql alike.
 -- ===========================================================================

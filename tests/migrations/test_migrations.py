@@ -187,6 +187,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "set_concurrency_limit",
             "set_rate_limit",
             "spawn",
+            "update_job",
             "uuid7",
             "uuid7_floor",
             "uuid7_hour",

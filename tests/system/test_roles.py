@@ -386,6 +386,14 @@ def test_a_producer_enqueues_runs_workflows_revokes_and_reads_results(
     with pytest.raises(TaskRevokedError):
         waiting.get(timeout=5)
 
+    # A waiting job changed in place (update_job(), 0020), and a unique task's
+    # duplicate replacing its waiting holder's arguments.
+    later = add.apply_async((1, 1), countdown=60)
+    assert later.update(args=(2, 2), countdown=0) is True and later.get(timeout=30) == 4
+    first_latest = jq.latest.apply_async(("a",), countdown=60)
+    assert jq.latest.delay("b").id == first_latest.id
+    assert first_latest.update(countdown=0) is True and first_latest.get(timeout=30) == "b"
+
     # Unique jobs: a waiting holder is returned, revoked it lets a new job take the key.
     held = jq.once_at_a_time.apply_async(("k",), countdown=60)
     assert jq.once_at_a_time.apply_async(("k",), countdown=60).id == held.id
