@@ -11,8 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
 
-from . import batch as batching
-from . import discovery, signals
+from . import bulk, discovery, signals
 from .celeryconf import TASK_OPTIONS as CELERY_TASK_OPTIONS
 from .celeryconf import task_options as celery_task_options
 from .config import Settings, default_data_dir
@@ -449,7 +448,7 @@ class JobQueue(AppTaskBase):
         of positional arguments, or a mapping of keyword arguments. For a
         ``unique`` task, items whose key is taken (or repeated) get the holder's
         result and write nothing."""
-        batch = batching.build(self, task, items, queue, priority, countdown, eta, expires)
+        batch = bulk.build(self, task, items, queue, priority, countdown, eta, expires)
         if batch is None:
             return []
         if batch.eager:
@@ -461,7 +460,7 @@ class JobQueue(AppTaskBase):
             self.store.insert_jobs(batch.params, connection)
         else:
             holders = self.store.insert_jobs_unique(batch.params, connection)
-        return batching.results(self, batch, holders)
+        return bulk.results(self, batch, holders)
 
     async def aenqueue_many(
         self,

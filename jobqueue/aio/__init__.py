@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import batch as batching
+from .. import bulk
 from ..options import call_options, resolve
 from ..serialization import dumps
 from .db import AsyncDatabase
@@ -121,7 +121,7 @@ class AsyncSide:
     ) -> list[AsyncResult]:
         """``JobQueue.enqueue_many``, awaiting the insert."""
         app = self.app
-        batch = batching.build(app, task, items, queue, priority, countdown, eta, expires)
+        batch = bulk.build(app, task, items, queue, priority, countdown, eta, expires)
         if batch is None:
             return []
         if batch.eager:
@@ -133,7 +133,7 @@ class AsyncSide:
             await self.store.insert_jobs(batch.params, connection)
         else:
             holders = await self.store.insert_jobs_unique(batch.params, connection)
-        return batching.results(app, batch, holders)
+        return bulk.results(app, batch, holders)
 
     async def apply_canvas(
         self,
