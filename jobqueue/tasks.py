@@ -434,23 +434,12 @@ class Task(Generic[P, R]):
         Raises ``ChordMembershipError`` if this job is not in a chord's header
         (a member of a plain group is not), or if the chord already failed.
         ``lazy`` is accepted for Celery and ignored."""
-        from .canvas import Signature
-
-        if not isinstance(sig, Signature):
-            raise TypeError(f"add_to_chord() takes a signature, got {type(sig).__name__}")
-        request = self.request
-        if request.called_directly:
-            raise RuntimeError(f"{self.name}.add_to_chord() called outside a worker")
+        request = self._member_request(sig, "add_to_chord", "chord's")
         if not request.chord:
             raise ChordMembershipError(
                 f"{self.name}[{request.id}] is not a member of a chord's header: "
                 "add_to_chord() needs a chord whose body waits for the new member "
                 "(a plain group has no body to give its result to: use add_to_group())"
-            )
-        if request.is_eager:
-            raise ChordMembershipError(
-                f"{self.name}.add_to_chord() is not supported in eager mode (apply(), "
-                "app.conf.eager): it needs the chord's row in the database"
             )
         from .freezer import add_to_chord
 
@@ -463,22 +452,28 @@ class Task(Generic[P, R]):
         ``GroupResult.restore(group_id)`` and the dashboard see it, and runs
         at once. Returns its ``AsyncResult``. Raises ``ChordMembershipError``
         if this job is in no group."""
-        from .canvas import Signature
-
-        if not isinstance(sig, Signature):
-            raise TypeError(f"add_to_group() takes a signature, got {type(sig).__name__}")
-        request = self.request
-        if request.called_directly:
-            raise RuntimeError(f"{self.name}.add_to_group() called outside a worker")
-        if request.is_eager:
-            raise ChordMembershipError(
-                f"{self.name}.add_to_group() is not supported in eager mode (apply(), "
-                "app.conf.eager): it needs the group's row in the database"
-            )
+        request = self._member_request(sig, "add_to_group", "group's")
         from .freezer import add_to_group
 
         result: AsyncResult = add_to_group(self.app, request, sig)
         return result
+
+    def _member_request(self, sig: Signature, method: str, row: str) -> Request:
+        """The running job's request, for ``method`` adding ``sig`` to its group
+        or chord: a signature, run by a worker (not directly, not eagerly)."""
+        from .canvas import Signature
+
+        if not isinstance(sig, Signature):
+            raise TypeError(f"{method}() takes a signature, got {type(sig).__name__}")
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"{self.name}.{method}() called outside a worker")
+        if request.is_eager:
+            raise ChordMembershipError(
+                f"{self.name}.{method}() is not supported in eager mode (apply(), "
+                f"app.conf.eager): it needs the {row} row in the database"
+            )
+        return request
 
     # -- canvas ------------------------------------------------------------
 

@@ -233,3 +233,24 @@ def start_worker(
                 worker.terminate(timeout=20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+@pytest.fixture
+def ja(dsn: str, schema: str, conn: psycopg.Connection[Any]) -> Iterator[SimpleNamespace]:
+    """The atomic tasks (tests.apps_atomic) on an app of this test's schema,
+    with the table they write: effects (job, n)."""
+    from tests.apps_atomic import build as build_atomic
+
+    conn.execute(f'CREATE TABLE "{schema}".effects (job uuid, n int)')
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    yield build_atomic(app)
+    app.close()
+
+
+def unsettled(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Jobs of ``schema`` not finished yet (waiting ones included)."""
+    row = conn.execute(
+        f'SELECT count(*) FROM "{schema}".all_jobs '
+        "WHERE state NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')"
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -9,21 +9,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobqueue import AtomicError, JobQueue, chord, group, states
+from jobqueue import AtomicError, chord, group, states
 from jobqueue.atomic import slot_connection
-from tests.apps_atomic import build
 from tests.conftest import wait_for
 
 APP = "tests.apps_atomic:app"
 POOLS = ["threads", "processes"]
-
-
-@pytest.fixture
-def ja(dsn: str, schema: str, conn: Any) -> Any:
-    conn.execute(f'CREATE TABLE "{schema}".effects (job uuid, n int)')
-    app = JobQueue(dsn, schema=schema, auto_migrate=False)
-    yield build(app)
-    app.close()
 
 
 def rows(conn: Any, schema: str, job_id: str | None = None) -> list[int]:

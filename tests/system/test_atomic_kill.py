@@ -13,30 +13,11 @@ import signal
 import time
 from typing import Any
 
-import pytest
-
-from jobqueue import JobQueue, states
-from tests.apps_atomic import build
-from tests.conftest import wait_for
+from jobqueue import states
+from tests.conftest import unsettled, wait_for
 
 JOBS = 1000
 FAST_LEASE = ("--lease-ttl", "2", "--heartbeat-interval", "0.5")
-
-
-@pytest.fixture
-def ja(dsn: str, schema: str, conn: Any) -> Any:
-    conn.execute(f'CREATE TABLE "{schema}".effects (job uuid, n int)')
-    app = JobQueue(dsn, schema=schema, auto_migrate=False)
-    yield build(app)
-    app.close()
-
-
-def _unsettled(conn: Any, schema: str) -> int:
-    row = conn.execute(
-        f"SELECT count(*) FROM \"{schema}\".jobs WHERE state NOT IN ('SUCCESS', 'FAILURE')"
-    ).fetchone()
-    waiting = conn.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone()
-    return int(row[0]) + int(waiting[0])
 
 
 def test_kill_9_at_random_points_leaves_every_write_exactly_once(
@@ -50,14 +31,14 @@ def test_kill_9_at_random_points_leaves_every_write_exactly_once(
     deadline = time.monotonic() + 240
     # Kill while at least a tenth of the jobs are left: a kill lands on running
     # transactions most of the time (8 + 4 slots busy with ~50 ms pauses).
-    while _unsettled(conn, schema) > JOBS // 10 and time.monotonic() < deadline:
+    while unsettled(conn, schema) > JOBS // 10 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.1, 0.6))  # the fault's timing, not a synchronisation
         index = rng.randrange(len(live))
         live[index].proc.send_signal(signal.SIGKILL)
         live[index].proc.wait(10)
         kills += 1
         live[index] = start_worker(*pools[index], *FAST_LEASE, app="tests.apps_atomic:app")
-    wait_for(lambda: _unsettled(conn, schema) == 0, 240, "every job to settle")
+    wait_for(lambda: unsettled(conn, schema) == 0, 240, "every job to settle")
 
     states_found = conn.execute(
         f'SELECT state, count(*) FROM "{schema}".jobs GROUP BY state'

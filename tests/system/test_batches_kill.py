@@ -14,32 +14,13 @@ import signal
 import time
 from typing import Any
 
-import pytest
-
-from jobqueue import JobQueue, states
-from tests.apps_atomic import build
-from tests.conftest import wait_for
+from jobqueue import states
+from tests.conftest import unsettled, wait_for
 
 MEMBERS = 300
 CHUNK = 50
 FAST_LEASE = ("--lease-ttl", "2", "--heartbeat-interval", "0.5")
 APP = "tests.apps_atomic:app"
-
-
-@pytest.fixture
-def ja(dsn: str, schema: str, conn: Any) -> Any:
-    conn.execute(f'CREATE TABLE "{schema}".effects (job uuid, n int)')
-    app = JobQueue(dsn, schema=schema, auto_migrate=False)
-    yield build(app)
-    app.close()
-
-
-def _unsettled(conn: Any, schema: str) -> int:
-    row = conn.execute(
-        f"SELECT count(*) FROM \"{schema}\".all_jobs WHERE state NOT IN ('SUCCESS', 'FAILURE', "
-        "'REVOKED')"
-    ).fetchone()
-    return int(row[0])
 
 
 def test_kill_9_on_complete_runs_once_with_the_right_counts(
@@ -65,7 +46,7 @@ def test_kill_9_on_complete_runs_once_with_the_right_counts(
             kill_one()
     assert batch.close() in ("CLOSED", "DONE")
     deadline = time.monotonic() + 180
-    while _unsettled(conn, schema) > MEMBERS // 5 and time.monotonic() < deadline:
+    while unsettled(conn, schema) > MEMBERS // 5 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.2, 0.8))  # the fault's timing, not a synchronisation
         kill_one()
     wait_for(lambda: batch.progress().completed, 180, "the batch to complete")
@@ -73,7 +54,7 @@ def test_kill_9_on_complete_runs_once_with_the_right_counts(
     assert callback is not None
     counts = {"batch": batch.id, "total": MEMBERS, "succeeded": MEMBERS, "failed": 0, "revoked": 0}
     assert callback.get(timeout=120) == counts
-    wait_for(lambda: _unsettled(conn, schema) == 0, 180, "every job to settle")
+    wait_for(lambda: unsettled(conn, schema) == 0, 180, "every job to settle")
 
     assert batch.progress() == ("DONE", MEMBERS, 0, MEMBERS, 0, 0, True, True)
     found = conn.execute(f'SELECT state, count(*) FROM "{schema}".jobs GROUP BY 1').fetchall()

@@ -13,31 +13,12 @@ import signal
 import time
 from typing import Any
 
-import pytest
-
-from jobqueue import JobQueue, states
-from tests.apps_atomic import build
-from tests.conftest import wait_for
+from jobqueue import states
+from tests.conftest import unsettled, wait_for
 
 GROUPS = 100
 FAST_LEASE = ("--lease-ttl", "2", "--heartbeat-interval", "0.5")
 APP = "tests.apps_atomic:app"
-
-
-@pytest.fixture
-def ja(dsn: str, schema: str, conn: Any) -> Any:
-    conn.execute(f'CREATE TABLE "{schema}".effects (job uuid, n int)')
-    app = JobQueue(dsn, schema=schema, auto_migrate=False)
-    yield build(app)
-    app.close()
-
-
-def _unsettled(conn: Any, schema: str) -> int:
-    row = conn.execute(
-        f"SELECT count(*) FROM \"{schema}\".jobs WHERE state NOT IN ('SUCCESS', 'FAILURE', "
-        "'REVOKED')"
-    ).fetchone()
-    return int(row[0])
 
 
 def test_kill_9_dependents_run_once_after_their_dependencies(
@@ -53,14 +34,14 @@ def test_kill_9_dependents_run_once_after_their_dependencies(
     rng = random.Random(18)
     kills = 0
     deadline = time.monotonic() + 180
-    while _unsettled(conn, schema) > GROUPS // 4 and time.monotonic() < deadline:
+    while unsettled(conn, schema) > GROUPS // 4 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.2, 0.8))  # the fault's timing, not a synchronisation
         index = rng.randrange(len(live))
         live[index].proc.send_signal(signal.SIGKILL)
         live[index].proc.wait(10)
         kills += 1
         live[index] = start_worker(*pools[index], *FAST_LEASE, app=APP)
-    wait_for(lambda: _unsettled(conn, schema) == 0, 180, "every job to settle")
+    wait_for(lambda: unsettled(conn, schema) == 0, 180, "every job to settle")
 
     found = conn.execute(f'SELECT state, count(*) FROM "{schema}".jobs GROUP BY 1').fetchall()
     assert found == [(states.SUCCESS, GROUPS * 4)]
