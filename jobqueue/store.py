@@ -537,13 +537,22 @@ class Store:
         rows = self._on(conn, "job_attempt_state", params)
         return bool(rows) and rows[0][0] == "SUCCESS"
 
-    def sweep_dependencies(self, conn: psycopg.Connection[Any]) -> int:
-        """Count finished dependencies the completions missed (dependencies_sweep)."""
-        return int(self._on(conn, "dependencies_sweep", {})[0][0])
+    def sweep_dependencies(
+        self, conn: psycopg.Connection[Any], from_id: str | None
+    ) -> tuple[int, str | None]:
+        """Count finished dependencies the completions missed, in a bounded
+        slice after ``from_id`` (dependencies_sweep): (counted, where the next
+        round goes on; None: from the start)."""
+        counted, next_id = self._on(conn, "dependencies_sweep", {"from_id": from_id})[0]
+        return int(counted), next_id
 
-    def sweep_batches(self, conn: psycopg.Connection[Any]) -> int:
-        """Count finished batch members the completions missed (batches_sweep)."""
-        return int(self._on(conn, "batches_sweep", {})[0][0])
+    def sweep_batches(
+        self, conn: psycopg.Connection[Any], from_id: str | None
+    ) -> tuple[int, str | None]:
+        """Count finished batch members the completions missed (batches_sweep),
+        as ``sweep_dependencies``."""
+        counted, next_id = self._on(conn, "batches_sweep", {"from_id": from_id})[0]
+        return int(counted), next_id
 
     # -- batches (0019) ----------------------------------------------------------
 

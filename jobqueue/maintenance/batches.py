@@ -22,8 +22,9 @@ class Batches:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.from_id: str | None = None  # a bounded slice per round, as Dependencies
 
     def run(self, conn: psycopg.Connection[Any]) -> None:
-        counted = self.store.sweep_batches(conn)
+        counted, self.from_id = self.store.sweep_batches(conn, self.from_id)
         if counted:
             log.info("counted %d finished batch members the completions had missed", counted)

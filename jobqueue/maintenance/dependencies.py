@@ -23,8 +23,11 @@ class Dependencies:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Each round looks at a bounded slice (10,000 dependencies), going on
+        # from here: a million waiting edges cost a round no more than that.
+        self.from_id: str | None = None
 
     def run(self, conn: psycopg.Connection[Any]) -> None:
-        counted = self.store.sweep_dependencies(conn)
+        counted, self.from_id = self.store.sweep_dependencies(conn, self.from_id)
         if counted:
             log.info("counted %d finished dependencies the completions had missed", counted)

@@ -599,13 +599,14 @@ SELECT {schema}.depend((SELECT job_id FROM waiting), %(depends_on)s::uuid[],
 
 -- name: dependencies_sweep
 -- The maintenance leader's round (0018): dependencies that finished but were
--- not counted (see dependencies_sweep() in schema.sql).
-SELECT {schema}.dependencies_sweep();
+-- not counted (see dependencies_sweep() in schema.sql), a bounded slice per
+-- round from where the last one stopped.
+SELECT counted, next_id::text FROM {schema}.dependencies_sweep(%(from_id)s::uuid);
 
 -- name: batches_sweep
 -- The maintenance leader's round (0019): batch members that finished (or
 -- were deleted) but were not counted (see batches_sweep() in schema.sql).
-SELECT {schema}.batches_sweep();
+SELECT counted, next_id::text FROM {schema}.batches_sweep(%(from_id)s::uuid);
 
 -- name: batch_open
 -- A new batch (app.batch()), its callbacks frozen signatures (0019).

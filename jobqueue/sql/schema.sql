@@ -1242,23 +1242,35 @@ $$;
 -- deleted) but are still to be counted: a dependency that finished while the
 -- transaction adding its dependent was open, or one finished by a worker of
 -- an earlier release. Returns how many were counted.
-CREATE FUNCTION {schema}.dependencies_sweep() RETURNS integer
+CREATE FUNCTION {schema}.dependencies_sweep(from_id uuid DEFAULT NULL,
+                                            max_rows integer DEFAULT 10000)
+RETURNS TABLE (counted integer, next_id uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seen uuid[];
 BEGIN
-    RETURN {schema}.dependencies_settle(ARRAY(
-        SELECT DISTINCT d.dependency FROM {schema}.job_dependencies AS d
-        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency
+    -- Up to max_rows dependencies after from_id, in key order: a backlog of
+    -- millions of waiting edges costs each round a bounded amount; next_id
+    -- is where the next round goes on (NULL: from the start again).
+    seen := ARRAY(SELECT DISTINCT d.dependency FROM {schema}.job_dependencies AS d
+                  WHERE from_id IS NULL OR d.dependency > from_id
+                  ORDER BY 1 LIMIT greatest(max_rows, 1));
+    counted := {schema}.dependencies_settle(ARRAY(
+        SELECT x FROM unnest(seen) AS x
+        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x
                       AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
-           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency)
-                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
-                              WHERE q.job_id = d.dependency))));
+           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x)
+                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q WHERE q.job_id = x))));
+    next_id := CASE WHEN cardinality(seen) < greatest(max_rows, 1) THEN NULL
+                    ELSE seen[cardinality(seen)] END;
+    RETURN NEXT;
 END
 $$;
 
 -- SECURITY DEFINER: EXECUTE is the privilege (jobqueue db grant).
 REVOKE EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.depend(uuid, uuid[], text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep(uuid, integer) FROM PUBLIC;
 
 
 -- ===========================================================================
@@ -1475,16 +1487,27 @@ $$;
 -- but are still to be counted: one that finished while the transaction
 -- adding it was open, one finished by a worker of an earlier release, one
 -- deleted. Returns how many were counted.
-CREATE FUNCTION {schema}.batches_sweep() RETURNS integer
+CREATE FUNCTION {schema}.batches_sweep(from_id uuid DEFAULT NULL,
+                                       max_rows integer DEFAULT 10000)
+RETURNS TABLE (counted integer, next_id uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seen uuid[];
 BEGIN
-    RETURN {schema}.batches_settle(ARRAY(
-        SELECT m.job_id FROM {schema}.batch_members AS m
-        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id
+    -- Up to max_rows members after from_id, in key order (as
+    -- dependencies_sweep): bounded per round; next_id NULL: from the start.
+    seen := ARRAY(SELECT m.job_id FROM {schema}.batch_members AS m
+                  WHERE from_id IS NULL OR m.job_id > from_id
+                  ORDER BY 1 LIMIT greatest(max_rows, 1));
+    counted := {schema}.batches_settle(ARRAY(
+        SELECT x FROM unnest(seen) AS x
+        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x
                       AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
-           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id)
-                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
-                              WHERE q.job_id = m.job_id))));
+           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x)
+                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q WHERE q.job_id = x))));
+    next_id := CASE WHEN cardinality(seen) < greatest(max_rows, 1) THEN NULL
+                    ELSE seen[cardinality(seen)] END;
+    RETURN NEXT;
 END
 $$;
 
@@ -1507,7 +1530,7 @@ REVOKE EXECUTE ON FUNCTION {schema}.batches_settle(uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_open(uuid, jsonb, jsonb, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_add(uuid, uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_close(uuid) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep(uuid, integer) FROM PUBLIC;
 
 
 -- ===========================================================================

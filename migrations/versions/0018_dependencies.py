@@ -223,16 +223,28 @@ $$;
 -- deleted) but are still to be counted: a dependency that finished while the
 -- transaction adding its dependent was open, or one finished by a worker of
 -- an earlier release. Returns how many were counted.
-CREATE FUNCTION {schema}.dependencies_sweep() RETURNS integer
+CREATE FUNCTION {schema}.dependencies_sweep(from_id uuid DEFAULT NULL,
+                                            max_rows integer DEFAULT 10000)
+RETURNS TABLE (counted integer, next_id uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seen uuid[];
 BEGIN
-    RETURN {schema}.dependencies_settle(ARRAY(
-        SELECT DISTINCT d.dependency FROM {schema}.job_dependencies AS d
-        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency
+    -- Up to max_rows dependencies after from_id, in key order: a backlog of
+    -- millions of waiting edges costs each round a bounded amount; next_id
+    -- is where the next round goes on (NULL: from the start again).
+    seen := ARRAY(SELECT DISTINCT d.dependency FROM {schema}.job_dependencies AS d
+                  WHERE from_id IS NULL OR d.dependency > from_id
+                  ORDER BY 1 LIMIT greatest(max_rows, 1));
+    counted := {schema}.dependencies_settle(ARRAY(
+        SELECT x FROM unnest(seen) AS x
+        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x
                       AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
-           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = d.dependency)
-                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
-                              WHERE q.job_id = d.dependency))));
+           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x)
+                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q WHERE q.job_id = x))));
+    next_id := CASE WHEN cardinality(seen) < greatest(max_rows, 1) THEN NULL
+                    ELSE seen[cardinality(seen)] END;
+    RETURN NEXT;
 END
 $$;
 
@@ -447,7 +459,7 @@ DROP TABLE jobqueue_enqueue_acl;
 -- SECURITY DEFINER: EXECUTE is the privilege (jobqueue db grant).
 REVOKE EXECUTE ON FUNCTION {schema}.dependencies_settle(uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.depend(uuid, uuid[], text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.dependencies_sweep(uuid, integer) FROM PUBLIC;
 
 -- Roles granted before this revision (jobqueue db grant) get what this
 -- release needs, so a deployment need not grant again. Every role that may
@@ -472,7 +484,7 @@ BEGIN
              WHERE c.oid = '{schema}.job_lease'::regclass AND a.privilege_type = 'DELETE'
                AND a.grantee <> 0 LOOP
         EXECUTE format('GRANT UPDATE ON {schema}.job_lease TO %s', g::regrole);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.dependencies_sweep() TO %s',
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.dependencies_sweep(uuid, integer) TO %s',
                        g::regrole);
     END LOOP;
 END
@@ -656,7 +668,7 @@ END
 $$;
 
 DROP FUNCTION {schema}.advance_canvas(uuid[]);
-DROP FUNCTION {schema}.dependencies_sweep();
+DROP FUNCTION {schema}.dependencies_sweep(uuid, integer);
 DROP FUNCTION {schema}.depend(uuid, uuid[], text);
 DROP FUNCTION {schema}.dependencies_settle(uuid[]);
 DROP FUNCTION {schema}.dependency_release(uuid);

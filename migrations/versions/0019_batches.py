@@ -251,16 +251,27 @@ $$;
 -- but are still to be counted: one that finished while the transaction
 -- adding it was open, one finished by a worker of an earlier release, one
 -- deleted. Returns how many were counted.
-CREATE FUNCTION {schema}.batches_sweep() RETURNS integer
+CREATE FUNCTION {schema}.batches_sweep(from_id uuid DEFAULT NULL,
+                                       max_rows integer DEFAULT 10000)
+RETURNS TABLE (counted integer, next_id uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seen uuid[];
 BEGIN
-    RETURN {schema}.batches_settle(ARRAY(
-        SELECT m.job_id FROM {schema}.batch_members AS m
-        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id
+    -- Up to max_rows members after from_id, in key order (as
+    -- dependencies_sweep): bounded per round; next_id NULL: from the start.
+    seen := ARRAY(SELECT m.job_id FROM {schema}.batch_members AS m
+                  WHERE from_id IS NULL OR m.job_id > from_id
+                  ORDER BY 1 LIMIT greatest(max_rows, 1));
+    counted := {schema}.batches_settle(ARRAY(
+        SELECT x FROM unnest(seen) AS x
+        WHERE EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x
                       AND j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'))
-           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = m.job_id)
-                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q
-                              WHERE q.job_id = m.job_id))));
+           OR NOT (EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = x)
+                   OR EXISTS (SELECT 1 FROM {schema}.job_queue AS q WHERE q.job_id = x))));
+    next_id := CASE WHEN cardinality(seen) < greatest(max_rows, 1) THEN NULL
+                    ELSE seen[cardinality(seen)] END;
+    RETURN NEXT;
 END
 $$;
 
@@ -365,7 +376,7 @@ REVOKE EXECUTE ON FUNCTION {schema}.batches_settle(uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_open(uuid, jsonb, jsonb, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_add(uuid, uuid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {schema}.batch_close(uuid) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION {schema}.batches_sweep(uuid, integer) FROM PUBLIC;
 
 -- Roles granted before this release keep working without a new grant: the
 -- completion statement and advance() read batch_members (as their caller)
@@ -395,7 +406,8 @@ BEGIN
     FOR g IN SELECT DISTINCT a.grantee FROM pg_class AS c, aclexplode(c.relacl) AS a
              WHERE c.oid = '{schema}.job_lease'::regclass AND a.privilege_type = 'DELETE'
                AND a.grantee <> 0 LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_sweep() TO %s', g::regrole);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION {schema}.batches_sweep(uuid, integer) TO %s',
+                       g::regrole);
         EXECUTE format('GRANT SELECT, DELETE ON {schema}.batches TO %s', g::regrole);
     END LOOP;
 END
@@ -478,7 +490,7 @@ END
 $$;
 
 DROP VIEW {schema}.batch_progress;
-DROP FUNCTION {schema}.batches_sweep();
+DROP FUNCTION {schema}.batches_sweep(uuid, integer);
 DROP FUNCTION {schema}.batch_close(uuid);
 DROP FUNCTION {schema}.batch_add(uuid, uuid[]);
 DROP FUNCTION {schema}.batch_open(uuid, jsonb, jsonb, jsonb);

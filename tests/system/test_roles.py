@@ -516,7 +516,7 @@ def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
         "SELECT has_table_privilege(%(r)s, %(s)s || '.batch_members', 'SELECT'), "
         "has_function_privilege(%(r)s, %(s)s || '.batches_settle(uuid[])', 'EXECUTE'), "
         "has_function_privilege(%(r)s, %(s)s || '.batch_add(uuid, uuid[])', 'EXECUTE'), "
-        "has_function_privilege(%(r)s, %(s)s || '.batches_sweep()', 'EXECUTE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.batches_sweep(uuid, integer)', 'EXECUTE'), "
         "has_table_privilege(%(r)s, %(s)s || '.batch_progress', 'SELECT'), "
         "has_table_privilege(%(r)s, %(s)s || '.job_dependencies', 'SELECT'), "
         "has_function_privilege(%(r)s, %(s)s || '.dependencies_settle(uuid[])', 'EXECUTE'), "
