@@ -94,7 +94,11 @@ def build(
     per_item_options = flow is not None and (
         flow.rate_limit_key is not None or flow.concurrency_key is not None
     )
-    options: dict[str, Any] = registered.job_options() if registered else {}
+    # With key functions, options are made per item (a key function may need
+    # the arguments: calling it with none raised before any item was read).
+    options: dict[str, Any] = (
+        registered.job_options() if registered is not None and not per_item_options else {}
+    )
     options_json = dumps(options)
     queue_name = queue_for(app, name, queue, task=registered)
     priority_ = priority_for(app, priority, registered)

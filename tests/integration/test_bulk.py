@@ -36,3 +36,26 @@ def test_ten_thousand_jobs_three_workers_exactly_once(
     assert [r.get(timeout=5) for r in results] == [2 * i for i in range(total)]
     for worker in workers:
         assert worker.terminate() == 0
+
+
+def test_key_functions_get_each_items_arguments(dsn: str, schema: str, conn: Any) -> None:
+    """A limit key function that needs the task's arguments: enqueue_many once
+    called it with none before reading any item (TypeError, nothing enqueued)."""
+    from jobqueue import JobQueue
+
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    try:
+
+        @app.task(name="per_user", rate_limit="10/s", rate_limit_key=lambda user: user)
+        def per_user(user: str) -> str:
+            return user
+
+        results = app.enqueue_many(per_user, [("u1",), ("u2",)])
+        keys = conn.execute(
+            f'SELECT rate_key FROM "{schema}".job_queue WHERE job_id = ANY(%s::uuid[]) '
+            "ORDER BY rate_key",
+            [[r.id for r in results]],
+        ).fetchall()
+        assert keys == [("per_user:u1",), ("per_user:u2",)]
+    finally:
+        app.close()
