@@ -33,6 +33,16 @@ def register(app: JobQueue) -> Task[[], None]:
         """One row in the job's own transaction (benchmarks/atomic.py)."""
         self.connection.execute(insert(app.conf.schema), [n])
 
+    @app.task(name="tenant_fair", fair_key=lambda tenant: tenant)
+    def tenant_fair(tenant: str) -> None:
+        """A tenant's no-op job, claimed round-robin across tenants (benchmarks/fair.py)."""
+        return None
+
+    @app.task(name="tenant_unfair")
+    def tenant_unfair(tenant: str) -> None:
+        """The same job without a fair key: claimed in plain order."""
+        return None
+
     return noop
 
 

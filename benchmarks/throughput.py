@@ -54,10 +54,14 @@ class Bench:
         return app, register(app)
 
     def sql(self, query: str, *params: Any) -> tuple[Any, ...]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            row = conn.execute(query, params).fetchone()
+        row = self.sql_maybe(query, *params)
         assert row is not None
         return row
+
+    def sql_maybe(self, query: str, *params: Any) -> tuple[Any, ...] | None:
+        """The first row of ``query``, or None."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return conn.execute(query, params).fetchone()
 
     # -- workers ---------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ def unique_batch(task: Task[Any, Any], ids: list[str], params: dict[str, Any]) -
         "rate_keys",
         "concurrency_keys",
         "unique_keys",
+        "fair_keys",
     ):
         params[column] = [params[column][i] for i in keep]
     params.update(
@@ -87,12 +88,15 @@ def build(
         "rate_keys": [],
         "concurrency_keys": [],
         "unique_keys": [],
+        "fair_keys": [],
     }
     # Options depend on the arguments only through key functions: else once.
     flow = registered.flow if registered is not None else None
     unique = flow is not None and flow.unique
     per_item_options = flow is not None and (
-        flow.rate_limit_key is not None or flow.concurrency_key is not None
+        flow.rate_limit_key is not None
+        or flow.concurrency_key is not None
+        or flow.fair_key is not None
     )
     # With key functions, options are made per item (a key function may need
     # the arguments: calling it with none raised before any item was read).
@@ -133,6 +137,7 @@ def build(
         rows["options"].append(stored)
         rows["rate_keys"].append(options.get("rate_key"))
         rows["concurrency_keys"].append(options.get("concurrency_key"))
+        rows["fair_keys"].append(options.get("fair_key"))
         rows["unique_keys"].append(flow.unique_for(name, args, kwargs) if unique and flow else None)
     if not ids:
         return None

@@ -28,6 +28,7 @@ def copy_chunks(
             params["options"],
             params["rate_keys"],
             params["concurrency_keys"],
+            params["fair_keys"],
             strict=True,
         )
     )
@@ -35,14 +36,14 @@ def copy_chunks(
     jobs = (
         "".join(
             f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t{due}\t{until}\n"
-            for i, a, k, o, _, _ in rows[start : start + _COPY_CHUNK]
+            for i, a, k, o, _, _, _ in rows[start : start + _COPY_CHUNK]
         )
         for start in range(0, len(rows), _COPY_CHUNK)
     )
     queue_rows = (
         "".join(
-            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\n"
-            for i, _, _, _, r, c in rows[start : start + _COPY_CHUNK]
+            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\t{_copy_text(f)}\n"
+            for i, _, _, _, r, c, f in rows[start : start + _COPY_CHUNK]
         )
         for start in range(0, len(rows), _COPY_CHUNK)
     )

@@ -1,7 +1,9 @@
-"""Flow-control options of a task: global rate and concurrency limits, unique jobs.
+"""Flow-control options of a task: global rate and concurrency limits, unique
+jobs, fair keys.
 
 Pure parsing and key computation; the enforcement is SQL (``admit()`` in the
-claim for limits, the ``unique_keys`` table at enqueue for uniqueness).
+claim for limits, the ``unique_keys`` table at enqueue for uniqueness, the
+claim's round-robin across fair keys, ``job_claim_fair``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ class FlowControl:
     #: dropped, the holder returned), "replace" (the holder takes its
     #: arguments), "debounce" (and its due time). See ON_DUPLICATE.
     on_duplicate: str = "keep"
+    #: Jobs are claimed round-robin across the values of this key (a function
+    #: of the task's arguments, or one string for all its jobs): one key's
+    #: backlog does not hold up another key's jobs. Not scoped by task, so
+    #: tasks that name the same key (a tenant, say) share its turns.
+    fair_key: KeyFunction | str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> FlowControl:
@@ -78,6 +85,9 @@ class FlowControl:
         for name in ("rate_limit_key", "concurrency_key"):
             if options.get(name) is not None and not callable(options[name]):
                 raise TypeError(f"{name} must be a function of the task's arguments")
+        fair_key = options.get("fair_key")
+        if fair_key is not None and not callable(fair_key):
+            fair_key = check_fair_key(fair_key, "fair_key")
         unique_key = options.get("unique_key")
         on_duplicate = options.get("on_duplicate", "keep")
         if on_duplicate not in ON_DUPLICATE:
@@ -97,6 +107,7 @@ class FlowControl:
             unique_window=None if window is None else float(window),
             unique_states=unique_states,
             on_duplicate=on_duplicate,
+            fair_key=fair_key,
         )
 
     def keys(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, str]:
@@ -106,6 +117,14 @@ class FlowControl:
             keys["rate_key"] = _scoped(task, self.rate_limit_key, args, kwargs)
         if self.concurrency_limit is not None:
             keys["concurrency_key"] = _scoped(task, self.concurrency_key, args, kwargs)
+        fair = self.fair_key
+        if fair is not None:
+            if callable(fair):
+                value = fair(*args, **kwargs)
+                if value is not None:  # a job the function gives no key: unkeyed
+                    keys["fair_key"] = check_fair_key(value, f"{task}'s fair_key function")
+            else:
+                keys["fair_key"] = fair
         return keys
 
     def unique_for(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
@@ -118,6 +137,24 @@ class FlowControl:
 
             return f"{task}:{dumps([list(args), dict(sorted(kwargs.items()))])}"
         return _scoped(task, self.unique_key, args, kwargs)
+
+
+#: The longest fair key: it is stored in the claim's fair index with every
+#: waiting job that has one.
+MAX_FAIR_KEY_LENGTH = 200
+
+
+def check_fair_key(value: Any, what: str) -> str:
+    """A fair key: a non-empty string (numbers are taken as their text) of at
+    most MAX_FAIR_KEY_LENGTH characters."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"{what} must give a string (or an int), got {type(value).__name__}")
+    key = str(value)
+    if not key or len(key) > MAX_FAIR_KEY_LENGTH:
+        raise ValueError(
+            f"{what} gave {key[:40]!r}: a fair key must be 1 to {MAX_FAIR_KEY_LENGTH} characters"
+        )
+    return key
 
 
 def _scoped(

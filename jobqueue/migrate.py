@@ -89,8 +89,56 @@ def _locked(dsn: str, schema: str) -> Iterator[tuple[Config, sa.Connection]]:
 
 
 def upgrade(dsn: str, schema: str, revision: str = "head") -> None:
-    with _locked(dsn, schema) as (config, _):
+    with _locked(dsn, schema) as (config, conn):
+        relations = _upgrade_locks(conn, schema, revision)
+        if relations:
+            conn.execute(sa.text(_LOCK_LOOP.format(relations=relations)))
         command.upgrade(config, revision)
+
+
+# The tables a revision alters that claims and enqueues hold while they lock
+# others (a revision's LOCK_FIRST): locked before any step of the upgrade
+# runs, all at once or not at all, each try waiting at most 50 ms. Locked
+# later, after an earlier step of the same upgrade had locked `jobs` (0015
+# does), a claim of the release before that held job_queue and waited for
+# `jobs` deadlocked with the upgrade.
+_LOCK_LOOP = """
+DO $$
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            LOCK TABLE {relations} IN ACCESS EXCLUSIVE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- everything this try locked is released: try again
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', '0', true);
+END
+$$
+"""
+
+
+def _upgrade_locks(conn: sa.Connection, schema: str, target: str) -> str:
+    """The relations the revisions between the schema's and ``target`` want
+    locked first (their LOCK_FIRST), quoted and comma-separated; "" for none."""
+    current = None
+    if conn.execute(
+        sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f'"{schema}".alembic_version'}
+    ).scalar():
+        current = conn.execute(
+            sa.text(f'SELECT version_num FROM "{schema}".alembic_version')  # validated schema
+        ).scalar()
+    if current is None:
+        return ""  # a new schema: nobody uses it yet
+    scripts = ScriptDirectory.from_config(_config())
+    names: list[str] = []
+    for script in scripts.iterate_revisions(target, current):
+        for name in getattr(script.module, "LOCK_FIRST", ()):
+            if name not in names:
+                names.append(name)
+    return ", ".join(f'"{schema}".{name}' for name in names)
 
 
 # What a downgrade locks before any revision's step runs, in the order readers

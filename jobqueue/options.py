@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .ids import check_id, new_id
-from .limits import route
+from .limits import check_fair_key, route
 from .retry import DEFAULT_MAX_RETRIES
 from .serialization import dump_arguments, dumps, loads
 
@@ -54,6 +54,8 @@ CALL_OPTIONS = (
     "retry_policy",
     "serializer",
     "compression",
+    # jobqueue's: the job's fair key, in place of its task's (limits.FlowControl).
+    "fair_key",
 )
 #: The per-call options resolve() handles apart (extra_options).
 EXTRA_OPTIONS = frozenset(CALL_OPTIONS[CALL_OPTIONS.index("ignore_result") :])
@@ -118,11 +120,13 @@ class JobSpec(NamedTuple):
     # what a dependency that does not succeed does to it.
     depends_on: tuple[str, ...] | None = None
     on_dependency_failure: str = "fail"
+    # The task's fair_key (or the call's): claimed round-robin across keys.
+    fair_key: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The statements' parameters (a dict display: ~0.4 us under ``_asdict``)."""
-        (id, task, args, kwargs, queue, priority, options, rate_key, concurrency_key,
-         countdown, eta, expires_at, expires_in, root_id, parent_id, *_) = self  # fmt: skip
+        (id, task, args, kwargs, queue, priority, options, rate_key, concurrency_key, countdown,
+         eta, expires_at, expires_in, root_id, parent_id, *_, fair_key) = self  # fmt: skip
         return {
             "id": id,
             "task": task,
@@ -139,6 +143,7 @@ class JobSpec(NamedTuple):
             "expires_in": expires_in,
             "root_id": root_id,
             "parent_id": parent_id,
+            "fair_key": fair_key,
         }
 
 
@@ -257,8 +262,12 @@ def resolve(
         options, keys = task.stored_options(soft, hard, args, kwargs)
     else:
         options, keys = dumps(unregistered_options(soft, hard)), {}
+    fair_key = keys.get("fair_key")
     if call and not EXTRA_OPTIONS.isdisjoint(call):
         options = extra_options(call, options)
+        if "fair_key" in call:
+            fair_key = check_fair_key(call["fair_key"], "fair_key=")
+            options = dumps(loads(options) | {"fair_key": fair_key})
     task_id, headers = call.get("task_id"), call.get("headers")
     countdown, eta, expires_at, expires_in = (
         relative_timing(call)
@@ -283,6 +292,9 @@ def resolve(
         None,
         task_id is not None,
         None if headers is None else check_headers(headers),
+        None,
+        "fail",
+        fair_key,
     )
 
 

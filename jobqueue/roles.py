@@ -83,6 +83,7 @@ TABLES = (
     "job_dependencies",
     "batches",  # revision 0019: batches, written only by their SECURITY DEFINER functions
     "batch_members",
+    "fair_weights",  # revision 0021: fair keys' weights
 )
 VIEWS = (
     "all_jobs",
@@ -92,6 +93,7 @@ VIEWS = (
     "workflow_jobs",
     "unserved_tasks",  # revision 0011
     "batch_progress",  # revision 0019
+    "fair_keys",  # revision 0021
 )
 FUNCTIONS = (
     "uuid7",
@@ -171,6 +173,8 @@ FUNCTIONS = (
     "batches_sweep",
     # revision 0020: a waiting job changed in place (SECURITY DEFINER)
     "update_job",
+    # revision 0021: a fair key's weight (SECURITY DEFINER)
+    "set_fair_weight",
 )
 
 
@@ -308,6 +312,7 @@ PRODUCER: tuple[Rule, ...] = (
             "delete_jobs",
             "move_jobs",
             "find_jobs",
+            "set_fair_weight",  # revision 0021
         )
     ),
     # Run-time limits and remote control (revision 0014): app.control.rate_limit,
@@ -356,6 +361,7 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "job_dependencies": (("SELECT",), "completions look whether any job waits at all (0018)"),
     "batch_members": (("SELECT",), "completions look whether any batch waits at all (0019)"),
     "batches": (("SELECT", "DELETE"), "retention deletes completed batches past their age (0019)"),
+    "fair_weights": (("SELECT",), "the fair claim reads the keys' weights (0021)"),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",

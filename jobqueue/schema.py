@@ -76,6 +76,17 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("options", JSONB),
         sa.Column("expires_at", TZ),
         sa.Column("created_at", TZ),
+        # Claimed round-robin across keys (job_claim_fair; 0021).
+        sa.Column("fair_key", sa.Text(collation="C")),
+    )
+    sa.Index(
+        "job_queue_fair_idx",
+        job_queue.c.queue,
+        job_queue.c.fair_key,
+        job_queue.c.priority.desc(),
+        job_queue.c.run_at,
+        job_queue.c.job_id,
+        postgresql_where=job_queue.c.fair_key.isnot(None),
     )
     sa.Index(
         "job_queue_concurrency_idx",
@@ -195,6 +206,14 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("paused_at", TZ, nullable=False, server_default=sa.func.now()),
         sa.Column("reason", sa.Text),
         sa.CheckConstraint("queue <> ''", name="queue_pauses_queue_check"),
+    )
+    sa.Table(
+        "fair_weights",
+        md,
+        sa.Column("fair_key", sa.Text, primary_key=True),
+        sa.Column("weight", sa.Integer, nullable=False),
+        sa.Column("set_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint("weight BETWEEN 2 AND 1000", name="fair_weights_weight_check"),
     )
     sa.Table(
         "groups",

@@ -259,6 +259,14 @@ class Store:
         """Claims from ``queue`` again (idle workers are woken); True if it was paused."""
         return bool(self.db.execute("queue_resume", {"queue": queue})[0][0])
 
+    def set_fair_weight(self, key: str, weight: int) -> int:
+        """A fair key's weight, for every worker's next claim (set_fair_weight())."""
+        return int(self.db.execute("fair_weight_set", {"key": key, "weight": weight})[0][0])
+
+    def fair_keys(self) -> list[Row]:
+        """Waiting jobs per queue and fair key (the fair_keys view), most first."""
+        return self.db.execute("fair_keys", {})
+
     def purge_queue(self, queue: str | None = None, max_jobs: int = 10_000) -> int:
         """Up to ``max_jobs`` waiting jobs of ``queue`` (None: every queue)
         end REVOKED; how many. Call until 0."""
@@ -421,19 +429,24 @@ class Store:
         worker_id: str,
         revision: int,
         skip_tasks: Sequence[str] = (),
+        fair_from: str | None = None,
     ) -> list[Row]:
         """Up to ``limit`` due jobs of ``queues``, not of ``skip_tasks`` (tasks
         this worker does not know and handed back lately); their started
-        events go with the claim while someone listens (job_claim_events)."""
+        events go with the claim while someone listens (job_claim_events).
+        With ``fair_from`` (where this worker's round of fair keys stands,
+        worker/fairness.py), round-robin across fair keys (job_claim_fair)."""
         params = {
             "queues": queues,
             "limit": limit,
             "worker_id": worker_id,
             "revision": revision,
             "skip_tasks": list(skip_tasks),
+            "fair_from": fair_from,
         }
+        name = "job_claim" if fair_from is None else "job_claim_fair"
         return self._with_events(
-            "job_claim", lambda name: self._on(conn, name, params), lambda rows: bool(rows)
+            name, lambda name: self._on(conn, name, params), lambda rows: bool(rows)
         )
 
     def next_run_at(

@@ -91,6 +91,7 @@ TASK_OPTIONS = frozenset(
         "typing",
         "atomic",
         "on_duplicate",
+        "fair_key",
     }
 )
 

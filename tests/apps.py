@@ -201,6 +201,21 @@ def build(app: JobQueue) -> SimpleNamespace:
         """Runs once a burst of calls has settled (on_duplicate='debounce')."""
         return value
 
+    @app.task(name="tenant_work", fair_key=lambda tenant, *_, **__: tenant)
+    def tenant_work(tenant: str, n: int = 0, pause: float = 0.0) -> str:
+        """Work of one tenant: claimed round-robin across tenants (fair_key)."""
+        time.sleep(pause)
+        return f"{tenant}:{n}"
+
+    @app.task(
+        name="tenant_flaky", bind=True, fair_key=lambda tenant: tenant, default_retry_delay=0.5
+    )
+    def tenant_flaky(self: Any, tenant: str) -> int:
+        """Fails its first attempt: the retry keeps the job's fair key."""
+        if self.request.retries == 0:
+            raise self.retry()
+        return int(self.request.retries)
+
     @app.task(name="snoozer", bind=True, max_retries=0)
     def snoozer(self: Any, times: int, seconds: float) -> dict[str, int]:
         """Snoozes its first ``times`` runs; it may never retry (max_retries=0)."""

@@ -402,6 +402,35 @@ def queue_resume(obj: Context, name: str, as_json: bool) -> None:
         click.echo(f"{name}: {'resumed' if changed else 'was not paused'}")
 
 
+@queue.command("fair")
+@json_option
+@click.pass_obj
+def queue_fair(obj: Context, as_json: bool) -> None:
+    """Waiting jobs per queue and fair key (the fair_keys view), most first."""
+    rows = _control(obj).fair_keys()
+    if as_json:
+        _echo_json([row.to_dict() for row in rows])
+        return
+    click.echo("queue\tfair_key\twaiting\tdue\toldest_due_wait\tweight")
+    for row in rows:
+        values = (row.queue, row.fair_key, row.waiting, row.due, row.oldest_due_wait, row.weight)
+        click.echo("\t".join("" if v is None else str(v) for v in values))
+
+
+@queue.command("weight")
+@click.argument("key")
+@click.argument("weight", type=click.IntRange(1, 1000))
+@json_option
+@click.pass_obj
+def queue_weight(obj: Context, key: str, weight: int, as_json: bool) -> None:
+    """Give fair key KEY WEIGHT turns a round (1, the default, removes it)."""
+    set_to = _usage(lambda: _control(obj).set_fair_weight(key, weight))
+    if as_json:
+        _echo_json({"fair_key": key, "weight": set_to})
+    else:
+        click.echo(f"{key}: weight {set_to}")
+
+
 def _as_kwargs(filters: Filters) -> dict[str, Any]:
     """``Filters`` as app.control's keyword arguments."""
     return {**filters.params(), "limit": filters.limit}

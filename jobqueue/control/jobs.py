@@ -110,4 +110,17 @@ class QueueStats(_Row):
     paused: bool = False
 
 
-__all__ = ["Attempt", "Job", "QueueStats"]
+@dataclass(frozen=True)
+class FairKey(_Row):
+    """One fair key of one queue (the ``fair_keys`` view): its waiting jobs,
+    those due, how long the oldest due one has waited, and its weight."""
+
+    queue: str
+    fair_key: str
+    waiting: int = 0
+    due: int = 0
+    oldest_due_wait: timedelta | None = None
+    weight: int = 1
+
+
+__all__ = ["Attempt", "FairKey", "Job", "QueueStats"]

@@ -27,9 +27,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..limits import check_fair_key
 from ..options import check_queue
 from .filters import FINISHED, RETRYABLE, UNFINISHED, WAITING, Filters
-from .jobs import Attempt, Job, QueueStats
+from .jobs import Attempt, FairKey, Job, QueueStats
 from .remote import RemoteControl
 
 if TYPE_CHECKING:
@@ -92,6 +93,19 @@ class Control(RemoteControl):
     def queues(self) -> list[QueueStats]:
         """Every queue of the ``queue_stats`` view, with ``paused``."""
         return [QueueStats.from_row(row) for row in self.app.store.queue_stats()]
+
+    def set_fair_weight(self, key: str, weight: int) -> int:
+        """Jobs of fair key ``key`` get ``weight`` turns a round (1 to 1000; 1,
+        the default, removes the setting), for every worker at its next claim
+        (set_fair_weight()). Returns the weight."""
+        key = check_fair_key(key, "fair key")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
+            raise ValueError(f"a fair key's weight must be an integer 1 to 1000, got {weight!r}")
+        return self.app.store.set_fair_weight(key, weight)
+
+    def fair_keys(self) -> list[FairKey]:
+        """Waiting jobs per queue and fair key (the ``fair_keys`` view), most first."""
+        return [FairKey.from_row(row) for row in self.app.store.fair_keys()]
 
     def purge(self, queue: str | None = None, *, limit: int | None = None) -> int:
         """Revoke every waiting job of ``queue`` (None: of every queue), so none

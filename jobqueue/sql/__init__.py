@@ -7,7 +7,9 @@ NOTIFY channel names and advisory lock classes derived from it, the
 the ``events_wanted`` expression and ``events_notify`` subquery, written
 once and used by every statement that reports events (jobqueue/events), and
 the ends of the claim and the completion (``events_end``: each comes as a
-statement without events and one with them, ``<name>_events``).
+statement without events and one with them, ``<name>_events``), and the
+claim's candidates (``claim_candidate``: in claim order, or round-robin
+across fair keys in ``job_claim_fair``).
 """
 
 from __future__ import annotations
@@ -93,12 +95,18 @@ def load(text: str, schema: str) -> dict[str, str]:
             .replace("{lock_unique}", str(locks["unique"]))
             .replace("{lock_events}", str(locks["events"]))
         )
+    # The claim takes its candidates in claim order, or round-robin across
+    # fair keys (<name>_fair): one text, two forms (see job_claim_fair).
+    for name in [n for n, text in out.items() if "{claim_candidate}" in text]:
+        text = out[name]
+        out[name] = text.replace("{claim_candidate}", out[f"{name}_in_order"])
+        out[f"{name}_fair"] = text.replace("{claim_candidate}", out[f"{name}_fair"])
     # The claim and the completion come in two forms, which differ only in
     # their ends: without events, and <name>_events (see events_end).
     for name in [n for n, text in out.items() if n != "events_end" and "{events_end}" in text]:
-        text = out[name]
-        out[name] = text.replace("{events_end}", "\n" + out[f"{name}_without_events"])
-        out[f"{name}_events"] = text.replace("{events_end}", "\n" + out[f"{name}_with_events"])
+        text, base = out[name], name.removesuffix("_fair")
+        out[name] = text.replace("{events_end}", "\n" + out[f"{base}_without_events"])
+        out[f"{name}_events"] = text.replace("{events_end}", "\n" + out[f"{base}_with_events"])
     # An expression, not a statement: kept under its name for tools that
     # compose statements from it (benchmarks/enqueue_ceiling.py).
     wake_wanted = out["wake_wanted"]

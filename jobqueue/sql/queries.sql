@@ -14,11 +14,11 @@
 -- id) and jobs outside workflows (lineage lookups read `jobs` alone).
 WITH waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key, args, kwargs, options, expires_at,
-                                    created_at)
+                                    concurrency_key, fair_key, args, kwargs, options,
+                                    expires_at, created_at)
     VALUES (%(id)s::uuid, %(queue)s, %(priority)s,
             COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
-            %(task)s, %(rate_key)s, %(concurrency_key)s, %(args)s::jsonb,
+            %(task)s, %(rate_key)s, %(concurrency_key)s, %(fair_key)s, %(args)s::jsonb,
             %(kwargs)s::jsonb, %(options)s::jsonb,
             COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
             now())
@@ -41,8 +41,9 @@ WITH job AS (
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
-    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+                                    concurrency_key, fair_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s, %(fair_key)s
+    FROM job
     RETURNING queue
 )
 SELECT pg_notify('{channel_jobs}', queue) FROM waiting WHERE {wake_wanted};
@@ -135,11 +136,13 @@ WITH job AS (
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
-    SELECT j.id, j.queue, j.priority, j.run_at, j.task, k.rate_key, k.concurrency_key
+                                    concurrency_key, fair_key)
+    SELECT j.id, j.queue, j.priority, j.run_at, j.task, k.rate_key, k.concurrency_key,
+           k.fair_key
     FROM job AS j
-    JOIN unnest(%(ids)s::uuid[], %(rate_keys)s::text[], %(concurrency_keys)s::text[])
-         AS k(id, rate_key, concurrency_key) ON k.id = j.id
+    JOIN unnest(%(ids)s::uuid[], %(rate_keys)s::text[], %(concurrency_keys)s::text[],
+                %(fair_keys)s::text[])
+         AS k(id, rate_key, concurrency_key, fair_key) ON k.id = j.id
     RETURNING queue
 )
 SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiting) AS q;
@@ -175,27 +178,7 @@ SELECT pg_notify('{channel_jobs}', queue) FROM (SELECT DISTINCT queue FROM waiti
 -- every execution, listened to or not: about 13-22 us of server CPU per
 -- claim and per completion; the aggregate alone (the _events forms) still
 -- cost about half of that with nobody listening.
-WITH candidate AS (
-    SELECT c.job_id, c.row_id, c.limited
-    FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
-                      WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS p
-                                        WHERE p.queue = n))) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at,
-               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL
-               OR w.task = ANY(ARRAY(SELECT t.task FROM {schema}.task_limits AS t
-                                     WHERE t.rate_set_by IS NOT NULL)) AS limited
-        FROM {schema}.job_queue AS w
-        WHERE w.queue = q.name AND w.run_at <= now()
-          AND w.task <> ALL(%(skip_tasks)s::text[])  -- tasks it handed back lately
-        ORDER BY w.priority DESC, w.run_at, w.job_id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    WHERE (SELECT {schema}.worker_compatible(%(revision)s::int))
-    ORDER BY c.priority DESC, c.run_at, c.job_id
-    LIMIT %(limit)s
-), admitted AS (
+WITH {claim_candidate}, admitted AS (
     -- Limited jobs go only as their limits allow; unlimited ones need no check.
     SELECT {schema}.admit(ARRAY(SELECT job_id FROM candidate WHERE limited)) AS job_id
     WHERE EXISTS (SELECT 1 FROM candidate WHERE limited)
@@ -270,7 +253,11 @@ SELECT id::text, task, queue, args::text, kwargs::text, options::text, attempts,
        root_id::text, parent_id::text, COALESCE(expires_at <= now(), false),
        options ?| ARRAY['link', 'link_error', 'chord'] AS in_canvas,
        extract(epoch FROM expires_at - now())::float8 AS expires_in,
-       extract(epoch FROM now() - created_at)::float8 AS age, priority{events_end}
+       extract(epoch FROM now() - created_at)::float8 AS age, priority,
+       options ->> 'fair_key' AS fair_key,
+       CASE WHEN options ? 'fair_key'
+            THEN (SELECT f.weight FROM {schema}.fair_weights AS f
+                  WHERE f.fair_key = options ->> 'fair_key') END AS fair_weight{events_end}
 -- In claim order: the pool starts a batch's jobs in the order it gets them,
 -- and the deletes and inserts above return rows in whatever order they wrote.
 ORDER BY priority DESC, run_at, id;
@@ -285,6 +272,146 @@ FROM claimed;
 -- claim (event); `events`, the NOTIFYs sent, is NULL when nobody listened.
 , event.sent AS events
 FROM claimed, event;
+
+-- name: job_claim_in_order
+-- The claim's candidates in claim order (see job_claim): the form a worker
+-- uses until it claims a job with a fair key (job_claim_fair).
+candidate AS (
+    SELECT c.job_id, c.row_id, c.limited
+    FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
+                      WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS p
+                                        WHERE p.queue = n))) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at,
+               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL
+               OR w.task = ANY(ARRAY(SELECT t.task FROM {schema}.task_limits AS t
+                                     WHERE t.rate_set_by IS NOT NULL)) AS limited
+        FROM {schema}.job_queue AS w
+        WHERE w.queue = q.name AND w.run_at <= now()
+          AND w.task <> ALL(%(skip_tasks)s::text[])  -- tasks it handed back lately
+        ORDER BY w.priority DESC, w.run_at, w.job_id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE (SELECT {schema}.worker_compatible(%(revision)s::int))
+    ORDER BY c.priority DESC, c.run_at, c.job_id
+    LIMIT %(limit)s
+)
+
+-- name: job_claim_fair
+-- The claim's candidates when jobs carry fair keys (the task's fair_key):
+-- waiting jobs are taken round-robin across keys, so one key's backlog of a
+-- million jobs delays another key's job by one turn, not by the backlog.
+-- * `turn`: the keys of each queue that have waiting jobs, at most %(limit)s
+--   a claim, found in the fair index one probe per key (a loose index scan:
+--   the index is never read through). Keys are visited in descending order
+--   from below %(fair_from)s, then from the top down to it: a worker's claims
+--   so walk every key in turn, however many there are (worker/fairness.py
+--   keeps where its round stands). Descending, because a probe then lands
+--   on a key's newest entries: its oldest ones, in front, are the dead
+--   entries of the jobs claimed since job_queue was last vacuumed (up to
+--   half of a backlog), which an ascending probe walked through every claim.
+-- * `head`: the queue's head in claim order, a full claim's worth, as
+--   job_claim_in_order reads it: jobs without a key, keys not visited this
+--   turn, and what fills the claim when few keys wait.
+-- * Each key visited offers its first jobs (its share of the limit, times
+--   its weight in fair_weights), unless the head holds that many of them
+--   already (a key with a backlog usually fills the head: reading it again
+--   cost a walk through those dead entries).
+-- The first job of each key goes first (in turn order), then the second, and
+-- so on; a key of weight w offers w jobs in each round (and a worker claiming
+-- one job at a time stays on it for w claims). Priority still comes first: a
+-- higher-priority job is taken before any lower one, whatever its key.
+-- The key's scan uses a range (fair_key >= k AND fair_key <= k), not
+-- equality: with equality the planner reduced the ordering to the claim
+-- index's and read a million-job key through it, row by row (31 ms a key).
+turn AS MATERIALIZED (
+    SELECT q.name AS queue, k.fair_key, row_number() OVER (ORDER BY k.n, q.ord) AS turn
+    FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
+                      WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS p
+                                        WHERE p.queue = n))) WITH ORDINALITY AS q(name, ord)
+    CROSS JOIN LATERAL (
+        WITH RECURSIVE step(fair_key, n, wrapped) AS (
+            SELECT COALESCE(a.k, b.k), 1, a.k IS NULL
+            FROM (SELECT max(w.fair_key) AS k FROM {schema}.job_queue AS w
+                  WHERE w.queue = q.name AND w.fair_key < %(fair_from)s) AS a,
+                 LATERAL (SELECT max(w.fair_key) AS k FROM {schema}.job_queue AS w
+                          WHERE a.k IS NULL AND w.queue = q.name
+                            AND w.fair_key >= %(fair_from)s) AS b
+            UNION ALL
+            SELECT COALESCE(a.k, b.k), s.n + 1, s.wrapped OR a.k IS NULL
+            FROM step AS s,
+                 LATERAL (SELECT max(w.fair_key) AS k FROM {schema}.job_queue AS w
+                          WHERE w.queue = q.name AND w.fair_key < s.fair_key
+                            AND (NOT s.wrapped OR w.fair_key >= %(fair_from)s)) AS a,
+                 LATERAL (SELECT max(w.fair_key) AS k FROM {schema}.job_queue AS w
+                          WHERE a.k IS NULL AND NOT s.wrapped AND w.queue = q.name
+                            AND w.fair_key >= %(fair_from)s) AS b
+            WHERE s.fair_key IS NOT NULL AND s.n < %(limit)s
+        )
+        SELECT fair_key, n FROM step WHERE fair_key IS NOT NULL
+    ) AS k
+), head AS MATERIALIZED (
+    SELECT c.*, NULL::bigint AS turn, 1 AS weight
+    FROM unnest(ARRAY(SELECT n FROM unnest(%(queues)s::text[]) AS n
+                      WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS p
+                                        WHERE p.queue = n))) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at, w.queue, w.fair_key,
+               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL
+               OR w.task = ANY(ARRAY(SELECT t.task FROM {schema}.task_limits AS t
+                                     WHERE t.rate_set_by IS NOT NULL)) AS limited
+        FROM {schema}.job_queue AS w
+        WHERE w.queue = q.name AND w.run_at <= now()
+          AND w.task <> ALL(%(skip_tasks)s::text[])
+        ORDER BY w.priority DESC, w.run_at, w.job_id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), share AS (
+    SELECT t.queue, t.fair_key, t.turn, COALESCE(f.weight, 1) AS weight,
+           least(%(limit)s, COALESCE(f.weight, 1)
+                 * ceil(%(limit)s::numeric / (SELECT count(*) + 1 FROM turn))::int) AS share,
+           COALESCE(h.n, 0) AS in_head
+    FROM turn AS t
+    LEFT JOIN {schema}.fair_weights AS f ON f.fair_key = t.fair_key
+    LEFT JOIN (SELECT queue, fair_key, count(*) AS n FROM head GROUP BY queue, fair_key) AS h
+           ON h.queue = t.queue AND h.fair_key = t.fair_key
+), offered AS (
+    SELECT * FROM head
+    UNION ALL
+    SELECT c.*, s.turn, s.weight
+    FROM share AS s
+    CROSS JOIN LATERAL (
+        SELECT w.job_id, w.ctid AS row_id, w.priority, w.run_at, w.queue, w.fair_key,
+               w.rate_key IS NOT NULL OR w.concurrency_key IS NOT NULL
+               OR w.task = ANY(ARRAY(SELECT t.task FROM {schema}.task_limits AS t
+                                     WHERE t.rate_set_by IS NOT NULL)) AS limited
+        FROM {schema}.job_queue AS w
+        WHERE s.in_head < s.share
+          AND w.queue = s.queue AND w.fair_key >= s.fair_key AND w.fair_key <= s.fair_key
+          AND w.run_at <= now() AND w.task <> ALL(%(skip_tasks)s::text[])
+          AND w.job_id <> ALL(ARRAY(SELECT h.job_id FROM head AS h))  -- offered once
+        ORDER BY w.fair_key, w.priority DESC, w.run_at, w.job_id
+        LIMIT s.share
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), ranked AS (
+    -- A key's weight and turn from `share` (the head's rows carry neither).
+    SELECT o.job_id, o.row_id, o.limited, o.priority, o.run_at,
+           (row_number() OVER key_order - 1) / COALESCE(s.weight, 1) AS round,
+           s.turn AS key_turn
+    FROM offered AS o
+    LEFT JOIN share AS s ON s.queue = o.queue AND s.fair_key = o.fair_key
+    WINDOW key_order AS (PARTITION BY o.queue, o.fair_key
+                         ORDER BY o.priority DESC, o.run_at, o.job_id)
+), candidate AS (
+    SELECT job_id, row_id, limited
+    FROM ranked
+    WHERE (SELECT {schema}.worker_compatible(%(revision)s::int))
+    ORDER BY priority DESC, round, key_turn NULLS LAST, run_at, job_id
+    LIMIT %(limit)s
+)
 
 -- name: job_complete_many
 -- Record a batch of outcomes. A row changes only if this worker still holds
@@ -369,9 +496,9 @@ WITH input AS MATERIALIZED (
               o.error AS outcome_error
 ), retried AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
+                                    concurrency_key, fair_key)
     SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
-           options ->> 'concurrency_key'
+           options ->> 'concurrency_key', options ->> 'fair_key'
     FROM finished WHERE state IN ('RETRY', 'PENDING')
     RETURNING queue
 ), history AS (
@@ -486,9 +613,9 @@ WITH dead AS (
               j.worker_id, j.started_at, j.error, j.options
 ), requeued AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
+                                    concurrency_key, fair_key)
     SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
-           options ->> 'concurrency_key'
+           options ->> 'concurrency_key', options ->> 'fair_key'
     FROM rescued WHERE state = 'RETRY'
     RETURNING queue
 ), history AS (
@@ -588,9 +715,9 @@ WITH job AS (
     RETURNING id, task, queue, priority
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
+                                    concurrency_key, fair_key)
     SELECT id, queue, priority, {schema}.dependency_wait(), task, %(rate_key)s,
-           %(concurrency_key)s
+           %(concurrency_key)s, %(fair_key)s
     FROM job
     RETURNING job_id
 )
@@ -694,9 +821,9 @@ WITH released AS (
     RETURNING j.id, j.queue, j.priority, j.run_at, j.task, j.options
 ), requeued AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
+                                    concurrency_key, fair_key)
     SELECT id, queue, priority, run_at, task, options ->> 'rate_key',
-           options ->> 'concurrency_key'
+           options ->> 'concurrency_key', options ->> 'fair_key'
     FROM reset
     RETURNING queue
 )
@@ -906,6 +1033,13 @@ SELECT {schema}.pause_queue(%(queue)s::text, %(reason)s::text);
 
 -- name: queue_resume
 SELECT {schema}.resume_queue(%(queue)s::text);
+
+-- name: fair_weight_set
+SELECT {schema}.set_fair_weight(%(key)s::text, %(weight)s::int);
+
+-- name: fair_keys
+SELECT queue, fair_key, waiting, due, oldest_due_wait, weight
+FROM {schema}.fair_keys ORDER BY waiting DESC, queue, fair_key;
 
 -- name: queue_purge
 SELECT {schema}.purge_queue(%(queue)s::text, %(max_jobs)s::integer);
@@ -1119,8 +1253,9 @@ WITH holder AS (
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
-    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+                                    concurrency_key, fair_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s, %(fair_key)s
+    FROM job
     RETURNING queue
 )
 SELECT COALESCE((SELECT job_id FROM holder),
@@ -1161,8 +1296,9 @@ WHERE {schema}.update_job(
 WITH item AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
                          %(options)s::text[], %(rate_keys)s::text[],
-                         %(concurrency_keys)s::text[], %(unique_keys)s::text[])
-         AS i(id, args, kwargs, options, rate_key, concurrency_key, unique_key)
+                         %(concurrency_keys)s::text[], %(unique_keys)s::text[],
+                         %(fair_keys)s::text[])
+         AS i(id, args, kwargs, options, rate_key, concurrency_key, unique_key, fair_key)
 ), holder AS (
     INSERT INTO {schema}.unique_keys AS u (key, job_id, states, expires_at)
     SELECT unique_key, id, %(unique_states)s::text[],
@@ -1186,8 +1322,9 @@ WITH item AS (
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
-    SELECT j.id, j.queue, j.priority, j.run_at, j.task, i.rate_key, i.concurrency_key
+                                    concurrency_key, fair_key)
+    SELECT j.id, j.queue, j.priority, j.run_at, j.task, i.rate_key, i.concurrency_key,
+           i.fair_key
     FROM job AS j JOIN item AS i ON i.id = j.id
     RETURNING queue
 ), woken AS (
@@ -1423,8 +1560,9 @@ WITH tick AS (
     RETURNING id, task, queue, priority, run_at
 ), waiting AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                    concurrency_key)
-    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s FROM job
+                                    concurrency_key, fair_key)
+    SELECT id, queue, priority, run_at, task, %(rate_key)s, %(concurrency_key)s, %(fair_key)s
+    FROM job
     RETURNING queue
 )
 SELECT (SELECT count(*) FROM tick), (SELECT count(pg_notify('{channel_jobs}', queue))
@@ -1482,7 +1620,8 @@ COPY {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at, ex
 FROM STDIN;
 
 -- name: job_queue_copy
-COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key)
+COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key,
+                         fair_key)
 FROM STDIN;
 
 -- name: session_hot_path

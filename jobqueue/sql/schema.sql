@@ -1,4 +1,4 @@
--- The jobqueue schema as it stands at the newest migration (revision 0020), in
+-- The jobqueue schema as it stands at the newest migration (revision 0021), in
 -- one file: tables, indexes, views, functions, triggers and the rows the schema
 -- needs, grouped by concept. The reference to read, not an installer: alembic
 -- (migrations/versions, `jobqueue db upgrade`) remains the only way a schema is
@@ -119,7 +119,11 @@ CREATE TABLE {schema}.job_queue (
     kwargs     jsonb,
     options    jsonb,
     expires_at timestamptz,
-    created_at timestamptz
+    created_at timestamptz,
+    -- The job's fair key (the task's fair_key, 0021): claimed round-robin
+    -- across keys (job_claim_fair); NULL for most jobs. Ordered by bytes
+    -- (UTF-8: code points), as workers order keys to take turns.
+    fair_key   text COLLATE "C"
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
         autovacuum_vacuum_insert_scale_factor = 0,
         autovacuum_vacuum_insert_threshold = 20000,
@@ -134,6 +138,11 @@ CREATE INDEX job_queue_claim_idx ON {schema}.job_queue (queue, priority DESC, ru
 CREATE INDEX job_queue_concurrency_idx
     ON {schema}.job_queue (concurrency_key, priority DESC, run_at)
     WHERE concurrency_key IS NOT NULL;
+-- The fair claim's index (job_claim_fair): the keys of a queue that have
+-- waiting jobs, one probe each, and each key's jobs in claim order. Partial,
+-- so jobs without a key (most) cost nothing more.
+CREATE INDEX job_queue_fair_idx ON {schema}.job_queue (queue, fair_key, priority DESC, run_at, job_id)
+    WHERE fair_key IS NOT NULL;
 
 -- Running jobs only: who holds each one and for which attempt. No index on
 -- worker_id (dropped in 0005): completions find leases by primary key, and the
@@ -623,7 +632,7 @@ CREATE TABLE {schema}.alembic_version (
     version_num varchar(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO {schema}.alembic_version (version_num) VALUES ('0020');
+INSERT INTO {schema}.alembic_version (version_num) VALUES ('0021');
 
 -- One row: the oldest worker revision that may claim from this schema. A
 -- revision that old workers cannot run against raises it to itself in the same
@@ -893,9 +902,10 @@ BEGIN
         RETURN;  -- spawned before: spawning is idempotent
     END IF;
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                               concurrency_key)
+                               concurrency_key, fair_key)
     VALUES (new_id, q, COALESCE((sig ->> 'priority')::int, 0), due, sig ->> 'task',
-            sig -> 'options' ->> 'rate_key', sig -> 'options' ->> 'concurrency_key');
+            sig -> 'options' ->> 'rate_key', sig -> 'options' ->> 'concurrency_key',
+            sig -> 'options' ->> 'fair_key');
     IF chord_id IS NOT NULL THEN
         INSERT INTO {schema}.chord_members (job_id, chord_id) VALUES (new_id, chord_id);
     END IF;
@@ -2120,9 +2130,9 @@ BEGIN
         RETURNING j.id, j.queue, j.priority, j.run_at, j.task, j.options
     ), queued AS (
         INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
-                                        concurrency_key)
+                                        concurrency_key, fair_key)
         SELECT r.id, r.queue, r.priority, r.run_at, r.task, r.options ->> 'rate_key',
-               r.options ->> 'concurrency_key'
+               r.options ->> 'concurrency_key', r.options ->> 'fair_key'
         FROM retried AS r
         RETURNING job_id
     )
@@ -2974,6 +2984,63 @@ CREATE TRIGGER jobs_metered_update AFTER UPDATE ON {schema}.jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION {schema}.job_metrics_track();
 
+
+
+-- ===========================================================================
+-- Fair scheduling (docs/routing-and-limits.md, "Fair scheduling"; revision 0021)
+--
+-- Jobs with a fair key (job_queue.fair_key, from the task's fair_key) are
+-- claimed round-robin across keys (job_claim_fair in queries.sql), so one
+-- key's backlog does not hold up another key's jobs. A key's weight is how
+-- many of its jobs go in each round: 1 unless set here.
+-- ===========================================================================
+
+CREATE TABLE {schema}.fair_weights (
+    fair_key text PRIMARY KEY,
+    weight   integer NOT NULL,
+    set_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT fair_weights_weight_check CHECK (weight BETWEEN 2 AND 1000)
+);
+
+-- A key's weight, for every queue and worker at the next claim; 1 (the
+-- default) removes the row. Bad input raises JQ002. SECURITY DEFINER:
+-- EXECUTE is the privilege (jobqueue db grant: operators).
+CREATE FUNCTION {schema}.set_fair_weight(fair_key text, weight integer) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF set_fair_weight.fair_key IS NULL OR set_fair_weight.fair_key = '' THEN
+        RAISE EXCEPTION 'jobqueue.set_fair_weight: name a fair key' USING ERRCODE = 'JQ002';
+    END IF;
+    IF set_fair_weight.weight IS NULL OR set_fair_weight.weight NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'jobqueue.set_fair_weight: weight must be 1 to 1000, got %',
+            COALESCE(set_fair_weight.weight::text, 'NULL') USING ERRCODE = 'JQ002';
+    END IF;
+    IF set_fair_weight.weight = 1 THEN
+        DELETE FROM {schema}.fair_weights AS f WHERE f.fair_key = set_fair_weight.fair_key;
+    ELSE
+        INSERT INTO {schema}.fair_weights AS f (fair_key, weight)
+        VALUES (set_fair_weight.fair_key, set_fair_weight.weight)
+        ON CONFLICT ON CONSTRAINT fair_weights_pkey
+        DO UPDATE SET weight = EXCLUDED.weight, set_at = now();
+    END IF;
+    RETURN set_fair_weight.weight;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION {schema}.set_fair_weight(text, integer) FROM PUBLIC;
+
+-- Waiting jobs per queue and fair key: how many wait, how many are due, how
+-- long the oldest due one has waited, and the key's weight. Reads job_queue
+-- (waiting jobs only).
+CREATE VIEW {schema}.fair_keys AS
+SELECT q.queue, q.fair_key, count(*) AS waiting,
+       count(*) FILTER (WHERE q.run_at <= now()) AS due,
+       now() - min(q.run_at) FILTER (WHERE q.run_at <= now()) AS oldest_due_wait,
+       COALESCE(max(f.weight), 1) AS weight
+FROM {schema}.job_queue AS q
+LEFT JOIN {schema}.fair_weights AS f ON f.fair_key = q.fair_key
+WHERE q.fair_key IS NOT NULL
+GROUP BY q.queue, q.fair_key;
 
 -- The first partitions (a migrated schema has them from 0012).
 SELECT {schema}.history_partitions_ahead();

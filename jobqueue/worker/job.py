@@ -97,6 +97,8 @@ class Job:
     expires_deadline: float | None = None
     age: float | None = None  # seconds since the job was enqueued, at its claim
     priority: int | None = None
+    fair_key: str | None = None  # its key in the claim's round (job_claim_fair)
+    fair_weight: int | None = None  # its key's weight, None for 1
     eager: bool = False  # run in the caller's process by jobqueue.eager, not claimed
     # An eager job's place in its group (group id, index): what self.replace()
     # reads from the jobs row when a worker runs the job.
@@ -109,8 +111,8 @@ class Job:
     def from_row(cls, row: tuple[Any, ...]) -> Job:
         """A row of job_claim: 12 columns, then (as releases added them)
         ``expires_in`` (seconds until the job expires, NULL without an expiry),
-        ``age`` (seconds since it was enqueued) and ``priority``, and the
-        claim's ``events`` column last."""
+        ``age`` (seconds since it was enqueued), ``priority``, ``fair_key``
+        and ``fair_weight``, and the claim's ``events`` column last."""
         job_id, task, queue, args, kwargs, options, attempt, run_at, root, parent, *flags = row
         expired, in_canvas, *rest = flags
         expires_in = rest[0] if rest else None
@@ -121,6 +123,8 @@ class Job:
         job.age = float(rest[1]) if len(rest) > 1 and rest[1] is not None else None
         if len(rest) > 3:  # `events` is last: a priority is before it
             job.priority = rest[2]
+        if len(rest) > 5:  # and a fair key and its weight (0021) after the priority
+            job.fair_key, job.fair_weight = rest[3], rest[4]
         return job
 
     def has_expired(self) -> bool:

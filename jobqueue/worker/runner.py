@@ -55,6 +55,7 @@ from ..migrate import head_revision
 from ..sql import channels
 from .completer import Completer
 from .executor import Outcome, expired, make_request, revoked
+from .fairness import FairTurn
 from .job import Job
 from .lease import Lease
 from .pools import make_pool
@@ -111,6 +112,7 @@ class Worker:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # job id -> attempt, from claim to completion
+        self._fair = FairTurn()  # its place in the round of fair keys (claim thread)
         self._waiting = WaitFlag(self.queues, self._store)  # claim loop only
         # The working session LISTENs too: the claim loop waits on its socket
         # when idle (_idle_wait). The completer has a session of its own.
@@ -409,9 +411,16 @@ class Worker:
         """Claim and dispatch; returns how many waiting rows were taken (expired included)."""
         claimed_as = self.id
         rows = self._store.claim(
-            conn, self.queues, limit, claimed_as, self.revision, self._tasks_to_skip()
+            conn,
+            self.queues,
+            limit,
+            claimed_as,
+            self.revision,
+            self._tasks_to_skip(),
+            self._fair.start,
         )
         jobs = [Job.from_row(row) for row in rows]
+        self._fair.claimed([(job.fair_key, job.fair_weight) for job in jobs])
         if jobs and signals.task_received.receivers and not self.lease.fenced:
             self._send_received(jobs)  # before a slot may start them; not under the lock
         if jobs:

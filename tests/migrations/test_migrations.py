@@ -96,6 +96,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "chords",
             "control_replies",
             "control_requests",
+            "fair_weights",
             "groups",
             "history_partitions",
             "history_plan",
@@ -120,6 +121,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
         "views": [
             "all_jobs",
             "batch_progress",
+            "fair_keys",
             "job_history",
             "queue_stats",
             "task_stats",
@@ -185,6 +187,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
             "run_schedule",
             "schedules_changed",
             "set_concurrency_limit",
+            "set_fair_weight",
             "set_rate_limit",
             "spawn",
             "update_job",

@@ -545,6 +545,39 @@ def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
         assert own.execute(f"SELECT {quoted}.batch_close(%s)", [batch]).fetchone() == ("CLOSED",)
 
 
+def test_the_upgrade_to_0021_gives_granted_roles_what_fair_keys_need(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """Workers granted before 0021 read the keys' weights in the fair claim,
+    operators may set them and readers read the fair_keys view, without a
+    new grant; what 0021 grants is what grant() does."""
+    worker, producer, reader = make_role(), make_role(), make_role()
+    _no_public_execute(conn, schema)
+    quoted = f'"{schema}"'
+    checks = (
+        "SELECT has_table_privilege(%(r)s, %(s)s || '.fair_weights', 'SELECT'), "
+        "has_function_privilege(%(r)s, %(s)s || '.set_fair_weight(text, integer)', 'EXECUTE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.fair_keys', 'SELECT')"
+    )
+
+    def privileges(role: Role) -> Any:
+        return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
+
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    migrate.downgrade(dsn, schema, "0020")
+    migrate.upgrade(dsn, schema)
+    expected = {
+        worker: (True, False, False),
+        producer: (False, True, False),
+        reader: (False, False, True),
+    }
+    for role, wanted in expected.items():
+        assert privileges(role) == wanted
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    for role, wanted in expected.items():
+        assert privileges(role) == wanted  # the same as a new grant
+
+
 def test_a_reader_reads_every_view_and_no_table(
     dsn: str,
     schema: str,
@@ -628,6 +661,10 @@ def test_a_worker_role_runs_the_whole_life_cycle_without_ddl(
     assert jq.rate_limited.delay(7).get(timeout=30) == 7
     keyed = [jq.per_account.delay("acme", 0.05) for _ in range(2)]
     assert [r.get(timeout=30) for r in keyed] == ["acme", "acme"]
+    # Fair keys: the fair claim reads the keys' weights (fair_weights, 0021).
+    conn.execute(f'SELECT "{schema}".set_fair_weight(%s, 2)', ["t1"])
+    tenants = [jq.tenant_work.delay(t, i) for i, t in enumerate(["t1", "t2", "t1"])]
+    assert [r.get(timeout=30) for r in tenants] == ["t1:0", "t2:1", "t1:2"]
     assert chord(jq.add.s(i, i) for i in range(3))(jq.tsum.s()).get(timeout=30) == 6
 
     # An atomic task (row locks on its lease: UPDATE on job_lease), and a job
