@@ -43,33 +43,41 @@ class Arg:
     ``@app.task(concurrency_limit=1, concurrency_key=arg("account_id"))``
     is ``concurrency_key=lambda account_id, **_: account_id`` for a call
     that gives ``account_id``, and SQL computes the same key. The argument
-    must be given, as a string or an integer (its digits): anything else is
-    a ``TypeError`` here and SQLSTATE ``22023`` in SQL."""
+    is the call's, else its parameter's default when that is a string or an
+    integer; it must be a string or an integer (its digits): anything else,
+    or no value at all, is a ``TypeError`` here and SQLSTATE ``22023`` in SQL."""
 
-    __slots__ = ("name", "position")
+    __slots__ = ("default", "name", "position")
 
-    def __init__(self, name: str, position: int | None = None) -> None:
+    def __init__(self, name: str, position: int | None = None, default: Any = None) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"arg() takes the name of one of the task's parameters, got {name!r}")
         self.name = name
         #: Its place among the positional parameters, once bound to the
         #: task's function (None: keyword-only, or not bound yet).
         self.position = position
+        #: The parameter's default, when it is a string or an integer.
+        self.default = default
 
     def __repr__(self) -> str:
         return f"arg({self.name!r})"
 
+    def _identity(self) -> tuple[Any, ...]:
+        return (self.name, self.position, type(self.default), self.default)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Arg) and (other.name, other.position) == (self.name, self.position)
+        return isinstance(other, Arg) and other._identity() == self._identity()
 
     def __hash__(self) -> int:
-        return hash((self.name, self.position))
+        return hash(self._identity())
 
     def __call__(self, *args: Any, **kwargs: Any) -> str:
         if self.name in kwargs:
             value = kwargs[self.name]
         elif self.position is not None and self.position < len(args):
             value = args[self.position]
+        elif self.default is not None:
+            value = self.default
         else:
             raise TypeError(f"the key argument {self.name!r} was not given")
         if isinstance(value, str):
@@ -102,19 +110,30 @@ class Arg:
                         f"task {task!r}: arg({self.name!r}) names a positional-only "
                         "parameter; a key argument must be one a call may also pass by name"
                     )
-                return Arg(self.name, index)
-        kinds = {p.name: p.kind for p in parameters}
-        if kinds.get(self.name) is inspect.Parameter.KEYWORD_ONLY or any(
-            kind is inspect.Parameter.VAR_KEYWORD for kind in kinds.values()
-        ):
+                return Arg(self.name, index, _default(parameter))
+        named = {p.name: p for p in parameters}
+        if self.name in named and named[self.name].kind is inspect.Parameter.KEYWORD_ONLY:
+            return Arg(self.name, None, _default(named[self.name]))
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
             return Arg(self.name)
         raise TypeError(
             f"task {task!r}: arg({self.name!r}) names no parameter of the task's function "
-            f"(it has {', '.join(kinds) or 'none'})"
+            f"(it has {', '.join(named) or 'none'})"
         )
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "arg", "name": self.name, "position": self.position}
+        spec = {"kind": "arg", "name": self.name, "position": self.position}
+        if self.default is not None:
+            spec["default"] = self.default
+        return spec
+
+
+def _default(parameter: inspect.Parameter) -> str | int | None:
+    """A parameter's default, if a key can be made of it (a string or an integer)."""
+    value = parameter.default
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
 
 
 def arg(name: str) -> Arg:

@@ -794,11 +794,11 @@ $$;
 -- The key a job of `task` carries for one setting (rate_limit_key,
 -- concurrency_key or unique_key; `spec`: that column of task_settings), as
 -- Python computes it: the task's name, then ':' and the key (the canonical
--- arguments, a constant, one argument, or `given`: what the caller says the
--- task's function would return). NULL: the task has no such key. A key SQL
--- cannot compute raises (JQ006: it needs Python; 22023: the argument is
--- missing, or neither a string nor an integer), or without `strict` is NULL
--- for the caller to fall back on (spawn()).
+-- arguments, a constant, one argument or its parameter's default, or `given`:
+-- what the caller says the task's function would return). NULL: the task has
+-- no such key. A key SQL cannot compute raises (JQ006: it needs Python;
+-- 22023: the argument is missing, or neither a string nor an integer), or
+-- without `strict` is NULL for the caller to fall back on (spawn()).
 CREATE FUNCTION {schema}.task_key(task text, setting text, spec jsonb, args jsonb,
                                   kwargs jsonb, given text DEFAULT NULL,
                                   strict boolean DEFAULT true) RETURNS text
@@ -827,7 +827,8 @@ BEGIN
     ELSIF kind = 'constant' THEN
         RETURN task || ':' || (spec ->> 'value');
     ELSIF kind = 'arg' THEN
-        value := COALESCE(kwargs -> (spec ->> 'name'), args -> ((spec ->> 'position')::integer));
+        value := COALESCE(kwargs -> (spec ->> 'name'), args -> ((spec ->> 'position')::integer),
+                          spec -> 'default');
         IF jsonb_typeof(value) = 'string' THEN
             RETURN task || ':' || (value #>> '{}');
         ELSIF jsonb_typeof(value) = 'number' AND value::text ~ '^-?[0-9]+$' THEN

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -377,3 +378,39 @@ def test_canvas_steps_take_keys_from_their_final_arguments_and_follow_a_unique_h
     assert jk.app.AsyncResult(step).get(timeout=5) == holder.get(timeout=5)
     assert two.get(timeout=30) == [{"item": "y", "options": {}}] * 2
     assert sorted(_runs(conn, schema)) == ["unique:x", "unique:y"]  # each ran once
+
+
+def test_sql_enqueue_waits_for_a_python_enqueuer_of_the_same_key_and_returns_its_job(
+    jk: Any, dsn: str, schema: str, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    """Both take the key's one advisory lock (the same seed), so two enqueuers
+    of one key take turns whichever side they come from: no duplicate."""
+    start_worker("-Q", "nothing", app=APP)
+    _synced(conn, schema)
+    got: list[str] = []
+    with psycopg.connect(dsn) as python_side:
+        first = jk.unique.apply_async((jk.table, "race"), connection=python_side)  # not committed
+        with psycopg.connect(dsn, autocommit=True) as sql_side:
+            pid = sql_side.info.backend_pid
+            waiter = threading.Thread(
+                target=lambda: got.append(
+                    _enqueue(sql_side, schema, "keys.unique", [jk.table, "race"])
+                )
+            )
+            waiter.start()
+
+            def waiting_for_the_lock() -> bool:
+                row = conn.execute(
+                    "SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' "
+                    "FROM pg_stat_activity WHERE pid = %s",
+                    (pid,),
+                ).fetchone()
+                return bool(row and row[0])
+
+            wait_for(waiting_for_the_lock, 30, "the SQL enqueue to wait for the key's lock")
+            python_side.commit()
+            waiter.join(30)
+    assert got == [first.id]
+    assert conn.execute(
+        f"SELECT count(*) FROM \"{schema}\".all_jobs WHERE task = 'keys.unique'"
+    ).fetchone() == (1,)
