@@ -37,8 +37,11 @@ from jobqueue import (
 )
 from jobqueue.cli import Context
 from jobqueue.exceptions import ConfigurationError, SchemaNotReadyError
+from jobqueue.keys import task_settings
 from jobqueue.maintenance import Retention, Vacuum
 from jobqueue.roles import FUNCTIONS, TABLES, VIEWS, grant, grant_command, plan
+from jobqueue.serialization import dumps
+from jobqueue.sql import queries
 from tests.apps import build
 from tests.conftest import WorkerProcess, wait_for
 
@@ -543,6 +546,50 @@ def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
             f"SELECT {quoted}.batch_add(%s, ARRAY[{quoted}.enqueue('add', '[1, 2]')])", [batch]
         )
         assert own.execute(f"SELECT {quoted}.batch_close(%s)", [batch]).fetchone() == ("CLOSED",)
+
+
+def test_the_upgrade_to_0021_gives_granted_roles_what_keys_in_sql_need(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """Roles granted before 0021 keep enqueueing from SQL after it (enqueue()
+    reads task_settings as its caller) and workers write it and record a
+    beat's holder, without a new grant; what 0021 grants is what grant() does."""
+    worker, producer, reader = make_role(), make_role(), make_role()
+    _no_public_execute(conn, schema)
+    quoted = f'"{schema}"'
+    checks = (
+        "SELECT has_table_privilege(%(r)s, %(s)s || '.task_settings', 'SELECT'), "
+        "has_table_privilege(%(r)s, %(s)s || '.task_settings', 'INSERT'), "
+        "has_table_privilege(%(r)s, %(s)s || '.task_settings', 'UPDATE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.schedule_ticks', 'UPDATE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.unique_hold(text, uuid, text[], float8, "
+        "text, jsonb, jsonb, timestamptz, boolean)', 'EXECUTE')"
+    )
+
+    def privileges(role: Role) -> Any:
+        return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
+
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert privileges(worker) == (True,) * 5
+    assert privileges(producer) == (True, False, False, False, True)
+    assert privileges(reader) == (False,) * 5
+    migrate.downgrade(dsn, schema, "0020")  # as if granted at 0020
+    migrate.upgrade(dsn, schema)
+    assert privileges(worker) == (True,) * 5  # the new functions: PUBLIC's EXECUTE
+    assert privileges(producer) == (True, False, False, False, True)
+    settings = queries(schema)["task_settings_sync"]
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    build(app)
+    with psycopg.connect(worker.dsn, autocommit=True) as own:  # as a starting worker does
+        own.execute(settings, {"settings": dumps(task_settings(app))})
+    app.close()
+    with psycopg.connect(producer.dsn, autocommit=True) as own:
+        first = own.execute(f"SELECT {quoted}.enqueue('once_at_a_time', '[\"k\"]')").fetchone()
+        again = own.execute(f"SELECT {quoted}.enqueue('once_at_a_time', '[\"k\"]')").fetchone()
+        assert first == again  # the unique key, taken from SQL by a producer
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert privileges(worker) == (True,) * 5  # the same as a new grant
+    assert privileges(producer) == (True, False, False, False, True)
 
 
 def test_a_reader_reads_every_view_and_no_table(
