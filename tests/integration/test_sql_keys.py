@@ -339,9 +339,16 @@ def test_beat_ticks_of_a_unique_task_find_its_key_held_with_or_without_the_task(
         f"SELECT DISTINCT queue FROM \"{schema}\".jobs WHERE task = 'keys.routed'"
     ).fetchall()
     assert queues == [("exact-q",)]
-    # run_schedule() (the dashboard's "run now") too.
+    # run_schedule() (the dashboard's "run now") too; what it cannot compute
+    # in SQL is said, to the caller of app.control (the CLI, the dashboard).
     run_now = conn.execute(f"SELECT \"{schema}\".run_schedule('sql-one')::text").fetchone()
     assert run_now == (holder,)
+    conn.execute(
+        f'INSERT INTO "{schema}".schedules (name, task, args, interval_secs, enabled) '
+        "VALUES ('sql-lambda', 'keys.lambda_key', '[\"a\"]', 3600, false)"
+    )
+    with pytest.raises(ValueError, match=r"lambda_key's concurrency_key is a Python function"):
+        jk.app.control.run_schedule("sql-lambda")
 
 
 def test_canvas_steps_take_keys_from_their_final_arguments_and_follow_a_unique_holder(
