@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The kinds of ``task_settings``' key columns (JSON: ``{"kind": ...}``).
-#: task: the task's name alone; args: the call's canonical arguments;
-#: constant: one string; arg: one argument, by name (and place); python: a
-#: Python function, which SQL cannot run (the caller passes its result).
-KINDS = ("task", "args", "constant", "arg", "python")
-
 
 class Arg:
     """A key that is one argument of the call, taken by its parameter's name,
@@ -144,7 +138,10 @@ def arg(name: str) -> Arg:
 def key_spec(key: Any, unique: bool = False) -> dict[str, Any]:
     """How SQL computes a key (a ``task_settings`` column): ``key`` is a
     task's ``rate_limit_key``, ``concurrency_key`` or (``unique``)
-    ``unique_key`` option."""
+    ``unique_key`` option. Kinds: ``task`` (the task's name alone), ``args``
+    (the call's canonical arguments), ``constant`` (one string), ``arg`` (one
+    argument: name, place, default) and ``python`` (a function, which SQL
+    cannot run: the caller passes its result)."""
     if key is None:
         return {"kind": "args"} if unique else {"kind": "task"}
     if isinstance(key, Arg):
@@ -256,7 +253,8 @@ def task_settings(app: JobQueue) -> list[dict[str, Any]]:
 
     conf = app.conf
     rows = []
-    for task in app.tasks.values():
+    # In name order: workers starting together lock the rows in one order.
+    for task in sorted(app.tasks.values(), key=lambda t: t.name):
         flow = task.flow
         routed = static_route(conf.task_routes, task.name) if conf.task_routes else None
         try:

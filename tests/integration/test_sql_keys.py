@@ -329,16 +329,30 @@ def test_beat_ticks_of_a_unique_task_find_its_key_held_with_or_without_the_task(
     conn.execute(
         f'INSERT INTO "{schema}".schedules (name, task, args, options, interval_secs) VALUES '
         "('sql-one', 'keys.one_at_a_time', %s, '{\"countdown\": 3600}', 0.2), "
-        "('sql-routed', 'keys.routed', '[]', '{}', 0.2)",
+        "('sql-routed', 'keys.routed', '[]', '{}', 0.2), "
+        "('sql-limited', 'keys.per_account', '[\"acme\", 0]', '{}', 0.2)",
         (json.dumps([jk.table, 1]),),
     )
     start_worker(command="beat", app="tests.apps:app")
-    wait_for(lambda: len(ticks("sql-one")) >= 3 and len(ticks("sql-routed")) >= 3, 30, "ticks")
+    wait_for(
+        lambda: all(len(ticks(n)) >= 3 for n in ("sql-one", "sql-routed", "sql-limited")),
+        30,
+        "three ticks of each schedule",
+    )
     assert set(ticks("sql-one")) == {holder}
-    queues = conn.execute(
-        f"SELECT DISTINCT queue FROM \"{schema}\".jobs WHERE task = 'keys.routed'"
+    made = conn.execute(
+        f"SELECT DISTINCT task, queue, options ->> 'concurrency_key' FROM \"{schema}\".all_jobs "
+        "WHERE task IN ('keys.routed', 'keys.per_account') ORDER BY 1"
     ).fetchall()
-    assert queues == [("exact-q",)]
+    assert made == [
+        ("keys.per_account", "default", "keys.per_account:acme"),
+        ("keys.routed", "exact-q", None),
+    ]
+    (queued,) = conn.execute(
+        f'SELECT count(*) FROM "{schema}".job_queue WHERE concurrency_key = %s',
+        ("keys.per_account:acme",),
+    ).fetchone()
+    assert queued >= 3  # the claim's copy of the key, which admit() counts
     # run_schedule() (the dashboard's "run now") too; what it cannot compute
     # in SQL is said, to the caller of app.control (the CLI, the dashboard).
     run_now = conn.execute(f"SELECT \"{schema}\".run_schedule('sql-one')::text").fetchone()
