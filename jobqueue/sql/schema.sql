@@ -930,14 +930,19 @@ BEGIN
                              'the task by its name (a mapping in task_routes).';
         END IF;
         prio := COALESCE(enqueue.priority, s.priority);
-        rk := {schema}.task_key(enqueue.task, 'rate_limit_key', s.rate_limit_key, enqueue.args,
-                                enqueue.kwargs, enqueue.rate_limit_key);
-        ck := {schema}.task_key(enqueue.task, 'concurrency_key', s.concurrency_key,
-                                enqueue.args, enqueue.kwargs, enqueue.concurrency_key);
-        uk := {schema}.task_key(enqueue.task, 'unique_key', s.unique_key, enqueue.args,
-                                enqueue.kwargs, enqueue.unique_key);
-        opts := s.options || opts
-                || jsonb_strip_nulls(jsonb_build_object('rate_key', rk, 'concurrency_key', ck));
+        -- (task_key() only for a key there is: most tasks have none)
+        IF num_nonnulls(s.rate_limit_key, s.concurrency_key, s.unique_key, enqueue.unique_key,
+                        enqueue.rate_limit_key, enqueue.concurrency_key) > 0 THEN
+            rk := {schema}.task_key(enqueue.task, 'rate_limit_key', s.rate_limit_key,
+                                    enqueue.args, enqueue.kwargs, enqueue.rate_limit_key);
+            ck := {schema}.task_key(enqueue.task, 'concurrency_key', s.concurrency_key,
+                                    enqueue.args, enqueue.kwargs, enqueue.concurrency_key);
+            uk := {schema}.task_key(enqueue.task, 'unique_key', s.unique_key, enqueue.args,
+                                    enqueue.kwargs, enqueue.unique_key);
+            opts := opts || jsonb_strip_nulls(jsonb_build_object('rate_key', rk,
+                                                                 'concurrency_key', ck));
+        END IF;
+        opts := s.options || opts;
     ELSE
         IF COALESCE(enqueue.unique_key, enqueue.rate_limit_key, enqueue.concurrency_key)
            IS NOT NULL THEN
@@ -1080,7 +1085,10 @@ BEGIN
     kwargs := COALESCE(sig -> 'kwargs', '{}');
     opts := COALESCE(sig -> 'options', '{}');
     SELECT * INTO s FROM {schema}.task_settings AS t WHERE t.task = sig ->> 'task';
-    IF FOUND THEN
+    -- (task_key() only for a key there is: most tasks have none; options that
+    -- are not an object are left as they are: the worker refuses them)
+    IF FOUND AND num_nonnulls(s.rate_limit_key, s.concurrency_key, s.unique_key) > 0
+       AND jsonb_typeof(opts) = 'object' THEN
         opts := (opts - 'rate_key' - 'concurrency_key') || jsonb_strip_nulls(jsonb_build_object(
             'rate_key', COALESCE({schema}.task_key(sig ->> 'task', 'rate_limit_key',
                                                    s.rate_limit_key, args, kwargs, NULL, false),
