@@ -31,6 +31,7 @@ from .exceptions import (
     UnknownSettingError,
     WorkerLostError,
 )
+from .keys import arg
 from .request import Request
 from .result import AsyncResult
 from .result_set import GroupResult, ResultSet
@@ -75,6 +76,7 @@ __all__ = [
     "UnknownSettingError",
     "WorkerLostError",
     "__version__",
+    "arg",
     "chain",
     "chord",
     "current_app",

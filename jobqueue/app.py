@@ -317,6 +317,17 @@ class JobQueue(AppTaskBase):
         """``enqueue``'s first step: the job as published, and the insert's
         parameters (with ``unique_key`` for a unique task's job)."""
         spec = self._publishing(spec, args, kwargs)
+        return spec, self._insert_params(spec, task, args, kwargs)
+
+    def _insert_params(
+        self,
+        spec: JobSpec,
+        task: Task[Any, Any] | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The insert's parameters of a published job (``enqueue``, a beat's
+        tick): with ``unique_key`` and its settings for a unique task's job."""
         params = spec.params()
         key = task.flow.unique_for(spec.task, args, kwargs) if task is not None else None
         if key is not None:
@@ -337,7 +348,7 @@ class JobQueue(AppTaskBase):
             params.update(
                 depends_on=list(spec.depends_on), on_dependency_failure=spec.on_dependency_failure
             )
-        return spec, params
+        return params
 
     def _run_eagerly(
         self, spec: JobSpec, args: Sequence[Any], kwargs: Mapping[str, Any]

@@ -19,16 +19,19 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import discovery, signals
+from .limits import route
 from .options import resolve, schedule_options
 from .schedules import Schedule, Timing, fires_due
-from .serialization import dumps
+from .serialization import dumps, loads
 
 if TYPE_CHECKING:
     from .app import JobQueue
+    from .options import JobSpec
 
 log = logging.getLogger(__name__)
 
 _MAX_SLEEP = 1.0  # re-read schedules at least this often (changes made in SQL)
+NEEDS_PYTHON = "JQ006"  # enqueue(): a key or route only a Python function gives
 
 
 class Beat:
@@ -116,6 +119,19 @@ class Beat:
                 ):
                     log.exception("schedule %r cannot be planned; retrying in a minute", row[0])
                     self._store.schedule_postpone(conn, row[0])
+                except psycopg.Error as exc:
+                    if exc.sqlstate != NEEDS_PYTHON:
+                        raise
+                    # enqueue() cannot compute a key or a route of a task this
+                    # beat does not have registered: said, not skipped.
+                    log.error(
+                        "schedule %r cannot be enqueued from SQL: %s (%s); run the beat "
+                        "with the app that registers the task (-A); retrying in a minute",
+                        row[0],
+                        exc.diag.message_primary,
+                        exc.diag.message_hint,
+                    )
+                    self._store.schedule_postpone(conn, row[0])
         self.fired += fired
         return fired
 
@@ -137,21 +153,51 @@ class Beat:
     ) -> int:
         timing = Timing(cron, interval, tz)
         fired, last = 0, None
+        registered = self.app.tasks.get(task)
         if next_run_at is not None:
             for fire_at in fires_due(timing, next_run_at, now, catch_up, limit):
                 call = schedule_options(options)
-                spec = resolve(self.app, task, self.app.tasks.get(task), args, kwargs, call)
+                spec = resolve(self.app, task, registered, args, kwargs, call)
                 spec = self.app._publishing(spec, args, kwargs)
-                params = spec.params() | {"schedule": name, "fire_at": fire_at}
-                written = self._store.schedule_fire(conn, params)
-                if written:  # else another beat enqueued this tick
+                tick = {"schedule": name, "fire_at": fire_at}
+                if registered is None:  # SQL knows the task's settings, if a worker does
+                    params = self._sql_params(spec, call, args, kwargs) | tick
+                    holder = self._store.schedule_fire_holding(conn, params, sql=True)
+                elif registered.flow.unique:
+                    params = self.app._insert_params(spec, registered, args, kwargs) | tick
+                    holder = self._store.schedule_fire_holding(conn, params)
+                else:
+                    written = self._store.schedule_fire(conn, spec.params() | tick)
+                    holder = spec.id if written else None
+                if holder == spec.id:  # else another beat enqueued this tick, or a key is held
                     self.app._published(spec, args, kwargs)
-                fired += written
+                    fired += 1
                 last = fire_at
         self._store.schedule_plan(conn, name, timing.next_after(max(now, last or now)), last)
         if fired:
             log.debug("schedule %s: enqueued %d job(s)", name, fired)
         return fired
+
+    def _sql_params(
+        self, spec: JobSpec, call: dict[str, Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """schedule_fire_sql's parameters for a task this beat does not have
+        registered: the queue only when the schedule or the beat's routes give
+        one (else the task's settings, else ``default_queue``), the priority
+        only when the schedule gives one, and the options of the call alone
+        (the task's own come from task_settings)."""
+        conf = self.app.conf
+        routed = call.get("queue")
+        if routed is None and conf.task_routes:
+            routed = route(conf.task_routes, spec.task, args, kwargs)
+        options = {k: v for k, v in loads(spec.options).items() if k != "max_retries"}
+        return spec.params() | {
+            "queue": spec.queue if routed else None,
+            "default_queue": spec.queue,
+            "priority": call.get("priority"),
+            "default_priority": spec.priority,
+            "options": dumps(options),
+        }
 
     def _sleep_for(self, conn: psycopg.Connection[Any]) -> float:
         due_in = self._store.schedules_next(conn)

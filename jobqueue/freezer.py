@@ -131,13 +131,28 @@ class Freezer:
         if task is not None and task.typing:  # with a stand-in for what it will be given
             task.check_arguments((None, *sig.args) if given and not sig.immutable else sig.args,
                                  sig.kwargs)  # fmt: skip
-        spec = resolve(self.app, sig.task_name, task, sig.args, sig.kwargs, call, relative=True)
+        prepended = given and not sig.immutable
+        spec = resolve(
+            self.app,
+            sig.task_name,
+            task,
+            sig.args,
+            sig.kwargs,
+            call,
+            relative=True,
+            prepended=prepended,
+        )
         # Each step is published now, in the caller's context (a trace's, say),
         # though the database creates later steps only when their turn comes.
         if self.publish:
             spec = self.app._publishing(spec, sig.args, sig.kwargs)
             self.specs.append((spec, sig.args, sig.kwargs))
         options: dict[str, Any] = loads(spec.options)
+        if task is not None and task.flow.needs_python()["unique_key"]:
+            # SQL computes the other unique keys when the step is written
+            # (spawn(), from task_settings); a Python function's, only here,
+            # from the signature's own arguments.
+            options["unique_key"] = task.flow.unique_for(sig.task_name, sig.args, sig.kwargs)
         links = [*self.callbacks(sig, "link"), *extra_links]
         if links:
             options["link"] = links

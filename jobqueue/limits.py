@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import states
+from .keys import Arg, canonical_arguments, key_spec
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PERIOD = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -67,7 +68,15 @@ class FlowControl:
     fair_key: KeyFunction | str | None = None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> FlowControl:
+    def from_options(
+        cls,
+        options: Mapping[str, Any],
+        fn: Callable[..., Any] | None = None,
+        task: str = "",
+        skip_self: bool = False,
+    ) -> FlowControl:
+        """The task's options checked; a key given as ``arg(name)`` is bound
+        to ``fn``'s parameters (``skip_self``: a bound task's first one)."""
         rate = options.get("rate_limit")
         burst = float(options.get("rate_limit_burst", 1))
         if burst < 1:
@@ -82,13 +91,21 @@ class FlowControl:
         window = options.get("unique_window")
         if window is not None and (isinstance(window, bool) or window <= 0):
             raise ValueError(f"unique_window must be a positive number of seconds, got {window!r}")
-        for name in ("rate_limit_key", "concurrency_key"):
-            if options.get(name) is not None and not callable(options[name]):
-                raise TypeError(f"{name} must be a function of the task's arguments")
+        keys: dict[str, Any] = {}
+        for name in ("rate_limit_key", "concurrency_key", "unique_key"):
+            key = options.get(name)
+            if name != "unique_key" and key is not None and not callable(key):
+                raise TypeError(
+                    f"{name} must be a function of the task's arguments, or arg(name) "
+                    "for one of them"
+                )
+            if isinstance(key, Arg) and fn is not None:
+                key = key.bound(fn, task, skip_self)
+            keys[name] = key
+        unique_key = keys["unique_key"]
         fair_key = options.get("fair_key")
         if fair_key is not None and not callable(fair_key):
             fair_key = check_fair_key(fair_key, "fair_key")
-        unique_key = options.get("unique_key")
         on_duplicate = options.get("on_duplicate", "keep")
         if on_duplicate not in ON_DUPLICATE:
             raise ValueError(
@@ -99,9 +116,9 @@ class FlowControl:
         return cls(
             rate_per_second=None if rate is None else parse_rate(rate),
             burst=burst,
-            rate_limit_key=options.get("rate_limit_key"),
+            rate_limit_key=keys["rate_limit_key"],
             concurrency_limit=limit,
-            concurrency_key=options.get("concurrency_key"),
+            concurrency_key=keys["concurrency_key"],
             unique=bool(options.get("unique") or unique_key is not None),
             unique_key=unique_key,
             unique_window=None if window is None else float(window),
@@ -110,12 +127,25 @@ class FlowControl:
             fair_key=fair_key,
         )
 
-    def keys(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, str]:
-        """The limit keys a job of ``task`` with these arguments carries."""
+    def keys(
+        self,
+        task: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        prepended: bool = False,
+    ) -> dict[str, str]:
+        """The limit keys a job of ``task`` with these arguments carries.
+        ``prepended``: a canvas step that will be given a value in front of
+        its arguments; a key taken from an argument (``arg()``) is then left
+        to SQL, which computes it from the step's final arguments."""
         keys: dict[str, str] = {}
-        if self.rate_per_second is not None:
+        if self.rate_per_second is not None and not (
+            prepended and isinstance(self.rate_limit_key, Arg)
+        ):
             keys["rate_key"] = _scoped(task, self.rate_limit_key, args, kwargs)
-        if self.concurrency_limit is not None:
+        if self.concurrency_limit is not None and not (
+            prepended and isinstance(self.concurrency_key, Arg)
+        ):
             keys["concurrency_key"] = _scoped(task, self.concurrency_key, args, kwargs)
         fair = self.fair_key
         if fair is not None:
@@ -128,15 +158,28 @@ class FlowControl:
         return keys
 
     def unique_for(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """The unique key of a call, as SQL computes it too (``task_key()``):
+        with no ``unique_key``, the task and its arguments in the canonical
+        form (``jobqueue.keys``)."""
         if not self.unique:
             return None
         if isinstance(self.unique_key, str):
             return f"{task}:{self.unique_key}"
         if self.unique_key is None:  # same task and arguments
-            from .serialization import dumps
-
-            return f"{task}:{dumps([list(args), dict(sorted(kwargs.items()))])}"
+            return f"{task}:{canonical_arguments(args, kwargs)}"
         return _scoped(task, self.unique_key, args, kwargs)
+
+    def needs_python(self) -> dict[str, bool]:
+        """Which of the task's keys only a Python function gives (SQL cannot
+        compute them: ``task_settings`` says ``{"kind": "python"}``)."""
+        return {
+            "rate_limit_key": self.rate_per_second is not None
+            and key_spec(self.rate_limit_key)["kind"] == "python",
+            "concurrency_key": self.concurrency_limit is not None
+            and key_spec(self.concurrency_key)["kind"] == "python",
+            "unique_key": self.unique
+            and key_spec(self.unique_key, unique=True)["kind"] == "python",
+        }
 
 
 #: The longest fair key: it is stored in the claim's fair index with every
@@ -168,26 +211,50 @@ def _scoped(
 def route(routes: Any, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
     """The queue ``app.conf.task_routes`` gives ``task``: a mapping of exact names or
     globs to a queue name (or ``{"queue": name}``), a callable, or a list of them."""
-    import fnmatch
-
     for entry in routes if isinstance(routes, (list, tuple)) else [routes]:
-        if callable(entry):
-            found = entry(task, args, kwargs)
-        elif isinstance(entry, Mapping):
-            found = entry.get(task)
-            if found is None:
-                found = next(
-                    (
-                        v
-                        for pattern, v in entry.items()
-                        if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(task, pattern)
-                    ),
-                    None,
-                )
-        else:
-            raise TypeError(f"task_routes entries must be mappings or callables, got {entry!r}")
+        found = entry(task, args, kwargs) if callable(entry) else _mapped(entry, task)
         if isinstance(found, Mapping):
             found = found.get("queue")
         if found:
             return str(found)
     return None
+
+
+#: static_route()'s answer for a task that a task_routes function may route.
+BY_FUNCTION = object()
+
+
+def static_route(routes: Any, task: str) -> str | object | None:
+    """What ``route`` gives ``task`` whatever the call's arguments, as SQL's
+    ``task_settings`` keeps it: a queue name, None (no route: the task's or
+    the app's default queue), or BY_FUNCTION when a function in the routes
+    comes before any mapping that names the task (only Python can run it)."""
+    for entry in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if callable(entry):
+            return BY_FUNCTION
+        found = _mapped(entry, task)
+        if isinstance(found, Mapping):
+            found = found.get("queue")
+        if found:
+            return str(found)
+    return None
+
+
+def _mapped(entry: Any, task: str) -> Any:
+    """A task_routes mapping's value for ``task``: its exact name, else the
+    first glob (a key with ``*``, ``?`` or ``[``) that matches it."""
+    import fnmatch
+
+    if not isinstance(entry, Mapping):
+        raise TypeError(f"task_routes entries must be mappings or callables, got {entry!r}")
+    found = entry.get(task)
+    if found is None:
+        found = next(
+            (
+                v
+                for pattern, v in entry.items()
+                if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(task, pattern)
+            ),
+            None,
+        )
+    return found

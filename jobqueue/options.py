@@ -251,15 +251,18 @@ def resolve(
     call: Mapping[str, Any],
     *,
     relative: bool = False,
+    prepended: bool = False,
 ) -> JobSpec:
     """One job of task ``name`` (``task``: its registration here, if any, looked
     up once by the caller) with the options of its call (``CALL_OPTIONS``).
     ``relative``: the job is written later (a canvas step), so moments become
-    seconds from now (``eta`` into ``countdown``, ``expires`` into ``expires_in``)."""
+    seconds from now (``eta`` into ``countdown``, ``expires`` into ``expires_in``).
+    ``prepended``: a canvas step given a value in front of its arguments; its
+    keys taken from an argument are computed by SQL when it is written."""
     args_json, kwargs_json = dump_arguments(name, args, kwargs)
     soft, hard = call.get("soft_time_limit"), call.get("time_limit")
     if task is not None:
-        options, keys = task.stored_options(soft, hard, args, kwargs)
+        options, keys = task.stored_options(soft, hard, args, kwargs, prepended)
     else:
         options, keys = dumps(unregistered_options(soft, hard)), {}
     fair_key = keys.get("fair_key")

@@ -84,6 +84,7 @@ TABLES = (
     "batches",  # revision 0019: batches, written only by their SECURITY DEFINER functions
     "batch_members",
     "fair_weights",  # revision 0021: fair keys' weights
+    "task_settings",  # revision 0022: how SQL makes each task's jobs, written by workers
 )
 VIEWS = (
     "all_jobs",
@@ -175,6 +176,11 @@ FUNCTIONS = (
     "update_job",
     # revision 0021: a fair key's weight (SECURITY DEFINER)
     "set_fair_weight",
+    # revision 0022: keys and routes computed in SQL (enqueue(), spawn())
+    "canonical_json",
+    "task_key",
+    "unique_lock_seed",
+    "unique_hold",
 )
 
 
@@ -298,6 +304,13 @@ PRODUCER: tuple[Rule, ...] = (
     Rule("SELECT", "batch_members", "advance() looks whether any batch waits at all (0019)"),
     Rule("SELECT", "batch_progress", "batch.progress() (0019)"),
     Rule("EXECUTE", "update_job", "AsyncResult.update(), unique replace and debounce (0020)"),
+    # Keys and routes in SQL (revision 0022): enqueue() and spawn() read each
+    # task's settings and compute its keys as Python does.
+    Rule("SELECT", "task_settings", "enqueue() and spawn() make a task's jobs as delay() (0022)"),
+    *(
+        Rule("EXECUTE", name, "enqueue() and spawn(): keys and uniqueness in SQL (0022)")
+        for name in ("canonical_json", "task_key", "unique_lock_seed", "unique_hold")
+    ),
     # Operations (revision 0013): the app that enqueues and revokes also
     # manages its jobs and queues (app.control, the CLI). The functions run
     # as the schema's owner, so EXECUTE is all they need.
@@ -355,13 +368,20 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "limit_state": (_ALL_DML, "admit() spends rate and concurrency budgets; retention"),
     "unique_keys": (_ALL_DML, "unique enqueues by tasks; retention"),
     "schedules": (_ALL_DML, "the beat (and the schedule commands of the CLI)"),
-    "schedule_ticks": (("SELECT", "INSERT", "DELETE"), "the beat's ticks; retention"),
+    "schedule_ticks": (
+        ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        "the beat's ticks (a unique task's tick records its key's holder: 0022); retention",
+    ),
     "history_plan": (("SELECT",), "retention's row-wise prune (job_prune) reads the period"),
     "queue_pauses": (("SELECT",), "the claim skips paused queues (revision 0013)"),
     "job_dependencies": (("SELECT",), "completions look whether any job waits at all (0018)"),
     "batch_members": (("SELECT",), "completions look whether any batch waits at all (0019)"),
     "batches": (("SELECT", "DELETE"), "retention deletes completed batches past their age (0019)"),
     "fair_weights": (("SELECT",), "the fair claim reads the keys' weights (0021)"),
+    "task_settings": (
+        ("SELECT", "INSERT", "UPDATE"),
+        "a starting worker writes how SQL makes its tasks' jobs; enqueue(), spawn() (0022)",
+    ),
 }
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",
@@ -396,6 +416,10 @@ _WORKER_FUNCTIONS = {
     "batch_add": "batches that tasks add jobs to (0019)",
     "batch_close": "batches closed by tasks (0019)",
     "update_job": "unique replace and debounce enqueued by tasks (0020)",
+    "canonical_json": "enqueue() and spawn(): a unique task's key from its arguments (0022)",
+    "task_key": "enqueue() and spawn(): keys computed in SQL (0022)",
+    "unique_lock_seed": "enqueue() and spawn(): the lock of a unique key (0022)",
+    "unique_hold": "enqueue() and spawn() take a unique key (0022)",
 }
 
 WORKER: tuple[Rule, ...] = (

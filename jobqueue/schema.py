@@ -351,6 +351,30 @@ def metadata(schema: str = "jobqueue") -> sa.MetaData:
         sa.Column("states", ARRAY(sa.Text), nullable=False),
         sa.Column("expires_at", TZ),
     )
+    sa.Table(  # each task's settings as SQL applies them (0022), written by workers
+        "task_settings",
+        md,
+        sa.Column("task", sa.Text, primary_key=True),
+        sa.Column("queue", sa.Text),
+        sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("options", JSONB, nullable=False, server_default="{}"),
+        sa.Column("rate_limit_key", JSONB),
+        sa.Column("concurrency_key", JSONB),
+        sa.Column("unique_key", JSONB),
+        sa.Column(
+            "unique_states",
+            ARRAY(sa.Text),
+            nullable=False,
+            server_default="{PENDING,STARTED,RETRY}",
+        ),
+        sa.Column("unique_window", sa.Float(53)),
+        sa.Column("on_duplicate", sa.Text, nullable=False, server_default="keep"),
+        sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(
+            "on_duplicate IN ('keep', 'replace', 'debounce')",
+            name="task_settings_on_duplicate_check",
+        ),
+    )
     schedules = sa.Table(
         "schedules",
         md,

@@ -421,6 +421,11 @@ class Store:
     def sync_task_limits(self, conn: psycopg.Connection[Any], params: Params) -> None:
         self._on(conn, "task_limits_sync", params)
 
+    def sync_task_settings(self, conn: psycopg.Connection[Any], settings: str) -> None:
+        """How SQL makes the worker's tasks' jobs (task_settings_sync): ``settings``,
+        a JSON array of ``jobqueue.keys.task_settings`` rows."""
+        self._on(conn, "task_settings_sync", {"settings": settings})
+
     def claim(
         self,
         conn: psycopg.Connection[Any],
@@ -692,6 +697,27 @@ class Store:
     def schedule_fire(self, conn: psycopg.Connection[Any], params: Params) -> int:
         """One tick; 1 if this beat enqueued it, 0 if another did."""
         return int(self._on(conn, "schedule_fire", params)[0][0])
+
+    def schedule_fire_holding(
+        self, conn: psycopg.Connection[Any], params: Params, sql: bool = False
+    ) -> str | None:
+        """One tick whose job may be held by a unique key: the id of the
+        tick's job (``params["id"]``, or the key's holder, which the tick then
+        records), None if another beat enqueued this tick. ``sql``: the job is
+        made by enqueue() from ``task_settings`` (schedule_fire_sql, a task the
+        beat does not know); else ``params`` are job_insert_unique's."""
+        if sql:
+            rows = self._on(conn, "schedule_fire_sql", params)
+            if not rows:
+                return None
+            holder = str(rows[0][0])
+        else:
+            if not self._on(conn, "schedule_tick", params):
+                return None
+            holder = self.insert_job_unique(params, conn)
+        if holder != str(params["id"]):
+            self._on(conn, "schedule_tick_holder", {**params, "holder": holder})
+        return holder
 
     def schedule_plan(
         self,

@@ -208,7 +208,7 @@ class Task(Generic[P, R]):
                 f"task {name!r}: atomic=True is for `def` tasks; an `async def` task "
                 "cannot share the worker's transaction (make it a `def` task)"
             )
-        self.flow = FlowControl.from_options(options)
+        self.flow = FlowControl.from_options(options, fn, name, skip_self=self.bind)
         self._stored_options: tuple[tuple[Any, ...], str] | None = None
         # Celery's typing=True: arguments are checked against the function's
         # signature when a job is enqueued (check_arguments).
@@ -664,6 +664,11 @@ class Task(Generic[P, R]):
             self.name, args, kwargs or {}
         )
 
+    def base_options(self) -> dict[str, Any]:
+        """The options every job of this task stores when its call gives no
+        time limits (what a worker writes to ``task_settings`` for SQL)."""
+        return self._settings(None, None)
+
     def _settings(self, soft_time_limit: float | None, time_limit: float | None) -> dict[str, Any]:
         """job_options without the limit keys: retry and rescue settings, time
         limits (the call's, else the task's, else the app's defaults)."""
@@ -689,13 +694,16 @@ class Task(Generic[P, R]):
         time_limit: float | None = None,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
+        prepended: bool = False,
     ) -> tuple[str, dict[str, str]]:
-        """``job_options`` as stored (JSON), and its limit keys.
+        """``job_options`` as stored (JSON), and its limit keys (``prepended``:
+        see ``FlowControl.keys``).
 
         Without per-call limits or keys every job of the task carries the same
         JSON, so it is encoded once per setting of the task's attributes rather
         than per ``delay()`` (encoding it was a quarter of that call's Python)."""
-        keys = self.flow.keys(self.name, args, kwargs or {})  # once: key functions are the user's
+        # Once: key functions are the user's.
+        keys = self.flow.keys(self.name, args, kwargs or {}, prepended)
         if keys or soft_time_limit is not None or time_limit is not None:
             return dumps(self._settings(soft_time_limit, time_limit) | keys), keys
         conf = self.app.conf

@@ -311,10 +311,14 @@ class RemoteControl:
 
     @staticmethod
     def _sql_call(call: Any) -> Any:
+        """``call()``, with what the SQL function refuses as a ValueError: bad
+        input (JQ002, and 22023 from enqueue(), as run_schedule() calls it), a
+        state it cannot act on (JQ003), a key or route only Python computes
+        (JQ006, from enqueue())."""
         try:
             return call()
         except psycopg.Error as exc:
-            if exc.sqlstate in ("JQ002", "JQ003"):
+            if exc.sqlstate in ("JQ002", "JQ003", "JQ006", "22023"):
                 message, hint = exc.diag.message_primary or str(exc), exc.diag.message_hint
                 raise ValueError(message + (f" ({hint})" if hint else "")) from None
             raise

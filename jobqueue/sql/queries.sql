@@ -1372,6 +1372,33 @@ SET declared_rate = EXCLUDED.declared_rate, declared_burst = EXCLUDED.declared_b
                              ELSE t.concurrency_limit END,
     updated_at = now();
 
+-- name: task_settings_sync
+-- A starting worker writes how SQL makes its tasks' jobs (revision 0022):
+-- their queue when a call names none, priority, stored options and how each
+-- key is made, for enqueue(), spawn() and run_schedule(). Rows that already
+-- say the same are left alone; tasks this worker does not know are kept (other
+-- workers may run them).
+INSERT INTO {schema}.task_settings AS t (task, queue, priority, options, rate_limit_key,
+                                         concurrency_key, unique_key, unique_states,
+                                         unique_window, on_duplicate)
+SELECT task, queue, priority, options, rate_limit_key, concurrency_key, unique_key,
+       unique_states, unique_window, on_duplicate
+FROM jsonb_to_recordset(%(settings)s::jsonb)
+     AS s(task text, queue text, priority integer, options jsonb, rate_limit_key jsonb,
+          concurrency_key jsonb, unique_key jsonb, unique_states text[], unique_window float8,
+          on_duplicate text)
+ON CONFLICT (task) DO UPDATE
+SET queue = EXCLUDED.queue, priority = EXCLUDED.priority, options = EXCLUDED.options,
+    rate_limit_key = EXCLUDED.rate_limit_key, concurrency_key = EXCLUDED.concurrency_key,
+    unique_key = EXCLUDED.unique_key, unique_states = EXCLUDED.unique_states,
+    unique_window = EXCLUDED.unique_window, on_duplicate = EXCLUDED.on_duplicate,
+    updated_at = now()
+WHERE (t.queue, t.priority, t.options, t.rate_limit_key, t.concurrency_key, t.unique_key,
+       t.unique_states, t.unique_window, t.on_duplicate)
+      IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.options,
+                        EXCLUDED.rate_limit_key, EXCLUDED.concurrency_key, EXCLUDED.unique_key,
+                        EXCLUDED.unique_states, EXCLUDED.unique_window, EXCLUDED.on_duplicate);
+
 -- name: task_limits_list
 -- The limits in force, what each task declares, and who set them otherwise.
 SELECT task, rate_per_second, burst, concurrency_limit, declared_rate, declared_concurrency,
@@ -1567,6 +1594,48 @@ WITH tick AS (
 )
 SELECT (SELECT count(*) FROM tick), (SELECT count(pg_notify('{channel_jobs}', queue))
                                      FROM waiting);
+
+-- name: schedule_tick
+-- One tick's row, for a job written by the statements that follow it in the
+-- beat's transaction (a unique task's: unique_lock, job_insert_unique). No
+-- row: another beat enqueued this tick.
+INSERT INTO {schema}.schedule_ticks (schedule, fire_at, job_id)
+VALUES (%(schedule)s, %(fire_at)s, %(id)s::uuid)
+ON CONFLICT (schedule, fire_at) DO NOTHING
+RETURNING job_id;
+
+-- name: schedule_tick_holder
+-- The tick's job is the one holding its unique task's key (nothing new was
+-- written).
+UPDATE {schema}.schedule_ticks SET job_id = %(holder)s::uuid
+WHERE schedule = %(schedule)s AND fire_at = %(fire_at)s;
+
+-- name: schedule_fire_sql
+-- One tick of a task the beat does not have registered: enqueue() makes its
+-- job from what workers wrote to task_settings (revision 0022: the queue and
+-- priority the schedule and the beat's routes do not give, the stored
+-- options, limit keys and uniqueness); for a task no worker registered, the
+-- beat's default queue and priority. Returns the id of the tick's job (the
+-- holder's when a unique task's key is held); no row: another beat enqueued
+-- this tick.
+WITH tick AS (
+    INSERT INTO {schema}.schedule_ticks (schedule, fire_at, job_id)
+    VALUES (%(schedule)s, %(fire_at)s, %(id)s::uuid)
+    ON CONFLICT (schedule, fire_at) DO NOTHING
+    RETURNING job_id
+), known AS (
+    SELECT EXISTS (SELECT 1 FROM {schema}.task_settings WHERE task = %(task)s) AS yes
+)
+SELECT {schema}.enqueue(
+    %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb,
+    queue => COALESCE(%(queue)s, CASE WHEN NOT k.yes THEN %(default_queue)s END),
+    priority => COALESCE(%(priority)s::integer,
+                         CASE WHEN NOT k.yes THEN %(default_priority)s::integer END),
+    run_at => COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
+    expires_at => COALESCE(%(expires_at)s::timestamptz,
+                           now() + make_interval(secs => %(expires_in)s)),
+    id => t.job_id, options => %(options)s::jsonb)::text
+FROM tick AS t, known AS k;
 
 -- name: schedules_next
 SELECT min(next_run_at) - now() FROM {schema}.schedules WHERE enabled;

@@ -51,7 +51,9 @@ from .. import __version__, discovery, signals
 from ..db import transient
 from ..exceptions import MalformedJob, SchemaChangedError, TaskRevokedError
 from ..ids import uuid7
+from ..keys import task_settings
 from ..migrate import head_revision
+from ..serialization import dumps
 from ..sql import channels
 from .completer import Completer
 from .executor import Outcome, expired, make_request, revoked
@@ -216,6 +218,7 @@ class Worker:
         with self._work as conn:
             self._store.register_worker(conn, self._registration())
             self._store.sync_task_limits(conn, self._limits())
+            self._store.sync_task_settings(conn, dumps(task_settings(self.app)))
 
     def _wakeup_mode(self) -> str:
         """How this worker hears of new jobs, said once at start."""

@@ -38,7 +38,8 @@ LOCK_FIRST = ("job_queue",)
 UPGRADE = r"""
 ALTER TABLE {schema}.job_queue ADD COLUMN fair_key text COLLATE "C";
 
-CREATE INDEX job_queue_fair_idx ON {schema}.job_queue (queue, fair_key, priority DESC, run_at, job_id)
+CREATE INDEX job_queue_fair_idx
+    ON {schema}.job_queue (queue, fair_key, priority DESC, run_at, job_id)
     WHERE fair_key IS NOT NULL;
 
 CREATE TABLE {schema}.fair_weights (

@@ -167,11 +167,11 @@ def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys
     assert reads < 5 * 10_000, json.dumps({"jobs_pkey reads": reads})
 
 
-@pytest.mark.parametrize("release", [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20])
+@pytest.mark.parametrize("release", [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21])
 def test_workers_and_producers_of_an_earlier_release_run_through_the_upgrade(
     release: int, jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
 ) -> None:
-    """Revisions 0008 to 0021 say workers of the release before may keep
+    """Revisions 0008 to 0022 say workers of the release before may keep
     running while they are applied. Here a worker and two producers of that
     release (its own statements, kept in releases/) run while the schema goes
     from its revision to head, then a worker of this release joins: every

@@ -37,8 +37,11 @@ from jobqueue import (
 )
 from jobqueue.cli import Context
 from jobqueue.exceptions import ConfigurationError, SchemaNotReadyError
+from jobqueue.keys import task_settings
 from jobqueue.maintenance import Retention, Vacuum
 from jobqueue.roles import FUNCTIONS, TABLES, VIEWS, grant, grant_command, plan
+from jobqueue.serialization import dumps
+from jobqueue.sql import queries
 from tests.apps import build
 from tests.conftest import WorkerProcess, wait_for
 
@@ -502,49 +505,6 @@ def test_the_upgrade_to_0018_lets_granted_workers_lock_leases(
         own.execute(f"SELECT {quoted}.enqueue('add', '[1, 2]')")
 
 
-def test_the_upgrade_to_0019_gives_granted_roles_what_batches_need(
-    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
-) -> None:
-    """Roles granted before 0019 keep completing and revoking after it (the
-    completion and advance() read batch_members and job_dependencies as
-    their caller) and may use batches, without a new grant; what 0019 grants
-    is what grant() does."""
-    worker, producer, reader = make_role(), make_role(), make_role()
-    _no_public_execute(conn, schema)
-    quoted = f'"{schema}"'
-    checks = (
-        "SELECT has_table_privilege(%(r)s, %(s)s || '.batch_members', 'SELECT'), "
-        "has_function_privilege(%(r)s, %(s)s || '.batches_settle(uuid[])', 'EXECUTE'), "
-        "has_function_privilege(%(r)s, %(s)s || '.batch_add(uuid, uuid[])', 'EXECUTE'), "
-        "has_function_privilege(%(r)s, %(s)s || '.batches_sweep(uuid, integer)', 'EXECUTE'), "
-        "has_table_privilege(%(r)s, %(s)s || '.batch_progress', 'SELECT'), "
-        "has_table_privilege(%(r)s, %(s)s || '.job_dependencies', 'SELECT'), "
-        "has_function_privilege(%(r)s, %(s)s || '.dependencies_settle(uuid[])', 'EXECUTE'), "
-        "has_table_privilege(%(r)s, %(s)s || '.batches', 'DELETE')"
-    )
-
-    def privileges(role: Role) -> Any:
-        return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
-
-    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
-    # As if granted at 0017: 0018 and 0019 grant what a new grant gives.
-    migrate.downgrade(dsn, schema, "0017")
-    migrate.upgrade(dsn, schema)
-    assert privileges(worker) == (True,) * 8
-    assert privileges(producer) == (True, True, True, False, True, True, True, False)
-    assert privileges(reader) == (False, False, False, False, True, False, False, False)
-    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
-    assert privileges(worker) == (True,) * 8  # the same as a new grant
-    assert privileges(producer) == (True, True, True, False, True, True, True, False)
-    assert privileges(reader) == (False, False, False, False, True, False, False, False)
-    with psycopg.connect(producer.dsn, autocommit=True) as own:
-        batch = own.execute(f"SELECT {quoted}.batch_open()").fetchone()[0]
-        own.execute(
-            f"SELECT {quoted}.batch_add(%s, ARRAY[{quoted}.enqueue('add', '[1, 2]')])", [batch]
-        )
-        assert own.execute(f"SELECT {quoted}.batch_close(%s)", [batch]).fetchone() == ("CLOSED",)
-
-
 def test_the_upgrade_to_0021_gives_granted_roles_what_fair_keys_need(
     dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
 ) -> None:
@@ -576,6 +536,50 @@ def test_the_upgrade_to_0021_gives_granted_roles_what_fair_keys_need(
     grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
     for role, wanted in expected.items():
         assert privileges(role) == wanted  # the same as a new grant
+
+
+def test_the_upgrade_to_0022_gives_granted_roles_what_keys_in_sql_need(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """Roles granted before 0022 keep enqueueing from SQL after it (enqueue()
+    reads task_settings as its caller) and workers write it and record a
+    beat's holder, without a new grant; what 0022 grants is what grant() does."""
+    worker, producer, reader = make_role(), make_role(), make_role()
+    _no_public_execute(conn, schema)
+    quoted = f'"{schema}"'
+    checks = (
+        "SELECT has_table_privilege(%(r)s, %(s)s || '.task_settings', 'SELECT'), "
+        "has_table_privilege(%(r)s, %(s)s || '.task_settings', 'INSERT'), "
+        "has_table_privilege(%(r)s, %(s)s || '.task_settings', 'UPDATE'), "
+        "has_table_privilege(%(r)s, %(s)s || '.schedule_ticks', 'UPDATE'), "
+        "has_function_privilege(%(r)s, %(s)s || '.unique_hold(text, uuid, text[], float8, "
+        "text, jsonb, jsonb, timestamptz, boolean)', 'EXECUTE')"
+    )
+
+    def privileges(role: Role) -> Any:
+        return conn.execute(checks, {"r": role.name, "s": quoted}).fetchone()
+
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert privileges(worker) == (True,) * 5
+    assert privileges(producer) == (True, False, False, False, True)
+    assert privileges(reader) == (False,) * 5
+    migrate.downgrade(dsn, schema, "0021")  # as if granted at 0021
+    migrate.upgrade(dsn, schema)
+    assert privileges(worker) == (True,) * 5  # the new functions: PUBLIC's EXECUTE
+    assert privileges(producer) == (True, False, False, False, True)
+    settings = queries(schema)["task_settings_sync"]
+    app = JobQueue(dsn, schema=schema, auto_migrate=False)
+    build(app)
+    with psycopg.connect(worker.dsn, autocommit=True) as own:  # as a starting worker does
+        own.execute(settings, {"settings": dumps(task_settings(app))})
+    app.close()
+    with psycopg.connect(producer.dsn, autocommit=True) as own:
+        first = own.execute(f"SELECT {quoted}.enqueue('once_at_a_time', '[\"k\"]')").fetchone()
+        again = own.execute(f"SELECT {quoted}.enqueue('once_at_a_time', '[\"k\"]')").fetchone()
+        assert first == again  # the unique key, taken from SQL by a producer
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert privileges(worker) == (True,) * 5  # the same as a new grant
+    assert privileges(producer) == (True, False, False, False, True)
 
 
 def test_a_reader_reads_every_view_and_no_table(
