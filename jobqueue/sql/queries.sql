@@ -487,10 +487,14 @@ WITH input AS MATERIALIZED (
                            THEN NULL ELSE now() END
     FROM outcome AS o
     JOIN released AS r ON r.job_id = o.job_id
-    -- The ANY gives the plan a key lookup into `jobs` whatever the join
-    -- order (see job_claim's `started`).
-    WHERE j.id = ANY((SELECT ids FROM input)::uuid[])
-      AND j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
+    -- By key, one lookup per outcome (the plan: a nested loop into `jobs`'
+    -- primary key, as the claim session's settings leave it no other). It
+    -- also had `j.id = ANY(<the batch's ids>)`, meant to give a key lookup
+    -- whatever the join order: as a condition of that inner index scan it
+    -- was prepared again for every outcome (its array sorted), twice the
+    -- cost of the rest of the completion: 500 outcomes took 28-30 ms with
+    -- it, 14-16 ms without (EXPLAIN ANALYZE: 26 of 35 ms in that loop).
+    WHERE j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
     RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
               j.worker_id, j.started_at, j.error, j.options, o.state AS outcome,
               o.error AS outcome_error
