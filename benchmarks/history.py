@@ -42,7 +42,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from benchmarks.tasks import register
 from jobqueue import JobQueue, migrate
 from jobqueue.ids import new_id
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

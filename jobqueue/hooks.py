@@ -15,7 +15,7 @@ subscribers (accept ``**kwargs``).
   write its jobs;
 - ``worker_ready(worker)``: a worker has registered and is about to claim;
 - ``outcomes_recorded(worker, outcomes)``: the completer committed a batch of
-  outcomes (``executor.Outcome``);
+  outcomes (``worker.outcome.Outcome``);
 - ``worker_stopped(worker)``: a worker has settled its jobs and unregistered.
 
 A subscriber that raises is logged and skipped: a hook never stops a job or

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..exceptions import TaskNotRegistered
 from ..serialization import dump_error, dumps, loads
-from ..worker.executor import SNOOZED, Outcome, run_attempt
+from ..worker.executor import SNOOZED, run_attempt
 from ..worker.job import Job
+from ..worker.outcome import Outcome
 from .result import EagerGroupResult, EagerResult
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from weakref import WeakKeyDictionary
 
 from .. import states
 from ..exceptions import ConfigurationError
-from ..worker.executor import Outcome
+from ..worker.outcome import Outcome
 from .digest import Digest, Failure, Message
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..worker.executor import Outcome
+from ..worker.outcome import Outcome
 
 MESSAGE_CHARS = 1_000  # of an exception's message, per example
 TRACEBACK_CHARS = 4_000  # of a traceback, per example (a failure notified alone)

@@ -83,13 +83,13 @@ class WorkerStatements(StoreBase):
     def complete(
         self, conn: psycopg.Connection[Any], params: Params, advance: list[str]
     ) -> list[str]:
-        """Record a batch of outcomes (executor.outcome_params) and, in the same
+        """Record a batch of outcomes (outcome.outcome_params) and, in the same
         transaction, create what follows the ``advance`` jobs. Returns the ids
         whose outcome changed nothing (the lease was no longer this worker's).
         The events go with it while someone listens (job_complete_many_events)."""
 
         # self.replace(): each replacement is written first, under the lease
-        # of its job's attempt (see executor.outcome_params).
+        # of its job's attempt (see outcome.outcome_params).
         replacements = params.get("replacements") or []
         if replacements:
             params = {k: v for k, v in params.items() if k != "replacements"}

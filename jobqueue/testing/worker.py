@@ -20,7 +20,7 @@ from .. import states
 
 if TYPE_CHECKING:
     from ..app import JobQueue
-    from ..worker.executor import Outcome
+    from ..worker.outcome import Outcome
 
 
 @dataclass

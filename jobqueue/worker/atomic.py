@@ -32,11 +32,12 @@ from ..atomic import Transaction, drop_slot_connection, slot_connection
 from ..request import Request
 from . import executor
 from .job import Job
+from .outcome import outcome_params
 
 if TYPE_CHECKING:
     from ..app import JobQueue
     from ..tasks import Task
-    from .executor import Outcome
+    from .outcome import Outcome
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -150,7 +151,7 @@ def _in_transaction(
                 raise _Undo from None
             if worker_id is not None:
                 advance = [job.id] if job.in_canvas else []
-                params = executor.outcome_params([outcome], worker_id)
+                params = outcome_params([outcome], worker_id)
                 if store.complete_within(conn, params, advance):
                     raise _LeaseGone  # cannot be: the lease is locked
             committing = True

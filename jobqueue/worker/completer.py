@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .executor import Outcome
+from .outcome import Outcome
 from .recording import record_or_split
 
 if TYPE_CHECKING:

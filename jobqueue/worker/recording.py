@@ -17,7 +17,7 @@ from .. import states
 from ..db import transient
 from ..serialization import dump_error
 from ..store import Store
-from .executor import Outcome, outcome_params
+from .outcome import Outcome, outcome_params
 
 log = logging.getLogger("jobqueue.worker")
 

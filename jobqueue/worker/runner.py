@@ -56,10 +56,11 @@ from ..migrate import head_revision
 from ..serialization import dumps
 from ..sql import channels
 from .completer import Completer
-from .executor import Outcome, expired, make_request, revoked
+from .executor import expired, make_request, revoked
 from .fairness import FairTurn
 from .job import Job
 from .lease import Lease
+from .outcome import Outcome
 from .pools import make_pool
 from .remote import RemoteControl
 from .session import Session

@@ -16,7 +16,7 @@ import pytest
 from jobqueue import BatchClosedError, JobQueue, states
 from jobqueue.ids import new_id
 from jobqueue.sql import load
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 from tests.apps import build
 from tests.conftest import wait_for
 

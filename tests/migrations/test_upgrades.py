@@ -22,7 +22,7 @@ from jobqueue import migrate, states
 from jobqueue.ids import new_id
 from jobqueue.options import resolve
 from jobqueue.sql import load, queries
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 from tests.conftest import wait_for
 
 REVISION = int(migrate.head_revision())

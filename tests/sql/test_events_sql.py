@@ -16,7 +16,7 @@ from psycopg import sql
 from jobqueue import migrate, states
 from jobqueue.ids import new_id
 from jobqueue.sql import channels, lock_classes, queries
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 
 LISTENED = "JQ004"
 

@@ -13,7 +13,7 @@ import psycopg
 from jobqueue import migrate, states
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 from tests.conftest import wait_for
 
 REVISION = int(migrate.head_revision())

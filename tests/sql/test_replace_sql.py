@@ -12,7 +12,7 @@ from jobqueue.ids import new_id
 from jobqueue.serialization import dump_replaced
 from jobqueue.sql import queries
 from jobqueue.store import Store
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 from tests.sql.test_sql_paths import _claim
 
 

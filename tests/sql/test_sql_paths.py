@@ -11,7 +11,7 @@ import psycopg
 from jobqueue import migrate, states
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
-from jobqueue.worker.executor import Outcome, outcome_params
+from jobqueue.worker.outcome import Outcome, outcome_params
 
 REVISION = int(migrate.head_revision())  # what a worker of this code passes to job_claim
 

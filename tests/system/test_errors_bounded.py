@@ -13,7 +13,8 @@ import pytest
 
 from jobqueue import JobQueue, states
 from jobqueue.serialization import MAX_ERROR_TEXT, dump_error, loads, rebuild_error
-from jobqueue.worker.executor import Job, Outcome
+from jobqueue.worker.job import Job
+from jobqueue.worker.outcome import Outcome
 from jobqueue.worker.pools.threads import ThreadPool
 from tests.apps import CustomError
 

@@ -19,7 +19,9 @@ import pytest
 from jobqueue import JobQueue, SoftTimeLimitExceeded, states
 from jobqueue.exceptions import MalformedJob
 from jobqueue.serialization import MAX_NESTING, dump_arguments, loads
-from jobqueue.worker.executor import Job, Outcome, precheck
+from jobqueue.worker.executor import precheck
+from jobqueue.worker.job import Job
+from jobqueue.worker.outcome import Outcome
 from jobqueue.worker.pools.local import LocalQueue
 from jobqueue.worker.pools.threads import ThreadPool
 from tests.conftest import wait_for

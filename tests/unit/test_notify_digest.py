@@ -20,7 +20,7 @@ from jobqueue.notify import (
     installed,
 )
 from jobqueue.serialization import dump_error
-from jobqueue.worker.executor import Outcome
+from jobqueue.worker.outcome import Outcome
 
 
 def _failure(job: str, task: str = "add", exc: BaseException | None = None) -> Failure:

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..executor import Outcome
 from ..job import Job
+from ..outcome import Outcome
 
 if TYPE_CHECKING:
     from ...app import JobQueue

@@ -36,7 +36,6 @@ from ...logs import current_format as log_format
 from .. import atomic
 from ..executor import (
     JOB_LOGGER,
-    Outcome,
     broken,
     execute,
     killed,
@@ -46,6 +45,7 @@ from ..executor import (
     revoked,
 )
 from ..job import Job
+from ..outcome import Outcome
 from . import Gate, Report
 from .local import LocalQueue
 

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 from .. import atomic
-from ..executor import Outcome, broken, execute, failed, precheck, revoked
+from ..executor import broken, execute, failed, precheck, revoked
 from ..job import Job
+from ..outcome import Outcome
 from . import Gate, Report
 from .local import LocalQueue
 from .watchdog import Watchdog
