@@ -820,8 +820,8 @@ WITH released AS (
     UPDATE {schema}.jobs AS j
     SET state = 'PENDING', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
     FROM released AS r
-    WHERE j.id = ANY(%(ids)s::uuid[])
-      AND j.id = r.job_id AND j.state = 'STARTED' AND j.attempts = r.attempt
+    -- One lookup per released job, by its id alone (see job_complete_many).
+    WHERE j.id = r.job_id AND j.state = 'STARTED' AND j.attempts = r.attempt
     RETURNING j.id, j.queue, j.priority, j.run_at, j.task, j.options
 ), requeued AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,

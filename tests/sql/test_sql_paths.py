@@ -245,3 +245,35 @@ def test_the_sql_retry_limit_default_is_pythons(jq: Any, schema: str, conn: Any)
         f'SELECT options FROM "{schema}".all_jobs WHERE id = %s', [stored.id]
     ).fetchone()
     assert options == ({"max_retries": DEFAULT_MAX_RETRIES},)
+
+
+def test_completion_and_release_look_each_job_up_once(jq: Any, schema: str, conn: Any) -> None:
+    """A batch of B outcomes (or released jobs) reads the jobs' primary key B
+    times. With the batch's id array also an index condition of that lookup,
+    each of the B lookups scanned the index once per id: B * B."""
+    jq.app.enqueue_many(jq.add, [(i, i) for i in range(400)])
+    worker = new_id()
+    rows = _claim(conn, schema, worker, limit=400)
+    done, back = rows[:200], rows[200:]
+
+    def scans() -> int:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        row = conn.execute(
+            "SELECT COALESCE(sum(s.idx_scan), 0) FROM pg_partition_tree(%s::regclass) AS p "
+            "JOIN pg_stat_user_indexes AS s ON s.indexrelid = p.relid",
+            [f'"{schema}".jobs_pkey'],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    before = scans()
+    outcomes = [Outcome(str(r[0]), r[6], states.SUCCESS, result="null") for r in done]
+    (finished, *_) = conn.execute(
+        queries(schema)["job_complete_many"], outcome_params(outcomes, worker)
+    ).fetchone()
+    conn.execute(
+        queries(schema)["job_release_many"], {"ids": [str(r[0]) for r in back], "worker_id": worker}
+    )
+    used = scans() - before
+    assert finished == 200
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone() == (200,)
+    assert used < 5 * 400, used  # one lookup each (and a few more), not 200 * 200 each
