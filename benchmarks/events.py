@@ -42,7 +42,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.throughput import Bench, bench_database
-from jobqueue.sql import lock_classes
+from jobqueue.sql import channels, lock_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS_PER_JOB = 3  # task-received, task-started, task-succeeded
@@ -108,6 +108,31 @@ class LockOnly:
 
     def stop(self) -> None:
         self.conn.close()
+
+
+class ListenOnly(LockOnly):
+    """The delivery's share: the events lock held and the channel LISTENed to
+    by a thread that takes each notification and drops it (no reads)."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        super().__init__(dsn, schema)
+        self.listen = psycopg.connect(dsn, autocommit=True, application_name="jobqueue-events-bare")
+        self.listen.execute(f'LISTEN "{channels(schema)["events"]}"')
+        self.received = 0
+        self._thread = threading.Thread(target=self._drop, daemon=True)
+        self._thread.start()
+
+    def _drop(self) -> None:
+        try:
+            for _ in self.listen.notifies():
+                self.received += 1
+        except psycopg.Error:
+            pass  # closed by stop()
+
+    def stop(self) -> None:
+        self.listen.cancel_safe()
+        self.listen.close()
+        super().stop()
 
 
 class Listener:
@@ -177,7 +202,11 @@ def drain(bench: Bench, n: int, workers: int, mode: str, nice: int, tag: str) ->
     app, noop = bench.schema(schema)
     procs = [bench.start_worker(schema) for _ in range(workers)]
     listener = Listener(bench.dsn, schema, nice) if mode == "listener" else None
-    held = LockOnly(bench.dsn, schema) if mode == "lock only" else None
+    held: LockOnly | None = None
+    if mode == "lock only":
+        held = LockOnly(bench.dsn, schema)
+    elif mode == "listen only":
+        held = ListenOnly(bench.dsn, schema)
     try:
         groups = {"worker": [p.pid for p in procs]}
         if listener is not None:
@@ -231,8 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a third mode: the events lock held and nobody reading (the statements' share)",
     )
+    parser.add_argument(
+        "--listen-only",
+        action="store_true",
+        help="another mode: the lock held and the channel LISTENed to, each notification "
+        "taken and dropped (the delivery's share, without the reads)",
+    )
     options = parser.parse_args(argv)
     modes = ["no listener", "listener"] + (["lock only"] if options.lock_only else [])
+    modes += ["listen only"] if options.listen_only else []
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu: dict[str, dict[str, list[float]]] = {mode: {} for mode in modes}
     with bench_database(options.dsn, "events") as dsn:
