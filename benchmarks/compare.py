@@ -1,6 +1,12 @@
 """jobqueue against Procrastinate, PgQueuer and Celery, plus the raw pgbench limit.
 
     .venv/bin/python -m benchmarks.compare [--quick] [--reps N] [--only a,b] [--workloads x,y]
+        [--dsn DSN]
+
+Every system runs on a PostgreSQL server with stock settings that the run
+starts itself (``benchmarks/stockserver.py``: initdb's settings, autovacuum
+on) and stops at its end; ``--dsn`` runs on a server of yours instead, whose
+settings the page then shows (and warns about when autovacuum is off).
 
 Each peer is installed from PyPI into its own virtualenv under
 ``benchmarks/.peers/<name>`` (once) and runs ``benchmarks/peers/<name>.py`` there
@@ -13,6 +19,7 @@ jobqueue/peer go to stdout, ``docs/performance.md`` and ``docs/performance.png``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
+from benchmarks.stockserver import stock_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "benchmarks" / ".peers"
@@ -89,7 +97,8 @@ QUICK = Mode(
 
 def python_for(name: str) -> Path:
     if name in ("jobqueue", "pgbench"):
-        return ROOT / ".venv" / "bin" / "python"
+        venv = ROOT / ".venv" / "bin" / "python"
+        return venv if venv.exists() else Path(sys.executable)
     return PEERS_DIR / name / "bin" / "python"
 
 
@@ -180,7 +189,11 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
-    parser.add_argument("--dsn", default=os.environ.get("JOBQUEUE_BENCH_DSN") or DEFAULT_DSN)
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("JOBQUEUE_BENCH_DSN"),
+        help="a server of yours (default: a stock server started for the run)",
+    )
     parser.add_argument("--quick", action="store_true", help="small job counts, 1 repetition")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--only", default=",".join(SYSTEMS), help="systems to run")
@@ -195,14 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     if options.report:
-        return rerender([Path(p) for p in options.report], options.dsn)
+        return rerender([Path(p) for p in options.report], options.dsn or DEFAULT_DSN)
+    with contextlib.ExitStack() as stack:
+        if options.dsn is None:
+            options.dsn = stack.enter_context(stock_server())
+            print(f"started a stock PostgreSQL server for this run: {options.dsn}", flush=True)
+        return run(options)
+
+
+def run(options: argparse.Namespace) -> int:
     mode = QUICK if options.quick else FULL
     reps = options.reps or mode.reps
     systems = [s for s in options.only.split(",") if s]
     workloads = [w for w in options.workloads.split(",") if w]
     unknown = (set(systems) - set(SYSTEMS)) | (set(workloads) - set(REPEATED + ONCE))
     if unknown:
-        parser.error(f"unknown system or workload: {sorted(unknown)}")
+        raise SystemExit(f"unknown system or workload: {sorted(unknown)}")
 
     started = time.time()
     # The server and its settings as the run starts, kept in the run's data: a page

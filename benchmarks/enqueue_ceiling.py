@@ -2,9 +2,11 @@
 against, next to what jobqueue writes and the client it is sent from.
 
     .venv/bin/python -m benchmarks.enqueue_ceiling [--dsn DSN] [--seconds 5] [--reps 3]
+        [--clients 1]
 
-Every row is one job per transaction from 4 clients (pgbench) or 4 threads
-(Python), on the same scratch database, the rows alternating in each
+Every row is one job per transaction from ``--clients`` clients (pgbench) or
+as many threads (Python; default 1: one sequential producer, the target's
+setting), on the same scratch database, the rows alternating in each
 repetition. Medians, and each as a share of the first row:
 
 - pgbench, raw one-row insert: the reference of the single-enqueue target;
@@ -42,7 +44,7 @@ from jobqueue.options import resolve
 from jobqueue.sql import queries
 
 HERE = Path(__file__).resolve().parent
-CLIENTS = 4
+CLIENTS = 1  # --clients
 RAW_INSERT = "INSERT INTO job DEFAULT VALUES"
 # Constants for job_insert's parameters: a no-op job, due now, no limits.
 LITERALS = {
@@ -81,7 +83,7 @@ def pgbench(
         command = ["pgbench", "-n", *mode, "-f", script.name, "-T", str(int(seconds))]
         command += [f"--define={name}={value}" for name, value in (variables or {}).items()]
         out = subprocess.run(
-            [*command, "-c", str(CLIENTS), "-j", "2", dsn],
+            [*command, "-c", str(CLIENTS), "-j", str(min(CLIENTS, 2)), dsn],
             check=True,
             capture_output=True,
             text=True,
@@ -129,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=1, help="pgbench clients, Python threads")
     options = parser.parse_args(argv)
+    global CLIENTS
+    CLIENTS = options.clients
     seconds = options.seconds
     job_insert = queries("jobqueue")["job_insert"]
     statement, recorded = (

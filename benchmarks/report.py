@@ -326,9 +326,10 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         ".venv/bin/python -m benchmarks.compare --report benchmarks/results/compare-<stamp>.json",
         "```",
         "",
-        "Compare peers on a server with default settings (autovacuum on): the page warns when "
-        "the run's server had autovacuum off. "
-        "It needs PostgreSQL on 127.0.0.1:5432 (user postgres, `--dsn` otherwise), Redis on "
+        "The run starts its own PostgreSQL server with stock settings (initdb's defaults, "
+        "autovacuum on: `benchmarks/stockserver.py`) and removes it at the end; with `--dsn` "
+        "it uses yours, and the page warns when that server had autovacuum off. "
+        "It needs PostgreSQL's server binaries (`initdb`, `pg_ctl`), Redis on "
         "127.0.0.1:6379 for Celery, `pgbench` and `psql`. Peers are installed from PyPI into "
         "`benchmarks/.peers/<name>/` on first use; each run creates and drops its own "
         "database `bench_<system>_<pid>`; Celery's runs flush Redis database 9 only. "
