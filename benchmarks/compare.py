@@ -61,7 +61,8 @@ FULL = Mode(
     reps=3,
     args={
         "bulk": ["--jobs", "100000"],
-        "single": ["--seconds", "10", "--threads", "4", "--warmup", "3"],
+        # One sequential producer: the target (and pgbench's 1 client).
+        "single": ["--seconds", "10", "--threads", "1", "--warmup", "3"],
         "drain": ["--jobs", "50000"],
         "drain2": ["--jobs", "50000"],
         # 1,000 samples: a p99 is then the 10th-worst one, not the 3rd.
@@ -78,7 +79,7 @@ QUICK = Mode(
     reps=1,
     args={
         "bulk": ["--jobs", "10000"],
-        "single": ["--seconds", "2", "--threads", "4", "--warmup", "1"],
+        "single": ["--seconds", "2", "--threads", "1", "--warmup", "1"],
         "drain": ["--jobs", "5000"],
         "drain2": ["--jobs", "5000"],
         "latency": ["--latency-jobs", "50", "--interval", "0.02"],

@@ -159,14 +159,17 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
     bulk, drain = int(_arg(args["bulk"], "--jobs")), int(_arg(args["drain"], "--jobs"))
     seconds = _arg(args["single"], "--seconds")
     warmup = _arg(args["single"], "--warmup") if "--warmup" in args["single"] else "0"
+    count = int(_arg(args["single"], "--threads")) if "--threads" in args["single"] else 4
+    threads = "1 sequential producer" if count == 1 else f"{count} threads"
     sustained = _arg(args["sustained"], "--seconds") if "sustained" in args else "?"
     history = int(_arg(args["bloat"], "--history"))
     probe = int(_arg(args["bloat"], "--probe-jobs"))
     marks = [int(m) for m in _arg(args["bloat"], "--memory-at").split(",")]
     return [
         (f"(1) bulk enqueue, {bulk:,} jobs in one call", "jobs/s", "bulk", "jobs_s"),
+        (f"(1) bulk enqueue, {bulk:,} jobs in calls of 1,000", "jobs/s", "bulk", "chunk_jobs_s"),
         (
-            f"(2) single enqueue, 4 threads, {seconds} s after a {warmup} s warm-up",
+            f"(2) single enqueue, {threads} after a {warmup} s warm-up, {seconds} s",
             "jobs/s",
             "single",
             "jobs_s",
@@ -178,6 +181,12 @@ def rows(args: dict[str, list[str]]) -> list[tuple[str, str, str, str]]:
             "first_jobs_s",
         ),
         (f"(3) drain {drain:,} no-op jobs, 1 worker process", "jobs/s", "drain", "jobs_s"),
+        (
+            f"(3) drain {drain:,} again, warm tables (after VACUUM ANALYZE)",
+            "jobs/s",
+            "drain",
+            "warm_jobs_s",
+        ),
         (f"(3) drain {drain:,} no-op jobs, 2 worker processes", "jobs/s", "drain2", "jobs_s"),
         ("(3) dead rows left in the table(s) the claim reads", "rows", "drain", "dead_rows_claim"),
         ("(3) dead rows left in all tables", "rows", "drain", "dead_rows"),
@@ -357,7 +366,7 @@ def pgbench_section(summary: Summary, label: str) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     labels = {
-        "single_insert": "enqueue only, one job per transaction, 4 clients",
+        "single_insert": "enqueue only, one job per transaction, 1 client",
         "single_update": "one job per transaction, history kept (update)",
         "single_delete": "one job per transaction, row deleted on completion",
         "batch_update": "100 jobs per transaction, history kept (update)",
@@ -616,16 +625,18 @@ def workloads_section(args: dict[str, list[str]]) -> list[str]:
         "Celery's Redis results), not from the client's guess.",
         "",
         "1. **Bulk enqueue**: the system's one-call bulk API (`enqueue_many`, `batch_defer`, "
-        "`Queries.enqueue` with lists, a Celery `group`), timed on the client.",
-        "2. **Single enqueue**: 4 threads each call the one-job API in a loop, each job its own "
-        "transaction (Celery: its own broker message). A warm-up with the same load comes "
-        "first in the same process and is reported apart; the measurement then starts 4 new "
-        "threads. On this 2-core machine the first seconds of threads blocking in the driver "
-        "(jobqueue) can run at half the later rate, depending on where the scheduler first "
-        "puts them next to the server's processes.",
+        "`Queries.enqueue` with lists, a Celery `group`), timed on the client: once with "
+        "every job in one call, then as many jobs again in calls of 1,000 (each its own "
+        "transaction, as an application sends them).",
+        "2. **Single enqueue**: one sequential producer calls the one-job API in a loop, each "
+        "job its own transaction (Celery: its own broker message), held against pgbench's "
+        "one-row insert with 1 client. A warm-up with the same load comes first in the same "
+        "process and is reported apart.",
         f"3. **Drain**: {drain:,} no-op jobs enqueued in one call while the workers sit idle "
         "(Celery's stop consuming meanwhile), timed from the first job's start to the last "
-        "job's completion as recorded by the system.",
+        "job's completion as recorded by the system; that drain runs on tables just "
+        "created and never analyzed (a cold start), then again after a `VACUUM ANALYZE` "
+        "(warm tables, as autovacuum keeps them on a server that has run a while).",
         f"4. **Latency**: an idle worker; {latency} jobs sent one at a time every "
         f"{interval:.0f} ms after 5 warm-up jobs and a `CHECKPOINT` (so a checkpoint forced "
         "by the WAL of the workloads before does not land in it). The task writes "

@@ -28,7 +28,10 @@ BATCH = 10
 class PgQueuerSystem:
     name = "pgqueuer"
     version = version("pgqueuer")
-    config = f"1 process (`pgq run` equivalent), async entrypoints, batch size {BATCH} (default)"
+    config = (
+        f"1 process (`pgq run` equivalent), async entrypoints, batch size {BATCH} (default), "
+        "`pgq autovac` applied (its documented per-table autovacuum settings)"
+    )
     has_history = True
     claim_tables: tuple[str, ...] = ("pgqueuer",)
 
@@ -55,6 +58,9 @@ class PgQueuerSystem:
         self.dsn = dsn
         pgq = str(Path(sys.executable).with_name("pgq"))
         subprocess.run([pgq, "--pg-dsn", dsn, "install"], check=True, capture_output=True)
+        # What PgQueuer ships for a queue table's churn: per-table autovacuum
+        # settings (more frequent vacuums and analyzes of its tables).
+        subprocess.run([pgq, "--pg-dsn", dsn, "autovac"], check=True, capture_output=True)
 
     def close(self) -> None:
         for loop, conn in self.opened:

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = ("single_insert", "single_update", "single_delete", "batch_update", "batch_delete")
 # The insert-only script runs with as many clients as the single-enqueue workload
 # has threads, so the two are held against each other like for like.
-ENQUEUE_CLIENTS = 4
+ENQUEUE_CLIENTS = 1
 
 
 def lifecycle(dsn: str, script: str, seconds: float, clients: int) -> dict[str, float]:
