@@ -1,5 +1,5 @@
-"""Batches in COPY's text format (``enqueue_many``): the rows of ``job_copy``
-and ``job_queue_copy``, built in bulk, for the sync and the async store alike."""
+"""Batches in COPY's text format (``enqueue_many``): the rows of
+``job_queue_copy``, built in bulk, for the sync and the async store alike."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ Params = Mapping[str, Any]
 
 
 def copy_chunks(
-    params: Params, run_at: datetime, expires_at: datetime | None
-) -> tuple[Iterator[str], Iterator[str]]:
-    """The rows of ``job_copy`` and ``job_queue_copy`` for a batch
-    (``insert_jobs``' parameters; the times from ``db_times``), in COPY's text
-    format, a chunk at a time (the async path writes the same)."""
+    params: Params, run_at: datetime, expires_at: datetime | None, created_at: datetime
+) -> Iterator[str]:
+    """The rows of ``job_queue_copy`` for a batch (``insert_jobs``'
+    parameters; the times from ``db_times``), in COPY's text format, a chunk
+    at a time (the async path writes the same)."""
     task, queue, priority = params["task"], params["queue"], params["priority"]
     # COPY's text format, built in bulk: far cheaper than a row at a time.
-    shared = "\t".join(_copy_text(v) for v in (task, queue, priority))
-    due, until = _copy_text(run_at), _copy_text(expires_at)
+    head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
+    tail = "\t".join(_copy_text(v) for v in (expires_at, created_at))
     rows = list(
         zip(
             params["ids"],
@@ -32,22 +32,14 @@ def copy_chunks(
             strict=True,
         )
     )
-    head = "\t".join(_copy_text(v) for v in (queue, priority, run_at, task))
-    jobs = (
+    return (
         "".join(
-            f"{i}\t{shared}\t{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t{due}\t{until}\n"
-            for i, a, k, o, _, _, _ in rows[start : start + _COPY_CHUNK]
+            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\t{_copy_text(f)}\t"
+            f"{_copy_json(a)}\t{_copy_json(k)}\t{_copy_json(o)}\t{tail}\n"
+            for i, a, k, o, r, c, f in rows[start : start + _COPY_CHUNK]
         )
         for start in range(0, len(rows), _COPY_CHUNK)
     )
-    queue_rows = (
-        "".join(
-            f"{i}\t{head}\t{_copy_text(r)}\t{_copy_text(c)}\t{_copy_text(f)}\n"
-            for i, _, _, _, r, c, f in rows[start : start + _COPY_CHUNK]
-        )
-        for start in range(0, len(rows), _COPY_CHUNK)
-    )
-    return jobs, queue_rows
 
 
 _COPY_CHUNK = 5000

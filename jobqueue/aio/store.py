@@ -76,14 +76,10 @@ class AsyncStore:
         # transaction() would BEGIN and COMMIT on its own, ahead of their rollback.
         async with conn.cursor() as cur:
             await cur.execute(sql["db_times"], params)
-            run_at, expires_at = (await cur.fetchall())[0]
+            run_at, expires_at, now = (await cur.fetchall())[0]
         async with conn.transaction(), conn.cursor() as cur:
-            jobs, queue_rows = copy_chunks(params, run_at, expires_at)
-            async with cur.copy(sql["job_copy"]) as copy:
-                for chunk in jobs:
-                    await copy.write(chunk)
             async with cur.copy(sql["job_queue_copy"]) as copy:
-                for chunk in queue_rows:
+                for chunk in copy_chunks(params, run_at, expires_at, now):
                     await copy.write(chunk)
             await cur.execute(sql["queue_notify"], {"queue": params["queue"]})
 

@@ -157,7 +157,7 @@ class Rule:
 
 
 # The columns a producer writes when it inserts a job record: enqueues with a
-# record (job_insert_recorded, job_insert_many, job_copy, the unique inserts,
+# record (job_insert_recorded, job_insert_many, the unique inserts,
 # enqueue()), spawn() (canvases), fail_tree() and job_revoke (a waiting job
 # revoked gets its REVOKED record). Not result, attempts, worker_id,
 # started_at, progress_state, progress: only a worker writes those.

@@ -1684,17 +1684,20 @@ SELECT {schema}.run_schedule(%(name)s)::text;
 UPDATE {schema}.schedules SET next_run_at = now() + interval '1 minute' WHERE name = %(name)s;
 
 -- name: db_times
--- Bulk enqueue computes run_at/expires_at once, from the database clock.
+-- Bulk enqueue computes run_at/expires_at once, from the database clock, and
+-- the jobs' created_at (now()).
 SELECT COALESCE(%(eta)s::timestamptz, now() + make_interval(secs => %(countdown)s)),
-       COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s));
-
--- name: job_copy
-COPY {schema}.jobs (id, task, queue, priority, args, kwargs, options, run_at, expires_at)
-FROM STDIN;
+       COALESCE(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)),
+       now();
 
 -- name: job_queue_copy
+-- Bulk enqueue (enqueue_many) as job_insert writes one job: one row each,
+-- with its arguments, the record written by the claim that first takes it.
+-- Writing the records too (a COPY into the partitioned jobs, with its
+-- statement triggers) cost as much again: chunks of 1,000 ran at 66,700
+-- jobs/s with both, 87,000 with this alone (a stock server, one client).
 COPY {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key, concurrency_key,
-                         fair_key)
+                         fair_key, args, kwargs, options, expires_at, created_at)
 FROM STDIN;
 
 -- name: session_hot_path

@@ -88,7 +88,8 @@ class ProducerStatements(StoreBase):
 
     def copy_jobs(self, params: Params, connection: Any = None) -> bool:
         """Bulk enqueue with COPY (much faster than one INSERT for many rows):
-        both tables and one NOTIFY in one transaction, or in the caller's. Only
+        the waiting rows (job_queue_copy) and one NOTIFY in one transaction,
+        or in the caller's. Only
         for psycopg 3 connections (direct or under SQLAlchemy); returns False
         when the caller's connection is something else."""
         if connection is None:
@@ -109,15 +110,11 @@ class ProducerStatements(StoreBase):
         # a statement it is a savepoint in theirs (on the pool's autocommit
         # connections, a transaction of our own either way).
         with conn.cursor() as cur:
-            run_at, expires_at = cur.execute(sql["db_times"], params).fetchall()[0]
+            run_at, expires_at, now = cur.execute(sql["db_times"], params).fetchall()[0]
         with conn.transaction(), conn.cursor() as cur:
-            jobs, queue_rows = copy_chunks(params, run_at, expires_at)
-            with cur.copy(sql["job_copy"]) as copy:
-                for chunk in jobs:  # the server parses as we build
-                    copy.write(chunk)
             with cur.copy(sql["job_queue_copy"]) as copy:
-                for chunk in queue_rows:
-                    copy.write(chunk)
+                for chunk in copy_chunks(params, run_at, expires_at, now):
+                    copy.write(chunk)  # the server parses as we build
             cur.execute(sql["queue_notify"], {"queue": params["queue"]})
 
     def insert_jobs_unique(self, params: Params, connection: Any = None) -> dict[str, str]:

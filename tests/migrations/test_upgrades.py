@@ -86,12 +86,30 @@ def test_the_claim_of_an_unknown_or_older_revision_changes_nothing(
     assert row[0] == job.id
 
 
+def _record_waiting(conn: Any, schema: str) -> None:
+    """Give the waiting one-row jobs (job_insert, enqueue_many) their records
+    now, as the enqueues that write both rows do (a caller's task_id=, the
+    bulk INSERT path, releases before bulk COPY wrote one row): the layout of a
+    "recorded" backlog, where the claim updates `jobs` instead of inserting."""
+    conn.execute(
+        f'INSERT INTO "{schema}".jobs (id, task, queue, priority, args, kwargs, options, '
+        "run_at, expires_at, created_at) "
+        "SELECT job_id, task, queue, priority, args, kwargs, options, run_at, expires_at, "
+        f'created_at FROM "{schema}".job_queue WHERE args IS NOT NULL'
+    )
+    conn.execute(
+        f'UPDATE "{schema}".job_queue SET args = NULL, kwargs = NULL, options = NULL, '
+        "expires_at = NULL, created_at = NULL WHERE args IS NOT NULL"
+    )
+
+
 def test_a_waiting_row_whose_record_is_gone_fails_its_job_instead_of_vanishing(
     jq: Any, schema: str, conn: Any
 ) -> None:
     """A job enqueued with its record (bulk) whose record was deleted while it
     waited: the claim used to delete its queue row and record nothing."""
     [orphan, done] = jq.app.enqueue_many(jq.add, [(1, 1), (2, 2)])
+    _record_waiting(conn, schema)
     conn.execute(f'DELETE FROM "{schema}".jobs WHERE id = %s', [orphan.id])
     conn.execute(
         f"UPDATE \"{schema}\".jobs SET state = 'SUCCESS', result = '4', finished_at = now() "
@@ -152,10 +170,12 @@ def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys
     # psycopg prepares a statement on its sixth run: let the idle worker's
     # polls prepare the claim while the tables are empty.
     wait_for(lambda: claims() >= 12, 30, "the idle worker to prepare its claim")
-    results = jq.app.enqueue_many(jq.add, [(i, i) for i in range(10_000)])
+    with conn.transaction():  # the worker sees the backlog with its records
+        results = jq.app.enqueue_many(jq.add, [(i, i) for i in range(10_000)], connection=conn)
+        _record_waiting(conn, schema)
     wait_for(
         lambda: conn.execute(
-            f"SELECT count(*) = 0 FROM \"{schema}\".jobs WHERE state <> 'SUCCESS'"
+            f"SELECT count(*) = 0 FROM \"{schema}\".all_jobs WHERE state <> 'SUCCESS'"
         ).fetchone()[0],
         120,
         "the backlog to drain",
