@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import signals
-from .ids import new_id
+from .ids import new_id, new_ids
 from .options import priority_for, queue_for, timing, with_headers
 from .result import AsyncResult
 from .serialization import dump_arguments, dumps
@@ -123,10 +123,10 @@ def build(
         if per_item_options:
             options = registered.job_options(args=args, kwargs=kwargs) if registered else {}
             options_json = dumps(options)
-        job_id = new_id()
-        ids.append(job_id)
         stored = options_json
-        if publish:
+        if publish:  # the receivers see each job's id: made here (else all at once below)
+            job_id = new_id()
+            ids.append(job_id)
             headers = signals.send_before_publish(
                 name, job_id, args, kwargs, queue_name, priority_, None
             )
@@ -139,6 +139,8 @@ def build(
         rows["concurrency_keys"].append(options.get("concurrency_key"))
         rows["fair_keys"].append(options.get("fair_key"))
         rows["unique_keys"].append(flow.unique_for(name, args, kwargs) if unique and flow else None)
+    if not publish:
+        ids = new_ids(len(rows["args"]))
     if not ids:
         return None
     countdown_, eta_, expires_at, expires_in = timing(countdown, eta, expires)

@@ -53,6 +53,36 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def new_ids(count: int) -> list[str]:
+    """``count`` new UUIDv7s as text, increasing, for a bulk enqueue: one
+    clock read and one lock for all of them."""
+    global _last
+    if count <= 0:
+        return []
+    draw = _random.getrandbits
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        start = _compose(ms)
+        if start <= _last:
+            start = _last + 1
+        # The first id is a new_id(); each next one keeps its millisecond and
+        # its 12 high random bits and draws the 62 low ones anew, plus one so
+        # it is above the one before (carrying into the 12 bits if need be).
+        values = [start]
+        low_mask = 0x3FFF_FFFF_FFFF_FFFF
+        value = start
+        for _ in range(1, count):
+            fresh = (value & ~low_mask) | draw(62)
+            value = fresh if fresh > value else value + 1
+            values.append(value)
+        _last = value
+    out = []
+    for value in values:
+        h = f"{value:032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
 def check_id(value: object, what: str = "task_id") -> str:
     """Normalise a caller-supplied id; jobs are keyed by UUID."""
     try:

@@ -186,6 +186,20 @@ def test_ids_from_one_process_always_increase() -> None:
     assert all(uuid.UUID(i).version == 7 for i in ids[:100])
 
 
+def test_ids_made_in_bulk_increase_with_those_made_one_at_a_time() -> None:
+    from jobqueue.ids import new_id, new_ids
+
+    before = new_id()
+    batch = new_ids(50_000)  # all in one or two milliseconds: the low bits count up
+    after = new_id()
+    assert [before, *batch, after] == sorted([before, *batch, after])
+    assert len(set(batch)) == len(batch)
+    for made in (batch[0], batch[-1], batch[12_345]):
+        parsed = uuid.UUID(made)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, made)
+    assert new_ids(0) == []
+
+
 def test_worker_settings_fill_defaults_from_the_app_and_check_values() -> None:
     from jobqueue.worker import WorkerSettings
 
