@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.report:
         return rerender([Path(p) for p in options.report], options.dsn or DEFAULT_DSN)
     with contextlib.ExitStack() as stack:
+        options.started_server = options.dsn is None
         if options.dsn is None:
             options.dsn = stack.enter_context(stock_server())
             print(f"started a stock PostgreSQL server for this run: {options.dsn}", flush=True)
@@ -230,6 +231,7 @@ def run(options: argparse.Namespace) -> int:
     # The server and its settings as the run starts, kept in the run's data: a page
     # re-rendered later, elsewhere, still names the server the figures came from.
     recorded = report.conditions(options.dsn, "at the start of the run")
+    recorded["started_by_run"] = options.started_server  # initdb's settings, made for it
     print(f"server: {report.server_label(recorded)} ({recorded['server']})", flush=True)
     if report.autovacuum(recorded) is False and set(systems) & set(report.PEERS):
         print(f"warning: autovacuum is off; {report.AUTOVACUUM_WARNING}", flush=True)

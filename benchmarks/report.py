@@ -14,6 +14,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from benchmarks.peers._common import psql
+from benchmarks.targets import figure, targets_section
 
 PEERS = ("procrastinate", "pgqueuer", "celery")
 NAMES = {"procrastinate": "Procrastinate", "pgqueuer": "PgQueuer", "celery": "Celery"}
@@ -147,7 +148,9 @@ def server_label(ctx: dict[str, Any]) -> str:
     """The run's server and autovacuum, for every heading over measured figures."""
     version = f"PostgreSQL {str(ctx['postgres']).split()[0]}"
     host = str(ctx.get("server", "")).rsplit(":", 1)[0]
-    if host in ("127.0.0.1", "localhost", "::1", "local socket") or host.startswith("/"):
+    if ctx.get("started_by_run"):
+        where = f"a stock {version} started by the run"
+    elif host in ("127.0.0.1", "localhost", "::1", "local socket") or host.startswith("/"):
         where = f"this machine's {version}"
     else:
         where = f"{version} at {host}" if host else version
@@ -382,146 +385,6 @@ def pgbench_section(summary: Summary, label: str) -> list[str]:
     return out
 
 
-def _metric(summary: Summary, workload: str, system: str, metric: str) -> float | None:
-    value = summary.get(workload, {}).get(system, {}).get(metric)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _best(summary: Summary, workload: str, metric: str, low: bool = False) -> float | None:
-    """The best peer's figure (highest, or lowest with ``low``)."""
-    values = [_metric(summary, workload, p, metric) for p in PEERS]
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    return min(present) if low else max(present)
-
-
-def targets_section(summary: Summary, ctx: dict[str, Any]) -> list[str]:
-    """Each target of the performance issue, judged from this run's medians; the ones
-    judged against a peer are marked unless the peers had autovacuum."""
-
-    def mine(workload: str, metric: str) -> float | None:
-        return _metric(summary, workload, "jobqueue", metric)
-
-    raw = summary.get("pgbench", {}).get("pgbench", {})
-    batched = max(
-        (v for k, v in raw.items() if k.startswith("batch_") and isinstance(v, (int, float))),
-        default=None,
-    )
-    checks: list[tuple[str, float | None, float | None, str]] = [
-        # (target, measured, bound, comparison) -- measured must be >= or <= bound
-        (
-            "drain, 1 worker ≥ 2x the best peer",
-            mine("drain", "jobs_s"),
-            _scaled(_best(summary, "drain", "jobs_s"), 2),
-            ">=",
-        ),
-        (
-            "drain, 2 workers ≥ 2x the best peer (2 workers)",
-            mine("drain2", "jobs_s"),
-            _scaled(_best(summary, "drain2", "jobs_s"), 2),
-            ">=",
-        ),
-        (
-            "drain, 1 worker ≥ ½ raw batched limit",
-            mine("drain", "jobs_s"),
-            _scaled(batched, 0.5),
-            ">=",
-        ),
-        (
-            "drain, 2 workers ≥ ½ raw batched limit",
-            mine("drain2", "jobs_s"),
-            _scaled(batched, 0.5),
-            ">=",
-        ),
-        (
-            "sustained: last 30 s ≥ 90 % of first 30 s",
-            mine("sustained", "last_jobs_s"),
-            _scaled(mine("sustained", "first_jobs_s"), 0.9),
-            ">=",
-        ),
-        (
-            "latency p50 ≤ best peer",
-            mine("latency", "p50_ms"),
-            _best(summary, "latency", "p50_ms", low=True),
-            "<=",
-        ),
-        (
-            "latency p99 ≤ best peer",
-            mine("latency", "p99_ms"),
-            _best(summary, "latency", "p99_ms", low=True),
-            "<=",
-        ),
-        ("latency p99 < 10 ms", mine("latency", "p99_ms"), 10.0, "<="),
-        (
-            "bulk enqueue ≥ 1.5x the best peer",
-            mine("bulk", "jobs_s"),
-            _scaled(_best(summary, "bulk", "jobs_s"), 1.5),
-            ">=",
-        ),
-        (
-            "single enqueue ≥ 90 % of raw single-insert commits",
-            mine("single", "jobs_s"),
-            _scaled(raw.get("single_insert"), 0.9),
-            ">=",
-        ),
-        (
-            "bloat: drain with history ≥ 90 % of empty",
-            mine("bloat", "hist_jobs_s"),
-            _scaled(mine("bloat", "empty_jobs_s"), 0.9),
-            ">=",
-        ),
-        (
-            "bloat: claim latency p50 with history ≤ 110 % of empty",
-            mine("bloat", "hist_db_p50_ms"),
-            _scaled(mine("bloat", "empty_db_p50_ms"), 1.1),
-            "<=",
-        ),
-        (
-            "bloat: claim latency p99 with history ≤ 110 % of empty",
-            mine("bloat", "hist_db_p99_ms"),
-            _scaled(mine("bloat", "empty_db_p99_ms"), 1.1),
-            "<=",
-        ),
-    ]
-    marks = sorted(
-        int(k.rsplit("_", 1)[1])
-        for k in summary.get("bloat", {}).get("jobqueue", {})
-        if k.startswith("rss_mb_") and k.rsplit("_", 1)[1].isdigit()
-    )
-    if marks:
-        checks.append(
-            (
-                f"memory: RSS after {marks[-1]:,} jobs ≤ 110 % of after {marks[0]:,}",
-                mine("bloat", f"rss_mb_{marks[-1]}"),
-                _scaled(mine("bloat", f"rss_mb_{marks[0]}"), 1.1),
-                "<=",
-            )
-        )
-    out = ["", f"## Targets, judged from this run ({server_label(ctx)})", ""]
-    mark = "" if autovacuum(ctx) else " (*)"
-    if mark and any("peer" in target for target, *_ in checks):
-        out += [
-            "(*) Judged against the best peer, on a server "
-            + (
-                "with autovacuum off: "
-                if autovacuum(ctx) is False
-                else "whose autovacuum setting the run did not record; if it was off, "
-            )
-            + f"{AUTOVACUUM_WARNING}.",
-            "",
-        ]
-    out += ["| target | jobqueue | bound | met |", "|---|---:|---:|---|"]
-    for target, measured, bound, comparison in checks:
-        if measured is None or bound is None:
-            out.append(f"| {target} | {_num(measured)} | {_num(bound)} | not measured |")
-            continue
-        met = measured >= bound if comparison == ">=" else measured <= bound
-        verdict = ("yes" if met else "**no**") + (mark if "peer" in target else "")
-        out.append(f"| {target} | {_num(measured)} | {_num(bound)} | {verdict} |")
-    return out
-
-
 def autovacuum_section(summary: Summary, ctx: dict[str, Any], peers: list[str]) -> list[str]:
     """The warning at the top of the page when peers ran without (known) autovacuum."""
     state = autovacuum(ctx)
@@ -539,8 +402,8 @@ def autovacuum_section(summary: Summary, ctx: dict[str, Any], peers: list[str]) 
         ]
     decays = []
     for peer in peers:
-        first = _metric(summary, "sustained", peer, "first_jobs_s")
-        last = _metric(summary, "sustained", peer, "last_jobs_s")
+        first = figure(summary, "sustained", peer, "first_jobs_s")
+        last = figure(summary, "sustained", peer, "last_jobs_s")
         if first and last is not None and last < 0.9 * first:
             decays.append(f"{NAMES[peer]} from {first:,.0f} jobs/s to {last:,.0f}")
     seen = (
@@ -596,16 +459,6 @@ def analysis_parts(ctx: dict[str, Any]) -> tuple[list[str], list[str]]:
         return ["", heading, "", stale, "", body.strip()]
 
     return part(top), part(rest)
-
-
-def _scaled(value: float | None, factor: float) -> float | None:
-    return None if value is None else value * factor
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return NA
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
 def workloads_section(args: dict[str, list[str]]) -> list[str]:
