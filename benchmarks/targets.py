@@ -9,6 +9,8 @@ from typing import Any
 from benchmarks import report
 
 Summary = dict[str, dict[str, dict[str, Any]]]
+# (target, measured, bound, comparison): measured must be >= or <= bound
+Check = tuple[str, float | None, float | None, str]
 
 
 def figure(summary: Summary, workload: str, system: str, metric: str) -> float | None:
@@ -37,20 +39,16 @@ def targets_section(summary: Summary, ctx: dict[str, Any]) -> list[str]:
         (v for k, v in raw.items() if k.startswith("batch_") and isinstance(v, (int, float))),
         default=None,
     )
-    checks: list[tuple[str, float | None, float | None, str]] = [
+
+    def peers_times(target: str, workload: str, metric: str, factor: float) -> Check:
+        """jobqueue's figure against ``factor`` times the best peer's."""
+        best = _scaled(_best(summary, workload, metric), factor)
+        return (target, mine(workload, metric), best, ">=")
+
+    checks: list[Check] = [
         # (target, measured, bound, comparison) -- measured must be >= or <= bound
-        (
-            "drain, 1 worker ≥ 2x the best peer",
-            mine("drain", "jobs_s"),
-            _scaled(_best(summary, "drain", "jobs_s"), 2),
-            ">=",
-        ),
-        (
-            "drain, 2 workers ≥ 2x the best peer (2 workers)",
-            mine("drain2", "jobs_s"),
-            _scaled(_best(summary, "drain2", "jobs_s"), 2),
-            ">=",
-        ),
+        peers_times("drain, 1 worker ≥ 2x the best peer", "drain", "jobs_s", 2),
+        peers_times("drain, 2 workers ≥ 2x the best peer (2 workers)", "drain2", "jobs_s", 2),
         (
             "drain, 1 worker ≥ ½ raw batched limit",
             mine("drain", "jobs_s"),
@@ -83,24 +81,11 @@ def targets_section(summary: Summary, ctx: dict[str, Any]) -> list[str]:
         ),
         ("latency p50 ≤ 2 ms", mine("latency", "p50_ms"), 2.0, "<="),
         ("latency p99 ≤ 3 ms", mine("latency", "p99_ms"), 3.0, "<="),
-        (
-            "bulk enqueue, one call ≥ 1.5x the best peer",
-            mine("bulk", "jobs_s"),
-            _scaled(_best(summary, "bulk", "jobs_s"), 1.5),
-            ">=",
+        peers_times("bulk enqueue, one call ≥ 1.5x the best peer", "bulk", "jobs_s", 1.5),
+        peers_times(
+            "bulk enqueue, calls of 1,000 ≥ 1.5x the best peer", "bulk", "chunk_jobs_s", 1.5
         ),
-        (
-            "bulk enqueue, calls of 1,000 ≥ 1.5x the best peer",
-            mine("bulk", "chunk_jobs_s"),
-            _scaled(_best(summary, "bulk", "chunk_jobs_s"), 1.5),
-            ">=",
-        ),
-        (
-            "single enqueue, 1 producer ≥ 1.5x the best peer",
-            mine("single", "jobs_s"),
-            _scaled(_best(summary, "single", "jobs_s"), 1.5),
-            ">=",
-        ),
+        peers_times("single enqueue, 1 producer ≥ 1.5x the best peer", "single", "jobs_s", 1.5),
         (
             "single enqueue ≥ 75 % of pgbench's one-row insert (same clients)",
             mine("single", "jobs_s"),
