@@ -89,9 +89,9 @@ class ProducerStatements(StoreBase):
     def copy_jobs(self, params: Params, connection: Any = None) -> bool:
         """Bulk enqueue with COPY (much faster than one INSERT for many rows):
         the waiting rows (job_queue_copy) and one NOTIFY in one transaction,
-        or in the caller's. Only
-        for psycopg 3 connections (direct or under SQLAlchemy); returns False
-        when the caller's connection is something else."""
+        or in the caller's. Only for psycopg 3 connections (direct or under
+        SQLAlchemy); returns False when the caller's connection is something
+        else."""
         if connection is None:
             with self.db.pool().connection() as conn:
                 self._copy(conn, params)
