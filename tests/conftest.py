@@ -141,6 +141,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
         time.sleep(0.02)
 
 
+class WorkerHung(subprocess.TimeoutExpired):
+    """A worker that did not stop after SIGTERM: its stacks and sessions."""
+
+    def __init__(self, cmd: Any, timeout: float, report: str) -> None:
+        super().__init__(cmd, timeout)
+        self.report = report
+
+    def __str__(self) -> str:
+        return f"the worker did not stop within {self.timeout:.0f}s of SIGTERM\n{self.report}"
+
+
 class WorkerProcess:
     """``jobqueue worker`` in a subprocess, as a user would run it."""
 
@@ -155,7 +166,9 @@ class WorkerProcess:
     ) -> None:
         self.dsn, self.schema, self.log_path = dsn, schema, log_path
         self.log_file = log_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # faulthandler: a worker that does not stop in time is sent SIGABRT
+        # (terminate), which makes it write every thread's stack to its log.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
         env.pop("JOBQUEUE_DSN", None)
         self.proc = subprocess.Popen(
             [
@@ -195,12 +208,35 @@ class WorkerProcess:
         wait_for(registered, timeout, "the worker to register")
 
     def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and its exit code. A worker still running after ``timeout``
+        raises WorkerHung, with every thread's stack and the server's sessions:
+        what it was waiting for."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise WorkerHung(exc.cmd, exc.timeout, self._hung_report()) from exc
         finally:
             self.log_file.close()
+
+    def _hung_report(self) -> str:
+        sessions = "(the server could not be asked)"
+        with (
+            suppress(psycopg.Error),
+            psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn,
+        ):
+            rows = conn.execute(
+                "SELECT pid, application_name, state, wait_event_type, wait_event, "
+                "now() - xact_start, left(query, 160) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            sessions = "\n".join(" | ".join(str(v) for v in row) for row in rows)
+        with suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+        with suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        return f"server sessions:\n{sessions}\nworker log (end):\n{self.log[-12000:]}"
 
     def kill(self) -> None:
         with suppress(ProcessLookupError):
