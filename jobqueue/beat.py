@@ -13,12 +13,11 @@ import logging
 import signal
 import threading
 from datetime import datetime
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import discovery, signals
+from . import discovery, interrupts, signals
 from .limits import route
 from .options import resolve, schedule_options
 from .schedules import Schedule, Timing, fires_due
@@ -52,8 +51,7 @@ class Beat:
     def run(self) -> None:
         """Run until ``stop()`` or SIGTERM/SIGINT (when started in the main thread)."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            interrupts.handle((signal.SIGTERM, signal.SIGINT), self._on_signal, "jobqueue-signal")
         signals.beat_init.send(self)  # its receivers may set a framework up
         discovery.check_settled(self.app)
         declared = self.schedules()
@@ -76,8 +74,10 @@ class Beat:
     def stop(self) -> None:
         self._stop.set()
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: beat stopping", signal.Signals(signum).name)
+    def _on_signal(self, signum: signal.Signals) -> None:
+        """On a thread of its own (``interrupts``): Event.set from the handler
+        itself could wait forever on the main thread's Event.wait."""
+        log.info("%s received: beat stopping", signum.name)
         self.stop()
 
     def sync(self, conn: psycopg.Connection[Any], declared: list[Schedule]) -> None:

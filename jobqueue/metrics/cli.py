@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from .. import interrupts
 from . import INSTALL_HINT
 
 if TYPE_CHECKING:
@@ -72,11 +73,7 @@ def metrics(obj: Context, port: int, host: str, timeout: float, loglevel: str) -
     bound = server.server_address[1]
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    interrupts.handle((signal.SIGTERM, signal.SIGINT), lambda signum: stop.set(), "jobqueue-signal")
     logging.getLogger("jobqueue.metrics").info(
         "serving metrics of schema %r at http://%s:%d/metrics", app.conf.schema, host, bound
     )

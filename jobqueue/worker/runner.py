@@ -40,13 +40,12 @@ import signal
 import threading
 import time
 from collections import Counter
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from .. import __version__, discovery, signals
+from .. import __version__, discovery, interrupts, signals
 from ..db import transient
 from ..exceptions import MalformedJob, SchemaChangedError
 from ..ids import uuid7
@@ -138,6 +137,7 @@ class Worker(Notices):
         )
         self._completer = Completer(self)
         self._signals = 0
+        self._signal_lock = threading.Lock()
         self.processed = 0
         self.totals: Counter[str] = Counter()  # jobs taken, per task (inspect stats)
         self._remote = RemoteControl(self)
@@ -152,8 +152,7 @@ class Worker(Notices):
     def run(self) -> None:
         """Run until stopped (signal or ``stop()``); returns after a clean exit."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            interrupts.handle((signal.SIGTERM, signal.SIGINT), self._on_signal, "jobqueue-signal")
         signals.worker_init.send(self)  # its receivers may set a framework up
         discovery.check_settled(self.app)
         self.lease.remove_health()  # a killed predecessor's must not read as ready
@@ -199,10 +198,14 @@ class Worker(Notices):
         self._stopping.set()
         self._wakeup.set()
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1:
+    def _on_signal(self, signum: signal.Signals) -> None:
+        """SIGTERM or SIGINT, on a thread of its own (``interrupts``): the
+        first stops claiming, the second exits now."""
+        with self._signal_lock:
+            self._signals += 1
+            first = self._signals == 1
+        name = signum.name
+        if first:
             log.info(
                 "%s received: warm shutdown (finishing %d running job(s) within %.0fs); "
                 "send again to release them and exit now",

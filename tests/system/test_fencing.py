@@ -105,7 +105,9 @@ def test_a_fenced_worker_stops_its_running_job_where_its_pool_can(
     wait_for(lambda: "registers again as a new worker" in cut.log, 20, "the cut worker's return")
     if pool == "processes":
         wait_for(lambda: not Path(f"/proc/{runner_pid}").exists(), 10, "its child to be killed")
-        assert "1 running job(s) stopped, 0 finish" in cut.log
+        # The fence logs its line once the pool has stopped the child: the
+        # child can be seen dead (and its loss logged) a moment before.
+        wait_for(lambda: "1 running job(s) stopped, 0 finish" in cut.log, 10, "the fence's line")
         assert "its process was killed: the worker is fenced" in cut.log
     gate.unlink()  # whoever still holds the job may now do its side effect
     assert job.get(timeout=30) == job.id
