@@ -49,7 +49,12 @@ def uuid7(at: float | None = None) -> uuid.UUID:
 
 def new_id() -> str:
     """A new UUIDv7 as text (formatted directly: bulk enqueue makes many)."""
-    h = f"{_uuid7_int():032x}"
+    return _text(_uuid7_int())
+
+
+def _text(value: int) -> str:
+    """A UUID's canonical text, formatted directly (uuid.UUID costs more)."""
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -76,11 +81,7 @@ def new_ids(count: int) -> list[str]:
             value = fresh if fresh > value else value + 1
             values.append(value)
         _last = value
-    out = []
-    for value in values:
-        h = f"{value:032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
+    return [_text(value) for value in values]
 
 
 def check_id(value: object, what: str = "task_id") -> str:

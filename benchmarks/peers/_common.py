@@ -254,7 +254,34 @@ def in_threads(seconds: float, threads: int, call: Callable[[int], object]) -> f
 
 
 def drain(system: System, workers: Workers, n: int, count: int) -> Metrics:
-    """Idle workers, then one bulk enqueue; first start to last finish."""
+    """Idle workers, then one bulk enqueue; first start to last finish. Then
+    the same drain on warm tables: vacuumed and analyzed, as autovacuum keeps
+    them on a server that has run a while. The first ran on tables created
+    just before, never analyzed: a system whose planner needs statistics shows
+    its cold start there, and its steady state in the second."""
+    first, last, wall, wal = _drain_once(system, workers, n, count)
+    # wall: the client's view (enqueue committed -> nothing pending), a cross-check;
+    # dead rows: what the drain left behind for the next claim to step over;
+    # WAL per job: what claiming and completing one job writes (server-wide).
+    result = {"jobs_s": n / (last - first), "wall_jobs_s": n / wall}
+    result |= dead_rows(system.claim_tables)
+    if wal is not None:
+        result["wal_bytes_per_job"] = wal / n
+    dsn = os.environ.get("BENCH_SCRATCH_DSN")
+    if dsn:
+        psql(dsn, "VACUUM ANALYZE")
+        first, last, _, _ = _drain_once(system, workers, n, count)
+        result["warm_jobs_s"] = n / (last - first)
+    return result
+
+
+def _drain_once(
+    system: System, workers: Workers, n: int, count: int
+) -> tuple[float, float, float, int | None]:
+    """``count`` idle workers drain ``n`` jobs enqueued in one call: the first
+    start and last finish as the system recorded them, the client's wall time
+    from the commit to nothing pending, and the server's WAL written meanwhile
+    (None outside PostgreSQL)."""
     for _ in range(count):
         system.start_worker()
     system.hold()
@@ -267,30 +294,8 @@ def drain(system: System, workers: Workers, n: int, count: int) -> Metrics:
     wal_after = wal_bytes()
     first, last = system.span(ids)
     workers.stop()
-    # wall: the client's view (enqueue committed -> nothing pending), a cross-check;
-    # dead rows: what the drain left behind for the next claim to step over;
-    # WAL per job: what claiming and completing one job writes (server-wide).
-    result = {"jobs_s": n / (last - first), "wall_jobs_s": n / wall}
-    result |= dead_rows(system.claim_tables)
-    if wal_before is not None and wal_after is not None:
-        result["wal_bytes_per_job"] = (wal_after - wal_before) / n
-    # The same drain on warm tables: vacuumed and analyzed, as autovacuum
-    # keeps them on a server that has run a while. The first drain ran on
-    # tables created just before, never analyzed: a system whose planner
-    # needs statistics shows its cold start there, and its steady state here.
-    dsn = os.environ.get("BENCH_SCRATCH_DSN")
-    if dsn:
-        psql(dsn, "VACUUM ANALYZE")
-        for _ in range(count):
-            system.start_worker()
-        system.hold()
-        ids = system.enqueue_bulk(n)
-        system.release()
-        wait_until("the warm drain", lambda: system.pending() == 0, workers, max(120.0, n / 100))
-        first, last = system.span(ids)
-        workers.stop()
-        result["warm_jobs_s"] = n / (last - first)
-    return result
+    wal = None if wal_before is None or wal_after is None else wal_after - wal_before
+    return first, last, wall, wal
 
 
 def wal_bytes() -> int | None:

@@ -8,9 +8,18 @@ import textwrap
 
 # Each scenario runs in a process of its own: the defect is a main thread
 # waiting for itself forever, which only a timeout from outside can end.
-WORKER = """
-import os, signal, time
+PRELUDE = """
+import os, signal, threading, time
 from jobqueue import JobQueue, interrupts
+
+def handled():  # the handler ran: its thread was started (old code: never returns)
+    deadline = time.monotonic() + 5
+    while not any(t.name == "jobqueue-signal" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the handler did not run"
+        time.sleep(0.01)
+"""
+
+WORKER = """
 from jobqueue.worker import Worker
 
 app = JobQueue("postgresql://nobody@127.0.0.1:1/none", schema="s", auto_migrate=False)
@@ -18,14 +27,12 @@ worker = Worker(app, concurrency=1)
 interrupts.handle((signal.SIGTERM,), worker._on_signal, "jobqueue-signal")
 with worker._wakeup._lock:  # the claim loop inside Wakeup.clear()
     os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
-    time.sleep(0.2)
+    handled()  # while the lock is still held
 assert worker._stopping.wait(5), "SIGTERM did not stop the worker"
 print("stopped")
 """
 
 BEAT = """
-import os, signal, time
-from jobqueue import JobQueue, interrupts
 from jobqueue.beat import Beat
 
 app = JobQueue("postgresql://nobody@127.0.0.1:1/none", schema="s", auto_migrate=False)
@@ -33,7 +40,7 @@ beat = Beat(app)
 interrupts.handle((signal.SIGTERM,), beat._on_signal, "jobqueue-signal")
 with beat._stop._cond:  # the beat loop inside Event.wait(), before it sleeps
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.2)
+    handled()
 assert beat._stop.wait(5), "SIGTERM did not stop beat"
 print("stopped")
 """
@@ -41,7 +48,7 @@ print("stopped")
 
 def _run(script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [sys.executable, "-c", textwrap.dedent(PRELUDE) + textwrap.dedent(script)],
         capture_output=True,
         text=True,
         timeout=30,
