@@ -1,10 +1,17 @@
 """What a NOTIFY on the events channel says, read and checked.
 
-The payload (``events_notify`` in queries.sql) is ``kind:item,kind:item,...``:
-task kinds name a ``job id/attempt``, worker kinds a worker id. Anyone
-who can connect may NOTIFY on the channel, so a payload is only a hint of
-what to read: ``parse`` accepts exactly that grammar, and raises
-``MalformedHint`` for anything else, so the caller can log and skip it.
+Two kinds of payload:
+
+* hints (``events_notify`` in queries.sql), ``kind:item,kind:item,...``:
+  task kinds name a ``job id/attempt``, worker kinds a worker id. ``parse``
+  accepts exactly that grammar, and raises ``MalformedHint`` for anything
+  else, so the caller can log and skip it. The listener reads the rows.
+* data (job_claim's ``event`` in queries.sql), sent by the claim and the
+  completion, which hold every column their events tell: a header and
+  items (``Data``). Anyone who can connect may NOTIFY on the channel, so
+  data is believed only from a server process whose role may claim jobs
+  (event_senders), and is otherwise taken as the hints it names
+  (``Data.hints``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,16 @@ _PAYLOAD = re.compile(rf"{_ITEM}(?:,{_ITEM})*")
 _ITEMS = re.compile(_ITEM)
 
 
+#: The first character of a data payload: no hint starts so.
+DATA = "\x1d"
+_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# \x1d, S (a claim's started jobs) or C (a completion's outcomes), the worker,
+# the statement's time (float8's text of epoch seconds), then the items.
+_HEADER = re.compile(rf"\x1d([SC])\x1f({_ID})\x1f(\d{{1,12}}(?:\.\d{{1,9}})?)\x1e")
+_DATA_KINDS = {"S": "started", "C": "succeeded"}
+_DATA_ITEM = re.compile(rf"({_ID})\x1f(\d{{1,9}})\x1f")
+
+
 class MalformedHint(ValueError):
     """A payload jobqueue did not write."""
 
@@ -74,6 +91,46 @@ def parse(payload: str) -> list[Hint]:
         else:
             raise MalformedHint(f"{kind[:40]!r} without an attempt is not an event we send")
     return hints
+
+
+class Data(NamedTuple):
+    """A data payload: ``kind`` "S", a claim's (items: ``id, retries, task,
+    queue, root_id, parent_id``, the ids '' for none) or "C", a
+    completion's successes (``id, retries, runtime, result``: the result's
+    JSON, its first 201 characters; task and queue are the claim's), the
+    fields split by \\x1f and the items by \\x1e. An item may instead be a
+    hint (``kind:id/attempt``: an outcome other than success, or an item
+    too long to send). ``at`` is the time of every event, ``pid`` the server
+    process that sent it."""
+
+    kind: str
+    worker: str
+    at: str
+    body: str
+    pid: int
+
+    def hints(self) -> list[Hint]:
+        """The hints this data names, for reading the rows instead."""
+        out: list[Hint] = []
+        kind = _DATA_KINDS[self.kind]
+        for item in self.body.split("\x1e"):
+            if (match := _DATA_ITEM.match(item)) is not None:
+                out.append(Hint(kind, match[1], int(match[2]) + 1))
+            else:
+                out.extend(parse(item))
+        return out
+
+
+def parse_data(payload: str, pid: int) -> Data:
+    """A data payload's parts (MalformedHint if its header is not one
+    jobqueue writes; the items are checked as they are used)."""
+    if len(payload) > MAX_PAYLOAD:
+        raise MalformedHint(f"payload of {len(payload)} characters")
+    match = _HEADER.match(payload)
+    if match is None or match.end() == len(payload):
+        raise MalformedHint(f"{payload[:60]!r} is not a data payload")
+    kind, worker, at = match.groups()
+    return Data(kind, worker, at, payload[match.end() :], pid)
 
 
 def kinds_for(types: frozenset[str] | None) -> frozenset[str] | None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ..db import transient
-from .hints import MISSED, TYPES, Hint, MalformedHint, parse
+from .hints import MISSED, TYPES
 from .listener import Listener
 from .reading import _ENCODE, Event, Reader
 
@@ -165,17 +165,10 @@ class EventStream:
                 raise
             self._lost(exc)
 
-    def _read(self, payloads: list[str]) -> None:
-        hints: list[Hint] = []
-        for payload in payloads:
-            try:
-                hints.extend(parse(payload))
-            except MalformedHint as exc:
-                log.warning("events: skipped a notification jobqueue did not send (%s)", exc)
-        if hints:
-            conn = self._listener.conn
-            assert conn is not None
-            self._pending.extend(self._reader.read(conn, hints))
+    def _read(self, payloads: list[tuple[str, int]]) -> None:
+        conn = self._listener.conn
+        assert conn is not None
+        self._pending.extend(self._reader.read(conn, payloads))
 
     def _lost(self, exc: BaseException) -> None:
         self._listener.close()

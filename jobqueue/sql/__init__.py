@@ -115,11 +115,13 @@ def load(text: str, schema: str) -> dict[str, str]:
         "{events_wanted}", out.get("events_wanted", "")
     )
     events_wanted = out.get("events_wanted", "")
+    events_plain = out.get("events_plain", "")
     walk_page = out.get("dashboard_walk_page", "")
     return {
         name: text.replace("{wake_wanted}", wake_wanted)
         .replace("{events_notify}", events_notify)
         .replace("{events_wanted}", events_wanted)
+        .replace("{events_plain}", events_plain)
         .replace("{dashboard_walk_page}", walk_page)
         for name, text in out.items()
     }

@@ -100,6 +100,14 @@ NOT pg_try_advisory_xact_lock_shared({lock_events}, 0);
                                array_agg(kind || ':' || item) FILTER (WHERE {events_wanted}))
  FROM event);
 
+-- name: events_plain
+-- Whether a job's names can go into a data item (see job_claim's `event`):
+-- an expression, put in place of {events_plain}. The item's fields are
+-- split at chr(31) and the items at chr(30), so a name holding either goes
+-- as a hint (read by the listener) instead.
+strpos(task, chr(30)) + strpos(task, chr(31)) + strpos(queue, chr(30))
+    + strpos(queue, chr(31)) = 0;
+
 -- name: worker_wait_flag
 -- The claim connection is about to wait for new jobs: from now on enqueues
 -- into these queues NOTIFY (see wake_wanted). Returns the queues flagged; a
@@ -236,11 +244,32 @@ WITH {claim_candidate}, admitted AS (
 ), event AS MATERIALIZED (
     -- job_claim_events only (job_claim does not read it, so it is not even
     -- planned there): one row, read once (MATERIALIZED: a join never runs it
-    -- again), the started events, sent if someone listens (events_notify).
-    SELECT {schema}.events_notify('{channel_events}',
-                                  array_agg('started:' || id::text || '/' || attempts)
-                                      FILTER (WHERE {events_wanted})) AS sent
-    FROM claimed
+    -- again), the NOTIFYs of the started events, sent if someone listens;
+    -- NULL when nobody did (no row tried the lock and failed). They go as
+    -- data, which the listener believes without reading a row (reading its
+    -- rows cost it about 5 us of server CPU a job) when the sender's role
+    -- may claim (event_senders): chr(29), S, the worker, the time (epoch
+    -- seconds), then an item per job: id, retries, task, queue, root_id and
+    -- parent_id ('' for none), the fields split by chr(31), the items by chr(30)
+    -- (jobqueue/events/hints.py, Data). 30 items a NOTIFY of at most 260
+    -- bytes each stay under the 8000-byte limit; a job whose item would be
+    -- longer, or whose names hold a separator (events_plain), goes as a hint.
+    -- An aggregate and a slice per NOTIFY: chunking by size (a running sum,
+    -- GROUP BY) cost the drain 2 us a job more.
+    SELECT (SELECT NULLIF(count(pg_notify(
+                               '{channel_events}',
+                               chr(29) || 'S' || chr(31) || CAST(%(worker_id)s AS uuid)::text
+                               || chr(31) || date_part('epoch', now())::text || chr(30)
+                               || array_to_string(items[i : i + 29], chr(30)))), 0)
+            FROM generate_series(1, cardinality(items), 30) AS i) AS sent
+    FROM (SELECT array_agg(CASE WHEN octet_length(data) <= 260 AND plain THEN data
+                                ELSE 'started:' || id::text || '/' || attempts END)
+                     FILTER (WHERE {events_wanted}) AS items
+          FROM (SELECT id, attempts, {events_plain} AS plain,
+                       id::text || chr(31) || (attempts - 1) || chr(31) || task || chr(31)
+                       || queue || chr(31) || COALESCE(root_id::text, '') || chr(31)
+                       || COALESCE(parent_id::text, '') AS data
+                FROM claimed) AS d) AS a
 )
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
@@ -497,7 +526,7 @@ WITH input AS MATERIALIZED (
     WHERE j.id = o.job_id AND j.state = 'STARTED' AND j.attempts = o.attempt
     RETURNING j.id, j.state, j.queue, j.priority, j.run_at, j.task, j.attempts,
               j.worker_id, j.started_at, j.error, j.options, o.state AS outcome,
-              o.error AS outcome_error
+              o.error AS outcome_error, o.result
 ), retried AS (
     INSERT INTO {schema}.job_queue (job_id, queue, priority, run_at, task, rate_key,
                                     concurrency_key, fair_key)
@@ -556,14 +585,30 @@ WHERE CASE WHEN outcome <> 'RELEASED' AND {events_wanted}
            THEN {schema}.events_listening() END IS NULL;
 
 -- name: job_complete_many_with_events
--- The end of job_complete_many_events: the events aggregated with the count
--- (no subquery); `events`, the NOTIFYs sent, is NULL when nobody listened.
-, {schema}.events_notify(
-      '{channel_events}',
-      array_agg(CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
-                           WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END
-                || ':' || id::text || '/' || attempts)
-          FILTER (WHERE outcome <> 'RELEASED' AND {events_wanted})) AS events
+-- The end of job_complete_many_events: the events, a success as data (as
+-- job_claim's, with C; an item: id, retries, run time, and the first 201
+-- characters of the result's JSON, which never holds a separator: the
+-- listener knows the task and queue from the claim's data, and reads the
+-- rows of a job it does not know) and any other outcome as a hint;
+-- `events`, the NOTIFYs sent, is NULL when nobody listened. An item past
+-- 260 bytes (a long result of non-ASCII text) goes as a hint.
+, (SELECT NULLIF(count(pg_notify(
+                         '{channel_events}',
+                         chr(29) || 'C' || chr(31) || CAST(%(worker_id)s AS uuid)::text
+                         || chr(31) || date_part('epoch', now())::text || chr(30)
+                         || array_to_string(items[i : i + 29], chr(30)))), 0)
+   FROM (SELECT array_agg(CASE WHEN kind = 'succeeded' AND octet_length(data) <= 260
+                               THEN data ELSE kind || ':' || id::text || '/' || attempts END)
+                    FILTER (WHERE {events_wanted}) AS items
+         FROM (SELECT id, attempts, kind,
+                      id::text || chr(31) || (attempts - 1) || chr(31)
+                      || date_part('epoch', now() - started_at)::text || chr(31)
+                      || left(result, 201) AS data
+               FROM (SELECT id, attempts, started_at, result,
+                            CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
+                                       WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END AS kind
+                     FROM finished WHERE outcome <> 'RELEASED') AS f) AS d) AS a,
+        generate_series(1, cardinality(items), 30) AS i) AS events
 FROM finished;
 
 -- name: job_rescue
@@ -965,6 +1010,19 @@ WHERE l.locktype = 'advisory' AND l.classid = ({lock_events}::bigint & 429496729
 -- falls far behind holds its tail, and once it is full every NOTIFY fails
 -- at commit (claims and completions among them).
 SELECT pg_notification_queue_usage();
+
+-- name: event_senders
+-- Which of the server processes that sent data payloads (job_claim's event) run
+-- as a role that may claim jobs (INSERT into job_lease: a worker's, the
+-- owner's, a superuser's). Such a role can write every column the hints'
+-- reads would confirm, so what it sends is believed as it is; anyone else's
+-- data is only hints. A process is looked up by the pid the server stamped
+-- on the notification (a client cannot choose it), while it still runs:
+-- one that ended meanwhile is not believed (its items are then read as
+-- hints). usesysid is visible to every role (pg_stat_activity).
+SELECT a.pid FROM pg_stat_activity AS a
+WHERE a.pid = ANY(%(pids)s::integer[])
+  AND has_table_privilege(a.usesysid, '{schema}.job_lease', 'INSERT');
 
 -- name: event_jobs
 -- What the events listener reports of the jobs a NOTIFY named (a hint, so

@@ -62,6 +62,11 @@ class ListenerStatements(ProducerStatements):
         }
         return self._on(conn, "event_jobs", params)
 
+    def event_senders(self, conn: psycopg.Connection[Any], pids: Sequence[int]) -> set[int]:
+        """Those of these server processes whose role may claim jobs
+        (event_senders): their data payloads are believed as they are."""
+        return {row[0] for row in self._on(conn, "event_senders", {"pids": list(pids)})}
+
     def event_attempts(
         self, conn: psycopg.Connection[Any], pairs: Sequence[tuple[str, int]]
     ) -> list[Row]:

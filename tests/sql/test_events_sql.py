@@ -1,7 +1,8 @@
 """The events of the claim and the completion, driven directly: nothing at
 all when nobody listens (events_notify() is not even called: the statements
 hand it NULL), and once the events lock is held, every claimed and finished
-job, 120 items a NOTIFY (migration 0016). The forms without events
+job, as data (a NOTIFY per 7,000 bytes of items, which the listener believes
+from a worker's role without reading rows) or as a hint. The forms without events
 (job_claim, job_complete_many) refuse while a listener is there (JQ004),
 having changed nothing; Store switches to the _events forms and back."""
 
@@ -14,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from jobqueue import migrate, states
+from jobqueue.events.hints import DATA, parse, parse_data
 from jobqueue.ids import new_id
 from jobqueue.sql import channels, lock_classes, queries
 from jobqueue.worker.outcome import Outcome, outcome_params
@@ -49,6 +51,10 @@ def _payloads(spy: psycopg.Connection[Any]) -> list[str]:
     return [notice.payload for notice in spy.notifies(timeout=0.2)]
 
 
+def _hints(payload: str) -> list[Any]:
+    return parse_data(payload, 0).hints() if payload.startswith(DATA) else parse(payload)
+
+
 def test_claim_and_completion_notify_only_while_the_lock_is_held(
     jq: Any, dsn: str, schema: str, conn: Any
 ) -> None:
@@ -70,7 +76,7 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
         assert _payloads(spy) == []
 
         # A listener holds the lock: 250 jobs claimed and finished in one
-        # statement each, reported in order, 120 a NOTIFY.
+        # statement each, reported in order.
         with psycopg.connect(dsn, autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(%s, 0)", (lock_classes(schema)["events"],))
             results = jq.app.enqueue_many(jq.add, [(1, 1)] * 250)
@@ -81,29 +87,38 @@ def test_claim_and_completion_notify_only_while_the_lock_is_held(
             waiting = f'SELECT count(*) FROM "{schema}".job_queue'
             assert conn.execute(waiting).fetchone()[0] == 250
             rows = _claim(conn, schema, worker, 300, "job_claim_events")
-            assert len(rows) == 250 and {r[-1] for r in rows} == {3}
             started = _payloads(spy)
+            assert len(rows) == 250 and {r[-1] for r in rows} == {len(started)}
             with pytest.raises(psycopg.Error) as refused:
                 _complete(conn, schema, worker, rows)
             assert refused.value.sqlstate == LISTENED
             leases = f'SELECT count(*) FROM "{schema}".job_lease'
             assert conn.execute(leases).fetchone()[0] == 250
             row = _complete(conn, schema, worker, rows, "job_complete_many_events")
-            assert row[0] == 250 and row[-1] == 3
             succeeded = _payloads(spy)
+            assert row[0] == 250 and row[-1] == len(succeeded)
         assert _claim(conn, schema, worker, 10) == []
         assert _payloads(spy) == []  # the lock is gone with its session
 
     ids = {r.id for r in results}
-    claimed = [f"{r[0]}/{r[6]}" for r in rows]
-    for payloads, kind, order in ((started, "started", claimed), (succeeded, "succeeded", None)):
-        assert [len(p.split(",")) for p in payloads] == [120, 120, 10]
-        items = [item.split(":") for p in payloads for item in p.split(",")]
-        assert {k for k, _ in items} == {kind}
-        assert {item.split("/")[0] for _, item in items} == ids
-        assert all(item.endswith("/1") for _, item in items)
-        if order is not None:
-            assert sorted(item for _, item in items) == sorted(order)
+    claimed = [(r[0], r[6]) for r in rows]
+    for payloads, kind, order in ((started, "S", claimed), (succeeded, "C", None)):
+        datas = [parse_data(p, 0) for p in payloads]
+        # 30 items a NOTIFY (of at most 260 bytes each).
+        sizes = [len(d.body.encode()) for d in datas]
+        assert len(datas) == 9 and all(size < 8000 for size in sizes)
+        assert sum(len(d.body.split("\x1e")) for d in datas) == 250
+        assert {(d.kind, d.worker) for d in datas} == {(kind, worker)}
+        hints = [h for d in datas for h in d.hints()]
+        assert {h.id for h in hints} == ids and {h.attempt for h in hints} == {1}
+        if order is not None:  # in claim order
+            assert [(h.id, h.attempt) for h in hints] == order
+        items = [i.split("\x1f") for d in datas for i in d.body.split("\x1e")]
+        if kind == "S":  # retries, task, queue, root and parent ids ('' for none)
+            assert {tuple(i[1:]) for i in items} == {("0", "add", "default", "", "")}
+        else:  # retries, run time, result
+            assert {(i[1], i[3]) for i in items} == {("0", "2")}
+            assert all(float(i[2]) >= 0 for i in items)
         assert all(len(p.encode()) < 8000 for p in payloads)
 
 
@@ -122,7 +137,7 @@ def test_the_store_switches_forms_as_listeners_come_and_go(
         rows = store.claim(conn, ["default"], 100, worker, REVISION)
         outcomes = [Outcome(r[0], r[6], states.SUCCESS, result="2") for r in rows]
         assert store.complete(conn, outcome_params(outcomes, worker), []) == []
-        return [kind for p in _payloads(spy) for kind in (i.split(":")[0] for i in p.split(","))]
+        return [h.kind for p in _payloads(spy) for h in _hints(p)]
 
     with spy:
         assert cycle(3) == []

@@ -21,8 +21,11 @@ import pytest
 from psycopg import sql
 
 from jobqueue import states
+from jobqueue.events.hints import DATA, parse, parse_data
+from jobqueue.roles import grant
 from jobqueue.sql import channels, lock_classes
 from tests.conftest import ROOT, wait_for
+from tests.system.test_roles import make_role  # noqa: F401 (a fixture)
 
 
 class EventsCommand:
@@ -258,7 +261,11 @@ def test_nothing_is_sent_on_the_events_channel_when_nobody_listens(
 
             def heard() -> bool:
                 for notice in spy.notifies(timeout=0.1):
-                    kinds.update(section.split(":")[0] for section in notice.payload.split(";"))
+                    if notice.payload.startswith(DATA):  # a claim's or a completion's
+                        made = parse_data(notice.payload, notice.pid).hints()
+                    else:
+                        made = parse(notice.payload)
+                    kinds.update(hint.kind for hint in made)
                 return {"online", "started", "succeeded"} <= kinds
 
             wait_for(heard, 20, "events once the lock is held")
@@ -395,3 +402,92 @@ def test_a_listener_that_opens_mid_drain_misses_no_job_still_waiting(
             missed = {j: seen.get(j) for j in promised if seen.get(j) != types}
             some = dict(list(missed.items())[:5])
             raise AssertionError(f"{len(missed)} of {len(promised)} missed, e.g. {some}") from None
+
+
+def _data(kind: str, worker: str, *items: tuple[str, ...]) -> str:
+    """A data payload as the claim (S) or the completion (C) sends it."""
+    body = "\x1e".join("\x1f".join(item) for item in items)
+    return f"\x1d{kind}\x1f{worker}\x1f{time.time():.6f}\x1e{body}"
+
+
+def test_data_is_believed_from_a_role_that_may_claim_and_is_hints_from_anyone_else(
+    jq: Any,
+    dsn: str,
+    schema: str,
+    conn: Any,
+    start_worker: Any,
+    events_command: Any,
+    make_role: Any,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """The claim and the completion send their events as data, which the
+    listener believes without reading a row when the sender's role may claim
+    jobs. Here it runs as a least-privilege monitor: a real worker's jobs
+    are reported; data naming a job that never ran is believed from the
+    schema owner's session (as a worker's would be); from a role that may
+    not claim it is only hints, which the rows do not bear out."""
+    monitor, forger = make_role(), make_role()
+    grant(dsn, schema, monitor=monitor.name)
+    watch = EventsCommand(monitor.dsn, schema)
+    try:
+        channel = channels(schema)["events"]
+        waiting = jq.add.apply_async((1, 1), countdown=300)  # never started
+        invented, nobody = str(uuid.uuid4()), str(uuid.uuid4())
+        for target in (waiting.id, invented):
+            started = (target, "0", "add", "default", "", "")
+            succeeded = (target, "0", "0.25", "7")
+            garbage = _data("C", nobody, ("not an item",))  # a well-made header only
+            with psycopg.connect(forger.dsn, autocommit=True) as sender:
+                for payload in (
+                    _data("S", nobody, started),
+                    _data("C", nobody, succeeded),
+                    garbage,
+                ):
+                    sender.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        believed = str(uuid.uuid4())
+        started = (believed, "2", "add", "default", "", waiting.id)
+        succeeded = (believed, "2", "0.25", "7")
+        for payload in (_data("S", nobody, started), _data("C", nobody, succeeded)):
+            conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        conn.commit()
+        start_worker("-n", "events-data")
+        real = jq.add.delay(20, 22)
+        events = watch.wait_types(real.id, "task-received", "task-started", "task-succeeded")
+        assert {e["hostname"] for e in events} == {"events-data"}
+        assert events[-1]["result"] == "42" and events[-1]["runtime"] >= 0
+
+        made = watch.of(believed)
+        assert [e["type"] for e in made] == ["task-received", "task-started", "task-succeeded"]
+        assert {(e["name"], e["queue"], e["retries"], e["worker_id"]) for e in made} == {
+            ("add", "default", 2, nobody)
+        }
+        assert made[0]["parent_id"] == waiting.id and made[0]["root_id"] is None
+        assert made[-1]["result"] == "7" and made[-1]["runtime"] == 0.25
+        assert made[0]["hostname"] is None  # no such worker registered
+        assert not watch.of(waiting.id) and not watch.of(invented)
+        skipped = [line for line in watch.stderr if "did not send" in line]
+        assert len(skipped) == 2 and watch.proc.poll() is None, watch.stderr  # the garbage
+    finally:
+        watch.stop()
+
+
+def test_names_and_results_that_need_escaping_or_are_long(
+    jq: Any, start_worker: Any, events_command: Any
+) -> None:
+    """Data whose names are not plain ASCII go item by item (the queue
+    filter too); a result too long to send goes as a hint and is read."""
+    queue = 'fila-ção "q"'
+    everything = events_command()
+    filtered = events_command("--queue", queue)
+    start_worker("-Q", f"default,{queue}")
+    quoted = jq.add.delay('x"', "y")
+    long = jq.add.delay("a" * 300, "b")
+    elsewhere = jq.add.apply_async((1, 2), queue=queue)
+    assert elsewhere.get(timeout=30) == 3
+    events = everything.wait_types(quoted.id, "task-received", "task-started", "task-succeeded")
+    assert events[-1]["result"] == '"x\\"y"'
+    events = everything.wait_types(long.id, "task-received", "task-started", "task-succeeded")
+    assert events[-1]["result"] == ('"' + "a" * 300 + 'b"')[:200] + "…"
+    for watch in (everything, filtered):
+        events = watch.wait_types(elsewhere.id, "task-received", "task-started", "task-succeeded")
+        assert {e["queue"] for e in events} == {queue} and events[-1]["result"] == "3"
+    assert not filtered.of(quoted.id) and not filtered.of(long.id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jobqueue.events.cli import describe
-from jobqueue.events.hints import Hint, MalformedHint, kinds_for, parse
+from jobqueue.events.hints import Hint, MalformedHint, kinds_for, parse, parse_data
 
 JOB = "01a24b31-4bee-7ae3-a9bd-22c2b3e02bd0"
 WORKER = "01a24b31-43e4-73ec-bdfc-4823f882bea4"
@@ -78,3 +78,22 @@ def test_readable_lines() -> None:
     assert describe(beat).endswith("worker-heartbeat w1 pid=7 queues=a,b active=3")
     missed = describe({"type": "events-missed", "timestamp": 10.0, "since": 5.0})
     assert "were missed" in missed
+
+
+def test_data_names_its_hints_and_a_bad_header_is_refused() -> None:
+    claim = f"\x1dS\x1f{WORKER}\x1f1796625603.5\x1e{JOB}\x1f2\x1fadd\x1fdefault\x1f\x1f"
+    data = parse_data(claim, 42)
+    assert (data.kind, data.worker, data.at, data.pid) == ("S", WORKER, "1796625603.5", 42)
+    assert data.hints() == [Hint("started", JOB, 3)]
+    # A completion's success as data, then an outcome that goes as a hint.
+    done = f"\x1dC\x1f{WORKER}\x1f1796625603.5\x1e{JOB}\x1f0\x1f0.01\x1f3\x1efailed:{JOB}/1"
+    assert parse_data(done, 42).hints() == [Hint("succeeded", JOB, 1), Hint("failed", JOB, 1)]
+    for bad in (
+        f"\x1dX\x1f{WORKER}\x1f1.5\x1e{JOB}",  # no such kind
+        f"\x1dS\x1f{WORKER.upper()}\x1f1.5\x1e{JOB}",
+        f"\x1dS\x1f{WORKER}\x1fsoon\x1e{JOB}",
+        f"\x1dS\x1f{WORKER}\x1f1.5\x1e",  # no items
+        "\x1d" + "x" * 8000,
+    ):
+        with pytest.raises(MalformedHint):
+            parse_data(bad, 42)
