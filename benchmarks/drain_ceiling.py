@@ -195,10 +195,8 @@ def ceiling(bench: Bench, jobs: int, batch: int, tag: str) -> float:
             raise RuntimeError(f"the ceiling finished {done:,} of {jobs:,} jobs")
         return jobs / elapsed
     finally:
-        app.close()
-        bench.apps.remove(app)
+        bench.discard(app, schema)
         with psycopg.connect(bench.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
             conn.execute("DROP SCHEMA IF EXISTS ceiling CASCADE")
 
 
@@ -223,11 +221,7 @@ def worker_drain(bench: Bench, jobs: int, tag: str) -> dict[str, float]:
             after = conn.execute(commits).fetchone()[0]  # type: ignore[index]
         return {"rate": rate, "commits": (after - before) / jobs, "cpu": spent / jobs * 1e6}
     finally:
-        bench.stop_workers()
-        app.close()
-        bench.apps.remove(app)
-        with psycopg.connect(bench.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        bench.discard(app, schema)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,11 +241,7 @@ def drain(bench: Bench, n: int, workers: int, mode: str, nice: int, tag: str) ->
             listener.stop()
         if held is not None:
             held.stop()
-        bench.stop_workers()
-        app.close()
-        bench.apps.remove(app)
-        with psycopg.connect(bench.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        bench.discard(app, schema)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,15 @@ class Bench:
         self.apps.append(app)
         return app, register(app)
 
+    def discard(self, app: JobQueue, schema: str) -> None:
+        """The end of a workload on a schema of its own: its workers stopped,
+        its app closed, the schema dropped."""
+        self.stop_workers()
+        app.close()
+        self.apps.remove(app)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
     def sql(self, query: str, *params: Any) -> tuple[Any, ...]:
         row = self.sql_maybe(query, *params)
         assert row is not None
