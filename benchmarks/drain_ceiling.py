@@ -158,8 +158,10 @@ def _script(batch: int) -> Iterator[str]:
         yield script.name
 
 
-def ceiling(bench: Bench, jobs: int, batch: int, tag: str) -> float:
-    """Jobs/s of pgbench claiming and completing ``jobs`` jobs ``batch`` at a time."""
+def ceiling(bench: Bench, jobs: int, batch: int, clients: int, tag: str) -> float:
+    """Jobs/s of pgbench claiming and completing ``jobs`` jobs ``batch`` at a
+    time, from ``clients`` connections at once (a worker's claim and
+    completion run on two)."""
     schema = f"ceiling_{tag}"
     app, noop = bench.schema(schema)
     try:
@@ -168,7 +170,7 @@ def ceiling(bench: Bench, jobs: int, batch: int, tag: str) -> float:
         with psycopg.connect(bench.dsn, autocommit=True) as conn:
             conn.execute(f'VACUUM ANALYZE "{schema}".job_queue')
         env = {**os.environ, "PGOPTIONS": HOT_PATH}
-        transactions = -(-jobs // batch)
+        transactions = -(-jobs // (batch * clients))
         with _script(batch) as path:
             started = time.monotonic()
             subprocess.run(
@@ -181,6 +183,10 @@ def ceiling(bench: Bench, jobs: int, batch: int, tag: str) -> float:
                     path,
                     "-t",
                     str(transactions),
+                    "-c",
+                    str(clients),
+                    "-j",
+                    str(clients),
                     f"--define=batch={batch}",
                     bench.dsn,
                 ],
@@ -191,7 +197,7 @@ def ceiling(bench: Bench, jobs: int, batch: int, tag: str) -> float:
             )
             elapsed = time.monotonic() - started
         done = bench.sql(f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'SUCCESS'")[0]
-        if done != jobs:
+        if done < jobs:
             raise RuntimeError(f"the ceiling finished {done:,} of {jobs:,} jobs")
         return jobs / elapsed
     finally:
@@ -229,9 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="a maintenance database (default: a stock server of our own)")
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, action="append", help="claim size (repeatable)")
+    parser.add_argument("--clients", type=int, action="append", help="pgbench clients")
     parser.add_argument("--reps", type=int, default=3)
     options = parser.parse_args(argv)
     batches = options.batch or [16, 64, 256]
+    clients = options.clients or [1, 2]
+    ceilings = [(batch, n) for batch in batches for n in clients]
     with contextlib.ExitStack() as stack:
         dsn = options.dsn or stack.enter_context(stock_server())
         results: dict[str, list[float]] = {}
@@ -241,11 +250,11 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(database)
             try:
                 for rep in range(options.reps):
-                    order = ["worker", *batches]
+                    order: list[tuple[int, int] | None] = [None, *ceilings]  # None: the worker
                     if rep % 2:
                         order.reverse()
                     for what in order:
-                        if what == "worker":
+                        if what is None:
                             got = worker_drain(bench, options.jobs, str(rep))
                             results.setdefault("worker", []).append(got["rate"])
                             commits.append(got["commits"])
@@ -255,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
                                 f"commits and {got['cpu']:.1f} us of worker CPU per job"
                             )
                         else:
-                            rate = ceiling(bench, options.jobs, int(what), f"{rep}_{what}")
-                            results.setdefault(f"pgbench, claims of {what}", []).append(rate)
-                            line = f"pgbench, claims of {what}: {rate:,.0f} jobs/s"
+                            batch, n = what
+                            rate = ceiling(bench, options.jobs, batch, n, f"{rep}_{batch}_{n}")
+                            name = f"pgbench, claims of {batch}, {n} client(s)"
+                            results.setdefault(name, []).append(rate)
+                            line = f"{name}: {rate:,.0f} jobs/s"
                         print(f"rep {rep + 1} {line}", flush=True)
             finally:
                 bench.close()
