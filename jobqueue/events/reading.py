@@ -4,41 +4,24 @@ worker's role (see hints.py), and hints confirmed by the rows.
 Believed data becomes its events with no read: a claim's items in one
 regular-expression check and f-strings; a success's with the task and queue
 this listener kept from the job's claim (a success whose claim it did not
-see, before it listened, is read as a hint). For hints, one read of the
-jobs and at most one of the workers per batch of notifications, whatever
-its size. A hint the rows do not bear out (a job
-that is gone, an attempt that did not end that way, a worker still registered
-that is said to be offline) makes no event: jobs pruned since are skipped
-quietly, anything else is logged at debug level.
-
-Events are made as JSON text, one object a line, and only that: ``jobqueue
-events --json`` writes them as they are, and the stream's dicts are their
-``json.loads``. A listener makes three task events per job, and building a
-dict of each and encoding it cost it about 6 us an event, more than all the
-rest of its work; a template of each type with the values put in costs a
-fifth of that, and there is one place that says what an event holds.
+see, before it listened, is read as a hint): data.py. For hints, one read
+of the jobs and at most one of the workers per batch of notifications,
+whatever its size. A hint the rows do not bear out (a job that is gone, an
+attempt that did not end that way, a worker still registered that is said
+to be offline) makes no event: jobs pruned since are skipped quietly,
+anything else is logged at debug level. Events are JSON text (lines.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .hints import (
-    _DATA_KINDS,
-    DATA,
-    TASK_KINDS,
-    WORKER_KINDS,
-    Data,
-    Hint,
-    MalformedHint,
-    parse,
-    parse_data,
-)
+from .data import C_BODY, S_BODY, Believed, Item
+from .hints import DATA, TASK_KINDS, WORKER_KINDS, Data, Hint, MalformedHint, parse, parse_data
+from .lines import _ENCODE, _JSON, _exception, _number, _started, _succeeded, _text
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,37 +33,6 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 
 _WORKERS_KEPT = 10_000  # workers remembered for offline events and hostnames
-_RESULT_CHARS = 200  # of a result's JSON (event_jobs reads one more, to know it was cut)
-_ENCODE = json.JSONEncoder(check_circular=False).encode
-_STRING: Any = json.encoder.encode_basestring_ascii  # C
-
-
-class _JsonStrings(dict[Any, str]):
-    """The JSON of a string or None, remembered: task names, queues,
-    hostnames and worker ids come back again and again."""
-
-    def __missing__(self, key: str | None) -> str:
-        text = "null" if key is None else str(_STRING(key))
-        if len(self) < 10_000:
-            self[key] = text
-        return text
-
-
-_JSON = _JsonStrings()
-
-
-def _uuid(value: str | None) -> str:
-    """A uuid's text (as PostgreSQL writes it: nothing to escape), or null."""
-    return "null" if value is None else f'"{value}"'
-
-
-def _number(text: str | None) -> str:
-    """A number as float8 wrote it, or null (also for infinity and NaN)."""
-    return text if text and text[-1].isdigit() else "null"
-
-
-def _text(value: str | None) -> str:
-    return "null" if value is None else str(_STRING(value))
 
 
 class _Rows(NamedTuple):
@@ -93,49 +45,8 @@ class _Rows(NamedTuple):
     now: float
 
 
-class _Item(NamedTuple):
-    """One job's event of believed data, checked (item by item: _items)."""
-
-    kind: str  # started or succeeded
-    id: str
-    attempt: int
-    task: str
-    queue: str
-    worker: str
-    at: str  # a JSON number
-    root: str | None
-    parent: str | None
-    runtime: str | None
-    result: str | None  # the result's JSON, its first 201 characters
-
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-_ID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_UUID = re.compile(_ID_RE)
-# Jobs whose claim this listener saw as data, with their task and queue,
-# which a success's data does not repeat (cleared past this many: the
-# successes of those still running are then read as hints).
-_RUNNING_KEPT = 100_000
-
-
-_RETRIES = re.compile(r"\d{1,9}")
-
-
-def _checked(fields: list[str], started: bool) -> bool:
-    """Whether a data item's fields are as the statements write them: id,
-    retries, then task, queue, root and parent ids ('' for none) of a claim,
-    or run time and result of a success."""
-    if len(fields) != (6 if started else 4):
-        return False
-    if not _UUID.fullmatch(fields[0]) or not _RETRIES.fullmatch(fields[1]):
-        return False
-    if started:
-        return all(not field or _UUID.fullmatch(field) for field in fields[4:])
-    return _NUMBER.fullmatch(fields[2]) is not None
-
-
 def _runs(items: list[Any]) -> list[list[Any]]:
-    """Items in runs of one type (hints, lines made, or _Item), in order."""
+    """Items in runs of one type (hints, lines made, or Item), in order."""
     runs: list[list[Any]] = []
     for item in items:
         if runs and type(runs[-1][0]) is type(item):
@@ -143,22 +54,6 @@ def _runs(items: list[Any]) -> list[list[Any]]:
         else:
             runs.append([item])
     return runs
-
-
-# The fast way for a claim's believed data: its items checked by one regular
-# expression (C), then made into their events with f-strings, what the items
-# share (hostname, worker, time) put in once. Only items whose names go into
-# JSON as they are (printable ASCII without quotes or backslashes); any other
-# is done item by item (_items). About 0.5 us a job: a re.sub template cost 5
-# (Python 3.11 expands templates in Python), one str.format of a payload's
-# items 2, re.split 0.75.
-_NAME = r"[ !#-\[\]-~]*"
-_S_ITEM = rf"{_ID_RE}\x1f\d{{1,9}}\x1f{_NAME}\x1f{_NAME}\x1f(?:{_ID_RE})?\x1f(?:{_ID_RE})?"
-_S_BODY = re.compile(rf"{_S_ITEM}(?:\x1e{_S_ITEM})*")
-# A completion's: id, retries, run time, the result's JSON (which holds no
-# separator: JSON escapes control characters).
-_C_ITEM = rf"{_ID_RE}\x1f\d{{1,9}}\x1f{_NUMBER.pattern}\x1f[^\x1e\x1f]*"
-_C_BODY = re.compile(rf"{_C_ITEM}(?:\x1e{_C_ITEM})*")
 
 
 class WorkerInfo(NamedTuple):
@@ -183,7 +78,7 @@ class Reader:
         self.types = frozenset(types) if types else None
         self.workers: dict[str, WorkerInfo] = {}
         self._middles: dict[tuple[str, str, str | None, int], str] = {}
-        self._running: dict[str, tuple[str, str]] = {}  # see _RUNNING_KEPT
+        self._believed = Believed()
 
     def remember_workers(self, conn: psycopg.Connection[Any]) -> None:
         """Every registered worker, so its offline event can name it."""
@@ -225,21 +120,19 @@ class Reader:
                 except MalformedHint as exc:
                     log.warning("events: skipped a notification jobqueue did not send (%s)", exc)
             elif self.queues is None and self.tasks is None and piece.kind == "S":
-                if _S_BODY.fullmatch(piece.body):
+                if S_BODY.fullmatch(piece.body):
                     made: list[str] = []
-                    self._started_lines(piece, made)
+                    self._believed.started_lines(piece, self._host(piece.worker), self.types, made)
                     parts.append((True, made))
                 else:
-                    parts.append((False, self._items(piece)))
-            elif self.queues is None and self.tasks is None and _C_BODY.fullmatch(piece.body):
-                parts.append((False, self._succeeded_lines(piece)))
+                    parts.append((False, self._believed.items(piece, self.queues, self.tasks)))
+            elif self.queues is None and self.tasks is None and C_BODY.fullmatch(piece.body):
+                host = self._host(piece.worker)
+                parts.append((False, self._believed.succeeded_lines(piece, host, self.types)))
             else:
-                parts.append((False, self._items(piece)))
+                parts.append((False, self._believed.items(piece, self.queues, self.tasks)))
         hints = [h for ready, p in parts if not ready for h in p if isinstance(h, Hint)]
-        running = self._running
-        for hint in hints:
-            if hint.kind != "started":
-                running.pop(hint.id, None)
+        self._believed.forget(hints)
         rows = self._fetch(conn, hints)
         lines: list[str] = []
         for ready, part in parts:
@@ -324,119 +217,7 @@ class Reader:
 
     # -- data ------------------------------------------------------------------------
 
-    def _started_lines(self, data: Data, lines: list[str]) -> None:
-        """The events of a claim's believed data whose items all go into
-        JSON as they are (_S_BODY); each job's task and queue kept for its
-        success's data."""
-        types = self.types
-        received = types is None or "task-received" in types
-        started = types is None or "task-started" in types
-        info = self.workers.get(data.worker)
-        host = _JSON[info.hostname if info is not None else None]
-        shared = f'"hostname": {host}, "worker_id": "{data.worker}"'
-        at = data.at
-        append = lines.append
-        running = self._running
-        if len(running) > _RUNNING_KEPT:
-            running.clear()
-        fields = iter(data.body.replace("\x1e", "\x1f").split("\x1f"))
-        # Six fields an item: id, retries, task, queue, root and parent ids.
-        for job, retries, task, queue, root, parent in zip(*[fields] * 6, strict=True):
-            running[job] = (task, queue)
-            common = (
-                f'"uuid": "{job}", "name": "{task}", "queue": "{queue}", {shared}, '
-                f'"retries": {retries}, "timestamp": {at}'
-            )
-            if received:
-                root = f'"{root}"' if root else "null"
-                parent = f'"{parent}"' if parent else "null"
-                append(
-                    f'{{"type": "task-received", {common}, '
-                    f'"root_id": {root}, "parent_id": {parent}}}'
-                )
-            if started:
-                append(f'{{"type": "task-started", {common}}}')
-
-    def _succeeded_lines(self, data: Data) -> list[str | Hint]:
-        """The events of a completion's believed data whose items are as
-        written (_C_BODY), and as hints the successes of jobs whose claim
-        this listener did not see (it needs their task and queue)."""
-        out: list[str | Hint] = []
-        append = out.append
-        running = self._running
-        wanted = self.types is None or "task-succeeded" in self.types
-        info = self.workers.get(data.worker)
-        host = _JSON[info.hostname if info is not None else None]
-        shared = f'"hostname": {host}, "worker_id": "{data.worker}"'
-        at = data.at
-        fields = iter(data.body.replace("\x1e", "\x1f").split("\x1f"))
-        for job, retries, runtime, result in zip(*[fields] * 4, strict=True):
-            known = running.pop(job, None)
-            if known is None:
-                append(Hint("succeeded", job, int(retries) + 1))
-            elif wanted:
-                if len(result) > _RESULT_CHARS:
-                    result = result[:_RESULT_CHARS] + "…"
-                append(
-                    f'{{"type": "task-succeeded", "uuid": "{job}", "name": {_JSON[known[0]]}, '
-                    f'"queue": {_JSON[known[1]]}, {shared}, "retries": {retries}, '
-                    f'"timestamp": {at}, "runtime": {runtime}, "result": {_STRING(result)}}}'
-                )
-        return out
-
-    def _items(self, data: Data) -> list[_Item | Hint]:
-        """Believed data item by item: its items checked and filtered (by
-        queue and task), its hints, and a success's item as a hint when
-        this listener did not see the job's claim (it needs the rows)."""
-        out: list[_Item | Hint] = []
-        started = data.kind == "S"
-        kind = _DATA_KINDS[data.kind]
-        queues, tasks = self.queues, self.tasks
-        running = self._running
-        if len(running) > _RUNNING_KEPT:
-            running.clear()
-        for text in data.body.split("\x1e"):
-            fields = text.split("\x1f")
-            if len(fields) == 1:
-                try:
-                    out.extend(parse(text))
-                except MalformedHint as exc:
-                    log.debug("events: skipped an item of process %s (%s)", data.pid, exc)
-                continue
-            if not _checked(fields, started):
-                log.debug("events: skipped an item of process %s: %r", data.pid, text[:60])
-                continue
-            job, attempt = fields[0], int(fields[1]) + 1
-            if started:
-                task, queue, root, parent = fields[2:]
-                running[job] = (task, queue)
-                runtime = result = None
-            else:
-                known = running.pop(job, None)
-                if known is None:  # claimed before we listened, or as a hint
-                    out.append(Hint(kind, job, attempt))
-                    continue
-                (task, queue), root, parent = known, "", ""
-                runtime, result = fields[2], fields[3]
-            if (queues is None or queue in queues) and (tasks is None or task in tasks):
-                out.append(
-                    _Item(
-                        kind,
-                        job,
-                        attempt,
-                        task,
-                        queue,
-                        data.worker,
-                        data.at,
-                        root or None,
-                        parent or None,
-                        runtime,
-                        result,
-                    )
-                )
-        return out
-
-    def _item_lines(self, items: list[_Item], lines: list[str]) -> None:
+    def _item_lines(self, items: list[Item], lines: list[str]) -> None:
         types = self.types
         received = types is None or "task-received" in types
         started = types is None or "task-started" in types
@@ -449,6 +230,11 @@ class Reader:
                 _started(lines, common, item.at, item.root, item.parent, received, started)
             elif succeeded:
                 lines.append(_succeeded(common, item.at, item.runtime, item.result))
+
+    def _host(self, worker: str) -> str:
+        """A worker's hostname as JSON (null when not registered)."""
+        info = self.workers.get(worker)
+        return _JSON[info.hostname if info is not None else None]
 
     @staticmethod
     def _wanted(kind: str, types: frozenset[str]) -> bool:
@@ -600,38 +386,3 @@ class Reader:
         if active is not None:
             event["active"] = active
         return event
-
-
-def _started(
-    lines: list[str],
-    common: str,
-    at: str,
-    root: str | None,
-    parent: str | None,
-    received: bool,
-    started: bool,
-) -> None:
-    """A claim's events (those of the wanted types): ``common`` is what every
-    task event says from its uuid to its timestamp's key, ``at`` the time."""
-    if received:
-        lines.append(
-            f'{{"type": "task-received", {common}{at}, '
-            f'"root_id": {_uuid(root)}, "parent_id": {_uuid(parent)}}}'
-        )
-    if started:
-        lines.append(f'{{"type": "task-started", {common}{at}}}')
-
-
-def _succeeded(common: str, at: str, runtime: str | None, result: str | None) -> str:
-    if result is not None and len(result) > _RESULT_CHARS:
-        result = result[:_RESULT_CHARS] + "…"
-    return (
-        f'{{"type": "task-succeeded", {common}{at}, "runtime": {_number(runtime)}, '
-        f'"result": {_text(result)}}}'
-    )
-
-
-def _exception(kind: str | None, message: str | None) -> str | None:
-    if kind is None:
-        return message
-    return f"{kind}: {message}" if message else kind

@@ -26,8 +26,9 @@ import psycopg
 
 from ..db import transient
 from .hints import MISSED, TYPES
+from .lines import _ENCODE
 from .listener import Listener
-from .reading import _ENCODE, Event, Reader
+from .reading import Event, Reader
 
 if TYPE_CHECKING:
     from ..app import JobQueue
@@ -74,7 +75,7 @@ class EventStream:
         self.timeout = timeout
         self._reader = Reader(app.store, queues, tasks, types)
         self._listener = Listener(app)
-        self._pending: deque[str] = deque()  # events as JSON (reading.py says why)
+        self._pending: deque[str] = deque()  # events as JSON (lines.py says why)
         self._closed = False
         self._lost_at: float | None = None  # when the connection was lost
         self._retry = _RECONNECT_FIRST
