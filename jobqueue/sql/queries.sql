@@ -264,12 +264,12 @@ WITH {claim_candidate}, admitted AS (
             FROM generate_series(1, cardinality(items), 30) AS i) AS sent
     FROM (SELECT array_agg(CASE WHEN octet_length(data) <= 260 AND plain THEN data
                                 ELSE 'started:' || id::text || '/' || attempts END)
-                     FILTER (WHERE {events_wanted}) AS items
+                     FILTER (WHERE (SELECT {events_wanted})) AS items
           FROM (SELECT id, attempts, {events_plain} AS plain,
                        id::text || chr(31) || (attempts - 1) || chr(31) || task || chr(31)
                        || queue || chr(31) || COALESCE(root_id::text, '') || chr(31)
                        || COALESCE(parent_id::text, '') AS data
-                FROM claimed) AS d) AS a
+                FROM claimed OFFSET 0) AS d) AS a
 )
 -- Ids as text and the JSON as text: the worker's claim thread only routes jobs,
 -- and decoding UUIDs and three JSON values per row was most of its time; the
@@ -599,7 +599,7 @@ WHERE CASE WHEN outcome <> 'RELEASED' AND {events_wanted}
                          || array_to_string(items[i : i + 29], chr(30)))), 0)
    FROM (SELECT array_agg(CASE WHEN kind = 'succeeded' AND octet_length(data) <= 260
                                THEN data ELSE kind || ':' || id::text || '/' || attempts END)
-                    FILTER (WHERE {events_wanted}) AS items
+                    FILTER (WHERE (SELECT {events_wanted})) AS items
          FROM (SELECT id, attempts, kind,
                       id::text || chr(31) || (attempts - 1) || chr(31)
                       || date_part('epoch', now() - started_at)::text || chr(31)
@@ -607,7 +607,8 @@ WHERE CASE WHEN outcome <> 'RELEASED' AND {events_wanted}
                FROM (SELECT id, attempts, started_at, result,
                             CASE state WHEN 'SUCCESS' THEN 'succeeded' WHEN 'FAILURE' THEN 'failed'
                                        WHEN 'REVOKED' THEN 'revoked' ELSE 'retried' END AS kind
-                     FROM finished WHERE outcome <> 'RELEASED') AS f) AS d) AS a,
+                     FROM finished WHERE outcome <> 'RELEASED') AS f
+               OFFSET 0) AS d) AS a,
         generate_series(1, cardinality(items), 30) AS i) AS events
 FROM finished;
 
