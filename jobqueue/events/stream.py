@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.1, 5.0
 _SLICE = 0.5  # longest wait before looking at stop() again
+# Notifications made into events at a time: a take under load is about a
+# second of them, and made all at once (30,000 jobs' events, 20 MB of text)
+# they cost the listener 3.7 us a job, in slices of 100 2.3: the memory of
+# a slice is reused for the next instead of taken anew from the system.
+_READ_SLICE = 100
 
 
 def _checked_types(types: Iterable[str] | None) -> frozenset[str] | None:
@@ -76,6 +81,8 @@ class EventStream:
         self._reader = Reader(app.store, queues, tasks, types)
         self._listener = Listener(app)
         self._pending: deque[str] = deque()  # events as JSON (lines.py says why)
+        self._unread: deque[tuple[str, int]] = deque()  # notifications (see _READ_SLICE)
+        self._unread_at = 0.0  # when the oldest of them came
         self._closed = False
         self._lost_at: float | None = None  # when the connection was lost
         self._retry = _RECONNECT_FIRST
@@ -87,7 +94,7 @@ class EventStream:
 
     @property
     def pending(self) -> int:
-        """Events already read and not yet yielded (0: the next waits)."""
+        """Events already read and not yet yielded (0: the next may wait)."""
         return len(self._pending)
 
     def __iter__(self) -> Iterator[Event]:
@@ -120,6 +127,9 @@ class EventStream:
         while not self._pending:
             if self._closed:
                 return False
+            if self._unread:
+                self._fill(0)
+                continue
             wait = _SLICE
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
@@ -154,26 +164,34 @@ class EventStream:
         self._reader.remember_workers(conn)
 
     def _fill(self, wait: float) -> None:
+        """Events from the next slice of notifications received, or from
+        those that come within ``wait``."""
         try:
             if self._lost_at is not None:
                 self._reconnect(wait)
                 return
-            payloads = self._listener.receive(wait)
-            if payloads:
-                self._read(payloads)
+            if not self._unread:
+                self._unread.extend(self._listener.receive(wait))
+                self._unread_at = time.time()
+            if self._unread:
+                self._read()
         except (psycopg.Error, OSError) as exc:
             if isinstance(exc, psycopg.Error) and not transient(exc):
                 raise
             self._lost(exc)
 
-    def _read(self, payloads: list[tuple[str, int]]) -> None:
+    def _read(self) -> None:
         conn = self._listener.conn
         assert conn is not None
+        unread = self._unread
+        payloads = [unread.popleft() for _ in range(min(len(unread), _READ_SLICE))]
         self._pending.extend(self._reader.read(conn, payloads))
 
     def _lost(self, exc: BaseException) -> None:
         self._listener.close()
-        self._lost_at = time.time()
+        # Notifications not made into events yet are missed too.
+        self._lost_at = self._unread_at if self._unread else time.time()
+        self._unread.clear()
         log.warning(
             "events: connection lost (%s: %s); reconnecting, events meanwhile are missed",
             type(exc).__name__,
