@@ -84,23 +84,34 @@ class Reader:
         """Every registered worker, so its offline event can name it."""
         self._worker_rows(conn, None)
 
-    def read(self, conn: psycopg.Connection[Any], payloads: list[tuple[str, int]]) -> list[str]:
+    def believed(self, conn: psycopg.Connection[Any], payloads: list[tuple[str, int]]) -> set[int]:
+        """Which of the processes that sent these notifications' data are
+        believed (event_senders): asked once they have come, so a process
+        that has gone since is not (its pid may be someone else's now)."""
+        senders = {pid for payload, pid in payloads if payload[:1] == DATA}
+        return self.store.event_senders(conn, sorted(senders)) if senders else set()
+
+    def read(
+        self,
+        conn: psycopg.Connection[Any],
+        payloads: list[tuple[str, int]],
+        believed: set[int] | None = None,
+    ) -> list[str]:
         """The events of these notifications (payload, sender's pid) that
         are believed or borne out by the rows, in order: one JSON object
-        (text, no newline) each."""
+        (text, no newline) each. ``believed``: the senders believed, asked
+        (``believed()``) once these notifications had come, or None to ask."""
         pieces: list[Data | list[Hint]] = []
-        senders: set[int] = set()
         for payload, pid in payloads:
             try:
                 if payload[:1] == DATA:
-                    data = parse_data(payload, pid)
-                    pieces.append(data)
-                    senders.add(pid)
+                    pieces.append(parse_data(payload, pid))
                 else:
                     pieces.append(parse(payload))
             except MalformedHint as exc:
                 log.warning("events: skipped a notification jobqueue did not send (%s)", exc)
-        believed = self.store.event_senders(conn, sorted(senders)) if senders else set()
+        if believed is None:
+            believed = self.believed(conn, payloads)
         # The workers that believed data names, if new to us (rare): their
         # hostnames go into its events.
         new = {p.worker for p in pieces if isinstance(p, Data) and p.pid in believed}
