@@ -448,9 +448,7 @@ class Worker(Notices):
                     self.totals[job.task] += 1
                     if job.in_canvas:
                         self._canvas.add(job.id)
-                for job in jobs:
-                    if not job.expired:
-                        self._pool.submit(job)
+                self._pool.submit_many([job for job in jobs if not job.expired])
             for job in jobs:  # out of the lock: expired() sends task_revoked
                 if job.expired:
                     self._outcomes.put(expired(job, self.app.tasks.get(job.task)))

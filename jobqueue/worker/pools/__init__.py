@@ -36,6 +36,10 @@ class Pool(Protocol):
 
     def submit(self, job: Job) -> None: ...
 
+    def submit_many(self, jobs: list[Job]) -> None:
+        """A claim's jobs, in order (one wake-up for all of them)."""
+        ...
+
     def drain(self) -> list[Job]:
         """Take back the submitted jobs not started yet (prefetched ones)."""
         ...

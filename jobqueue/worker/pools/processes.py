@@ -93,6 +93,9 @@ class ProcessPool:
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
 
+    def submit_many(self, jobs: list[Job]) -> None:
+        self._jobs.put_many(jobs)
+
     def drain(self) -> list[Job]:
         return self._jobs.drain()
 

@@ -79,6 +79,9 @@ class ThreadPool:
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
 
+    def submit_many(self, jobs: list[Job]) -> None:
+        self._jobs.put_many(jobs)
+
     def drain(self) -> list[Job]:
         return self._jobs.drain()
 
@@ -193,7 +196,11 @@ class ThreadPool:
                 with self._lock:
                     # Drop an interrupt aimed at the finished task; none can be
                     # added while we hold the lock, and after it the entry is gone.
-                    _raise_in_thread(entry.thread, None)
+                    # Every interrupt is marked (entry.interrupt) before it is
+                    # raised: with none marked there is none to drop, and the
+                    # call (ctypes, 0.5 us) is spared.
+                    if entry.interrupt is not None:
+                        _raise_in_thread(entry.thread, None)
                     mine = self._settle(entry)
                 break
             except _INTERRUPTS as late:  # it landed before we could drop it
