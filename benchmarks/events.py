@@ -61,12 +61,14 @@ def cpu_seconds(pid: int) -> float | None:
 class CpuMeter:
     """CPU seconds spent by groups of processes between ``start`` and ``stop``;
     a process that ended meanwhile is left out (the server's: short-lived
-    connections such as this benchmark's polls)."""
+    connections such as this benchmark's polls). ``stop`` takes the groups
+    again: a process that started meanwhile counts whole (a worker opens its
+    completion connection at its first completion, after the start)."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.before = {name: {p: cpu_seconds(p) for p in pids} for name, pids in groups.items()}
 
-    def stop(self) -> dict[str, float]:
+    def stop(self, now: dict[str, list[int]] | None = None) -> dict[str, float]:
         spent: dict[str, float] = {}
         for name, before in self.before.items():
             total = 0.0
@@ -74,6 +76,9 @@ class CpuMeter:
                 end = cpu_seconds(pid)
                 if start is not None and end is not None:
                     total += end - start
+            for pid in (now or {}).get(name, []):
+                if pid not in before:
+                    total += cpu_seconds(pid) or 0.0
             spent[name] = total
         return spent
 
@@ -214,26 +219,13 @@ def drain(bench: Bench, n: int, workers: int, mode: str, nice: int, tag: str) ->
         groups.update(server_pids(bench.dsn))
         meter = CpuMeter(groups)
         app.enqueue_many(noop, [() for _ in range(n)])
-        query = (
-            f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".jobs '
-            "WHERE state = 'SUCCESS'"
-        )
-        deadline = time.monotonic() + max(120.0, n / 100)
-        while True:
-            done, first, last = bench.sql(query)
-            if done >= n:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {done:,}/{n:,} jobs done before the deadline")
-            if any(proc.poll() is not None for proc in procs):
-                raise RuntimeError("a worker exited")
-            time.sleep(0.1)
+        first, last = bench.wait_drained(schema, n, procs, poll=0.1)
         out = {"rate": n / (last - first).total_seconds()}
         if listener is not None:
             caught_up = listener.wait_for(EVENTS_PER_JOB * n, timeout=max(120.0, n / 200))
             out["events"] = float(listener.lines)
             out["lag"] = (listener.last_at - last.timestamp()) if caught_up else float("nan")
-        for name, seconds in meter.stop().items():
+        for name, seconds in meter.stop(server_pids(bench.dsn)).items():
             out[f"cpu {name}"] = seconds / n * 1e6  # us per job
         return out
     finally:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,19 @@ class Bench:
 
     def drained(self, schema: str, n: int, procs: list[subprocess.Popen[bytes]]) -> float:
         """Wait until ``n`` jobs of ``schema`` succeeded; jobs/s from the first
-        start to the last finish. Raises if a worker exits or it stalls.
-        Polls on one connection, and only whether anything is still waiting
-        or held, two probes of small tables: counting ``jobs`` on a new
-        connection every 0.25 s cost the server about 2 us a job of the
-        drain it measured (a scan of the table, a backend's start)."""
+        start to the last finish. Raises if a worker exits or it stalls."""
+        first, last = self.wait_drained(schema, n, procs)
+        return float(n / (last - first).total_seconds())
+
+    def wait_drained(
+        self, schema: str, n: int, procs: list[subprocess.Popen[bytes]], poll: float = 0.25
+    ) -> tuple[datetime, datetime]:
+        """Wait until ``n`` jobs of ``schema`` succeeded: the first start and
+        the last finish. Polls on one connection, and only whether anything
+        is still waiting or held, two probes of small tables: counting
+        ``jobs`` on a new connection every 0.25 s cost the server about 2 us
+        a job of the drain it measured (a scan of the table, a backend's
+        start)."""
         busy = (
             f'SELECT EXISTS (SELECT 1 FROM "{schema}".job_queue) '
             f'OR EXISTS (SELECT 1 FROM "{schema}".job_lease)'
@@ -165,12 +174,12 @@ class Bench:
                 if not conn.execute(busy).fetchone()[0]:  # type: ignore[index]
                     done, first, last = conn.execute(stats).fetchone()  # type: ignore[misc]
                     if done >= n:
-                        return float(n / (last - first).total_seconds())
+                        return first, last
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"drain: not all {n:,} jobs done before the deadline")
                 if any(proc.poll() is not None for proc in procs):
                     raise RuntimeError("drain: a worker exited")
-                time.sleep(0.25)
+                time.sleep(poll)
 
     def latency(self, count: int, warmup: int = 5) -> None:
         schema = "bench_latency"
