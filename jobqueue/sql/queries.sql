@@ -469,12 +469,21 @@ WITH input AS MATERIALIZED (
                     json_array_elements_text(%(delays)s::json))
          AS o(job_id, attempt, state, result, error, delay)
 ), released AS (
-    -- No join with `outcome` (see job_claim: job_lease's statistics are always
-    -- stale): leases are found by primary key and the attempt is looked up by
-    -- position in the array, so the plan does not depend on statistics.
+    -- No join the planner could turn around (see job_claim: job_lease's
+    -- statistics are always stale): each outcome's lease is found by primary
+    -- key, with its attempt and worker, in a LATERAL subquery that OFFSET 0
+    -- keeps a nested loop, and deleted by address. Looking each row's attempt
+    -- up by its position in the array instead (array_position) made the
+    -- delete quadratic: 1.74 ms for 500 outcomes, against 1.08 this way.
     DELETE FROM {schema}.job_lease AS l
-    WHERE l.job_id = ANY((SELECT ids FROM input)::uuid[]) AND l.worker_id = %(worker_id)s
-      AND l.attempt = (SELECT attempts[array_position(ids, l.job_id)] FROM input)
+    WHERE l.ctid = ANY(ARRAY(
+        SELECT h.row_id
+        FROM unnest((SELECT ids FROM input), (SELECT attempts FROM input)) AS p(job_id, attempt)
+        CROSS JOIN LATERAL (
+            SELECT s.ctid AS row_id FROM {schema}.job_lease AS s
+            WHERE s.job_id = p.job_id AND s.attempt = p.attempt
+              AND s.worker_id = %(worker_id)s
+            OFFSET 0) AS h))
     RETURNING l.job_id, l.concurrency_key
 ), unblocked AS (
     -- A concurrency-limited job finished: the next one waiting on its key may go.
