@@ -197,7 +197,7 @@ WITH {claim_candidate}, admitted AS (
     DELETE FROM {schema}.job_queue AS w
     WHERE w.ctid = ANY(ARRAY(
         SELECT row_id FROM candidate
-        WHERE NOT limited OR job_id = ANY(ARRAY(SELECT job_id FROM admitted))))
+        WHERE NOT limited OR job_id IN (SELECT job_id FROM admitted)))  -- hashed: linear
     RETURNING w.job_id, w.concurrency_key, w.task, w.queue, w.priority, w.run_at, w.args,
               w.kwargs, w.options, w.expires_at, w.created_at
 ), recorded AS (
