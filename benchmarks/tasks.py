@@ -43,6 +43,26 @@ def register(app: JobQueue) -> Task[[], None]:
         """The same job without a fair key: claimed in plain order."""
         return None
 
+    @app.task(name="collect")
+    def collect(results: list[Any]) -> int:
+        """A chord's body (benchmarks/features.py): how many headers it got."""
+        return len(results)
+
+    @app.task(name="step")
+    def step(n: int = 0) -> int:
+        """A chain's step (benchmarks/features.py): the previous step's n, plus one."""
+        return n + 1
+
+    @app.task(name="noop_rated")
+    def noop_rated() -> None:
+        """A no-op whose rate limit the benchmark sets (app.control.rate_limit)."""
+        return None
+
+    @app.task(name="noop_capped", concurrency_limit=8)
+    def noop_capped() -> None:
+        """A no-op with a cluster-wide concurrency limit (the benchmark may change it)."""
+        return None
+
     return noop
 
 

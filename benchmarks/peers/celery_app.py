@@ -27,3 +27,15 @@ def noop() -> float:
 @app.task(name="stamp")  # type: ignore[untyped-decorator]
 def stamp(sent: float) -> None:
     record_latency(sent)
+
+
+@app.task(name="collect")  # type: ignore[untyped-decorator]
+def collect(results: list[object]) -> int:
+    """A chord's body (benchmarks/features.py): how many headers it got."""
+    return len(results)
+
+
+@app.task(name="step")  # type: ignore[untyped-decorator]
+def step(n: int = 0) -> int:
+    """A chain's step (benchmarks/features.py): the previous step's n, plus one."""
+    return n + 1
