@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +21,6 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
-from sqlalchemy import exc as sqlalchemy_exc
 
 from . import direct, embedded
 from .config import DSN_ENV, Settings
@@ -46,6 +46,16 @@ _PERMANENT = (
     "invalid connection option",
     "invalid integer value",
 )
+
+
+def _operational(error: BaseException) -> bool:
+    """A connection-level failure, from psycopg or from SQLAlchemy over it (a
+    migration's); SQLAlchemy's class is looked up only if it was loaded (it
+    is imported to migrate, not by a worker whose schema is up to date)."""
+    if isinstance(error, psycopg.OperationalError):
+        return True
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(error, sqlalchemy_exc.OperationalError)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -341,7 +351,9 @@ class Database:
         while True:
             try:
                 return attempt()
-            except (psycopg.OperationalError, sqlalchemy_exc.OperationalError) as error:
+            except Exception as error:
+                if not _operational(error):
+                    raise
                 exc = getattr(error, "orig", None) or error
                 left = deadline - time.monotonic()
                 if not _unreachable(exc) or left <= 0:
