@@ -53,6 +53,34 @@ def test_a_stale_completion_changes_nothing(jq: Any, schema: str, conn: Any) -> 
     assert result.get(timeout=1) == 3
 
 
+def test_an_earlier_attempts_outcome_leaves_the_next_attempts_lease(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """The same worker runs attempt 1, which retries, then attempt 2: a
+    duplicate of attempt 1's outcome arriving now must neither delete attempt
+    2's lease nor record anything (the lease is found with its attempt)."""
+    result = jq.add.delay(1, 2)
+    worker = new_id()
+    [(job_id, *_)] = _claim(conn, schema, worker)
+    retry = Outcome(str(job_id), 1, states.RETRY, error=json.dumps({"type": "X"}), delay=0.0)
+    assert (
+        conn.execute(
+            queries(schema)["job_complete_many"], outcome_params([retry], worker)
+        ).fetchone()[0]
+        == 1
+    )
+    [(again, *rest)] = _claim(conn, schema, worker)
+    assert (again, rest[5]) == (job_id, 2)
+    assert _complete(conn, schema, worker, str(job_id), 1, "late") == 0
+    held = conn.execute(
+        f'SELECT attempt FROM "{schema}".job_lease WHERE job_id = %s', [job_id]
+    ).fetchall()
+    assert held == [(2,)]
+    assert result.state == states.STARTED
+    assert _complete(conn, schema, worker, str(job_id), 2, 3) == 1
+    assert result.get(timeout=1) == 3
+
+
 def test_a_batch_of_outcomes_is_recorded_value_for_value(jq: Any, schema: str, conn: Any) -> None:
     """The completion's parameters travel as text (outcome_params): a result
     that is JSON null stays distinct from no result, and awkward text (commas,
