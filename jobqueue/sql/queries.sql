@@ -486,16 +486,22 @@ WITH input AS MATERIALIZED (
             OFFSET 0) AS h))
     RETURNING l.job_id, l.concurrency_key
 ), unblocked AS (
-    -- A concurrency-limited job finished: the next one waiting on its key may go.
+    -- Concurrency-limited jobs finished: as many jobs waiting on their key as
+    -- they freed slots may go. (One per key per statement, as it was, left
+    -- the others deferred by admit() for up to a second: a batch of 500
+    -- completions freed 500 slots and woke one job, and a task limited to 8
+    -- at once drained 419 no-op jobs a second.)
     UPDATE {schema}.job_queue AS q SET run_at = now()
     WHERE q.job_id IN (
-        SELECT (SELECT w.job_id FROM {schema}.job_queue AS w
-                WHERE w.concurrency_key = r.concurrency_key AND w.run_at > now()
-                  -- deferred by admit() (by a second), not delayed on purpose
-                  AND w.run_at <= now() + interval '1 second'
-                ORDER BY w.priority DESC, w.run_at LIMIT 1)
-        FROM (SELECT DISTINCT concurrency_key FROM released
-              WHERE concurrency_key IS NOT NULL) AS r)
+        SELECT w.job_id
+        FROM (SELECT concurrency_key, count(*) AS freed FROM released
+              WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) AS r
+        CROSS JOIN LATERAL (
+            SELECT w.job_id FROM {schema}.job_queue AS w
+            WHERE w.concurrency_key = r.concurrency_key AND w.run_at > now()
+              -- deferred by admit() (by a second), not delayed on purpose
+              AND w.run_at <= now() + interval '1 second'
+            ORDER BY w.priority DESC, w.run_at LIMIT r.freed) AS w)
     RETURNING q.queue
 ), finished AS (
     -- RELEASED: the worker handed the job back unrun (it does not know the

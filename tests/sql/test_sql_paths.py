@@ -305,3 +305,34 @@ def test_completion_and_release_look_each_job_up_once(jq: Any, schema: str, conn
     assert finished == 200
     assert conn.execute(f'SELECT count(*) FROM "{schema}".job_queue').fetchone() == (200,)
     assert used < 5 * 400, used  # one lookup each (and a few more), not 200 * 200 each
+
+
+def test_each_concurrency_slot_freed_wakes_one_deferred_job(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """A task limited to 2 at once, 6 jobs: the claim admits 2 and defers 4
+    (admit(): due in a second). Both finishing in one completion frees two
+    slots, so two deferred jobs are due at once, not one (which left a
+    limited drain waiting a second per completion batch)."""
+
+    @jq.app.task(name="capped", concurrency_limit=2)
+    def capped() -> None:
+        return None
+
+    conn.execute(
+        queries(schema)["task_limits_sync"],
+        {"tasks": ["capped"], "rates": [None], "bursts": [1.0], "limits": [2]},
+    )
+    jq.app.enqueue_many(capped, [() for _ in range(6)])
+    worker = new_id()
+    claimed = _claim(conn, schema, worker)
+    assert len(claimed) == 2
+    due = f'SELECT count(*) FROM "{schema}".job_queue WHERE run_at <= now()'
+    assert conn.execute(due).fetchone()[0] == 0
+    outcomes = [Outcome(str(r[0]), r[6], states.SUCCESS, result="null") for r in claimed]
+    finished = conn.execute(
+        queries(schema)["job_complete_many"], outcome_params(outcomes, worker)
+    ).fetchone()
+    assert finished[0] == 2
+    assert conn.execute(due).fetchone()[0] == 2
+    assert len(_claim(conn, schema, worker)) == 2
