@@ -176,11 +176,13 @@ class EventStream:
             if not self._unread:
                 received = self._listener.receive(wait)
                 if received:
+                    # Kept first: if the check fails, the gap reported starts
+                    # when they came.
+                    self._unread.extend(received)
+                    self._unread_at = time.time()
                     conn = self._listener.conn
                     assert conn is not None
                     self._believed = self._reader.believed(conn, received)
-                    self._unread.extend(received)
-                    self._unread_at = time.time()
             if self._unread:
                 self._read()
         except (psycopg.Error, OSError) as exc:
