@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 
 from ..copytext import copy_chunks
-from ..db import Row, psycopg_connection
+from ..db import Row
+from ..joined import psycopg_connection
 from .base import Params, StoreBase, refused_dependencies
 
 

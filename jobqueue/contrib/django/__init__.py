@@ -38,8 +38,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ... import discovery, signals
 from ...app import JobQueue
-from ...db import django_driver
 from ...exceptions import ConfigurationError
+from ...joined import django_driver
 from ...redact import redact
 from . import command
 
