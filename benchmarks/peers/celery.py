@@ -61,12 +61,14 @@ class CelerySystem:
         self.outstanding.append(job_id)
         return job_id
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, *options: str) -> subprocess.Popen[bytes]:
+        """A worker (more ``celery worker`` options: its pool, its concurrency),
+        once it answers a ping."""
         self.started += 1
         exe = str(Path(sys.executable).with_name("celery"))
         name = f"bench{self.started}-{os.getpid()}@%h"
         command = [exe, "-A", "benchmarks.peers.celery_app", "worker", "-n", name]
-        command += ["--loglevel", "WARNING"]
+        command += ["--loglevel", "WARNING", *options]
         proc = self.workers.spawn(command, {})
         _common.wait_until(
             "the worker to answer a ping",

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 from celery import chain, chord  # type: ignore[import-not-found]
 
@@ -30,14 +28,8 @@ from benchmarks.peers.celery import CelerySystem
 from benchmarks.peers.celery_app import app, collect, noop, step
 
 
-def start_worker(workers: _common.Workers, *args: str) -> None:
-    exe = str(Path(sys.executable).with_name("celery"))
-    name = f"features-{os.getpid()}@%h"
-    command = [exe, "-A", "benchmarks.peers.celery_app", "worker", "-n", name]
-    workers.spawn([*command, "--loglevel", "WARNING", *args], {})
-    _common.wait_until(
-        "the worker to answer a ping", lambda: len(app.control.ping(timeout=0.5)) >= 1, workers, 60
-    )
+def start_worker(workers: _common.Workers, *options: str) -> None:
+    CelerySystem(workers).start_worker(*options)
 
 
 def processes(workers: _common.Workers) -> dict[str, float]:
