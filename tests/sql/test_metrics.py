@@ -116,6 +116,10 @@ def test_revoked_released_and_expired_jobs(jq: Any, schema: str, conn: Any) -> N
     jq.add.delay(2, 2)  # handed back unrun (an unknown task): counts nowhere
     rows = conn.execute(f'SELECT job_id FROM "{schema}".job_queue WHERE run_at <= now()').fetchall()
     assert len(rows) == 2
+    # Past its expiry before the claim looks (three statements can take less
+    # than its millisecond on a fast machine: the claim then found it fresh).
+    expiry = f'SELECT bool_and(expires_at < now()) FROM "{schema}".job_queue WHERE run_at <= now()'
+    wait_for(lambda: conn.execute(expiry).fetchone()[0], 10, "the job's expiry")
     claimed = _claim(conn, schema, worker)
     expired = [r for r in claimed if r[10]]
     fresh = [r for r in claimed if not r[10]]
