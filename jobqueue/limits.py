@@ -1,7 +1,7 @@
 """Flow-control options of a task: global rate and concurrency limits, unique
 jobs, fair keys.
 
-Pure parsing and key computation; the enforcement is SQL (``admit()`` in the
+Pure parsing and key computation; the enforcement is SQL (``admit_at()`` in the
 claim for limits, the ``unique_keys`` table at enqueue for uniqueness, the
 claim's round-robin across fair keys, ``job_claim_fair``).
 """

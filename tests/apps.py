@@ -275,6 +275,10 @@ def build(app: JobQueue) -> SimpleNamespace:
     def rate_limited(n: int) -> int:
         return n
 
+    @app.task(name="rate_fast", rate_limit="400/s")
+    def rate_fast() -> float:
+        return time.time()  # when it started, to check the limit against
+
     @app.task(name="two_at_a_time", concurrency_limit=2)
     def two_at_a_time(seconds: float) -> float:
         time.sleep(seconds)

@@ -71,6 +71,7 @@ FUNCTIONS = (
     "fail_tree",
     "advance",
     "admit",
+    "admit_at",  # revision 0023: rate limits admit ahead (admit() calls it)
     "schedules_changed",  # a trigger function: firing a trigger checks no EXECUTE
     "job_counts_track",  # likewise (revision 0012, as the five below)
     "uuid7_hour",
@@ -348,6 +349,7 @@ _WORKER_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
 _WORKER_FUNCTIONS = {
     "worker_compatible": "every claim checks the worker's revision",
     "admit": "the claim admits jobs with limits",
+    "admit_at": "the claim admits jobs with limits, rates a horizon ahead (0023)",
     "error_json": "claims, rescues and revokes record errors",
     "max_retries": "rescue decides between RETRY and FAILURE",
     "uuid7_floor": "retention walks the primary key by time",

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 
 _TIME_LIMITS = ("soft_time_limit", "time_limit")
+# A claim delays a job's start by at most its horizon (0.05 s, job_claim);
+# a larger figure from the database is not believed past this.
+_MAX_START_DELAY = 1.0
 _JSON_TYPES = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
 
 
@@ -99,6 +102,9 @@ class Job:
     priority: int | None = None
     fair_key: str | None = None  # its key in the claim's round (job_claim_fair)
     fair_weight: int | None = None  # its key's weight, None for 1
+    # time.monotonic() before which it must not start: a rate-limited job
+    # admitted ahead of its token (admit_at() in SQL); None: at once
+    not_before: float | None = None
     eager: bool = False  # run in the caller's process by jobqueue.eager, not claimed
     # An eager job's place in its group (group id, index): what self.replace()
     # reads from the jobs row when a worker runs the job.
@@ -111,8 +117,10 @@ class Job:
     def from_row(cls, row: tuple[Any, ...]) -> Job:
         """A row of job_claim: 12 columns, then (as releases added them)
         ``expires_in`` (seconds until the job expires, NULL without an expiry),
-        ``age`` (seconds since it was enqueued), ``priority``, ``fair_key``
-        and ``fair_weight``, and the claim's ``events`` column last."""
+        ``age`` (seconds since it was enqueued), ``priority``, ``fair_key``,
+        ``fair_weight`` and ``start_in`` (seconds until its rate limit's
+        token, NULL or not positive for none: 0023), and the claim's
+        ``events`` column last."""
         job_id, task, queue, args, kwargs, options, attempt, run_at, root, parent, *flags = row
         expired, in_canvas, *rest = flags
         expires_in = rest[0] if rest else None
@@ -125,6 +133,10 @@ class Job:
             job.priority = rest[2]
         if len(rest) > 5:  # and a fair key and its weight (0021) after the priority
             job.fair_key, job.fair_weight = rest[3], rest[4]
+        if len(rest) > 6 and rest[5] is not None:  # a delayed start (0023)
+            delay = float(rest[5])
+            if math.isfinite(delay) and delay > 0:  # at most a horizon (0.05 s) by design
+                job.not_before = time.monotonic() + min(delay, _MAX_START_DELAY)
         return job
 
     def has_expired(self) -> bool:

@@ -40,6 +40,32 @@ def test_rate_limit_is_global_and_other_tasks_keep_flowing(
     jq.app.revoke([r.id for r in others])
 
 
+def test_a_fast_rate_limit_keeps_its_rate_and_starts_no_job_early(
+    jq: Any, schema: str, conn: Any, start_worker: Any
+) -> None:
+    """400/s, burst 1, two workers: claims admit jobs up to 50 ms ahead of
+    their tokens, each with its token's time as started_at, and the slots
+    start each no earlier. The started_at of any k + 1 consecutive jobs span
+    at least (k - burst) / rate seconds, whichever worker ran them, and each
+    job saw (time.time() when it ran) a time at or after its started_at."""
+    for _ in range(2):
+        start_worker("--concurrency", "4")
+    results = jq.app.enqueue_many(jq.rate_fast, [() for _ in range(400)])
+    seen = {r.id: r.get(timeout=60) for r in results}
+    rows = conn.execute(
+        f"SELECT id::text, started_at FROM \"{schema}\".jobs WHERE task = 'rate_fast' "
+        "ORDER BY started_at"
+    ).fetchall()
+    assert len(rows) == 400
+    started = [at.timestamp() for _, at in rows]
+    rate, burst = 400.0, 1
+    for k in (2, 10, 40, 100):
+        spans = [started[i + k] - started[i] for i in range(len(started) - k)]
+        assert min(spans) >= (k - burst) / rate - 2e-6, k  # microseconds: rounding
+    early = [(job, at) for job, at in rows if seen[job] < at.timestamp() - 1e-4]
+    assert early == []
+
+
 def _second() -> Any:
     from datetime import timedelta
 

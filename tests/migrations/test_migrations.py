@@ -131,6 +131,7 @@ def test_downgrade_and_upgrade_round_trip(dsn: str, schema: str, conn: Any) -> N
         ],
         "functions": [
             "admit",
+            "admit_at",
             "advance",
             "advance_canvas",
             "batch_add",
@@ -289,7 +290,8 @@ def test_the_schema_sql_comparison_notices_drift(conn: Any, reference: str) -> N
     reported under that object's name, and nothing else is."""
     before = schema_compare.definitions(conn, reference)
     (admit,) = conn.execute(
-        "SELECT pg_get_functiondef(%s::regprocedure)", (f'"{reference}".admit(uuid[])',)
+        "SELECT pg_get_functiondef(%s::regprocedure)",
+        (f'"{reference}".admit_at(uuid[], float8)',),
     ).fetchone()
     assert "interval '1 second'" in admit
     for drift in (
@@ -309,7 +311,7 @@ def test_the_schema_sql_comparison_notices_drift(conn: Any, reference: str) -> N
     diff = schema_compare.differences(before, schema_compare.definitions(conn, reference))
     assert sorted(diff) == [
         "constraint task_limits.task_limits_burst_check",
-        "function admit(ids uuid[])",
+        "function admit_at(ids uuid[], horizon double precision)",
         "index job_queue_run_at_idx",
         "index jobs_parent_idx",
         "partitioned table jobs",
@@ -318,9 +320,13 @@ def test_the_schema_sql_comparison_notices_drift(conn: Any, reference: str) -> N
         "trigger schedules.schedules_changed",
         "view workflow_jobs",
     ]
-    body = diff["function admit(ids uuid[])"]
-    assert "-        UPDATE {schema}.job_queue SET run_at = now() + interval '1 second'" in body
-    assert "+        UPDATE {schema}.job_queue SET run_at = now() + interval '2 seconds'" in body
+    body = diff["function admit_at(ids uuid[], horizon double precision)"]
+    assert (
+        "-        UPDATE {schema}.job_queue AS q SET run_at = now() + interval '1 second'" in body
+    )
+    assert (
+        "+        UPDATE {schema}.job_queue AS q SET run_at = now() + interval '2 seconds'" in body
+    )
     assert "+queue text NOT NULL DEFAULT 'other'::text" in diff["partitioned table jobs"]
     assert "+surprise text" in diff["table job_queue"]
     assert diff["index jobs_parent_idx"].endswith("missing from schema.sql")

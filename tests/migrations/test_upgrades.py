@@ -194,11 +194,11 @@ def test_a_worker_started_on_empty_tables_drains_a_recorded_backlog_through_keys
     assert scans < 5 * 10_000, json.dumps({"jobs_pkey scans": scans})
 
 
-@pytest.mark.parametrize("release", [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21])
+@pytest.mark.parametrize("release", [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22])
 def test_workers_and_producers_of_an_earlier_release_run_through_the_upgrade(
     release: int, jq: Any, dsn: str, schema: str, conn: Any, start_worker: Any
 ) -> None:
-    """Revisions 0008 to 0022 say workers of the release before may keep
+    """Revisions 0008 to 0023 say workers of the release before may keep
     running while they are applied. Here a worker and two producers of that
     release (its own statements, kept in releases/) run while the schema goes
     from its revision to head, then a worker of this release joins: every

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
 from jobqueue import migrate, states
 from jobqueue.ids import new_id
 from jobqueue.sql import queries
 from jobqueue.worker.outcome import Outcome, outcome_params
+from tests.conftest import wait_for
 
 REVISION = int(migrate.head_revision())  # what a worker of this code passes to job_claim
 
@@ -336,3 +340,65 @@ def test_each_concurrency_slot_freed_wakes_one_deferred_job(
     assert finished[0] == 2
     assert conn.execute(due).fetchone()[0] == 2
     assert len(_claim(conn, schema, worker)) == 2
+
+
+def test_a_claim_admits_the_rate_tokens_due_within_its_horizon(
+    jq: Any, schema: str, conn: Any
+) -> None:
+    """A task limited to 1000/s (burst 1), 200 jobs, claims of 100: a claim
+    admitted only the token there now, one job per claim (a worker looks
+    again after 5 ms at the soonest: 161 jobs a second at 5000/s). It now
+    admits the jobs whose tokens come within 50 ms, each with its token's
+    time as started_at (one every 1/rate) and start_in, the seconds until
+    then; the bucket owes those tokens, so the next claim's tokens come after
+    them: the started_at never hold more than rate x T + burst in T seconds."""
+
+    @jq.app.task(name="metered", rate_limit="1000/s")
+    def metered() -> None:
+        return None
+
+    conn.execute(
+        queries(schema)["task_limits_sync"],
+        {"tasks": ["metered"], "rates": [1000.0], "bursts": [1.0], "limits": [None]},
+    )
+    jq.app.enqueue_many(metered, [() for _ in range(200)])
+    worker = new_id()
+    bucket = f"SELECT tokens, updated_at FROM \"{schema}\".limit_state WHERE key = 'r:metered'"
+    started = f'SELECT started_at FROM "{schema}".jobs WHERE id = ANY(%s::uuid[]) ORDER BY 1'
+
+    first = _claim(conn, schema, worker, limit=100)
+    tokens, at = conn.execute(bucket).fetchone()
+    assert len(first) == 51, len(first)  # the token there, and 50 more within 50 ms
+    assert tokens == pytest.approx(1 - 51)  # owed: no later claim gets them again
+    times = [row[0] for row in conn.execute(started, ([row[0] for row in first],)).fetchall()]
+    assert times[0] == at  # the token there: when the bucket was read
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert gaps == pytest.approx([0.001] * 50, abs=2e-6)
+    # start_in: seconds from the end of the claim to each token (the first
+    # ones may have passed while the statement ran: those start at once).
+    delays = [row[-2] for row in first]
+    assert delays[0] is None or delays[0] <= 0
+    assert all(d <= i / 1000 for i, d in enumerate(delays[1:], 1)), delays
+    assert [b - a for a, b in itertools.pairwise(delays[1:])] == pytest.approx(
+        [0.001] * 49, abs=1e-4
+    )
+    # The next candidate waits for its token less the horizon: due 1 ms after
+    # the claim (the 100 jobs no claim looked at yet are due already).
+    (soonest,) = conn.execute(
+        f'SELECT min(run_at) FROM "{schema}".job_queue WHERE run_at >= %s', (at,)
+    ).fetchone()
+    assert (soonest - at).total_seconds() == pytest.approx(0.001, abs=2e-6)
+
+    # Whenever the next claim runs, its first token comes after the last one given.
+    due = "SELECT clock_timestamp() > %s::timestamptz + interval '1 ms'"
+    wait_for(lambda: conn.execute(due, (soonest,)).fetchone()[0], 10, "the next token")
+    second = _claim(conn, schema, worker, limit=100)
+    assert 0 < len(second) < 100
+    later = [row[0] for row in conn.execute(started, ([row[0] for row in second],)).fetchall()]
+    assert min(later) >= times[-1] + timedelta(microseconds=999)
+    # A worker of 0022 still running (its claim calls admit(), no horizon)
+    # reads the debt as an empty bucket: it takes none of these tokens again.
+    old_admit = (
+        f'SELECT count(*) FROM "{schema}".admit(ARRAY(SELECT job_id FROM "{schema}".job_queue))'
+    )
+    assert conn.execute(old_admit).fetchone() == (0,)

@@ -582,6 +582,31 @@ def test_the_upgrade_to_0022_gives_granted_roles_what_keys_in_sql_need(
     assert privileges(producer) == (True, False, False, False, True)
 
 
+def test_the_upgrade_to_0023_lets_granted_workers_admit_ahead(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], make_role: Callable[..., Role]
+) -> None:
+    """Workers granted before 0023 may run admit_at() after it, by a grant
+    of their own (not PUBLIC's, which a strict policy revokes), the same as
+    a new grant gives them; producers and readers get nothing."""
+    worker, producer, reader = make_role(), make_role(), make_role()
+    quoted = f'"{schema}"'
+    check = "SELECT has_function_privilege(%s, %s || '.admit_at(uuid[], float8)', 'EXECUTE')"
+
+    def may_admit(role: Role) -> bool:
+        return bool(conn.execute(check, (role.name, quoted)).fetchone()[0])
+
+    _no_public_execute(conn, schema)
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    migrate.downgrade(dsn, schema, "0022")  # as if granted at 0022
+    migrate.upgrade(dsn, schema)
+    conn.execute(f"REVOKE EXECUTE ON FUNCTION {quoted}.admit_at(uuid[], float8) FROM PUBLIC")
+    assert [may_admit(r) for r in (worker, producer, reader)] == [True, False, False]
+    with psycopg.connect(worker.dsn, autocommit=True) as own:  # as a claim calls it
+        own.execute(f"SELECT * FROM {quoted}.admit_at('{{}}'::uuid[], 0.05)").fetchall()
+    grant(dsn, schema, worker=worker.name, producer=producer.name, reader=reader.name)
+    assert [may_admit(r) for r in (worker, producer, reader)] == [True, False, False]
+
+
 def test_a_reader_reads_every_view_and_no_table(
     dsn: str,
     schema: str,
