@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -82,6 +83,14 @@ def test_the_exporter_follows_real_workers(
         assert total(before, "jobqueue_queue_paused", queue="default") == 0
         assert total(before, "jobqueue_jobs_succeeded_total") == 0
 
+        # The first attempts wait more than 0.5 s before the worker starts
+        # (a fast machine started the exporter and the worker within it).
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            waited = (
+                f"SELECT min(now() - created_at) > interval '0.6 seconds' "
+                f'FROM "{schema}".job_queue'
+            )
+            wait_for(lambda: conn.execute(waited).fetchone()[0], 10, "the jobs to wait 0.6 s")
         start_worker("--concurrency", "4")
 
         def drained() -> Samples | None:
@@ -119,9 +128,8 @@ def test_the_exporter_follows_real_workers(
                 assert len(buckets) == 21
                 counts = [v for _, v in buckets]
                 assert counts == sorted(counts), f"{name} of {task} is not cumulative"
-        # The 28 first attempts were due before the exporter and the worker
-        # had even started (each a Python process: well over half a second),
-        # so only the 6 retries (due after their backoff, a worker waiting for
+        # The 28 first attempts had waited 0.6 s before the worker started, so
+        # only the 6 retries (due after their backoff, a worker waiting for
         # them) can sit in the buckets up to 0.5 s.
         assert total(after, "jobqueue_job_wait_seconds_bucket", le="0.5") <= 6
         again = get(url)  # counters never go back between scrapes
