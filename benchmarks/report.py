@@ -334,18 +334,22 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         ".venv/bin/python -m benchmarks.compare --quick  # a few minutes, 1 repetition",
         ".venv/bin/python -m benchmarks.compare --only jobqueue,pgqueuer --workloads drain,latency",
         ".venv/bin/python -m benchmarks.enqueue_ceiling  # single enqueue: server and client share",
+        ".venv/bin/python -m benchmarks.latency_steps    # enqueue-to-start, step by step",
         "# this page again from a run's data, with the server and settings that run recorded:",
         ".venv/bin/python -m benchmarks.compare --report benchmarks/results/compare-<stamp>.json",
         "```",
         "",
-        "The run starts its own PostgreSQL server with stock settings (initdb's defaults, "
-        "autovacuum on: `benchmarks/stockserver.py`) and removes it at the end; with `--dsn` "
-        "it uses yours, and the page warns when that server had autovacuum off. "
+        "`compare` and `latency_steps` start a PostgreSQL server with stock settings of their "
+        "own (initdb's defaults, autovacuum on: `benchmarks/stockserver.py`) and remove it at "
+        "the end; with `--dsn` they use yours, and the page warns when that server had "
+        "autovacuum off. "
         "It needs PostgreSQL's server binaries (`initdb`, `pg_ctl`), Redis on "
         "127.0.0.1:6379 for Celery, `pgbench` and `psql`. Peers are installed from PyPI into "
         "`benchmarks/.peers/<name>/` on first use; each run creates and drops its own "
         "database `bench_<system>_<pid>`; Celery's runs flush Redis database 9 only. "
-        "Raw per-run figures are kept in `benchmarks/results/`.",
+        "Raw per-run figures are kept in `benchmarks/results/`. What this run does not "
+        "measure (many workers, events, PgBouncer, 10 M jobs of history, ...) is on "
+        "[More measurements](measurements.md), each with its own command.",
         "",
     ]
     return "\n".join(out)

@@ -7,6 +7,7 @@ benchmark builds its own app per schema and registers the same task names with
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from psycopg import sql
@@ -57,6 +58,16 @@ def register(app: JobQueue) -> Task[[], None]:
     def noop_rated() -> None:
         """A no-op whose rate limit the benchmark sets (app.control.rate_limit)."""
         return None
+
+    @app.task(name="sleep_ms")
+    def sleep_ms() -> None:
+        """A job that takes a millisecond (benchmarks/priority_latency.py's backlog)."""
+        time.sleep(0.001)
+
+    @app.task(name="stamp")
+    def stamp() -> float:
+        """A no-op that returns when it started (benchmarks/priority_latency.py)."""
+        return time.time()
 
     @app.task(name="noop_capped", concurrency_limit=8)
     def noop_capped() -> None:

@@ -76,3 +76,41 @@ def test_a_claim_rows_start_delay_is_believed_only_within_bounds() -> None:
     assert soon is not None and before + 0.02 <= soon <= time.monotonic() + 0.02
     late = Job.from_row((*row, *rest, 1e9, None)).not_before
     assert late is not None and late <= time.monotonic() + 1.0
+
+
+def _ranked(n: int, priority: int | None) -> Job:
+    job = _job(n)
+    job.priority = priority
+    return job
+
+
+def test_jobs_leave_by_priority_then_in_the_order_they_came() -> None:
+    """A high-priority job claimed while lower ones are prefetched starts
+    next, not behind them; equal priorities keep their order; none is 0."""
+    jobs = LocalQueue()
+    jobs.put_many([_ranked(1, 0), _ranked(2, 0), _ranked(3, None)])
+    jobs.put_many([_ranked(4, 9)])
+    jobs.put_many([_ranked(5, 5), _ranked(6, 9), _ranked(7, -1)])
+    assert [job.id for job in jobs.snapshot()] == [f"id-{n}" for n in (4, 6, 5, 1, 2, 3, 7)]
+    assert jobs.remove("id-5") is not None
+    order = [jobs.get().id for _ in range(6)]  # type: ignore[union-attr]
+    assert order == [f"id-{n}" for n in (4, 6, 1, 2, 3, 7)]
+
+
+def test_retired_slots_leave_first_and_closed_ones_after_the_jobs() -> None:
+    jobs = LocalQueue()
+    jobs.put_many([_ranked(1, 0), _ranked(2, 3)])
+    jobs.retire(1)
+    jobs.close(2)
+    assert jobs.get() is None  # a retired slot, ahead of the jobs
+    assert [jobs.get().id for _ in range(2)] == ["id-2", "id-1"]  # type: ignore[union-attr]
+    assert jobs.get() is None and jobs.get() is None  # then the closed ones
+
+
+def test_many_priorities_over_time_keep_the_order() -> None:
+    jobs = LocalQueue()
+    for n in range(40):  # more priorities than it keeps while none waits
+        jobs.put_many([_ranked(n, n % 20)])
+        assert jobs.get().id == f"id-{n}"  # type: ignore[union-attr]
+    jobs.put_many([_ranked(100, 1), _ranked(101, 30), _ranked(102, -5)])
+    assert [job.id for job in jobs.drain()] == ["id-101", "id-100", "id-102"]
