@@ -322,6 +322,8 @@ def check_queue(queue: Any, what: str = "queue") -> str:
         return queue
     if not isinstance(queue, str):
         raise TypeError(f"{what} must be a string, got {type(queue).__name__} {queue!r}")
+    if type(queue) is not str:  # a str subclass (an Enum of queue names): its value
+        return check_queue(str.__str__(queue), what)
     if not queue:
         raise ValueError(f"{what} must not be empty (omit it for the default queue)")
     if len(queue) > MAX_QUEUE_LENGTH:

@@ -3,6 +3,7 @@ SQLAlchemy's form or malformed, ``-A`` naming a task or a bare module."""
 
 from __future__ import annotations
 
+import enum
 import sys
 import textwrap
 from pathlib import Path
@@ -151,6 +152,28 @@ def test_a_queue_no_worker_could_consume_is_refused(
             attempt()
     assert check_queue("q" * 255) == "q" * 255
     assert check_queue("inner space") == "inner space"  # -Q strips only the ends
+
+
+def test_a_queue_named_by_a_string_enum_is_its_plain_string() -> None:
+    """``class Queues(str, Enum)`` is a common way to name queues; it was
+    refused as "begins or ends with whitespace" (the check's fast path takes
+    only exact strings, and its slow path fell through to that message)."""
+
+    class Queues(str, enum.Enum):
+        EMAIL = "email"
+        BAD = "a,b"
+
+    assert type(check_queue(Queues.EMAIL)) is str
+    assert check_queue(Queues.EMAIL) == "email"
+    with pytest.raises(ValueError, match="contains a comma"):
+        check_queue(Queues.BAD)
+    app = JobQueue("postgresql://nobody@127.0.0.1:1/none", default_queue=Queues.EMAIL)
+
+    @app.task(name="fh.mail", queue=Queues.EMAIL)
+    def mail() -> None: ...
+
+    assert type(mail.queue) is str and mail.queue == "email"
+    assert app.conf.default_queue == "email"
 
 
 def test_routes_the_default_queue_and_schedules_are_checked_where_they_come_from() -> None:
