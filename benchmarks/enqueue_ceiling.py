@@ -19,8 +19,10 @@ repetition. Medians, and each as a share of the first row:
 - pgbench, the job record alone (one row into ``jobs``);
 - Python threads, the raw insert through psycopg's cursors, then through
   libpq (``psycopg.pq``): what the client library costs;
-- Python threads, ``job_insert`` through libpq with its parameters encoded
-  beforehand (only the id is new): the floor for any Python enqueue of it;
+- Python threads, ``job_insert_plain`` (``job_insert`` with its optional
+  values as constants, which ``delay()`` sends for a job with none set)
+  through libpq with its parameters encoded beforehand (only the id is new):
+  the floor for any Python enqueue of it;
 - Python threads, jobqueue's ``delay()`` (after a warm-up).
 """
 
@@ -108,7 +110,7 @@ def python_insert(dsn: str, seconds: float, through_libpq: bool) -> float:
 
 
 def python_job_insert(dsn: str, app: JobQueue, seconds: float) -> float:
-    statement = direct.compile_statement(app.db.sql["job_insert"])
+    statement = direct.compile_statement(app.db.sql["job_insert_plain"])
     params = resolve(app, "noop", app.tasks.get("noop"), (), {}, {}).params()
     encoded = [direct.encode(params[name]) for name in statement.params]
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(CLIENTS)]
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "pgbench: the job record alone": lambda: pgbench(dsn, RECORD_ONLY, seconds, True),
             "Python threads: raw insert, psycopg": lambda: python_insert(dsn, seconds, False),
             "Python threads: raw insert, libpq": lambda: python_insert(dsn, seconds, True),
-            "Python threads: job_insert, libpq, values ready": lambda: python_job_insert(
+            "Python threads: job_insert_plain, libpq, values ready": lambda: python_job_insert(
                 dsn, app, seconds
             ),
             "Python threads: delay()": lambda: threads(seconds, lambda i: noop.delay()),

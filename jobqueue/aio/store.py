@@ -15,6 +15,7 @@ import psycopg
 from ..copytext import copy_chunks
 from ..db import Row
 from ..store import refused_dependencies
+from ..store.base import insert_statement
 from .db import AsyncDatabase, Params, psycopg_connection
 
 
@@ -28,7 +29,11 @@ class AsyncStore:
         """One job whose id we generated (``Store.insert_job``): a retry writes
         its record at once, since a lost commit reply may hide a claimed job."""
         await self.db.execute(
-            "job_insert", params, connection, idempotent=True, retry_as="job_insert_recorded"
+            insert_statement(params),
+            params,
+            connection,
+            idempotent=True,
+            retry_as="job_insert_recorded",
         )
 
     async def insert_job_recorded(self, params: Params, connection: Any = None) -> None:

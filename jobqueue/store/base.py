@@ -11,9 +11,12 @@ from typing import Any
 import psycopg
 
 from ..db import Database, Row
+from ..sql import PLAIN_CONSTANTS
 
 Params = Mapping[str, Any]
 
+# The optional values job_insert_plain has as NULL (insert_statement).
+_NULL_IN_PLAIN = tuple(name for name, value in PLAIN_CONSTANTS.items() if value == "NULL")
 VACUUMED = ("job_queue", "job_lease", "jobs")  # the tables a worker keeps clean
 LISTENED = "JQ004"  # events_listening(): a statement without events met a listener
 
@@ -77,3 +80,15 @@ def refused_dependencies(exc: psycopg.Error) -> Exception:
     if exc.sqlstate in ("JQ002", "22023") and exc.diag.message_primary:
         return ValueError(exc.diag.message_primary.removeprefix("jobqueue: "))
     return exc
+
+
+def insert_statement(params: Params) -> str:
+    """The single enqueue for a job we made the id of: ``job_insert_plain``
+    when none of its optional values is set (``PLAIN_CONSTANTS``), else
+    ``job_insert``."""
+    if params["countdown"]:
+        return "job_insert"
+    for name in _NULL_IN_PLAIN:
+        if params[name] is not None:
+            return "job_insert"
+    return "job_insert_plain"

@@ -11,7 +11,7 @@ import psycopg
 from ..copytext import copy_chunks
 from ..db import Row
 from ..joined import psycopg_connection
-from .base import Params, StoreBase, refused_dependencies
+from .base import Params, StoreBase, insert_statement, refused_dependencies
 
 
 class ProducerStatements(StoreBase):
@@ -19,14 +19,15 @@ class ProducerStatements(StoreBase):
 
     def insert_job(self, params: Params, connection: Any = None) -> None:
         """One job whose id we generated: one row, its record written at its
-        first claim (job_insert), sent through libpq where it can be. Its id
-        was chosen before the first try, so a retry is safe; a retry writes
-        the record at once (job_insert_recorded): a job whose commit reply was
-        lost may since have been claimed (its row in job_queue gone, its record
-        written), and only both tables' keys see that."""
+        first claim (job_insert, or job_insert_plain: ``insert_statement``),
+        sent through libpq where it can be. Its id was chosen before the first
+        try, so a retry is safe; a retry writes the record at once
+        (job_insert_recorded): a job whose commit reply was lost may since have
+        been claimed (its row in job_queue gone, its record written), and only
+        both tables' keys see that."""
         connection = self._joined(connection)
         self.db.execute(
-            "job_insert",
+            insert_statement(params),
             params,
             connection,
             direct_path=True,

@@ -15,6 +15,9 @@ import pytest
 
 from jobqueue import DuplicateJobError, JobQueue
 from jobqueue.direct import compile_statement
+from jobqueue.ids import new_id
+from jobqueue.options import resolve
+from jobqueue.store.base import insert_statement
 from tests.apps import build
 from tests.conftest import ROOT, wait_for
 
@@ -59,6 +62,7 @@ def test_libpq_enqueue_writes_what_psycopg_writes(jq: Any, schema: str, conn: An
         (jq.echo, (1, "two", None), {"k": [1.5, True]}, {"queue": "other", **options}),
         (jq.per_account, ("acct-1", 0.1), {}, options),
         (jq.rate_limited, (3,), {}, {}),
+        (jq.echo, ("plain",), {}, {}),  # none of the optional values: job_insert_plain
     ]
     db = jq.app.db
     with db.direct_connection() as c:
@@ -71,7 +75,35 @@ def test_libpq_enqueue_writes_what_psycopg_writes(jq: Any, schema: str, conn: An
         assert record is not None and waiting is not None
         assert (record, waiting) == _job(conn, schema, through_psycopg.id)
     with db.direct_connection() as c:  # one set-aside connection: the one delay() used
-        assert len(_prepared_here(c)) == 1
+        assert len(_prepared_here(c)) == 2  # job_insert and job_insert_plain
+
+
+def test_the_plain_enqueue_writes_what_the_full_one_writes(jq: Any, schema: str, conn: Any) -> None:
+    """job_insert_plain is job_insert with its optional values as the constants
+    they stand for: a job with none of them set is the same row either way,
+    and a job with any of them set takes job_insert."""
+    app = jq.app
+    spec = resolve(app, jq.echo.name, jq.echo, (1, "two"), {"k": [3]}, {"priority": 4})
+    rows = []
+    for name in ("job_insert", "job_insert_plain"):
+        params = spec._replace(id=new_id()).params()
+        assert insert_statement(params) == "job_insert_plain"
+        app.db.execute(name, params)
+        rows.append(_job(conn, schema, params["id"]))
+    assert rows[0][0] is not None and rows[0] == rows[1]
+    moment = datetime.now(timezone.utc) + timedelta(hours=1)
+    for task, call in [
+        (jq.echo, {"countdown": 5}),
+        (jq.echo, {"eta": moment}),
+        (jq.echo, {"expires": 30}),
+        (jq.echo, {"expires": moment}),
+        (jq.echo, {"fair_key": "tenant-1"}),
+        (jq.rate_limited, {}),
+        (jq.per_account, {}),
+    ]:
+        args = ("acct-1", 0.1) if task is jq.per_account else (1,)
+        params = resolve(app, task.name, task, args, {}, call).params()
+        assert insert_statement(params) == "job_insert", (task.name, call)
 
 
 def test_a_session_that_forgot_the_statement_prepares_it_again(
