@@ -187,7 +187,7 @@ class JobQueue(AppTaskBase):
             settings = dict(options)
             name = settings.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
             task: Task[Any, Any] = base(self, func, name=name, **settings)
-            self.tasks[name] = task
+            self.tasks[task.name] = task
             return task
 
         return register(fn) if fn is not None else register

@@ -192,7 +192,7 @@ def check_fair_key(value: Any, what: str) -> str:
     most MAX_FAIR_KEY_LENGTH characters."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise TypeError(f"{what} must give a string (or an int), got {type(value).__name__}")
-    key = str(value)
+    key = key_text(value)
     if not key or len(key) > MAX_FAIR_KEY_LENGTH:
         raise ValueError(
             f"{what} gave {key[:40]!r}: a fair key must be 1 to {MAX_FAIR_KEY_LENGTH} characters"
@@ -200,12 +200,23 @@ def check_fair_key(value: Any, what: str) -> str:
     return key
 
 
+def key_text(value: Any) -> str:
+    """A key's text: a string's or an integer's own, as SQL reads it from the
+    job's JSON (an Enum member's value, not "Tenant.ACME": str() of a str or
+    int Enum names the member); anything else as format() gives it."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value)
+    return f"{value}"
+
+
 def _scoped(
     task: str, key: KeyFunction | None, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> str:
     if key is None:
         return task
-    return f"{task}:{key(*args, **kwargs)}"
+    return f"{task}:{key_text(key(*args, **kwargs))}"
 
 
 def route(routes: Any, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:

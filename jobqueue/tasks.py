@@ -151,6 +151,8 @@ class Task(RunningTask, Generic[P, R]):
             name = name or class_name or f"{cls.__module__}.{cls.__qualname__}"
         elif name is None:
             name = f"{fn.__module__}.{fn.__qualname__}"
+        if isinstance(name, str) and type(name) is not str:
+            name = str.__str__(name)  # an Enum of task names: its value, as stored
         self.app = app
         self.fn = fn
         self.name = name

@@ -14,7 +14,7 @@ from jobqueue import JobQueue, loader
 from jobqueue.cli_args import globals_first
 from jobqueue.dsn import normalize
 from jobqueue.exceptions import ConfigurationError
-from jobqueue.options import check_queue
+from jobqueue.options import check_queue, resolve
 from jobqueue.redact import mask, redact
 from jobqueue.schedules import Schedule
 from jobqueue.worker.settings import WorkerSettings
@@ -174,6 +174,37 @@ def test_a_queue_named_by_a_string_enum_is_its_plain_string() -> None:
 
     assert type(mail.queue) is str and mail.queue == "email"
     assert app.conf.default_queue == "email"
+
+
+def test_names_and_keys_given_by_enums_are_their_values() -> None:
+    """Siblings of the queue above: a task named by a str Enum was registered
+    under the member (its rate keys began "Names.MAIL:", while SQL keys its
+    canvas steps by the stored name), and a fair key or a key function's
+    value that was an Enum member was stored as "Tenant.ACME"."""
+
+    class Names(str, enum.Enum):
+        MAIL = "fh.mail"
+
+    class Tenant(str, enum.Enum):
+        ACME = "acme"
+
+    class Shard(enum.IntEnum):
+        TWO = 2
+
+    app = JobQueue("postgresql://nobody@127.0.0.1:1/none")
+
+    @app.task(name=Names.MAIL, rate_limit="5/s", rate_limit_key=lambda t, s: t)
+    def mail(tenant: str, shard: int) -> None: ...
+
+    @app.task(name="fh.shard", concurrency_limit=1, concurrency_key=lambda t, s: s)
+    def shard(tenant: str, shard: int) -> None: ...
+
+    assert type(mail.name) is str and mail.name == "fh.mail" and app.tasks["fh.mail"] is mail
+    spec = resolve(app, mail.name, mail, (Tenant.ACME, Shard.TWO), {}, {"fair_key": Tenant.ACME})
+    assert spec.rate_key == "fh.mail:acme"
+    assert spec.fair_key == "acme"
+    spec = resolve(app, shard.name, shard, (Tenant.ACME, Shard.TWO), {}, {})
+    assert spec.concurrency_key == "fh.shard:2"
 
 
 def test_routes_the_default_queue_and_schedules_are_checked_where_they_come_from() -> None:
