@@ -551,6 +551,13 @@ def precheck(
     return None
 
 
+def unstarted(job: Job, why: str) -> Outcome:
+    """Handed back without running, to be claimed again at once: a job a
+    process-pool child held next when the child was stopped (``why``)."""
+    _say(logging.INFO, job, HANDED_BACK, "not started: %s", why)
+    return _outcome(job, HANDED_BACK, delay=0.0)
+
+
 def broken(job: Job, exc: BaseException) -> Outcome:
     """The safety net of the pools: ``exc`` was raised around the job, outside
     the task (a bug, an exception that cannot even be described...). The job

@@ -114,3 +114,22 @@ def test_many_priorities_over_time_keep_the_order() -> None:
         assert jobs.get().id == f"id-{n}"  # type: ignore[union-attr]
     jobs.put_many([_ranked(100, 1), _ranked(101, 30), _ranked(102, -5)])
     assert [job.id for job in jobs.drain()] == ["id-101", "id-100", "id-102"]
+
+
+def test_get_nowait_takes_a_waiting_job_or_none_and_unget_puts_it_first() -> None:
+    """The process pool hands a child its next job with get_nowait while the
+    child runs one; a job too large to go ahead is put back first (unget)."""
+    jobs = LocalQueue()
+    assert jobs.get_nowait() is None
+    jobs.put_many([_job(1), _job(2), _job(3, delay=60)])
+    first = jobs.get_nowait()
+    assert first is not None and first.id == "id-1"
+    jobs.unget(first)
+    assert [job.id for job in jobs.snapshot()] == ["id-1", "id-2", "id-3"]
+    assert [jobs.get_nowait().id for _ in range(2)] == ["id-1", "id-2"]  # type: ignore[union-attr]
+    assert jobs.get_nowait() is None  # the held one is not due
+    jobs.retire(1)
+    jobs.put(_job(4))
+    assert jobs.get_nowait() is None  # a slot is leaving: it takes its turn at get()
+    assert jobs.get() is None
+    assert jobs.get_nowait() is not None

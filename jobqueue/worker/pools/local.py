@@ -107,6 +107,25 @@ class LocalQueue:
                 else:
                     self._cond.wait()
 
+    def get_nowait(self) -> Job | None:
+        """A job if one is waiting now, else None (a slot retiring or closing
+        takes its turn at ``get``). The process pool's slots hand their child
+        its next job this way while the current one runs."""
+        with self._cond:
+            if self._retiring:
+                return None
+            if self._held:
+                self._release_due()
+            return self._pop() if self._count else None
+
+    def unget(self, job: Job) -> None:
+        """``job`` taken by ``get_nowait`` but not handed over: first again
+        among the jobs of its priority."""
+        with self._cond:
+            self._level(job.priority or 0).appendleft(job)
+            self._count += 1
+            self._cond.notify()
+
     def _release_due(self) -> None:
         """Queue the held jobs whose time has come (under the lock)."""
         now = time.monotonic()

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from ...exceptions import (
     ConfigurationError,
     MalformedJob,
     SoftTimeLimitExceeded,
+    TaskRevokedError,
     Terminated,
     TimeLimitExceeded,
 )
@@ -43,6 +45,7 @@ from ..executor import (
     malformed,
     precheck,
     revoked,
+    unstarted,
 )
 from ..job import Job
 from ..outcome import Outcome
@@ -60,6 +63,9 @@ _CHECK_EVERY = 0.2  # seconds between checks of a running job's deadline and rev
 # setitimer() refuses a time_t overflow; a soft limit this long (31 years) is none.
 _LONGEST_TIMER = 1e9
 _CLOSE_WAIT = 10.0  # seconds a closing pool waits for its children to exit, in all
+# The largest job handed to a child ahead, while it runs another: a pipe holds
+# 64 KiB, so two such jobs and a skip never block the slot's thread on a write.
+_AHEAD_BYTES = 16 * 1024
 
 
 class ProcessPool:
@@ -97,13 +103,30 @@ class ProcessPool:
         self._jobs.put_many(jobs)
 
     def drain(self) -> list[Job]:
+        """The jobs not started, taken back; the children are asked to skip
+        the jobs handed to them ahead, which their slots then hand back."""
+        for slot in self._slots:
+            slot.skip(None, "the worker is stopping")
         return self._jobs.drain()
 
     def discard(self, job_id: str) -> Job | None:
-        return self._jobs.remove(job_id)
+        """Take back ``job_id`` if it waits here. A job handed to a child ahead
+        is not given back (its child may be starting it): the child is asked
+        to skip it, and its slot reports it REVOKED unstarted, or its outcome."""
+        job = self._jobs.remove(job_id)
+        if job is None:
+            any(slot.skip(job_id, "revoked") for slot in self._slots)
+        return job
 
     def next_job(self) -> Job | None:
         return self._jobs.get()
+
+    def next_job_nowait(self) -> Job | None:
+        return self._jobs.get_nowait()
+
+    def unget(self, job: Job) -> None:
+        """A job taken but not handed over: first again at its priority."""
+        self._jobs.unget(job)
 
     def terminate(self, job_id: str) -> bool:
         return any(slot.interrupt(job_id, "terminate") for slot in self._slots)
@@ -141,7 +164,8 @@ class ProcessPool:
         return [(job, slot.started) for slot in self._slots if (job := slot.job) is not None]
 
     def reserved(self) -> list[Job]:
-        return self._jobs.snapshot()
+        ahead = [job for slot in self._slots if (job := slot.ahead) is not None]
+        return ahead + self._jobs.snapshot()
 
     def processes(self) -> list[int]:
         return [
@@ -181,15 +205,29 @@ class ProcessPool:
         }
 
 
+class Skipped:
+    """A child's reply for a job it was asked to skip before it started it."""
+
+    __slots__ = ("job_id",)
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+
 class _Slot:
     def __init__(self, pool: ProcessPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.child: BaseProcess | None = None
         self.conn: Connection | None = None
-        self.job: Job | None = None
+        self.job: Job | None = None  # the job the child runs
+        # The job handed to the child to start as soon as ``job`` ends, so it
+        # never waits on this thread in between (see ``_ahead``); and why the
+        # child was asked to skip such a job, by its id.
+        self.ahead: Job | None = None
+        self.skips: dict[str, str] = {}
         self.reason: str | None = None  # why the parent is stopping the current job
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # also orders what is written to the pipe
         self.done = 0
         self.started = 0.0  # time.time() the current job was handed to the child
         self.thread: threading.Thread | None = None
@@ -219,21 +257,172 @@ class _Slot:
         self.child, self.conn, self.done = process, parent, 0
 
     def _loop(self) -> None:
+        job: Job | None = None  # handed to the child: the job it runs
         while True:
-            job = self.pool.next_job()
             if job is None:
-                self._stop_child()
-                return
+                job = self._hand(ahead=False)
+                if job is None:
+                    self._stop_child()
+                    return
             try:
-                # Expired while it waited in the pool, or a payload no attempt
-                # could run: reported without running, before anything else.
-                outcome = precheck(job, self.pool.may_start, self.pool.app.tasks.get(job.task))
-                if outcome is None:
-                    self._ensure_child()
-                    outcome = self._run(job)
+                outcome = self._see_through(job)
             except BaseException as exc:  # no fault around a job may end its slot
                 outcome = self._fault(job, exc)
             self.pool.deliver(outcome)
+            job = self._next_after(job)
+
+    def _hand(self, *, ahead: bool) -> Job | None:
+        """Take jobs from the pool until one is handed to the child, and return
+        it; None when the pool closes (or, ``ahead``, when no job waits). The
+        outcome of a job that cannot be handed over (expired, malformed,
+        fenced, a fault) is reported here. ``ahead``: the child is running a
+        job; this one goes after it, if its message fits the pipe at once."""
+        while True:
+            job = self.pool.next_job_nowait() if ahead else self.pool.next_job()
+            if job is None:
+                return None
+            try:
+                task = self.pool.app.tasks.get(job.task)
+                # Expired while it waited in the pool, or a payload no attempt
+                # could run: reported without running, before anything else.
+                outcome = precheck(job, self.pool.may_start, task)
+                if outcome is None:
+                    message = _message(job)
+                    if not isinstance(message, bytes):
+                        outcome = message
+                    elif ahead and len(message) > _AHEAD_BYTES:
+                        # It could fill the pipe and block this thread, which
+                        # watches the running job: it goes when the child is free.
+                        self.pool.unget(job)
+                        return None
+                    else:
+                        if not ahead:
+                            self._ensure_child()
+                        outcome = self._send(job, message, task, ahead)
+            except BaseException as exc:
+                outcome = self._fault(job, exc)
+            if outcome is None:
+                return job
+            self.pool.deliver(outcome)
+
+    def _send(self, job: Job, message: bytes, task: Any, ahead: bool) -> Outcome | None:
+        """Hand ``job`` to the child: None once it is there, else what becomes
+        of it instead."""
+        assert self.conn is not None
+        with self.lock:
+            # Fenced since the precheck, before fence() could see this job:
+            # hand it back unstarted (the worker fences first, then the pool).
+            handed_back = precheck(job, self.pool.may_start, task)
+            if handed_back is not None:
+                return handed_back
+            if ahead:
+                self.ahead = job
+                log.debug("slot %d: job %s handed to its child ahead", self.index, job.id)
+            else:
+                self.job, self.reason, self.started = job, None, time.time()
+            try:
+                self.conn.send_bytes(message)
+            except OSError:
+                if not ahead:
+                    if self.reason is None:
+                        raise
+                    return self._child_gone(job)  # killed before it took the job
+                self.ahead = None  # the child is gone: the job it runs says why
+                return unstarted(job, "its child process is gone")
+        return None
+
+    def _may_go_ahead(self) -> bool:
+        """Whether the child may be handed a next job now: none is there yet,
+        nobody is stopping the current one, and the current one is not the
+        last the child runs (max_tasks_per_child)."""
+        limit = self.pool.max_tasks_per_child
+        return self.ahead is None and self.reason is None and not (limit and self.done + 2 > limit)
+
+    def _see_through(self, job: Job) -> Outcome:
+        """Wait for the child's reply on ``job`` (handed to it): its outcome,
+        or what the parent makes of it when the child is killed or dies. Hands
+        the child its next job meanwhile, when one waits."""
+        assert self.conn is not None and self.child is not None
+        task = self.pool.app.tasks.get(job.task)
+        _, hard = job.limits(task)
+        deadline = None if hard is None else time.monotonic() + hard
+        while True:
+            if self._may_go_ahead():
+                self._hand(ahead=True)
+            try:
+                ready = self.conn.poll(_CHECK_EVERY)
+            except OSError:  # the child was killed: the pipe was reset
+                return self._child_gone(job)
+            if ready:
+                try:
+                    reply: Outcome | Skipped = self.conn.recv()
+                except (EOFError, OSError):  # gone (a kill can reset the pipe)
+                    return self._child_gone(job)
+                with self.lock:  # the child moved on to the job handed ahead
+                    self.job, self.ahead = self.ahead, None
+                    self.reason, self.started = None, time.time()
+                why = self.skips.pop(job.id, None)
+                if isinstance(reply, Skipped):
+                    if why == "revoked":
+                        exc = TaskRevokedError("revoked before it started")
+                        return revoked(job, exc, task)
+                    return unstarted(job, why or "skipped")
+                self.done += 1
+                limit = self.pool.max_tasks_per_child
+                if limit and self.done >= limit:
+                    self._stop_child()  # it exits by itself; reap it, start anew
+                return reply
+            if self.reason is not None or not self.child.is_alive():
+                return self._child_gone(job)
+            if deadline is not None and time.monotonic() > deadline:
+                self.interrupt(job.id, "time_limit")
+                self._end_transaction(job)
+                return killed(
+                    task,
+                    job,
+                    TimeLimitExceeded(
+                        f"task {job.task}[{job.id}] exceeded its {hard}s time limit; "
+                        "its process was killed"
+                    ),
+                )
+
+    def _next_after(self, job: Job) -> Job | None:
+        """The job the child runs once ``job`` is seen through: the one handed
+        ahead, made current when the child replied (it started it right after
+        sending the reply); else none, and a job handed ahead goes back
+        unstarted, its child stopped first (it may be alive after a fault)."""
+        with self.lock:
+            if self.job is not job:
+                return self.job
+            ahead, self.ahead, self.job = self.ahead, None, None
+            why = self.reason or "its child process died"
+        if ahead is not None:
+            self.kill_child()
+            self.skips.pop(ahead.id, None)
+            self.pool.deliver(unstarted(ahead, f"handed to a child that was stopped ({why})"))
+        return None
+
+    def skip(self, job_id: str | None, why: str) -> bool:
+        """Ask the child not to start the job handed to it ahead (``job_id``,
+        or whichever it is): its reply then says it skipped it, and the slot
+        reports it ``why`` ("revoked": REVOKED, else handed back). A child
+        that started it already runs it; its outcome is reported as usual."""
+        with self.lock:
+            ahead = self.ahead
+            if ahead is None or (job_id is not None and ahead.id != job_id):
+                return False
+            if ahead.id in self.skips or self.conn is None:
+                return True
+            self.skips[ahead.id] = why
+            log.info(
+                "slot %d: job %s handed to its child ahead is to be skipped (%s)",
+                self.index,
+                ahead.id,
+                why,
+            )
+            with contextlib.suppress(OSError):  # gone: _next_after hands it back
+                self.conn.send(("skip", ahead.id))
+        return True
 
     def _fault(self, job: Job, exc: BaseException) -> Outcome:
         """The outcome of a job the slot could not see through: lost (back to the
@@ -247,67 +436,6 @@ class _Slot:
                 exc = again
         return broken(job, exc)
 
-    def _run(self, job: Job) -> Outcome:
-        assert self.conn is not None and self.child is not None
-        task = self.pool.app.tasks.get(job.task)
-        _, hard = job.limits(task)
-        deadline = None if hard is None else time.monotonic() + hard
-        try:
-            message = ForkingPickler.dumps(job)
-        except Exception as exc:  # its decoded arguments nest too deeply to pickle
-            return malformed(
-                job,
-                MalformedJob(
-                    f"job {job.id} of task {job.task!r} cannot be handed to a child process: "
-                    f"{type(exc).__name__}: {exc}"
-                ),
-            )
-        with self.lock:
-            self.job, self.reason, self.started = job, None, time.time()
-        try:
-            # Fenced since the precheck, before fence() could see this job:
-            # hand it back unstarted (the worker fences first, then the pool).
-            handed_back = precheck(job, self.pool.may_start, task)
-            if handed_back is not None:
-                return handed_back
-            try:
-                self.conn.send_bytes(message)
-            except OSError:
-                if self.reason is None:
-                    raise
-                return self._child_gone(job)  # killed before it took the job
-            while True:
-                try:
-                    ready = self.conn.poll(_CHECK_EVERY)
-                except OSError:  # the child was killed: the pipe was reset
-                    return self._child_gone(job)
-                if ready:
-                    try:
-                        outcome: Outcome = self.conn.recv()
-                    except (EOFError, OSError):  # gone (a kill can reset the pipe)
-                        return self._child_gone(job)
-                    self.done += 1
-                    limit = self.pool.max_tasks_per_child
-                    if limit and self.done >= limit:
-                        self._stop_child()  # it exits by itself; reap it, start anew
-                    return outcome
-                if self.reason is not None or not self.child.is_alive():
-                    return self._child_gone(job)
-                if deadline is not None and time.monotonic() > deadline:
-                    self.interrupt(job.id, "time_limit")
-                    self._end_transaction(job)
-                    return killed(
-                        task,
-                        job,
-                        TimeLimitExceeded(
-                            f"task {job.task}[{job.id}] exceeded its {hard}s time limit; "
-                            "its process was killed"
-                        ),
-                    )
-        finally:
-            with self.lock:
-                self.job = None
-
     def _end_transaction(self, job: Job) -> None:
         """The child running an atomic task is gone: its transaction too, now
         (not when the statement it ran ends), so its lease can be released."""
@@ -319,6 +447,7 @@ class _Slot:
         assert self.child is not None
         self.child.join(5)
         self._end_transaction(job)
+        self.skips.pop(job.id, None)
         task = self.pool.app.tasks.get(job.task)
         if self.reason == "terminate":
             exc = Terminated(f"job {job.id} revoked with terminate=True")
@@ -332,7 +461,8 @@ class _Slot:
     def interrupt(self, job_id: str | None, reason: str) -> bool:
         """Kill the child running ``job_id`` (None: whatever job it runs);
         True if the slot was running it. The kill is sent under the lock, so
-        it cannot hit a child that has moved on to its next job."""
+        it cannot hit a child that has moved on to its next job. A job handed
+        to it ahead goes back unstarted (``_promote``)."""
         with self.lock:
             if self.job is None or (job_id is not None and self.job.id != job_id):
                 return False
@@ -359,6 +489,20 @@ class _Slot:
             if self.child.is_alive():
                 self.child.kill()
         self.child = None
+
+
+def _message(job: Job) -> bytes | Outcome:
+    """``job`` as the pipe carries it, or its FAILURE if it cannot be."""
+    try:
+        return bytes(ForkingPickler.dumps(job))
+    except Exception as exc:  # its decoded arguments nest too deeply to pickle
+        return malformed(
+            job,
+            MalformedJob(
+                f"job {job.id} of task {job.task!r} cannot be handed to a child process: "
+                f"{type(exc).__name__}: {exc}"
+            ),
+        )
 
 
 def _die_with_parent() -> None:
@@ -411,13 +555,33 @@ def child_main(conn: Connection, settings: dict[str, Any]) -> None:
 
 def _child_loop(app: JobQueue, conn: Connection, settings: dict[str, Any]) -> None:
     done = 0
+    inbox: deque[Job | None] = deque()  # jobs handed over, in order
+    skip: set[str] = set()  # ids of jobs in the inbox not to start
+
+    def take(message: Any) -> None:
+        if isinstance(message, tuple):  # ("skip", job_id): a job handed ahead
+            skip.add(message[1])
+        else:
+            inbox.append(message)
+
     while True:
         try:
-            job: Job | None = conn.recv()
+            if not inbox:
+                skip.clear()  # a skip comes after its job: any left named a job run already
+                take(conn.recv())
+            while conn.poll():  # read on: a skip comes after the job it names
+                take(conn.recv())
         except EOFError:
             return
+        if not inbox:
+            continue
+        job = inbox.popleft()
         if job is None:
             return
+        if job.id in skip:
+            skip.discard(job.id)
+            conn.send(Skipped(job.id))
+            continue
         outcome: Outcome | None = None
         try:
             task = app.tasks.get(job.task)

@@ -1,0 +1,95 @@
+"""The process pool hands each child its next job while the child runs one
+(so the child never waits on its slot's thread in between): that job is not
+started, and is treated as such when it is revoked, when the worker stops and
+when the child is killed. Real workers, real children."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobqueue import TaskRevokedError, states
+from tests.conftest import wait_for
+
+DEBUG = ("--loglevel", "debug")  # the slot's line when it hands a job ahead
+
+
+def _two_jobs(jq: Any, schema: str, conn: Any, gate: Path) -> tuple[Any, Any]:
+    """A job held at ``gate`` before its side effect, then a second one. The
+    worker first runs 300 short jobs, so that it holds more jobs than it runs
+    (its estimate of a job's run time starts at a second, and a worker that
+    expects long jobs claims for its free slots alone)."""
+    conn.execute(f'CREATE TABLE "{schema}".runs (job uuid, host text, pid int)')
+    warm = jq.app.enqueue_many(jq.add, [(i, i) for i in range(300)])
+    assert [r.get(timeout=60) for r in warm] == [2 * i for i in range(300)]
+    gate.touch()
+    first = jq.effect.delay(f"{schema}.runs", str(gate))
+    second = jq.effect.delay(f"{schema}.runs")
+    return first, second
+
+
+def _held(worker: Any, first: Any, second: Any, tmp_path: Path) -> None:
+    wait_for(lambda: list(tmp_path.glob(f"gate~*~{first.id}~*")), 30, "the first to run")
+    wanted = f"job {second.id} handed to its child ahead"
+    wait_for(lambda: wanted in worker.log, 30, "the second to be handed ahead")
+
+
+def _runs(conn: Any, schema: str) -> list[str]:
+    rows = conn.execute(f'SELECT job::text FROM "{schema}".runs ORDER BY job').fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_job_handed_ahead_and_revoked_never_runs(
+    jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
+    first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
+    _held(worker, first, second, tmp_path)
+    second.revoke()
+    wait_for(lambda: "to be skipped (revoked)" in worker.log, 30, "the skip to be asked")
+    (tmp_path / "gate").unlink()
+    assert first.get(timeout=30) == first.id
+    with pytest.raises(TaskRevokedError, match="before it started"):
+        second.get(timeout=30)
+    assert _runs(conn, schema) == [first.id]
+    assert worker.proc.poll() is None
+
+
+def test_warm_shutdown_hands_back_the_job_a_child_holds_ahead(
+    jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
+    first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
+    _held(worker, first, second, tmp_path)
+    worker.proc.send_signal(signal.SIGTERM)
+    wanted = "to be skipped (the worker is stopping)"
+    wait_for(lambda: wanted in worker.log, 30, "the skip to be asked")
+    (tmp_path / "gate").unlink()  # the running job finishes within the grace period
+    assert worker.proc.wait(30) == 0
+    assert first.get(timeout=30) == first.id
+    assert second.state == states.PENDING  # back in the queue, not run
+    assert _runs(conn, schema) == [first.id]
+    start_worker("--pool", "processes", "--concurrency", "1")
+    assert second.get(timeout=30) == second.id
+    assert sorted(_runs(conn, schema)) == sorted([first.id, second.id])
+
+
+def test_the_job_ahead_of_a_terminated_one_runs_in_a_new_child(
+    jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
+    first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
+    _held(worker, first, second, tmp_path)
+    first.revoke(terminate=True)  # kills the child holding both
+    with pytest.raises(TaskRevokedError):
+        first.get(timeout=30)
+    assert second.get(timeout=30) == second.id  # handed back unstarted, then run
+    assert "handed to a child that was stopped (terminate)" in worker.log
+    assert _runs(conn, schema) == [second.id]  # the first never reached its side effect
+    row = conn.execute(
+        f'SELECT attempts FROM "{schema}".jobs WHERE id = %s', (second.id,)
+    ).fetchone()
+    assert row == (1,)  # its hand-back did not count as an attempt
