@@ -82,14 +82,18 @@ def test_the_job_ahead_of_a_terminated_one_runs_in_a_new_child(
 ) -> None:
     worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
     first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
+    third = jq.effect.delay(f"{schema}.runs")
     _held(worker, first, second, tmp_path)
-    first.revoke(terminate=True)  # kills the child holding both
+    wanted = f"job {third.id} handed to its child ahead"
+    wait_for(lambda: wanted in worker.log, 30, "the third to be handed ahead")
+    first.revoke(terminate=True)  # kills the child holding all three
     with pytest.raises(TaskRevokedError):
         first.get(timeout=30)
-    assert second.get(timeout=30) == second.id  # handed back unstarted, then run
-    assert "handed to a child that was stopped (terminate)" in worker.log
-    assert _runs(conn, schema) == [second.id]  # the first never reached its side effect
-    row = conn.execute(
-        f'SELECT attempts FROM "{schema}".jobs WHERE id = %s', (second.id,)
-    ).fetchone()
-    assert row == (1,)  # its hand-back did not count as an attempt
+    for later in (second, third):  # handed back unstarted, then run once
+        assert later.get(timeout=30) == later.id
+    assert worker.log.count("handed to a child that was stopped (terminate)") == 2
+    assert _runs(conn, schema) == sorted([second.id, third.id])  # never the first's effect
+    rows = conn.execute(
+        f'SELECT attempts FROM "{schema}".jobs WHERE id IN (%s, %s)', (second.id, third.id)
+    ).fetchall()
+    assert rows == [(1,), (1,)]  # their hand-back did not count as an attempt
