@@ -387,9 +387,12 @@ class _Slot:
                     self._stop_child()  # it exits by itself; reap it, start anew
                 return reply
             if self.reason is not None or not self.child.is_alive():
+                if self._replied():
+                    continue  # what it sent before it was stopped comes first
                 return self._child_gone(job)
             if deadline is not None and time.monotonic() > deadline:
-                self.interrupt(job.id, "time_limit")
+                if not self.interrupt(job.id, "time_limit"):
+                    continue  # it ended meanwhile: its reply waits
                 self._end_transaction(job)
                 return killed(
                     task,
@@ -474,11 +477,16 @@ class _Slot:
 
     def interrupt(self, job_id: str | None, reason: str) -> bool:
         """Kill the child running ``job_id`` (None: whatever job it runs);
-        True if the slot was running it. The kill is sent under the lock, so
-        it cannot hit a child that has moved on to its next job. A job handed
-        to it ahead goes back unstarted (``_promote``)."""
+        True if the slot was running it. The kill is sent under the lock, and
+        not at all once the job's reply waits in the pipe, so it cannot hit a
+        child that has moved on to a job handed ahead; those go back unstarted
+        (``_next_after``)."""
         with self.lock:
             if self.job is None or (job_id is not None and self.job.id != job_id):
+                return False
+            if job_id is not None and self._replied():
+                # The job is over (its reply waits to be read): the child is
+                # idle, or runs a job handed ahead, which the kill would hit.
                 return False
             self.reason = reason
             child = self.child
@@ -487,6 +495,13 @@ class _Slot:
         if child is not None:
             child.join(5)
         return True
+
+    def _replied(self) -> bool:
+        """Whether a reply waits in the pipe (read by the slot's thread)."""
+        try:
+            return self.conn is not None and self.conn.poll(0)
+        except OSError:
+            return False
 
     def kill_child(self) -> None:
         child = self.child
