@@ -334,6 +334,7 @@ def markdown(summary: Summary, ctx: dict[str, Any]) -> str:
         ".venv/bin/python -m benchmarks.compare --quick  # a few minutes, 1 repetition",
         ".venv/bin/python -m benchmarks.compare --only jobqueue,pgqueuer --workloads drain,latency",
         ".venv/bin/python -m benchmarks.enqueue_ceiling  # single enqueue: server and client share",
+        ".venv/bin/python -m benchmarks.enqueue_steps    # single enqueue's Python, step by step",
         ".venv/bin/python -m benchmarks.latency_steps    # enqueue-to-start, step by step",
         "# this page again from a run's data, with the server and settings that run recorded:",
         ".venv/bin/python -m benchmarks.compare --report benchmarks/results/compare-<stamp>.json",
