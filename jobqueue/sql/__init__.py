@@ -26,7 +26,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 #: job_insert's optional parameters and the constants job_insert_plain has
-#: in their place: what each is when a call sets nothing (``plain_job``).
+#: in their place: what each is when a call sets nothing (``store.base.insert_statement``).
 PLAIN_CONSTANTS = {
     "rate_key": "NULL",
     "concurrency_key": "NULL",

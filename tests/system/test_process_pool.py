@@ -17,24 +17,25 @@ from tests.conftest import wait_for
 DEBUG = ("--loglevel", "debug")  # the slot's line when it hands a job ahead
 
 
-def _two_jobs(jq: Any, schema: str, conn: Any, gate: Path) -> tuple[Any, Any]:
-    """A job held at ``gate`` before its side effect, then a second one. The
+def _held_ahead(
+    jq: Any, schema: str, conn: Any, start_worker: Any, gate: Path, later: int = 1
+) -> tuple[Any, Any, list[Any]]:
+    """A worker (process pool, one slot) running a job held at ``gate`` before
+    its side effect, and ``later`` more jobs handed to its child ahead. The
     worker first runs 300 short jobs, so that it holds more jobs than it runs
     (its estimate of a job's run time starts at a second, and a worker that
     expects long jobs claims for its free slots alone)."""
+    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
     conn.execute(f'CREATE TABLE "{schema}".runs (job uuid, host text, pid int)')
     warm = jq.app.enqueue_many(jq.add, [(i, i) for i in range(300)])
     assert [r.get(timeout=60) for r in warm] == [2 * i for i in range(300)]
     gate.touch()
     first = jq.effect.delay(f"{schema}.runs", str(gate))
-    second = jq.effect.delay(f"{schema}.runs")
-    return first, second
-
-
-def _held(worker: Any, first: Any, second: Any, tmp_path: Path) -> None:
-    wait_for(lambda: list(tmp_path.glob(f"gate~*~{first.id}~*")), 30, "the first to run")
-    wanted = f"job {second.id} handed to its child ahead"
-    wait_for(lambda: wanted in worker.log, 30, "the second to be handed ahead")
+    ahead = [jq.effect.delay(f"{schema}.runs") for _ in range(later)]
+    wait_for(lambda: list(gate.parent.glob(f"gate~*~{first.id}~*")), 30, "the first to run")
+    wanted = [f"job {job.id} handed to its child ahead" for job in ahead]
+    wait_for(lambda: all(line in worker.log for line in wanted), 30, "the jobs to go ahead")
+    return worker, first, ahead
 
 
 def _runs(conn: Any, schema: str) -> list[str]:
@@ -45,9 +46,7 @@ def _runs(conn: Any, schema: str) -> list[str]:
 def test_a_job_handed_ahead_and_revoked_never_runs(
     jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path
 ) -> None:
-    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
-    first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
-    _held(worker, first, second, tmp_path)
+    worker, first, (second,) = _held_ahead(jq, schema, conn, start_worker, tmp_path / "gate")
     second.revoke()
     wait_for(lambda: "to be skipped (revoked)" in worker.log, 30, "the skip to be asked")
     (tmp_path / "gate").unlink()
@@ -61,9 +60,7 @@ def test_a_job_handed_ahead_and_revoked_never_runs(
 def test_warm_shutdown_hands_back_the_job_a_child_holds_ahead(
     jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path
 ) -> None:
-    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
-    first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
-    _held(worker, first, second, tmp_path)
+    worker, first, (second,) = _held_ahead(jq, schema, conn, start_worker, tmp_path / "gate")
     worker.proc.send_signal(signal.SIGTERM)
     wanted = "to be skipped (the worker is stopping)"
     wait_for(lambda: wanted in worker.log, 30, "the skip to be asked")
@@ -80,12 +77,9 @@ def test_warm_shutdown_hands_back_the_job_a_child_holds_ahead(
 def test_the_job_ahead_of_a_terminated_one_runs_in_a_new_child(
     jq: Any, schema: str, conn: Any, start_worker: Any, tmp_path: Path
 ) -> None:
-    worker = start_worker("--pool", "processes", "--concurrency", "1", *DEBUG)
-    first, second = _two_jobs(jq, schema, conn, tmp_path / "gate")
-    third = jq.effect.delay(f"{schema}.runs")
-    _held(worker, first, second, tmp_path)
-    wanted = f"job {third.id} handed to its child ahead"
-    wait_for(lambda: wanted in worker.log, 30, "the third to be handed ahead")
+    worker, first, (second, third) = _held_ahead(
+        jq, schema, conn, start_worker, tmp_path / "gate", later=2
+    )
     first.revoke(terminate=True)  # kills the child holding all three
     with pytest.raises(TaskRevokedError):
         first.get(timeout=30)
