@@ -133,3 +133,15 @@ def test_get_nowait_takes_a_waiting_job_or_none_and_unget_puts_it_first() -> Non
     assert jobs.get_nowait() is None  # a slot is leaving: it takes its turn at get()
     assert jobs.get() is None
     assert jobs.get_nowait() is not None
+
+
+def test_get_nowait_keeps_a_job_for_each_free_slot() -> None:
+    """A busy child is handed a job ahead only when no free slot would take
+    it: a child holding jobs ahead of a long one left the other slot idle."""
+    jobs = LocalQueue()
+    jobs.put_many([_job(1), _job(2)])
+    assert jobs.get_nowait(keep=2) is None
+    got = jobs.get_nowait(keep=1)
+    assert got is not None and got.id == "id-1"
+    assert jobs.get_nowait(keep=1) is None
+    assert jobs.get() is not None  # the free slot's

@@ -107,16 +107,17 @@ class LocalQueue:
                 else:
                     self._cond.wait()
 
-    def get_nowait(self) -> Job | None:
-        """A job if one is waiting now, else None (a slot retiring or closing
-        takes its turn at ``get``). The process pool's slots hand their child
-        its next job this way while the current one runs."""
+    def get_nowait(self, keep: int = 0) -> Job | None:
+        """A job if more than ``keep`` are waiting now, else None (a slot
+        retiring or closing takes its turn at ``get``). The process pool's
+        slots hand their child its next job this way while the current one
+        runs, keeping one job for each slot that is free."""
         with self._cond:
             if self._retiring:
                 return None
             if self._held:
                 self._release_due()
-            return self._pop() if self._count else None
+            return self._pop() if self._count > keep else None
 
     def unget(self, job: Job) -> None:
         """``job`` taken by ``get_nowait`` but not handed over: first again
