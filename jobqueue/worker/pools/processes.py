@@ -18,12 +18,9 @@ back unstarted if the child is stopped.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
-import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -31,22 +28,18 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ... import signals
 from ...exceptions import (
     ConfigurationError,
     MalformedJob,
-    SoftTimeLimitExceeded,
     TaskRevokedError,
     Terminated,
     TimeLimitExceeded,
 )
-from ...logs import configure as configure_logging
 from ...logs import current_format as log_format
 from .. import atomic
 from ..executor import (
     JOB_LOGGER,
     broken,
-    execute,
     killed,
     lost,
     malformed,
@@ -57,6 +50,7 @@ from ..executor import (
 from ..job import Job
 from ..outcome import Outcome
 from . import Gate, Report
+from .child import Skipped, child_main
 from .local import LocalQueue
 
 if TYPE_CHECKING:
@@ -67,8 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CHECK_EVERY = 0.2  # seconds between checks of a running job's deadline and revocation
-# setitimer() refuses a time_t overflow; a soft limit this long (31 years) is none.
-_LONGEST_TIMER = 1e9
 _CLOSE_WAIT = 10.0  # seconds a closing pool waits for its children to exit, in all
 # How many jobs a slot hands its child ahead of the one it runs, and the
 # largest: a pipe holds 64 KiB, so these and their skips never block the
@@ -232,15 +224,6 @@ class ProcessPool:
             "log_format": log_format(),
             "job_log_level": logging.getLogger(JOB_LOGGER).level,
         }
-
-
-class Skipped:
-    """A child's reply for a job it was asked to skip before it started it."""
-
-    __slots__ = ("job_id",)
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
 
 
 class _Slot:
@@ -550,102 +533,3 @@ def _message(job: Job) -> bytes | Outcome:
                 f"{type(exc).__name__}: {exc}"
             ),
         )
-
-
-def _die_with_parent() -> None:
-    """If the worker is killed (kill -9), its children must not finish jobs that
-    are about to be rescued and run elsewhere. Linux only (prctl)."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        log.debug("prctl unavailable: children outlive a killed worker")
-
-
-def child_main(conn: Connection, settings: dict[str, Any]) -> None:
-    """A pool child: load the app, then run jobs from the pipe until told to stop."""
-    # Signals are the parent's business; it stops children itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
-    configure_logging(settings["log_level"] or logging.WARNING, settings.get("log_format", "text"))
-    logging.getLogger(JOB_LOGGER).setLevel(settings.get("job_log_level", logging.NOTSET))
-    from ...loader import load_app
-
-    app = load_app(settings["spec"])
-    app.conf.dsn, app.conf.schema = settings["dsn"], settings["schema"]
-    for name in (
-        "pooler",
-        "listen_dsn",
-        "prepared_statements",
-        "task_pool_max_size",
-        "lease_ttl",
-        "heartbeat_interval",
-    ):
-        setattr(app.conf, name, settings[name])
-    # Its tasks' connections: a small pool, emptied when idle, whose sockets
-    # drop what they hold if the child is killed (a fenced worker kills it).
-    app.db.for_worker(killable=True)
-
-    def soft_limit(signum: int, frame: Any) -> None:
-        raise SoftTimeLimitExceeded("soft time limit exceeded")
-
-    signal.signal(signal.SIGALRM, soft_limit)
-    signals.worker_process_init.send(None)
-    try:
-        _child_loop(app, conn, settings)
-    finally:
-        signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
-
-
-def _child_loop(app: JobQueue, conn: Connection, settings: dict[str, Any]) -> None:
-    done = 0
-    inbox: deque[Job | None] = deque()  # jobs handed over, in order
-    skip: set[str] = set()  # ids of jobs in the inbox not to start
-
-    def take(message: Any) -> None:
-        if isinstance(message, tuple):  # ("skip", job_id): a job handed ahead
-            skip.add(message[1])
-        else:
-            inbox.append(message)
-
-    while True:
-        try:
-            if not inbox:
-                skip.clear()  # a skip comes after its job: any left named a job run already
-                take(conn.recv())
-            while conn.poll():  # read on: a skip comes after the job it names
-                take(conn.recv())
-        except EOFError:
-            return
-        if not inbox:
-            continue
-        job = inbox.popleft()
-        if job is None:
-            return
-        if job.id in skip:
-            skip.discard(job.id)
-            conn.send(Skipped(job.id))
-            continue
-        outcome: Outcome | None = None
-        try:
-            task = app.tasks.get(job.task)
-            # The parent checked; a child never trusts a pipe.
-            outcome = precheck(job, task=task)
-            if outcome is None:
-                soft, _ = job.limits(task)
-                if soft is not None:
-                    signal.setitimer(signal.ITIMER_REAL, min(soft, _LONGEST_TIMER))
-                try:
-                    outcome = execute(app, job, settings["hostname"])
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        except BaseException as exc:  # no fault around a job may end the child
-            if outcome is None:  # (a soft limit landing just after the task keeps its outcome)
-                outcome = broken(job, exc)
-        conn.send(outcome)
-        done += 1
-        if settings["max_tasks"] and done >= settings["max_tasks"]:
-            return
